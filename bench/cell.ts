@@ -1,0 +1,471 @@
+/**
+ * @module One cell of the bench: N receivers and S senders in a fresh room of one target, one mode,
+ * for a fixed duration, then a bounded drain, then the accounting.
+ *
+ * Every message a sender sends carries `{"s":sender,"c":counter,"t":send time}` as its text. A
+ * receiver records each (s, c) it gets: a second copy is a duplicate, one that arrives after a later
+ * one (by the room's seq, or by the sender's counter for BareBroadcast, which has no seq) is
+ * reordered, and an acknowledged message a receiver never got is lost (counted per receiver).
+ * Parley acknowledges with `ack`; the ceilings echo the frame to everyone, the sender included, and
+ * the sender takes its own message as its ack.
+ */
+import WebSocket from "ws";
+import { eventsOf, parseServerFrame } from "../protocol/index.ts";
+import type { Mode, Options, TargetName } from "./options.ts";
+import { type WorkerdSnapshot, workerdSnapshot } from "./servers.ts";
+import { Bytes, Floats, type LatencySummary, Samples } from "./stats.ts";
+import { type Endpoint, pool, type Target } from "./targets.ts";
+
+export interface CellSpec {
+  mode: Mode;
+  receivers: number;
+  senders: number;
+}
+
+export interface MemoryResult {
+  receivers: number;
+  before: WorkerdSnapshot;
+  after: WorkerdSnapshot;
+}
+
+export interface CellResult {
+  target: TargetName;
+  spec: CellSpec;
+  ok: boolean;
+  error?: string;
+  durationMs: number;
+  /** From the first send to the last delivery (at least the duration). */
+  elapsedMs: number;
+  drainMs: number;
+  setupMs: number;
+  sent: number;
+  acked: number;
+  /** Sends answered with an error frame (never counted as acked). */
+  nacked: number;
+  errorCodes: Record<string, number>;
+  /** Sends neither acked nor refused by the end of the drain. */
+  unacked: number;
+  /** Mode "rate": sends skipped because a sender already had the maximum in flight. */
+  throttled: number;
+  /** Unique (receiver, message) deliveries. */
+  delivered: number;
+  lost: number;
+  duplicated: number;
+  reordered: number;
+  gaps: number;
+  latency: LatencySummary | null;
+  ackLatency: LatencySummary | null;
+  /** CPU used during the sending phase, as a fraction of one core. */
+  clientCpu: number;
+  serverCpu: number | null;
+  clientBound: boolean;
+  memory?: MemoryResult;
+}
+
+const MAX_INFLIGHT_RATE_MODE = 2000;
+const OPEN_TIMEOUT_MS = 20_000;
+const OPEN_CONCURRENCY = 32;
+const FILLER = "the quick brown fox jumps over the lazy dog";
+
+const now = () => performance.timeOrigin + performance.now();
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+interface Payload {
+  s: number;
+  c: number;
+  t: number;
+}
+
+function payloadOf(text: unknown): Payload | null {
+  if (typeof text !== "string" || text.charCodeAt(0) !== 123) return null;
+  try {
+    const p = JSON.parse(text) as Payload;
+    return typeof p.s === "number" && typeof p.c === "number" && typeof p.t === "number" ? p : null;
+  } catch {
+    return null;
+  }
+}
+
+function counterOf(clientId: string): number {
+  const i = clientId.indexOf("c", 1);
+  return i < 0 ? -1 : Number(clientId.slice(i + 1));
+}
+
+class Receiver {
+  seen: Bytes[] = [];
+  unique = 0;
+  dup = 0;
+  reord = 0;
+  lastSeq = 0;
+  lastC: Float64Array;
+
+  constructor(senders: number) {
+    for (let s = 0; s < senders; s++) this.seen.push(new Bytes());
+    this.lastC = new Float64Array(senders).fill(-1);
+  }
+}
+
+class Sender {
+  index: number;
+  ws: WebSocket | null = null;
+  next = 0;
+  inflight = 0;
+  acked = new Bytes();
+  sentAt = new Floats();
+  ackedCount = 0;
+  nacked = 0;
+  throttled = 0;
+
+  constructor(index: number) {
+    this.index = index;
+  }
+}
+
+class Cell {
+  kind: TargetName;
+  spec: CellSpec;
+  opts: Options;
+  receivers: Receiver[] = [];
+  senders: Sender[] = [];
+  latency = new Samples();
+  ackLatency = new Samples();
+  delivered = 0;
+  lastDelivery = 0;
+  lastProgress = 0;
+  sendingOpen = false;
+  gaps = 0;
+  errorCodes: Record<string, number> = {};
+  sockets: WebSocket[] = [];
+  closing = false;
+
+  constructor(kind: TargetName, spec: CellSpec, opts: Options) {
+    this.kind = kind;
+    this.spec = spec;
+    this.opts = opts;
+    for (let r = 0; r < spec.receivers; r++) this.receivers.push(new Receiver(spec.senders));
+    for (let s = 0; s < spec.senders; s++) this.senders.push(new Sender(s));
+  }
+
+  sendOne(sender: Sender): void {
+    const ws = sender.ws;
+    if (!ws || ws.readyState !== WebSocket.OPEN) return;
+    const c = sender.next++;
+    const t = now();
+    const text = JSON.stringify({ s: sender.index, c, t, m: FILLER });
+    sender.sentAt.set(c, t);
+    sender.inflight++;
+    ws.send(JSON.stringify({ type: "send", clientId: `s${sender.index}c${c}`, text }));
+  }
+
+  fillWindow(sender: Sender): void {
+    while (this.sendingOpen && sender.inflight < this.opts.window) this.sendOne(sender);
+  }
+
+  ack(sender: Sender, c: number, at: number): void {
+    if (c < 0 || c >= sender.next || sender.acked.get(c) !== 0) return;
+    sender.acked.set(c, 1);
+    sender.ackedCount++;
+    sender.inflight--;
+    this.ackLatency.push(at - sender.sentAt.get(c));
+    this.lastProgress = at;
+    if (this.spec.mode === "ack") this.fillWindow(sender);
+  }
+
+  nack(sender: Sender, c: number, code: string, at: number): void {
+    this.errorCodes[code] = (this.errorCodes[code] ?? 0) + 1;
+    if (c < 0 || c >= sender.next || sender.acked.get(c) !== 0) return;
+    sender.acked.set(c, 2);
+    sender.nacked++;
+    sender.inflight--;
+    this.lastProgress = at;
+    if (this.spec.mode === "ack") this.fillWindow(sender);
+  }
+
+  deliver(r: Receiver, p: Payload, seq: number, at: number): void {
+    const seen = r.seen[p.s];
+    if (!seen) return;
+    const count = seen.get(p.c);
+    if (count !== 0) {
+      r.dup++;
+      if (count < 255) seen.set(p.c, count + 1);
+      return;
+    }
+    seen.set(p.c, 1);
+    r.unique++;
+    this.delivered++;
+    this.latency.push(at - p.t);
+    this.lastDelivery = at;
+    this.lastProgress = at;
+    if (this.kind === "bare") {
+      if (p.c < (r.lastC[p.s] as number)) r.reord++;
+      else r.lastC[p.s] = p.c;
+    } else if (seq < r.lastSeq) r.reord++;
+    else r.lastSeq = seq;
+  }
+
+  /** Handles one frame for a receiver (`r`) or a sender (`s`); resolves `ready` with the last seq. */
+  onFrame(raw: string, r: Receiver | null, s: Sender | null, ready: (lastSeq: number) => void): void {
+    const at = now();
+    if (this.kind === "parley") {
+      const frame = parseServerFrame(raw);
+      if (!frame) return;
+      switch (frame.type) {
+        case "event":
+        case "events":
+          if (!r) return;
+          for (const ev of eventsOf(frame)) {
+            if (ev.kind !== "message") continue;
+            const p = payloadOf(ev.text);
+            if (p) this.deliver(r, p, ev.seq, at);
+          }
+          return;
+        case "ack":
+          if (s) this.ack(s, counterOf(frame.clientId), at);
+          return;
+        case "ready":
+          ready(frame.lastSeq);
+          return;
+        case "gap":
+          this.gaps++;
+          ready(frame.lastSeq);
+          return;
+        case "error":
+          if (s && typeof frame.clientId === "string")
+            this.nack(s, counterOf(frame.clientId), frame.code, at);
+          else this.errorCodes[frame.code] = (this.errorCodes[frame.code] ?? 0) + 1;
+          return;
+        default:
+          return;
+      }
+    }
+    let o: { type?: unknown; seq?: unknown; frame?: { text?: unknown; clientId?: unknown }; text?: unknown };
+    try {
+      o = JSON.parse(raw);
+    } catch {
+      return;
+    }
+    const inner = this.kind === "durable" ? o.frame : o;
+    if (!inner) return;
+    const p = payloadOf(inner.text);
+    if (!p) return;
+    if (r) this.deliver(r, p, typeof o.seq === "number" ? o.seq : 0, at);
+    if (s && p.s === s.index && typeof inner.clientId === "string")
+      this.ack(s, counterOf(inner.clientId), at);
+  }
+
+  open(
+    endpoint: Endpoint,
+    hasReady: boolean,
+    r: Receiver | null,
+    s: Sender | null,
+  ): Promise<{ ws: WebSocket; lastSeq: number }> {
+    return new Promise((resolve, reject) => {
+      const ws = new WebSocket(endpoint.url, {
+        headers: endpoint.headers,
+        perMessageDeflate: false,
+        skipUTF8Validation: true,
+        handshakeTimeout: OPEN_TIMEOUT_MS,
+        maxPayload: 16 * 1024 * 1024,
+      });
+      this.sockets.push(ws);
+      let settled = false;
+      const timer = setTimeout(
+        () => fail(new Error(`no ready within ${OPEN_TIMEOUT_MS / 1000} s`)),
+        OPEN_TIMEOUT_MS,
+      );
+      const done = (lastSeq: number) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        resolve({ ws, lastSeq });
+      };
+      const fail = (err: Error) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        ws.terminate();
+        reject(err);
+      };
+      ws.on("message", (data: Buffer, isBinary: boolean) => {
+        if (!isBinary) this.onFrame(data.toString(), r, s, done);
+      });
+      ws.on("open", () => {
+        if (!hasReady) done(0);
+      });
+      ws.on("unexpected-response", (_req, res) => {
+        let body = "";
+        res.on("data", (d: Buffer) => {
+          body += d.toString();
+        });
+        res.on("end", () => fail(new Error(`upgrade answered ${res.statusCode}: ${body.slice(0, 200)}`)));
+        res.on("error", () => fail(new Error(`upgrade answered ${res.statusCode}`)));
+      });
+      ws.on("error", (err) => fail(err));
+      ws.on("close", (code, reason) => {
+        fail(new Error(`closed before ready: ${code} ${reason.toString()}`));
+        if (this.sendingOpen || settled)
+          this.errorCodes[`close_${code}`] = (this.errorCodes[`close_${code}`] ?? 0) + 1;
+      });
+    });
+  }
+
+  async closeAll(): Promise<void> {
+    this.closing = true;
+    const open = this.sockets.filter(
+      (ws) => ws.readyState === WebSocket.OPEN || ws.readyState === WebSocket.CONNECTING,
+    );
+    const closed = Promise.all(
+      open.map(
+        (ws) =>
+          new Promise<void>((resolve) =>
+            ws.readyState === WebSocket.CLOSED ? resolve() : ws.once("close", () => resolve()),
+          ),
+      ),
+    );
+    for (const ws of open) {
+      if (ws.readyState === WebSocket.OPEN) ws.close(1000, "bench done");
+      else ws.terminate();
+    }
+    await Promise.race([closed, sleep(3000)]);
+    for (const ws of this.sockets) if (ws.readyState !== WebSocket.CLOSED) ws.terminate();
+  }
+}
+
+/** Runs one cell against one target; never throws (a failure is a result with `ok: false`). */
+export async function runCell(
+  target: Target,
+  spec: CellSpec,
+  opts: Options,
+  roomName: string,
+  measureMemory: boolean,
+): Promise<CellResult> {
+  const cell = new Cell(target.name, spec, opts);
+  const t0 = performance.now();
+  const result: CellResult = {
+    target: target.name,
+    spec,
+    ok: false,
+    durationMs: opts.durationMs,
+    elapsedMs: 0,
+    drainMs: 0,
+    setupMs: 0,
+    sent: 0,
+    acked: 0,
+    nacked: 0,
+    errorCodes: cell.errorCodes,
+    unacked: 0,
+    throttled: 0,
+    delivered: 0,
+    lost: 0,
+    duplicated: 0,
+    reordered: 0,
+    gaps: 0,
+    latency: null,
+    ackLatency: null,
+    clientCpu: 0,
+    serverCpu: null,
+    clientBound: false,
+  };
+  try {
+    const room = await target.prepare(roomName, spec.receivers, spec.senders);
+    const before = measureMemory ? workerdSnapshot(target.server) : null;
+    // The first receiver learns where the room's log ends (Parley: the joins), so that the others
+    // skip that replay; the ordering check starts from there.
+    const first = await cell.open(room.receiver(0, 0), target.hasReady, cell.receivers[0] as Receiver, null);
+    const after = first.lastSeq;
+    (cell.receivers[0] as Receiver).lastSeq = after;
+    const rest = Array.from({ length: spec.receivers - 1 }, (_, k) => k + 1);
+    await pool(rest, OPEN_CONCURRENCY, async (i) => {
+      const rcv = cell.receivers[i] as Receiver;
+      rcv.lastSeq = after;
+      const { lastSeq } = await cell.open(room.receiver(i, after), target.hasReady, rcv, null);
+      if (lastSeq > rcv.lastSeq) rcv.lastSeq = lastSeq;
+    });
+    if (measureMemory && before) {
+      await sleep(300);
+      result.memory = { receivers: spec.receivers, before, after: workerdSnapshot(target.server) };
+    }
+    await pool(cell.senders, OPEN_CONCURRENCY, async (s) => {
+      s.ws = (await cell.open(room.sender(s.index, after), target.hasReady, null, s)).ws;
+    });
+    result.setupMs = performance.now() - t0;
+
+    // Sending phase.
+    const cpu0 = process.cpuUsage();
+    const srv0 = workerdSnapshot(target.server);
+    const start = now();
+    cell.lastProgress = start;
+    cell.sendingOpen = true;
+    let timer: NodeJS.Timeout | null = null;
+    if (spec.mode === "ack") {
+      for (const s of cell.senders) cell.fillWindow(s);
+    } else {
+      const perSender = opts.rate / spec.senders;
+      const tick = () => {
+        const elapsed = now() - start;
+        if (elapsed >= opts.durationMs) return;
+        for (const s of cell.senders) {
+          const due = Math.floor((elapsed / 1000) * perSender + (s.index + 0.5) / spec.senders);
+          while (s.next + s.throttled < due) {
+            if (s.inflight >= MAX_INFLIGHT_RATE_MODE) s.throttled++;
+            else cell.sendOne(s);
+          }
+        }
+      };
+      tick();
+      timer = setInterval(tick, 1);
+    }
+    await sleep(Math.max(0, start + opts.durationMs - now()));
+    cell.sendingOpen = false;
+    if (timer) clearInterval(timer);
+    const cpu1 = process.cpuUsage(cpu0);
+    const srv1 = workerdSnapshot(target.server);
+    const sendEnd = now();
+
+    // Drain: until every send is answered and every receiver has every acked message, or nothing
+    // moved for `stallMs`, or `drainMs` passed.
+    const drainDeadline = sendEnd + opts.drainMs;
+    for (;;) {
+      const t = now();
+      const acked = cell.senders.reduce((n, s) => n + s.ackedCount, 0);
+      const settled =
+        cell.senders.every((s) => s.inflight === 0) && cell.receivers.every((r) => r.unique >= acked);
+      if (settled || t >= drainDeadline || t - cell.lastProgress >= opts.stallMs) break;
+      await sleep(20);
+    }
+    result.drainMs = now() - sendEnd;
+
+    // Accounting.
+    const wallMs = sendEnd - start;
+    result.clientCpu = (cpu1.user + cpu1.system) / 1000 / wallMs;
+    result.clientBound = result.clientCpu > opts.clientBound;
+    result.serverCpu = srv0.count > 0 ? ((srv1.ticks - srv0.ticks) * 10) / wallMs : null;
+    for (const s of cell.senders) {
+      result.sent += s.next;
+      result.acked += s.ackedCount;
+      result.nacked += s.nacked;
+      result.unacked += s.inflight;
+      result.throttled += s.throttled;
+    }
+    for (const r of cell.receivers) {
+      result.duplicated += r.dup;
+      result.reordered += r.reord;
+      for (const s of cell.senders) {
+        const seen = r.seen[s.index] as Bytes;
+        for (let c = 0; c < s.next; c++) if (s.acked.get(c) === 1 && seen.get(c) === 0) result.lost++;
+      }
+    }
+    result.delivered = cell.delivered;
+    result.gaps = cell.gaps;
+    result.elapsedMs = Math.max(opts.durationMs, cell.lastDelivery - start);
+    result.latency = cell.latency.summary();
+    result.ackLatency = cell.ackLatency.summary();
+    result.ok = true;
+  } catch (err) {
+    result.error = err instanceof Error ? err.message : String(err);
+  } finally {
+    cell.sendingOpen = false;
+    await cell.closeAll();
+  }
+  return result;
+}

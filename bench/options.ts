@@ -1,0 +1,113 @@
+/**
+ * @module Bench options: command-line flags, each with a `BENCH_*` environment fallback, and the
+ * two presets (default and `--quick`).
+ */
+import { parseArgs } from "node:util";
+
+export type Mode = "ack" | "rate";
+export type TargetName = "parley" | "durable" | "bare";
+
+export const TARGETS: readonly TargetName[] = ["parley", "durable", "bare"];
+export const MODES: readonly Mode[] = ["ack", "rate"];
+
+export interface Options {
+  quick: boolean;
+  /** Sending phase of one cell. */
+  durationMs: number;
+  receivers: number[];
+  senders: number[];
+  modes: Mode[];
+  targets: TargetName[];
+  /** Mode "ack": most unacknowledged sends per sender. */
+  window: number;
+  /** Mode "rate": messages per second offered by all senders together. */
+  rate: number;
+  /** Longest wait after the sending phase for in-flight messages, and the longest quiet spell. */
+  drainMs: number;
+  stallMs: number;
+  /** Client CPU (fraction of one core) above which a cell is flagged client-bound. */
+  clientBound: number;
+  /** No new cell starts once the run is this old; the rest are reported as skipped. */
+  budgetMs: number;
+  out: string;
+  /** Use an already running Parley instead of starting one (memory is then not measured). */
+  parleyUrl: string | undefined;
+}
+
+const USAGE = `usage: npm run bench -- [--quick] [--duration S] [--receivers 10,100,500] [--senders 1,10]
+       [--modes ack,rate] [--targets parley,durable,bare] [--window 8] [--rate 200] [--drain S]
+       [--budget S] [--out FILE] [--parley-url http://127.0.0.1:8787]
+Every flag also reads BENCH_<FLAG> from the environment (e.g. BENCH_DURATION=3).`;
+
+function list(value: string, name: string): number[] {
+  const out = value.split(",").map((s) => Number(s.trim()));
+  if (out.length === 0 || out.some((n) => !Number.isInteger(n) || n < 1 || n > 5000)) {
+    throw new Error(`--${name} must be a comma-separated list of integers in 1..5000`);
+  }
+  return out;
+}
+
+function names<T extends string>(value: string, allowed: readonly T[], name: string): T[] {
+  const out = value.split(",").map((s) => s.trim()) as T[];
+  for (const v of out)
+    if (!allowed.includes(v)) throw new Error(`--${name}: unknown ${v}; use ${allowed.join(",")}`);
+  return out;
+}
+
+function positive(value: string, name: string): number {
+  const n = Number(value);
+  if (!Number.isFinite(n) || n <= 0) throw new Error(`--${name} must be a positive number`);
+  return n;
+}
+
+export function parseOptions(argv: string[]): Options {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      quick: { type: "boolean" },
+      duration: { type: "string" },
+      receivers: { type: "string" },
+      senders: { type: "string" },
+      modes: { type: "string" },
+      targets: { type: "string" },
+      window: { type: "string" },
+      rate: { type: "string" },
+      drain: { type: "string" },
+      budget: { type: "string" },
+      out: { type: "string" },
+      "parley-url": { type: "string" },
+      help: { type: "boolean", short: "h" },
+    },
+    strict: true,
+  });
+  if (values.help) {
+    console.log(USAGE);
+    process.exit(0);
+  }
+  const env = (k: string) => process.env[`BENCH_${k.toUpperCase().replace("-", "_")}`];
+  const get = (k: keyof typeof values & string) => {
+    const v = values[k];
+    return typeof v === "string" ? v : env(k);
+  };
+  const quick = values.quick === true || env("quick") === "1";
+  const duration = positive(get("duration") ?? (quick ? "2" : "5"), "duration");
+  const drain = positive(get("drain") ?? (quick ? "4" : "8"), "drain");
+  const window = positive(get("window") ?? "8", "window");
+  if (!Number.isInteger(window)) throw new Error("--window must be an integer");
+  return {
+    quick,
+    durationMs: duration * 1000,
+    receivers: list(get("receivers") ?? (quick ? "10,100" : "10,100,500"), "receivers"),
+    senders: list(get("senders") ?? "1,10", "senders"),
+    modes: names(get("modes") ?? "ack,rate", MODES, "modes"),
+    targets: names(get("targets") ?? TARGETS.join(","), TARGETS, "targets"),
+    window,
+    rate: positive(get("rate") ?? "200", "rate"),
+    drainMs: drain * 1000,
+    stallMs: Math.min(2000, drain * 1000),
+    clientBound: 0.8,
+    budgetMs: positive(get("budget") ?? (quick ? "80" : "330"), "budget") * 1000,
+    out: get("out") ?? "bench/results.md",
+    parleyUrl: get("parley-url"),
+  };
+}

@@ -1,0 +1,308 @@
+/**
+ * @module The servers under test, as child processes of the bench: Parley through
+ * `node scripts/start.ts` and the ceilings through `wrangler dev -c bench/ceiling/wrangler.toml`.
+ * Each runs in its own process group (spawned detached) so that stopping it reaches wrangler and
+ * the workerd processes it spawns; `stopAllSync` is the last-resort cleanup on exit.
+ * Also: reading the RSS and CPU time of a server's workerd processes from /proc.
+ */
+import { spawn } from "node:child_process";
+import { closeSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+
+export interface Server {
+  name: string;
+  pid: number;
+  port: number;
+  baseUrl: string;
+  logFile: string;
+  stop(): Promise<void>;
+}
+
+const running = new Map<number, { stateDir: string }>();
+
+/** A port the kernel just handed out on 127.0.0.1 (free at the time of asking). */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.on("error", reject);
+    srv.listen(0, "127.0.0.1", () => {
+      const addr = srv.address();
+      const port = typeof addr === "object" && addr ? addr.port : 0;
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+function groupAlive(pgid: number): boolean {
+  try {
+    process.kill(-pgid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+interface ProcInfo {
+  pid: number;
+  ppid: number;
+  comm: string;
+  /** utime + stime, in clock ticks. */
+  ticks: number;
+}
+
+function readStat(pid: number): ProcInfo | null {
+  try {
+    const s = readFileSync(`/proc/${pid}/stat`, "utf8");
+    const open = s.indexOf("(");
+    const close = s.lastIndexOf(")");
+    const rest = s.slice(close + 2).split(" ");
+    // rest[0] is field 3 (state): ppid is field 4, utime 14, stime 15.
+    return {
+      pid,
+      comm: s.slice(open + 1, close),
+      ppid: Number(rest[1]),
+      ticks: Number(rest[11]) + Number(rest[12]),
+    };
+  } catch {
+    return null;
+  }
+}
+
+/** Every live descendant of `root` (not including it), found through the ppid chain in /proc. */
+export function descendants(root: number): ProcInfo[] {
+  const all: ProcInfo[] = [];
+  for (const name of readdirSync("/proc")) {
+    if (!/^\d+$/.test(name)) continue;
+    const info = readStat(Number(name));
+    if (info) all.push(info);
+  }
+  const children = new Map<number, ProcInfo[]>();
+  for (const p of all) {
+    const list = children.get(p.ppid);
+    if (list) list.push(p);
+    else children.set(p.ppid, [p]);
+  }
+  const out: ProcInfo[] = [];
+  const queue = [root];
+  while (queue.length > 0) {
+    const pid = queue.shift() as number;
+    for (const c of children.get(pid) ?? []) {
+      out.push(c);
+      queue.push(c.pid);
+    }
+  }
+  return out;
+}
+
+export interface WorkerdSnapshot {
+  /** RSS of all workerd processes of the server, in bytes. */
+  rssTotal: number;
+  /** RSS of the workerd that runs the worker itself (not wrangler's proxy), in bytes. */
+  rssRuntime: number;
+  /** CPU ticks of all workerd processes. */
+  ticks: number;
+  count: number;
+}
+
+function rssOf(pid: number): number {
+  try {
+    const m = /^VmRSS:\s+(\d+)\s+kB/m.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
+    return m ? Number(m[1]) * 1024 : 0;
+  } catch {
+    return 0;
+  }
+}
+
+/**
+ * wrangler dev runs two workerd processes: a proxy bound to the public port, and the runtime of the
+ * worker itself (its entry socket on an ephemeral port). Both hold every WebSocket.
+ */
+export function workerdSnapshot(server: Server): WorkerdSnapshot {
+  let rssTotal = 0;
+  let rssRuntime = 0;
+  let ticks = 0;
+  let count = 0;
+  for (const p of descendants(server.pid)) {
+    if (p.comm !== "workerd") continue;
+    const rss = rssOf(p.pid);
+    rssTotal += rss;
+    ticks += p.ticks;
+    count++;
+    let cmd = "";
+    try {
+      cmd = readFileSync(`/proc/${p.pid}/cmdline`, "utf8");
+    } catch {}
+    if (!cmd.includes(`entry=127.0.0.1:${server.port}`)) rssRuntime += rss;
+  }
+  return { rssTotal, rssRuntime, ticks, count };
+}
+
+async function waitHealthy(url: string, pid: number, timeoutMs: number, logFile: string): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (!groupAlive(pid)) throw new Error(`server exited before answering ${url}; see ${logFile}`);
+    try {
+      const res = await fetch(url, { signal: AbortSignal.timeout(2000) });
+      await res.arrayBuffer();
+      if (res.status === 200) return;
+    } catch {
+      // Not listening yet.
+    }
+    await sleep(250);
+  }
+  throw new Error(`${url} did not answer 200 within ${timeoutMs / 1000} s; see ${logFile}`);
+}
+
+async function stopGroup(pid: number, graceMs: number): Promise<void> {
+  const procs = descendants(pid).map((p) => p.pid);
+  try {
+    process.kill(-pid, "SIGTERM");
+  } catch {}
+  const deadline = Date.now() + graceMs;
+  while (Date.now() < deadline && (groupAlive(pid) || procs.some(pidAlive))) await sleep(100);
+  if (groupAlive(pid)) {
+    try {
+      process.kill(-pid, "SIGKILL");
+    } catch {}
+  }
+  // Anything that left the group (none is expected) is ended by its own pid.
+  for (const p of procs) {
+    if (pidAlive(p)) {
+      try {
+        process.kill(p, "SIGKILL");
+      } catch {}
+    }
+  }
+}
+
+interface StartSpec {
+  name: string;
+  root: string;
+  logDir: string;
+  command: string;
+  args: string[];
+  env: Record<string, string>;
+  port: number;
+  stateDir: string;
+  healthPath: string;
+  timeoutMs: number;
+}
+
+async function start(spec: StartSpec): Promise<Server> {
+  mkdirSync(spec.logDir, { recursive: true });
+  const logFile = join(spec.logDir, `${spec.name}.log`);
+  const fd = openSync(logFile, "w");
+  const child = spawn(spec.command, spec.args, {
+    cwd: spec.root,
+    detached: true,
+    stdio: ["ignore", fd, fd],
+    env: {
+      ...process.env,
+      PATH: `${join(spec.root, "node_modules/.bin")}:${process.env.PATH ?? ""}`,
+      WRANGLER_SEND_METRICS: "false",
+      ...spec.env,
+    },
+  });
+  closeSync(fd);
+  const pid = child.pid;
+  if (pid === undefined) throw new Error(`could not start ${spec.name}`);
+  running.set(pid, { stateDir: spec.stateDir });
+  child.unref();
+  let stopped = false;
+  const server: Server = {
+    name: spec.name,
+    pid,
+    port: spec.port,
+    baseUrl: `http://127.0.0.1:${spec.port}`,
+    logFile,
+    async stop() {
+      if (stopped) return;
+      stopped = true;
+      await stopGroup(pid, 5000);
+      running.delete(pid);
+      rmSync(spec.stateDir, { recursive: true, force: true });
+    },
+  };
+  try {
+    await waitHealthy(`${server.baseUrl}${spec.healthPath}`, pid, spec.timeoutMs, logFile);
+  } catch (err) {
+    await server.stop();
+    throw err;
+  }
+  return server;
+}
+
+export async function startCeiling(root: string, logDir: string): Promise<Server> {
+  const port = await freePort();
+  const stateDir = mkdtempSync(join(tmpdir(), "parley-bench-ceiling-"));
+  return start({
+    name: "ceiling",
+    root,
+    logDir,
+    command: join(root, "node_modules/.bin/wrangler"),
+    args: [
+      "dev",
+      "-c",
+      "bench/ceiling/wrangler.toml",
+      "--ip",
+      "127.0.0.1",
+      "--port",
+      String(port),
+      "--persist-to",
+      stateDir,
+      "--show-interactive-dev-session=false",
+    ],
+    env: {},
+    port,
+    stateDir,
+    healthPath: "/healthz",
+    timeoutMs: 60_000,
+  });
+}
+
+export async function startParley(root: string, logDir: string): Promise<Server> {
+  const port = await freePort();
+  const stateDir = mkdtempSync(join(tmpdir(), "parley-bench-state-"));
+  return start({
+    name: "parley",
+    root,
+    logDir,
+    command: process.execPath,
+    args: ["scripts/start.ts"],
+    env: { PORT: String(port), PARLEY_STATE_DIR: stateDir, PARLEY_USER_COMMANDS_PER_SECOND: "100000" },
+    port,
+    stateDir,
+    healthPath: "/healthz",
+    timeoutMs: 120_000,
+  });
+}
+
+/** Last resort on exit: SIGKILL every server group still running and remove its state. */
+export function stopAllSync(): void {
+  for (const [pid, { stateDir }] of running) {
+    try {
+      process.kill(-pid, "SIGKILL");
+    } catch {}
+    try {
+      rmSync(stateDir, { recursive: true, force: true });
+    } catch {}
+  }
+  running.clear();
+}
+
+export function runningCount(): number {
+  return running.size;
+}

@@ -1,0 +1,161 @@
+/**
+ * @module What the bench talks to. Each target prepares a fresh room for a cell and says where
+ * every simulated client connects. Parley goes through its public API (dev login, create room,
+ * join, WebSocket with the token header); the ceilings only need an object name.
+ */
+import type { TargetName } from "./options.ts";
+import type { Server } from "./servers.ts";
+
+export interface Endpoint {
+  url: string;
+  headers: Record<string, string>;
+}
+
+export interface PreparedRoom {
+  receiver(i: number, after: number): Endpoint;
+  sender(i: number, after: number): Endpoint;
+}
+
+export interface Target {
+  name: TargetName;
+  label: string;
+  server: Server;
+  /** Parley answers `ready` after its replay; a ceiling socket is ready once open. */
+  hasReady: boolean;
+  prepare(roomName: string, receivers: number, senders: number): Promise<PreparedRoom>;
+}
+
+export const LABELS: Record<TargetName, string> = {
+  parley: "Parley",
+  durable: "BareDurable",
+  bare: "BareBroadcast",
+};
+
+/** Runs `fn` over `items` with at most `limit` calls in flight. */
+export async function pool<T, R>(
+  items: T[],
+  limit: number,
+  fn: (item: T, i: number) => Promise<R>,
+): Promise<R[]> {
+  const out = new Array<R>(items.length);
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) {
+      const i = next++;
+      out[i] = await fn(items[i] as T, i);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  return out;
+}
+
+export function ceilingTarget(name: "durable" | "bare", server: Server): Target {
+  const wsBase = server.baseUrl.replace(/^http/, "ws");
+  return {
+    name,
+    label: LABELS[name],
+    server,
+    hasReady: false,
+    async prepare(roomName) {
+      const url = `${wsBase}/${name}/${roomName}/ws`;
+      return { receiver: () => ({ url, headers: {} }), sender: () => ({ url, headers: {} }) };
+    },
+  };
+}
+
+class ApiError extends Error {
+  status: number;
+  constructor(message: string, status: number) {
+    super(message);
+    this.status = status;
+  }
+}
+
+async function api<T>(
+  base: string,
+  method: string,
+  path: string,
+  token?: string,
+  body?: unknown,
+): Promise<T> {
+  const headers: Record<string, string> = {};
+  if (token) headers["Cf-Access-Jwt-Assertion"] = token;
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  for (let attempt = 0; ; attempt++) {
+    const res = await fetch(`${base}${path}`, {
+      method,
+      headers,
+      body: body === undefined ? undefined : JSON.stringify(body),
+      signal: AbortSignal.timeout(15_000),
+    });
+    const text = await res.text();
+    if (res.status === 429 && attempt < 5) {
+      const retry = Number(/"retryAfter":\s*([\d.]+)/.exec(text)?.[1] ?? 1);
+      await new Promise((r) => setTimeout(r, Math.min(5, retry) * 1000));
+      continue;
+    }
+    if (!res.ok) throw new ApiError(`${method} ${path} → ${res.status} ${text.slice(0, 200)}`, res.status);
+    return (text === "" ? {} : JSON.parse(text)) as T;
+  }
+}
+
+export function parleyTarget(server: Server, runId: string): Target {
+  const base = server.baseUrl;
+  const wsBase = base.replace(/^http/, "ws");
+  const receiverTokens: string[] = [];
+  const senderTokens: string[] = [];
+
+  const login = (email: string, name: string) =>
+    api<{ token: string }>(base, "POST", "/auth/dev/login", undefined, { email, name, tenant: "bench" }).then(
+      (r) => {
+        if (typeof r.token !== "string") throw new Error(`POST /auth/dev/login answered no token`);
+        return r.token;
+      },
+    );
+
+  async function ensureUsers(receivers: number, senders: number): Promise<void> {
+    const missingR = Array.from({ length: Math.max(0, receivers - receiverTokens.length) }, (_, k) => k);
+    const firstR = receiverTokens.length;
+    const tokensR = await pool(missingR, 8, (k) =>
+      login(`r${firstR + k}@bench.test`, `Receiver ${firstR + k}`),
+    );
+    receiverTokens.push(...tokensR);
+    const missingS = Array.from({ length: Math.max(0, senders - senderTokens.length) }, (_, k) => k);
+    const firstS = senderTokens.length;
+    const tokensS = await pool(missingS, 8, (k) =>
+      login(`s${firstS + k}@bench.test`, `Sender ${firstS + k}`),
+    );
+    senderTokens.push(...tokensS);
+  }
+
+  const endpoint = (roomId: string, token: string, after: number): Endpoint => ({
+    url: `${wsBase}/api/rooms/${encodeURIComponent(roomId)}/ws?after=${after}`,
+    headers: { "Cf-Access-Jwt-Assertion": token },
+  });
+
+  return {
+    name: "parley",
+    label: LABELS.parley,
+    server,
+    hasReady: true,
+    async prepare(roomName, receivers, senders) {
+      await ensureUsers(receivers, senders);
+      const creator = senderTokens[0] as string;
+      const room = await api<{ id?: unknown }>(base, "POST", "/api/rooms", creator, {
+        name: `${runId} ${roomName}`.slice(0, 80),
+        kind: "channel",
+      });
+      if (typeof room.id !== "string")
+        throw new Error(`POST /api/rooms answered no id: ${JSON.stringify(room)}`);
+      const roomId = room.id;
+      const joiners = [...receiverTokens.slice(0, receivers), ...senderTokens.slice(1, senders)];
+      await pool(joiners, 8, (token) =>
+        api(base, "POST", `/api/rooms/${encodeURIComponent(roomId)}/join`, token),
+      );
+      return {
+        receiver: (i, after) => endpoint(roomId, receiverTokens[i] as string, after),
+        sender: (i, after) => endpoint(roomId, senderTokens[i] as string, after),
+      };
+    },
+  };
+}

@@ -1,0 +1,111 @@
+/**
+ * @module Every limit Parley enforces, with the reason for each number, and how a deployment
+ * overrides it through wrangler variables (`[vars]` in wrangler.toml, `.dev.vars` locally).
+ */
+
+export interface Limits {
+  /** Largest WebSocket frame accepted from a client, in bytes. The runtime itself only stops frames
+   * at 32 MiB; a 16 KiB message plus JSON framing fits comfortably in 64 KiB, so anything larger
+   * is abuse or a bug and is refused with `too_large` before it is parsed. */
+  maxFrameBytes: number;
+  /** Largest message text in UTF-8 bytes (PROTOCOL.md: ≤ 16 KiB). */
+  maxTextBytes: number;
+  /** Most events replayed on connect before the server answers `gap` instead (PROTOCOL.md: ≥ 500).
+   * Bounded so that one reconnect cannot make the room's single thread serialise its whole log. */
+  replayCap: number;
+  /** Sustained commands per user per second in one room (token bucket). Generous for a human,
+   * small enough that one client cannot monopolise a room's thread. Load tests raise it. */
+  userCommandsPerSecond: number;
+  /** Burst allowance of that bucket: a user may send this many at once after being idle. */
+  userCommandBurst: number;
+  /** Malformed frames tolerated per socket within `badFrameWindowMs` before close 1008. A client
+   * with a bug gets errors it can log; only one that keeps sending garbage is disconnected. */
+  badFrameLimit: number;
+  badFrameWindowMs: number;
+  /** Typing notices forwarded per user (PROTOCOL.md: at most one per 2 s). */
+  typingIntervalMs: number;
+  /** History page size: default and ceiling (PROTOCOL.md: limit ≤ 200). */
+  historyDefaultLimit: number;
+  historyMaxLimit: number;
+  /** Attachment ids one message may reference. */
+  maxAttachmentsPerMessage: number;
+  /** Emoji in a reaction (PROTOCOL.md: ≤ 32 chars). */
+  maxEmojiChars: number;
+  /** Room name and topic lengths, in characters. */
+  maxRoomNameChars: number;
+  maxRoomTopicChars: number;
+  /** Largest JSON request body accepted by the HTTP API, in bytes. */
+  maxJsonBodyBytes: number;
+  /** Events per `events` frame and the byte budget of one replay frame: big enough to amortise the
+   * per-frame cost (Cloudflare advises 10–100 messages a frame), small enough for slow clients. */
+  maxEventsPerFrame: number;
+  maxReplayFrameBytes: number;
+  /** Lifetime of a dev login token, in seconds. */
+  devTokenTtlSeconds: number;
+}
+
+export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
+  maxFrameBytes: 64 * 1024,
+  maxTextBytes: 16 * 1024,
+  replayCap: 1000,
+  userCommandsPerSecond: 20,
+  userCommandBurst: 40,
+  badFrameLimit: 10,
+  badFrameWindowMs: 10_000,
+  typingIntervalMs: 2_000,
+  historyDefaultLimit: 50,
+  historyMaxLimit: 200,
+  maxAttachmentsPerMessage: 10,
+  maxEmojiChars: 32,
+  maxRoomNameChars: 80,
+  maxRoomTopicChars: 250,
+  maxJsonBodyBytes: 64 * 1024,
+  maxEventsPerFrame: 100,
+  maxReplayFrameBytes: 256 * 1024,
+  devTokenTtlSeconds: 12 * 60 * 60,
+});
+
+/** The wrangler variables that override a limit, and the floor each must respect. */
+const OVERRIDES = {
+  PARLEY_USER_COMMANDS_PER_SECOND: { key: "userCommandsPerSecond", min: 1 },
+  PARLEY_MAX_FRAME_BYTES: { key: "maxFrameBytes", min: 1024 },
+  PARLEY_MAX_TEXT_BYTES: { key: "maxTextBytes", min: 1 },
+  PARLEY_REPLAY_CAP: { key: "replayCap", min: 500 },
+} as const satisfies Record<string, { key: keyof Limits; min: number }>;
+
+export type LimitVars = Partial<Record<keyof typeof OVERRIDES, string | undefined>>;
+
+/**
+ * Reads the limits of this deployment. A variable that is set but not a number at or above its
+ * floor is a configuration mistake: it throws, so the deployment fails on its first request with
+ * a clear message instead of silently running with a different limit.
+ */
+export function readLimits(vars: LimitVars): Limits {
+  const limits: Limits = { ...DEFAULT_LIMITS };
+  for (const [name, { key, min }] of Object.entries(OVERRIDES)) {
+    const raw = vars[name as keyof LimitVars];
+    if (raw === undefined || raw.trim() === "") continue;
+    const value = Number(raw);
+    if (!Number.isInteger(value) || value < min) {
+      throw new Error(`${name} must be an integer ≥ ${min}, got ${JSON.stringify(raw)}`);
+    }
+    limits[key] = value;
+  }
+  // The burst follows a raised rate so that a load test's ack-paced window is not throttled.
+  limits.userCommandBurst = Math.max(DEFAULT_LIMITS.userCommandBurst, limits.userCommandsPerSecond * 2);
+  // The text limit can never exceed what a frame can carry.
+  limits.maxTextBytes = Math.min(limits.maxTextBytes, limits.maxFrameBytes - 1024);
+  return limits;
+}
+
+const cache = new WeakMap<object, Limits>();
+
+/** `readLimits` memoised per env object (env is stable for the life of an isolate). */
+export function limitsOf(env: LimitVars & object): Limits {
+  let limits = cache.get(env);
+  if (!limits) {
+    limits = readLimits(env);
+    cache.set(env, limits);
+  }
+  return limits;
+}

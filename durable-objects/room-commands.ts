@@ -1,0 +1,104 @@
+/**
+ * @module The rules of the room's sequenced commands (send, edit, delete, react): who may do what
+ * to which target. Every outcome is a value of `CommandResult`; nothing invalid reaches the log.
+ */
+import { type Failure, failure, mentionsIn, type SequencedCommand, type UserRef } from "../protocol/index.ts";
+import type { AppendResult, RoomLog } from "./room-log.ts";
+
+export interface Actor extends UserRef {
+  /** The actor's tenant role: owners and admins may delete anyone's message. */
+  role: string;
+}
+
+export type CommandResult = ({ ok: true } & AppendResult) | (Failure & { clientId: string });
+
+const ADMIN_ROLES = new Set(["owner", "admin"]);
+
+export function applyCommand(log: RoomLog, actor: Actor, cmd: SequencedCommand, now: number): CommandResult {
+  const fail = (code: Failure["code"], message: string): CommandResult => ({
+    ...failure(code, message),
+    clientId: cmd.clientId,
+  });
+  // A retry of a command that already committed answers its original seq, whatever happened since.
+  const existing = log.seqForClientId(actor.id, cmd.clientId);
+  if (existing !== undefined) return { ok: true, created: false, seq: existing };
+
+  const author: UserRef = { id: actor.id, name: actor.name };
+  switch (cmd.type) {
+    case "send": {
+      if (cmd.threadRoot !== undefined) {
+        const root = log.target(cmd.threadRoot);
+        if (root?.kind !== "message") return fail("not_found", `no message ${cmd.threadRoot} to reply to`);
+        if (root.threadRoot !== null) return fail("bad_request", "threadRoot must be a top-level message");
+      }
+      if (cmd.attachments && cmd.attachments.length > 0) {
+        return fail("bad_request", "unknown attachment id");
+      }
+      const event = {
+        kind: "message" as const,
+        ts: now,
+        author,
+        clientId: cmd.clientId,
+        text: cmd.text,
+        ...(cmd.threadRoot !== undefined ? { threadRoot: cmd.threadRoot } : {}),
+      };
+      const mentions = mentionsIn(cmd.text).filter((id) => id !== actor.id && log.member(id) !== undefined);
+      return { ok: true, ...log.append(event, { mentions }) };
+    }
+    case "edit": {
+      const target = log.target(cmd.target);
+      if (target?.kind !== "message") return fail("not_found", `no message ${cmd.target}`);
+      if (target.authorId !== actor.id) return fail("forbidden", "only the author may edit a message");
+      if (target.deleted) return fail("conflict", `message ${cmd.target} was deleted`);
+      return {
+        ok: true,
+        ...log.append({
+          kind: "edit",
+          ts: now,
+          author,
+          clientId: cmd.clientId,
+          target: cmd.target,
+          text: cmd.text,
+        }),
+      };
+    }
+    case "delete": {
+      const target = log.target(cmd.target);
+      if (target?.kind !== "message") return fail("not_found", `no message ${cmd.target}`);
+      if (target.authorId !== actor.id && !ADMIN_ROLES.has(actor.role)) {
+        return fail("forbidden", "only the author or an admin may delete a message");
+      }
+      if (target.deleted) return fail("conflict", `message ${cmd.target} was already deleted`);
+      return {
+        ok: true,
+        ...log.append(
+          { kind: "delete", ts: now, author, clientId: cmd.clientId, target: cmd.target },
+          { apply: () => log.scrubMessage(cmd.target) },
+        ),
+      };
+    }
+    case "react": {
+      const target = log.target(cmd.target);
+      if (target?.kind !== "message") return fail("not_found", `no message ${cmd.target}`);
+      if (target.deleted) return fail("conflict", `message ${cmd.target} was deleted`);
+      if (log.hasReaction(cmd.target, actor.id, cmd.emoji) === cmd.on) {
+        return fail("conflict", cmd.on ? "already reacted with that emoji" : "no such reaction to remove");
+      }
+      return {
+        ok: true,
+        ...log.append(
+          {
+            kind: "reaction",
+            ts: now,
+            author,
+            clientId: cmd.clientId,
+            target: cmd.target,
+            emoji: cmd.emoji,
+            on: cmd.on,
+          },
+          { apply: () => log.setReaction(cmd.target, actor.id, cmd.emoji, cmd.on) },
+        ),
+      };
+    }
+  }
+}

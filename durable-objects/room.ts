@@ -1,0 +1,446 @@
+/**
+ * @module The Room Durable Object: one per room, named `<tenantId>:<roomId>`. It owns the room's
+ * ordered log (room-log.ts), its members, and its hibernatable WebSockets.
+ *
+ * Lifecycle: the worker authenticates and forwards the upgrade unchanged (with the caller's
+ * identity in a header only it can set); `fetch` accepts the socket, replays what the client missed
+ * and sends `ready`; `webSocketMessage` validates and applies each frame. Per-socket state lives in
+ * the socket's attachment, so nothing is lost when the object hibernates.
+ */
+import { DurableObject } from "cloudflare:workers";
+import { type Limits, limitsOf } from "../config/limits.ts";
+import {
+  CLOSE,
+  type ClientFrame,
+  ERROR_STATUS,
+  type ErrorCode,
+  type Failure,
+  failure,
+  PING_FRAME,
+  PONG_FRAME,
+  parseClientFrame,
+  type SequencedCommand,
+  type ServerFrame,
+  type UserRef,
+} from "../protocol/index.ts";
+import { RateLimiter } from "./rate-limit.ts";
+import { type Actor, applyCommand, type CommandResult } from "./room-commands.ts";
+import { type Member, RoomLog, type RoomMeta } from "./room-log.ts";
+
+/** Header through which the worker hands the authenticated caller to the object. The worker always
+ * overwrites it, and only the worker can reach the object, so a client cannot forge it. */
+export const IDENTITY_HEADER = "x-parley-identity";
+
+/** What each socket carries through hibernation (its serialized attachment). */
+export interface SocketInfo extends Actor {
+  tenantId: string;
+}
+
+export interface HistoryQuery {
+  before?: number;
+  after?: number;
+  limit: number;
+}
+
+export interface RoomSummary {
+  lastSeq: number;
+  readSeq: number;
+  unread: number;
+  mentions: number;
+}
+
+export class Room extends DurableObject<Env> {
+  readonly #log: RoomLog;
+  readonly #limits: Limits;
+  readonly #rate: RateLimiter;
+  /** Attachments deserialized once per wake, not once per frame. */
+  readonly #sockets = new Map<WebSocket, SocketInfo>();
+  readonly #strikes = new Map<WebSocket, { count: number; since: number }>();
+  readonly #typingAt = new Map<string, number>();
+  /** Events committed but not yet sent, and acks waiting behind them (see `#flush`). */
+  #pending: string[] = [];
+  #pendingAcks = new Map<WebSocket, string[]>();
+  #flushScheduled = false;
+
+  constructor(ctx: DurableObjectState, env: Env) {
+    super(ctx, env);
+    this.#limits = limitsOf(env);
+    this.#log = new RoomLog(ctx.storage);
+    this.#rate = new RateLimiter(this.#limits.userCommandsPerSecond, this.#limits.userCommandBurst);
+    // Pings are answered by the runtime without waking a hibernated room.
+    ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair(PING_FRAME, PONG_FRAME));
+  }
+
+  // ---- RPC: called by the worker -------------------------------------------------------------
+
+  /** Records which tenant and room this object is. Idempotent; refuses to change tenant. */
+  init(meta: RoomMeta): void {
+    const current = this.#log.meta();
+    if (current && (current.tenantId !== meta.tenantId || current.roomId !== meta.roomId)) {
+      throw new Error("room object already belongs to another room");
+    }
+    this.#log.setMeta(meta);
+  }
+
+  /** Adds a member (a sequenced `member_join`); a no-op for an existing member. */
+  join(member: Member): { seq: number | null } {
+    if (this.#log.member(member.id)) return { seq: null };
+    const result = this.#log.append(
+      {
+        kind: "member_join",
+        ts: Date.now(),
+        author: { id: member.id, name: member.name },
+        user: { id: member.id, name: member.name },
+      },
+      { apply: () => this.#log.putMember(member) },
+    );
+    if (result.created) this.#broadcast(result.json);
+    return { seq: result.seq };
+  }
+
+  /** Removes a member (a sequenced `member_leave`) and closes their sockets at once. */
+  leave(userId: string, actor: UserRef): { seq: number | null } {
+    const member = this.#log.member(userId);
+    if (!member) return { seq: null };
+    const result = this.#log.append(
+      { kind: "member_leave", ts: Date.now(), author: actor, user: { id: member.id, name: member.name } },
+      { apply: () => this.#log.removeMember(userId) },
+    );
+    if (result.created) this.#broadcast(result.json);
+    for (const ws of this.ctx.getWebSockets(userId)) {
+      this.#sockets.delete(ws);
+      closeQuietly(ws, CLOSE.revoked.code, CLOSE.revoked.reason);
+    }
+    return { seq: result.seq };
+  }
+
+  /** A sequenced command over HTTP: the same rules, limits and idempotency as over a socket. */
+  command(actor: Actor, cmd: SequencedCommand): CommandResult {
+    const refused = this.#admit(actor.id);
+    if (refused) return { ...refused, clientId: cmd.clientId };
+    return this.#apply(actor, cmd);
+  }
+
+  /** A page of the log as the JSON body `{"events":[…],"hasMore"}`, built from the stored JSON. */
+  history(userId: string, q: HistoryQuery): { ok: true; body: string } | Failure {
+    if (!this.#log.member(userId)) return failure("forbidden", "join the room to read it");
+    const limit = q.limit;
+    let rows: string[];
+    let hasMore: boolean;
+    if (q.after !== undefined) {
+      rows = this.#log.jsonAfter(q.after, limit + 1);
+      hasMore = rows.length > limit;
+      if (hasMore) rows.pop();
+    } else {
+      rows = this.#log.jsonBefore(q.before ?? this.#log.lastSeq + 1, limit + 1);
+      hasMore = rows.length > limit;
+      if (hasMore) rows.shift();
+    }
+    return { ok: true, body: `{"events":[${rows.join(",")}],"hasMore":${hasMore}}` };
+  }
+
+  /** Moves the caller's read marker (never backwards). */
+  markRead(userId: string, seq: number): { ok: true; readSeq: number } | Failure {
+    if (!this.#log.member(userId)) return failure("forbidden", "join the room first");
+    if (seq > this.#log.lastSeq)
+      return failure("bad_request", `seq ${seq} is beyond the log (lastSeq ${this.#log.lastSeq})`);
+    return { ok: true, readSeq: this.#log.markRead(userId, seq) };
+  }
+
+  summary(userId: string): RoomSummary {
+    const lastSeq = this.#log.lastSeq;
+    if (!this.#log.member(userId)) return { lastSeq, readSeq: 0, unread: 0, mentions: 0 };
+    return { lastSeq, ...this.#log.unread(userId) };
+  }
+
+  isMember(userId: string): boolean {
+    return this.#log.member(userId) !== undefined;
+  }
+
+  // ---- WebSocket lifecycle -----------------------------------------------------------------
+
+  override async fetch(request: Request): Promise<Response> {
+    if (request.headers.get("upgrade")?.toLowerCase() !== "websocket") {
+      return jsonError("bad_request", "expected a WebSocket upgrade");
+    }
+    const info = parseIdentity(request.headers.get(IDENTITY_HEADER));
+    const meta = this.#log.meta();
+    if (!info || !meta || meta.tenantId !== info.tenantId) return jsonError("not_found", "no such room");
+    const member = this.#log.member(info.id);
+    if (!member) return jsonError("forbidden", "join the room before connecting");
+
+    const afterParam = new URL(request.url).searchParams.get("after") ?? "0";
+    const after = /^\d{1,15}$/.test(afterParam) ? Number(afterParam) : Number.NaN;
+    const lastSeq = this.#log.lastSeq;
+    if (!Number.isSafeInteger(after)) return jsonError("bad_request", "after must be a non-negative integer");
+    if (after > lastSeq)
+      return jsonError("bad_request", `after ${after} is beyond the log (lastSeq ${lastSeq})`);
+
+    // Everything already committed goes to the existing sockets first, so the new socket's replay
+    // below and the live stream after it neither overlap nor leave a hole.
+    this.#flush();
+    const [client, server] = Object.values(new WebSocketPair()) as [WebSocket, WebSocket];
+    this.ctx.acceptWebSocket(server, [info.id]);
+    server.serializeAttachment(info);
+    this.#sockets.set(server, info);
+
+    if (lastSeq - after > this.#limits.replayCap) {
+      send(server, { type: "gap", after, lastSeq });
+    } else {
+      this.#replay(server, after, lastSeq);
+    }
+    send(server, { type: "ready", lastSeq });
+    return new Response(null, { status: 101, webSocket: client });
+  }
+
+  override async webSocketMessage(ws: WebSocket, message: string | ArrayBuffer): Promise<void> {
+    const info = this.#info(ws);
+    if (!info) {
+      closeQuietly(ws, CLOSE.revoked.code, CLOSE.revoked.reason);
+      return;
+    }
+    const parsed = parseClientFrame(message, this.#limits);
+    if (!parsed.ok) {
+      sendError(ws, parsed.code, parsed.message, parsed.clientId);
+      this.#strike(ws);
+      return;
+    }
+    this.#onFrame(ws, info, parsed.value);
+  }
+
+  override async webSocketClose(ws: WebSocket, code: number, reason: string): Promise<void> {
+    this.#forget(ws);
+    // Reciprocate the peer's Close frame, or clients report 1006 instead of their own code.
+    closeQuietly(ws, code === 1005 || code === 1006 ? 1000 : code, reason);
+  }
+
+  override async webSocketError(ws: WebSocket): Promise<void> {
+    this.#forget(ws);
+  }
+
+  // ---- frames ------------------------------------------------------------------------------
+
+  #onFrame(ws: WebSocket, info: SocketInfo, frame: ClientFrame): void {
+    if (frame.type === "ping") {
+      send(ws, { type: "pong" });
+      return;
+    }
+    // Authorization on every command: a member removed since connecting is refused and closed.
+    if (!this.#log.member(info.id)) {
+      this.#forget(ws);
+      closeQuietly(ws, CLOSE.revoked.code, CLOSE.revoked.reason);
+      return;
+    }
+    const clientId = "clientId" in frame ? frame.clientId : undefined;
+    const refused = this.#admit(info.id);
+    if (refused) {
+      sendError(ws, refused.code, refused.message, clientId, refused.retryAfter);
+      return;
+    }
+    switch (frame.type) {
+      case "typing":
+        this.#typing(ws, info);
+        break;
+      case "read": {
+        const result = this.markRead(info.id, frame.seq);
+        if (!result.ok) sendError(ws, result.code, result.message);
+        break;
+      }
+      default: {
+        const result = this.#apply(info, frame);
+        if (!result.ok) {
+          sendError(ws, result.code, result.message, result.clientId);
+          break;
+        }
+        // The ack waits behind the event in the same flush, so a sender sees its event, then its
+        // ack; either way the output gate holds both until the write is durable.
+        this.#queueAck(
+          ws,
+          JSON.stringify({ type: "ack", clientId: frame.clientId, seq: result.seq } satisfies ServerFrame),
+        );
+      }
+    }
+  }
+
+  #apply(actor: Actor, cmd: SequencedCommand): CommandResult {
+    if (!this.#log.member(actor.id))
+      return { ...failure("forbidden", "join the room first"), clientId: cmd.clientId };
+    const result = applyCommand(this.#log, actor, cmd, Date.now());
+    if (result.ok && result.created) this.#broadcast(result.json);
+    return result;
+  }
+
+  /** Rate limit per user per room; null when the command may proceed. */
+  #admit(userId: string): Failure | null {
+    const wait = this.#rate.take(userId, Date.now());
+    if (wait === 0) return null;
+    return failure("rate_limited", "too many commands; slow down", Math.max(1, Math.ceil(wait)));
+  }
+
+  #typing(ws: WebSocket, info: SocketInfo): void {
+    const now = Date.now();
+    const last = this.#typingAt.get(info.id) ?? 0;
+    if (now - last < this.#limits.typingIntervalMs) return;
+    this.#typingAt.set(info.id, now);
+    const frame = JSON.stringify({
+      type: "typing",
+      user: { id: info.id, name: info.name },
+    } satisfies ServerFrame);
+    for (const other of this.ctx.getWebSockets()) {
+      if (other !== ws && this.#info(other)?.id !== info.id) sendRaw(other, frame);
+    }
+  }
+
+  /** Counts a malformed frame; a socket that keeps sending them is closed with 1008. */
+  #strike(ws: WebSocket): void {
+    const now = Date.now();
+    let s = this.#strikes.get(ws);
+    if (!s || now - s.since > this.#limits.badFrameWindowMs) {
+      s = { count: 0, since: now };
+      this.#strikes.set(ws, s);
+    }
+    if (++s.count >= this.#limits.badFrameLimit) {
+      this.#forget(ws);
+      closeQuietly(ws, CLOSE.policy.code, CLOSE.policy.reason);
+    }
+  }
+
+  #info(ws: WebSocket): SocketInfo | undefined {
+    let info = this.#sockets.get(ws);
+    if (!info) {
+      info = (ws.deserializeAttachment() as SocketInfo | null) ?? undefined;
+      if (info) this.#sockets.set(ws, info);
+    }
+    return info;
+  }
+
+  #forget(ws: WebSocket): void {
+    this.#sockets.delete(ws);
+    this.#strikes.delete(ws);
+    this.#pendingAcks.delete(ws);
+  }
+
+  // ---- fan-out -----------------------------------------------------------------------------
+
+  /** Sends events with seq in (after, lastSeq] to one socket, in frames of bounded size. */
+  #replay(ws: WebSocket, after: number, lastSeq: number): void {
+    let from = after;
+    while (from < lastSeq) {
+      const rows = this.#log.jsonAfter(from, this.#limits.maxEventsPerFrame, lastSeq);
+      if (rows.length === 0) break;
+      let batch: string[] = [];
+      let bytes = 0;
+      for (const row of rows) {
+        if (batch.length > 0 && bytes + row.length > this.#limits.maxReplayFrameBytes) {
+          sendRaw(ws, eventsFrame(batch));
+          batch = [];
+          bytes = 0;
+        }
+        batch.push(row);
+        bytes += row.length;
+      }
+      sendRaw(ws, eventsFrame(batch));
+      from += rows.length;
+    }
+  }
+
+  #broadcast(json: string): void {
+    this.#pending.push(json);
+    this.#scheduleFlush();
+  }
+
+  #queueAck(ws: WebSocket, frame: string): void {
+    const acks = this.#pendingAcks.get(ws);
+    if (acks) acks.push(frame);
+    else this.#pendingAcks.set(ws, [frame]);
+    this.#scheduleFlush();
+  }
+
+  /** Events that become ready together leave in one frame per socket: per-frame cost dominates
+   * fan-out, so a busy room sends O(sockets) frames per flush instead of per event. */
+  #scheduleFlush(): void {
+    if (this.#flushScheduled) return;
+    this.#flushScheduled = true;
+    setTimeout(() => this.#flush(), 0);
+  }
+
+  #flush(): void {
+    this.#flushScheduled = false;
+    if (this.#pending.length === 0 && this.#pendingAcks.size === 0) return;
+    const events = this.#pending;
+    const acks = this.#pendingAcks;
+    this.#pending = [];
+    this.#pendingAcks = new Map();
+    const frames: string[] = [];
+    for (let i = 0; i < events.length; i += this.#limits.maxEventsPerFrame) {
+      frames.push(eventsFrame(events.slice(i, i + this.#limits.maxEventsPerFrame)));
+    }
+    for (const ws of this.ctx.getWebSockets()) {
+      for (const frame of frames) sendRaw(ws, frame);
+      const mine = acks.get(ws);
+      if (mine) for (const ack of mine) sendRaw(ws, ack);
+    }
+  }
+}
+
+function eventsFrame(jsons: string[]): string {
+  return jsons.length === 1
+    ? `{"type":"event","event":${jsons[0]}}`
+    : `{"type":"events","events":[${jsons.join(",")}]}`;
+}
+
+function parseIdentity(raw: string | null): SocketInfo | null {
+  if (!raw) return null;
+  try {
+    const o = JSON.parse(raw) as Partial<SocketInfo>;
+    if (
+      typeof o.id !== "string" ||
+      typeof o.name !== "string" ||
+      typeof o.role !== "string" ||
+      typeof o.tenantId !== "string"
+    ) {
+      return null;
+    }
+    return { id: o.id, name: o.name, role: o.role, tenantId: o.tenantId };
+  } catch {
+    return null;
+  }
+}
+
+function jsonError(code: ErrorCode, message: string): Response {
+  return Response.json({ error: { code, message } }, { status: ERROR_STATUS[code] });
+}
+
+function send(ws: WebSocket, frame: ServerFrame): void {
+  sendRaw(ws, JSON.stringify(frame));
+}
+
+function sendError(
+  ws: WebSocket,
+  code: ErrorCode,
+  message: string,
+  clientId?: string,
+  retryAfter?: number,
+): void {
+  const frame: ServerFrame = { type: "error", code, message };
+  if (clientId !== undefined) frame.clientId = clientId;
+  if (retryAfter !== undefined) frame.retryAfter = retryAfter;
+  send(ws, frame);
+}
+
+/** A socket may close between our last look and this send; that is not an error of the room. */
+function sendRaw(ws: WebSocket, frame: string): void {
+  try {
+    ws.send(frame);
+  } catch {
+    // closed or closing: the client resumes with `after` when it reconnects
+  }
+}
+
+function closeQuietly(ws: WebSocket, code: number, reason: string): void {
+  try {
+    ws.close(code, reason);
+  } catch {
+    // already closed
+  }
+}

@@ -1,0 +1,354 @@
+/**
+ * @module Parley wire protocol v1 (shared/PROTOCOL.md): the one definition of every frame, event
+ * and error, shared by the worker, the Durable Objects, the SDK, the bench and the tests.
+ * Parsers validate hostile input and return a typed value or an error; they never throw.
+ */
+
+export const PROTOCOL_VERSION = 1;
+
+// ---------------------------------------------------------------------------------------------
+// Errors
+
+export const ERROR_STATUS = {
+  bad_request: 400,
+  unauthorized: 401,
+  forbidden: 403,
+  not_found: 404,
+  conflict: 409,
+  too_large: 413,
+  rate_limited: 429,
+  internal: 500,
+} as const;
+
+export type ErrorCode = keyof typeof ERROR_STATUS;
+
+/** What a command or request that failed answers, before it is framed for HTTP or WebSocket. */
+export interface Failure {
+  ok: false;
+  code: ErrorCode;
+  message: string;
+  /** Seconds, only with `rate_limited`. */
+  retryAfter?: number;
+}
+
+export function failure(code: ErrorCode, message: string, retryAfter?: number): Failure {
+  return retryAfter === undefined ? { ok: false, code, message } : { ok: false, code, message, retryAfter };
+}
+
+/** The HTTP error envelope: `{"error":{"code","message"}}` (plus `retryAfter` when rate limited). */
+export interface HttpErrorBody {
+  error: { code: ErrorCode; message: string; retryAfter?: number };
+}
+
+/** WebSocket close codes Parley uses, each with its reason. */
+export const CLOSE = {
+  /** The client kept sending malformed frames. */
+  policy: { code: 1008, reason: "too many bad frames" },
+  /** The user lost access to the room (left or was removed). */
+  revoked: { code: 4403, reason: "membership revoked" },
+  /** The server is going away (deploy, restart): reconnect with `after`. */
+  restart: { code: 1012, reason: "service restart" },
+} as const;
+
+// ---------------------------------------------------------------------------------------------
+// Events: the room's totally ordered log
+
+export interface UserRef {
+  id: string;
+  name: string;
+}
+
+export interface AttachmentRef {
+  id: string;
+  name: string;
+  size: number;
+  contentType: string;
+}
+
+interface EventBase {
+  seq: number;
+  ts: number;
+  author: UserRef;
+  clientId?: string;
+}
+
+export interface MessageEvent extends EventBase {
+  kind: "message";
+  text: string;
+  threadRoot?: number;
+  attachments?: AttachmentRef[];
+  /** Set once the message was deleted: its text is gone from every store, its seq stays. */
+  deleted?: true;
+}
+export interface EditEvent extends EventBase {
+  kind: "edit";
+  target: number;
+  text: string;
+  deleted?: true;
+}
+export interface DeleteEvent extends EventBase {
+  kind: "delete";
+  target: number;
+}
+export interface ReactionEvent extends EventBase {
+  kind: "reaction";
+  target: number;
+  emoji: string;
+  on: boolean;
+}
+export interface MemberEvent extends EventBase {
+  kind: "member_join" | "member_leave";
+  user: UserRef;
+}
+export interface RoomUpdateEvent extends EventBase {
+  kind: "room_update";
+  name?: string;
+  topic?: string;
+}
+
+export type RoomEvent =
+  | MessageEvent
+  | EditEvent
+  | DeleteEvent
+  | ReactionEvent
+  | MemberEvent
+  | RoomUpdateEvent;
+export type EventKind = RoomEvent["kind"];
+
+// ---------------------------------------------------------------------------------------------
+// Frames
+
+export interface SendCommand {
+  type: "send";
+  clientId: string;
+  text: string;
+  threadRoot?: number;
+  attachments?: string[];
+}
+export interface EditCommand {
+  type: "edit";
+  clientId: string;
+  target: number;
+  text: string;
+}
+export interface DeleteCommand {
+  type: "delete";
+  clientId: string;
+  target: number;
+}
+export interface ReactCommand {
+  type: "react";
+  clientId: string;
+  target: number;
+  emoji: string;
+  on: boolean;
+}
+/** Commands that become sequenced events, and so carry a `clientId` for idempotency. */
+export type SequencedCommand = SendCommand | EditCommand | DeleteCommand | ReactCommand;
+
+export type ClientFrame =
+  | SequencedCommand
+  | { type: "typing" }
+  | { type: "read"; seq: number }
+  | { type: "ping" };
+
+export type ServerFrame =
+  | { type: "event"; event: RoomEvent }
+  | { type: "events"; events: RoomEvent[] }
+  | { type: "ack"; clientId: string; seq: number }
+  | { type: "typing"; user: UserRef }
+  | { type: "ready"; lastSeq: number }
+  | { type: "gap"; after: number; lastSeq: number }
+  | { type: "error"; code: ErrorCode; message: string; clientId?: string; retryAfter?: number }
+  | { type: "pong" };
+
+/** The exact ping frame answered by the runtime's auto-response without waking a hibernated room. */
+export const PING_FRAME = '{"type":"ping"}';
+export const PONG_FRAME = '{"type":"pong"}';
+
+// ---------------------------------------------------------------------------------------------
+// Validation
+
+export interface FieldLimits {
+  maxFrameBytes: number;
+  maxTextBytes: number;
+  maxAttachmentsPerMessage: number;
+  maxEmojiChars: number;
+}
+
+export type Parsed<T> = { ok: true; value: T } | (Failure & { clientId?: string });
+
+const CLIENT_ID = /^[A-Za-z0-9_-]{1,64}$/;
+const encoder = new TextEncoder();
+
+/** UTF-8 length of `s` in bytes, without allocating when the answer is obviously small. */
+export function utf8Bytes(s: string): number {
+  if (s.length * 3 <= 4096) {
+    let n = 0;
+    for (let i = 0; i < s.length; i++) {
+      const c = s.charCodeAt(i);
+      if (c < 0x80) n += 1;
+      else if (c < 0x800) n += 2;
+      else if (c >= 0xd800 && c <= 0xdbff && i + 1 < s.length) {
+        n += 4;
+        i++;
+      } else n += 3;
+    }
+    return n;
+  }
+  return encoder.encode(s).byteLength;
+}
+
+export function isClientId(v: unknown): v is string {
+  return typeof v === "string" && CLIENT_ID.test(v);
+}
+
+/** A sequence number: a positive safe integer. */
+export function isSeq(v: unknown): v is number {
+  return typeof v === "number" && Number.isSafeInteger(v) && v >= 1;
+}
+
+function isRecord(v: unknown): v is Record<string, unknown> {
+  return typeof v === "object" && v !== null && !Array.isArray(v);
+}
+
+const bad = (message: string, clientId?: string): Failure & { clientId?: string } =>
+  clientId === undefined ? failure("bad_request", message) : { ...failure("bad_request", message), clientId };
+
+function checkText(text: unknown, limits: FieldLimits, clientId: string, allowEmpty: boolean) {
+  if (typeof text !== "string") return bad("text must be a string", clientId);
+  if (!allowEmpty && text.trim() === "") return bad("text must not be empty", clientId);
+  if (utf8Bytes(text) > limits.maxTextBytes) {
+    return { ...failure("too_large", `text exceeds ${limits.maxTextBytes} bytes`), clientId };
+  }
+  return null;
+}
+
+/**
+ * Validates the fields of a sequenced command (from a WebSocket frame or an HTTP body) and returns
+ * it with only the known fields: nothing a client adds is ever stored or rebroadcast.
+ */
+export function parseCommand(
+  type: string,
+  o: Record<string, unknown>,
+  limits: FieldLimits,
+): Parsed<SequencedCommand> {
+  const clientId = o.clientId;
+  if (!isClientId(clientId)) return bad("clientId must be 1-64 characters of [A-Za-z0-9_-]");
+  switch (type) {
+    case "send": {
+      let attachments: string[] | undefined;
+      if (o.attachments !== undefined) {
+        if (
+          !Array.isArray(o.attachments) ||
+          !o.attachments.every((a) => typeof a === "string" && a.length <= 64)
+        ) {
+          return bad("attachments must be an array of attachment ids", clientId);
+        }
+        if (o.attachments.length > limits.maxAttachmentsPerMessage) {
+          return bad(`at most ${limits.maxAttachmentsPerMessage} attachments per message`, clientId);
+        }
+        attachments = o.attachments as string[];
+      }
+      const textError = checkText(o.text, limits, clientId, (attachments?.length ?? 0) > 0);
+      if (textError) return textError;
+      if (o.threadRoot !== undefined && o.threadRoot !== null && !isSeq(o.threadRoot)) {
+        return bad("threadRoot must be a seq", clientId);
+      }
+      const value: SendCommand = { type: "send", clientId, text: o.text as string };
+      if (isSeq(o.threadRoot)) value.threadRoot = o.threadRoot;
+      if (attachments && attachments.length > 0) value.attachments = attachments;
+      return { ok: true, value };
+    }
+    case "edit": {
+      if (!isSeq(o.target)) return bad("target must be a seq", clientId);
+      const textError = checkText(o.text, limits, clientId, false);
+      if (textError) return textError;
+      return { ok: true, value: { type: "edit", clientId, target: o.target, text: o.text as string } };
+    }
+    case "delete":
+      if (!isSeq(o.target)) return bad("target must be a seq", clientId);
+      return { ok: true, value: { type: "delete", clientId, target: o.target } };
+    case "react": {
+      if (!isSeq(o.target)) return bad("target must be a seq", clientId);
+      const emoji = o.emoji;
+      if (typeof emoji !== "string" || emoji.trim() === "" || [...emoji].length > limits.maxEmojiChars) {
+        return bad(`emoji must be 1-${limits.maxEmojiChars} characters`, clientId);
+      }
+      if (typeof o.on !== "boolean") return bad("on must be a boolean", clientId);
+      return { ok: true, value: { type: "react", clientId, target: o.target, emoji, on: o.on } };
+    }
+    default:
+      return bad(`unknown command type ${JSON.stringify(type).slice(0, 40)}`);
+  }
+}
+
+/**
+ * Parses one client WebSocket frame. Size is checked before JSON parsing so an oversized frame
+ * costs nothing; binary frames are refused (the protocol is JSON text).
+ */
+export function parseClientFrame(raw: string | ArrayBuffer, limits: FieldLimits): Parsed<ClientFrame> {
+  if (typeof raw !== "string") {
+    if (raw.byteLength > limits.maxFrameBytes)
+      return failure("too_large", `frame exceeds ${limits.maxFrameBytes} bytes`);
+    return bad("binary frames are not supported; send JSON text");
+  }
+  if (raw.length > limits.maxFrameBytes || utf8Bytes(raw) > limits.maxFrameBytes) {
+    return failure("too_large", `frame exceeds ${limits.maxFrameBytes} bytes`);
+  }
+  let o: unknown;
+  try {
+    o = JSON.parse(raw);
+  } catch {
+    return bad("frame is not valid JSON");
+  }
+  if (!isRecord(o)) return bad("frame must be a JSON object");
+  const clientId = isClientId(o.clientId) ? o.clientId : undefined;
+  switch (o.type) {
+    case "ping":
+      return { ok: true, value: { type: "ping" } };
+    case "typing":
+      return { ok: true, value: { type: "typing" } };
+    case "read":
+      if (!isSeq(o.seq)) return bad("seq must be a positive integer");
+      return { ok: true, value: { type: "read", seq: o.seq } };
+    case "send":
+    case "edit":
+    case "delete":
+    case "react":
+      return parseCommand(o.type, o, limits);
+    default:
+      return bad(
+        typeof o.type === "string"
+          ? `unknown frame type ${JSON.stringify(o.type.slice(0, 40))}`
+          : "frame needs a type",
+        clientId,
+      );
+  }
+}
+
+/** Server frames the SDK, bench and tests read: parsed leniently, as the server is trusted. */
+export function parseServerFrame(raw: string): ServerFrame | null {
+  try {
+    const o = JSON.parse(raw) as unknown;
+    return isRecord(o) && typeof o.type === "string" ? (o as unknown as ServerFrame) : null;
+  } catch {
+    return null;
+  }
+}
+
+/** The events a server frame carries, in order, whichever of the two forms it used. */
+export function eventsOf(frame: ServerFrame): RoomEvent[] {
+  if (frame.type === "event") return [frame.event];
+  if (frame.type === "events") return frame.events;
+  return [];
+}
+
+/** Mentions in message text: `@<userId>`, inserted by clients from the directory. */
+export const MENTION = /@<([A-Za-z0-9_-]{1,64})>/g;
+
+export function mentionsIn(text: string): string[] {
+  const ids = new Set<string>();
+  for (const m of text.matchAll(MENTION)) if (m[1]) ids.add(m[1]);
+  return [...ids];
+}

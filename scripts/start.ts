@@ -1,0 +1,83 @@
+/**
+ * @module `npm start`: makes sure a dev signing key exists, applies D1 migrations to the local
+ * state, and runs the whole system with `wrangler dev` on 127.0.0.1:PORT (default 8787).
+ *
+ * Environment:
+ *   PORT                      port to listen on (default 8787)
+ *   PARLEY_STATE_DIR          where local state persists (default .wrangler/state)
+ *   PARLEY_*                  any limit variable of wrangler.toml, passed through as `--var`
+ */
+import { spawn, spawnSync } from "node:child_process";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import { dirname, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { exportJWK, generateKeyPair } from "jose";
+
+const root = resolve(dirname(fileURLToPath(import.meta.url)), "..");
+const port = process.env.PORT ?? "8787";
+const stateDir = process.env.PARLEY_STATE_DIR ?? ".wrangler/state";
+const wrangler = resolve(root, "node_modules/.bin/wrangler");
+const childEnv = { ...process.env, WRANGLER_SEND_METRICS: "false" };
+
+/** Writes a private RS256 JWK into .dev.vars once; dev tokens stay valid across restarts. */
+async function ensureDevKey(): Promise<void> {
+  const file = resolve(root, ".dev.vars");
+  const current = existsSync(file) ? readFileSync(file, "utf8") : "";
+  if (/^DEV_JWT_PRIVATE_JWK=/m.test(current)) return;
+  const { privateKey } = await generateKeyPair("RS256", { extractable: true, modulusLength: 2048 });
+  const jwk = { ...(await exportJWK(privateKey)), alg: "RS256", kid: `dev-${Date.now().toString(36)}` };
+  const line = `DEV_JWT_PRIVATE_JWK=${Buffer.from(JSON.stringify(jwk)).toString("base64")}\n`;
+  writeFileSync(file, current + (current === "" || current.endsWith("\n") ? "" : "\n") + line, {
+    mode: 0o600,
+  });
+  console.log("parley: wrote a new dev signing key to .dev.vars");
+}
+
+function applyMigrations(): void {
+  const result = spawnSync(
+    wrangler,
+    ["d1", "migrations", "apply", "DB", "--local", "--persist-to", stateDir],
+    { cwd: root, env: { ...childEnv, CI: "true" }, stdio: ["ignore", "inherit", "inherit"] },
+  );
+  if (result.status !== 0) {
+    console.error("parley: applying D1 migrations failed");
+    process.exit(result.status ?? 1);
+  }
+}
+
+/** Limit overrides from the environment, e.g. PARLEY_USER_COMMANDS_PER_SECOND=5000 npm start. */
+function varFlags(): string[] {
+  return Object.entries(process.env)
+    .filter(([k, v]) => k.startsWith("PARLEY_") && k !== "PARLEY_STATE_DIR" && v !== undefined)
+    .flatMap(([k, v]) => ["--var", `${k}:${v}`]);
+}
+
+await ensureDevKey();
+applyMigrations();
+const child = spawn(
+  wrangler,
+  [
+    "dev",
+    "--ip",
+    "127.0.0.1",
+    "--port",
+    port,
+    "--persist-to",
+    stateDir,
+    "--show-interactive-dev-session=false",
+    ...varFlags(),
+  ],
+  { cwd: root, env: childEnv, stdio: ["ignore", "pipe", "inherit"] },
+);
+let announced = false;
+child.stdout.on("data", (chunk: Buffer) => {
+  process.stdout.write(chunk);
+  if (!announced && /Ready on/i.test(chunk.toString())) {
+    announced = true;
+    console.log(
+      `\nParley is running.\n  Browser:  http://127.0.0.1:${port}/\n  Clients:  ws://127.0.0.1:${port}/api/rooms/<roomId>/ws (sign in with POST /auth/dev/login)\n`,
+    );
+  }
+});
+for (const signal of ["SIGINT", "SIGTERM"] as const) process.on(signal, () => child.kill(signal));
+child.on("exit", (code) => process.exit(code ?? 0));

@@ -1,0 +1,75 @@
+import { describe, expect, it } from "vitest";
+import { api, fetchWorker, json, login, unique } from "./helpers.ts";
+
+describe("dev sign-in", () => {
+  it("returns a token and sets the Access cookie, and the token identifies the user", async () => {
+    const tenant = unique("t");
+    const res = await fetchWorker("/auth/dev/login", {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ email: "Ada@Example.com", name: "Ada", tenant }),
+    });
+    expect(res.status).toBe(200);
+    const { token } = await json<{ token: string }>(res);
+    expect(token.split(".")).toHaveLength(3);
+    expect(res.headers.get("set-cookie")).toMatch(/^CF_Authorization=[^;]+;.*HttpOnly/i);
+
+    const me = await json(api({ token }, "GET", "/api/me"));
+    expect(me).toMatchObject({
+      user: { email: "ada@example.com", name: "Ada", role: "owner" },
+      tenant: { id: tenant },
+    });
+  });
+
+  it("accepts the token from the CF_Authorization cookie too", async () => {
+    const user = await login(unique("t"));
+    const res = await fetchWorker("/api/me", { headers: { cookie: `CF_Authorization=${user.token}` } });
+    expect(res.status).toBe(200);
+  });
+
+  it("makes the first user of a tenant its owner and later ones members", async () => {
+    const tenant = unique("t");
+    await login(tenant);
+    const second = await login(tenant);
+    expect(await json(api(second, "GET", "/api/me"))).toMatchObject({ user: { role: "member" } });
+  });
+
+  it("refuses requests without a token, with a tampered token, or with a token of another signer", async () => {
+    const user = await login(unique("t"));
+    expect((await fetchWorker("/api/me")).status).toBe(401);
+    const [h, p, s] = user.token.split(".") as [string, string, string];
+    const payload = JSON.parse(atob(p.replace(/-/g, "+").replace(/_/g, "/")));
+    const forged = btoa(JSON.stringify({ ...payload, tenant: "other" }))
+      .replace(/=+$/, "")
+      .replace(/\+/g, "-")
+      .replace(/\//g, "_");
+    const res = await api({ token: `${h}.${forged}.${s}` }, "GET", "/api/me");
+    expect(res.status).toBe(401);
+    expect(await json(res)).toEqual({ error: { code: "unauthorized", message: expect.any(String) } });
+    const none = `${btoa(JSON.stringify({ alg: "none", typ: "JWT" })).replace(/=+$/, "")}.${p}.`;
+    expect((await api({ token: none }, "GET", "/api/me")).status).toBe(401);
+  });
+
+  it("rejects malformed sign-in requests with bad_request", async () => {
+    for (const body of [
+      "{not json",
+      JSON.stringify({ email: "nope", name: "X", tenant: "acme" }),
+      JSON.stringify({ email: "a@example.com", name: "", tenant: "acme" }),
+      JSON.stringify({ email: "a@example.com", name: "X", tenant: "Not A Slug!" }),
+    ]) {
+      const res = await fetchWorker("/auth/dev/login", {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body,
+      });
+      expect(res.status).toBe(400);
+      expect(await json(res)).toMatchObject({ error: { code: "bad_request" } });
+    }
+  });
+
+  it("answers /healthz without authentication", async () => {
+    const res = await fetchWorker("/healthz");
+    expect(res.status).toBe(200);
+    expect(await res.json()).toEqual({ ok: true });
+  });
+});

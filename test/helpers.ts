@@ -1,0 +1,171 @@
+/**
+ * @module Test clients that drive Parley through its public surface only: HTTP through the worker's
+ * fetch handler and WebSockets through real upgrades, as an outside client would.
+ */
+import { exports } from "cloudflare:workers";
+import { eventsOf, parseServerFrame, type RoomEvent, type ServerFrame } from "../protocol/index.ts";
+
+const ORIGIN = "http://parley.test";
+let counter = 0;
+
+/** A name no other test in the file uses (storage is isolated per file, not per test). */
+export function unique(prefix: string): string {
+  counter += 1;
+  return `${prefix}${counter}${Math.random().toString(36).slice(2, 8)}`;
+}
+
+export function fetchWorker(path: string, init?: RequestInit): Promise<Response> {
+  return exports.default.fetch(new Request(`${ORIGIN}${path}`, init));
+}
+
+export interface User {
+  token: string;
+  id: string;
+  name: string;
+  tenant: string;
+}
+
+export async function login(tenant: string, name = unique("user")): Promise<User> {
+  const res = await fetchWorker("/auth/dev/login", {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ email: `${name.toLowerCase()}@example.com`, name, tenant }),
+  });
+  if (res.status !== 200) throw new Error(`login failed: ${res.status} ${await res.text()}`);
+  const { token } = (await res.json()) as { token: string };
+  const me = (await (await api({ token } as User, "GET", "/api/me")).json()) as { user: { id: string } };
+  return { token, id: me.user.id, name, tenant };
+}
+
+export function api(
+  user: Pick<User, "token">,
+  method: string,
+  path: string,
+  body?: unknown,
+): Promise<Response> {
+  const headers: Record<string, string> = { "cf-access-jwt-assertion": user.token };
+  if (body !== undefined) headers["content-type"] = "application/json";
+  return fetchWorker(path, {
+    method,
+    headers,
+    body: body === undefined ? undefined : typeof body === "string" ? body : JSON.stringify(body),
+  });
+}
+
+export async function json<T = Record<string, unknown>>(res: Response | Promise<Response>): Promise<T> {
+  return (await (await res).json()) as T;
+}
+
+export async function createRoom(owner: User, name = unique("room")): Promise<string> {
+  const res = await api(owner, "POST", "/api/rooms", { name, kind: "channel" });
+  if (res.status !== 201) throw new Error(`create room failed: ${res.status} ${await res.text()}`);
+  return ((await res.json()) as { id: string }).id;
+}
+
+export async function join(user: User, roomId: string): Promise<void> {
+  const res = await api(user, "POST", `/api/rooms/${roomId}/join`);
+  if (res.status !== 200) throw new Error(`join failed: ${res.status} ${await res.text()}`);
+}
+
+/** A protocol client on one WebSocket: records every frame and lets a test wait for a condition. */
+export class Client {
+  readonly frames: ServerFrame[] = [];
+  readonly events: RoomEvent[] = [];
+  closed: { code: number; reason: string } | null = null;
+  readonly #ws: WebSocket;
+  #waiters: (() => void)[] = [];
+
+  private constructor(ws: WebSocket) {
+    this.#ws = ws;
+    ws.addEventListener("message", (e) => {
+      const frame = parseServerFrame(typeof e.data === "string" ? e.data : "");
+      if (!frame) throw new Error(`server sent a frame that is not JSON: ${String(e.data)}`);
+      this.frames.push(frame);
+      this.events.push(...eventsOf(frame));
+      this.#wake();
+    });
+    ws.addEventListener("close", (e) => {
+      this.closed = { code: e.code, reason: e.reason };
+      this.#wake();
+    });
+  }
+
+  static async open(user: Pick<User, "token">, roomId: string, after = 0): Promise<Client> {
+    const res = await Client.upgrade(user, roomId, `after=${after}`);
+    if (!res.webSocket) throw new Error(`upgrade refused: ${res.status} ${await res.text()}`);
+    res.webSocket.accept();
+    return new Client(res.webSocket);
+  }
+
+  static upgrade(user: Pick<User, "token">, roomId: string, query = "after=0"): Promise<Response> {
+    return fetchWorker(`/api/rooms/${roomId}/ws?${query}`, {
+      headers: { upgrade: "websocket", "cf-access-jwt-assertion": user.token },
+    });
+  }
+
+  send(frame: unknown): void {
+    this.#ws.send(typeof frame === "string" ? frame : JSON.stringify(frame));
+  }
+
+  close(): void {
+    this.#ws.close(1000, "bye");
+  }
+
+  #wake(): void {
+    const waiters = this.#waiters;
+    this.#waiters = [];
+    for (const w of waiters) w();
+  }
+
+  /** Resolves when `check` holds after some frame; fails (never hangs) after `ms`. */
+  async until(check: (c: Client) => boolean, what: string, ms = 15_000): Promise<void> {
+    const deadline = Date.now() + ms;
+    while (!check(this)) {
+      if (this.closed && !check(this))
+        throw new Error(`socket closed (${this.closed.code}) while waiting for ${what}`);
+      const remaining = deadline - Date.now();
+      if (remaining <= 0) throw new Error(`timed out waiting for ${what}`);
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, remaining);
+        this.#waiters.push(() => {
+          clearTimeout(timer);
+          resolve();
+        });
+      });
+    }
+  }
+
+  ready(): Promise<void> {
+    return this.until((c) => c.frames.some((f) => f.type === "ready" || f.type === "gap"), "ready");
+  }
+
+  /** Waits for the frame of a given type whose index is past `from`, and returns it. */
+  async next<T extends ServerFrame["type"]>(type: T, from = 0): Promise<Extract<ServerFrame, { type: T }>> {
+    await this.until((c) => c.frames.slice(from).some((f) => f.type === type), `a ${type} frame`);
+    return this.frames.slice(from).find((f) => f.type === type) as Extract<ServerFrame, { type: T }>;
+  }
+
+  acks(): Extract<ServerFrame, { type: "ack" }>[] {
+    return this.frames.filter((f): f is Extract<ServerFrame, { type: "ack" }> => f.type === "ack");
+  }
+
+  errors(): Extract<ServerFrame, { type: "error" }>[] {
+    return this.frames.filter((f): f is Extract<ServerFrame, { type: "error" }> => f.type === "error");
+  }
+
+  /** Sends a message and resolves with its acked seq. */
+  async sendMessage(clientId: string, text: string, extra: Record<string, unknown> = {}): Promise<number> {
+    const from = this.frames.length;
+    this.send({ type: "send", clientId, text, ...extra });
+    await this.until(
+      (c) =>
+        c.frames.slice(from).some((f) => (f.type === "ack" || f.type === "error") && f.clientId === clientId),
+      `ack of ${clientId}`,
+    );
+    const frame = this.frames
+      .slice(from)
+      .find((f) => (f.type === "ack" || f.type === "error") && f.clientId === clientId);
+    if (frame?.type !== "ack") throw new Error(`send ${clientId} failed: ${JSON.stringify(frame)}`);
+    return frame.seq;
+  }
+}

@@ -1,0 +1,71 @@
+/**
+ * @module The D1 schema (drizzle): the tenant directory and the cross-room index. Migrations in
+ * migrations/ are generated from this file by `npm run db:generate` (drizzle-kit); never edit the
+ * SQL by hand. Every table is keyed or filtered by tenant: a query without a tenant is a bug.
+ */
+import { index, integer, primaryKey, sqliteTable, text, uniqueIndex } from "drizzle-orm/sqlite-core";
+
+export const tenants = sqliteTable("tenants", {
+  id: text("id").primaryKey(),
+  name: text("name").notNull(),
+  createdAt: integer("created_at").notNull(),
+});
+
+export const ROLES = ["owner", "admin", "member", "guest", "bot"] as const;
+export type Role = (typeof ROLES)[number];
+
+export const users = sqliteTable(
+  "users",
+  {
+    id: text("id").primaryKey(),
+    tenantId: text("tenant_id")
+      .notNull()
+      .references(() => tenants.id),
+    email: text("email").notNull(),
+    name: text("name").notNull(),
+    role: text("role", { enum: ROLES }).notNull(),
+    createdAt: integer("created_at").notNull(),
+    lastLoginAt: integer("last_login_at").notNull(),
+  },
+  (t) => [uniqueIndex("users_tenant_email").on(t.tenantId, t.email)],
+);
+
+export const ROOM_KINDS = ["channel", "private", "dm"] as const;
+export type RoomKind = (typeof ROOM_KINDS)[number];
+
+export const rooms = sqliteTable(
+  "rooms",
+  {
+    id: text("id").primaryKey(),
+    tenantId: text("tenant_id")
+      .notNull()
+      .references(() => tenants.id),
+    name: text("name").notNull(),
+    kind: text("kind", { enum: ROOM_KINDS }).notNull(),
+    topic: text("topic").notNull().default(""),
+    createdBy: text("created_by")
+      .notNull()
+      .references(() => users.id),
+    createdAt: integer("created_at").notNull(),
+  },
+  (t) => [index("rooms_tenant_kind").on(t.tenantId, t.kind)],
+);
+
+/** Who belongs to which room. The room object is the authority for a room's members (it sequences
+ * `member_join`/`member_leave`); this table is the directory's copy, used to list a user's rooms. */
+export const memberships = sqliteTable(
+  "memberships",
+  {
+    tenantId: text("tenant_id")
+      .notNull()
+      .references(() => tenants.id),
+    roomId: text("room_id")
+      .notNull()
+      .references(() => rooms.id),
+    userId: text("user_id")
+      .notNull()
+      .references(() => users.id),
+    joinedAt: integer("joined_at").notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.roomId, t.userId] }), index("memberships_user").on(t.tenantId, t.userId)],
+);

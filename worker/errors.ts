@@ -1,0 +1,42 @@
+/**
+ * @module Request failures: thrown as `ApiError` anywhere in a handler and turned into PROTOCOL.md's
+ * envelope `{"error":{"code","message"}}` by the app's single `onError`. Unexpected errors are
+ * logged with context and answered with a generic `internal`: never a stack trace to a client.
+ */
+import type { Context } from "hono";
+import { ERROR_STATUS, type ErrorCode, type Failure, type HttpErrorBody } from "../protocol/index.ts";
+
+export class ApiError extends Error {
+  readonly code: ErrorCode;
+  readonly retryAfter: number | undefined;
+  constructor(code: ErrorCode, message: string, retryAfter?: number) {
+    super(message);
+    this.code = code;
+    this.retryAfter = retryAfter;
+  }
+  static from(f: Failure): ApiError {
+    return new ApiError(f.code, f.message, f.retryAfter);
+  }
+}
+
+export function errorResponse(code: ErrorCode, message: string, retryAfter?: number): Response {
+  const body: HttpErrorBody = {
+    error: retryAfter === undefined ? { code, message } : { code, message, retryAfter },
+  };
+  const headers: Record<string, string> = { "content-type": "application/json; charset=utf-8" };
+  if (retryAfter !== undefined) headers["retry-after"] = String(Math.ceil(retryAfter));
+  return new Response(JSON.stringify(body), { status: ERROR_STATUS[code], headers });
+}
+
+export function onError(err: Error, c: Context): Response {
+  if (err instanceof ApiError) return errorResponse(err.code, err.message, err.retryAfter);
+  console.error(
+    JSON.stringify({
+      event: "unhandled_error",
+      route: c.req.routePath,
+      method: c.req.method,
+      error: String(err),
+    }),
+  );
+  return errorResponse("internal", "internal error");
+}

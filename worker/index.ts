@@ -1,0 +1,27 @@
+/**
+ * @module The Parley Worker: wiring only. Routes live in worker/routes/, one module per resource;
+ * the Durable Object classes are exported from here for the runtime.
+ */
+import { Hono } from "hono";
+import { requireIdentity } from "./auth/identity.ts";
+import { errorResponse, onError } from "./errors.ts";
+import { authRoutes } from "./routes/auth.ts";
+import { meRoutes } from "./routes/me.ts";
+import { messageRoutes } from "./routes/messages.ts";
+import { roomRoutes } from "./routes/rooms.ts";
+import type { AppEnv } from "./types.ts";
+
+export { Room } from "../durable-objects/room.ts";
+
+const app = new Hono<AppEnv>();
+app.onError(onError);
+app.notFound(() => errorResponse("not_found", "not found"));
+
+app.get("/healthz", (c) => c.json({ ok: true }));
+app.route("/auth", authRoutes);
+app.use("/api/*", requireIdentity);
+app.route("/api/me", meRoutes);
+app.route("/api/rooms", roomRoutes);
+app.route("/api/rooms", messageRoutes);
+
+export default app satisfies ExportedHandler<Env>;

@@ -1,0 +1,30 @@
+/** @module Finding a tenant's room in the directory and reaching its Durable Object. */
+import { and, eq } from "drizzle-orm";
+import { drizzle } from "drizzle-orm/d1";
+import type { Identity } from "./auth/identity.ts";
+import { rooms } from "./db/schema.ts";
+import { ApiError } from "./errors.ts";
+
+export type RoomRow = typeof rooms.$inferSelect;
+
+/** The room with this id in the caller's tenant, or 404: another tenant's id is indistinguishable
+ * from one that does not exist. */
+export async function findRoom(env: Env, identity: Identity, roomId: string): Promise<RoomRow> {
+  if (!/^r_[0-9a-z]{20}$/.test(roomId)) throw new ApiError("not_found", "no such room");
+  const row = await drizzle(env.DB)
+    .select()
+    .from(rooms)
+    .where(and(eq(rooms.id, roomId), eq(rooms.tenantId, identity.tenantId)))
+    .get();
+  if (!row) throw new ApiError("not_found", "no such room");
+  return row;
+}
+
+/** Every Durable Object name starts with the tenant id. */
+export function roomStub(env: Env, tenantId: string, roomId: string) {
+  return env.ROOM.get(env.ROOM.idFromName(`${tenantId}:${roomId}`));
+}
+
+export function actorOf(identity: Identity) {
+  return { id: identity.userId, name: identity.name, role: identity.role };
+}

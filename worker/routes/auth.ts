@@ -1,0 +1,39 @@
+/** @module Dev sign-in: `POST /auth/dev/login` mints a local RS256 token shaped like an Access token.
+ * Exists only when AUTH_MODE is "dev"; otherwise the route answers 404. */
+import { Hono } from "hono";
+import { setCookie } from "hono/cookie";
+import { limitsOf } from "../../config/limits.ts";
+import { ACCESS_COOKIE, EMAIL, provision, TENANT_ID } from "../auth/identity.ts";
+import { mintDevToken } from "../auth/tokens.ts";
+import { ApiError } from "../errors.ts";
+import { readJsonObject } from "../http.ts";
+import type { AppEnv } from "../types.ts";
+
+export const authRoutes = new Hono<AppEnv>().post("/dev/login", async (c) => {
+  if (c.env.AUTH_MODE !== "dev") throw new ApiError("not_found", "not found");
+  const limits = limitsOf(c.env);
+  const body = await readJsonObject(c, limits.maxJsonBodyBytes);
+  const { email, name, tenant } = body;
+  if (typeof email !== "string" || !EMAIL.test(email))
+    throw new ApiError("bad_request", "email must be an email address");
+  if (typeof tenant !== "string" || !TENANT_ID.test(tenant)) {
+    throw new ApiError(
+      "bad_request",
+      "tenant must be 1-40 characters of [a-z0-9-], starting with a letter or digit",
+    );
+  }
+  const display = typeof name === "string" ? name.trim() : "";
+  if (display.length === 0 || display.length > 80)
+    throw new ApiError("bad_request", "name must be 1-80 characters");
+  const claims = { email: email.toLowerCase(), name: display, tenant };
+  const token = await mintDevToken(claims, c.env, limits.devTokenTtlSeconds);
+  await provision(c.env.DB, claims);
+  setCookie(c, ACCESS_COOKIE, token, {
+    path: "/",
+    httpOnly: true,
+    sameSite: "Lax",
+    secure: new URL(c.req.url).protocol === "https:",
+    maxAge: limits.devTokenTtlSeconds,
+  });
+  return c.json({ token });
+});

@@ -1,0 +1,95 @@
+/**
+ * @module A room's log over HTTP (history and the command fallbacks of PROTOCOL.md) and its
+ * WebSocket stream. Every call is checked against the caller's tenant here and against the room's
+ * membership inside the room object.
+ */
+import { type Context, Hono } from "hono";
+import { limitsOf } from "../../config/limits.ts";
+import { IDENTITY_HEADER, type SocketInfo } from "../../durable-objects/room.ts";
+import type { CommandResult } from "../../durable-objects/room-commands.ts";
+import { isClientId, isSeq, parseCommand, type SequencedCommand } from "../../protocol/index.ts";
+import { ApiError } from "../errors.ts";
+import { intParam, readJsonObject } from "../http.ts";
+import { actorOf, findRoom, roomStub } from "../rooms.ts";
+import type { AppEnv } from "../types.ts";
+
+async function stubFor(c: Context<AppEnv>) {
+  const me = c.get("identity");
+  const room = await findRoom(c.env, me, c.req.param("roomId") ?? "");
+  return roomStub(c.env, room.tenantId, room.id);
+}
+
+function seqParam(c: Context<AppEnv>): number {
+  const seq = Number(c.req.param("seq"));
+  if (!isSeq(seq)) throw new ApiError("bad_request", "seq must be a positive integer");
+  return seq;
+}
+
+/** Parses a command from fields, runs it in the room, and answers 201 (created) or 200 (a retry). */
+async function runCommand(
+  c: Context<AppEnv>,
+  type: SequencedCommand["type"],
+  fields: Record<string, unknown>,
+) {
+  const parsed = parseCommand(type, fields, limitsOf(c.env));
+  if (!parsed.ok) throw ApiError.from(parsed);
+  const stub = await stubFor(c);
+  const result = (await stub.command(actorOf(c.get("identity")), parsed.value)) as CommandResult;
+  if (!result.ok) throw ApiError.from(result);
+  return c.json({ seq: result.seq }, result.created ? 201 : 200);
+}
+
+export const messageRoutes = new Hono<AppEnv>()
+  .get("/:roomId/messages", async (c) => {
+    const limits = limitsOf(c.env);
+    const before = intParam(c, "before", { min: 1 });
+    const after = intParam(c, "after");
+    if (before !== undefined && after !== undefined)
+      throw new ApiError("bad_request", "give before or after, not both");
+    const limit = intParam(c, "limit", { min: 1, max: limits.historyMaxLimit }) ?? limits.historyDefaultLimit;
+    const stub = await stubFor(c);
+    const page = await stub.history(c.get("identity").userId, { before, after, limit });
+    if (!page.ok) throw ApiError.from(page);
+    return c.body(page.body, 200, { "content-type": "application/json; charset=utf-8" });
+  })
+  .post("/:roomId/messages", async (c) => {
+    const body = await readJsonObject(c, limitsOf(c.env).maxFrameBytes);
+    return runCommand(c, "send", body);
+  })
+  .patch("/:roomId/messages/:seq", async (c) => {
+    const body = await readJsonObject(c, limitsOf(c.env).maxFrameBytes);
+    return runCommand(c, "edit", { ...body, target: seqParam(c) });
+  })
+  .delete("/:roomId/messages/:seq", async (c) => {
+    // clientId is optional here: without one, a repeated DELETE answers 409 instead of the original seq.
+    const given = c.req.query("clientId");
+    if (given !== undefined && !isClientId(given))
+      throw new ApiError("bad_request", "clientId must be 1-64 characters of [A-Za-z0-9_-]");
+    const clientId = given ?? `http-delete-${crypto.randomUUID()}`;
+    return runCommand(c, "delete", { clientId, target: seqParam(c) });
+  })
+  .post("/:roomId/messages/:seq/reactions", async (c) => {
+    const body = await readJsonObject(c, limitsOf(c.env).maxJsonBodyBytes);
+    return runCommand(c, "react", { ...body, target: seqParam(c) });
+  })
+  .put("/:roomId/read", async (c) => {
+    const body = await readJsonObject(c, limitsOf(c.env).maxJsonBodyBytes);
+    if (!isSeq(body.seq)) throw new ApiError("bad_request", "seq must be a positive integer");
+    const stub = await stubFor(c);
+    const result = await stub.markRead(c.get("identity").userId, body.seq);
+    if (!result.ok) throw ApiError.from(result);
+    return c.json({ readSeq: result.readSeq });
+  })
+  .get("/:roomId/ws", async (c) => {
+    if (c.req.header("upgrade")?.toLowerCase() !== "websocket") {
+      throw new ApiError("bad_request", "this endpoint needs a WebSocket upgrade");
+    }
+    const me = c.get("identity");
+    const stub = await stubFor(c);
+    // The upgrade goes to the object unchanged, so it can accept the socket with hibernation; only
+    // the identity header is (over)written here.
+    const headers = new Headers(c.req.raw.headers);
+    const info: SocketInfo = { ...actorOf(me), tenantId: me.tenantId };
+    headers.set(IDENTITY_HEADER, JSON.stringify(info));
+    return stub.fetch(new Request(c.req.raw, { headers }));
+  });

@@ -1,0 +1,7 @@
+/** @module The Hono environment every route shares: bindings from `wrangler types`, per-request variables. */
+import type { Identity } from "./auth/identity.ts";
+
+export interface AppEnv {
+  Bindings: Env;
+  Variables: { identity: Identity };
+}

@@ -238,7 +238,8 @@ class Cell {
           return;
       }
     }
-    let o: { type?: unknown; seq?: unknown; frame?: { text?: unknown; clientId?: unknown }; text?: unknown };
+    type Sent = { text?: unknown; clientId?: unknown };
+    let o: Sent & { seq?: unknown; frame?: Sent };
     try {
       o = JSON.parse(raw);
     } catch {
@@ -302,8 +303,8 @@ class Cell {
       });
       ws.on("error", (err) => fail(err));
       ws.on("close", (code, reason) => {
-        fail(new Error(`closed before ready: ${code} ${reason.toString()}`));
-        if (this.sendingOpen || settled)
+        if (!settled) fail(new Error(`closed before ready: ${code} ${reason.toString()}`));
+        else if (!this.closing)
           this.errorCodes[`close_${code}`] = (this.errorCodes[`close_${code}`] ?? 0) + 1;
       });
     });

@@ -135,6 +135,7 @@ export function workerdSnapshot(server: Server): WorkerdSnapshot {
   let rssRuntime = 0;
   let ticks = 0;
   let count = 0;
+  if (server.pid <= 0) return { rssTotal, rssRuntime, ticks, count };
   for (const p of descendants(server.pid)) {
     if (p.comm !== "workerd") continue;
     const rss = rssOf(p.pid);

@@ -6,10 +6,14 @@
  * acknowledged message is there exactly once at the seq it was acked with, with no gaps, and that
  * what the clients received over their sockets agrees with the log.
  *
- * Usage: npm run chaos -- [--kills 5] [--seconds 60] [--rooms 3] [--senders 3] [--rate 300]
- *                         [--window 8] [--port 8795] [--seed N] [--keep]
+ * Besides the senders, each room has readers that drop their socket now and then and stay away a few
+ * seconds, so that resuming exercises both the replay and, when they missed more than the server
+ * replays, the `gap` answer followed by paging history over HTTP.
+ *
+ * Usage: npm run chaos -- [--kills 5] [--seconds 60] [--rooms 3] [--senders 3] [--readers 1]
+ *                         [--rate 1000] [--window 8] [--port 8795] [--seed N] [--keep]
  * The same settings may come from the environment: CHAOS_KILLS, CHAOS_SECONDS, CHAOS_ROOMS,
- * CHAOS_SENDERS, CHAOS_RATE, CHAOS_WINDOW, CHAOS_PORT, CHAOS_SEED, CHAOS_TIMEOUT.
+ * CHAOS_SENDERS, CHAOS_READERS, CHAOS_RATE, CHAOS_WINDOW, CHAOS_PORT, CHAOS_SEED, CHAOS_TIMEOUT.
  * Exit status: 0 when every invariant holds, 1 when one fails, 2 when the run itself broke.
  */
 import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
@@ -33,6 +37,7 @@ const { values: flags } = parseArgs({
     seconds: { type: "string" },
     rooms: { type: "string" },
     senders: { type: "string" },
+    readers: { type: "string" },
     rate: { type: "string" },
     window: { type: "string" },
     port: { type: "string" },
@@ -49,10 +54,11 @@ if (flags.help) {
   --seconds S    length of the traffic phase, kills and restarts included (default 60)
   --rooms N      rooms (default 3)
   --senders N    sender connections per room, one user each (default 3)
-  --rate N       target new messages per second over all senders (default 300)
+  --readers N    reader connections per room that pause and resume (default 1)
+  --rate N       target new messages per second over all senders (default 1000; the window caps it)
   --window N     unacked sends each sender keeps in flight (default 8)
   --port N       port for the runtime (default 8795, or a free one if taken)
-  --seed N       seed of the random kill moments and message texts
+  --seed N       seed of the schedule: kill moments and reader pauses
   --timeout S    hard limit on the whole run (default: derived from the others)
   --keep         keep the temp dir (state and runtime logs) for inspection`);
   process.exit(0);
@@ -73,7 +79,8 @@ const KILLS = Math.floor(setting("kills", 5, 0));
 const SECONDS = setting("seconds", 60, 1);
 const ROOMS = Math.floor(setting("rooms", 3, 1));
 const SENDERS = Math.floor(setting("senders", 3, 1));
-const RATE = setting("rate", 300, 1);
+const READERS = Math.floor(setting("readers", 1, 0));
+const RATE = setting("rate", 1000, 1);
 const WINDOW = Math.floor(setting("window", 8, 1));
 const PORT = Math.floor(setting("port", 8795, 0));
 const SEED = Math.floor(setting("seed", Math.floor(Math.random() * 2 ** 31), 0));
@@ -93,7 +100,10 @@ function prng(seed: number): () => number {
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
   };
 }
-const random = prng(SEED);
+/** The schedule (kill moments, reader pauses) draws from its own generator, so a seed replays it. */
+const schedule = prng(SEED);
+/** Message texts and reconnect jitter, whose draws depend on timing. */
+const jitter = prng(SEED ^ 0x9e3779b9);
 
 const t0 = Date.now();
 function log(line: string): void {
@@ -109,7 +119,9 @@ const logDir = join(tmp, "logs");
 mkdirSync(stateDir);
 mkdirSync(logDir);
 let runtime = null as Runtime | null;
+/** Every client: the senders, then the readers. */
 const senders: Sender[] = [];
+const pauseTimers = new Set<NodeJS.Timeout>();
 let ticker = null as NodeJS.Timeout | null;
 let cleaned = false;
 
@@ -117,6 +129,7 @@ function releaseSync(): void {
   if (cleaned) return;
   cleaned = true;
   if (ticker) clearInterval(ticker);
+  for (const t of pauseTimers) clearTimeout(t);
   for (const s of senders) s.close();
   runtime?.killGroupSync();
   if (flags.keep) console.log(`chaos: kept ${tmp}`);
@@ -193,13 +206,25 @@ async function setup(api: Api): Promise<User[]> {
   return users;
 }
 
+const producers = () => senders.filter((s) => s.o.window > 0);
+const readers = () => senders.filter((s) => s.o.window === 0);
+
 function allSynced(): boolean {
-  return senders.every((s) => s.ready);
+  return producers().every((s) => s.ready);
 }
 
 async function trafficFor(ms: number): Promise<void> {
   const ackBefore = counters.acks;
   const started = Date.now();
+  for (const reader of readers()) {
+    if (schedule() < 0.5) continue;
+    const away = 1500 + schedule() * 6500;
+    const timer = setTimeout(() => {
+      pauseTimers.delete(timer);
+      reader.pause(away);
+    }, schedule() * ms);
+    pauseTimers.add(timer);
+  }
   await sleep(ms);
   const took = Date.now() - started;
   upMs += took;
@@ -209,9 +234,11 @@ async function trafficFor(ms: number): Promise<void> {
 async function resync(): Promise<void> {
   const started = Date.now();
   if (await waitFor(allSynced, RESYNC_TIMEOUT_MS)) {
-    log(`all ${senders.length} senders resumed in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+    log(`all ${producers().length} senders resumed in ${((Date.now() - started) / 1000).toFixed(1)} s`);
   } else {
-    const behind = senders.filter((s) => !s.ready).map((s) => s.o.key);
+    const behind = producers()
+      .filter((s) => !s.ready)
+      .map((s) => s.o.key);
     log(`not resumed after ${RESYNC_TIMEOUT_MS / 1000} s: ${behind.join(", ")} (going on)`);
   }
 }
@@ -223,14 +250,16 @@ async function run(): Promise<boolean> {
     port,
     stateDir,
     logDir,
-    env: { PARLEY_USER_COMMANDS_PER_SECOND: "100000" },
+    // no rate limit in the way of the load; the smallest replay the protocol allows, so that readers
+    // who stayed away get `gap` more often
+    env: { PARLEY_USER_COMMANDS_PER_SECOND: "100000", PARLEY_REPLAY_CAP: "500" },
     startTimeoutMs: START_TIMEOUT_MS,
     log,
   });
   runtime = rt;
   log(
     `seed ${SEED}: ${KILLS} kills over ~${SECONDS} s, ${ROOMS} rooms × ${SENDERS} senders, ` +
-      `${RATE} msg/s target, window ${WINDOW}, port ${port}, state ${stateDir}`,
+      `${READERS} readers per room, ${RATE} msg/s target, window ${WINDOW}, port ${port}, state ${stateDir}`,
   );
   await rt.start();
   const api = new Api(rt.url);
@@ -238,25 +267,28 @@ async function run(): Promise<boolean> {
   log(`set up ${users.length} users and ${ledgers.length} rooms`);
 
   const runId = SEED.toString(36);
+  const client = (ledger: Ledger, user: User, key: string, window: number) =>
+    new Sender({
+      wsBase: rt.url.replace(/^http/, "ws"),
+      api,
+      user,
+      roomId: ledger.roomId,
+      key,
+      runId,
+      window,
+      ratePerSecond: RATE / (ROOMS * SENDERS),
+      ledger,
+      counters,
+      violations,
+      random: jitter,
+      log,
+    });
   for (const [r, ledger] of ledgers.entries()) {
-    for (const [u, user] of users.entries()) {
-      senders.push(
-        new Sender({
-          wsBase: rt.url.replace(/^http/, "ws"),
-          api,
-          user,
-          roomId: ledger.roomId,
-          key: `r${r}u${u}`,
-          runId,
-          window: WINDOW,
-          ratePerSecond: RATE / (ROOMS * SENDERS),
-          ledger,
-          counters,
-          violations,
-          random,
-          log,
-        }),
-      );
+    for (const [u, user] of users.entries()) senders.push(client(ledger, user, `r${r}u${u}`, WINDOW));
+  }
+  for (const [r, ledger] of ledgers.entries()) {
+    for (let i = 0; i < READERS; i++) {
+      senders.push(client(ledger, users[i % users.length] as User, `r${r}w${i}`, 0));
     }
   }
   let last = Date.now();
@@ -267,12 +299,13 @@ async function run(): Promise<boolean> {
     for (const s of senders) s.tick(dt, now);
   }, 10);
   for (const s of senders) s.connect();
-  if (!(await waitFor(allSynced, RESYNC_TIMEOUT_MS)))
-    throw new Error("senders could not connect to the room sockets");
+  if (!(await waitFor(() => senders.every((s) => s.ready), RESYNC_TIMEOUT_MS))) {
+    throw new Error("clients could not connect to the room sockets");
+  }
 
   const trafficStart = Date.now();
   for (let k = 1; k <= KILLS; k++) {
-    const delay = 1000 + random() * 3000;
+    const delay = 1000 + schedule() * 3000;
     log(`traffic for ${(delay / 1000).toFixed(1)} s, then kill #${k}`);
     await trafficFor(delay);
     const unacked = senders.reduce((n, s) => n + s.outbox.size, 0);
@@ -288,6 +321,9 @@ async function run(): Promise<boolean> {
 
   log("stopping new sends; draining outboxes");
   for (const s of senders) s.producing = false;
+  for (const t of pauseTimers) clearTimeout(t);
+  pauseTimers.clear();
+  for (const s of readers()) s.resume();
   const drained = () =>
     senders.every((s) => {
       if (s.outbox.size > 0 || s.pendingGapFills > 0) return false;
@@ -361,7 +397,7 @@ async function verify(api: Api, users: User[], stuck: number): Promise<boolean> 
     let topAck = 0;
     for (const seq of ledger.acks.values()) topAck = Math.max(topAck, seq);
     if (topAck > lastSeq)
-      violations.add("lost", `${room}: acked up to seq ${topAck}, log ends at ${lastSeq}`);
+      violations.add("ack-beyond-log", `${room}: acked up to seq ${topAck}, log ends at ${lastSeq}`);
     // Every clientId in the log appears once, and is one we sent, with its text and author.
     for (const [clientId, seqs] of seqsOf) {
       const sent = ledger.sent.get(clientId);
@@ -432,7 +468,7 @@ async function verify(api: Api, users: User[], stuck: number): Promise<boolean> 
   const rate = upMs > 0 ? (acked / upMs) * 1000 : 0;
   const rows: [string, string | number][] = [
     ["runtime kills (SIGKILL of the process group)", kills],
-    ["rooms × senders", `${ROOMS} × ${SENDERS}`],
+    ["rooms × (senders + readers)", `${ROOMS} × (${SENDERS} + ${READERS})`],
     ["messages sent (distinct clientIds)", sent],
     ["acked", `${acked} (${rate.toFixed(0)} msg/s while up)`],
     ["send frames (incl. resends and retries)", counters.sendFrames],
@@ -456,17 +492,24 @@ async function verify(api: Api, users: User[], stuck: number): Promise<boolean> 
         .join(" / "),
     ],
     ["clients behind the log at the end", t.behind],
-    ["acks that moved / collided", `${violations.count("ack-moved")} / ${violations.count("ack-collision")}`],
+    [
+      "acks that moved / collided / beyond the log",
+      ["ack-moved", "ack-collision", "ack-beyond-log"].map((k) => violations.count(k)).join(" / "),
+    ],
     ["sends refused", violations.count("rejected")],
     [
-      "connects / failed attempts / stalls / gap frames",
-      `${counters.connects} / ${counters.connectFailures} / ${counters.stalls} / ${counters.gapFrames}`,
+      "connects / failed attempts / stalls",
+      `${counters.connects} / ${counters.connectFailures} / ${counters.stalls}`,
     ],
     [
       "rate limited / retried errors / other errors",
       `${counters.rateLimited} / ${counters.retriedErrors} / ${counters.otherErrors}`,
     ],
   ];
+  rows.splice(rows.length - 2, 0, [
+    "reader pauses / replayed events / gap frames",
+    `${counters.pauses} / ${counters.replayed} / ${counters.gapFrames}`,
+  ]);
   const width = Math.max(...rows.map(([k]) => k.length));
   console.log("\nchaos summary");
   for (const [k, v] of rows) console.log(`  ${k.padEnd(width)}  ${v}`);

@@ -144,6 +144,10 @@ export interface Counters {
   relogins: number;
   stalls: number;
   gapFrames: number;
+  /** Events received before `ready` on a resumed connection. */
+  replayed: number;
+  /** Readers disconnected on purpose for a while, to resume from far behind. */
+  pauses: number;
   rateLimited: number;
   retriedErrors: number;
   otherErrors: number;
@@ -161,6 +165,8 @@ export function newCounters(): Counters {
     relogins: 0,
     stalls: 0,
     gapFrames: 0,
+    replayed: 0,
+    pauses: 0,
     rateLimited: 0,
     retriedErrors: 0,
     otherErrors: 0,
@@ -208,6 +214,7 @@ export interface SenderOptions {
   roomId: string;
   key: string;
   runId: string;
+  /** Unacked sends kept in flight; 0 makes a reader that never sends. */
   window: number;
   ratePerSecond: number;
   ledger: Ledger;
@@ -386,6 +393,7 @@ export class Sender {
       return;
     }
     conn.seqs.add(e.seq);
+    if (!conn.synced && conn.after > 0) o.counters.replayed++;
     const before = this.seen.get(e.seq);
     if (before !== undefined && before !== clientId) {
       o.violations.add("received-mismatch", `${o.key}: seq ${e.seq} was "${before}", now "${clientId}"`);
@@ -515,7 +523,7 @@ export class Sender {
       conn.ws.terminate();
       return;
     }
-    if (!conn.synced || !this.producing) return;
+    if (!conn.synced || !this.producing || this.o.window === 0) return;
     const o = this.o;
     this.tokens = Math.min(this.tokens + o.ratePerSecond * dtSeconds, o.window);
     while (this.tokens >= 1 && this.outbox.size < o.window) {
@@ -560,6 +568,28 @@ export class Sender {
     } finally {
       this.gapFills--;
     }
+  }
+
+  /** Drops the connection and stays away for `ms`, then resumes from the last seq seen. */
+  pause(ms: number): void {
+    if (this.stopped) return;
+    this.o.counters.pauses++;
+    const conn = this.conn;
+    this.conn = null;
+    conn?.ws.terminate();
+    if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
+    this.reconnectTimer = setTimeout(() => {
+      this.reconnectTimer = null;
+      this.connect();
+    }, ms);
+  }
+
+  /** Ends a pause now. */
+  resume(): void {
+    if (this.stopped || this.conn) return;
+    if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
+    this.reconnectTimer = null;
+    this.connect();
   }
 
   close(): void {

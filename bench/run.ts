@@ -1,0 +1,170 @@
+/**
+ * @module `npm run bench`: Parley against two ceiling servers (bench/ceiling), measured in the same
+ * run on this machine over real WebSockets. Starts every server it needs as a child process group,
+ * runs the cells (see cell.ts), prints the markdown report and writes it to bench/results.md.
+ * See bench/README.md.
+ */
+import { readFileSync, writeFileSync } from "node:fs";
+import os from "node:os";
+import { dirname, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { type CellResult, type CellSpec, runCell } from "./cell.ts";
+import { type Options, parseOptions } from "./options.ts";
+import { renderReport } from "./report.ts";
+import { type Server, startCeiling, startParley, stopAllSync } from "./servers.ts";
+import { ceilingTarget, parleyTarget, type Target } from "./targets.ts";
+
+const root = resolve(dirname(fileURLToPath(import.meta.url)), "..");
+const log = (msg: string) => process.stderr.write(`bench: ${msg}\n`);
+
+const servers: Server[] = [];
+let stopping: Promise<void> | null = null;
+function stopServers(): Promise<void> {
+  stopping ??= Promise.all(servers.map((s) => s.stop())).then(() => undefined);
+  return stopping;
+}
+
+process.on("exit", stopAllSync);
+for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
+  process.on(signal, () => {
+    log(`${signal}: stopping servers`);
+    const hard = setTimeout(() => process.exit(130), 8000);
+    stopServers().finally(() => {
+      clearTimeout(hard);
+      process.exit(130);
+    });
+  });
+}
+
+function commandLine(): string {
+  const args = process.argv.slice(2).join(" ");
+  if (process.env.npm_lifecycle_event === "bench") return `npm run bench${args ? ` -- ${args}` : ""}`;
+  return `node bench/run.ts${args ? ` ${args}` : ""}`;
+}
+
+function describe(spec: CellSpec, target: Target): string {
+  return `${spec.mode === "ack" ? "A" : "B"} N=${spec.receivers} S=${spec.senders} ${target.label}`;
+}
+
+function summary(r: CellResult): string {
+  if (!r.ok) return `FAILED: ${r.error}`;
+  const evs = Math.round(r.delivered / (r.elapsedMs / 1000));
+  const l = r.latency;
+  const lat = l ? `p50 ${l.p50.toFixed(1)} p99 ${l.p99.toFixed(1)} ms` : "no deliveries";
+  return `${evs} ev/s, ${lat}, sent ${r.sent} acked ${r.acked}, lost/dup/reord ${r.lost}/${r.duplicated}/${r.reordered}, client CPU ${Math.round(r.clientCpu * 100)}%`;
+}
+
+async function startTargets(opts: Options, runId: string, failures: string[]): Promise<Target[]> {
+  const logDir = resolve(root, "bench/out");
+  const wantCeiling = opts.targets.includes("durable") || opts.targets.includes("bare");
+  const wantParley = opts.targets.includes("parley");
+  const [parley, ceiling] = await Promise.allSettled([
+    wantParley
+      ? opts.parleyUrl
+        ? Promise.resolve<Server>({
+            name: "parley",
+            pid: 0,
+            port: Number(new URL(opts.parleyUrl).port),
+            baseUrl: opts.parleyUrl.replace(/\/$/, ""),
+            logFile: "",
+            stop: async () => {},
+          })
+        : startParley(root, logDir).then((s) => {
+            servers.push(s);
+            return s;
+          })
+      : Promise.resolve(null),
+    wantCeiling
+      ? startCeiling(root, logDir).then((s) => {
+          servers.push(s);
+          return s;
+        })
+      : Promise.resolve(null),
+  ]);
+  const targets: Target[] = [];
+  if (parley.status === "rejected")
+    failures.push(`Parley did not start: ${String(parley.reason?.message ?? parley.reason)}`);
+  else if (parley.value) targets.push(parleyTarget(parley.value, runId));
+  if (ceiling.status === "rejected") {
+    failures.push(`the ceiling server did not start: ${String(ceiling.reason?.message ?? ceiling.reason)}`);
+  } else if (ceiling.value) {
+    if (opts.targets.includes("durable")) targets.push(ceilingTarget("durable", ceiling.value));
+    if (opts.targets.includes("bare")) targets.push(ceilingTarget("bare", ceiling.value));
+  }
+  return targets;
+}
+
+async function main(): Promise<void> {
+  const opts = parseOptions(process.argv.slice(2));
+  const began = performance.now();
+  const runId = `b${Date.now().toString(36)}`;
+  const failures: string[] = [];
+  const skipped: string[] = [];
+  const results: CellResult[] = [];
+  log(
+    `${opts.quick ? "quick run" : "full run"}: modes ${opts.modes.join(",")}, receivers ${opts.receivers.join(",")}, senders ${opts.senders.join(",")}, ${opts.durationMs / 1000} s per cell`,
+  );
+  try {
+    log("starting servers");
+    const targets = await startTargets(opts, runId, failures);
+    for (const f of failures) log(f);
+    log(
+      `servers up after ${((performance.now() - began) / 1000).toFixed(1)} s: ${targets.map((t) => t.label).join(", ")}`,
+    );
+    const maxN = Math.max(...opts.receivers);
+    const memoryDone = new Set<string>();
+    let cellNo = 0;
+    for (const mode of opts.modes) {
+      for (const receivers of opts.receivers) {
+        for (const senders of opts.senders) {
+          const spec: CellSpec = { mode, receivers, senders };
+          cellNo++;
+          for (const target of targets) {
+            if (performance.now() - began > opts.budgetMs) {
+              skipped.push(`${describe(spec, target)} (time budget of ${opts.budgetMs / 1000} s spent)`);
+              continue;
+            }
+            const measureMemory = receivers === maxN && !memoryDone.has(target.name) && target.server.pid > 0;
+            if (measureMemory) memoryDone.add(target.name);
+            const room = `${runId}-c${cellNo}-${mode}-${target.name}`;
+            const r = await runCell(target, spec, opts, room, measureMemory);
+            results.push(r);
+            if (!r.ok) failures.push(`${describe(spec, target)}: ${r.error}`);
+            log(`${describe(spec, target)}: ${summary(r)}`);
+          }
+        }
+      }
+    }
+  } finally {
+    log("stopping servers");
+    await stopServers();
+  }
+  const cpus = os.cpus();
+  const wrangler = JSON.parse(readFileSync(resolve(root, "node_modules/wrangler/package.json"), "utf8")) as {
+    version: string;
+  };
+  const report = renderReport(results, opts, {
+    date: new Date().toISOString(),
+    command: commandLine(),
+    cpus: cpus.length,
+    cpuModel: cpus[0]?.model.trim() ?? "unknown",
+    memoryGiB: os.totalmem() / 1024 ** 3,
+    os: `${os.type()} ${os.release()} ${os.arch()}`,
+    node: process.version,
+    wrangler: wrangler.version,
+    totalSeconds: (performance.now() - began) / 1000,
+    skipped,
+    failures,
+  });
+  process.stdout.write(`${report}\n`);
+  const out = resolve(root, opts.out);
+  writeFileSync(out, `${report}\n`);
+  log(`wrote ${out} (${((performance.now() - began) / 1000).toFixed(0)} s in all)`);
+  if (results.length === 0 || results.every((r) => !r.ok)) process.exitCode = 1;
+}
+
+main().catch(async (err: unknown) => {
+  log(`error: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
+  await stopServers();
+  process.exit(1);
+});

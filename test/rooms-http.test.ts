@@ -1,0 +1,222 @@
+import { describe, expect, it } from "vitest";
+import { api, Client, createRoom, join, json, login, unique } from "./helpers.ts";
+
+interface RoomView {
+  id: string;
+  name: string;
+  kind: string;
+  joined: boolean;
+  lastSeq: number;
+  readSeq: number;
+  unread: number;
+  mentions: number;
+}
+
+describe("rooms in the directory", () => {
+  it("creates a channel, lists it for the tenant, and lets members join and leave", async () => {
+    const tenant = unique("t");
+    const alice = await login(tenant);
+    const bob = await login(tenant);
+    const res = await api(alice, "POST", "/api/rooms", {
+      name: "general",
+      kind: "channel",
+      topic: "all hands",
+    });
+    expect(res.status).toBe(201);
+    const room = await json<RoomView>(res);
+    expect(room).toMatchObject({
+      name: "general",
+      kind: "channel",
+      topic: "all hands",
+      joined: true,
+      lastSeq: 1,
+    });
+
+    const bobsView = await json<RoomView[]>(api(bob, "GET", "/api/rooms"));
+    expect(bobsView).toEqual([expect.objectContaining({ id: room.id, joined: false })]);
+    await join(bob, room.id);
+    await join(bob, room.id); // joining twice is a no-op
+    const after = await json<RoomView[]>(api(bob, "GET", "/api/rooms"));
+    expect(after).toEqual([expect.objectContaining({ id: room.id, joined: true, lastSeq: 2 })]);
+
+    const leave = await api(bob, "POST", `/api/rooms/${room.id}/leave`);
+    expect(leave.status).toBe(200);
+    const page = await json<{ events: { kind: string; user?: { id: string } }[] }>(
+      api(alice, "GET", `/api/rooms/${room.id}/messages`),
+    );
+    expect(page.events.map((e) => e.kind)).toEqual(["member_join", "member_join", "member_leave"]);
+    expect(page.events[2]?.user?.id).toBe(bob.id);
+  });
+
+  it("validates room creation", async () => {
+    const alice = await login(unique("t"));
+    for (const body of [
+      { name: "" },
+      { name: "x".repeat(81) },
+      { name: "ok", kind: "party" },
+      { name: "ok", topic: 7 },
+    ]) {
+      const res = await api(alice, "POST", "/api/rooms", body);
+      expect(res.status).toBe(400);
+      expect(await json(res)).toMatchObject({ error: { code: "bad_request" } });
+    }
+    expect(await json(api(alice, "GET", "/api/rooms"))).toEqual([]);
+  });
+
+  it("answers 404 for another tenant's room on every route, never 403", async () => {
+    const alice = await login(unique("t"));
+    const mallory = await login(unique("t"));
+    const roomId = await createRoom(alice);
+    for (const [method, path, body] of [
+      ["POST", `/api/rooms/${roomId}/join`],
+      ["GET", `/api/rooms/${roomId}/messages`],
+      ["POST", `/api/rooms/${roomId}/messages`, { clientId: "x", text: "hi" }],
+      ["PUT", `/api/rooms/${roomId}/read`, { seq: 1 }],
+      ["POST", `/api/rooms/${roomId}/members`, { userId: mallory.id }],
+    ] as const) {
+      const res = await api(mallory, method, path, body);
+      expect(res.status, `${method} ${path}`).toBe(404);
+      expect(await json(res)).toMatchObject({ error: { code: "not_found" } });
+    }
+    const ws = await Client.upgrade(mallory, roomId);
+    expect(ws.status).toBe(404);
+    expect(await json(api(mallory, "GET", "/api/rooms"))).toEqual([]);
+  });
+
+  it("lets only members connect or send, and closes a leaver's sockets at once", async () => {
+    const tenant = unique("t");
+    const alice = await login(tenant);
+    const bob = await login(tenant);
+    const roomId = await createRoom(alice);
+    expect((await Client.upgrade(bob, roomId)).status).toBe(403);
+    const post = await api(bob, "POST", `/api/rooms/${roomId}/messages`, { clientId: "x", text: "hi" });
+    expect(post.status).toBe(403);
+
+    await join(bob, roomId);
+    const socket = await Client.open(bob, roomId);
+    await socket.ready();
+    await api(bob, "POST", `/api/rooms/${roomId}/leave`);
+    await socket.until((c) => c.closed !== null, "the close");
+    expect(socket.closed?.code).toBe(4403);
+    expect((await api(bob, "GET", `/api/rooms/${roomId}/messages`)).status).toBe(403);
+  });
+
+  it("adds a tenant member to a room, but not a user of another tenant", async () => {
+    const tenant = unique("t");
+    const alice = await login(tenant);
+    const bob = await login(tenant);
+    const eve = await login(unique("t"));
+    const roomId = await createRoom(alice);
+    expect((await api(alice, "POST", `/api/rooms/${roomId}/members`, { userId: bob.id })).status).toBe(200);
+    expect((await json<RoomView[]>(api(bob, "GET", "/api/rooms")))[0]).toMatchObject({
+      id: roomId,
+      joined: true,
+    });
+    expect((await api(alice, "POST", `/api/rooms/${roomId}/members`, { userId: eve.id })).status).toBe(404);
+  });
+});
+
+describe("the log over HTTP", () => {
+  it("posts messages idempotently: 201 with the seq, then 200 with the same seq for a repeated clientId", async () => {
+    const alice = await login(unique("t"));
+    const roomId = await createRoom(alice);
+    const first = await api(alice, "POST", `/api/rooms/${roomId}/messages`, {
+      clientId: "h1",
+      text: "over http",
+    });
+    expect(first.status).toBe(201);
+    const { seq } = await json<{ seq: number }>(first);
+    const again = await api(alice, "POST", `/api/rooms/${roomId}/messages`, {
+      clientId: "h1",
+      text: "over http",
+    });
+    expect(again.status).toBe(200);
+    expect(await json(again)).toEqual({ seq });
+    const page = await json<{ events: unknown[] }>(
+      api(alice, "GET", `/api/rooms/${roomId}/messages?after=${seq - 1}`),
+    );
+    expect(page.events).toHaveLength(1);
+  });
+
+  it("edits, reacts and deletes over HTTP with the same rules", async () => {
+    const tenant = unique("t");
+    const alice = await login(tenant);
+    const bob = await login(tenant);
+    const roomId = await createRoom(alice);
+    await join(bob, roomId);
+    const { seq } = await json<{ seq: number }>(
+      api(bob, "POST", `/api/rooms/${roomId}/messages`, { clientId: "m", text: "typo" }),
+    );
+    expect(
+      (await api(alice, "PATCH", `/api/rooms/${roomId}/messages/${seq}`, { clientId: "e", text: "x" }))
+        .status,
+    ).toBe(403);
+    expect(
+      (await api(bob, "PATCH", `/api/rooms/${roomId}/messages/${seq}`, { clientId: "e", text: "fixed" }))
+        .status,
+    ).toBe(201);
+    expect(
+      (
+        await api(alice, "POST", `/api/rooms/${roomId}/messages/${seq}/reactions`, {
+          clientId: "r",
+          emoji: "👍",
+          on: true,
+        })
+      ).status,
+    ).toBe(201);
+    expect((await api(alice, "DELETE", `/api/rooms/${roomId}/messages/${seq}?clientId=d`)).status).toBe(201); // alice owns the tenant
+    expect((await api(alice, "DELETE", `/api/rooms/${roomId}/messages/${seq}?clientId=d`)).status).toBe(200); // retry
+    expect((await api(alice, "DELETE", `/api/rooms/${roomId}/messages/${seq}`)).status).toBe(409); // already deleted
+    expect((await api(alice, "DELETE", `/api/rooms/${roomId}/messages/abc`)).status).toBe(400);
+  });
+
+  it("pages history with before/after/limit and reports hasMore", async () => {
+    const alice = await login(unique("t"));
+    const roomId = await createRoom(alice); // seq 1 is the member_join
+    for (let i = 0; i < 30; i++) {
+      await api(alice, "POST", `/api/rooms/${roomId}/messages`, { clientId: `p${i}`, text: `m${i}` });
+    }
+    type Page = { events: { seq: number }[]; hasMore: boolean };
+    const latest = await json<Page>(api(alice, "GET", `/api/rooms/${roomId}/messages?limit=10`));
+    expect(latest.events.map((e) => e.seq)).toEqual([22, 23, 24, 25, 26, 27, 28, 29, 30, 31]);
+    expect(latest.hasMore).toBe(true);
+    const older = await json<Page>(api(alice, "GET", `/api/rooms/${roomId}/messages?before=22&limit=25`));
+    expect(older.events.map((e) => e.seq)).toEqual(Array.from({ length: 21 }, (_, i) => i + 1));
+    expect(older.hasMore).toBe(false);
+    const newer = await json<Page>(api(alice, "GET", `/api/rooms/${roomId}/messages?after=25&limit=3`));
+    expect(newer.events.map((e) => e.seq)).toEqual([26, 27, 28]);
+    expect(newer.hasMore).toBe(true);
+    const end = await json<Page>(api(alice, "GET", `/api/rooms/${roomId}/messages?after=28&limit=3`));
+    expect(end).toMatchObject({ hasMore: false });
+    for (const q of ["limit=0", "limit=201", "before=1&after=2", "after=-1", "before=x"]) {
+      expect((await api(alice, "GET", `/api/rooms/${roomId}/messages?${q}`)).status, q).toBe(400);
+    }
+  });
+
+  it("keeps read markers from moving backwards and reports unread and mentions", async () => {
+    const tenant = unique("t");
+    const alice = await login(tenant);
+    const bob = await login(tenant);
+    const roomId = await createRoom(alice);
+    await join(bob, roomId);
+    for (let i = 0; i < 5; i++) {
+      await api(alice, "POST", `/api/rooms/${roomId}/messages`, {
+        clientId: `u${i}`,
+        text: i === 4 ? `ping @<${bob.id}>` : `m${i}`,
+      });
+    }
+    const view = () => json<RoomView[]>(api(bob, "GET", "/api/rooms")).then((r) => r[0]);
+    expect(await view()).toMatchObject({ lastSeq: 7, readSeq: 0, unread: 5, mentions: 1 });
+    expect(await json(api(bob, "PUT", `/api/rooms/${roomId}/read`, { seq: 5 }))).toEqual({ readSeq: 5 });
+    expect(await view()).toMatchObject({ readSeq: 5, unread: 2, mentions: 1 });
+    expect(await json(api(bob, "PUT", `/api/rooms/${roomId}/read`, { seq: 3 }))).toEqual({ readSeq: 5 });
+    const socket = await Client.open(bob, roomId, 7);
+    await socket.ready();
+    socket.send({ type: "read", seq: 7 });
+    socket.send({ type: "read", seq: 6 });
+    socket.send({ type: "ping" });
+    await socket.next("pong");
+    expect(await view()).toMatchObject({ readSeq: 7, unread: 0, mentions: 0 });
+    expect((await api(bob, "PUT", `/api/rooms/${roomId}/read`, { seq: 99 })).status).toBe(400);
+  });
+});

@@ -1,0 +1,70 @@
+import { describe, expect, it } from "vitest";
+import { DEFAULT_LIMITS, readLimits } from "../../config/limits.ts";
+import { mentionsIn, parseClientFrame, utf8Bytes } from "../../protocol/index.ts";
+
+describe("parseClientFrame", () => {
+  it("returns only the known fields of a valid command", () => {
+    const parsed = parseClientFrame(
+      JSON.stringify({
+        type: "send",
+        clientId: "a-1",
+        text: "hi",
+        threadRoot: 3,
+        evil: "<script>",
+        author: { id: "x" },
+      }),
+      DEFAULT_LIMITS,
+    );
+    expect(parsed).toEqual({ ok: true, value: { type: "send", clientId: "a-1", text: "hi", threadRoot: 3 } });
+  });
+
+  it("never throws on hostile input", () => {
+    const inputs = [
+      "",
+      "null",
+      "0",
+      "[]",
+      '{"type":null}',
+      '{"type":{"a":1}}',
+      '{"__proto__":{"x":1},"type":"send"}',
+      "\u0000",
+      "{".repeat(10_000),
+    ];
+    for (const raw of inputs) {
+      const parsed = parseClientFrame(raw, DEFAULT_LIMITS);
+      expect(parsed.ok).toBe(false);
+    }
+    expect(parseClientFrame(new ArrayBuffer(8), DEFAULT_LIMITS)).toMatchObject({
+      ok: false,
+      code: "bad_request",
+    });
+  });
+
+  it("measures text in UTF-8 bytes, not UTF-16 units", () => {
+    expect(utf8Bytes("aé€😀")).toBe(1 + 2 + 3 + 4);
+    const limit = { ...DEFAULT_LIMITS, maxTextBytes: 8 };
+    expect(parseClientFrame(JSON.stringify({ type: "send", clientId: "c", text: "😀😀" }), limit).ok).toBe(
+      true,
+    );
+    expect(
+      parseClientFrame(JSON.stringify({ type: "send", clientId: "c", text: "😀😀a" }), limit),
+    ).toMatchObject({ code: "too_large" });
+  });
+
+  it("finds @<userId> mentions once each", () => {
+    expect(mentionsIn("hi @<u_1> and @<u_2>, @<u_1> again; not @u_3 or @<bad id>")).toEqual(["u_1", "u_2"]);
+  });
+});
+
+describe("readLimits", () => {
+  it("uses the defaults when variables are empty and applies valid overrides", () => {
+    expect(readLimits({})).toEqual({ ...DEFAULT_LIMITS });
+    const raised = readLimits({ PARLEY_USER_COMMANDS_PER_SECOND: "5000", PARLEY_REPLAY_CAP: "800" });
+    expect(raised).toMatchObject({ userCommandsPerSecond: 5000, userCommandBurst: 10_000, replayCap: 800 });
+  });
+
+  it("refuses values that are not numbers or below their floor", () => {
+    expect(() => readLimits({ PARLEY_REPLAY_CAP: "100" })).toThrow(/PARLEY_REPLAY_CAP/);
+    expect(() => readLimits({ PARLEY_USER_COMMANDS_PER_SECOND: "fast" })).toThrow(/integer/);
+  });
+});

@@ -9,15 +9,21 @@
  */
 import { spawn, spawnSync } from "node:child_process";
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
-import { dirname, resolve } from "node:path";
+import { delimiter, dirname, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { exportJWK, generateKeyPair } from "jose";
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 const port = process.env.PORT ?? "8787";
 const stateDir = process.env.PARLEY_STATE_DIR ?? ".wrangler/state";
-const wrangler = resolve(root, "node_modules/.bin/wrangler");
-const childEnv = { ...process.env, WRANGLER_SEND_METRICS: "false" };
+// Wrangler runs on this same Node (22, pinned by the `node` devDependency), also when this script
+// is started directly rather than through npm, which would put node_modules/.bin first on PATH.
+const wrangler = resolve(root, "node_modules/wrangler/bin/wrangler.js");
+const childEnv = {
+  ...process.env,
+  WRANGLER_SEND_METRICS: "false",
+  PATH: `${resolve(root, "node_modules/.bin")}${delimiter}${process.env.PATH ?? ""}`,
+};
 
 /** Writes a private RS256 JWK into .dev.vars once; dev tokens stay valid across restarts. */
 async function ensureDevKey(): Promise<void> {
@@ -35,8 +41,8 @@ async function ensureDevKey(): Promise<void> {
 
 function applyMigrations(): void {
   const result = spawnSync(
-    wrangler,
-    ["d1", "migrations", "apply", "DB", "--local", "--persist-to", stateDir],
+    process.execPath,
+    [wrangler, "d1", "migrations", "apply", "DB", "--local", "--persist-to", stateDir],
     { cwd: root, env: { ...childEnv, CI: "true" }, stdio: ["ignore", "inherit", "inherit"] },
   );
   if (result.status !== 0) {
@@ -55,8 +61,9 @@ function varFlags(): string[] {
 await ensureDevKey();
 applyMigrations();
 const child = spawn(
-  wrangler,
+  process.execPath,
   [
+    wrangler,
     "dev",
     "--ip",
     "127.0.0.1",

@@ -73,3 +73,12 @@ describe("dev sign-in", () => {
     expect(await res.json()).toEqual({ ok: true });
   });
 });
+
+describe("the landing page", () => {
+  it("serves HTML at / without authentication", async () => {
+    const res = await fetchWorker("/");
+    expect(res.status).toBe(200);
+    expect(res.headers.get("content-type")).toContain("text/html");
+    expect(await res.text()).toContain("Parley is running");
+  });
+});

@@ -6,6 +6,7 @@ import { Hono } from "hono";
 import { requireIdentity } from "./auth/identity.ts";
 import { errorResponse, onError } from "./errors.ts";
 import { authRoutes } from "./routes/auth.ts";
+import { homeRoutes } from "./routes/home.ts";
 import { meRoutes } from "./routes/me.ts";
 import { messageRoutes } from "./routes/messages.ts";
 import { roomRoutes } from "./routes/rooms.ts";
@@ -18,6 +19,7 @@ app.onError(onError);
 app.notFound(() => errorResponse("not_found", "not found"));
 
 app.get("/healthz", (c) => c.json({ ok: true }));
+app.route("/", homeRoutes);
 app.route("/auth", authRoutes);
 app.use("/api/*", requireIdentity);
 app.route("/api/me", meRoutes);

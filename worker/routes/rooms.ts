@@ -105,8 +105,7 @@ export const roomRoutes = new Hono<AppEnv>()
   .post("/:roomId/leave", async (c) => {
     const me = c.get("identity");
     const room = await findRoom(c.env, me, c.req.param("roomId"));
-    const me_ = { id: me.userId, name: me.name };
-    await roomStub(c.env, room.tenantId, room.id).leave(me.userId, me_);
+    await roomStub(c.env, room.tenantId, room.id).leave(me.userId, { id: me.userId, name: me.name });
     await drizzle(c.env.DB)
       .delete(memberships)
       .where(and(eq(memberships.roomId, room.id), eq(memberships.userId, me.userId)));

@@ -14,7 +14,15 @@ export type CommandResult = ({ ok: true } & AppendResult) | (Failure & { clientI
 
 const ADMIN_ROLES = new Set(["owner", "admin"]);
 
+/**
+ * Applies one command: the idempotency check, the rules and the append run in one SQLite
+ * transaction, so the seq is assigned together with the check on (author, clientId).
+ */
 export function applyCommand(log: RoomLog, actor: Actor, cmd: SequencedCommand, now: number): CommandResult {
+  return log.transaction(() => decide(log, actor, cmd, now));
+}
+
+function decide(log: RoomLog, actor: Actor, cmd: SequencedCommand, now: number): CommandResult {
   const fail = (code: Failure["code"], message: string): CommandResult => ({
     ...failure(code, message),
     clientId: cmd.clientId,

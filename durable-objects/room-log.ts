@@ -152,16 +152,19 @@ export class RoomLog {
     )?.seq;
   }
 
+  /** Runs `fn` as one SQLite transaction: everything it writes commits together, or nothing does. */
+  transaction<T>(fn: () => T): T {
+    return this.#storage.transactionSync(fn);
+  }
+
   /**
-   * Appends one event. The idempotency check, the seq assignment, the insert and `extras.apply`
-   * run in one SQLite transaction: all of it commits, or none of it does and `lastSeq` is unchanged.
+   * Appends one event with the next seq. The insert and `extras.apply` commit together or not at
+   * all (then `lastSeq` is unchanged). A command calls this inside the same `transaction` as its
+   * idempotency check (room-commands.ts); the unique index on (author, clientId) backs that check:
+   * a second insert of the same pair throws and rolls back instead of creating a duplicate.
    */
-  append(event: NewEvent, extras: AppendExtras = {}): AppendResult {
-    return this.#storage.transactionSync((): AppendResult => {
-      if (event.clientId !== undefined) {
-        const existing = this.seqForClientId(event.author.id, event.clientId);
-        if (existing !== undefined) return { created: false, seq: existing };
-      }
+  append(event: NewEvent, extras: AppendExtras = {}): AppendResult & { created: true } {
+    return this.#storage.transactionSync(() => {
       const seq = this.#lastSeq + 1;
       const full = { seq, ...event } as RoomEvent;
       const json = JSON.stringify(full);
@@ -184,7 +187,7 @@ export class RoomLog {
       extras.apply?.(seq);
       // Only after every statement succeeded: a throw above rolls back and leaves lastSeq alone.
       this.#lastSeq = seq;
-      return { created: true, seq, json };
+      return { created: true as const, seq, json };
     });
   }
 

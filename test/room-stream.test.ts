@@ -261,3 +261,27 @@ describe("hibernation and eviction", () => {
     await c.next("pong", from);
   });
 });
+
+describe("typing", () => {
+  it("forwards typing to the other members only, at most once per user per 2 s, and never sequences it", async () => {
+    const { roomId, users } = await roomWith(2);
+    const alice = await Client.open(users[0]!, roomId);
+    const bob = await Client.open(users[1]!, roomId);
+    await Promise.all([alice.ready(), bob.ready()]);
+    // A ping that is not byte-identical to the auto-response pair goes through the object, so its
+    // pong proves every earlier frame of that socket was processed.
+    const roundTrip = async (c: Client) => {
+      const from = c.frames.length;
+      c.send('{ "type": "ping" }');
+      await c.next("pong", from);
+    };
+    for (let i = 0; i < 5; i++) alice.send({ type: "typing" });
+    await roundTrip(alice);
+    await roundTrip(bob);
+    expect(bob.frames.filter((f) => f.type === "typing")).toEqual([
+      { type: "typing", user: { id: users[0]!.id, name: users[0]!.name } },
+    ]);
+    expect(alice.frames.filter((f) => f.type === "typing")).toEqual([]);
+    expect(alice.events.concat(bob.events).filter((e) => e.seq > 2)).toEqual([]);
+  });
+});

@@ -12,7 +12,7 @@
 import WebSocket from "ws";
 import { eventsOf, parseServerFrame } from "../protocol/index.ts";
 import type { Mode, Options, TargetName } from "./options.ts";
-import { type WorkerdSnapshot, workerdSnapshot } from "./servers.ts";
+import { reloadCount, type WorkerdSnapshot, workerdSnapshot } from "./servers.ts";
 import { Bytes, Floats, type LatencySummary, Samples } from "./stats.ts";
 import { type Endpoint, pool, type Target } from "./targets.ts";
 
@@ -43,13 +43,27 @@ export interface CellResult {
   /** Sends answered with an error frame (never counted as acked). */
   nacked: number;
   errorCodes: Record<string, number>;
+  /** Sockets the server closed, or that dropped, before the end of the cell. */
+  closes: string[];
+  /** wrangler dev reloaded the worker during the cell (a source file changed): results are void. */
+  reloaded: boolean;
   /** Sends neither acked nor refused by the end of the drain. */
   unacked: number;
   /** Mode "rate": sends skipped because a sender already had the maximum in flight. */
   throttled: number;
   /** Unique (receiver, message) deliveries. */
   delivered: number;
+  /** Frames that carried them (Parley coalesces several events into one `events` frame). */
+  frames: number;
   lost: number;
+  /** Acked messages some receiver had not got yet when the drain ran out of time while the server
+   * was still delivering (a backlog; counted as lost instead if deliveries had stalled). */
+  pending: number;
+  /** How the drain ended: everything accounted for, nothing moved for `stallMs`, or out of time. */
+  drainEnd: "settled" | "stalled" | "deadline";
+  /** The server fell behind: a backlog at the drain deadline, or (mode B) under 95% of the
+   * offered messages acked; latency then includes queueing that grows with the duration. */
+  overloaded: boolean;
   duplicated: number;
   reordered: number;
   gaps: number;
@@ -130,6 +144,7 @@ class Cell {
   latency = new Samples();
   ackLatency = new Samples();
   delivered = 0;
+  frames = 0;
   lastDelivery = 0;
   lastProgress = 0;
   sendingOpen = false;
@@ -137,6 +152,9 @@ class Cell {
   errorCodes: Record<string, number> = {};
   sockets: WebSocket[] = [];
   closing = false;
+  /** Sockets the server closed (or that dropped) before the bench closed them. */
+  closes: string[] = [];
+  start = 0;
 
   constructor(kind: TargetName, spec: CellSpec, opts: Options) {
     this.kind = kind;
@@ -213,6 +231,7 @@ class Cell {
         case "event":
         case "events":
           if (!r) return;
+          this.frames++;
           for (const ev of eventsOf(frame)) {
             if (ev.kind !== "message") continue;
             const p = payloadOf(ev.text);
@@ -249,7 +268,10 @@ class Cell {
     if (!inner) return;
     const p = payloadOf(inner.text);
     if (!p) return;
-    if (r) this.deliver(r, p, typeof o.seq === "number" ? o.seq : 0, at);
+    if (r) {
+      this.frames++;
+      this.deliver(r, p, typeof o.seq === "number" ? o.seq : 0, at);
+    }
     if (s && p.s === s.index && typeof inner.clientId === "string")
       this.ack(s, counterOf(inner.clientId), at);
   }
@@ -304,8 +326,13 @@ class Cell {
       ws.on("error", (err) => fail(err));
       ws.on("close", (code, reason) => {
         if (!settled) fail(new Error(`closed before ready: ${code} ${reason.toString()}`));
-        else if (!this.closing)
+        else if (!this.closing) {
           this.errorCodes[`close_${code}`] = (this.errorCodes[`close_${code}`] ?? 0) + 1;
+          const who = r ? `receiver ${this.receivers.indexOf(r)}` : `sender ${s?.index}`;
+          const when =
+            this.start > 0 ? `${((now() - this.start) / 1000).toFixed(2)} s into the cell` : "during setup";
+          this.closes.push(`${who} closed ${code} ${reason.toString()} ${when}`.replace(/\s+/g, " "));
+        }
       });
     });
   }
@@ -341,6 +368,7 @@ export async function runCell(
   measureMemory: boolean,
 ): Promise<CellResult> {
   const cell = new Cell(target.name, spec, opts);
+  const reloads = reloadCount(target.server);
   const t0 = performance.now();
   const result: CellResult = {
     target: target.name,
@@ -354,10 +382,16 @@ export async function runCell(
     acked: 0,
     nacked: 0,
     errorCodes: cell.errorCodes,
+    closes: cell.closes,
+    reloaded: false,
     unacked: 0,
     throttled: 0,
     delivered: 0,
+    frames: 0,
     lost: 0,
+    pending: 0,
+    drainEnd: "settled",
+    overloaded: false,
     duplicated: 0,
     reordered: 0,
     gaps: 0,
@@ -396,6 +430,7 @@ export async function runCell(
     const srv0 = workerdSnapshot(target.server);
     const start = now();
     cell.lastProgress = start;
+    cell.start = start;
     cell.sendingOpen = true;
     let timer: NodeJS.Timeout | null = null;
     if (spec.mode === "ack") {
@@ -431,7 +466,15 @@ export async function runCell(
       const acked = cell.senders.reduce((n, s) => n + s.ackedCount, 0);
       const settled =
         cell.senders.every((s) => s.inflight === 0) && cell.receivers.every((r) => r.unique >= acked);
-      if (settled || t >= drainDeadline || t - cell.lastProgress >= opts.stallMs) break;
+      if (settled) break;
+      if (t - cell.lastProgress >= opts.stallMs) {
+        result.drainEnd = "stalled";
+        break;
+      }
+      if (t >= drainDeadline) {
+        result.drainEnd = "deadline";
+        break;
+      }
       await sleep(20);
     }
     result.drainMs = now() - sendEnd;
@@ -448,15 +491,22 @@ export async function runCell(
       result.unacked += s.inflight;
       result.throttled += s.throttled;
     }
+    let missing = 0;
     for (const r of cell.receivers) {
       result.duplicated += r.dup;
       result.reordered += r.reord;
       for (const s of cell.senders) {
         const seen = r.seen[s.index] as Bytes;
-        for (let c = 0; c < s.next; c++) if (s.acked.get(c) === 1 && seen.get(c) === 0) result.lost++;
+        for (let c = 0; c < s.next; c++) if (s.acked.get(c) === 1 && seen.get(c) === 0) missing++;
       }
     }
+    // Still arriving when the drain ran out of time: a backlog, not a loss.
+    if (result.drainEnd === "deadline") result.pending = missing;
+    else result.lost = missing;
+    const offered = spec.mode === "rate" ? (opts.rate * opts.durationMs) / 1000 : 0;
+    result.overloaded = result.drainEnd === "deadline" || (offered > 0 && result.acked < 0.95 * offered);
     result.delivered = cell.delivered;
+    result.frames = cell.frames;
     result.gaps = cell.gaps;
     result.elapsedMs = Math.max(opts.durationMs, cell.lastDelivery - start);
     result.latency = cell.latency.summary();
@@ -468,5 +518,6 @@ export async function runCell(
     cell.sendingOpen = false;
     await cell.closeAll();
   }
+  result.reloaded = reloadCount(target.server) !== reloads;
   return result;
 }

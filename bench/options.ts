@@ -91,7 +91,7 @@ export function parseOptions(argv: string[]): Options {
   };
   const quick = values.quick === true || env("quick") === "1";
   const duration = positive(get("duration") ?? (quick ? "2" : "5"), "duration");
-  const drain = positive(get("drain") ?? (quick ? "4" : "8"), "drain");
+  const drain = positive(get("drain") ?? (quick ? "3" : "5"), "drain");
   const window = positive(get("window") ?? "8", "window");
   if (!Number.isInteger(window)) throw new Error("--window must be an integer");
   return {

@@ -18,9 +18,13 @@ export interface RunFacts {
   totalSeconds: number;
   skipped: string[];
   failures: string[];
+  /** 1-minute load average just before the servers started: other work on the machine skews everything. */
+  loadBefore: number;
 }
 
 const CLIENT_BOUND = "†";
+const OVERLOADED = "‡";
+const RELOADED = "⟳";
 
 function int(n: number): string {
   return Math.round(n).toLocaleString("en-US");
@@ -54,7 +58,7 @@ const throughput = (r: CellResult) => r.delivered / (r.elapsedMs / 1000);
 function tput(r: CellResult | undefined): string {
   if (!r) return "–";
   if (!r.ok) return "failed";
-  return `${int(throughput(r))}${r.clientBound ? CLIENT_BOUND : ""}`;
+  return `${int(throughput(r))}${r.clientBound ? CLIENT_BOUND : ""}${r.overloaded ? OVERLOADED : ""}${r.reloaded ? RELOADED : ""}`;
 }
 
 function lat(r: CellResult | undefined): string {
@@ -67,7 +71,7 @@ function lat(r: CellResult | undefined): string {
 function integrity(r: CellResult | undefined): string {
   if (!r) return "–";
   if (!r.ok) return "failed";
-  return `${r.lost}/${r.duplicated}/${r.reordered}`;
+  return `${r.lost}/${r.duplicated}/${r.reordered}${r.pending > 0 ? ` (+${int(r.pending)} pending)` : ""}`;
 }
 
 function cpu(r: CellResult | undefined): string {
@@ -103,22 +107,33 @@ function modeTable(results: CellResult[], mode: Mode): string {
 
 function detailsTable(results: CellResult[]): string {
   const lines = [
-    "| mode | N | S | target | sent | acked | acked msg/s | refused | unacked | throttled | delivered | elapsed s | drain s | ack p50/p99 ms | e2e max ms | client CPU | workerd CPU | setup s | notes |",
-    "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    "| mode | N | S | target | sent | acked | acked msg/s | refused | unacked | throttled | delivered | ev/frame | elapsed s | drain s | ack p50/p99 ms | e2e max ms | client CPU | workerd CPU | setup s | notes |",
+    "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
   ];
   for (const r of results) {
     const head = `| ${r.spec.mode === "ack" ? "A" : "B"} | ${r.spec.receivers} | ${r.spec.senders} | ${LABELS[r.target]}`;
     if (!r.ok) {
-      lines.push(`${head} | | | | | | | | | | | | | | | failed: ${(r.error ?? "").replace(/\|/g, "\\|")} |`);
+      lines.push(
+        `${head} | | | | | | | | | | | | | | | | failed: ${(r.error ?? "").replace(/\|/g, "\\|")} |`,
+      );
       continue;
     }
     const codes = Object.entries(r.errorCodes)
       .map(([k, v]) => `${k}×${v}`)
       .join(", ");
-    const notes = [codes, r.gaps ? `gap frames ${r.gaps}` : ""].filter(Boolean).join("; ");
+    const notes = [
+      codes,
+      r.gaps ? `gap frames ${r.gaps}` : "",
+      r.drainEnd === "settled" ? "" : `drain ${r.drainEnd}`,
+      r.reloaded ? "wrangler dev reloaded the worker during this cell (a source file changed)" : "",
+      ...r.closes.slice(0, 3),
+      r.closes.length > 3 ? `${r.closes.length - 3} more closes` : "",
+    ]
+      .filter(Boolean)
+      .join("; ");
     const ack = r.ackLatency ? `${ms(r.ackLatency.p50)} / ${ms(r.ackLatency.p99)}` : "–";
     lines.push(
-      `${head} | ${int(r.sent)} | ${int(r.acked)} | ${int(r.acked / (r.durationMs / 1000))} | ${int(r.nacked)} | ${int(r.unacked)} | ${int(r.throttled)} | ${int(r.delivered)} | ${(r.elapsedMs / 1000).toFixed(2)} | ${(r.drainMs / 1000).toFixed(2)} | ${ack} | ${r.latency ? ms(r.latency.max) : "–"} | ${Math.round(r.clientCpu * 100)}% | ${r.serverCpu === null ? "–" : `${Math.round(r.serverCpu * 100)}%`} | ${(r.setupMs / 1000).toFixed(1)} | ${notes} |`,
+      `${head} | ${int(r.sent)} | ${int(r.acked)} | ${int(r.acked / (r.durationMs / 1000))} | ${int(r.nacked)} | ${int(r.unacked)} | ${int(r.throttled)} | ${int(r.delivered)} | ${r.frames > 0 ? (r.delivered / r.frames).toFixed(1) : "–"} | ${(r.elapsedMs / 1000).toFixed(2)} | ${(r.drainMs / 1000).toFixed(2)} | ${ack} | ${r.latency ? ms(r.latency.max) : "–"} | ${Math.round(r.clientCpu * 100)}% | ${r.serverCpu === null ? "–" : `${Math.round(r.serverCpu * 100)}%`} | ${(r.setupMs / 1000).toFixed(1)} | ${notes} |`,
     );
   }
   return lines.join("\n");
@@ -152,10 +167,14 @@ export function renderReport(results: CellResult[], opts: Options, facts: RunFac
     `- Command: \`${facts.command}\``,
     `- Machine: ${facts.cpus} CPUs (${facts.cpuModel}), ${facts.memoryGiB.toFixed(1)} GiB RAM, ${facts.os}; Node ${facts.node}, wrangler ${facts.wrangler}`,
     `- Cells: ${opts.durationMs / 1000} s of sending each, then a drain of at most ${opts.drainMs / 1000} s; fresh room per cell; targets interleaved per cell. Total run ${facts.totalSeconds.toFixed(0)} s.`,
+    `- Load average (1 min) before the run: ${facts.loadBefore.toFixed(2)}.`,
+    "- Parley may coalesce events into one `events` frame per socket (see `ev/frame` in the details); the ceilings send one frame per message per socket, as the simplest fan-out does. Where frames dominate (many receivers) Parley can beat them: they bound the per-message work, not the frame count.",
     "- The load generator (one Node process) shares the machine's processors with workerd: read the client CPU column before the server columns.",
     "",
     "Columns: `ev/s` = unique messages delivered to receivers per second (sum over receivers, first send to last delivery); latency = receiver's receive time − send time carried in the message; `lost/dup/reord` counted per (receiver, message): lost = acknowledged but never received, dup = received again, reord = received after a later one (room seq; per-sender counter for BareBroadcast). " +
-      `${CLIENT_BOUND} = client-bound: the bench process used more than ${Math.round(opts.clientBound * 100)}% of one core during the sending phase, so the number measures the client as much as the server.`,
+      `${CLIENT_BOUND} = client-bound: the bench process used more than ${Math.round(opts.clientBound * 100)}% of one core during the sending phase, so the number measures the client as much as the server. ` +
+      `${OVERLOADED} = overloaded: the server fell behind the offered load (still delivering when the drain ran out, or under 95% of mode B's offered messages acked); its latency is queueing that grows with the duration, its ev/s is the capacity it reached, and \`pending\` counts (receiver, message) pairs still in flight then, not losses. ` +
+      `${RELOADED} = wrangler dev reloaded the worker during the cell because a source file changed (every socket dropped): the cell is void, rerun it.`,
     "",
   ];
   for (const mode of opts.modes) {
@@ -163,7 +182,7 @@ export function renderReport(results: CellResult[], opts: Options, facts: RunFac
   }
   out.push("## Memory per connection", "", memoryTable(results), "");
   out.push(
-    "Measured on the first cell with the most receivers: RSS of the server's workerd processes (wrangler dev runs a proxy workerd and the runtime workerd; both hold every socket) before the receivers connect and after they are all ready. BareDurable and BareBroadcast share one server.",
+    "Measured on the first cell with the most receivers: RSS of the server's workerd processes (wrangler dev runs a proxy workerd and the runtime workerd; both hold every socket) before the receivers connect and after they are all ready. Each target has its own server; all of them ran the same cells before this one.",
     "",
   );
   out.push("## Client-bound cells", "");

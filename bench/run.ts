@@ -9,7 +9,7 @@ import os from "node:os";
 import { dirname, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { type CellResult, type CellSpec, runCell } from "./cell.ts";
-import { type Options, parseOptions } from "./options.ts";
+import { type Options, parseOptions, TARGETS } from "./options.ts";
 import { renderReport } from "./report.ts";
 import { type Server, startCeiling, startParley, stopAllSync } from "./servers.ts";
 import { ceilingTarget, parleyTarget, type Target } from "./targets.ts";
@@ -54,49 +54,55 @@ function summary(r: CellResult): string {
   return `${evs} ev/s, ${lat}, sent ${r.sent} acked ${r.acked}, lost/dup/reord ${r.lost}/${r.duplicated}/${r.reordered}, client CPU ${Math.round(r.clientCpu * 100)}%`;
 }
 
+/**
+ * Starts the servers the selected targets need, concurrently: Parley, and one ceiling server per
+ * ceiling target (so that each one's memory and CPU are its own). A server that does not start is
+ * reported and its target left out; the others still run.
+ */
 async function startTargets(opts: Options, runId: string, failures: string[]): Promise<Target[]> {
   const logDir = resolve(root, "bench/out");
-  const wantCeiling = opts.targets.includes("durable") || opts.targets.includes("bare");
-  const wantParley = opts.targets.includes("parley");
-  const [parley, ceiling] = await Promise.allSettled([
-    wantParley
-      ? opts.parleyUrl
-        ? Promise.resolve<Server>({
-            name: "parley",
-            pid: 0,
-            port: Number(new URL(opts.parleyUrl).port),
-            baseUrl: opts.parleyUrl.replace(/\/$/, ""),
-            logFile: "",
-            stop: async () => {},
-          })
-        : startParley(root, logDir).then((s) => {
-            servers.push(s);
-            return s;
-          })
-      : Promise.resolve(null),
-    wantCeiling
-      ? startCeiling(root, logDir).then((s) => {
-          servers.push(s);
-          return s;
-        })
-      : Promise.resolve(null),
-  ]);
+  const track = (s: Server) => {
+    servers.push(s);
+    return s;
+  };
+  const names = TARGETS.filter((name) => opts.targets.includes(name));
+  const retry = async (start: () => Promise<Server>) => {
+    try {
+      return track(await start());
+    } catch (err) {
+      log(`${err instanceof Error ? err.message : String(err)}; retrying once`);
+      return track(await start());
+    }
+  };
+  const starting = names.map(async (name): Promise<Target> => {
+    if (name !== "parley") return ceilingTarget(name, await retry(() => startCeiling(root, logDir, name)));
+    if (!opts.parleyUrl) return parleyTarget(await retry(() => startParley(root, logDir)), runId);
+    const external: Server = {
+      name: "parley",
+      pid: 0,
+      port: Number(new URL(opts.parleyUrl).port),
+      baseUrl: opts.parleyUrl.replace(/\/$/, ""),
+      logFile: "",
+      stop: async () => {},
+    };
+    return parleyTarget(external, runId);
+  });
+  const settled = await Promise.allSettled(starting);
   const targets: Target[] = [];
-  if (parley.status === "rejected")
-    failures.push(`Parley did not start: ${String(parley.reason?.message ?? parley.reason)}`);
-  else if (parley.value) targets.push(parleyTarget(parley.value, runId));
-  if (ceiling.status === "rejected") {
-    failures.push(`the ceiling server did not start: ${String(ceiling.reason?.message ?? ceiling.reason)}`);
-  } else if (ceiling.value) {
-    if (opts.targets.includes("durable")) targets.push(ceilingTarget("durable", ceiling.value));
-    if (opts.targets.includes("bare")) targets.push(ceilingTarget("bare", ceiling.value));
-  }
+  settled.forEach((r, i) => {
+    if (r.status === "fulfilled") targets.push(r.value);
+    else
+      failures.push(
+        `the ${names[i]} server did not start: ${r.reason instanceof Error ? r.reason.message : String(r.reason)}`,
+      );
+  });
   return targets;
 }
 
 async function main(): Promise<void> {
   const opts = parseOptions(process.argv.slice(2));
   const began = performance.now();
+  const loadBefore = os.loadavg()[0] ?? 0;
   const runId = `b${Date.now().toString(36)}`;
   const failures: string[] = [];
   const skipped: string[] = [];
@@ -130,6 +136,8 @@ async function main(): Promise<void> {
             const r = await runCell(target, spec, opts, room, measureMemory);
             results.push(r);
             if (!r.ok) failures.push(`${describe(spec, target)}: ${r.error}`);
+            if (r.reloaded)
+              failures.push(`${describe(spec, target)}: void, wrangler dev reloaded the worker mid-cell`);
             log(`${describe(spec, target)}: ${summary(r)}`);
           }
         }
@@ -155,6 +163,7 @@ async function main(): Promise<void> {
     totalSeconds: (performance.now() - began) / 1000,
     skipped,
     failures,
+    loadBefore,
   });
   process.stdout.write(`${report}\n`);
   const out = resolve(root, opts.out);

@@ -20,6 +20,19 @@ export interface Server {
   stop(): Promise<void>;
 }
 
+/**
+ * How many times wrangler dev has reloaded the worker so far: it watches the sources, and an edit
+ * made while the bench runs restarts the runtime and drops every WebSocket.
+ */
+export function reloadCount(server: Server): number {
+  if (!server.logFile) return 0;
+  try {
+    return readFileSync(server.logFile, "utf8").split("Reloading local server").length - 1;
+  } catch {
+    return 0;
+  }
+}
+
 const running = new Map<number, { stateDir: string }>();
 
 /** A port the kernel just handed out on 127.0.0.1 (free at the time of asking). */
@@ -246,11 +259,11 @@ async function start(spec: StartSpec): Promise<Server> {
   return server;
 }
 
-export async function startCeiling(root: string, logDir: string): Promise<Server> {
+export async function startCeiling(root: string, logDir: string, label: string): Promise<Server> {
   const port = await freePort();
   const stateDir = mkdtempSync(join(tmpdir(), "parley-bench-ceiling-"));
   return start({
-    name: "ceiling",
+    name: `ceiling-${label}`,
     root,
     logDir,
     command: join(root, "node_modules/.bin/wrangler"),
@@ -258,6 +271,12 @@ export async function startCeiling(root: string, logDir: string): Promise<Server
       "dev",
       "-c",
       "bench/ceiling/wrangler.toml",
+      "--name",
+      `parley-bench-ceiling-${label}`,
+      // Left to itself, each wrangler dev probes for a free inspector port from 9229, and two
+      // starting at once can pick the same one ("Address already in use (socket direct:1:default)").
+      "--inspector-port",
+      String(await freePort()),
       "--ip",
       "127.0.0.1",
       "--port",

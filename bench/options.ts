@@ -106,7 +106,7 @@ export function parseOptions(argv: string[]): Options {
     drainMs: drain * 1000,
     stallMs: Math.min(2000, drain * 1000),
     clientBound: 0.8,
-    budgetMs: positive(get("budget") ?? (quick ? "80" : "330"), "budget") * 1000,
+    budgetMs: positive(get("budget") ?? (quick ? "80" : "345"), "budget") * 1000,
     out: get("out") ?? "bench/results.md",
     parleyUrl: get("parley-url"),
   };

@@ -20,6 +20,8 @@ export interface RunFacts {
   failures: string[];
   /** 1-minute load average just before the servers started: other work on the machine skews everything. */
   loadBefore: number;
+  /** The same at the end of the last cell (the bench's own load included). */
+  loadAfter: number;
 }
 
 const CLIENT_BOUND = "†";
@@ -125,7 +127,7 @@ function detailsTable(results: CellResult[]): string {
       codes,
       r.gaps ? `gap frames ${r.gaps}` : "",
       r.drainEnd === "settled" ? "" : `drain ${r.drainEnd}`,
-      r.reloaded ? "wrangler dev reloaded the worker during this cell (a source file changed)" : "",
+      r.reloaded ? "wrangler dev reloaded the worker during this cell (a watched file changed)" : "",
       ...r.closes.slice(0, 3),
       r.closes.length > 3 ? `${r.closes.length - 3} more closes` : "",
     ]
@@ -167,14 +169,14 @@ export function renderReport(results: CellResult[], opts: Options, facts: RunFac
     `- Command: \`${facts.command}\``,
     `- Machine: ${facts.cpus} CPUs (${facts.cpuModel}), ${facts.memoryGiB.toFixed(1)} GiB RAM, ${facts.os}; Node ${facts.node}, wrangler ${facts.wrangler}`,
     `- Cells: ${opts.durationMs / 1000} s of sending each, then a drain of at most ${opts.drainMs / 1000} s; fresh room per cell; targets interleaved per cell. Total run ${facts.totalSeconds.toFixed(0)} s.`,
-    `- Load average (1 min) before the run: ${facts.loadBefore.toFixed(2)}.`,
+    `- Load average (1 min): ${facts.loadBefore.toFixed(2)} before the run (anything above 0 is other work on the machine), ${facts.loadAfter.toFixed(2)} after the last cell. Each target had a 1 s warm-up cell first (not reported).`,
     "- Parley may coalesce events into one `events` frame per socket (see `ev/frame` in the details); the ceilings send one frame per message per socket, as the simplest fan-out does. Where frames dominate (many receivers) Parley can beat them: they bound the per-message work, not the frame count.",
     "- The load generator (one Node process) shares the machine's processors with workerd: read the client CPU column before the server columns.",
     "",
     "Columns: `ev/s` = unique messages delivered to receivers per second (sum over receivers, first send to last delivery); latency = receiver's receive time − send time carried in the message; `lost/dup/reord` counted per (receiver, message): lost = acknowledged but never received, dup = received again, reord = received after a later one (room seq; per-sender counter for BareBroadcast). " +
       `${CLIENT_BOUND} = client-bound: the bench process used more than ${Math.round(opts.clientBound * 100)}% of one core during the sending phase, so the number measures the client as much as the server. ` +
-      `${OVERLOADED} = overloaded: the server fell behind the offered load (still delivering when the drain ran out, or under 95% of mode B's offered messages acked); its latency is queueing that grows with the duration, its ev/s is the capacity it reached, and \`pending\` counts (receiver, message) pairs still in flight then, not losses. ` +
-      `${RELOADED} = wrangler dev reloaded the worker during the cell because a source file changed (every socket dropped): the cell is void, rerun it.`,
+      `${OVERLOADED} = overloaded: the server fell behind the offered load (still delivering when the drain ran out; in mode B also under 95% of the offered messages acked, or more than 1 s to drain after the sending stopped); its latency is queueing that grows with the duration, its ev/s is the capacity it reached, and \`pending\` counts (receiver, message) pairs still in flight then, not losses. ` +
+      `${RELOADED} = wrangler dev reloaded the worker during the cell because a file it watches changed (a source, or one esbuild resolved such as tsconfig.json or package.json); if the notes show dropped sockets, the cell is void.`,
     "",
   ];
   for (const mode of opts.modes) {

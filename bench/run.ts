@@ -103,6 +103,7 @@ async function main(): Promise<void> {
   const opts = parseOptions(process.argv.slice(2));
   const began = performance.now();
   const loadBefore = os.loadavg()[0] ?? 0;
+  let loadAfter = 0;
   const runId = `b${Date.now().toString(36)}`;
   const failures: string[] = [];
   const skipped: string[] = [];
@@ -117,6 +118,19 @@ async function main(): Promise<void> {
     log(
       `servers up after ${((performance.now() - began) / 1000).toFixed(1)} s: ${targets.map((t) => t.label).join(", ")}`,
     );
+    // Warm-up, not reported: the first cell on a fresh server pays for compiling, opening storage
+    // and the first D1 queries, which would otherwise land on whichever cell runs first.
+    const warm: Options = { ...opts, durationMs: 1000, drainMs: 2000, stallMs: 1000 };
+    for (const target of targets) {
+      const r = await runCell(
+        target,
+        { mode: "ack", receivers: 10, senders: 1 },
+        warm,
+        `${runId}-warmup`,
+        false,
+      );
+      log(`warm-up ${target.label}: ${summary(r)}`);
+    }
     const maxN = Math.max(...opts.receivers);
     const memoryDone = new Set<string>();
     let cellNo = 0;
@@ -137,13 +151,16 @@ async function main(): Promise<void> {
             results.push(r);
             if (!r.ok) failures.push(`${describe(spec, target)}: ${r.error}`);
             if (r.reloaded)
-              failures.push(`${describe(spec, target)}: void, wrangler dev reloaded the worker mid-cell`);
+              failures.push(
+                `${describe(spec, target)}: wrangler dev reloaded the worker mid-cell (${r.closes.length} sockets dropped)`,
+              );
             log(`${describe(spec, target)}: ${summary(r)}`);
           }
         }
       }
     }
   } finally {
+    loadAfter = os.loadavg()[0] ?? 0;
     log("stopping servers");
     await stopServers();
   }
@@ -164,6 +181,7 @@ async function main(): Promise<void> {
     skipped,
     failures,
     loadBefore,
+    loadAfter,
   });
   process.stdout.write(`${report}\n`);
   const out = resolve(root, opts.out);

@@ -199,6 +199,14 @@ export function utf8Bytes(s: string): number {
   return encoder.encode(s).byteLength;
 }
 
+/** Whether `s` is longer than `limit` UTF-8 bytes. A UTF-8 encoding is never shorter than the
+ * UTF-16 length nor longer than three times it, so most strings are decided without encoding. */
+export function exceedsUtf8(s: string, limit: number): boolean {
+  if (s.length > limit) return true;
+  if (s.length * 3 <= limit) return false;
+  return utf8Bytes(s) > limit;
+}
+
 export function isClientId(v: unknown): v is string {
   return typeof v === "string" && CLIENT_ID.test(v);
 }
@@ -218,7 +226,7 @@ const bad = (message: string, clientId?: string): Failure & { clientId?: string 
 function checkText(text: unknown, limits: FieldLimits, clientId: string, allowEmpty: boolean) {
   if (typeof text !== "string") return bad("text must be a string", clientId);
   if (!allowEmpty && text.trim() === "") return bad("text must not be empty", clientId);
-  if (utf8Bytes(text) > limits.maxTextBytes) {
+  if (exceedsUtf8(text, limits.maxTextBytes)) {
     return { ...failure("too_large", `text exceeds ${limits.maxTextBytes} bytes`), clientId };
   }
   return null;
@@ -293,7 +301,7 @@ export function parseClientFrame(raw: string | ArrayBuffer, limits: FieldLimits)
       return failure("too_large", `frame exceeds ${limits.maxFrameBytes} bytes`);
     return bad("binary frames are not supported; send JSON text");
   }
-  if (raw.length > limits.maxFrameBytes || utf8Bytes(raw) > limits.maxFrameBytes) {
+  if (exceedsUtf8(raw, limits.maxFrameBytes)) {
     return failure("too_large", `frame exceeds ${limits.maxFrameBytes} bytes`);
   }
   let o: unknown;

@@ -5,6 +5,7 @@
  * Environment:
  *   PORT                      port to listen on (default 8787)
  *   PARLEY_STATE_DIR          where local state persists (default .wrangler/state)
+ *   INSPECTOR_PORT            wrangler's debugger port (set it when several runtimes start at once)
  *   PARLEY_*                  any limit variable of wrangler.toml, passed through as `--var`
  */
 import { spawn, spawnSync } from "node:child_process";
@@ -72,6 +73,7 @@ const child = spawn(
     "--persist-to",
     stateDir,
     "--show-interactive-dev-session=false",
+    ...(process.env.INSPECTOR_PORT ? ["--inspector-port", process.env.INSPECTOR_PORT] : []),
     ...varFlags(),
   ],
   { cwd: root, env: childEnv, stdio: ["ignore", "pipe", "inherit"] },

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { DEFAULT_LIMITS, readLimits } from "../../config/limits.ts";
-import { mentionsIn, parseClientFrame, utf8Bytes } from "../../protocol/index.ts";
+import { exceedsUtf8, mentionsIn, parseClientFrame, utf8Bytes } from "../../protocol/index.ts";
 
 describe("parseClientFrame", () => {
   it("returns only the known fields of a valid command", () => {
@@ -66,5 +66,14 @@ describe("readLimits", () => {
   it("refuses values that are not numbers or below their floor", () => {
     expect(() => readLimits({ PARLEY_REPLAY_CAP: "100" })).toThrow(/PARLEY_REPLAY_CAP/);
     expect(() => readLimits({ PARLEY_USER_COMMANDS_PER_SECOND: "fast" })).toThrow(/integer/);
+  });
+});
+
+describe("exceedsUtf8", () => {
+  it("agrees with the exact byte count around the limit", () => {
+    for (const s of ["", "a".repeat(10), "é".repeat(5), "€".repeat(4), "😀".repeat(3), `${"a".repeat(9)}é`]) {
+      for (const limit of [0, 1, 9, 10, 11, 12])
+        expect(exceedsUtf8(s, limit), `${s} ${limit}`).toBe(utf8Bytes(s) > limit);
+    }
   });
 });

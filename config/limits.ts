@@ -36,10 +36,12 @@ export interface Limits {
   maxRoomTopicChars: number;
   /** Largest JSON request body accepted by the HTTP API, in bytes. */
   maxJsonBodyBytes: number;
-  /** Events per `events` frame and the byte budget of one replay frame: big enough to amortise the
-   * per-frame cost (Cloudflare advises 10–100 messages a frame), small enough for slow clients. */
+  /** Events per outgoing `events` frame and the size budget of one such frame (in characters of
+   * JSON, at most three bytes each): big enough to amortise the per-frame cost (Cloudflare advises
+   * 10–100 messages a frame), small enough that a burst of large messages does not buffer
+   * megabytes per socket. */
   maxEventsPerFrame: number;
-  maxReplayFrameBytes: number;
+  maxOutFrameChars: number;
   /** Lifetime of a dev login token, in seconds. */
   devTokenTtlSeconds: number;
 }
@@ -61,17 +63,18 @@ export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
   maxRoomTopicChars: 250,
   maxJsonBodyBytes: 64 * 1024,
   maxEventsPerFrame: 100,
-  maxReplayFrameBytes: 256 * 1024,
+  maxOutFrameChars: 128 * 1024,
   devTokenTtlSeconds: 12 * 60 * 60,
 });
 
 /** The wrangler variables that override a limit, and the floor each must respect. */
 const OVERRIDES = {
-  PARLEY_USER_COMMANDS_PER_SECOND: { key: "userCommandsPerSecond", min: 1 },
-  PARLEY_MAX_FRAME_BYTES: { key: "maxFrameBytes", min: 1024 },
-  PARLEY_MAX_TEXT_BYTES: { key: "maxTextBytes", min: 1 },
-  PARLEY_REPLAY_CAP: { key: "replayCap", min: 500 },
-} as const satisfies Record<string, { key: keyof Limits; min: number }>;
+  PARLEY_USER_COMMANDS_PER_SECOND: { key: "userCommandsPerSecond", min: 1, max: 1_000_000 },
+  PARLEY_MAX_FRAME_BYTES: { key: "maxFrameBytes", min: 4096, max: 1024 * 1024 },
+  // PROTOCOL.md caps message text at 16 KiB: a deployment may lower it, not raise it.
+  PARLEY_MAX_TEXT_BYTES: { key: "maxTextBytes", min: 1, max: 16 * 1024 },
+  PARLEY_REPLAY_CAP: { key: "replayCap", min: 500, max: 100_000 },
+} as const satisfies Record<string, { key: keyof Limits; min: number; max: number }>;
 
 export type LimitVars = Partial<Record<keyof typeof OVERRIDES, string | undefined>>;
 
@@ -82,12 +85,12 @@ export type LimitVars = Partial<Record<keyof typeof OVERRIDES, string | undefine
  */
 export function readLimits(vars: LimitVars): Limits {
   const limits: Limits = { ...DEFAULT_LIMITS };
-  for (const [name, { key, min }] of Object.entries(OVERRIDES)) {
+  for (const [name, { key, min, max }] of Object.entries(OVERRIDES)) {
     const raw = vars[name as keyof LimitVars];
     if (raw === undefined || raw.trim() === "") continue;
     const value = Number(raw);
-    if (!Number.isInteger(value) || value < min) {
-      throw new Error(`${name} must be an integer ≥ ${min}, got ${JSON.stringify(raw)}`);
+    if (!Number.isInteger(value) || value < min || value > max) {
+      throw new Error(`${name} must be an integer from ${min} to ${max}, got ${JSON.stringify(raw)}`);
     }
     limits[key] = value;
   }

@@ -84,7 +84,8 @@ export class RoomLog {
     this.#storage = storage;
     this.#sql = storage.sql;
     this.#migrate();
-    this.#lastSeq = this.#one<{ s: number | null }>("SELECT MAX(seq) AS s FROM events")?.s ?? 0;
+    this.#lastSeq = 0;
+    this.#reload();
   }
 
   #migrate(): void {
@@ -152,9 +153,21 @@ export class RoomLog {
     )?.seq;
   }
 
-  /** Runs `fn` as one SQLite transaction: everything it writes commits together, or nothing does. */
+  /** Runs `fn` as one SQLite transaction: everything it writes commits together, or nothing does.
+   * On a rollback the in-memory mirrors (lastSeq, members) are reloaded, so they never run ahead of
+   * what was committed, however deeply transactions nest. */
   transaction<T>(fn: () => T): T {
-    return this.#storage.transactionSync(fn);
+    try {
+      return this.#storage.transactionSync(fn);
+    } catch (err) {
+      this.#reload();
+      throw err;
+    }
+  }
+
+  #reload(): void {
+    this.#lastSeq = this.#one<{ s: number | null }>("SELECT MAX(seq) AS s FROM events")?.s ?? 0;
+    this.#members = null;
   }
 
   /**
@@ -164,7 +177,7 @@ export class RoomLog {
    * a second insert of the same pair throws and rolls back instead of creating a duplicate.
    */
   append(event: NewEvent, extras: AppendExtras = {}): AppendResult & { created: true } {
-    return this.#storage.transactionSync(() => {
+    return this.transaction(() => {
       const seq = this.#lastSeq + 1;
       const full = { seq, ...event } as RoomEvent;
       const json = JSON.stringify(full);
@@ -185,7 +198,8 @@ export class RoomLog {
         this.#sql.exec("INSERT OR IGNORE INTO mentions (user_id, seq) VALUES (?, ?)", userId, seq);
       }
       extras.apply?.(seq);
-      // Only after every statement succeeded: a throw above rolls back and leaves lastSeq alone.
+      // Only after every statement succeeded; an enclosing transaction that rolls back later
+      // reloads it (see `transaction`).
       this.#lastSeq = seq;
       return { created: true as const, seq, json };
     });
@@ -230,17 +244,21 @@ export class RoomLog {
     this.#sql.exec("DELETE FROM mentions WHERE seq = ?", target);
   }
 
-  /** Stored JSON of events with seq in (after, until], ascending, at most `limit`. */
-  jsonAfter(after: number, limit: number, until = this.#lastSeq): string[] {
+  /** Stored events with seq in (after, until], ascending, at most `limit`. */
+  rowsAfter(after: number, limit: number, until = this.#lastSeq): { seq: number; json: string }[] {
     return this.#sql
-      .exec<{ json: string }>(
-        "SELECT json FROM events WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?",
+      .exec<{ seq: number; json: string }>(
+        "SELECT seq, json FROM events WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?",
         after,
         until,
         limit,
       )
-      .toArray()
-      .map((r) => r.json);
+      .toArray();
+  }
+
+  /** Stored JSON of events with seq in (after, until], ascending, at most `limit`. */
+  jsonAfter(after: number, limit: number, until = this.#lastSeq): string[] {
+    return this.rowsAfter(after, limit, until).map((r) => r.json);
   }
 
   /** Stored JSON of events with seq < before, the newest `limit` of them, returned ascending. */

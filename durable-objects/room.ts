@@ -28,8 +28,13 @@ import { type Actor, applyCommand, type CommandResult } from "./room-commands.ts
 import { type Member, RoomLog, type RoomMeta } from "./room-log.ts";
 
 /** Header through which the worker hands the authenticated caller to the object. The worker always
- * overwrites it, and only the worker can reach the object, so a client cannot forge it. */
+ * overwrites it, and only the worker can reach the object, so a client cannot forge it. The value is
+ * URI-encoded JSON: header values are bytes, names are Unicode. */
 export const IDENTITY_HEADER = "x-parley-identity";
+
+export function encodeIdentity(info: SocketInfo): string {
+  return encodeURIComponent(JSON.stringify(info));
+}
 
 /** What each socket carries through hibernation (its serialized attachment). */
 export interface SocketInfo extends Actor {
@@ -82,36 +87,40 @@ export class Room extends DurableObject<Env> {
     this.#log.setMeta(meta);
   }
 
-  /** Adds a member (a sequenced `member_join`); a no-op for an existing member. */
-  join(member: Member): { seq: number | null } {
-    if (this.#log.member(member.id)) return { seq: null };
+  /** Adds a member (a sequenced `member_join` by `actor`, the joiner themself or whoever added
+   * them); a no-op for an existing member. Rate-limited per actor like any command. */
+  join(member: Member, actor: UserRef = member): { ok: true; seq: number | null } | Failure {
+    if (this.#log.member(member.id)) return { ok: true, seq: null };
+    const refused = this.#admit(actor.id);
+    if (refused) return refused;
     const result = this.#log.append(
       {
         kind: "member_join",
         ts: Date.now(),
-        author: { id: member.id, name: member.name },
+        author: { id: actor.id, name: actor.name },
         user: { id: member.id, name: member.name },
       },
       { apply: () => this.#log.putMember(member) },
     );
-    if (result.created) this.#broadcast(result.json);
-    return { seq: result.seq };
+    this.#broadcast(result.json);
+    return { ok: true, seq: result.seq };
   }
 
-  /** Removes a member (a sequenced `member_leave`) and closes their sockets at once. */
-  leave(userId: string, actor: UserRef): { seq: number | null } {
+  /** Removes a member (a sequenced `member_leave`) and closes their sockets at once. Never
+   * rate-limited: losing access must not wait (re-joining is limited, which bounds join/leave loops). */
+  leave(userId: string, actor: UserRef): { ok: true; seq: number | null } | Failure {
     const member = this.#log.member(userId);
-    if (!member) return { seq: null };
+    if (!member) return { ok: true, seq: null };
     const result = this.#log.append(
       { kind: "member_leave", ts: Date.now(), author: actor, user: { id: member.id, name: member.name } },
       { apply: () => this.#log.removeMember(userId) },
     );
-    if (result.created) this.#broadcast(result.json);
+    this.#broadcast(result.json);
     for (const ws of this.ctx.getWebSockets(userId)) {
-      this.#sockets.delete(ws);
+      this.#forget(ws);
       closeQuietly(ws, CLOSE.revoked.code, CLOSE.revoked.reason);
     }
-    return { seq: result.seq };
+    return { ok: true, seq: result.seq };
   }
 
   /** A sequenced command over HTTP: the same rules, limits and idempotency as over a socket. */
@@ -221,16 +230,14 @@ export class Room extends DurableObject<Env> {
   // ---- frames ------------------------------------------------------------------------------
 
   #onFrame(ws: WebSocket, info: SocketInfo, frame: ClientFrame): void {
-    if (frame.type === "ping") {
-      send(ws, { type: "pong" });
-      return;
-    }
     // Authorization on every command: a member removed since connecting is refused and closed.
     if (!this.#log.member(info.id)) {
       this.#forget(ws);
       closeQuietly(ws, CLOSE.revoked.code, CLOSE.revoked.reason);
       return;
     }
+    // Every frame that reaches the object costs its thread, pings included (the exact
+    // PING_FRAME is answered by the runtime for free and never gets here).
     const clientId = "clientId" in frame ? frame.clientId : undefined;
     const refused = this.#admit(info.id);
     if (refused) {
@@ -238,6 +245,9 @@ export class Room extends DurableObject<Env> {
       return;
     }
     switch (frame.type) {
+      case "ping":
+        send(ws, { type: "pong" });
+        break;
       case "typing":
         this.#typing(ws, info);
         break;
@@ -326,21 +336,15 @@ export class Room extends DurableObject<Env> {
   #replay(ws: WebSocket, after: number, lastSeq: number): void {
     let from = after;
     while (from < lastSeq) {
-      const rows = this.#log.jsonAfter(from, this.#limits.maxEventsPerFrame, lastSeq);
-      if (rows.length === 0) break;
-      let batch: string[] = [];
-      let bytes = 0;
-      for (const row of rows) {
-        if (batch.length > 0 && bytes + row.length > this.#limits.maxReplayFrameBytes) {
-          sendRaw(ws, eventsFrame(batch));
-          batch = [];
-          bytes = 0;
-        }
-        batch.push(row);
-        bytes += row.length;
-      }
-      sendRaw(ws, eventsFrame(batch));
-      from += rows.length;
+      const rows = this.#log.rowsAfter(from, this.#limits.maxEventsPerFrame, lastSeq);
+      const last = rows.at(-1);
+      if (!last) break;
+      for (const frame of eventFrames(
+        rows.map((r) => r.json),
+        this.#limits,
+      ))
+        sendRaw(ws, frame);
+      from = last.seq;
     }
   }
 
@@ -371,10 +375,7 @@ export class Room extends DurableObject<Env> {
     const acks = this.#pendingAcks;
     this.#pending = [];
     this.#pendingAcks = new Map();
-    const frames: string[] = [];
-    for (let i = 0; i < events.length; i += this.#limits.maxEventsPerFrame) {
-      frames.push(eventsFrame(events.slice(i, i + this.#limits.maxEventsPerFrame)));
-    }
+    const frames = eventFrames(events, this.#limits);
     for (const ws of this.ctx.getWebSockets()) {
       for (const frame of frames) sendRaw(ws, frame);
       const mine = acks.get(ws);
@@ -383,16 +384,38 @@ export class Room extends DurableObject<Env> {
   }
 }
 
-function eventsFrame(jsons: string[]): string {
-  return jsons.length === 1
-    ? `{"type":"event","event":${jsons[0]}}`
-    : `{"type":"events","events":[${jsons.join(",")}]}`;
+/** Consecutive events as `event`/`events` frames of at most `maxEventsPerFrame` events and about
+ * `maxOutFrameChars` characters (one event larger than that still goes alone). */
+function eventFrames(jsons: string[], limits: Limits): string[] {
+  const frames: string[] = [];
+  let batch: string[] = [];
+  let chars = 0;
+  const cut = () => {
+    if (batch.length === 0) return;
+    frames.push(
+      batch.length === 1
+        ? `{"type":"event","event":${batch[0]}}`
+        : `{"type":"events","events":[${batch.join(",")}]}`,
+    );
+    batch = [];
+    chars = 0;
+  };
+  for (const json of jsons) {
+    const full =
+      batch.length >= limits.maxEventsPerFrame ||
+      (batch.length > 0 && chars + json.length > limits.maxOutFrameChars);
+    if (full) cut();
+    batch.push(json);
+    chars += json.length;
+  }
+  cut();
+  return frames;
 }
 
 function parseIdentity(raw: string | null): SocketInfo | null {
   if (!raw) return null;
   try {
-    const o = JSON.parse(raw) as Partial<SocketInfo>;
+    const o = JSON.parse(decodeURIComponent(raw)) as Partial<SocketInfo>;
     if (
       typeof o.id !== "string" ||
       typeof o.name !== "string" ||

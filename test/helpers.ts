@@ -29,7 +29,7 @@ export async function login(tenant: string, name = unique("user")): Promise<User
   const res = await fetchWorker("/auth/dev/login", {
     method: "POST",
     headers: { "content-type": "application/json" },
-    body: JSON.stringify({ email: `${name.toLowerCase()}@example.com`, name, tenant }),
+    body: JSON.stringify({ email: `${unique("u").toLowerCase()}@example.com`, name, tenant }),
   });
   if (res.status !== 200) throw new Error(`login failed: ${res.status} ${await res.text()}`);
   const { token } = (await res.json()) as { token: string };

@@ -285,3 +285,21 @@ describe("typing", () => {
     expect(alice.events.concat(bob.events).filter((e) => e.seq > 2)).toEqual([]);
   });
 });
+
+describe("frame sizes", () => {
+  it("splits a replay of large messages into bounded frames, in order", async () => {
+    const { roomId, users } = await roomWith(1);
+    const c = await Client.open(users[0]!, roomId);
+    await c.ready();
+    const big = "x".repeat(16 * 1024);
+    let last = 0;
+    for (let i = 0; i < 20; i++) last = await c.sendMessage(`big-${i}`, big);
+    const reader = await Client.open(users[0]!, roomId, 0);
+    await reader.ready();
+    const frames = reader.frames.filter((f) => f.type === "event" || f.type === "events");
+    // A frame holds at most 128 Ki characters of events (config/limits.ts maxOutFrameChars).
+    expect(frames.length).toBeGreaterThanOrEqual(3);
+    for (const f of frames) expect(JSON.stringify(f).length).toBeLessThanOrEqual(128 * 1024 + 64);
+    expect(reader.events.map((e) => e.seq)).toEqual(Array.from({ length: last }, (_, i) => i + 1));
+  });
+});

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { api, Client, createRoom, join, json, login, unique } from "./helpers.ts";
+import { api, Client, createRoom, fetchWorker, join, json, login, unique } from "./helpers.ts";
 
 interface RoomView {
   id: string;
@@ -218,5 +218,71 @@ describe("the log over HTTP", () => {
     await socket.next("pong");
     expect(await view()).toMatchObject({ readSeq: 7, unread: 0, mentions: 0 });
     expect((await api(bob, "PUT", `/api/rooms/${roomId}/read`, { seq: 99 })).status).toBe(400);
+  });
+});
+
+describe("room membership details", () => {
+  it("creates a room with members of the tenant, each join authored by the creator", async () => {
+    const tenant = unique("t");
+    const alice = await login(tenant);
+    const bob = await login(tenant);
+    const carol = await login(tenant);
+    const res = await api(alice, "POST", "/api/rooms", {
+      name: "team",
+      kind: "channel",
+      members: [bob.id, carol.id, bob.id],
+    });
+    expect(res.status).toBe(201);
+    const { id } = await json<RoomView>(res);
+    const page = await json<{ events: { kind: string; author: { id: string }; user: { id: string } }[] }>(
+      api(carol, "GET", `/api/rooms/${id}/messages`),
+    );
+    expect(page.events.map((e) => [e.kind, e.author.id, e.user.id])).toEqual([
+      ["member_join", alice.id, alice.id],
+      ["member_join", alice.id, bob.id],
+      ["member_join", alice.id, carol.id],
+    ]);
+    const outsider = await login(unique("t"));
+    const refused = await api(alice, "POST", "/api/rooms", { name: "x", members: [outsider.id] });
+    expect(refused.status).toBe(404);
+    expect((await api(alice, "POST", "/api/rooms", { name: "x", members: "bob" })).status).toBe(400);
+  });
+
+  it("makes exactly one owner when a tenant's first two users sign in at once", async () => {
+    const tenant = unique("t");
+    const [a, b] = await Promise.all([login(tenant), login(tenant)]);
+    const roles = await Promise.all(
+      [a, b].map(async (u) => (await json<{ user: { role: string } }>(api(u, "GET", "/api/me"))).user.role),
+    );
+    expect(roles.sort()).toEqual(["member", "owner"]);
+  });
+
+  it("refuses JSON bodies not declared as application/json, and seqs that are not plain integers", async () => {
+    const alice = await login(unique("t"));
+    const roomId = await createRoom(alice);
+    const res = await fetchWorker(`/api/rooms/${roomId}/messages`, {
+      method: "POST",
+      headers: { "cf-access-jwt-assertion": alice.token, "content-type": "text/plain" },
+      body: JSON.stringify({ clientId: "csrf", text: "forged" }),
+    });
+    expect(res.status).toBe(400);
+    for (const seq of ["1e0", "0x1", "%201"]) {
+      expect((await api(alice, "DELETE", `/api/rooms/${roomId}/messages/${seq}`)).status, seq).toBe(400);
+    }
+    const page = await json<{ events: { kind: string }[] }>(
+      api(alice, "GET", `/api/rooms/${roomId}/messages`),
+    );
+    expect(page.events.map((e) => e.kind)).toEqual(["member_join"]);
+  });
+
+  it("carries any Unicode name through the socket into events", async () => {
+    const tenant = unique("t");
+    const lei = await login(tenant, "李雷 ✨");
+    const roomId = await createRoom(lei);
+    const c = await Client.open(lei, roomId);
+    await c.ready();
+    const seq = await c.sendMessage("hi", "你好");
+    await c.until((x) => x.events.some((e) => e.seq === seq), "the message");
+    expect(c.events.find((e) => e.seq === seq)?.author).toEqual({ id: lei.id, name: "李雷 ✨" });
   });
 });

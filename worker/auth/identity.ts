@@ -2,7 +2,7 @@
  * @module Who is calling: reads the token (Access header or cookie), verifies it, and provisions the
  * tenant and user just in time from the claims. Every /api route runs behind `requireIdentity`.
  */
-import { and, count, eq } from "drizzle-orm";
+import { and, eq } from "drizzle-orm";
 import { drizzle } from "drizzle-orm/d1";
 import { getCookie } from "hono/cookie";
 import { createMiddleware } from "hono/factory";
@@ -25,6 +25,7 @@ export interface Identity {
 export const ACCESS_HEADER = "cf-access-jwt-assertion";
 export const ACCESS_COOKIE = "CF_Authorization";
 
+export const MAX_NAME_CHARS = 80;
 export const TENANT_ID = /^[a-z0-9][a-z0-9-]{0,39}$/;
 export const EMAIL = /^[^\s@<>()[\]\\,;:"]{1,64}@[A-Za-z0-9.-]{1,189}\.[A-Za-z]{2,63}$/;
 
@@ -44,17 +45,15 @@ export async function provision(
     .get();
   if (found) return toIdentity(found.user, found.tenantName);
 
-  await orm
+  // Whoever creates the tenant row owns the tenant: the insert either creates it (and returns it)
+  // or finds it there, atomically, so two first sign-ins cannot both become owner. Everyone after
+  // is a member (role mapping grows with the Access work).
+  const created = await orm
     .insert(tenants)
     .values({ id: claims.tenant, name: claims.tenant, createdAt: now })
-    .onConflictDoNothing();
-  // The first person in a new tenant owns it; everyone after is a member (roles grow in issue 3).
-  const existing = await orm
-    .select({ n: count() })
-    .from(users)
-    .where(eq(users.tenantId, claims.tenant))
-    .get();
-  const role: Role = (existing?.n ?? 0) === 0 ? "owner" : "member";
+    .onConflictDoNothing()
+    .returning({ id: tenants.id });
+  const role: Role = created.length > 0 ? "owner" : "member";
   await orm
     .insert(users)
     .values({
@@ -99,7 +98,9 @@ function claimsToProfile(claims: TokenClaims): { email: string; name: string; te
   ) {
     throw new ApiError("unauthorized", "token lacks a valid tenant or email");
   }
-  const name = typeof claims.name === "string" && claims.name.trim() !== "" ? claims.name.trim() : email;
+  const given = typeof claims.name === "string" ? claims.name.trim() : "";
+  // Names travel in every event and socket attachment: keep them to a display length.
+  const name = [...(given === "" ? email : given)].slice(0, MAX_NAME_CHARS).join("");
   return { email, name, tenant };
 }
 

@@ -3,7 +3,7 @@
 import { Hono } from "hono";
 import { setCookie } from "hono/cookie";
 import { limitsOf } from "../../config/limits.ts";
-import { ACCESS_COOKIE, EMAIL, provision, TENANT_ID } from "../auth/identity.ts";
+import { ACCESS_COOKIE, EMAIL, MAX_NAME_CHARS, provision, TENANT_ID } from "../auth/identity.ts";
 import { mintDevToken } from "../auth/tokens.ts";
 import { ApiError } from "../errors.ts";
 import { readJsonObject } from "../http.ts";
@@ -23,8 +23,9 @@ export const authRoutes = new Hono<AppEnv>().post("/dev/login", async (c) => {
     );
   }
   const display = typeof name === "string" ? name.trim() : "";
-  if (display.length === 0 || display.length > 80)
-    throw new ApiError("bad_request", "name must be 1-80 characters");
+  if (display.length === 0 || [...display].length > MAX_NAME_CHARS) {
+    throw new ApiError("bad_request", `name must be 1-${MAX_NAME_CHARS} characters`);
+  }
   const claims = { email: email.toLowerCase(), name: display, tenant };
   const token = await mintDevToken(claims, c.env, limits.devTokenTtlSeconds);
   await provision(c.env.DB, claims);

@@ -5,7 +5,7 @@
  */
 import { type Context, Hono } from "hono";
 import { limitsOf } from "../../config/limits.ts";
-import { IDENTITY_HEADER, type SocketInfo } from "../../durable-objects/room.ts";
+import { encodeIdentity, IDENTITY_HEADER } from "../../durable-objects/room.ts";
 import type { CommandResult } from "../../durable-objects/room-commands.ts";
 import { isClientId, isSeq, parseCommand, type SequencedCommand } from "../../protocol/index.ts";
 import { ApiError } from "../errors.ts";
@@ -20,7 +20,8 @@ async function stubFor(c: Context<AppEnv>) {
 }
 
 function seqParam(c: Context<AppEnv>): number {
-  const seq = Number(c.req.param("seq"));
+  const raw = c.req.param("seq") ?? "";
+  const seq = /^\d{1,15}$/.test(raw) ? Number(raw) : Number.NaN;
   if (!isSeq(seq)) throw new ApiError("bad_request", "seq must be a positive integer");
   return seq;
 }
@@ -89,7 +90,6 @@ export const messageRoutes = new Hono<AppEnv>()
     // The upgrade goes to the object unchanged, so it can accept the socket with hibernation; only
     // the identity header is (over)written here.
     const headers = new Headers(c.req.raw.headers);
-    const info: SocketInfo = { ...actorOf(me), tenantId: me.tenantId };
-    headers.set(IDENTITY_HEADER, JSON.stringify(info));
+    headers.set(IDENTITY_HEADER, encodeIdentity({ ...actorOf(me), tenantId: me.tenantId }));
     return stub.fetch(new Request(c.req.raw, { headers }));
   });

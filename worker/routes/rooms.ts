@@ -32,15 +32,45 @@ async function describe(env: Env, me: Identity, room: RoomRow, joined: boolean) 
   };
 }
 
-/** Puts a user in a room: directory row, then the room object's sequenced join. Idempotent. */
-async function enroll(env: Env, room: RoomRow, user: { id: string; name: string; role: string }) {
+type Person = { id: string; name: string; role: string };
+
+/** Most users one request may add to a room (`members` on create). */
+const MAX_MEMBERS_PER_REQUEST = 100;
+
+/** Puts a user in a room: directory row, then the room object's sequenced join by `actor`.
+ * Idempotent. */
+async function enroll(env: Env, room: RoomRow, user: Person, actor: Person = user) {
   await drizzle(env.DB)
     .insert(memberships)
     .values({ tenantId: room.tenantId, roomId: room.id, userId: user.id, joinedAt: Date.now() })
     .onConflictDoNothing();
   const stub = roomStub(env, room.tenantId, room.id);
   await stub.init({ tenantId: room.tenantId, roomId: room.id, name: room.name, kind: room.kind });
-  await stub.join(user);
+  const result = await stub.join(user, { id: actor.id, name: actor.name });
+  if (!result.ok) throw ApiError.from(result);
+}
+
+/** The users of the caller's tenant with these ids; 404 if any is not one of them. */
+async function tenantUsers(env: Env, me: Identity, ids: unknown): Promise<Person[]> {
+  if (
+    !Array.isArray(ids) ||
+    ids.length > MAX_MEMBERS_PER_REQUEST ||
+    !ids.every((id) => typeof id === "string")
+  ) {
+    throw new ApiError(
+      "bad_request",
+      `members must be an array of at most ${MAX_MEMBERS_PER_REQUEST} user ids`,
+    );
+  }
+  const wanted = [...new Set(ids as string[])];
+  if (wanted.length === 0) return [];
+  const found = await drizzle(env.DB)
+    .select({ id: users.id, name: users.name, role: users.role })
+    .from(users)
+    .where(and(eq(users.tenantId, me.tenantId), inArray(users.id, wanted)))
+    .all();
+  if (found.length !== wanted.length) throw new ApiError("not_found", "no such user");
+  return found;
 }
 
 export const roomRoutes = new Hono<AppEnv>()
@@ -82,6 +112,7 @@ export const roomRoutes = new Hono<AppEnv>()
       throw new ApiError("bad_request", `kind must be one of ${ROOM_KINDS.join(", ")}`);
     if (kind !== "channel")
       throw new ApiError("bad_request", "only kind channel can be created in this version");
+    const invited = await tenantUsers(c.env, me, body.members ?? []);
     const room: RoomRow = {
       id: newId("r"),
       tenantId: me.tenantId,
@@ -92,7 +123,9 @@ export const roomRoutes = new Hono<AppEnv>()
       createdAt: Date.now(),
     };
     await drizzle(c.env.DB).insert(rooms).values(room);
-    await enroll(c.env, room, { id: me.userId, name: me.name, role: me.role });
+    const creator = { id: me.userId, name: me.name, role: me.role };
+    await enroll(c.env, room, creator);
+    for (const user of invited) if (user.id !== me.userId) await enroll(c.env, room, user, creator);
     return c.json(await describe(c.env, me, room, true), 201);
   })
   .post("/:roomId/join", async (c) => {
@@ -105,7 +138,11 @@ export const roomRoutes = new Hono<AppEnv>()
   .post("/:roomId/leave", async (c) => {
     const me = c.get("identity");
     const room = await findRoom(c.env, me, c.req.param("roomId"));
-    await roomStub(c.env, room.tenantId, room.id).leave(me.userId, { id: me.userId, name: me.name });
+    const result = await roomStub(c.env, room.tenantId, room.id).leave(me.userId, {
+      id: me.userId,
+      name: me.name,
+    });
+    if (!result.ok) throw ApiError.from(result);
     await drizzle(c.env.DB)
       .delete(memberships)
       .where(and(eq(memberships.roomId, room.id), eq(memberships.userId, me.userId)));
@@ -119,12 +156,7 @@ export const roomRoutes = new Hono<AppEnv>()
       throw new ApiError("forbidden", "only members may add people to a room");
     const body = await readJsonObject(c, limitsOf(c.env).maxJsonBodyBytes);
     if (typeof body.userId !== "string") throw new ApiError("bad_request", "userId must be a string");
-    const user = await drizzle(c.env.DB)
-      .select()
-      .from(users)
-      .where(and(eq(users.id, body.userId), eq(users.tenantId, me.tenantId)))
-      .get();
-    if (!user) throw new ApiError("not_found", "no such user");
-    await enroll(c.env, room, { id: user.id, name: user.name, role: user.role });
+    const [user] = await tenantUsers(c.env, me, [body.userId]);
+    if (user) await enroll(c.env, room, user, { id: me.userId, name: me.name, role: me.role });
     return c.json({ ok: true });
   });

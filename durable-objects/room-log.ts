@@ -7,7 +7,7 @@
  * - Each event is stored as the exact JSON sent to clients, so replay concatenates strings.
  * - A deleted message keeps its seq; its text (and the text of its edits) is scrubbed.
  */
-import type { RoomEvent, UserRef } from "../protocol/index.ts";
+import type { RoomEvent } from "../protocol/index.ts";
 
 /** Versioned schema: each entry runs once, in order, recorded in `meta.schema_version`. */
 const MIGRATIONS: string[] = [
@@ -322,10 +322,6 @@ export class RoomLog {
     return this.#memberMap().get(userId);
   }
 
-  memberCount(): number {
-    return this.#memberMap().size;
-  }
-
   /** Call inside `append` so the membership change and its event commit together. */
   putMember(member: Member): void {
     this.#sql.exec(
@@ -372,8 +368,4 @@ export class RoomLog {
       )?.n ?? 0;
     return { readSeq, unread, mentions };
   }
-}
-
-export function userRef(member: Member): UserRef {
-  return { id: member.id, name: member.name };
 }

@@ -46,8 +46,6 @@ export const CLOSE = {
   policy: { code: 1008, reason: "too many bad frames" },
   /** The user lost access to the room (left or was removed). */
   revoked: { code: 4403, reason: "membership revoked" },
-  /** The server is going away (deploy, restart): reconnect with `after`. */
-  restart: { code: 1012, reason: "service restart" },
 } as const;
 
 // ---------------------------------------------------------------------------------------------
@@ -113,7 +111,6 @@ export type RoomEvent =
   | ReactionEvent
   | MemberEvent
   | RoomUpdateEvent;
-export type EventKind = RoomEvent["kind"];
 
 // ---------------------------------------------------------------------------------------------
 // Frames

@@ -2,7 +2,9 @@
  * @module The Parley Worker: wiring only. Routes live in worker/routes/, one module per resource;
  * the Durable Object classes are exported from here for the runtime.
  */
+import { env } from "cloudflare:workers";
 import { Hono } from "hono";
+import { readAuthConfig } from "./auth/config.ts";
 import { requireIdentity } from "./auth/identity.ts";
 import { errorResponse, onError } from "./errors.ts";
 import { authRoutes } from "./routes/auth.ts";
@@ -13,6 +15,10 @@ import { roomRoutes } from "./routes/rooms.ts";
 import type { AppEnv } from "./types.ts";
 
 export { Room } from "../durable-objects/room.ts";
+
+// A misconfigured deployment (access mode without its Access applications, dev mode without a
+// key, a malformed origin) fails here, at start-up, rather than on some later request.
+readAuthConfig(env);
 
 const app = new Hono<AppEnv>();
 app.onError(onError);

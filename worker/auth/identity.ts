@@ -10,7 +10,8 @@ import { type Role, tenants, users } from "../db/schema.ts";
 import { ApiError } from "../errors.ts";
 import { newId } from "../ids.ts";
 import type { AppEnv } from "../types.ts";
-import { type TokenClaims, TokenError, verifyToken } from "./tokens.ts";
+import { authConfigOf } from "./config.ts";
+import { TokenError, type Verified, verifyToken } from "./tokens.ts";
 
 /** The caller as every handler and Durable Object sees it. */
 export interface Identity {
@@ -29,49 +30,62 @@ export const MAX_NAME_CHARS = 80;
 export const TENANT_ID = /^[a-z0-9][a-z0-9-]{0,39}$/;
 export const EMAIL = /^[^\s@<>()[\]\\,;:"]{1,64}@[A-Za-z0-9.-]{1,189}\.[A-Za-z]{2,63}$/;
 
-/** Finds or creates the tenant and the user named by verified claims. */
-export async function provision(
-  db: D1Database,
-  claims: { email: string; name: string; tenant: string },
-): Promise<Identity> {
+/** Who a verified token says the caller is, before provisioning. */
+export interface Profile {
+  tenantId: string;
+  tenantName: string;
+  /** The user's key in the tenant: their email, or `service:<common_name>` for a bot. */
+  email: string;
+  name: string;
+  /** The role configuration gives this person (admins by email or group; bots); null: default. */
+  mappedRole: Role | null;
+}
+
+/** Finds or creates the tenant and the user of a profile; applies a configured admin promotion. */
+export async function provision(db: D1Database, profile: Profile): Promise<Identity> {
   const orm = drizzle(db);
   const now = Date.now();
-  const email = claims.email.toLowerCase();
-  const found = await orm
-    .select({ user: users, tenantName: tenants.name })
-    .from(users)
-    .innerJoin(tenants, eq(tenants.id, users.tenantId))
-    .where(and(eq(users.tenantId, claims.tenant), eq(users.email, email)))
-    .get();
-  if (found) return toIdentity(found.user, found.tenantName);
+  const email = profile.email.toLowerCase();
+  const find = () =>
+    orm
+      .select({ user: users, tenantName: tenants.name })
+      .from(users)
+      .innerJoin(tenants, eq(tenants.id, users.tenantId))
+      .where(and(eq(users.tenantId, profile.tenantId), eq(users.email, email)))
+      .get();
+  const found = await find();
+  if (found) {
+    const promoted =
+      profile.mappedRole === "admin" && (found.user.role === "member" || found.user.role === "guest");
+    if (promoted) {
+      await orm.update(users).set({ role: "admin" }).where(eq(users.id, found.user.id));
+      return toIdentity({ ...found.user, role: "admin" }, found.tenantName);
+    }
+    return toIdentity(found.user, found.tenantName);
+  }
 
   // Whoever creates the tenant row owns the tenant: the insert either creates it (and returns it)
-  // or finds it there, atomically, so two first sign-ins cannot both become owner. Everyone after
-  // is a member (role mapping grows with the Access work).
+  // or finds it there, atomically, so two first sign-ins cannot both become owner.
   const created = await orm
     .insert(tenants)
-    .values({ id: claims.tenant, name: claims.tenant, createdAt: now })
+    .values({ id: profile.tenantId, name: profile.tenantName, createdAt: now })
     .onConflictDoNothing()
     .returning({ id: tenants.id });
-  const role: Role = created.length > 0 ? "owner" : "member";
+  const role: Role =
+    profile.mappedRole === "bot" ? "bot" : created.length > 0 ? "owner" : (profile.mappedRole ?? "member");
   await orm
     .insert(users)
     .values({
       id: newId("u"),
-      tenantId: claims.tenant,
+      tenantId: profile.tenantId,
       email,
-      name: claims.name,
+      name: profile.name,
       role,
       createdAt: now,
       lastLoginAt: now,
     })
     .onConflictDoNothing();
-  const row = await orm
-    .select({ user: users, tenantName: tenants.name })
-    .from(users)
-    .innerJoin(tenants, eq(tenants.id, users.tenantId))
-    .where(and(eq(users.tenantId, claims.tenant), eq(users.email, email)))
-    .get();
+  const row = await find();
   if (!row) throw new Error("user provisioning failed");
   return toIdentity(row.user, row.tenantName);
 }
@@ -87,33 +101,63 @@ function toIdentity(user: typeof users.$inferSelect, tenantName: string): Identi
   };
 }
 
-function claimsToProfile(claims: TokenClaims): { email: string; name: string; tenant: string } {
-  const tenant = claims.tenant;
-  const email = claims.email;
+function displayName(given: unknown, fallback: string): string {
+  const name = typeof given === "string" ? given.trim() : "";
+  // Names travel in every event and socket attachment: keep them to a display length.
+  return [...(name === "" ? fallback : name)].slice(0, MAX_NAME_CHARS).join("");
+}
+
+/** The profile a verified token describes, or 401 when it names nobody we can provision. */
+export function profileOf({ claims, tenant }: Verified): Profile {
+  if (tenant) {
+    // Access: a person (email) or a service token (common_name, no email) acting as a bot.
+    if (typeof claims.email === "string" && EMAIL.test(claims.email)) {
+      const email = claims.email.toLowerCase();
+      const groups = Array.isArray(claims.groups)
+        ? claims.groups.filter((g): g is string => typeof g === "string")
+        : [];
+      const admin = tenant.admins.includes(email) || groups.some((g) => tenant.adminGroups.includes(g));
+      return {
+        tenantId: tenant.id,
+        tenantName: tenant.name,
+        email,
+        name: displayName(claims.name, email.split("@")[0] ?? email),
+        mappedRole: admin ? "admin" : null,
+      };
+    }
+    if (typeof claims.common_name === "string" && /^[A-Za-z0-9._-]{1,128}$/.test(claims.common_name)) {
+      return {
+        tenantId: tenant.id,
+        tenantName: tenant.name,
+        email: `service:${claims.common_name}`,
+        name: displayName(claims.common_name, "bot"),
+        mappedRole: "bot",
+      };
+    }
+    throw new ApiError("unauthorized", "token names neither a user nor a service");
+  }
+  const { tenant: tenantId, email } = claims;
   if (
-    typeof tenant !== "string" ||
-    !TENANT_ID.test(tenant) ||
+    typeof tenantId !== "string" ||
+    !TENANT_ID.test(tenantId) ||
     typeof email !== "string" ||
     !EMAIL.test(email)
   ) {
     throw new ApiError("unauthorized", "token lacks a valid tenant or email");
   }
-  const given = typeof claims.name === "string" ? claims.name.trim() : "";
-  // Names travel in every event and socket attachment: keep them to a display length.
-  const name = [...(given === "" ? email : given)].slice(0, MAX_NAME_CHARS).join("");
-  return { email, name, tenant };
+  return { tenantId, tenantName: tenantId, email, name: displayName(claims.name, email), mappedRole: null };
 }
 
 export const requireIdentity = createMiddleware<AppEnv>(async (c, next) => {
   const token = c.req.header(ACCESS_HEADER) ?? getCookie(c, ACCESS_COOKIE);
   if (!token) throw new ApiError("unauthorized", "sign in first: no Access token on the request");
-  let claims: TokenClaims;
+  let verified: Verified;
   try {
-    claims = await verifyToken(token, c.env);
+    verified = await verifyToken(token, authConfigOf(c.env));
   } catch (err) {
     if (err instanceof TokenError) throw new ApiError("unauthorized", "invalid or expired token");
     throw err;
   }
-  c.set("identity", await provision(c.env.DB, claimsToProfile(claims)));
+  c.set("identity", await provision(c.env.DB, profileOf(verified)));
   await next();
 });

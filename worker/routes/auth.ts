@@ -3,6 +3,7 @@
 import { Hono } from "hono";
 import { setCookie } from "hono/cookie";
 import { limitsOf } from "../../config/limits.ts";
+import { authConfigOf } from "../auth/config.ts";
 import { ACCESS_COOKIE, EMAIL, MAX_NAME_CHARS, provision, TENANT_ID } from "../auth/identity.ts";
 import { mintDevToken } from "../auth/tokens.ts";
 import { ApiError } from "../errors.ts";
@@ -10,7 +11,8 @@ import { readJsonObject } from "../http.ts";
 import type { AppEnv } from "../types.ts";
 
 export const authRoutes = new Hono<AppEnv>().post("/dev/login", async (c) => {
-  if (c.env.AUTH_MODE !== "dev") throw new ApiError("not_found", "not found");
+  const config = authConfigOf(c.env);
+  if (config.mode !== "dev") throw new ApiError("not_found", "not found");
   const limits = limitsOf(c.env);
   const body = await readJsonObject(c, limits.maxJsonBodyBytes);
   const { email, name, tenant } = body;
@@ -27,8 +29,14 @@ export const authRoutes = new Hono<AppEnv>().post("/dev/login", async (c) => {
     throw new ApiError("bad_request", `name must be 1-${MAX_NAME_CHARS} characters`);
   }
   const claims = { email: email.toLowerCase(), name: display, tenant };
-  const token = await mintDevToken(claims, c.env, limits.devTokenTtlSeconds);
-  await provision(c.env.DB, claims);
+  const token = await mintDevToken(claims, config.devKey, limits.devTokenTtlSeconds);
+  await provision(c.env.DB, {
+    tenantId: tenant,
+    tenantName: tenant,
+    email: claims.email,
+    name: display,
+    mappedRole: null,
+  });
   setCookie(c, ACCESS_COOKIE, token, {
     path: "/",
     httpOnly: true,

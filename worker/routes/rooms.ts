@@ -70,7 +70,8 @@ async function tenantUsers(env: Env, me: Identity, ids: unknown): Promise<Person
     .where(and(eq(users.tenantId, me.tenantId), inArray(users.id, wanted)))
     .all();
   if (found.length !== wanted.length) throw new ApiError("not_found", "no such user");
-  return found;
+  // In the order the caller gave, so the join events are sequenced as asked.
+  return found.sort((a, b) => wanted.indexOf(a.id) - wanted.indexOf(b.id));
 }
 
 export const roomRoutes = new Hono<AppEnv>()

@@ -2,8 +2,9 @@
  * @module Tests run inside workerd with the real bindings of wrangler.toml (Durable Objects, D1).
  * Each run gets a fresh dev signing key and the D1 migrations, applied by test/setup.ts.
  *
- * Two projects differ only in the per-user command rate: "core" raises it so concurrency tests are
- * never throttled; "limits" lowers it to 1/s so throttling tests never depend on machine speed.
+ * Projects differ only in configuration: "core" (dev auth, a high per-user command rate so
+ * concurrency tests are never throttled); "limits" (1 command/s, so throttling tests never depend on
+ * machine speed); "access" (production auth: Cloudflare Access applications, an origin allow-list).
  */
 import { cloudflareTest, readD1Migrations } from "@cloudflare/vitest-plugin";
 import { exportJWK, generateKeyPair } from "jose";
@@ -13,7 +14,28 @@ const migrations = await readD1Migrations("./migrations");
 const { privateKey } = await generateKeyPair("RS256", { extractable: true });
 const devKey = JSON.stringify({ ...(await exportJWK(privateKey)), alg: "RS256", kid: "test" });
 
-function workerd(name: string, include: string[], commandsPerSecond: string) {
+/** Two Access applications (tenants acme and globex) and one whose key endpoint is down
+ * (initech), as a production deployment would configure them. (workerd cannot run objects in a
+ * jurisdiction, so residency is tested against a namespace double: test/unit/residency.test.ts.) */
+const ACCESS_TENANTS = JSON.stringify([
+  {
+    id: "acme",
+    name: "Acme",
+    teamDomain: "https://acme.cloudflareaccess.com",
+    aud: "acmeaud0123456789abcdef",
+    admins: ["it@acme.test"],
+    adminGroups: ["parley-admins"],
+  },
+  { id: "globex", teamDomain: "https://globex.cloudflareaccess.com", aud: "globexaud0123456789abcd" },
+  { id: "initech", teamDomain: "https://initech.cloudflareaccess.com", aud: "initechaud0123456789abc" },
+]);
+
+function workerd(
+  name: string,
+  include: string[],
+  commandsPerSecond: string,
+  vars: Record<string, string> = {},
+) {
   return {
     plugins: [
       cloudflareTest({
@@ -23,6 +45,7 @@ function workerd(name: string, include: string[], commandsPerSecond: string) {
             TEST_MIGRATIONS: migrations,
             DEV_JWT_PRIVATE_JWK: devKey,
             PARLEY_USER_COMMANDS_PER_SECOND: commandsPerSecond,
+            ...vars,
           },
         },
       }),
@@ -36,6 +59,11 @@ export default defineConfig({
     projects: [
       workerd("core", ["test/*.test.ts", "test/unit/**/*.test.ts"], "200"),
       workerd("limits", ["test/limits/**/*.test.ts"], "1"),
+      workerd("access", ["test/access/**/*.test.ts"], "200", {
+        AUTH_MODE: "access",
+        ACCESS_TENANTS,
+        ALLOWED_ORIGINS: "https://chat.acme.test, https://parley.test",
+      }),
     ],
   },
 });

@@ -1,6 +1,8 @@
 /** @module Finding a tenant's room in the directory and reaching its Durable Object. */
 import { and, eq } from "drizzle-orm";
 import { drizzle } from "drizzle-orm/d1";
+import type { Room } from "../durable-objects/room.ts";
+import { authConfigOf } from "./auth/config.ts";
 import type { Identity } from "./auth/identity.ts";
 import { rooms } from "./db/schema.ts";
 import { ApiError } from "./errors.ts";
@@ -20,9 +22,17 @@ export async function findRoom(env: Env, identity: Identity, roomId: string): Pr
   return row;
 }
 
+/** The namespace a tenant's rooms live in: a tenant pinned to a jurisdiction (data residency)
+ * gets its objects created through the jurisdiction-scoped namespace, so they stay there. */
+export function roomNamespace(env: Env, tenantId: string): DurableObjectNamespace<Room> {
+  const jurisdiction = authConfigOf(env).tenants.find((t) => t.id === tenantId)?.jurisdiction;
+  return jurisdiction ? env.ROOM.jurisdiction(jurisdiction) : env.ROOM;
+}
+
 /** Every Durable Object name starts with the tenant id. */
 export function roomStub(env: Env, tenantId: string, roomId: string) {
-  return env.ROOM.get(env.ROOM.idFromName(`${tenantId}:${roomId}`));
+  const namespace = roomNamespace(env, tenantId);
+  return namespace.get(namespace.idFromName(`${tenantId}:${roomId}`));
 }
 
 export function actorOf(identity: Identity) {

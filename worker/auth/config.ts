@@ -106,8 +106,12 @@ function parseOrigins(raw: string): string[] {
       } catch {
         throw new ConfigError(`ALLOWED_ORIGINS: ${JSON.stringify(s)} is not an origin`);
       }
-      if (url.origin !== s.replace(/\/+$/, ""))
-        throw new ConfigError(`ALLOWED_ORIGINS: ${JSON.stringify(s)} is not an exact origin`);
+      const plainHost = /^[a-z0-9.-]+$/.test(url.hostname) || /^\[[0-9a-f:.]+\]$/.test(url.hostname);
+      if (!plainHost || url.origin !== s.replace(/\/+$/, "")) {
+        throw new ConfigError(
+          `ALLOWED_ORIGINS: ${JSON.stringify(s)} is not an exact origin (no wildcards, no path)`,
+        );
+      }
       return url.origin;
     });
 }

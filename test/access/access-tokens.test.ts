@@ -1,0 +1,279 @@
+import { env } from "cloudflare:workers";
+import { exportJWK, generateKeyPair, type JWK, SignJWT } from "jose";
+import { afterEach, beforeAll, describe, expect, it, vi } from "vitest";
+import { Client, fetchWorker, json, unique } from "../helpers.ts";
+
+// This project runs with AUTH_MODE=access and the applications of vitest.config.ts. The teams'
+// key endpoints are served by a spy on fetch (the worker runs in the tests' isolate), so the
+// production path is exercised: jose's remote key set, fetched from the configured URL.
+
+const ACME = { iss: "https://acme.cloudflareaccess.com", aud: "acmeaud0123456789abcdef" };
+const GLOBEX = { iss: "https://globex.cloudflareaccess.com", aud: "globexaud0123456789abcd" };
+const INITECH = { iss: "https://initech.cloudflareaccess.com", aud: "initechaud0123456789abc" };
+
+type Key = { kid: string; privateKey: CryptoKey; publicJwk: JWK };
+async function newKey(kid: string): Promise<Key> {
+  const { privateKey, publicKey } = await generateKeyPair("RS256", { extractable: true });
+  return { kid, privateKey, publicJwk: { ...(await exportJWK(publicKey)), kid, alg: "RS256", use: "sig" } };
+}
+
+const published = new Map<string, Key[]>();
+const certFetches: string[] = [];
+let acmeKey: Key;
+let globexKey: Key;
+
+beforeAll(async () => {
+  acmeKey = await newKey("acme-1");
+  globexKey = await newKey("globex-1");
+  published.set(ACME.iss, [acmeKey]);
+  published.set(GLOBEX.iss, [globexKey]);
+  const realFetch = globalThis.fetch;
+  vi.spyOn(globalThis, "fetch").mockImplementation(async (input: RequestInfo | URL, init?: RequestInit) => {
+    const url = new URL(input instanceof Request ? input.url : String(input));
+    if (url.pathname === "/cdn-cgi/access/certs") {
+      certFetches.push(url.origin);
+      const keys = published.get(url.origin);
+      if (!keys) return new Response("unavailable", { status: 503 });
+      return Response.json({ keys: keys.map((k) => k.publicJwk) });
+    }
+    return realFetch(input, init);
+  });
+});
+
+afterEach(() => {
+  vi.useRealTimers();
+});
+
+interface MintOptions {
+  key?: Key;
+  team?: { iss: string; aud: string };
+  header?: Record<string, unknown>;
+  exp?: number | null;
+  nbf?: number;
+}
+
+const now = () => Math.floor(Date.now() / 1000);
+
+function mint(claims: Record<string, unknown>, o: MintOptions = {}): Promise<string> {
+  const key = o.key ?? acmeKey;
+  const team = o.team ?? ACME;
+  const jwt = new SignJWT({ ...claims, aud: [team.aud] })
+    .setProtectedHeader({ alg: "RS256", kid: key.kid, typ: "JWT", ...o.header })
+    .setIssuer(team.iss)
+    .setIssuedAt()
+    .setSubject(String(claims.email ?? claims.common_name ?? "x"));
+  if (o.exp !== null) jwt.setExpirationTime(o.exp ?? now() + 3600);
+  if (o.nbf !== undefined) jwt.setNotBefore(o.nbf);
+  return jwt.sign(key.privateKey);
+}
+
+const b64url = (s: string) => btoa(s).replace(/=+$/, "").replace(/\+/g, "-").replace(/\//g, "_");
+const me = (token: string, headers: Record<string, string> = {}) =>
+  fetchWorker("/api/me", { headers: { "cf-access-jwt-assertion": token, ...headers } });
+
+async function usersNamed(email: string): Promise<number> {
+  const row = await env.DB.prepare("SELECT COUNT(*) AS n FROM users WHERE email = ?")
+    .bind(email)
+    .first<{ n: number }>();
+  return row?.n ?? 0;
+}
+
+/** Expects 401 with the protocol's envelope, and that nobody was provisioned for `email`. */
+async function refused(token: string, email: string): Promise<void> {
+  const res = await me(token);
+  expect(res.status).toBe(401);
+  expect(await res.json()).toEqual({ error: { code: "unauthorized", message: expect.any(String) } });
+  expect(await usersNamed(email)).toBe(0);
+}
+
+describe("Cloudflare Access tokens", () => {
+  it("accepts a valid token from the header or the CF_Authorization cookie and provisions the user just in time", async () => {
+    const email = `${unique("ada")}@acme.test`;
+    const token = await mint({ email, name: "Ada" });
+    const res = await me(token);
+    expect(res.status).toBe(200);
+    expect(await res.json()).toMatchObject({
+      user: { email, name: "Ada" },
+      tenant: { id: "acme", name: "Acme" },
+    });
+    const viaCookie = await fetchWorker("/api/me", { headers: { cookie: `CF_Authorization=${token}` } });
+    expect(viaCookie.status).toBe(200);
+  });
+
+  it("maps admins by email and by identity-provider group, and service tokens to bots", async () => {
+    await me(await mint({ email: `${unique("first")}@acme.test` })); // the tenant's first user is its owner
+    const byEmail = await json<{ user: { role: string } }>(me(await mint({ email: "it@acme.test" })));
+    expect(byEmail.user.role).toBe("admin");
+    const byGroup = await json<{ user: { role: string } }>(
+      me(await mint({ email: `${unique("g")}@acme.test`, groups: ["staff", "parley-admins"] })),
+    );
+    expect(byGroup.user.role).toBe("admin");
+    const plain = await json<{ user: { role: string } }>(
+      me(await mint({ email: `${unique("p")}@acme.test`, groups: ["staff"] })),
+    );
+    expect(plain.user.role).toBe("member");
+    const bot = await json<{ user: { role: string; name: string } }>(
+      me(await mint({ common_name: "deploy-bot.access" })),
+    );
+    expect(bot.user).toMatchObject({ role: "bot", name: "deploy-bot.access" });
+  });
+
+  it("refuses a request without a token", async () => {
+    const res = await fetchWorker("/api/me");
+    expect(res.status).toBe(401);
+  });
+
+  it("refuses alg none, and HS256 signed with the public key (key confusion)", async () => {
+    const email = `${unique("none")}@acme.test`;
+    const body = b64url(
+      JSON.stringify({ email, iss: ACME.iss, aud: [ACME.aud], exp: now() + 3600, iat: now() }),
+    );
+    await refused(`${b64url(JSON.stringify({ alg: "none", typ: "JWT" }))}.${body}.`, email);
+    const secret = new TextEncoder().encode(JSON.stringify(acmeKey.publicJwk));
+    const hs = await new SignJWT({ email, aud: [ACME.aud] })
+      .setProtectedHeader({ alg: "HS256", kid: acmeKey.kid })
+      .setIssuer(ACME.iss)
+      .setIssuedAt()
+      .setExpirationTime(now() + 3600)
+      .sign(secret);
+    await refused(hs, email);
+  });
+
+  it("checks exp and nbf with at most 60 s of skew, and requires exp", async () => {
+    const email = `${unique("time")}@acme.test`;
+    await refused(await mint({ email }, { exp: now() - 120 }), email);
+    await refused(await mint({ email }, { nbf: now() + 300 }), email);
+    await refused(await mint({ email }, { exp: null }), email);
+    // Within the skew a token is still good.
+    expect((await me(await mint({ email }, { exp: now() - 20 }))).status).toBe(200);
+  });
+
+  it("refuses headers that point at other keys, and kid injection", async () => {
+    const email = `${unique("hdr")}@acme.test`;
+    const attacker = await newKey("attacker");
+    await refused(await mint({ email }, { key: attacker, header: { jwk: attacker.publicJwk } }), email);
+    await refused(await mint({ email }, { key: attacker, header: { jku: "https://evil.test/keys" } }), email);
+    await refused(
+      await mint({ email }, { key: attacker, header: { x5u: "https://evil.test/cert.pem" } }),
+      email,
+    );
+    await refused(await mint({ email }, { header: { kid: "../../../etc/passwd' OR '1'='1" } }), email);
+  });
+
+  it("refuses a wrong audience, a wrong issuer, an unknown key and a tampered payload", async () => {
+    const email = `${unique("aud")}@acme.test`;
+    await refused(await mint({ email }, { team: { iss: ACME.iss, aud: "someotherapplication0" } }), email);
+    await refused(
+      await mint({ email }, { team: { iss: "https://evil.cloudflareaccess.com", aud: ACME.aud } }),
+      email,
+    );
+    // Acme's AUD under Globex's issuer: a real Globex key must not vouch for an Acme user.
+    await refused(await mint({ email }, { key: globexKey, team: { iss: GLOBEX.iss, aud: ACME.aud } }), email);
+    await refused(await mint({ email }, { key: await newKey("acme-unpublished") }), email);
+    const [h, , s] = (await mint({ email: `${unique("x")}@acme.test` })).split(".");
+    const forged = b64url(
+      JSON.stringify({ email, iss: ACME.iss, aud: [ACME.aud], exp: now() + 3600, iat: now() }),
+    );
+    await refused(`${h}.${forged}.${s}`, email);
+  });
+
+  it("fails closed when a team's key set cannot be fetched", async () => {
+    const email = `${unique("down")}@initech.test`;
+    const key = await newKey("initech-1");
+    await refused(await mint({ email }, { key, team: INITECH }), email);
+  });
+
+  it("accepts a newly published key without a restart, refetching at most once per cooldown", async () => {
+    const email = `${unique("rot")}@acme.test`;
+    expect((await me(await mint({ email }))).status).toBe(200);
+    const next = await newKey("acme-2");
+    const before = certFetches.filter((o) => o === ACME.iss).length;
+    // Unpublished yet: refused, and repeated unknown kids do not hammer the key endpoint.
+    await refused(await mint({ email: `${unique("early")}@acme.test` }, { key: next }), "none");
+    await refused(await mint({ email: `${unique("early")}@acme.test` }, { key: next }), "none");
+    expect(certFetches.filter((o) => o === ACME.iss).length - before).toBeLessThanOrEqual(1);
+    // The team rotates: the new key is published, and once the cooldown has passed it is accepted.
+    published.set(ACME.iss, [acmeKey, next]);
+    vi.useFakeTimers({ toFake: ["Date"], now: Date.now() + 31_000 });
+    expect((await me(await mint({ email }, { key: next }))).status).toBe(200);
+  });
+});
+
+describe("production configuration", () => {
+  it("has no dev sign-in route", async () => {
+    const res = await fetchWorker("/auth/dev/login", {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ email: "a@acme.test", name: "A", tenant: "acme" }),
+    });
+    expect(res.status).toBe(404);
+  });
+});
+
+describe("tenant isolation under Access", () => {
+  it("answers 404 for another tenant's rooms and users, with nothing changed", async () => {
+    const a = await mint({ email: `${unique("a")}@acme.test` });
+    const g = await mint({ email: `${unique("g")}@globex.test` }, { key: globexKey, team: GLOBEX });
+    const gUser = await json<{ user: { id: string } }>(me(g));
+    const room = await json<{ id: string }>(
+      fetchWorker("/api/rooms", {
+        method: "POST",
+        headers: { "cf-access-jwt-assertion": g, "content-type": "application/json" },
+        body: JSON.stringify({ name: "globex-only" }),
+      }),
+    );
+    const as = (method: string, path: string, body?: unknown) =>
+      fetchWorker(path, {
+        method,
+        headers: { "cf-access-jwt-assertion": a, "content-type": "application/json" },
+        body: body === undefined ? undefined : JSON.stringify(body),
+      });
+    expect((await as("POST", `/api/rooms/${room.id}/join`)).status).toBe(404);
+    expect((await as("GET", `/api/rooms/${room.id}/messages`)).status).toBe(404);
+    expect((await as("POST", `/api/rooms/${room.id}/messages`, { clientId: "x", text: "hi" })).status).toBe(
+      404,
+    );
+    expect((await Client.upgrade({ token: a }, room.id)).status).toBe(404);
+    const mine = await json<{ id: string }>(as("POST", "/api/rooms", { name: "acme-only" }));
+    expect((await as("POST", `/api/rooms/${mine.id}/members`, { userId: gUser.user.id })).status).toBe(404);
+    const page = await json<{ events: unknown[] }>(
+      fetchWorker(`/api/rooms/${room.id}/messages`, { headers: { "cf-access-jwt-assertion": g } }),
+    );
+    expect(page.events).toHaveLength(1); // only the creator's join
+  });
+});
+
+describe("WebSocket origins", () => {
+  it("allows exactly the configured origins to open a socket", async () => {
+    const token = await mint({ email: `${unique("o")}@acme.test` });
+    const { id } = await json<{ id: string }>(
+      fetchWorker("/api/rooms", {
+        method: "POST",
+        headers: { "cf-access-jwt-assertion": token, "content-type": "application/json" },
+        body: JSON.stringify({ name: "origins" }),
+      }),
+    );
+    const upgrade = (origin?: string) =>
+      fetchWorker(`/api/rooms/${id}/ws?after=0`, {
+        headers: { upgrade: "websocket", "cf-access-jwt-assertion": token, ...(origin ? { origin } : {}) },
+      });
+    for (const evil of [
+      "https://evil.test",
+      "https://chat.acme.test.evil.test",
+      "http://chat.acme.test",
+      "null",
+    ]) {
+      const res = await upgrade(evil);
+      expect(res.status, evil).toBe(403);
+      expect(res.webSocket).toBeNull();
+    }
+    const ok = await upgrade("https://chat.acme.test");
+    expect(ok.status).toBe(101);
+    ok.webSocket?.accept();
+    ok.webSocket?.close();
+    const bot = await upgrade(undefined);
+    expect(bot.status).toBe(101);
+    bot.webSocket?.accept();
+    bot.webSocket?.close();
+  });
+});

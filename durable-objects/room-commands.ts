@@ -10,7 +10,10 @@ export interface Actor extends UserRef {
   role: string;
 }
 
-export type CommandResult = ({ ok: true } & AppendResult) | (Failure & { clientId: string });
+/** `targetAuthor`: for a delete that was created, whose message it was (for the audit log). */
+export type CommandResult =
+  | ({ ok: true; targetAuthor?: string } & AppendResult)
+  | (Failure & { clientId: string });
 
 const ADMIN_ROLES = new Set(["owner", "admin"]);
 
@@ -79,6 +82,7 @@ function decide(log: RoomLog, actor: Actor, cmd: SequencedCommand, now: number):
       if (target.deleted) return fail("conflict", `message ${cmd.target} was already deleted`);
       return {
         ok: true,
+        targetAuthor: target.authorId,
         ...log.append(
           { kind: "delete", ts: now, author, clientId: cmd.clientId, target: cmd.target },
           { apply: () => log.scrubMessage(cmd.target) },

@@ -162,6 +162,11 @@ export class Room extends DurableObject<Env> {
     return { lastSeq, ...this.#log.unread(userId) };
   }
 
+  /** Records a member's new role or name (no event: roles are not part of the log). */
+  updateMember(member: Member): void {
+    if (this.#log.member(member.id)) this.#log.transaction(() => this.#log.putMember(member));
+  }
+
   isMember(userId: string): boolean {
     return this.#log.member(userId) !== undefined;
   }
@@ -273,9 +278,14 @@ export class Room extends DurableObject<Env> {
   }
 
   #apply(actor: Actor, cmd: SequencedCommand): CommandResult {
-    if (!this.#log.member(actor.id))
-      return { ...failure("forbidden", "join the room first"), clientId: cmd.clientId };
-    const result = applyCommand(this.#log, actor, cmd, Date.now());
+    const member = this.#log.member(actor.id);
+    if (!member) return { ...failure("forbidden", "join the room first"), clientId: cmd.clientId };
+    // The role that authorizes is the member's current one (updated by `updateMember` when an admin
+    // changes it), not the one the socket was opened with.
+    const result = applyCommand(this.#log, { ...actor, role: member.role }, cmd, Date.now());
+    if (result.ok && result.created && cmd.type === "delete" && result.targetAuthor !== actor.id) {
+      this.#auditAdminDeletion(actor, cmd.target, result.targetAuthor);
+    }
     if (result.ok && result.created) this.#broadcast(result.json);
     return result;
   }
@@ -285,6 +295,30 @@ export class Room extends DurableObject<Env> {
     const wait = this.#rate.take(userId, Date.now());
     if (wait === 0) return null;
     return failure("rate_limited", "too many commands; slow down", Math.max(1, Math.ceil(wait)));
+  }
+
+  /** An admin deleted someone else's message: the tenant's audit log records it (ids only). */
+  #auditAdminDeletion(actor: Actor, target: number, author: string | undefined): void {
+    const meta = this.#log.meta();
+    if (!meta) return;
+    const entry = this.env.DB.prepare(
+      "INSERT INTO audit_log (tenant_id, actor_id, action, target, detail, at) VALUES (?, ?, 'message.deleted_by_admin', ?, ?, ?)",
+    ).bind(
+      meta.tenantId,
+      actor.id,
+      meta.roomId,
+      JSON.stringify({ seq: target, authorId: author ?? null }),
+      Date.now(),
+    );
+    this.ctx.waitUntil(
+      entry.run().then(
+        () => undefined,
+        (err: unknown) =>
+          console.error(
+            JSON.stringify({ event: "audit_write_failed", room: meta.roomId, error: String(err) }),
+          ),
+      ),
+    );
   }
 
   #typing(ws: WebSocket, info: SocketInfo): void {

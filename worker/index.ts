@@ -7,11 +7,13 @@ import { Hono } from "hono";
 import { readAuthConfig } from "./auth/config.ts";
 import { requireIdentity } from "./auth/identity.ts";
 import { errorResponse, onError } from "./errors.ts";
+import { auditRoutes } from "./routes/audit.ts";
 import { authRoutes } from "./routes/auth.ts";
 import { homeRoutes } from "./routes/home.ts";
 import { meRoutes } from "./routes/me.ts";
 import { messageRoutes } from "./routes/messages.ts";
 import { roomRoutes } from "./routes/rooms.ts";
+import { userRoutes } from "./routes/users.ts";
 import type { AppEnv } from "./types.ts";
 
 export { Room } from "../durable-objects/room.ts";
@@ -31,5 +33,7 @@ app.use("/api/*", requireIdentity);
 app.route("/api/me", meRoutes);
 app.route("/api/rooms", roomRoutes);
 app.route("/api/rooms", messageRoutes);
+app.route("/api/users", userRoutes);
+app.route("/api/audit", auditRoutes);
 
 export default app satisfies ExportedHandler<Env>;

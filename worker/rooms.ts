@@ -4,21 +4,35 @@ import { drizzle } from "drizzle-orm/d1";
 import type { Room } from "../durable-objects/room.ts";
 import { authConfigOf } from "./auth/config.ts";
 import type { Identity } from "./auth/identity.ts";
-import { rooms } from "./db/schema.ts";
+import { memberships, rooms } from "./db/schema.ts";
 import { ApiError } from "./errors.ts";
 
 export type RoomRow = typeof rooms.$inferSelect;
 
-/** The room with this id in the caller's tenant, or 404: another tenant's id is indistinguishable
- * from one that does not exist. */
+/**
+ * The room with this id that the caller may see, or 404: another tenant's room, a private room
+ * or dm the caller is not in, and (for guests) any room they were not invited to are all
+ * indistinguishable from a room that does not exist.
+ */
 export async function findRoom(env: Env, identity: Identity, roomId: string): Promise<RoomRow> {
   if (!/^r_[0-9a-z]{20}$/.test(roomId)) throw new ApiError("not_found", "no such room");
-  const row = await drizzle(env.DB)
+  if (identity.roomScope && !identity.roomScope.includes(roomId))
+    throw new ApiError("not_found", "no such room");
+  const db = drizzle(env.DB);
+  const row = await db
     .select()
     .from(rooms)
     .where(and(eq(rooms.id, roomId), eq(rooms.tenantId, identity.tenantId)))
     .get();
   if (!row) throw new ApiError("not_found", "no such room");
+  if (row.kind !== "channel" || identity.role === "guest") {
+    const member = await db
+      .select({ userId: memberships.userId })
+      .from(memberships)
+      .where(and(eq(memberships.roomId, roomId), eq(memberships.userId, identity.userId)))
+      .get();
+    if (!member) throw new ApiError("not_found", "no such room");
+  }
   return row;
 }
 
@@ -34,6 +48,8 @@ export function roomStub(env: Env, tenantId: string, roomId: string) {
   const namespace = roomNamespace(env, tenantId);
   return namespace.get(namespace.idFromName(`${tenantId}:${roomId}`));
 }
+
+export const ADMIN_ROLES: ReadonlySet<string> = new Set(["owner", "admin"]);
 
 export function actorOf(identity: Identity) {
   return { id: identity.userId, name: identity.name, role: identity.role };

@@ -6,6 +6,7 @@ import { and, eq } from "drizzle-orm";
 import { drizzle } from "drizzle-orm/d1";
 import { getCookie } from "hono/cookie";
 import { createMiddleware } from "hono/factory";
+import { audit } from "../audit.ts";
 import { type Role, tenants, users } from "../db/schema.ts";
 import { ApiError } from "../errors.ts";
 import { newId } from "../ids.ts";
@@ -21,6 +22,8 @@ export interface Identity {
   role: Role;
   tenantId: string;
   tenantName: string;
+  /** An API token limited to some rooms: every other room answers 404. */
+  roomScope?: string[];
 }
 
 export const ACCESS_HEADER = "cf-access-jwt-assertion";
@@ -42,8 +45,8 @@ export interface Profile {
 }
 
 /** Finds or creates the tenant and the user of a profile; applies a configured admin promotion. */
-export async function provision(db: D1Database, profile: Profile): Promise<Identity> {
-  const orm = drizzle(db);
+export async function provision(env: { DB: D1Database }, profile: Profile): Promise<Identity> {
+  const orm = drizzle(env.DB);
   const now = Date.now();
   const email = profile.email.toLowerCase();
   const find = () =>
@@ -59,6 +62,17 @@ export async function provision(db: D1Database, profile: Profile): Promise<Ident
       profile.mappedRole === "admin" && (found.user.role === "member" || found.user.role === "guest");
     if (promoted) {
       await orm.update(users).set({ role: "admin" }).where(eq(users.id, found.user.id));
+      await audit(
+        env,
+        { tenantId: profile.tenantId, userId: found.user.id },
+        "user.role_changed",
+        found.user.id,
+        {
+          from: found.user.role,
+          to: "admin",
+          by: "access-mapping",
+        },
+      );
       return toIdentity({ ...found.user, role: "admin" }, found.tenantName);
     }
     return toIdentity(found.user, found.tenantName);
@@ -87,6 +101,11 @@ export async function provision(db: D1Database, profile: Profile): Promise<Ident
     .onConflictDoNothing();
   const row = await find();
   if (!row) throw new Error("user provisioning failed");
+  if (row.user.createdAt === now) {
+    await audit(env, { tenantId: profile.tenantId, userId: row.user.id }, "user.provisioned", row.user.id, {
+      role: row.user.role,
+    });
+  }
   return toIdentity(row.user, row.tenantName);
 }
 
@@ -158,6 +177,6 @@ export const requireIdentity = createMiddleware<AppEnv>(async (c, next) => {
     if (err instanceof TokenError) throw new ApiError("unauthorized", "invalid or expired token");
     throw err;
   }
-  c.set("identity", await provision(c.env.DB, profileOf(verified)));
+  c.set("identity", await provision(c.env, profileOf(verified)));
   await next();
 });

@@ -47,8 +47,13 @@ export const rooms = sqliteTable(
       .notNull()
       .references(() => users.id),
     createdAt: integer("created_at").notNull(),
+    /** For a dm: its member ids, sorted and joined, so the same member set finds the same room. */
+    dmKey: text("dm_key"),
   },
-  (t) => [index("rooms_tenant_kind").on(t.tenantId, t.kind)],
+  (t) => [
+    index("rooms_tenant_kind").on(t.tenantId, t.kind),
+    uniqueIndex("rooms_tenant_dm").on(t.tenantId, t.dmKey),
+  ],
 );
 
 /** Who belongs to which room. The room object is the authority for a room's members (it sequences
@@ -68,4 +73,45 @@ export const memberships = sqliteTable(
     joinedAt: integer("joined_at").notNull(),
   },
   (t) => [primaryKey({ columns: [t.roomId, t.userId] }), index("memberships_user").on(t.tenantId, t.userId)],
+);
+
+/** API tokens for bots: created by a tenant admin, shown once, stored only as a SHA-256 hash. Each
+ * token acts as its own bot user; `rooms` (JSON array) optionally limits it to some rooms. */
+export const apiTokens = sqliteTable(
+  "api_tokens",
+  {
+    id: text("id").primaryKey(),
+    tenantId: text("tenant_id")
+      .notNull()
+      .references(() => tenants.id),
+    userId: text("user_id")
+      .notNull()
+      .references(() => users.id),
+    name: text("name").notNull(),
+    hash: text("hash").notNull(),
+    rooms: text("rooms"),
+    createdBy: text("created_by")
+      .notNull()
+      .references(() => users.id),
+    createdAt: integer("created_at").notNull(),
+    revokedAt: integer("revoked_at"),
+  },
+  (t) => [index("api_tokens_tenant").on(t.tenantId)],
+);
+
+/** Who did what to whom, per tenant, newest last; read by admins through /api/audit. */
+export const auditLog = sqliteTable(
+  "audit_log",
+  {
+    id: integer("id").primaryKey({ autoIncrement: true }),
+    tenantId: text("tenant_id")
+      .notNull()
+      .references(() => tenants.id),
+    actorId: text("actor_id").notNull(),
+    action: text("action").notNull(),
+    target: text("target").notNull(),
+    detail: text("detail").notNull().default("{}"),
+    at: integer("at").notNull(),
+  },
+  (t) => [index("audit_tenant").on(t.tenantId, t.id)],
 );

@@ -30,7 +30,7 @@ export const authRoutes = new Hono<AppEnv>().post("/dev/login", async (c) => {
   }
   const claims = { email: email.toLowerCase(), name: display, tenant };
   const token = await mintDevToken(claims, config.devKey, limits.devTokenTtlSeconds);
-  await provision(c.env.DB, {
+  await provision(c.env, {
     tenantId: tenant,
     tenantName: tenant,
     email: claims.email,

@@ -1,20 +1,27 @@
 /**
- * @module Rooms in the directory: list, create, join, leave, add a member. The room object is the
- * authority for membership (it sequences member_join/member_leave); D1 keeps the directory's copy.
- * Adding goes D1 then object, removing goes object then D1, so a failure half-way leaves a user
- * with less access, never more, and retrying the same call repairs it.
+ * @module Rooms in the directory: list, create (channel, private, dm), join, leave, add and remove
+ * members. The room object is the authority for membership (it sequences member_join/member_leave);
+ * D1 keeps the directory's copy. Adding goes D1 then object, removing goes object then D1, so a
+ * failure half-way leaves a user with less access, never more, and retrying the same call repairs it.
  */
 import { and, eq, inArray, or } from "drizzle-orm";
 import { drizzle } from "drizzle-orm/d1";
 import { Hono } from "hono";
 import { limitsOf } from "../../config/limits.ts";
+import { audit } from "../audit.ts";
 import type { Identity } from "../auth/identity.ts";
-import { memberships, ROOM_KINDS, rooms, users } from "../db/schema.ts";
+import { memberships, ROOM_KINDS, type RoomKind, rooms, users } from "../db/schema.ts";
 import { ApiError } from "../errors.ts";
 import { readJsonObject } from "../http.ts";
 import { newId } from "../ids.ts";
-import { findRoom, type RoomRow, roomStub } from "../rooms.ts";
+import { ADMIN_ROLES, findRoom, type RoomRow, roomStub } from "../rooms.ts";
 import type { AppEnv } from "../types.ts";
+
+type Person = { id: string; name: string; role: string };
+
+/** Most users one request may add to a room (`members` on create), and the size of a group dm. */
+const MAX_MEMBERS_PER_REQUEST = 100;
+const MAX_DM_MEMBERS = 9;
 
 /** Room as `GET /api/rooms` lists it (PROTOCOL.md), plus whether the caller has joined. */
 async function describe(env: Env, me: Identity, room: RoomRow, joined: boolean) {
@@ -32,13 +39,7 @@ async function describe(env: Env, me: Identity, room: RoomRow, joined: boolean) 
   };
 }
 
-type Person = { id: string; name: string; role: string };
-
-/** Most users one request may add to a room (`members` on create). */
-const MAX_MEMBERS_PER_REQUEST = 100;
-
-/** Puts a user in a room: directory row, then the room object's sequenced join by `actor`.
- * Idempotent. */
+/** Puts a user in a room: directory row, then the room object's sequenced join by `actor`. Idempotent. */
 async function enroll(env: Env, room: RoomRow, user: Person, actor: Person = user) {
   await drizzle(env.DB)
     .insert(memberships)
@@ -50,7 +51,17 @@ async function enroll(env: Env, room: RoomRow, user: Person, actor: Person = use
   if (!result.ok) throw ApiError.from(result);
 }
 
-/** The users of the caller's tenant with these ids; 404 if any is not one of them. */
+/** Takes a user out of a room: the object first (their sockets close at once), then the directory. */
+async function unenroll(env: Env, room: RoomRow, userId: string, actor: { id: string; name: string }) {
+  const result = await roomStub(env, room.tenantId, room.id).leave(userId, actor);
+  if (!result.ok) throw ApiError.from(result);
+  await drizzle(env.DB)
+    .delete(memberships)
+    .where(and(eq(memberships.roomId, room.id), eq(memberships.userId, userId)));
+  return result.seq !== null;
+}
+
+/** The users of the caller's tenant with these ids, in the order given; 404 if any is not one. */
 async function tenantUsers(env: Env, me: Identity, ids: unknown): Promise<Person[]> {
   if (
     !Array.isArray(ids) ||
@@ -70,8 +81,57 @@ async function tenantUsers(env: Env, me: Identity, ids: unknown): Promise<Person
     .where(and(eq(users.tenantId, me.tenantId), inArray(users.id, wanted)))
     .all();
   if (found.length !== wanted.length) throw new ApiError("not_found", "no such user");
-  // In the order the caller gave, so the join events are sequenced as asked.
   return found.sort((a, b) => wanted.indexOf(a.id) - wanted.indexOf(b.id));
+}
+
+const personOf = (me: Identity): Person => ({ id: me.userId, name: me.name, role: me.role });
+
+/** Creates a dm, or finds the one with exactly this member set (the creator included). */
+async function openDm(
+  env: Env,
+  me: Identity,
+  others: Person[],
+  topic: string,
+): Promise<{ room: RoomRow; created: boolean }> {
+  const members = [personOf(me), ...others.filter((u) => u.id !== me.userId)];
+  if (members.length < 2 || members.length > MAX_DM_MEMBERS) {
+    throw new ApiError("bad_request", `a dm has 2-${MAX_DM_MEMBERS} people, you included`);
+  }
+  const dmKey = members
+    .map((u) => u.id)
+    .sort()
+    .join(",");
+  const db = drizzle(env.DB);
+  const existing = () =>
+    db
+      .select()
+      .from(rooms)
+      .where(and(eq(rooms.tenantId, me.tenantId), eq(rooms.dmKey, dmKey)))
+      .get();
+  const found = await existing();
+  if (found) return { room: found, created: false };
+  const room: RoomRow = {
+    id: newId("r"),
+    tenantId: me.tenantId,
+    name: members
+      .map((u) => u.name)
+      .join(", ")
+      .slice(0, 80),
+    kind: "dm",
+    topic,
+    createdBy: me.userId,
+    createdAt: Date.now(),
+    dmKey,
+  };
+  // Two people opening the same dm at once: the unique (tenant, dm_key) index lets one insert win.
+  const inserted = await db.insert(rooms).values(room).onConflictDoNothing().returning({ id: rooms.id });
+  if (inserted.length === 0) {
+    const winner = await existing();
+    if (!winner) throw new Error("dm insert lost a race to a row that is gone");
+    return { room: winner, created: false };
+  }
+  for (const user of members) await enroll(env, room, user, members[0]);
+  return { room, created: true };
 }
 
 export const roomRoutes = new Hono<AppEnv>()
@@ -83,24 +143,28 @@ export const roomRoutes = new Hono<AppEnv>()
       .from(memberships)
       .where(and(eq(memberships.tenantId, me.tenantId), eq(memberships.userId, me.userId)));
     const joinedIds = new Set((await mine.all()).map((r) => r.roomId));
-    const visible = await db
+    // Channels are visible to the tenant's members; guests see only rooms they were invited to.
+    const visibleTo =
+      me.role === "guest" ? inArray(rooms.id, mine) : or(eq(rooms.kind, "channel"), inArray(rooms.id, mine));
+    let visible = await db
       .select()
       .from(rooms)
-      .where(and(eq(rooms.tenantId, me.tenantId), or(eq(rooms.kind, "channel"), inArray(rooms.id, mine))))
+      .where(and(eq(rooms.tenantId, me.tenantId), visibleTo))
       .orderBy(rooms.name)
       .all();
+    if (me.roomScope) visible = visible.filter((r) => me.roomScope?.includes(r.id));
     return c.json(
       await Promise.all(visible.map((room) => describe(c.env, me, room, joinedIds.has(room.id)))),
     );
   })
   .post("/", async (c) => {
     const me = c.get("identity");
+    if (me.role === "guest") throw new ApiError("forbidden", "guests cannot create rooms");
     const limits = limitsOf(c.env);
     const body = await readJsonObject(c, limits.maxJsonBodyBytes);
-    const name = typeof body.name === "string" ? body.name.trim() : "";
-    if (name.length === 0 || name.length > limits.maxRoomNameChars) {
-      throw new ApiError("bad_request", `name must be 1-${limits.maxRoomNameChars} characters`);
-    }
+    const kind = (body.kind ?? "channel") as RoomKind;
+    if (!ROOM_KINDS.includes(kind))
+      throw new ApiError("bad_request", `kind must be one of ${ROOM_KINDS.join(", ")}`);
     const topic = body.topic === undefined ? "" : body.topic;
     if (typeof topic !== "string" || topic.length > limits.maxRoomTopicChars) {
       throw new ApiError(
@@ -108,23 +172,27 @@ export const roomRoutes = new Hono<AppEnv>()
         `topic must be a string of at most ${limits.maxRoomTopicChars} characters`,
       );
     }
-    const kind = body.kind ?? "channel";
-    if (!ROOM_KINDS.includes(kind as never))
-      throw new ApiError("bad_request", `kind must be one of ${ROOM_KINDS.join(", ")}`);
-    if (kind !== "channel")
-      throw new ApiError("bad_request", "only kind channel can be created in this version");
     const invited = await tenantUsers(c.env, me, body.members ?? []);
+    if (kind === "dm") {
+      const { room, created } = await openDm(c.env, me, invited, topic);
+      return c.json(await describe(c.env, me, room, true), created ? 201 : 200);
+    }
+    const name = typeof body.name === "string" ? body.name.trim() : "";
+    if (name.length === 0 || name.length > limits.maxRoomNameChars) {
+      throw new ApiError("bad_request", `name must be 1-${limits.maxRoomNameChars} characters`);
+    }
     const room: RoomRow = {
       id: newId("r"),
       tenantId: me.tenantId,
       name,
-      kind: "channel",
+      kind,
       topic,
       createdBy: me.userId,
       createdAt: Date.now(),
+      dmKey: null,
     };
     await drizzle(c.env.DB).insert(rooms).values(room);
-    const creator = { id: me.userId, name: me.name, role: me.role };
+    const creator = personOf(me);
     await enroll(c.env, room, creator);
     for (const user of invited) if (user.id !== me.userId) await enroll(c.env, room, user, creator);
     return c.json(await describe(c.env, me, room, true), 201);
@@ -132,32 +200,46 @@ export const roomRoutes = new Hono<AppEnv>()
   .post("/:roomId/join", async (c) => {
     const me = c.get("identity");
     const room = await findRoom(c.env, me, c.req.param("roomId"));
-    if (room.kind !== "channel") throw new ApiError("not_found", "no such room");
-    await enroll(c.env, room, { id: me.userId, name: me.name, role: me.role });
+    // findRoom already hid private rooms and dms from non-members; their members joining is a no-op.
+    await enroll(c.env, room, personOf(me));
     return c.json(await describe(c.env, me, room, true));
   })
   .post("/:roomId/leave", async (c) => {
     const me = c.get("identity");
     const room = await findRoom(c.env, me, c.req.param("roomId"));
-    const result = await roomStub(c.env, room.tenantId, room.id).leave(me.userId, {
-      id: me.userId,
-      name: me.name,
-    });
-    if (!result.ok) throw ApiError.from(result);
-    await drizzle(c.env.DB)
-      .delete(memberships)
-      .where(and(eq(memberships.roomId, room.id), eq(memberships.userId, me.userId)));
+    if (await unenroll(c.env, room, me.userId, { id: me.userId, name: me.name })) {
+      await audit(c.env, me, "room.member_left", room.id, { userId: me.userId });
+    }
     return c.json({ ok: true });
   })
   .post("/:roomId/members", async (c) => {
     const me = c.get("identity");
     const room = await findRoom(c.env, me, c.req.param("roomId"));
+    if (me.role === "guest") throw new ApiError("forbidden", "guests cannot add people to rooms");
+    if (room.kind === "dm")
+      throw new ApiError("bad_request", "a dm's people are fixed: open a new dm with everyone");
     const stub = roomStub(c.env, room.tenantId, room.id);
-    if (!(await stub.isMember(me.userId)))
-      throw new ApiError("forbidden", "only members may add people to a room");
+    if (!(await stub.isMember(me.userId)) && !ADMIN_ROLES.has(me.role)) {
+      throw new ApiError("forbidden", "only members and admins may add people to a room");
+    }
     const body = await readJsonObject(c, limitsOf(c.env).maxJsonBodyBytes);
     if (typeof body.userId !== "string") throw new ApiError("bad_request", "userId must be a string");
     const [user] = await tenantUsers(c.env, me, [body.userId]);
-    if (user) await enroll(c.env, room, user, { id: me.userId, name: me.name, role: me.role });
+    if (user) {
+      await enroll(c.env, room, user, personOf(me));
+      await audit(c.env, me, "room.member_added", room.id, { userId: user.id });
+    }
+    return c.json({ ok: true });
+  })
+  .delete("/:roomId/members/:userId", async (c) => {
+    const me = c.get("identity");
+    const room = await findRoom(c.env, me, c.req.param("roomId"));
+    const userId = c.req.param("userId");
+    if (userId !== me.userId && !ADMIN_ROLES.has(me.role))
+      throw new ApiError("forbidden", "only admins remove others");
+    await tenantUsers(c.env, me, [userId]);
+    if (await unenroll(c.env, room, userId, { id: me.userId, name: me.name })) {
+      await audit(c.env, me, "room.member_removed", room.id, { userId });
+    }
     return c.json({ ok: true });
   });

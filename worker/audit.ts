@@ -1,0 +1,35 @@
+/**
+ * @module The tenant's audit log (D1): who did what to whom and when. Entries carry ids, never
+ * message text or tokens. Admins read it through `GET /api/audit`.
+ */
+import { drizzle } from "drizzle-orm/d1";
+import { auditLog } from "./db/schema.ts";
+
+export type AuditAction =
+  | "user.provisioned"
+  | "user.role_changed"
+  | "room.member_added"
+  | "room.member_removed"
+  | "room.member_left"
+  | "token.created"
+  | "token.revoked"
+  | "message.deleted_by_admin";
+
+export async function audit(
+  env: { DB: D1Database },
+  actor: { tenantId: string; userId: string },
+  action: AuditAction,
+  target: string,
+  detail: Record<string, string | number | boolean | null> = {},
+): Promise<void> {
+  await drizzle(env.DB)
+    .insert(auditLog)
+    .values({
+      tenantId: actor.tenantId,
+      actorId: actor.userId,
+      action,
+      target,
+      detail: JSON.stringify(detail),
+      at: Date.now(),
+    });
+}

@@ -1,0 +1,72 @@
+/** @module The tenant directory: search people, and (admins) change a person's role. */
+import { and, eq, or, sql } from "drizzle-orm";
+import { drizzle } from "drizzle-orm/d1";
+import { Hono } from "hono";
+import { limitsOf } from "../../config/limits.ts";
+import { audit } from "../audit.ts";
+import { memberships, type Role, users } from "../db/schema.ts";
+import { ApiError } from "../errors.ts";
+import { readJsonObject } from "../http.ts";
+import { ADMIN_ROLES, roomStub } from "../rooms.ts";
+import type { AppEnv } from "../types.ts";
+
+const DIRECTORY_PAGE = 20;
+const ASSIGNABLE: readonly Role[] = ["owner", "admin", "member", "guest"];
+
+/** `q` as a LIKE pattern that matches it literally anywhere (its own % and _ escaped). */
+function containing(q: string): string {
+  return `%${q.replace(/[\\%_]/g, (ch) => `\\${ch}`)}%`;
+}
+
+export const userRoutes = new Hono<AppEnv>()
+  .get("/", async (c) => {
+    const me = c.get("identity");
+    if (me.role === "guest") throw new ApiError("forbidden", "guests cannot search the directory");
+    const q = (c.req.query("q") ?? "").trim();
+    if (q.length > 100) throw new ApiError("bad_request", "q must be at most 100 characters");
+    const pattern = containing(q.toLowerCase());
+    const found = await drizzle(c.env.DB)
+      .select({ id: users.id, name: users.name, email: users.email, role: users.role })
+      .from(users)
+      .where(and(eq(users.tenantId, me.tenantId), or(sql`${users.name} LIKE ${pattern} ESCAPE '\\'`, sql`${users.email} LIKE ${pattern} ESCAPE '\\'`)))
+      .orderBy(users.name)
+      .limit(DIRECTORY_PAGE)
+      .all();
+    return c.json({ users: found });
+  })
+  .patch("/:userId", async (c) => {
+    const me = c.get("identity");
+    if (!ADMIN_ROLES.has(me.role)) throw new ApiError("forbidden", "only admins change roles");
+    const body = await readJsonObject(c, limitsOf(c.env).maxJsonBodyBytes);
+    const role = body.role as Role;
+    if (!ASSIGNABLE.includes(role))
+      throw new ApiError("bad_request", `role must be one of ${ASSIGNABLE.join(", ")}`);
+    const db = drizzle(c.env.DB);
+    const user = await db
+      .select()
+      .from(users)
+      .where(and(eq(users.id, c.req.param("userId")), eq(users.tenantId, me.tenantId)))
+      .get();
+    if (!user) throw new ApiError("not_found", "no such user");
+    if (user.id === me.userId) throw new ApiError("forbidden", "you cannot change your own role");
+    if (user.role === "bot") throw new ApiError("bad_request", "bots keep the bot role");
+    if ((role === "owner" || user.role === "owner") && me.role !== "owner") {
+      throw new ApiError("forbidden", "only an owner grants or removes ownership");
+    }
+    if (user.role !== role) {
+      await db.update(users).set({ role }).where(eq(users.id, user.id));
+      // Every room the user is in authorizes commands by this role from now on.
+      const rooms = await db
+        .select({ roomId: memberships.roomId })
+        .from(memberships)
+        .where(eq(memberships.userId, user.id))
+        .all();
+      await Promise.all(
+        rooms.map((r) =>
+          roomStub(c.env, me.tenantId, r.roomId).updateMember({ id: user.id, name: user.name, role }),
+        ),
+      );
+      await audit(c.env, me, "user.role_changed", user.id, { from: user.role, to: role });
+    }
+    return c.json({ user: { id: user.id, name: user.name, email: user.email, role } });
+  });

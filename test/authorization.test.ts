@@ -221,7 +221,7 @@ describe("the audit log", () => {
       actor: owner!.id,
       target: roomId,
     });
-        const member = await login(owner!.tenant);
+    const member = await login(owner!.tenant);
     expect((await api(member, "GET", "/api/audit")).status).toBe(403);
   });
 });

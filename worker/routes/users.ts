@@ -28,7 +28,12 @@ export const userRoutes = new Hono<AppEnv>()
     const found = await drizzle(c.env.DB)
       .select({ id: users.id, name: users.name, email: users.email, role: users.role })
       .from(users)
-      .where(and(eq(users.tenantId, me.tenantId), or(sql`${users.name} LIKE ${pattern} ESCAPE '\\'`, sql`${users.email} LIKE ${pattern} ESCAPE '\\'`)))
+      .where(
+        and(
+          eq(users.tenantId, me.tenantId),
+          or(sql`${users.name} LIKE ${pattern} ESCAPE '\\'`, sql`${users.email} LIKE ${pattern} ESCAPE '\\'`),
+        ),
+      )
       .orderBy(users.name)
       .limit(DIRECTORY_PAGE)
       .all();

@@ -37,13 +37,20 @@ export async function login(tenant: string, name = unique("user")): Promise<User
   return { token, id: me.user.id, name, tenant };
 }
 
+/** How a client presents its credential: API tokens (`pk_…`) as Bearer, Access tokens in their header. */
+export function authHeaders(token: string): Record<string, string> {
+  return token.startsWith("pk_")
+    ? { authorization: `Bearer ${token}` }
+    : { "cf-access-jwt-assertion": token };
+}
+
 export function api(
   user: Pick<User, "token">,
   method: string,
   path: string,
   body?: unknown,
 ): Promise<Response> {
-  const headers: Record<string, string> = { "cf-access-jwt-assertion": user.token };
+  const headers: Record<string, string> = authHeaders(user.token);
   if (body !== undefined) headers["content-type"] = "application/json";
   return fetchWorker(path, {
     method,
@@ -99,7 +106,7 @@ export class Client {
 
   static upgrade(user: Pick<User, "token">, roomId: string, query = "after=0"): Promise<Response> {
     return fetchWorker(`/api/rooms/${roomId}/ws?${query}`, {
-      headers: { upgrade: "websocket", "cf-access-jwt-assertion": user.token },
+      headers: { upgrade: "websocket", ...authHeaders(user.token) },
     });
   }
 

@@ -13,6 +13,7 @@ import { homeRoutes } from "./routes/home.ts";
 import { meRoutes } from "./routes/me.ts";
 import { messageRoutes } from "./routes/messages.ts";
 import { roomRoutes } from "./routes/rooms.ts";
+import { tokenRoutes } from "./routes/tokens.ts";
 import { userRoutes } from "./routes/users.ts";
 import type { AppEnv } from "./types.ts";
 
@@ -35,5 +36,6 @@ app.route("/api/rooms", roomRoutes);
 app.route("/api/rooms", messageRoutes);
 app.route("/api/users", userRoutes);
 app.route("/api/audit", auditRoutes);
+app.route("/api/tokens", tokenRoutes);
 
 export default app satisfies ExportedHandler<Env>;

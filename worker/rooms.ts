@@ -54,3 +54,13 @@ export const ADMIN_ROLES: ReadonlySet<string> = new Set(["owner", "admin"]);
 export function actorOf(identity: Identity) {
   return { id: identity.userId, name: identity.name, role: identity.role };
 }
+
+/** Takes a user out of a room: the object first (their sockets close at once), then the directory. */
+export async function unenroll(env: Env, room: RoomRow, userId: string, actor: { id: string; name: string }) {
+  const result = await roomStub(env, room.tenantId, room.id).leave(userId, actor);
+  if (!result.ok) throw ApiError.from(result);
+  await drizzle(env.DB)
+    .delete(memberships)
+    .where(and(eq(memberships.roomId, room.id), eq(memberships.userId, userId)));
+  return result.seq !== null;
+}

@@ -11,6 +11,7 @@ import { type Role, tenants, users } from "../db/schema.ts";
 import { ApiError } from "../errors.ts";
 import { newId } from "../ids.ts";
 import type { AppEnv } from "../types.ts";
+import { identityOfApiToken } from "./api-tokens.ts";
 import { authConfigOf } from "./config.ts";
 import { TokenError, type Verified, verifyToken } from "./tokens.ts";
 
@@ -168,6 +169,15 @@ export function profileOf({ claims, tenant }: Verified): Profile {
 }
 
 export const requireIdentity = createMiddleware<AppEnv>(async (c, next) => {
+  // Bots: `Authorization: Bearer <api token>`.
+  const bearer = /^Bearer (\S+)$/.exec(c.req.header("authorization") ?? "")?.[1];
+  if (bearer) {
+    const bot = await identityOfApiToken(c.env.DB, bearer);
+    if (!bot) throw new ApiError("unauthorized", "invalid or revoked API token");
+    c.set("identity", bot);
+    await next();
+    return;
+  }
   const token = c.req.header(ACCESS_HEADER) ?? getCookie(c, ACCESS_COOKIE);
   if (!token) throw new ApiError("unauthorized", "sign in first: no Access token on the request");
   let verified: Verified;

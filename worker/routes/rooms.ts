@@ -14,7 +14,7 @@ import { memberships, ROOM_KINDS, type RoomKind, rooms, users } from "../db/sche
 import { ApiError } from "../errors.ts";
 import { readJsonObject } from "../http.ts";
 import { newId } from "../ids.ts";
-import { ADMIN_ROLES, findRoom, type RoomRow, roomStub } from "../rooms.ts";
+import { ADMIN_ROLES, findRoom, type RoomRow, roomStub, unenroll } from "../rooms.ts";
 import type { AppEnv } from "../types.ts";
 
 type Person = { id: string; name: string; role: string };
@@ -49,16 +49,6 @@ async function enroll(env: Env, room: RoomRow, user: Person, actor: Person = use
   await stub.init({ tenantId: room.tenantId, roomId: room.id, name: room.name, kind: room.kind });
   const result = await stub.join(user, { id: actor.id, name: actor.name });
   if (!result.ok) throw ApiError.from(result);
-}
-
-/** Takes a user out of a room: the object first (their sockets close at once), then the directory. */
-async function unenroll(env: Env, room: RoomRow, userId: string, actor: { id: string; name: string }) {
-  const result = await roomStub(env, room.tenantId, room.id).leave(userId, actor);
-  if (!result.ok) throw ApiError.from(result);
-  await drizzle(env.DB)
-    .delete(memberships)
-    .where(and(eq(memberships.roomId, room.id), eq(memberships.userId, userId)));
-  return result.seq !== null;
 }
 
 /** The users of the caller's tenant with these ids, in the order given; 404 if any is not one. */

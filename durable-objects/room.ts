@@ -162,6 +162,22 @@ export class Room extends DurableObject<Env> {
     return { lastSeq, ...this.#log.unread(userId) };
   }
 
+  /** Renames the room or changes its topic: a sequenced `room_update` with the changed fields. */
+  update(fields: { name?: string; topic?: string }, actor: UserRef): { seq: number | null } {
+    const meta = this.#log.meta();
+    if (!meta) throw new Error("room not initialised");
+    const changed: { name?: string; topic?: string } = {};
+    if (fields.name !== undefined && fields.name !== meta.name) changed.name = fields.name;
+    if (fields.topic !== undefined) changed.topic = fields.topic;
+    if (Object.keys(changed).length === 0) return { seq: null };
+    const result = this.#log.append(
+      { kind: "room_update", ts: Date.now(), author: { id: actor.id, name: actor.name }, ...changed },
+      { apply: () => changed.name !== undefined && this.#log.setMeta({ ...meta, name: changed.name }) },
+    );
+    this.#broadcast(result.json);
+    return { seq: result.seq };
+  }
+
   /** Records a member's new role or name (no event: roles are not part of the log). */
   updateMember(member: Member): void {
     if (this.#log.member(member.id)) this.#log.transaction(() => this.#log.putMember(member));

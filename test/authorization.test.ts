@@ -225,3 +225,26 @@ describe("the audit log", () => {
     expect((await api(member, "GET", "/api/audit")).status).toBe(403);
   });
 });
+
+describe("room management", () => {
+  it("lets the creator or an admin rename a room and set its topic, as a sequenced room_update", async () => {
+    const [owner, creator, other] = await tenantOf(3);
+    const roomId = await createRoom(creator!, "before");
+    await join(other!, roomId);
+    expect((await api(other!, "PATCH", `/api/rooms/${roomId}`, { name: "hijacked" })).status).toBe(403);
+    const renamed = await api(creator!, "PATCH", `/api/rooms/${roomId}`, { name: "after", topic: "plans" });
+    expect(renamed.status).toBe(200);
+    expect(await json(renamed)).toMatchObject({ name: "after", topic: "plans" });
+    // A tenant admin manages any channel, member or not.
+    expect((await api(owner!, "PATCH", `/api/rooms/${roomId}`, { topic: "admin's topic" })).status).toBe(200);
+    const page = await json<{ events: { kind: string; name?: string; topic?: string }[] }>(
+      api(other!, "GET", `/api/rooms/${roomId}/messages`),
+    );
+    expect(page.events.filter((e) => e.kind === "room_update")).toMatchObject([
+      { name: "after", topic: "plans" },
+      { topic: "admin's topic" },
+    ]);
+    expect((await api(creator!, "PATCH", `/api/rooms/${roomId}`, {})).status).toBe(400);
+    expect((await api(creator!, "PATCH", `/api/rooms/${roomId}`, { name: "" })).status).toBe(400);
+  });
+});

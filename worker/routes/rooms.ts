@@ -187,6 +187,39 @@ export const roomRoutes = new Hono<AppEnv>()
     for (const user of invited) if (user.id !== me.userId) await enroll(c.env, room, user, creator);
     return c.json(await describe(c.env, me, room, true), 201);
   })
+  .patch("/:roomId", async (c) => {
+    const me = c.get("identity");
+    const room = await findRoom(c.env, me, c.req.param("roomId"));
+    if (room.createdBy !== me.userId && !ADMIN_ROLES.has(me.role)) {
+      throw new ApiError("forbidden", "only the room's creator or an admin manages it");
+    }
+    const limits = limitsOf(c.env);
+    const body = await readJsonObject(c, limits.maxJsonBodyBytes);
+    const fields: { name?: string; topic?: string } = {};
+    if (body.name !== undefined) {
+      const name = typeof body.name === "string" ? body.name.trim() : "";
+      if (name.length === 0 || name.length > limits.maxRoomNameChars) {
+        throw new ApiError("bad_request", `name must be 1-${limits.maxRoomNameChars} characters`);
+      }
+      fields.name = name;
+    }
+    if (body.topic !== undefined) {
+      if (typeof body.topic !== "string" || body.topic.length > limits.maxRoomTopicChars) {
+        throw new ApiError(
+          "bad_request",
+          `topic must be a string of at most ${limits.maxRoomTopicChars} characters`,
+        );
+      }
+      fields.topic = body.topic;
+    }
+    if (Object.keys(fields).length === 0) throw new ApiError("bad_request", "give a name or a topic");
+    await drizzle(c.env.DB).update(rooms).set(fields).where(eq(rooms.id, room.id));
+    const { seq } = await roomStub(c.env, room.tenantId, room.id).update(fields, {
+      id: me.userId,
+      name: me.name,
+    });
+    return c.json({ ...(await describe(c.env, me, { ...room, ...fields }, true)), updateSeq: seq });
+  })
   .post("/:roomId/join", async (c) => {
     const me = c.get("identity");
     const room = await findRoom(c.env, me, c.req.param("roomId"));

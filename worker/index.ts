@@ -7,6 +7,7 @@ import { Hono } from "hono";
 import { readAuthConfig } from "./auth/config.ts";
 import { requireIdentity } from "./auth/identity.ts";
 import { errorResponse, onError } from "./errors.ts";
+import { checkResidency } from "./residency.ts";
 import { auditRoutes } from "./routes/audit.ts";
 import { authRoutes } from "./routes/auth.ts";
 import { homeRoutes } from "./routes/home.ts";
@@ -22,6 +23,7 @@ export { Room } from "../durable-objects/room.ts";
 // A misconfigured deployment (access mode without its Access applications, dev mode without a
 // key, a malformed origin) fails here, at start-up, rather than on some later request.
 readAuthConfig(env);
+checkResidency(env);
 
 const app = new Hono<AppEnv>();
 app.onError(onError);

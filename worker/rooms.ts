@@ -2,10 +2,10 @@
 import { and, eq } from "drizzle-orm";
 import { drizzle } from "drizzle-orm/d1";
 import type { Room } from "../durable-objects/room.ts";
-import { authConfigOf } from "./auth/config.ts";
 import type { Identity } from "./auth/identity.ts";
 import { memberships, rooms } from "./db/schema.ts";
 import { ApiError } from "./errors.ts";
+import { tenantNamespace } from "./residency.ts";
 
 export type RoomRow = typeof rooms.$inferSelect;
 
@@ -36,11 +36,9 @@ export async function findRoom(env: Env, identity: Identity, roomId: string): Pr
   return row;
 }
 
-/** The namespace a tenant's rooms live in: a tenant pinned to a jurisdiction (data residency)
- * gets its objects created through the jurisdiction-scoped namespace, so they stay there. */
+/** The namespace a tenant's rooms live in (see residency.ts). */
 export function roomNamespace(env: Env, tenantId: string): DurableObjectNamespace<Room> {
-  const jurisdiction = authConfigOf(env).tenants.find((t) => t.id === tenantId)?.jurisdiction;
-  return jurisdiction ? env.ROOM.jurisdiction(jurisdiction) : env.ROOM;
+  return tenantNamespace(env, env.ROOM, tenantId);
 }
 
 /** Every Durable Object name starts with the tenant id. */

@@ -1,5 +1,6 @@
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
+import { checkResidency, filesBucket } from "../../worker/residency.ts";
 import { roomNamespace, roomStub } from "../../worker/rooms.ts";
 
 // workerd does not implement jurisdictions ("Jurisdiction restrictions are not implemented in
@@ -49,5 +50,27 @@ describe("data residency", () => {
     const pinnedEnv = { ...env, AUTH_MODE: "access", ACCESS_TENANTS, ROOM: namespace } as unknown as Env;
     expect(roomStub(pinnedEnv, "globex", "r_1")).toEqual({ id: "global:globex:r_1" });
     expect(scopedTo).toEqual([]);
+  });
+});
+
+describe("files residency", () => {
+  it("puts a pinned tenant's files in its jurisdiction's bucket and everyone else's in the default one", () => {
+    const pinnedEnv = { ...env, AUTH_MODE: "access", ACCESS_TENANTS } as unknown as Env;
+    expect(filesBucket(pinnedEnv, "acme")).toBe(env.FILES_EU);
+    expect(filesBucket(pinnedEnv, "globex")).toBe(env.FILES);
+    expect(() => checkResidency(pinnedEnv)).not.toThrow();
+  });
+
+  it("refuses to start when a tenant is pinned to a jurisdiction without a bucket", () => {
+    const tenants = JSON.stringify([
+      {
+        id: "fed",
+        teamDomain: "https://fed.cloudflareaccess.com",
+        aud: "fedaud0123456789abcdef",
+        jurisdiction: "fedramp",
+      },
+    ]);
+    const fedEnv = { ...env, AUTH_MODE: "access", ACCESS_TENANTS: tenants } as unknown as Env;
+    expect(() => checkResidency(fedEnv)).toThrow(/fedramp/);
   });
 });

@@ -175,10 +175,12 @@ describe("the directory", () => {
 
 describe("the audit log", () => {
   it("records provisioning, role changes, membership changes and admin deletions, for admins only, paginated", async () => {
-    const [owner, alice] = await tenantOf(2);
+    const [owner, alice, bob] = await tenantOf(3);
     await setRole(owner!, alice!, "admin");
     const roomId = await createRoom(owner!);
     await api(owner!, "POST", `/api/rooms/${roomId}/members`, { userId: alice!.id });
+    await join(bob!, roomId);
+    await api(bob!, "POST", `/api/rooms/${roomId}/leave`);
     const { seq } = await json<{ seq: number }>(
       api(alice!, "POST", `/api/rooms/${roomId}/messages`, { clientId: "a", text: "x" }),
     );
@@ -212,8 +214,11 @@ describe("the audit log", () => {
     expect(entries.map((e) => e.action).reverse()).toEqual([
       "user.provisioned",
       "user.provisioned",
+      "user.provisioned",
       "user.role_changed",
       "room.member_added",
+      "room.member_joined",
+      "room.member_left",
       "message.deleted_by_admin",
       "room.member_removed",
     ]);

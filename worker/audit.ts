@@ -9,6 +9,7 @@ export type AuditAction =
   | "user.provisioned"
   | "user.role_changed"
   | "room.member_added"
+  | "room.member_joined"
   | "room.member_removed"
   | "room.member_left"
   | "token.created"

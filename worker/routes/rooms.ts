@@ -49,6 +49,7 @@ async function enroll(env: Env, room: RoomRow, user: Person, actor: Person = use
   await stub.init({ tenantId: room.tenantId, roomId: room.id, name: room.name, kind: room.kind });
   const result = await stub.join(user, { id: actor.id, name: actor.name });
   if (!result.ok) throw ApiError.from(result);
+  return result.seq !== null;
 }
 
 /** The users of the caller's tenant with these ids, in the order given; 404 if any is not one. */
@@ -224,7 +225,8 @@ export const roomRoutes = new Hono<AppEnv>()
     const me = c.get("identity");
     const room = await findRoom(c.env, me, c.req.param("roomId"));
     // findRoom already hid private rooms and dms from non-members; their members joining is a no-op.
-    await enroll(c.env, room, personOf(me));
+    if (await enroll(c.env, room, personOf(me)))
+      await audit(c.env, me, "room.member_joined", room.id, { userId: me.userId });
     return c.json(await describe(c.env, me, room, true));
   })
   .post("/:roomId/leave", async (c) => {

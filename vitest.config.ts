@@ -23,6 +23,7 @@ const ACCESS_TENANTS = JSON.stringify([
     name: "Acme",
     teamDomain: "https://acme.cloudflareaccess.com",
     aud: "acmeaud0123456789abcdef",
+    owners: ["boss@acme.test"],
     admins: ["it@acme.test"],
     adminGroups: ["parley-admins"],
   },
@@ -43,6 +44,7 @@ function workerd(
         miniflare: {
           bindings: {
             TEST_MIGRATIONS: migrations,
+            AUTH_MODE: "dev",
             DEV_JWT_PRIVATE_JWK: devKey,
             PARLEY_USER_COMMANDS_PER_SECOND: commandsPerSecond,
             ...vars,

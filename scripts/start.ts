@@ -26,10 +26,15 @@ const childEnv = {
   PATH: `${resolve(root, "node_modules/.bin")}${delimiter}${process.env.PATH ?? ""}`,
 };
 
-/** Writes a private RS256 JWK into .dev.vars once; dev tokens stay valid across restarts. */
+/** Local runs use dev sign-in: writes AUTH_MODE=dev and a private RS256 JWK into .dev.vars once
+ * (dev tokens stay valid across restarts). A deployment never sees this file. */
 async function ensureDevKey(): Promise<void> {
   const file = resolve(root, ".dev.vars");
-  const current = existsSync(file) ? readFileSync(file, "utf8") : "";
+  let current = existsSync(file) ? readFileSync(file, "utf8") : "";
+  if (!/^AUTH_MODE=/m.test(current)) {
+    current = `AUTH_MODE=dev\n${current}`;
+    writeFileSync(file, current, { mode: 0o600 });
+  }
   if (/^DEV_JWT_PRIVATE_JWK=/m.test(current)) return;
   const { privateKey } = await generateKeyPair("RS256", { extractable: true, modulusLength: 2048 });
   const jwk = { ...(await exportJWK(privateKey)), alg: "RS256", kid: `dev-${Date.now().toString(36)}` };

@@ -82,3 +82,30 @@ describe("the landing page", () => {
     expect(await res.text()).toContain("Parley is running");
   });
 });
+
+describe("cookie-authenticated writes", () => {
+  it("are refused from another site (CSRF) and accepted from the deployment's own origin", async () => {
+    const owner = await login(unique("t"));
+    const res = await fetchWorker("/api/rooms", {
+      method: "POST",
+      headers: {
+        "content-type": "application/json",
+        cookie: `CF_Authorization=${owner.token}`,
+        origin: "http://parley.test",
+      },
+      body: JSON.stringify({ name: "from our page" }),
+    });
+    expect(res.status).toBe(201);
+    const { id } = (await res.json()) as { id: string };
+    for (const origin of ["https://evil.test", undefined]) {
+      const leave = await fetchWorker(`/api/rooms/${id}/leave`, {
+        method: "POST",
+        headers: { cookie: `CF_Authorization=${owner.token}`, ...(origin ? { origin } : {}) },
+      });
+      expect(leave.status, String(origin)).toBe(403);
+    }
+    // Still a member: the forged leaves changed nothing.
+    const rooms = (await (await api(owner, "GET", "/api/rooms")).json()) as { id: string; joined: boolean }[];
+    expect(rooms).toContainEqual(expect.objectContaining({ id, joined: true }));
+  });
+});

@@ -45,7 +45,13 @@ describe("private rooms", () => {
     );
     const socket = await Client.open(bob!, id);
     await socket.ready();
-    socket.close();
+    // Removed by an admin, bob cannot come back on his own.
+    expect((await api(alice!, "DELETE", `/api/rooms/${id}/members/${bob!.id}`)).status).toBe(403); // alice is no admin
+    await api(owner!, "PATCH", `/api/users/${alice!.id}`, { role: "admin" });
+    expect((await api(alice!, "DELETE", `/api/rooms/${id}/members/${bob!.id}`)).status).toBe(200);
+    await socket.until((c) => c.closed !== null, "the close");
+    expect((await api(bob!, "POST", `/api/rooms/${id}/join`)).status).toBe(404);
+    expect((await Client.upgrade(bob!, id)).status).toBe(404);
   });
 });
 

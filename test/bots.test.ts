@@ -58,6 +58,10 @@ describe("bot API tokens", () => {
     expect(
       (await api(owner, "POST", "/api/tokens", { name: "x", rooms: ["r_00000000000000000000"] })).status,
     ).toBe(404);
+    // A room-limited bot cannot widen its reach by creating rooms or browsing the directory.
+    expect((await api(asBot, "POST", "/api/rooms", { name: "escape" })).status).toBe(403);
+    expect((await api(asBot, "POST", "/api/rooms", { kind: "dm", members: [owner.id] })).status).toBe(403);
+    expect((await api(asBot, "GET", "/api/users?q=")).status).toBe(403);
   });
 
   it("stop working when revoked: the next request is 401 and the open socket closes", async () => {

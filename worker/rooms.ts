@@ -53,12 +53,29 @@ export function actorOf(identity: Identity) {
   return { id: identity.userId, name: identity.name, role: identity.role };
 }
 
-/** Takes a user out of a room: the object first (their sockets close at once), then the directory. */
+/** Takes a user out of a room: the directory row first (what findRoom checks, so a private room
+ * vanishes for them at once and cannot be rejoined), then the object (a sequenced member_leave;
+ * their sockets close). Retrying after a failure half-way finishes the job. */
 export async function unenroll(env: Env, room: RoomRow, userId: string, actor: { id: string; name: string }) {
-  const result = await roomStub(env, room.tenantId, room.id).leave(userId, actor);
-  if (!result.ok) throw ApiError.from(result);
   await drizzle(env.DB)
     .delete(memberships)
     .where(and(eq(memberships.roomId, room.id), eq(memberships.userId, userId)));
+  const result = await roomStub(env, room.tenantId, room.id).leave(userId, actor);
+  if (!result.ok) throw ApiError.from(result);
   return result.seq !== null;
+}
+
+/** Pushes a user's directory role and name to every room they are in, so each room authorizes by
+ * the current role. Idempotent: repeating it after a partial failure repairs the rooms it missed. */
+export async function pushMember(
+  env: Env,
+  tenantId: string,
+  user: { id: string; name: string; role: string },
+) {
+  const joined = await drizzle(env.DB)
+    .select({ roomId: memberships.roomId })
+    .from(memberships)
+    .where(and(eq(memberships.tenantId, tenantId), eq(memberships.userId, user.id)))
+    .all();
+  await Promise.all(joined.map((r) => roomStub(env, tenantId, r.roomId).updateMember(user)));
 }

@@ -100,8 +100,17 @@ describe("Cloudflare Access tokens", () => {
     expect(viaCookie.status).toBe(200);
   });
 
-  it("maps admins by email and by identity-provider group, and service tokens to bots", async () => {
-    await me(await mint({ email: `${unique("first")}@acme.test` })); // the tenant's first user is its owner
+  it("maps owners and admins from configuration (never from sign-in order), groups, and service tokens to bots", async () => {
+    const first = await json<{ user: { role: string } }>(
+      me(await mint({ email: `${unique("first")}@acme.test` })),
+    );
+    expect(first.user.role).toBe("member"); // in access mode nobody owns a tenant by signing in first
+    const boss = await json<{ user: { role: string } }>(me(await mint({ email: "boss@acme.test" })));
+    expect(boss.user.role).toBe("owner");
+    const viaCustom = await json<{ user: { role: string } }>(
+      me(await mint({ email: `${unique("c")}@acme.test`, custom: { groups: ["parley-admins"] } })),
+    );
+    expect(viaCustom.user.role).toBe("admin");
     const byEmail = await json<{ user: { role: string } }>(me(await mint({ email: "it@acme.test" })));
     expect(byEmail.user.role).toBe("admin");
     const byGroup = await json<{ user: { role: string } }>(

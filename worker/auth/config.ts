@@ -15,6 +15,8 @@ export interface AccessTenant {
   teamDomain: string;
   /** The Access application's AUD tag: the token's `aud` must contain it. */
   aud: string;
+  /** Emails that own the tenant (in access mode nobody becomes owner any other way). */
+  owners: string[];
   /** Emails that are tenant admins, and identity-provider groups whose members are. */
   admins: string[];
   adminGroups: string[];
@@ -86,6 +88,7 @@ export function parseAccessTenants(raw: string): AccessTenant[] {
       name: typeof t.name === "string" && t.name.trim() !== "" ? t.name.trim() : t.id,
       teamDomain,
       aud: t.aud,
+      owners: strings(t.owners, `${where}.owners`).map((e) => e.toLowerCase()),
       admins: strings(t.admins, `${where}.admins`).map((e) => e.toLowerCase()),
       adminGroups: strings(t.adminGroups, `${where}.adminGroups`),
     };

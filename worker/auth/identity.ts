@@ -10,6 +10,7 @@ import { audit } from "../audit.ts";
 import { type Role, tenants, users } from "../db/schema.ts";
 import { ApiError } from "../errors.ts";
 import { newId } from "../ids.ts";
+import { pushMember } from "../rooms.ts";
 import type { AppEnv } from "../types.ts";
 import { identityOfApiToken } from "./api-tokens.ts";
 import { authConfigOf } from "./config.ts";
@@ -27,6 +28,8 @@ export interface Identity {
   roomScope?: string[];
 }
 
+const SAFE_METHODS = new Set(["GET", "HEAD", "OPTIONS"]);
+
 export const ACCESS_HEADER = "cf-access-jwt-assertion";
 export const ACCESS_COOKIE = "CF_Authorization";
 
@@ -41,9 +44,13 @@ export interface Profile {
   /** The user's key in the tenant: their email, or `service:<common_name>` for a bot. */
   email: string;
   name: string;
-  /** The role configuration gives this person (admins by email or group; bots); null: default. */
+  /** The role configuration gives this person (owners and admins by email or group; bots); null: default. */
   mappedRole: Role | null;
+  /** Dev mode only: the first person in a new tenant owns it. In access mode owners are configured. */
+  firstUserOwns: boolean;
 }
+
+const RANK: Record<Role, number> = { guest: 0, bot: 0, member: 1, admin: 2, owner: 3 };
 
 /** Finds or creates the tenant and the user of a profile; applies a configured admin promotion. */
 export async function provision(env: { DB: D1Database }, profile: Profile): Promise<Identity> {
@@ -59,24 +66,31 @@ export async function provision(env: { DB: D1Database }, profile: Profile): Prom
       .get();
   const found = await find();
   if (found) {
+    const mapped = profile.mappedRole;
     const promoted =
-      profile.mappedRole === "admin" && (found.user.role === "member" || found.user.role === "guest");
-    if (promoted) {
-      await orm.update(users).set({ role: "admin" }).where(eq(users.id, found.user.id));
-      await audit(
-        env,
-        { tenantId: profile.tenantId, userId: found.user.id },
-        "user.role_changed",
-        found.user.id,
-        {
-          from: found.user.role,
-          to: "admin",
-          by: "access-mapping",
-        },
-      );
-      return toIdentity({ ...found.user, role: "admin" }, found.tenantName);
-    }
-    return toIdentity(found.user, found.tenantName);
+      mapped !== null &&
+      mapped !== "bot" &&
+      found.user.role !== "bot" &&
+      RANK[mapped] > RANK[found.user.role];
+    if (!promoted) return toIdentity(found.user, found.tenantName);
+    await orm.update(users).set({ role: mapped }).where(eq(users.id, found.user.id));
+    await audit(
+      env,
+      { tenantId: profile.tenantId, userId: found.user.id },
+      "user.role_changed",
+      found.user.id,
+      {
+        from: found.user.role,
+        to: mapped,
+        by: "access-mapping",
+      },
+    );
+    await pushMember(env as Env, profile.tenantId, {
+      id: found.user.id,
+      name: found.user.name,
+      role: mapped,
+    });
+    return toIdentity({ ...found.user, role: mapped }, found.tenantName);
   }
 
   // Whoever creates the tenant row owns the tenant: the insert either creates it (and returns it)
@@ -86,8 +100,7 @@ export async function provision(env: { DB: D1Database }, profile: Profile): Prom
     .values({ id: profile.tenantId, name: profile.tenantName, createdAt: now })
     .onConflictDoNothing()
     .returning({ id: tenants.id });
-  const role: Role =
-    profile.mappedRole === "bot" ? "bot" : created.length > 0 ? "owner" : (profile.mappedRole ?? "member");
+  const role: Role = profile.mappedRole ?? (created.length > 0 && profile.firstUserOwns ? "owner" : "member");
   await orm
     .insert(users)
     .values({
@@ -133,16 +146,24 @@ export function profileOf({ claims, tenant }: Verified): Profile {
     // Access: a person (email) or a service token (common_name, no email) acting as a bot.
     if (typeof claims.email === "string" && EMAIL.test(claims.email)) {
       const email = claims.email.toLowerCase();
-      const groups = Array.isArray(claims.groups)
-        ? claims.groups.filter((g): g is string => typeof g === "string")
+      // Groups arrive as a top-level claim or, from an OIDC/SAML identity provider configured to
+      // pass them, under Access's `custom` claims.
+      const rawGroups = claims.groups ?? (claims.custom as { groups?: unknown } | undefined)?.groups;
+      const groups = Array.isArray(rawGroups)
+        ? rawGroups.filter((g): g is string => typeof g === "string")
         : [];
-      const admin = tenant.admins.includes(email) || groups.some((g) => tenant.adminGroups.includes(g));
+      const mappedRole: Role | null = tenant.owners.includes(email)
+        ? "owner"
+        : tenant.admins.includes(email) || groups.some((g) => tenant.adminGroups.includes(g))
+          ? "admin"
+          : null;
       return {
         tenantId: tenant.id,
         tenantName: tenant.name,
         email,
         name: displayName(claims.name, email.split("@")[0] ?? email),
-        mappedRole: admin ? "admin" : null,
+        mappedRole,
+        firstUserOwns: false,
       };
     }
     if (typeof claims.common_name === "string" && /^[A-Za-z0-9._-]{1,128}$/.test(claims.common_name)) {
@@ -152,6 +173,7 @@ export function profileOf({ claims, tenant }: Verified): Profile {
         email: `service:${claims.common_name}`,
         name: displayName(claims.common_name, "bot"),
         mappedRole: "bot",
+        firstUserOwns: false,
       };
     }
     throw new ApiError("unauthorized", "token names neither a user nor a service");
@@ -165,7 +187,14 @@ export function profileOf({ claims, tenant }: Verified): Profile {
   ) {
     throw new ApiError("unauthorized", "token lacks a valid tenant or email");
   }
-  return { tenantId, tenantName: tenantId, email, name: displayName(claims.name, email), mappedRole: null };
+  return {
+    tenantId,
+    tenantName: tenantId,
+    email,
+    name: displayName(claims.name, email),
+    mappedRole: null,
+    firstUserOwns: true,
+  };
 }
 
 export const requireIdentity = createMiddleware<AppEnv>(async (c, next) => {
@@ -178,8 +207,17 @@ export const requireIdentity = createMiddleware<AppEnv>(async (c, next) => {
     await next();
     return;
   }
-  const token = c.req.header(ACCESS_HEADER) ?? getCookie(c, ACCESS_COOKIE);
+  const header = c.req.header(ACCESS_HEADER);
+  const token = header ?? getCookie(c, ACCESS_COOKIE);
   if (!token) throw new ApiError("unauthorized", "sign in first: no Access token on the request");
+  if (header === undefined && !SAFE_METHODS.has(c.req.method)) {
+    // Cookie-authenticated writes must come from one of our pages: Access's cookie may be
+    // SameSite=None, so a form on another site could otherwise post as the user (CSRF).
+    const origin = c.req.header("origin");
+    const allowed = authConfigOf(c.env).allowedOrigins;
+    const ours = origin !== undefined && (allowed.includes(origin) || origin === new URL(c.req.url).origin);
+    if (!ours) throw new ApiError("forbidden", "cross-site request refused");
+  }
   let verified: Verified;
   try {
     verified = await verifyToken(token, authConfigOf(c.env));

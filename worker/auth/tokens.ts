@@ -45,6 +45,8 @@ export interface TokenClaims extends JWTPayload {
   /** Access service tokens (bots) carry this instead of an email. */
   common_name?: string;
   groups?: unknown;
+  /** Claims an identity provider passes through Access (e.g. groups). */
+  custom?: unknown;
 }
 
 export interface Verified {

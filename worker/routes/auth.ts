@@ -36,6 +36,7 @@ export const authRoutes = new Hono<AppEnv>().post("/dev/login", async (c) => {
     email: claims.email,
     name: display,
     mappedRole: null,
+    firstUserOwns: true,
   });
   setCookie(c, ACCESS_COOKIE, token, {
     path: "/",

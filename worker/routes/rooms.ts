@@ -20,7 +20,7 @@ import type { AppEnv } from "../types.ts";
 type Person = { id: string; name: string; role: string };
 
 /** Most users one request may add to a room (`members` on create), and the size of a group dm. */
-const MAX_MEMBERS_PER_REQUEST = 100;
+const MAX_MEMBERS_PER_REQUEST = 50; // one D1 query binds them all, and D1 allows 100 parameters
 const MAX_DM_MEMBERS = 9;
 
 /** Room as `GET /api/rooms` lists it (PROTOCOL.md), plus whether the caller has joined. */
@@ -39,8 +39,15 @@ async function describe(env: Env, me: Identity, room: RoomRow, joined: boolean) 
   };
 }
 
-/** Puts a user in a room: directory row, then the room object's sequenced join by `actor`. Idempotent. */
-async function enroll(env: Env, room: RoomRow, user: Person, actor: Person = user) {
+/** Puts a user in a room: directory row, then the room object's sequenced join by `actor`, with the
+ * user's role as the directory has it now (not as a possibly older request saw it). Idempotent. */
+async function enroll(env: Env, room: RoomRow, given: Person, actor: Person = given) {
+  const current = await drizzle(env.DB)
+    .select({ role: users.role })
+    .from(users)
+    .where(eq(users.id, given.id))
+    .get();
+  const user = { ...given, role: current?.role ?? given.role };
   await drizzle(env.DB)
     .insert(memberships)
     .values({ tenantId: room.tenantId, roomId: room.id, userId: user.id, joinedAt: Date.now() })
@@ -121,7 +128,11 @@ async function openDm(
     if (!winner) throw new Error("dm insert lost a race to a row that is gone");
     return { room: winner, created: false };
   }
-  for (const user of members) await enroll(env, room, user, members[0]);
+  for (const user of members) {
+    if ((await enroll(env, room, user, members[0])) && user.id !== me.userId) {
+      await audit(env, me, "room.member_added", room.id, { userId: user.id });
+    }
+  }
   return { room, created: true };
 }
 
@@ -151,6 +162,7 @@ export const roomRoutes = new Hono<AppEnv>()
   .post("/", async (c) => {
     const me = c.get("identity");
     if (me.role === "guest") throw new ApiError("forbidden", "guests cannot create rooms");
+    if (me.roomScope) throw new ApiError("forbidden", "a token limited to some rooms cannot create rooms");
     const limits = limitsOf(c.env);
     const body = await readJsonObject(c, limits.maxJsonBodyBytes);
     const kind = (body.kind ?? "channel") as RoomKind;
@@ -185,7 +197,11 @@ export const roomRoutes = new Hono<AppEnv>()
     await drizzle(c.env.DB).insert(rooms).values(room);
     const creator = personOf(me);
     await enroll(c.env, room, creator);
-    for (const user of invited) if (user.id !== me.userId) await enroll(c.env, room, user, creator);
+    for (const user of invited) {
+      if (user.id !== me.userId && (await enroll(c.env, room, user, creator))) {
+        await audit(c.env, me, "room.member_added", room.id, { userId: user.id });
+      }
+    }
     return c.json(await describe(c.env, me, room, true), 201);
   })
   .patch("/:roomId", async (c) => {
@@ -250,8 +266,7 @@ export const roomRoutes = new Hono<AppEnv>()
     const body = await readJsonObject(c, limitsOf(c.env).maxJsonBodyBytes);
     if (typeof body.userId !== "string") throw new ApiError("bad_request", "userId must be a string");
     const [user] = await tenantUsers(c.env, me, [body.userId]);
-    if (user) {
-      await enroll(c.env, room, user, personOf(me));
+    if (user && (await enroll(c.env, room, user, personOf(me)))) {
       await audit(c.env, me, "room.member_added", room.id, { userId: user.id });
     }
     return c.json({ ok: true });

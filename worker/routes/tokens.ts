@@ -15,7 +15,7 @@ import { newId } from "../ids.ts";
 import { ADMIN_ROLES, unenroll } from "../rooms.ts";
 import type { AppEnv } from "../types.ts";
 
-const MAX_SCOPED_ROOMS = 100;
+const MAX_SCOPED_ROOMS = 50; // one D1 query binds them all, and D1 allows 100 parameters
 
 export const tokenRoutes = new Hono<AppEnv>()
   .use(async (c, next) => {
@@ -104,18 +104,19 @@ export const tokenRoutes = new Hono<AppEnv>()
       .where(and(eq(apiTokens.id, c.req.param("tokenId")), eq(apiTokens.tenantId, me.tenantId)))
       .get();
     if (!token) throw new ApiError("not_found", "no such token");
+    // Revoked first (the token stops authenticating), then out of every room (sockets close). The
+    // removal runs on every DELETE, so repeating a revocation that failed half-way finishes it.
     if (token.revokedAt === null) {
-      // Revoked first (the token stops authenticating), then out of every room (sockets close).
       await db.update(apiTokens).set({ revokedAt: Date.now() }).where(eq(apiTokens.id, token.id));
-      const joined = await db
-        .select({ room: rooms })
-        .from(memberships)
-        .innerJoin(rooms, eq(rooms.id, memberships.roomId))
-        .where(eq(memberships.userId, token.userId))
-        .all();
-      for (const { room } of joined)
-        await unenroll(c.env, room, token.userId, { id: me.userId, name: me.name });
       await audit(c.env, me, "token.revoked", token.id, { botId: token.userId });
     }
+    const joined = await db
+      .select({ room: rooms })
+      .from(memberships)
+      .innerJoin(rooms, eq(rooms.id, memberships.roomId))
+      .where(eq(memberships.userId, token.userId))
+      .all();
+    for (const { room } of joined)
+      await unenroll(c.env, room, token.userId, { id: me.userId, name: me.name });
     return c.json({ ok: true });
   });

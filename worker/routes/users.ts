@@ -4,34 +4,32 @@ import { drizzle } from "drizzle-orm/d1";
 import { Hono } from "hono";
 import { limitsOf } from "../../config/limits.ts";
 import { audit } from "../audit.ts";
-import { memberships, type Role, users } from "../db/schema.ts";
+import { type Role, users } from "../db/schema.ts";
 import { ApiError } from "../errors.ts";
 import { readJsonObject } from "../http.ts";
-import { ADMIN_ROLES, roomStub } from "../rooms.ts";
+import { ADMIN_ROLES, pushMember } from "../rooms.ts";
 import type { AppEnv } from "../types.ts";
 
 const DIRECTORY_PAGE = 20;
 const ASSIGNABLE: readonly Role[] = ["owner", "admin", "member", "guest"];
 
-/** `q` as a LIKE pattern that matches it literally anywhere (its own % and _ escaped). */
-function containing(q: string): string {
-  return `%${q.replace(/[\\%_]/g, (ch) => `\\${ch}`)}%`;
-}
-
 export const userRoutes = new Hono<AppEnv>()
   .get("/", async (c) => {
     const me = c.get("identity");
-    if (me.role === "guest") throw new ApiError("forbidden", "guests cannot search the directory");
+    if (me.role === "guest" || me.roomScope) {
+      throw new ApiError("forbidden", "guests and room-limited tokens cannot search the directory");
+    }
     const q = (c.req.query("q") ?? "").trim();
     if (q.length > 100) throw new ApiError("bad_request", "q must be at most 100 characters");
-    const pattern = containing(q.toLowerCase());
+    // instr, not LIKE: D1 caps LIKE patterns at 50 bytes, and q's own % and _ must match literally.
+    const needle = q.toLowerCase();
     const found = await drizzle(c.env.DB)
       .select({ id: users.id, name: users.name, email: users.email, role: users.role })
       .from(users)
       .where(
         and(
           eq(users.tenantId, me.tenantId),
-          or(sql`${users.name} LIKE ${pattern} ESCAPE '\\'`, sql`${users.email} LIKE ${pattern} ESCAPE '\\'`),
+          or(sql`instr(lower(${users.name}), ${needle}) > 0`, sql`instr(${users.email}, ${needle}) > 0`),
         ),
       )
       .orderBy(users.name)
@@ -60,18 +58,9 @@ export const userRoutes = new Hono<AppEnv>()
     }
     if (user.role !== role) {
       await db.update(users).set({ role }).where(eq(users.id, user.id));
-      // Every room the user is in authorizes commands by this role from now on.
-      const rooms = await db
-        .select({ roomId: memberships.roomId })
-        .from(memberships)
-        .where(eq(memberships.userId, user.id))
-        .all();
-      await Promise.all(
-        rooms.map((r) =>
-          roomStub(c.env, me.tenantId, r.roomId).updateMember({ id: user.id, name: user.name, role }),
-        ),
-      );
       await audit(c.env, me, "user.role_changed", user.id, { from: user.role, to: role });
     }
+    // Always, not only on a change: a retry of a call that failed half-way repairs the rooms.
+    await pushMember(c.env, me.tenantId, { id: user.id, name: user.name, role });
     return c.json({ user: { id: user.id, name: user.name, email: user.email, role } });
   });

@@ -259,3 +259,29 @@ describe("room management", () => {
     expect((await api(creator!, "PATCH", `/api/rooms/${roomId}`, { name: "" })).status).toBe(400);
   });
 });
+
+describe("demotion to guest and dm re-opening", () => {
+  it("takes a member demoted to guest out of the channels they were in", async () => {
+    const [owner, member] = await tenantOf(2);
+    const channel = await createRoom(owner!);
+    await join(member!, channel);
+    const socket = await Client.open(member!, channel);
+    await socket.ready();
+    expect((await setRole(owner!, member!, "guest")).status).toBe(200);
+    await socket.until((c) => c.closed !== null, "the close");
+    expect(await json(api(member!, "GET", "/api/rooms"))).toEqual([]);
+    expect((await api(member!, "GET", `/api/rooms/${channel}/messages`)).status).toBe(404);
+  });
+
+  it("brings back a member of the set who left when the dm is opened again", async () => {
+    const [alice, bob] = await tenantOf(2);
+    const dm = await json<RoomView>(api(alice!, "POST", "/api/rooms", { kind: "dm", members: [bob!.id] }));
+    await api(bob!, "POST", `/api/rooms/${dm.id}/leave`);
+    expect((await api(bob!, "GET", `/api/rooms/${dm.id}/messages`)).status).toBe(404);
+    const reopened = await json<RoomView>(
+      api(bob!, "POST", "/api/rooms", { kind: "dm", members: [alice!.id] }),
+    );
+    expect(reopened).toMatchObject({ id: dm.id, joined: true });
+    expect((await api(bob!, "GET", `/api/rooms/${dm.id}/messages`)).status).toBe(200);
+  });
+});

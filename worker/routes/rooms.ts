@@ -107,7 +107,11 @@ async function openDm(
       .where(and(eq(rooms.tenantId, me.tenantId), eq(rooms.dmKey, dmKey)))
       .get();
   const found = await existing();
-  if (found) return { room: found, created: false };
+  if (found) {
+    // Anyone of the set who left comes back: a dm belongs to exactly its member set.
+    for (const user of members) await enroll(env, found, user, members[0]);
+    return { room: found, created: false };
+  }
   const room: RoomRow = {
     id: newId("r"),
     tenantId: me.tenantId,

@@ -4,10 +4,10 @@ import { drizzle } from "drizzle-orm/d1";
 import { Hono } from "hono";
 import { limitsOf } from "../../config/limits.ts";
 import { audit } from "../audit.ts";
-import { type Role, users } from "../db/schema.ts";
+import { memberships, type Role, rooms, users } from "../db/schema.ts";
 import { ApiError } from "../errors.ts";
 import { readJsonObject } from "../http.ts";
-import { ADMIN_ROLES, pushMember } from "../rooms.ts";
+import { ADMIN_ROLES, pushMember, unenroll } from "../rooms.ts";
 import type { AppEnv } from "../types.ts";
 
 const DIRECTORY_PAGE = 20;
@@ -62,5 +62,20 @@ export const userRoutes = new Hono<AppEnv>()
     }
     // Always, not only on a change: a retry of a call that failed half-way repairs the rooms.
     await pushMember(c.env, me.tenantId, { id: user.id, name: user.name, role });
+    if (role === "guest") {
+      // Guests see only rooms they were invited to: channels they were in as a member are left;
+      // an admin re-invites them where they belong.
+      const channels = await db
+        .select({ room: rooms })
+        .from(memberships)
+        .innerJoin(rooms, eq(rooms.id, memberships.roomId))
+        .where(and(eq(memberships.userId, user.id), eq(rooms.kind, "channel")))
+        .all();
+      for (const { room } of channels) {
+        if (await unenroll(c.env, room, user.id, { id: me.userId, name: me.name })) {
+          await audit(c.env, me, "room.member_removed", room.id, { userId: user.id });
+        }
+      }
+    }
     return c.json({ user: { id: user.id, name: user.name, email: user.email, role } });
   });

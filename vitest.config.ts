@@ -47,6 +47,8 @@ function workerd(
             AUTH_MODE: "dev",
             DEV_JWT_PRIVATE_JWK: devKey,
             PARLEY_USER_COMMANDS_PER_SECOND: commandsPerSecond,
+            // Presence runs sharded in tests, so cross-shard paths are always exercised.
+            PARLEY_PRESENCE_SHARDS: "3",
             ...vars,
           },
         },

@@ -44,6 +44,14 @@ export interface Limits {
   maxOutFrameChars: number;
   /** Lifetime of a dev login token, in seconds. */
   devTokenTtlSeconds: number;
+  /** A user is offline when none of their sessions has sent a heartbeat for this long
+   * (PROTOCOL.md: 60 s; clients beat at least every 30 s, so one lost beat is tolerated). */
+  presenceTimeoutMs: number;
+  /** Users one presence session may watch (PROTOCOL.md: ≤ 500). */
+  maxWatch: number;
+  /** Presence shards per tenant (users assigned by hash): one object holds every session of its
+   * users, so a very large tenant spreads them over several. */
+  presenceShards: number;
 }
 
 export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
@@ -65,6 +73,9 @@ export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
   maxEventsPerFrame: 100,
   maxOutFrameChars: 128 * 1024,
   devTokenTtlSeconds: 12 * 60 * 60,
+  presenceTimeoutMs: 60_000,
+  maxWatch: 500,
+  presenceShards: 1,
 });
 
 /** The wrangler variables that override a limit, and the floor each must respect. */
@@ -74,6 +85,8 @@ const OVERRIDES = {
   // PROTOCOL.md caps message text at 16 KiB: a deployment may lower it, not raise it.
   PARLEY_MAX_TEXT_BYTES: { key: "maxTextBytes", min: 1, max: 16 * 1024 },
   PARLEY_REPLAY_CAP: { key: "replayCap", min: 500, max: 100_000 },
+  // Changing it moves users between shards: set it before a tenant's first sign-in.
+  PARLEY_PRESENCE_SHARDS: { key: "presenceShards", min: 1, max: 64 },
 } as const satisfies Record<string, { key: keyof Limits; min: number; max: number }>;
 
 export type LimitVars = Partial<Record<keyof typeof OVERRIDES, string | undefined>>;

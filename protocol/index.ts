@@ -357,3 +357,58 @@ export function mentionsIn(text: string): string[] {
   for (const m of text.matchAll(MENTION)) if (m[1]) ids.add(m[1]);
   return [...ids];
 }
+
+// ---------------------------------------------------------------------------------------------
+// Presence and activity: WebSocket `GET /api/presence/ws`
+
+export type PresenceStatus = "online" | "away" | "dnd" | "offline";
+
+export type PresenceClientFrame =
+  | { type: "heartbeat"; status: "active" | "away" | "dnd" }
+  | { type: "watch"; users: string[] }
+  | { type: "ping" };
+
+export type PresenceServerFrame =
+  | { type: "presence"; user: string; status: PresenceStatus; lastSeen: number | null }
+  | { type: "activity"; room: string; lastSeq: number; mention: boolean }
+  | { type: "read"; room: string; seq: number }
+  | { type: "pong" };
+
+const HEARTBEAT_STATUSES = new Set(["active", "away", "dnd"]);
+const USER_ID = /^[A-Za-z0-9_-]{1,64}$/;
+
+/** Parses one presence frame; never throws. */
+export function parsePresenceFrame(
+  raw: string | ArrayBuffer,
+  limits: { maxFrameBytes: number; maxWatch: number },
+): Parsed<PresenceClientFrame> {
+  if (typeof raw !== "string") return bad("binary frames are not supported; send JSON text");
+  if (exceedsUtf8(raw, limits.maxFrameBytes))
+    return failure("too_large", `frame exceeds ${limits.maxFrameBytes} bytes`);
+  let o: unknown;
+  try {
+    o = JSON.parse(raw);
+  } catch {
+    return bad("frame is not valid JSON");
+  }
+  if (!isRecord(o)) return bad("frame must be a JSON object");
+  switch (o.type) {
+    case "heartbeat":
+      if (typeof o.status !== "string" || !HEARTBEAT_STATUSES.has(o.status))
+        return bad("status must be active, away or dnd");
+      return { ok: true, value: { type: "heartbeat", status: o.status as "active" | "away" | "dnd" } };
+    case "watch": {
+      if (!Array.isArray(o.users) || !o.users.every((u) => typeof u === "string" && USER_ID.test(u))) {
+        return bad("users must be an array of user ids");
+      }
+      const users = [...new Set(o.users as string[])];
+      if (users.length > limits.maxWatch)
+        return failure("too_large", `watch at most ${limits.maxWatch} users`);
+      return { ok: true, value: { type: "watch", users } };
+    }
+    case "ping":
+      return { ok: true, value: { type: "ping" } };
+    default:
+      return bad("unknown frame type");
+  }
+}

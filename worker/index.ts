@@ -13,11 +13,13 @@ import { authRoutes } from "./routes/auth.ts";
 import { homeRoutes } from "./routes/home.ts";
 import { meRoutes } from "./routes/me.ts";
 import { messageRoutes } from "./routes/messages.ts";
+import { presenceRoutes } from "./routes/presence.ts";
 import { roomRoutes } from "./routes/rooms.ts";
 import { tokenRoutes } from "./routes/tokens.ts";
 import { userRoutes } from "./routes/users.ts";
 import type { AppEnv } from "./types.ts";
 
+export { Presence } from "../durable-objects/presence.ts";
 export { Room } from "../durable-objects/room.ts";
 
 // A misconfigured deployment (access mode without its Access applications, dev mode without a
@@ -39,5 +41,6 @@ app.route("/api/rooms", messageRoutes);
 app.route("/api/users", userRoutes);
 app.route("/api/audit", auditRoutes);
 app.route("/api/tokens", tokenRoutes);
+app.route("/api/presence", presenceRoutes);
 
 export default app satisfies ExportedHandler<Env>;

@@ -10,6 +10,7 @@ import { audit } from "../audit.ts";
 import { type Role, tenants, users } from "../db/schema.ts";
 import { ApiError } from "../errors.ts";
 import { newId } from "../ids.ts";
+import { isOurOrigin } from "../origins.ts";
 import { pushMember } from "../rooms.ts";
 import type { AppEnv } from "../types.ts";
 import { identityOfApiToken } from "./api-tokens.ts";
@@ -213,9 +214,7 @@ export const requireIdentity = createMiddleware<AppEnv>(async (c, next) => {
   if (header === undefined && !SAFE_METHODS.has(c.req.method)) {
     // Cookie-authenticated writes must come from one of our pages: Access's cookie may be
     // SameSite=None, so a form on another site could otherwise post as the user (CSRF).
-    const origin = c.req.header("origin");
-    const allowed = authConfigOf(c.env).allowedOrigins;
-    const ours = origin !== undefined && (allowed.includes(origin) || origin === new URL(c.req.url).origin);
+    const ours = isOurOrigin(c, c.req.header("origin"));
     if (!ours) throw new ApiError("forbidden", "cross-site request refused");
   }
   let verified: Verified;

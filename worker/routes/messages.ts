@@ -8,9 +8,9 @@ import { limitsOf } from "../../config/limits.ts";
 import { encodeIdentity, IDENTITY_HEADER } from "../../durable-objects/room.ts";
 import type { CommandResult } from "../../durable-objects/room-commands.ts";
 import { isClientId, isSeq, parseCommand, type SequencedCommand } from "../../protocol/index.ts";
-import { authConfigOf } from "../auth/config.ts";
 import { ApiError } from "../errors.ts";
 import { intParam, readJsonObject } from "../http.ts";
+import { checkSocketOrigin } from "../origins.ts";
 import { actorOf, findRoom, roomStub } from "../rooms.ts";
 import type { AppEnv } from "../types.ts";
 
@@ -86,15 +86,7 @@ export const messageRoutes = new Hono<AppEnv>()
     if (c.req.header("upgrade")?.toLowerCase() !== "websocket") {
       throw new ApiError("bad_request", "this endpoint needs a WebSocket upgrade");
     }
-    // Browsers send Origin on every WebSocket; Access's cookie may be SameSite=None, so without this
-    // a page on another site could open an authenticated socket (cross-site WebSocket hijacking).
-    // Exact matches only. Clients that send no Origin (bots, the SDK in Node) are not browsers.
-    const origin = c.req.header("origin");
-    if (origin !== undefined) {
-      const allowed = authConfigOf(c.env).allowedOrigins;
-      const ok = allowed.length > 0 ? allowed.includes(origin) : origin === new URL(c.req.url).origin;
-      if (!ok) throw new ApiError("forbidden", "this origin may not open Parley sockets");
-    }
+    checkSocketOrigin(c);
     const me = c.get("identity");
     const stub = await stubFor(c);
     // The upgrade goes to the object unchanged, so it can accept the socket with hibernation; only

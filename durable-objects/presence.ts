@@ -1,0 +1,343 @@
+/**
+ * @module The Presence Durable Object: one per tenant shard (`<tenantId>:presence:<n>`, users
+ * assigned by hash). It holds the hibernatable sockets of its users' sessions (`/api/presence/ws`),
+ * derives each user's status from their sessions' heartbeats, and tells watchers about changes.
+ *
+ * A user is online (or away/dnd) while any session has sent a heartbeat within the timeout, and
+ * offline after it. Expiry runs from a persisted schedule (`expiries`) and one alarm at its earliest
+ * row, never from timers that would keep the object awake; alarms are at-least-once, so handling
+ * one is idempotent. Status changes cross shards by relay: watchers of a user may sit on any shard.
+ */
+import { DurableObject } from "cloudflare:workers";
+import { limitsOf } from "../config/limits.ts";
+import {
+  type ErrorCode,
+  type PresenceServerFrame,
+  type PresenceStatus,
+  parsePresenceFrame,
+} from "../protocol/index.ts";
+import { tenantNamespace } from "../worker/residency.ts";
+
+/** Header through which the worker hands the authenticated caller (URI-encoded JSON). */
+export const PRESENCE_IDENTITY_HEADER = "x-parley-identity";
+
+interface SessionInfo {
+  userId: string;
+  tenantId: string;
+  /** The session's own status and its last heartbeat (ms). */
+  status: "active" | "away" | "dnd";
+  beatAt: number;
+  watch: string[];
+}
+
+export interface PresenceChange {
+  user: string;
+  status: PresenceStatus;
+  lastSeen: number | null;
+}
+
+const MIGRATIONS = [
+  `CREATE TABLE users (user_id TEXT PRIMARY KEY, status TEXT NOT NULL, last_seen INTEGER);
+   CREATE TABLE expiries (user_id TEXT PRIMARY KEY, at INTEGER NOT NULL);
+   CREATE INDEX expiries_at ON expiries(at);
+   CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);`,
+];
+
+export class Presence extends DurableObject<Env> {
+  readonly #sql: SqlStorage;
+  readonly #sessions = new Map<WebSocket, SessionInfo>();
+  /** watched user → sockets watching them; rebuilt from attachments after a wake. */
+  #watchers: Map<string, Set<WebSocket>> | null = null;
+
+  constructor(ctx: DurableObjectState, env: Env) {
+    super(ctx, env);
+    this.#sql = ctx.storage.sql;
+    this.#migrate();
+  }
+
+  #migrate(): void {
+    const exists = this.#sql.exec("SELECT COUNT(*) AS n FROM sqlite_master WHERE name = 'meta'").one()
+      .n as number;
+    const version = exists
+      ? Number(this.#sql.exec("SELECT value FROM meta WHERE key = 'schema_version'").toArray()[0]?.value ?? 0)
+      : 0;
+    for (let v = version; v < MIGRATIONS.length; v++) {
+      this.ctx.storage.transactionSync(() => {
+        this.#sql.exec(MIGRATIONS[v] as string);
+        this.#sql.exec(
+          "INSERT INTO meta (key, value) VALUES ('schema_version', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+          String(v + 1),
+        );
+      });
+    }
+  }
+
+  // ---- sockets -------------------------------------------------------------------------------
+
+  override async fetch(request: Request): Promise<Response> {
+    const raw = request.headers.get(PRESENCE_IDENTITY_HEADER);
+    let who: { userId: string; tenantId: string } | null = null;
+    try {
+      const o = raw ? (JSON.parse(decodeURIComponent(raw)) as Record<string, unknown>) : null;
+      if (o && typeof o.userId === "string" && typeof o.tenantId === "string")
+        who = { userId: o.userId, tenantId: o.tenantId };
+    } catch {
+      who = null;
+    }
+    if (!who)
+      return Response.json({ error: { code: "unauthorized", message: "no identity" } }, { status: 401 });
+    const [client, server] = Object.values(new WebSocketPair()) as [WebSocket, WebSocket];
+    this.ctx.acceptWebSocket(server, [who.userId]);
+    const info: SessionInfo = { ...who, status: "active", beatAt: Date.now(), watch: [] };
+    server.serializeAttachment(info);
+    this.#sessions.set(server, info);
+    // Connecting counts as a heartbeat: the user is present from now on.
+    await this.#refresh(who.userId);
+    return new Response(null, { status: 101, webSocket: client });
+  }
+
+  override async webSocketMessage(ws: WebSocket, message: string | ArrayBuffer): Promise<void> {
+    const info = this.#info(ws);
+    if (!info) return;
+    const limits = limitsOf(this.env);
+    const parsed = parsePresenceFrame(message, limits);
+    if (!parsed.ok) {
+      send(ws, { type: "error", code: parsed.code, message: parsed.message });
+      return;
+    }
+    const frame = parsed.value;
+    if (frame.type === "heartbeat") {
+      info.status = frame.status;
+      info.beatAt = Date.now();
+      ws.serializeAttachment(info);
+      await this.#refresh(info.userId);
+    } else if (frame.type === "watch") {
+      this.#unwatch(ws, info);
+      info.watch = frame.users;
+      ws.serializeAttachment(info);
+      for (const id of info.watch) this.#watchersOf(id).add(ws);
+      for (const change of await this.#lookup(info.watch)) send(ws, { type: "presence", ...change });
+    } else {
+      send(ws, { type: "pong" });
+    }
+  }
+
+  override async webSocketClose(ws: WebSocket, code: number, reason: string): Promise<void> {
+    this.#drop(ws);
+    try {
+      ws.close(code === 1005 || code === 1006 ? 1000 : code, reason);
+    } catch {
+      // already closed
+    }
+  }
+
+  override async webSocketError(ws: WebSocket): Promise<void> {
+    this.#drop(ws);
+  }
+
+  // ---- status --------------------------------------------------------------------------------
+
+  /** Recomputes a user's status from their fresh sessions; persists and announces a change, and
+   * keeps the expiry schedule (and the alarm) at the moment they would go offline. */
+  async #refresh(userId: string): Promise<void> {
+    const timeout = limitsOf(this.env).presenceTimeoutMs;
+    const now = Date.now();
+    let latest = 0;
+    const statuses = new Set<string>();
+    for (const ws of this.ctx.getWebSockets(userId)) {
+      const s = this.#info(ws);
+      if (!s || now - s.beatAt >= timeout) continue;
+      statuses.add(s.status);
+      latest = Math.max(latest, s.beatAt);
+    }
+    const status: PresenceStatus =
+      statuses.size === 0
+        ? "offline"
+        : statuses.has("dnd")
+          ? "dnd"
+          : statuses.has("active")
+            ? "online"
+            : "away";
+    const before = this.#sql
+      .exec<{ status: string; last_seen: number | null }>(
+        "SELECT status, last_seen FROM users WHERE user_id = ?",
+        userId,
+      )
+      .toArray()[0];
+    const lastSeen = status === "offline" ? (before?.last_seen ?? null) : latest;
+    this.ctx.storage.transactionSync(() => {
+      this.#sql.exec(
+        "INSERT INTO users (user_id, status, last_seen) VALUES (?, ?, ?) ON CONFLICT (user_id) DO UPDATE SET status = excluded.status, last_seen = excluded.last_seen",
+        userId,
+        status,
+        lastSeen,
+      );
+      if (status === "offline") this.#sql.exec("DELETE FROM expiries WHERE user_id = ?", userId);
+      else {
+        this.#sql.exec(
+          "INSERT INTO expiries (user_id, at) VALUES (?, ?) ON CONFLICT (user_id) DO UPDATE SET at = excluded.at",
+          userId,
+          latest + timeout,
+        );
+      }
+    });
+    await this.#scheduleAlarm();
+    if (before?.status !== status) await this.#announce({ user: userId, status, lastSeen });
+  }
+
+  async #scheduleAlarm(): Promise<void> {
+    const next = this.#sql.exec<{ at: number | null }>("SELECT MIN(at) AS at FROM expiries").one().at;
+    if (next === null) await this.ctx.storage.deleteAlarm();
+    else if ((await this.ctx.storage.getAlarm()) !== next) await this.ctx.storage.setAlarm(next);
+  }
+
+  /** Users whose last heartbeat is older than the timeout go offline. Idempotent. */
+  override async alarm(): Promise<void> {
+    const due = this.#sql
+      .exec<{ user_id: string }>("SELECT user_id FROM expiries WHERE at <= ?", Date.now())
+      .toArray()
+      .map((r) => r.user_id);
+    for (const userId of due) await this.#refresh(userId);
+    await this.#scheduleAlarm();
+  }
+
+  /** Tells this shard's watchers, then every other shard (whose sessions may watch the user). */
+  async #announce(change: PresenceChange): Promise<void> {
+    this.relay(change);
+    const meta = this.#meta();
+    if (!meta) return;
+    const shards = limitsOf(this.env).presenceShards;
+    await Promise.all(
+      Array.from({ length: shards }, (_, n) => n)
+        .filter((n) => n !== meta.shard)
+        .map((n) => presenceStub(this.env, meta.tenantId, n).relay(change)),
+    );
+  }
+
+  // ---- RPC -----------------------------------------------------------------------------------
+
+  /** Names this object (tenant and shard), so it can reach its sibling shards. Idempotent. */
+  init(tenantId: string, shard: number): void {
+    this.#sql.exec(
+      "INSERT OR REPLACE INTO meta (key, value) VALUES ('tenant', ?), ('shard', ?)",
+      tenantId,
+      String(shard),
+    );
+  }
+
+  /** A status change from any shard: pushed to this shard's sessions that watch the user. */
+  relay(change: PresenceChange): void {
+    const frame = JSON.stringify({ type: "presence", ...change } satisfies PresenceServerFrame);
+    for (const ws of this.#watchersOf(change.user)) {
+      try {
+        ws.send(frame);
+      } catch {
+        // closing socket
+      }
+    }
+  }
+
+  /** Current presence of users held by this shard (unknown users are offline, never seen). */
+  snapshot(userIds: string[]): PresenceChange[] {
+    return userIds.map((id) => {
+      const row = this.#sql
+        .exec<{ status: string; last_seen: number | null }>(
+          "SELECT status, last_seen FROM users WHERE user_id = ?",
+          id,
+        )
+        .toArray()[0];
+      return {
+        user: id,
+        status: (row?.status as PresenceStatus) ?? "offline",
+        lastSeen: row?.last_seen ?? null,
+      };
+    });
+  }
+
+  // ---- helpers -------------------------------------------------------------------------------
+
+  /** Presence of any users, asking each user's own shard. */
+  async #lookup(userIds: string[]): Promise<PresenceChange[]> {
+    const meta = this.#meta();
+    if (!meta || userIds.length === 0) return [];
+    const shards = limitsOf(this.env).presenceShards;
+    const byShard = new Map<number, string[]>();
+    for (const id of userIds) {
+      const n = shardOf(id, shards);
+      byShard.set(n, [...(byShard.get(n) ?? []), id]);
+    }
+    const parts = await Promise.all(
+      [...byShard].map(([n, ids]) =>
+        n === meta.shard ? this.snapshot(ids) : presenceStub(this.env, meta.tenantId, n).snapshot(ids),
+      ),
+    );
+    const found = new Map(parts.flat().map((c) => [c.user, c]));
+    return userIds.map((id) => found.get(id) as PresenceChange);
+  }
+
+  #meta(): { tenantId: string; shard: number } | null {
+    const rows = this.#sql.exec<{ key: string; value: string }>("SELECT key, value FROM meta").toArray();
+    const m = Object.fromEntries(rows.map((r) => [r.key, r.value]));
+    return m.tenant ? { tenantId: m.tenant, shard: Number(m.shard ?? 0) } : null;
+  }
+
+  #info(ws: WebSocket): SessionInfo | undefined {
+    let info = this.#sessions.get(ws);
+    if (!info) {
+      info = (ws.deserializeAttachment() as SessionInfo | null) ?? undefined;
+      if (info) this.#sessions.set(ws, info);
+    }
+    return info;
+  }
+
+  #watchersOf(userId: string): Set<WebSocket> {
+    if (!this.#watchers) {
+      this.#watchers = new Map();
+      for (const ws of this.ctx.getWebSockets()) {
+        for (const id of this.#info(ws)?.watch ?? []) this.#watchersOf(id).add(ws);
+      }
+    }
+    let set = this.#watchers.get(userId);
+    if (!set) {
+      set = new Set();
+      this.#watchers.set(userId, set);
+    }
+    return set;
+  }
+
+  #unwatch(ws: WebSocket, info: SessionInfo): void {
+    for (const id of info.watch) this.#watchers?.get(id)?.delete(ws);
+  }
+
+  #drop(ws: WebSocket): void {
+    const info = this.#sessions.get(ws) ?? (ws.deserializeAttachment() as SessionInfo | null) ?? undefined;
+    if (info) this.#unwatch(ws, info);
+    this.#sessions.delete(ws);
+  }
+}
+
+/** FNV-1a of the user id: a stable shard for a user across isolates and deploys. */
+export function shardOf(userId: string, shards: number): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < userId.length; i++) {
+    h ^= userId.charCodeAt(i);
+    h = Math.imul(h, 0x01000193);
+  }
+  return (h >>> 0) % shards;
+}
+
+export function presenceStub(env: Env, tenantId: string, shard: number) {
+  const namespace = tenantNamespace(env, env.PRESENCE, tenantId);
+  return namespace.get(namespace.idFromName(`${tenantId}:presence:${shard}`));
+}
+
+function send(
+  ws: WebSocket,
+  frame: PresenceServerFrame | { type: "error"; code: ErrorCode; message: string },
+): void {
+  try {
+    ws.send(JSON.stringify(frame));
+  } catch {
+    // closing socket
+  }
+}

@@ -1,0 +1,171 @@
+import { runDurableObjectAlarm } from "cloudflare:test";
+import { env } from "cloudflare:workers";
+import { afterEach, describe, expect, it, vi } from "vitest";
+import { presenceStub, shardOf } from "../durable-objects/presence.ts";
+import { parseServerFrame } from "../protocol/index.ts";
+import { authHeaders, fetchWorker, login, type User, unique } from "./helpers.ts";
+
+type Frame = Record<string, unknown> & { type: string };
+
+/** A presence session: records frames, lets a test wait for one. */
+class Session {
+  readonly frames: Frame[] = [];
+  closed = false;
+  readonly #ws: WebSocket;
+  #waiters: (() => void)[] = [];
+  private constructor(ws: WebSocket) {
+    this.#ws = ws;
+    ws.addEventListener("message", (e) => {
+      this.frames.push(parseServerFrame(String(e.data)) as unknown as Frame);
+      for (const w of this.#waiters.splice(0)) w();
+    });
+    ws.addEventListener("close", () => {
+      this.closed = true;
+      for (const w of this.#waiters.splice(0)) w();
+    });
+  }
+  static async open(user: User): Promise<Session> {
+    const res = await fetchWorker("/api/presence/ws", {
+      headers: { upgrade: "websocket", ...authHeaders(user.token) },
+    });
+    if (!res.webSocket) throw new Error(`presence upgrade refused: ${res.status}`);
+    res.webSocket.accept();
+    return new Session(res.webSocket);
+  }
+  send(frame: unknown): void {
+    this.#ws.send(JSON.stringify(frame));
+  }
+  close(): void {
+    this.#ws.close(1000, "bye");
+  }
+  /** Resolves with the first frame after index `from` that matches; fails (never hangs) after 10 s. */
+  async next(match: (f: Frame) => boolean, from = 0): Promise<Frame> {
+    const deadline = Date.now() + 10_000;
+    for (;;) {
+      const found = this.frames.slice(from).find(match);
+      if (found) return found;
+      if (this.closed) throw new Error("session closed");
+      const left = deadline - Date.now();
+      if (left <= 0) throw new Error("timed out waiting for a presence frame");
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, left);
+        this.#waiters.push(() => {
+          clearTimeout(t);
+          resolve();
+        });
+      });
+    }
+  }
+  /** A ping round trip: every earlier frame of this session has been processed. */
+  async sync(): Promise<void> {
+    const from = this.frames.length;
+    this.send({ type: "ping" });
+    await this.next((f) => f.type === "pong", from);
+  }
+}
+
+const presenceOf = (user: string) => (f: Frame) => f.type === "presence" && f.user === user;
+const SHARDS = 3; // vitest.config.ts
+
+/** Two users of one tenant whose presence lives on different shards. */
+async function usersOnTwoShards(): Promise<[User, User]> {
+  const tenant = unique("t");
+  const first = await login(tenant);
+  for (;;) {
+    const other = await login(tenant);
+    if (shardOf(other.id, SHARDS) !== shardOf(first.id, SHARDS)) return [first, other];
+  }
+}
+
+afterEach(() => {
+  vi.useRealTimers();
+});
+
+describe("presence", () => {
+  it("keeps a user online while any device is, then offline 60 s after the last heartbeat, by alarm", async () => {
+    const [ada, watcher] = await usersOnTwoShards();
+    const laptop = await Session.open(ada);
+    const phone = await Session.open(ada);
+    const w = await Session.open(watcher);
+    w.send({ type: "watch", users: [ada.id] });
+    expect(await w.next(presenceOf(ada.id))).toMatchObject({
+      status: "online",
+      lastSeen: expect.any(Number),
+    });
+
+    laptop.close();
+    phone.send({ type: "heartbeat", status: "active" });
+    await phone.sync();
+    phone.close();
+    const stub = presenceStub(env, ada.tenant, shardOf(ada.id, SHARDS));
+    // Not yet due: the alarm changes nothing.
+    await runDurableObjectAlarm(stub);
+    expect(w.frames.filter(presenceOf(ada.id))).toHaveLength(1);
+
+    const from = w.frames.length;
+    vi.useFakeTimers({ toFake: ["Date"], now: Date.now() + 61_000 });
+    expect(await runDurableObjectAlarm(stub)).toBe(true);
+    const offline = await w.next(presenceOf(ada.id), from);
+    expect(offline).toMatchObject({ status: "offline", lastSeen: expect.any(Number) });
+    // lastSeen persisted: a new watcher sees the same.
+    const late = await Session.open(watcher);
+    late.send({ type: "watch", users: [ada.id] });
+    expect(await late.next(presenceOf(ada.id))).toEqual({
+      type: "presence",
+      user: ada.id,
+      status: "offline",
+      lastSeen: offline.lastSeen,
+    });
+  });
+
+  it("reports away and dnd across shards, dnd winning over another device's active", async () => {
+    const [ada, watcher] = await usersOnTwoShards();
+    const w = await Session.open(watcher);
+    const laptop = await Session.open(ada);
+    w.send({ type: "watch", users: [ada.id] });
+    await w.next(presenceOf(ada.id));
+    let from = w.frames.length;
+    laptop.send({ type: "heartbeat", status: "away" });
+    expect(await w.next(presenceOf(ada.id), from)).toMatchObject({ status: "away" });
+    from = w.frames.length;
+    const phone = await Session.open(ada); // a new session is active
+    expect(await w.next(presenceOf(ada.id), from)).toMatchObject({ status: "online" });
+    from = w.frames.length;
+    laptop.send({ type: "heartbeat", status: "dnd" });
+    expect(await w.next(presenceOf(ada.id), from)).toMatchObject({ status: "dnd" });
+    phone.close();
+  });
+
+  it("limits a watch set to 500 users and refuses malformed frames without closing", async () => {
+    const ada = await login(unique("t"));
+    const s = await Session.open(ada);
+    s.send({ type: "watch", users: Array.from({ length: 501 }, (_, i) => `u_${i}`) });
+    expect(await s.next((f) => f.type === "error")).toMatchObject({ code: "too_large" });
+    s.send({ type: "heartbeat", status: "sleeping" });
+    s.send("{nope");
+    await s.next((f) => f.type === "error", s.frames.findIndex((f) => f.type === "error") + 1);
+    await s.sync();
+    expect(s.closed).toBe(false);
+  });
+
+  it("never reveals presence across tenants", async () => {
+    const ada = await login(unique("t"));
+    const eve = await login(unique("t"));
+    const adaSession = await Session.open(ada);
+    await adaSession.sync();
+    const spy = await Session.open(eve);
+    spy.send({ type: "watch", users: [ada.id] });
+    // Another tenant's user is indistinguishable from a user never seen.
+    expect(await spy.next(presenceOf(ada.id))).toEqual({
+      type: "presence",
+      user: ada.id,
+      status: "offline",
+      lastSeen: null,
+    });
+    const from = spy.frames.length;
+    adaSession.send({ type: "heartbeat", status: "dnd" });
+    await adaSession.sync();
+    await spy.sync();
+    expect(spy.frames.slice(from).filter(presenceOf(ada.id))).toEqual([]);
+  });
+});

@@ -1,0 +1,24 @@
+/** @module `GET /api/presence/ws`: a session's presence socket, on its user's shard of the tenant. */
+import { Hono } from "hono";
+import { limitsOf } from "../../config/limits.ts";
+import { PRESENCE_IDENTITY_HEADER, presenceStub, shardOf } from "../../durable-objects/presence.ts";
+import { ApiError } from "../errors.ts";
+import { checkSocketOrigin } from "../origins.ts";
+import type { AppEnv } from "../types.ts";
+
+export const presenceRoutes = new Hono<AppEnv>().get("/ws", async (c) => {
+  if (c.req.header("upgrade")?.toLowerCase() !== "websocket") {
+    throw new ApiError("bad_request", "this endpoint needs a WebSocket upgrade");
+  }
+  checkSocketOrigin(c);
+  const me = c.get("identity");
+  const shard = shardOf(me.userId, limitsOf(c.env).presenceShards);
+  const stub = presenceStub(c.env, me.tenantId, shard);
+  await stub.init(me.tenantId, shard);
+  const headers = new Headers(c.req.raw.headers);
+  headers.set(
+    PRESENCE_IDENTITY_HEADER,
+    encodeURIComponent(JSON.stringify({ userId: me.userId, tenantId: me.tenantId })),
+  );
+  return stub.fetch(new Request(c.req.raw, { headers }));
+});

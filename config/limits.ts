@@ -52,6 +52,9 @@ export interface Limits {
   /** Presence shards per tenant (users assigned by hash): one object holds every session of its
    * users, so a very large tenant spreads them over several. */
   presenceShards: number;
+  /** Activity notices from a room to presence are coalesced over this window: one notice per
+   * window per shard instead of one per message (a busy room would otherwise flood presence). */
+  activityWindowMs: number;
 }
 
 export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
@@ -76,6 +79,7 @@ export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
   presenceTimeoutMs: 60_000,
   maxWatch: 500,
   presenceShards: 1,
+  activityWindowMs: 250,
 });
 
 /** The wrangler variables that override a limit, and the floor each must respect. */

@@ -237,6 +237,28 @@ export class Presence extends DurableObject<Env> {
     }
   }
 
+  /** A read marker moved on one of the user's devices: their presence sessions learn it. */
+  readMoved(userId: string, room: string, seq: number): void {
+    const frame = JSON.stringify({ type: "read", room, seq } satisfies PresenceServerFrame);
+    for (const ws of this.ctx.getWebSockets(userId)) sendRaw(ws, frame);
+  }
+
+  /** New events in a room: each member with a session here hears `activity` once per batch. */
+  activity(room: string, lastSeq: number, members: string[], mentioned: string[]): void {
+    const mentions = new Set(mentioned);
+    for (const userId of members) {
+      const sockets = this.ctx.getWebSockets(userId);
+      if (sockets.length === 0) continue;
+      const frame = JSON.stringify({
+        type: "activity",
+        room,
+        lastSeq,
+        mention: mentions.has(userId),
+      } satisfies PresenceServerFrame);
+      for (const ws of sockets) sendRaw(ws, frame);
+    }
+  }
+
   /** Current presence of users held by this shard (unknown users are offline, never seen). */
   snapshot(userIds: string[]): PresenceChange[] {
     return userIds.map((id) => {
@@ -335,9 +357,13 @@ function send(
   ws: WebSocket,
   frame: PresenceServerFrame | { type: "error"; code: ErrorCode; message: string },
 ): void {
+  sendRaw(ws, JSON.stringify(frame));
+}
+
+function sendRaw(ws: WebSocket, frame: string): void {
   try {
-    ws.send(JSON.stringify(frame));
+    ws.send(frame);
   } catch {
-    // closing socket
+    // closing socket: the client catches up from GET /api/rooms when it reconnects
   }
 }

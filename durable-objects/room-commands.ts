@@ -10,9 +10,10 @@ export interface Actor extends UserRef {
   role: string;
 }
 
-/** `targetAuthor`: for a delete that was created, whose message it was (for the audit log). */
+/** `targetAuthor`: for a delete that was created, whose message it was (for the audit log);
+ * `mentioned`: for a message, the members it mentions. */
 export type CommandResult =
-  | ({ ok: true; targetAuthor?: string } & AppendResult)
+  | ({ ok: true; targetAuthor?: string; mentioned?: string[] } & AppendResult)
   | (Failure & { clientId: string });
 
 const ADMIN_ROLES = new Set(["owner", "admin"]);
@@ -54,7 +55,7 @@ function decide(log: RoomLog, actor: Actor, cmd: SequencedCommand, now: number):
         ...(cmd.threadRoot !== undefined ? { threadRoot: cmd.threadRoot } : {}),
       };
       const mentions = mentionsIn(cmd.text).filter((id) => id !== actor.id && log.member(id) !== undefined);
-      return { ok: true, ...log.append(event, { mentions }) };
+      return { ok: true, mentioned: mentions, ...log.append(event, { mentions }) };
     }
     case "edit": {
       const target = log.target(cmd.target);

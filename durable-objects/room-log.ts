@@ -318,6 +318,10 @@ export class RoomLog {
     return this.#members;
   }
 
+  memberIds(): string[] {
+    return [...this.#memberMap().keys()];
+  }
+
   member(userId: string): Member | undefined {
     return this.#memberMap().get(userId);
   }

@@ -23,6 +23,8 @@ import {
   type ServerFrame,
   type UserRef,
 } from "../protocol/index.ts";
+import { ActivityBatch } from "./activity.ts";
+import { presenceStub, shardOf } from "./presence.ts";
 import { RateLimiter } from "./rate-limit.ts";
 import { type Actor, applyCommand, type CommandResult } from "./room-commands.ts";
 import { type Member, RoomLog, type RoomMeta } from "./room-log.ts";
@@ -65,6 +67,7 @@ export class Room extends DurableObject<Env> {
   /** Events committed but not yet sent, and acks waiting behind them (see `#flush`). */
   #pending: string[] = [];
   #pendingAcks = new Map<WebSocket, string[]>();
+  readonly #activity = new ActivityBatch();
   #flushScheduled = false;
 
   constructor(ctx: DurableObjectState, env: Env) {
@@ -102,7 +105,7 @@ export class Room extends DurableObject<Env> {
       },
       { apply: () => this.#log.putMember(member) },
     );
-    this.#broadcast(result.json);
+    this.#broadcast(result.json, result.seq);
     return { ok: true, seq: result.seq };
   }
 
@@ -115,7 +118,7 @@ export class Room extends DurableObject<Env> {
       { kind: "member_leave", ts: Date.now(), author: actor, user: { id: member.id, name: member.name } },
       { apply: () => this.#log.removeMember(userId) },
     );
-    this.#broadcast(result.json);
+    this.#broadcast(result.json, result.seq);
     for (const ws of this.ctx.getWebSockets(userId)) {
       this.#forget(ws);
       closeQuietly(ws, CLOSE.revoked.code, CLOSE.revoked.reason);
@@ -153,7 +156,22 @@ export class Room extends DurableObject<Env> {
     if (!this.#log.member(userId)) return failure("forbidden", "join the room first");
     if (seq > this.#log.lastSeq)
       return failure("bad_request", `seq ${seq} is beyond the log (lastSeq ${this.#log.lastSeq})`);
-    return { ok: true, readSeq: this.#log.markRead(userId, seq) };
+    const before = this.#log.readSeq(userId);
+    const readSeq = this.#log.markRead(userId, seq);
+    const meta = this.#log.meta();
+    if (readSeq > before && meta) {
+      const shard = shardOf(userId, this.#limits.presenceShards);
+      this.ctx.waitUntil(
+        presenceStub(this.env, meta.tenantId, shard)
+          .readMoved(userId, meta.roomId, readSeq)
+          .catch((err: unknown) =>
+            console.error(
+              JSON.stringify({ event: "read_push_failed", room: meta.roomId, error: String(err) }),
+            ),
+          ),
+      );
+    }
+    return { ok: true, readSeq };
   }
 
   summary(userId: string): RoomSummary {
@@ -174,7 +192,7 @@ export class Room extends DurableObject<Env> {
       { kind: "room_update", ts: Date.now(), author: { id: actor.id, name: actor.name }, ...changed },
       { apply: () => changed.name !== undefined && this.#log.setMeta({ ...meta, name: changed.name }) },
     );
-    this.#broadcast(result.json);
+    this.#broadcast(result.json, result.seq);
     return { seq: result.seq };
   }
 
@@ -302,7 +320,7 @@ export class Room extends DurableObject<Env> {
     if (result.ok && result.created && cmd.type === "delete" && result.targetAuthor !== actor.id) {
       this.#auditAdminDeletion(actor, cmd.target, result.targetAuthor);
     }
-    if (result.ok && result.created) this.#broadcast(result.json);
+    if (result.ok && result.created) this.#broadcast(result.json, result.seq, result.mentioned);
     return result;
   }
 
@@ -398,9 +416,37 @@ export class Room extends DurableObject<Env> {
     }
   }
 
-  #broadcast(json: string): void {
+  #broadcast(json: string, seq: number, mentioned: readonly string[] = []): void {
     this.#pending.push(json);
     this.#scheduleFlush();
+    if (this.#activity.add(seq, mentioned))
+      setTimeout(() => this.#sendActivity(), this.#limits.activityWindowMs);
+  }
+
+  /** One coalesced activity notice per presence shard with members of this room. A notice lost to a
+   * crash is a lost hint, not lost data: clients read lastSeq and unread from GET /api/rooms. */
+  #sendActivity(): void {
+    const notice = this.#activity.take();
+    const meta = this.#log.meta();
+    if (!notice || !meta) return;
+    const shards = this.#limits.presenceShards;
+    const byShard = new Map<number, string[]>();
+    for (const id of this.#log.memberIds()) {
+      const n = shardOf(id, shards);
+      byShard.set(n, [...(byShard.get(n) ?? []), id]);
+    }
+    for (const [n, members] of byShard) {
+      const mentioned = notice.mentioned.filter((id) => shardOf(id, shards) === n);
+      this.ctx.waitUntil(
+        presenceStub(this.env, meta.tenantId, n)
+          .activity(meta.roomId, notice.lastSeq, members, mentioned)
+          .catch((err: unknown) =>
+            console.error(
+              JSON.stringify({ event: "activity_failed", room: meta.roomId, error: String(err) }),
+            ),
+          ),
+      );
+    }
   }
 
   #queueAck(ws: WebSocket, frame: string): void {

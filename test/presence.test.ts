@@ -3,7 +3,7 @@ import { env } from "cloudflare:workers";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { presenceStub, shardOf } from "../durable-objects/presence.ts";
 import { parseServerFrame } from "../protocol/index.ts";
-import { authHeaders, fetchWorker, login, type User, unique } from "./helpers.ts";
+import { api, authHeaders, fetchWorker, json, login, type User, unique } from "./helpers.ts";
 
 type Frame = Record<string, unknown> & { type: string };
 
@@ -167,5 +167,72 @@ describe("presence", () => {
     await adaSession.sync();
     await spy.sync();
     expect(spy.frames.slice(from).filter(presenceOf(ada.id))).toEqual([]);
+  });
+});
+
+describe("activity and read markers", () => {
+  it("tells a member's sessions about new events in each of their rooms, with mentions, and counts them", async () => {
+    const tenant = unique("t");
+    const bob = await login(tenant);
+    const ada = await login(tenant);
+    const rooms: string[] = [];
+    for (let i = 0; i < 3; i++) {
+      const room = await json<{ id: string }>(
+        api(bob, "POST", "/api/rooms", { name: `r${i}`, members: [ada.id] }),
+      );
+      rooms.push(room.id);
+    }
+    const session = await Session.open(ada);
+    await session.sync();
+    const post = async (room: string, text: string) =>
+      (
+        await json<{ seq: number }>(
+          api(bob, "POST", `/api/rooms/${room}/messages`, { clientId: unique("c"), text }),
+        )
+      ).seq;
+    const last = [
+      [await post(rooms[0]!, "one"), await post(rooms[0]!, "two"), await post(rooms[0]!, "three")].at(-1),
+      await post(rooms[1]!, `look @<${ada.id}>`),
+      [await post(rooms[2]!, "a"), await post(rooms[2]!, "b")].at(-1),
+    ];
+    for (const [i, room] of rooms.entries()) {
+      const notice = await session.next(
+        (f) => f.type === "activity" && f.room === room && f.lastSeq === last[i],
+      );
+      expect(notice.mention).toBe(i === 1);
+      // Coalesced: never more notices than events, and none after the last.
+      const forRoom = session.frames.filter((f) => f.type === "activity" && f.room === room);
+      expect(forRoom.length).toBeLessThanOrEqual(i === 0 ? 3 : i === 1 ? 1 : 2);
+      expect(forRoom.at(-1)?.lastSeq).toBe(last[i]);
+    }
+    const view = await json<{ id: string; unread: number; mentions: number }[]>(
+      api(ada, "GET", "/api/rooms"),
+    );
+    const byId = new Map(view.map((r) => [r.id, r]));
+    expect(rooms.map((r) => [byId.get(r)?.unread, byId.get(r)?.mentions])).toEqual([
+      [3, 0],
+      [1, 1],
+      [2, 0],
+    ]);
+  });
+
+  it("pushes a read marker moved on one device to the user's other sessions, never backwards", async () => {
+    const tenant = unique("t");
+    const ada = await login(tenant);
+    const room = await json<{ id: string }>(api(ada, "POST", "/api/rooms", { name: "reads" }));
+    for (let i = 0; i < 4; i++)
+      await api(ada, "POST", `/api/rooms/${room.id}/messages`, { clientId: `m${i}`, text: `${i}` });
+    const laptop = await Session.open(ada);
+    const phone = await Session.open(ada);
+    await Promise.all([laptop.sync(), phone.sync()]);
+    expect((await api(ada, "PUT", `/api/rooms/${room.id}/read`, { seq: 4 })).status).toBe(200);
+    for (const s of [laptop, phone])
+      expect(await s.next((f) => f.type === "read")).toEqual({ type: "read", room: room.id, seq: 4 });
+    // Backwards changes nothing and pushes nothing; the next forward move is the next frame.
+    await api(ada, "PUT", `/api/rooms/${room.id}/read`, { seq: 2 });
+    await api(ada, "PUT", `/api/rooms/${room.id}/read`, { seq: 5 });
+    const from = phone.frames.findIndex((f) => f.type === "read") + 1;
+    expect(await phone.next((f) => f.type === "read", from)).toEqual({ type: "read", room: room.id, seq: 5 });
+    expect(phone.frames.filter((f) => f.type === "read").map((f) => f.seq)).toEqual([4, 5]);
   });
 });

@@ -17,6 +17,13 @@ import { ceilingTarget, parleyTarget, type Target } from "./targets.ts";
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 const log = (msg: string) => process.stderr.write(`bench: ${msg}\n`);
 
+// `--presence`: the presence bench (bench/presence.ts) instead of the room bench; it starts and
+// stops its own server, handles signals itself and writes only the "## Presence" section.
+if (process.argv.slice(2).includes("--presence")) {
+  await (await import("./presence.ts")).runPresence(process.argv.slice(2));
+  process.exit();
+}
+
 const servers: Server[] = [];
 let stopping: Promise<void> | null = null;
 function stopServers(): Promise<void> {

@@ -15,7 +15,7 @@ import WebSocket from "ws";
 import type { PresenceServerFrame } from "../protocol/index.ts";
 import { type Server, startParley, stopAllSync, workerdSnapshot } from "./servers.ts";
 import { type LatencySummary, Samples } from "./stats.ts";
-import { pool } from "./targets.ts";
+import { api, pool } from "./targets.ts";
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 const log = (msg: string) => process.stderr.write(`bench presence: ${msg}\n`);
@@ -100,34 +100,6 @@ export function parsePresenceOptions(argv: string[]): PresenceOptions {
 
 // ---------------------------------------------------------------------------------------------
 // HTTP
-
-async function api<T>(
-  base: string,
-  method: string,
-  path: string,
-  token?: string,
-  body?: unknown,
-): Promise<T> {
-  const headers: Record<string, string> = {};
-  if (token) headers["Cf-Access-Jwt-Assertion"] = token;
-  if (body !== undefined) headers["Content-Type"] = "application/json";
-  for (let attempt = 0; ; attempt++) {
-    const res = await fetch(`${base}${path}`, {
-      method,
-      headers,
-      body: body === undefined ? undefined : JSON.stringify(body),
-      signal: AbortSignal.timeout(15_000),
-    });
-    const text = await res.text();
-    if (res.status === 429 && attempt < 5) {
-      const retry = Number(/"retryAfter":\s*([\d.]+)/.exec(text)?.[1] ?? 1);
-      await sleep(Math.min(5, retry) * 1000);
-      continue;
-    }
-    if (!res.ok) throw new Error(`${method} ${path} → ${res.status} ${text.slice(0, 200)}`);
-    return (text === "" ? {} : JSON.parse(text)) as T;
-  }
-}
 
 interface User {
   token: string;

@@ -71,7 +71,8 @@ class ApiError extends Error {
   }
 }
 
-async function api<T>(
+/** JSON over HTTP to a bench server, retrying 429s as a client would. */
+export async function api<T>(
   base: string,
   method: string,
   path: string,

@@ -289,18 +289,15 @@ export function parseCommand(
 }
 
 /**
- * Parses one client WebSocket frame. Size is checked before JSON parsing so an oversized frame
- * costs nothing; binary frames are refused (the protocol is JSON text).
+ * The envelope every client frame shares: text (binary is refused), at most `maxFrameBytes` (checked
+ * before parsing, so an oversized frame costs nothing), JSON, an object.
  */
-export function parseClientFrame(raw: string | ArrayBuffer, limits: FieldLimits): Parsed<ClientFrame> {
+function parseFrameObject(raw: string | ArrayBuffer, maxFrameBytes: number): Parsed<Record<string, unknown>> {
   if (typeof raw !== "string") {
-    if (raw.byteLength > limits.maxFrameBytes)
-      return failure("too_large", `frame exceeds ${limits.maxFrameBytes} bytes`);
+    if (raw.byteLength > maxFrameBytes) return failure("too_large", `frame exceeds ${maxFrameBytes} bytes`);
     return bad("binary frames are not supported; send JSON text");
   }
-  if (exceedsUtf8(raw, limits.maxFrameBytes)) {
-    return failure("too_large", `frame exceeds ${limits.maxFrameBytes} bytes`);
-  }
+  if (exceedsUtf8(raw, maxFrameBytes)) return failure("too_large", `frame exceeds ${maxFrameBytes} bytes`);
   let o: unknown;
   try {
     o = JSON.parse(raw);
@@ -308,6 +305,14 @@ export function parseClientFrame(raw: string | ArrayBuffer, limits: FieldLimits)
     return bad("frame is not valid JSON");
   }
   if (!isRecord(o)) return bad("frame must be a JSON object");
+  return { ok: true, value: o };
+}
+
+/** Parses one client frame of a room socket. */
+export function parseClientFrame(raw: string | ArrayBuffer, limits: FieldLimits): Parsed<ClientFrame> {
+  const envelope = parseFrameObject(raw, limits.maxFrameBytes);
+  if (!envelope.ok) return envelope;
+  const o = envelope.value;
   const clientId = isClientId(o.clientId) ? o.clientId : undefined;
   switch (o.type) {
     case "ping":
@@ -382,16 +387,9 @@ export function parsePresenceFrame(
   raw: string | ArrayBuffer,
   limits: { maxFrameBytes: number; maxWatch: number },
 ): Parsed<PresenceClientFrame> {
-  if (typeof raw !== "string") return bad("binary frames are not supported; send JSON text");
-  if (exceedsUtf8(raw, limits.maxFrameBytes))
-    return failure("too_large", `frame exceeds ${limits.maxFrameBytes} bytes`);
-  let o: unknown;
-  try {
-    o = JSON.parse(raw);
-  } catch {
-    return bad("frame is not valid JSON");
-  }
-  if (!isRecord(o)) return bad("frame must be a JSON object");
+  const envelope = parseFrameObject(raw, limits.maxFrameBytes);
+  if (!envelope.ok) return envelope;
+  const o = envelope.value;
   switch (o.type) {
     case "heartbeat":
       if (typeof o.status !== "string" || !HEARTBEAT_STATUSES.has(o.status))

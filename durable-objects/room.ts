@@ -90,23 +90,29 @@ export class Room extends DurableObject<Env> {
     this.#log.setMeta(meta);
   }
 
-  /** Adds a member (a sequenced `member_join` by `actor`, the joiner themself or whoever added
-   * them); a no-op for an existing member. Rate-limited per actor like any command. */
-  join(member: Member, actor: UserRef = member): { ok: true; seq: number | null } | Failure {
-    if (this.#log.member(member.id)) return { ok: true, seq: null };
+  /**
+   * Adds members: one sequenced `member_join` (by `actor`: the joiner themself, or whoever added
+   * them) for each who is not a member yet, all in one transaction. Existing members are skipped.
+   * Rate-limited per actor like one command. Returns the ids that joined.
+   */
+  join(members: Member[], actor: UserRef): { ok: true; joined: string[] } | Failure {
+    const newcomers = members.filter(
+      (m, i) => !this.#log.member(m.id) && members.findIndex((o) => o.id === m.id) === i,
+    );
+    if (newcomers.length === 0) return { ok: true, joined: [] };
     const refused = this.#admit(actor.id);
     if (refused) return refused;
-    const result = this.#log.append(
-      {
-        kind: "member_join",
-        ts: Date.now(),
-        author: { id: actor.id, name: actor.name },
-        user: { id: member.id, name: member.name },
-      },
-      { apply: () => this.#log.putMember(member) },
+    const author = { id: actor.id, name: actor.name };
+    const appended = this.#log.transaction(() =>
+      newcomers.map((member) =>
+        this.#log.append(
+          { kind: "member_join", ts: Date.now(), author, user: { id: member.id, name: member.name } },
+          { apply: () => this.#log.putMember(member) },
+        ),
+      ),
     );
-    this.#broadcast(result.json, result.seq);
-    return { ok: true, seq: result.seq };
+    for (const result of appended) this.#broadcast(result.json, result.seq);
+    return { ok: true, joined: newcomers.map((m) => m.id) };
   }
 
   /** Removes a member (a sequenced `member_leave`) and closes their sockets at once. Never

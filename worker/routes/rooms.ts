@@ -39,24 +39,41 @@ async function describe(env: Env, me: Identity, room: RoomRow, joined: boolean) 
   };
 }
 
-/** Puts a user in a room: directory row, then the room object's sequenced join by `actor`, with the
- * user's role as the directory has it now (not as a possibly older request saw it). Idempotent. */
-async function enroll(env: Env, room: RoomRow, given: Person, actor: Person = given) {
-  const current = await drizzle(env.DB)
-    .select({ role: users.role })
-    .from(users)
-    .where(eq(users.id, given.id))
-    .get();
-  const user = { ...given, role: current?.role ?? given.role };
-  await drizzle(env.DB)
-    .insert(memberships)
-    .values({ tenantId: room.tenantId, roomId: room.id, userId: user.id, joinedAt: Date.now() })
-    .onConflictDoNothing();
+/**
+ * Puts users in a room: directory rows (one D1 batch), then one call to the room object, which
+ * sequences a member_join by `actor` for each newcomer in one transaction, with each user's role
+ * as the directory has it now (not as a possibly older request saw it). Idempotent; returns the
+ * ids that joined.
+ */
+async function enroll(env: Env, room: RoomRow, given: Person[], actor: Person): Promise<string[]> {
+  if (given.length === 0) return [];
+  const db = drizzle(env.DB);
+  const ids = given.map((u) => u.id);
+  const roles = new Map(
+    (await db.select({ id: users.id, role: users.role }).from(users).where(inArray(users.id, ids)).all()).map(
+      (u) => [u.id, u.role],
+    ),
+  );
+  const now = Date.now();
+  const [first, ...rest] = given.map((u) =>
+    db
+      .insert(memberships)
+      .values({ tenantId: room.tenantId, roomId: room.id, userId: u.id, joinedAt: now })
+      .onConflictDoNothing(),
+  );
+  if (first) await db.batch([first, ...rest]);
   const stub = roomStub(env, room.tenantId, room.id);
   await stub.init({ tenantId: room.tenantId, roomId: room.id, name: room.name, kind: room.kind });
-  const result = await stub.join(user, { id: actor.id, name: actor.name });
+  const members = given.map((u) => ({ id: u.id, name: u.name, role: roles.get(u.id) ?? u.role }));
+  const result = await stub.join(members, { id: actor.id, name: actor.name });
   if (!result.ok) throw ApiError.from(result);
-  return result.seq !== null;
+  return result.joined;
+}
+
+/** Audits each user an actor added to a room (not the actor joining on their own). */
+async function auditAdded(env: Env, me: Identity, roomId: string, joined: string[]) {
+  for (const userId of joined)
+    if (userId !== me.userId) await audit(env, me, "room.member_added", roomId, { userId });
 }
 
 /** The users of the caller's tenant with these ids, in the order given; 404 if any is not one. */
@@ -109,7 +126,7 @@ async function openDm(
   const found = await existing();
   if (found) {
     // Anyone of the set who left comes back: a dm belongs to exactly its member set.
-    for (const user of members) await enroll(env, found, user, members[0]);
+    await auditAdded(env, me, found.id, await enroll(env, found, members, personOf(me)));
     return { room: found, created: false };
   }
   const room: RoomRow = {
@@ -132,11 +149,7 @@ async function openDm(
     if (!winner) throw new Error("dm insert lost a race to a row that is gone");
     return { room: winner, created: false };
   }
-  for (const user of members) {
-    if ((await enroll(env, room, user, members[0])) && user.id !== me.userId) {
-      await audit(env, me, "room.member_added", room.id, { userId: user.id });
-    }
-  }
+  await auditAdded(env, me, room.id, await enroll(env, room, members, personOf(me)));
   return { room, created: true };
 }
 
@@ -200,12 +213,7 @@ export const roomRoutes = new Hono<AppEnv>()
     };
     await drizzle(c.env.DB).insert(rooms).values(room);
     const creator = personOf(me);
-    await enroll(c.env, room, creator);
-    for (const user of invited) {
-      if (user.id !== me.userId && (await enroll(c.env, room, user, creator))) {
-        await audit(c.env, me, "room.member_added", room.id, { userId: user.id });
-      }
-    }
+    await auditAdded(c.env, me, room.id, await enroll(c.env, room, [creator, ...invited], creator));
     return c.json(await describe(c.env, me, room, true), 201);
   })
   .patch("/:roomId", async (c) => {
@@ -245,8 +253,9 @@ export const roomRoutes = new Hono<AppEnv>()
     const me = c.get("identity");
     const room = await findRoom(c.env, me, c.req.param("roomId"));
     // findRoom already hid private rooms and dms from non-members; their members joining is a no-op.
-    if (await enroll(c.env, room, personOf(me)))
+    if ((await enroll(c.env, room, [personOf(me)], personOf(me))).length > 0) {
       await audit(c.env, me, "room.member_joined", room.id, { userId: me.userId });
+    }
     return c.json(await describe(c.env, me, room, true));
   })
   .post("/:roomId/leave", async (c) => {
@@ -270,9 +279,7 @@ export const roomRoutes = new Hono<AppEnv>()
     const body = await readJsonObject(c, limitsOf(c.env).maxJsonBodyBytes);
     if (typeof body.userId !== "string") throw new ApiError("bad_request", "userId must be a string");
     const [user] = await tenantUsers(c.env, me, [body.userId]);
-    if (user && (await enroll(c.env, room, user, personOf(me)))) {
-      await audit(c.env, me, "room.member_added", room.id, { userId: user.id });
-    }
+    if (user) await auditAdded(c.env, me, room.id, await enroll(c.env, room, [user], personOf(me)));
     return c.json({ ok: true });
   })
   .delete("/:roomId/members/:userId", async (c) => {

@@ -4,6 +4,7 @@
  */
 import { env } from "cloudflare:workers";
 import { Hono } from "hono";
+import { consumeRoomEvents } from "./archive/consumer.ts";
 import { readAuthConfig } from "./auth/config.ts";
 import { requireIdentity } from "./auth/identity.ts";
 import { errorResponse, onError } from "./errors.ts";
@@ -15,6 +16,7 @@ import { meRoutes } from "./routes/me.ts";
 import { messageRoutes } from "./routes/messages.ts";
 import { presenceRoutes } from "./routes/presence.ts";
 import { roomRoutes } from "./routes/rooms.ts";
+import { searchRoutes } from "./routes/search.ts";
 import { tokenRoutes } from "./routes/tokens.ts";
 import { userRoutes } from "./routes/users.ts";
 import type { AppEnv } from "./types.ts";
@@ -42,5 +44,9 @@ app.route("/api/users", userRoutes);
 app.route("/api/audit", auditRoutes);
 app.route("/api/tokens", tokenRoutes);
 app.route("/api/presence", presenceRoutes);
+app.route("/api/search", searchRoutes);
 
-export default app satisfies ExportedHandler<Env>;
+export default {
+  fetch: app.fetch,
+  queue: consumeRoomEvents,
+} satisfies ExportedHandler<Env>;

@@ -115,3 +115,30 @@ export const auditLog = sqliteTable(
   },
   (t) => [index("audit_tenant").on(t.tenantId, t.id)],
 );
+
+/**
+ * The archive: every room event, copied from the room's log by the room-events queue consumer,
+ * idempotently on (tenant, room, seq). `text` is the message's current text (edits applied by the
+ * highest `text_seq`, cleared by a delete) and is what search indexes (archive_fts, migrations/0003).
+ */
+export const archivedEvents = sqliteTable(
+  "archived_events",
+  {
+    tenantId: text("tenant_id").notNull(),
+    roomId: text("room_id").notNull(),
+    seq: integer("seq").notNull(),
+    kind: text("kind").notNull(),
+    authorId: text("author_id").notNull(),
+    authorName: text("author_name").notNull(),
+    ts: integer("ts").notNull(),
+    target: integer("target"),
+    text: text("text").notNull().default(""),
+    textSeq: integer("text_seq").notNull().default(0),
+    deleted: integer("deleted").notNull().default(0),
+    json: text("json").notNull(),
+  },
+  (t) => [
+    primaryKey({ columns: [t.tenantId, t.roomId, t.seq] }),
+    index("archived_target").on(t.tenantId, t.roomId, t.target),
+  ],
+);

@@ -1,0 +1,160 @@
+import { createExecutionContext, createMessageBatch, getQueueResult } from "cloudflare:test";
+import { env } from "cloudflare:workers";
+import { describe, expect, it } from "vitest";
+import type { RoomEvent } from "../protocol/index.ts";
+import type { ArchiveMessage } from "../worker/archive/consumer.ts";
+import worker from "../worker/index.ts";
+import { api, createRoom, json, login, type User, unique } from "./helpers.ts";
+
+let ids = 0;
+function batchOf(messages: ArchiveMessage[], attempts = 1) {
+  return createMessageBatch<unknown>(
+    "parley-room-events",
+    messages.map((body) => ({ id: `m${++ids}`, timestamp: new Date(), attempts, body })),
+  );
+}
+
+async function deliver(messages: ArchiveMessage[], targetEnv: Env = env) {
+  const batch = batchOf(messages);
+  const ctx = createExecutionContext();
+  await worker.queue(batch, targetEnv, ctx);
+  return getQueueResult(batch, ctx);
+}
+
+const author = (u: User) => ({ id: u.id, name: u.name });
+const message = (u: User, seq: number, text: string): RoomEvent => ({
+  kind: "message",
+  seq,
+  ts: 1_000 + seq,
+  author: author(u),
+  text,
+});
+
+async function archived(tenantId: string, roomId: string) {
+  const { results } = await env.DB.prepare(
+    "SELECT seq, kind, text, deleted, json FROM archived_events WHERE tenant_id = ? AND room_id = ? ORDER BY seq",
+  )
+    .bind(tenantId, roomId)
+    .all<{ seq: number; kind: string; text: string; deleted: number; json: string }>();
+  return results;
+}
+
+async function search(
+  user: User,
+  q: string,
+  extra = "",
+): Promise<{ status: number; hits: { room: string; seq: number; snippet: string }[] }> {
+  const res = await api(user, "GET", `/api/search?q=${encodeURIComponent(q)}${extra}`);
+  return { status: res.status, hits: res.status === 200 ? (await res.json<{ hits: never[] }>()).hits : [] };
+}
+
+describe("the archive consumer", () => {
+  it("archives a batch delivered twice exactly once", async () => {
+    const ada = await login(unique("t"));
+    const roomId = await createRoom(ada);
+    const batch = [1, 2, 3].map((seq) => ({
+      tenantId: ada.tenant,
+      roomId,
+      event: message(ada, seq, `hello ${seq}`),
+    }));
+    expect((await deliver(batch)).explicitAcks).toHaveLength(3);
+    expect((await deliver(batch)).explicitAcks).toHaveLength(3);
+    expect((await archived(ada.tenant, roomId)).map((r) => r.seq)).toEqual([1, 2, 3]);
+  });
+
+  it("retries a failing D1 write with backoff, and succeeds on the next delivery", async () => {
+    const ada = await login(unique("t"));
+    const roomId = await createRoom(ada);
+    const msg = { tenantId: ada.tenant, roomId, event: message(ada, 1, "flaky") };
+    const failingDb = new Proxy(env.DB, {
+      get(target, prop) {
+        if (prop === "batch") return () => Promise.reject(new Error("D1_ERROR: simulated outage"));
+        const value = Reflect.get(target, prop);
+        return typeof value === "function" ? value.bind(target) : value;
+      },
+    });
+    const failed = await deliver([msg], { ...env, DB: failingDb });
+    expect(failed.explicitAcks).toEqual([]);
+    expect(failed.retryMessages).toMatchObject([{ msgId: expect.any(String) }]);
+    expect(await archived(ada.tenant, roomId)).toEqual([]);
+    expect((await deliver([msg])).explicitAcks).toHaveLength(1);
+    expect(await archived(ada.tenant, roomId)).toHaveLength(1);
+  });
+
+  it("sends a malformed message towards the dead-letter queue instead of dropping it", async () => {
+    const result = await deliver([{ nonsense: true } as unknown as ArchiveMessage]);
+    expect(result.explicitAcks).toEqual([]);
+    expect(result.retryMessages).toHaveLength(1);
+  });
+
+  it("ends with the latest edit's text or none after a delete, in whatever order events arrive", async () => {
+    const ada = await login(unique("t"));
+    const roomId = await createRoom(ada);
+    const k = { tenantId: ada.tenant, roomId };
+    const edit = (seq: number, target: number, text: string): RoomEvent => ({
+      kind: "edit",
+      seq,
+      ts: 2_000,
+      author: author(ada),
+      target,
+      text,
+    });
+    // Edits arrive before their message, the older edit last.
+    await deliver([{ ...k, event: edit(3, 1, "third draft") }]);
+    await deliver([{ ...k, event: message(ada, 1, "first draft") }]);
+    await deliver([{ ...k, event: edit(2, 1, "second draft") }]);
+    expect((await archived(ada.tenant, roomId)).find((r) => r.seq === 1)?.text).toBe("third draft");
+    // A delete arriving before its message.
+    await deliver([{ ...k, event: { kind: "delete", seq: 5, ts: 3_000, author: author(ada), target: 4 } }]);
+    await deliver([{ ...k, event: message(ada, 4, "regret this") }]);
+    const rows = await archived(ada.tenant, roomId);
+    expect(rows.find((r) => r.seq === 4)).toMatchObject({ text: "", deleted: 1 });
+    expect(rows.find((r) => r.seq === 4)?.json).not.toContain("regret");
+  });
+});
+
+describe("search", () => {
+  it("finds archived messages ranked with highlighted, escaped snippets, and forgets deleted ones", async () => {
+    const ada = await login(unique("t"));
+    const roomId = await createRoom(ada);
+    const k = { tenantId: ada.tenant, roomId };
+    await deliver([
+      { ...k, event: message(ada, 1, "the quarterly <b>roadmap</b> review") },
+      { ...k, event: message(ada, 2, "lunch?") },
+      { ...k, event: message(ada, 3, "roadmap roadmap roadmap") },
+    ]);
+    const found = await search(ada, "roadmap");
+    expect(found.status).toBe(200);
+    expect(found.hits.map((h) => h.seq)).toEqual([3, 1]);
+    expect(found.hits[1]?.snippet).toBe("the quarterly &lt;b&gt;<mark>roadmap</mark>&lt;/b&gt; review");
+    await deliver([{ ...k, event: { kind: "delete", seq: 4, ts: 4_000, author: author(ada), target: 3 } }]);
+    expect((await search(ada, "roadmap")).hits.map((h) => h.seq)).toEqual([1]);
+  });
+
+  it("searches only rooms the caller belongs to now, never another tenant's", async () => {
+    const tenant = unique("t");
+    const ada = await login(tenant);
+    const bob = await login(tenant);
+    const secret = await json<{ id: string }>(
+      api(ada, "POST", "/api/rooms", { name: "secret", kind: "private", members: [bob.id] }),
+    );
+    await deliver([
+      { tenantId: tenant, roomId: secret.id, event: message(ada, 9, "merger codename falcon") },
+    ]);
+    expect((await search(bob, "falcon")).hits).toHaveLength(1);
+    await api(bob, "POST", `/api/rooms/${secret.id}/leave`);
+    expect((await search(bob, "falcon")).hits).toEqual([]);
+    const eve = await login(unique("t"));
+    expect((await search(eve, "falcon")).hits).toEqual([]);
+  });
+
+  it("answers 400, never 500, to input that is not valid FTS syntax", async () => {
+    const ada = await login(unique("t"));
+    for (const q of ['"unterminated', "a AND", "(", "NEAR(", "*", "col:umn"]) {
+      const res = await search(ada, q);
+      expect([200, 400], q).toContain(res.status);
+    }
+    expect((await search(ada, '"unterminated')).status).toBe(400);
+    expect((await search(ada, "")).status).toBe(400);
+  });
+});

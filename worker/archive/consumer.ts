@@ -5,8 +5,7 @@
  * (tenant, room, seq) and order-independent: a message archived after its edit or its delete still
  * ends with the latest edit's text or with no text at all. The statements of one event run as one
  * D1 batch (atomic); a failure retries the message with exponential backoff, and after the
- * configured attempts the queue moves it to the dead-letter queue. A batch is archived in one D1
- * round trip; only when that fails are its messages tried one by one.
+ * configured attempts the queue moves it to the dead-letter queue.
  */
 import type { RoomEvent } from "../../protocol/index.ts";
 import { roomStub } from "../rooms.ts";
@@ -133,44 +132,31 @@ export async function consumeRoomEvents(
   _ctx?: ExecutionContext,
 ): Promise<void> {
   const rooms = new Map<string, { tenantId: string; roomId: string }>();
-  const valid: Message<ArchiveMessage>[] = [];
   for (const message of batch.messages) {
-    if (isArchiveMessage(message.body)) valid.push(message as Message<ArchiveMessage>);
-    else {
+    if (!isArchiveMessage(message.body)) {
       // Malformed: retrying will not fix it, but the dead-letter queue keeps it for an admin.
       console.error(
         JSON.stringify({ event: "archive_malformed", id: message.id, attempts: message.attempts }),
       );
       message.retry({ delaySeconds: MAX_RETRY_DELAY_SECONDS });
+      continue;
     }
-  }
-  const archived = (m: Message<ArchiveMessage>) => {
-    m.ack();
-    rooms.set(`${m.body.tenantId}:${m.body.roomId}`, m.body);
-  };
-  try {
-    // The whole batch in one D1 round trip (one transaction): the common case.
-    if (valid.length > 0) await env.DB.batch(valid.flatMap((m) => archiveStatements(env.DB, m.body)));
-    for (const m of valid) archived(m);
-  } catch {
-    // Something in the batch failed: one message at a time, so only the failing ones retry.
-    for (const m of valid) {
-      try {
-        await env.DB.batch(archiveStatements(env.DB, m.body));
-        archived(m);
-      } catch (err) {
-        const delaySeconds = Math.min(MAX_RETRY_DELAY_SECONDS, 2 ** m.attempts);
-        console.error(
-          JSON.stringify({
-            event: "archive_failed",
-            room: m.body.roomId,
-            seq: m.body.event.seq,
-            attempts: m.attempts,
-            error: String(err),
-          }),
-        );
-        m.retry({ delaySeconds });
-      }
+    try {
+      await env.DB.batch(archiveStatements(env.DB, message.body));
+      message.ack();
+      rooms.set(`${message.body.tenantId}:${message.body.roomId}`, message.body);
+    } catch (err) {
+      const delaySeconds = Math.min(MAX_RETRY_DELAY_SECONDS, 2 ** message.attempts);
+      console.error(
+        JSON.stringify({
+          event: "archive_failed",
+          room: message.body.roomId,
+          seq: message.body.event.seq,
+          attempts: message.attempts,
+          error: String(err),
+        }),
+      );
+      message.retry({ delaySeconds });
     }
   }
   // Tell each room how far its archive is complete: seqs start at 1 and are unique, so when the

@@ -55,15 +55,6 @@ export interface Limits {
   /** Activity notices from a room to presence are coalesced over this window: one notice per
    * window per shard instead of one per message (a busy room would otherwise flood presence). */
   activityWindowMs: number;
-  /** The outbox drain: how soon after an event the room sends it to the queue (events written in
-   * between go in the same batch), the most events per drain pass, and the longest backoff after
-   * the queue refused a send. */
-  outboxDrainDelayMs: number;
-  outboxBatch: number;
-  outboxMaxBackoffMs: number;
-  /** Events the archive has not confirmed this long after they were written are sent again: queues
-   * deliver at least once, but locally they live in memory and die with the process. */
-  archiveResendMs: number;
 }
 
 export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
@@ -89,10 +80,6 @@ export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
   maxWatch: 500,
   presenceShards: 1,
   activityWindowMs: 250,
-  outboxDrainDelayMs: 200,
-  outboxBatch: 500,
-  outboxMaxBackoffMs: 60_000,
-  archiveResendMs: 60_000,
 });
 
 /** The wrangler variables that override a limit, and the floor each must respect. */

@@ -38,9 +38,6 @@ const MIGRATIONS: string[] = [
      PRIMARY KEY (target, user_id, emoji)
    );
    CREATE TABLE mentions (user_id TEXT NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (user_id, seq));`,
-  // v2: the transactional outbox. Each event's row is written in the event's own transaction and
-  // deleted once the event is on the room-events queue (see room.ts, alarm()).
-  `CREATE TABLE outbox (seq INTEGER PRIMARY KEY);`,
 ];
 
 export interface RoomMeta {
@@ -200,7 +197,6 @@ export class RoomLog {
       for (const userId of extras.mentions ?? []) {
         this.#sql.exec("INSERT OR IGNORE INTO mentions (user_id, seq) VALUES (?, ?)", userId, seq);
       }
-      this.#sql.exec("INSERT INTO outbox (seq) VALUES (?)", seq);
       extras.apply?.(seq);
       // Only after every statement succeeded; an enclosing transaction that rolls back later
       // reloads it (see `transaction`).
@@ -276,61 +272,6 @@ export class RoomLog {
       .toArray()
       .map((r) => r.json)
       .reverse();
-  }
-
-  // ---- outbox and archive -----------------------------------------------------------------
-
-  /** The oldest events waiting for the queue, at most `limit`, with their current stored JSON. */
-  outboxBatch(limit: number): { seq: number; json: string }[] {
-    return this.#sql
-      .exec<{ seq: number; json: string }>(
-        "SELECT o.seq, e.json FROM outbox o JOIN events e ON e.seq = o.seq ORDER BY o.seq LIMIT ?",
-        limit,
-      )
-      .toArray();
-  }
-
-  outboxSize(): number {
-    return this.#one<{ n: number }>("SELECT COUNT(*) AS n FROM outbox")?.n ?? 0;
-  }
-
-  /** The events are on the queue: forget their outbox rows. */
-  sent(seqs: number[]): void {
-    this.transaction(() => {
-      for (const seq of seqs) this.#sql.exec("DELETE FROM outbox WHERE seq = ?", seq);
-    });
-  }
-
-  /** The highest seq the archive has confirmed holding, with every seq below it. */
-  get archivedSeq(): number {
-    return Number(
-      this.#one<{ value: string }>("SELECT value FROM meta WHERE key = 'archived_seq'")?.value ?? 0,
-    );
-  }
-
-  confirmArchived(seq: number): void {
-    if (seq <= this.archivedSeq) return;
-    this.#sql.exec(
-      "INSERT INTO meta (key, value) VALUES ('archived_seq', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-      String(Math.min(seq, this.#lastSeq)),
-    );
-  }
-
-  /** Puts events the archive has not confirmed, after `archivedSeq` and up to `limit` of them,
-   * back in the outbox (the queue may have lost them). Returns how many. */
-  requeueUnconfirmed(limit: number): number {
-    const from = this.archivedSeq;
-    this.#sql.exec(
-      "INSERT OR IGNORE INTO outbox (seq) SELECT seq FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
-      from,
-      limit,
-    );
-    return Math.min(limit, this.#lastSeq - from);
-  }
-
-  /** When the oldest unconfirmed event was written, or null if the archive has everything. */
-  oldestUnconfirmedTs(): number | null {
-    return this.#one<{ ts: number }>("SELECT ts FROM events WHERE seq = ?", this.archivedSeq + 1)?.ts ?? null;
   }
 
   // ---- reactions ---------------------------------------------------------------------------

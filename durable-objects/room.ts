@@ -68,8 +68,6 @@ export class Room extends DurableObject<Env> {
   #pending: string[] = [];
   #pendingAcks = new Map<WebSocket, string[]>();
   readonly #activity = new ActivityBatch();
-  /** Whether an outbox drain is scheduled (the alarm); in memory, re-derived on wake. */
-  #drainArmed = false;
   #flushScheduled = false;
 
   constructor(ctx: DurableObjectState, env: Env) {
@@ -79,8 +77,6 @@ export class Room extends DurableObject<Env> {
     this.#rate = new RateLimiter(this.#limits.userCommandsPerSecond, this.#limits.userCommandBurst);
     // Pings are answered by the runtime without waking a hibernated room.
     ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair(PING_FRAME, PONG_FRAME));
-    // Events still in the outbox (the object stopped before sending them) go out on wake.
-    if (this.#log.outboxSize() > 0) this.#armDrain();
   }
 
   // ---- RPC: called by the worker -------------------------------------------------------------
@@ -204,77 +200,6 @@ export class Room extends DurableObject<Env> {
     );
     this.#broadcast(result.json, result.seq);
     return { seq: result.seq };
-  }
-
-  /** The archive holds every event up to `seq` (sent by the queue consumer). */
-  confirmArchived(seq: number): void {
-    this.#log.confirmArchived(seq);
-  }
-
-  /** What the room has not yet handed to the queue, and what the archive has confirmed. */
-  archiveState(): { outbox: number; archivedSeq: number; lastSeq: number } {
-    return { outbox: this.#log.outboxSize(), archivedSeq: this.#log.archivedSeq, lastSeq: this.#log.lastSeq };
-  }
-
-  // ---- the outbox ----------------------------------------------------------------------------
-
-  /** Schedules a drain soon, unless one is scheduled or a backoff after a failed send is running. */
-  #armDrain(): void {
-    if (this.#drainArmed) return;
-    this.#drainArmed = true;
-    const retryAt = Number(this.ctx.storage.kv.get("outbox_retry_at") ?? 0);
-    void this.ctx.storage.setAlarm(Math.max(Date.now() + this.#limits.outboxDrainDelayMs, retryAt));
-  }
-
-  /**
-   * Drains the outbox to the room-events queue, oldest first, in batches within the queue's size
-   * limits; an event leaves the outbox only after its batch was accepted. A refused send re-arms
-   * with exponential backoff. With the outbox empty, events the archive has not confirmed in time
-   * are put back in it. Alarms are at-least-once, and all of this is idempotent.
-   */
-  override async alarm(): Promise<void> {
-    this.#drainArmed = false;
-    const meta = this.#log.meta();
-    if (!meta) return;
-    const rows = this.#log.outboxBatch(this.#limits.outboxBatch);
-    try {
-      for (const chunk of queueBatches(rows)) {
-        await this.env.ROOM_EVENTS.sendBatch(
-          chunk.map((r) => ({
-            body: { tenantId: meta.tenantId, roomId: meta.roomId, event: JSON.parse(r.json) },
-            contentType: "json" as const,
-          })),
-        );
-        this.#log.sent(chunk.map((r) => r.seq));
-        this.ctx.storage.kv.put("outbox_sent_at", Date.now());
-      }
-      this.ctx.storage.kv.delete("outbox_attempts");
-      this.ctx.storage.kv.delete("outbox_retry_at");
-    } catch (err) {
-      const attempts = Number(this.ctx.storage.kv.get("outbox_attempts") ?? 0) + 1;
-      const retryAt = Date.now() + Math.min(this.#limits.outboxMaxBackoffMs, 1000 * 2 ** (attempts - 1));
-      this.ctx.storage.kv.put("outbox_attempts", attempts);
-      this.ctx.storage.kv.put("outbox_retry_at", retryAt);
-      console.error(
-        JSON.stringify({ event: "outbox_send_failed", room: meta.roomId, attempts, error: String(err) }),
-      );
-      await this.ctx.storage.setAlarm(retryAt);
-      return;
-    }
-    if (this.#log.outboxSize() > 0) {
-      await this.ctx.storage.setAlarm(Date.now());
-      return;
-    }
-    // Unconfirmed for the whole timeout since it was written and since the last send: lost.
-    const oldest = this.#log.oldestUnconfirmedTs();
-    if (oldest === null) return;
-    const since = Math.max(oldest, Number(this.ctx.storage.kv.get("outbox_sent_at") ?? 0));
-    if (Date.now() - since >= this.#limits.archiveResendMs) {
-      this.#log.requeueUnconfirmed(this.#limits.outboxBatch);
-      await this.ctx.storage.setAlarm(Date.now());
-    } else {
-      await this.ctx.storage.setAlarm(since + this.#limits.archiveResendMs);
-    }
   }
 
   /** Records a member's new role or name (no event: roles are not part of the log). */
@@ -500,7 +425,6 @@ export class Room extends DurableObject<Env> {
   #broadcast(json: string, seq: number, mentioned: readonly string[] = []): void {
     this.#pending.push(json);
     this.#scheduleFlush();
-    this.#armDrain();
     if (this.#activity.add(seq, mentioned))
       setTimeout(() => this.#sendActivity(), this.#limits.activityWindowMs);
   }
@@ -560,25 +484,6 @@ export class Room extends DurableObject<Env> {
       if (mine) for (const ack of mine) sendRaw(ws, ack);
     }
   }
-}
-
-/** Queue limits: 100 messages and 256 KB a batch, 128 KB a message (events are ≤ ~70 KB). */
-function queueBatches(rows: { seq: number; json: string }[]): { seq: number; json: string }[][] {
-  const batches: { seq: number; json: string }[][] = [];
-  let batch: { seq: number; json: string }[] = [];
-  let bytes = 0;
-  for (const row of rows) {
-    const size = row.json.length * 3 + 256;
-    if (batch.length > 0 && (batch.length >= 100 || bytes + size > 240_000)) {
-      batches.push(batch);
-      batch = [];
-      bytes = 0;
-    }
-    batch.push(row);
-    bytes += size;
-  }
-  if (batch.length > 0) batches.push(batch);
-  return batches;
 }
 
 /** Consecutive events as `event`/`events` frames of at most `maxEventsPerFrame` events and about

@@ -8,7 +8,6 @@
  * configured attempts the queue moves it to the dead-letter queue.
  */
 import type { RoomEvent } from "../../protocol/index.ts";
-import { roomStub } from "../rooms.ts";
 
 /** What a room sends to the room-events queue for each event of its log. */
 export interface ArchiveMessage {
@@ -131,7 +130,6 @@ export async function consumeRoomEvents(
   env: Env,
   _ctx?: ExecutionContext,
 ): Promise<void> {
-  const rooms = new Map<string, { tenantId: string; roomId: string }>();
   for (const message of batch.messages) {
     if (!isArchiveMessage(message.body)) {
       // Malformed: retrying will not fix it, but the dead-letter queue keeps it for an admin.
@@ -144,7 +142,6 @@ export async function consumeRoomEvents(
     try {
       await env.DB.batch(archiveStatements(env.DB, message.body));
       message.ack();
-      rooms.set(`${message.body.tenantId}:${message.body.roomId}`, message.body);
     } catch (err) {
       const delaySeconds = Math.min(MAX_RETRY_DELAY_SECONDS, 2 ** message.attempts);
       console.error(
@@ -158,15 +155,5 @@ export async function consumeRoomEvents(
       );
       message.retry({ delaySeconds });
     }
-  }
-  // Tell each room how far its archive is complete: seqs start at 1 and are unique, so when the
-  // count of archived events equals the highest seq, every event up to it is there.
-  for (const { tenantId, roomId } of rooms.values()) {
-    const row = await env.DB.prepare(
-      "SELECT COUNT(*) AS n, MAX(seq) AS m FROM archived_events WHERE tenant_id = ? AND room_id = ?",
-    )
-      .bind(tenantId, roomId)
-      .first<{ n: number; m: number | null }>();
-    if (row?.m && row.n === row.m) await roomStub(env, tenantId, roomId).confirmArchived(row.m);
   }
 }

@@ -13,7 +13,7 @@ import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import WebSocket from "ws";
 import type { PresenceServerFrame } from "../protocol/index.ts";
-import { type Server, startParley, stopAllSync, workerdSnapshot } from "./servers.ts";
+import { externalServer, type Server, startParley, stopAllSync, workerdSnapshot } from "./servers.ts";
 import { type LatencySummary, Samples } from "./stats.ts";
 import { api, pool } from "./targets.ts";
 
@@ -795,14 +795,7 @@ export async function runPresence(argv: string[]): Promise<void> {
   let result: PresenceResult | null = null;
   try {
     if (opts.parleyUrl) {
-      server = {
-        name: "parley",
-        pid: 0,
-        port: Number(new URL(opts.parleyUrl).port),
-        baseUrl: opts.parleyUrl.replace(/\/$/, ""),
-        logFile: "",
-        stop: async () => {},
-      };
+      server = externalServer(opts.parleyUrl);
     } else {
       log("starting Parley");
       server = await startParley(root, resolve(root, "bench/out"));

@@ -11,7 +11,7 @@ import { fileURLToPath } from "node:url";
 import { type CellResult, type CellSpec, runCell } from "./cell.ts";
 import { type Options, parseOptions, TARGETS } from "./options.ts";
 import { renderReport } from "./report.ts";
-import { type Server, startCeiling, startParley, stopAllSync } from "./servers.ts";
+import { externalServer, type Server, startCeiling, startParley, stopAllSync } from "./servers.ts";
 import { ceilingTarget, parleyTarget, type Target } from "./targets.ts";
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "..");
@@ -84,15 +84,7 @@ async function startTargets(opts: Options, runId: string, failures: string[]): P
   const starting = names.map(async (name): Promise<Target> => {
     if (name !== "parley") return ceilingTarget(name, await retry(() => startCeiling(root, logDir, name)));
     if (!opts.parleyUrl) return parleyTarget(await retry(() => startParley(root, logDir)), runId);
-    const external: Server = {
-      name: "parley",
-      pid: 0,
-      port: Number(new URL(opts.parleyUrl).port),
-      baseUrl: opts.parleyUrl.replace(/\/$/, ""),
-      logFile: "",
-      stop: async () => {},
-    };
-    return parleyTarget(external, runId);
+    return parleyTarget(externalServer(opts.parleyUrl), runId);
   });
   const settled = await Promise.allSettled(starting);
   const targets: Target[] = [];

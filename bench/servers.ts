@@ -326,3 +326,15 @@ export function stopAllSync(): void {
 export function runningCount(): number {
   return running.size;
 }
+
+/** A Parley server someone else started (`--parley-url`): measured, never stopped. */
+export function externalServer(url: string): Server {
+  return {
+    name: "parley",
+    pid: 0,
+    port: Number(new URL(url).port),
+    baseUrl: url.replace(/\/$/, ""),
+    logFile: "",
+    stop: async () => {},
+  };
+}

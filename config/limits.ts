@@ -2,6 +2,7 @@
  * @module Every limit Parley enforces, with the reason for each number, and how a deployment
  * overrides it through wrangler variables (`[vars]` in wrangler.toml, `.dev.vars` locally).
  */
+import { perEnv } from "./per-env.ts";
 
 export interface Limits {
   /** Largest WebSocket frame accepted from a client, in bytes. The runtime itself only stops frames
@@ -118,14 +119,5 @@ export function readLimits(vars: LimitVars): Limits {
   return limits;
 }
 
-const cache = new WeakMap<object, Limits>();
-
-/** `readLimits` memoised per env object (env is stable for the life of an isolate). */
-export function limitsOf(env: LimitVars & object): Limits {
-  let limits = cache.get(env);
-  if (!limits) {
-    limits = readLimits(env);
-    cache.set(env, limits);
-  }
-  return limits;
-}
+/** `readLimits` memoised per env object. */
+export const limitsOf = perEnv((env: LimitVars & object): Limits => readLimits(env));

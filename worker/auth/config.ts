@@ -4,6 +4,7 @@
  * to open WebSockets. Read once per isolate; a configuration mistake throws, so a misconfigured
  * deployment fails at start-up (worker/index.ts) instead of running open or half-configured.
  */
+import { perEnv } from "../../config/per-env.ts";
 
 export type AuthMode = "dev" | "access";
 
@@ -139,14 +140,5 @@ export function readAuthConfig(vars: AuthVars): AuthConfig {
   return { mode, tenants, allowedOrigins, devKey: vars.DEV_JWT_PRIVATE_JWK };
 }
 
-const cache = new WeakMap<object, AuthConfig>();
-
 /** `readAuthConfig` memoised per env object. */
-export function authConfigOf(env: AuthVars & object): AuthConfig {
-  let config = cache.get(env);
-  if (!config) {
-    config = readAuthConfig(env);
-    cache.set(env, config);
-  }
-  return config;
-}
+export const authConfigOf = perEnv((env: AuthVars & object): AuthConfig => readAuthConfig(env));

@@ -56,6 +56,25 @@ export interface Limits {
   /** Activity notices from a room to presence are coalesced over this window: one notice per
    * window per shard instead of one per message (a busy room would otherwise flood presence). */
   activityWindowMs: number;
+  /** Largest upload, in bytes (PROTOCOL.md leaves it to the deployment; 25 MiB by default). */
+  maxAttachmentBytes: number;
+  /** An upload no message references is deleted (object and row) this long after it was made. */
+  attachmentGraceMs: number;
+  /** The outbox drain: how soon after an event the room sends it to the queue (events written in
+   * between go in the same pass), and the most events per pass. */
+  outboxDrainDelayMs: number;
+  outboxBatch: number;
+  /** Longest backoff after the queue refused a send. */
+  outboxMaxBackoffMs: number;
+  /** An event the archive has not confirmed this long after it was sent is sent again: queues
+   * deliver at least once, but locally they live in memory and die with the process. */
+  archiveResendMs: number;
+  /** Cold archive: the room keeps at least this many newest events in its SQLite (never fewer than
+   * `replayCap`, so a replay never reaches R2); older ones move to R2 segments of `segmentEvents`. */
+  hotEvents: number;
+  segmentEvents: number;
+  /** How often a room re-checks its retention policy and cleans up attachments. */
+  housekeepingMs: number;
 }
 
 export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
@@ -81,6 +100,15 @@ export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
   maxWatch: 500,
   presenceShards: 1,
   activityWindowMs: 250,
+  maxAttachmentBytes: 25 * 1024 * 1024,
+  attachmentGraceMs: 24 * 60 * 60 * 1000,
+  outboxDrainDelayMs: 200,
+  outboxBatch: 500,
+  outboxMaxBackoffMs: 60_000,
+  archiveResendMs: 60_000,
+  hotEvents: 20_000,
+  segmentEvents: 1_000,
+  housekeepingMs: 60 * 60 * 1000,
 });
 
 /** The wrangler variables that override a limit, and the floor each must respect. */
@@ -92,6 +120,12 @@ const OVERRIDES = {
   PARLEY_REPLAY_CAP: { key: "replayCap", min: 500, max: 100_000 },
   // Changing it moves users between shards: set it before a tenant's first sign-in.
   PARLEY_PRESENCE_SHARDS: { key: "presenceShards", min: 1, max: 64 },
+  // Workers accept request bodies up to 100 MB on most plans.
+  PARLEY_MAX_ATTACHMENT_BYTES: { key: "maxAttachmentBytes", min: 1024, max: 100 * 1000 * 1000 },
+  PARLEY_ATTACHMENT_GRACE_MS: { key: "attachmentGraceMs", min: 0, max: 30 * 24 * 60 * 60 * 1000 },
+  PARLEY_ARCHIVE_RESEND_MS: { key: "archiveResendMs", min: 1000, max: 24 * 60 * 60 * 1000 },
+  PARLEY_HOT_EVENTS: { key: "hotEvents", min: 500, max: 10_000_000 },
+  PARLEY_SEGMENT_EVENTS: { key: "segmentEvents", min: 10, max: 100_000 },
 } as const satisfies Record<string, { key: keyof Limits; min: number; max: number }>;
 
 export type LimitVars = Partial<Record<keyof typeof OVERRIDES, string | undefined>>;
@@ -114,6 +148,8 @@ export function readLimits(vars: LimitVars): Limits {
   }
   // The burst follows a raised rate so that a load test's ack-paced window is not throttled.
   limits.userCommandBurst = Math.max(DEFAULT_LIMITS.userCommandBurst, limits.userCommandsPerSecond * 2);
+  // A replay is served from the room's SQLite, never from cold segments.
+  limits.hotEvents = Math.max(limits.hotEvents, limits.replayCap);
   // The text limit can never exceed what a frame can carry.
   limits.maxTextBytes = Math.min(limits.maxTextBytes, limits.maxFrameBytes - 1024);
   return limits;

@@ -4,10 +4,10 @@
  */
 import { env } from "cloudflare:workers";
 import { Hono } from "hono";
-import { consumeRoomEvents } from "./archive/consumer.ts";
 import { readAuthConfig } from "./auth/config.ts";
 import { requireIdentity } from "./auth/identity.ts";
 import { errorResponse, onError } from "./errors.ts";
+import { consumeQueue } from "./queues.ts";
 import { checkResidency } from "./residency.ts";
 import { auditRoutes } from "./routes/audit.ts";
 import { authRoutes } from "./routes/auth.ts";
@@ -48,5 +48,5 @@ app.route("/api/search", searchRoutes);
 
 export default {
   fetch: app.fetch,
-  queue: consumeRoomEvents,
+  queue: consumeQueue,
 } satisfies ExportedHandler<Env>;

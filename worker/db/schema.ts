@@ -9,6 +9,9 @@ export const tenants = sqliteTable("tenants", {
   id: text("id").primaryKey(),
   name: text("name").notNull(),
   createdAt: integer("created_at").notNull(),
+  /** Retention policy: events older than this many days are removed everywhere (tombstones keep
+   * their seqs); null keeps history forever. Pushed to every room object when changed. */
+  retentionDays: integer("retention_days"),
 });
 
 export const ROLES = ["owner", "admin", "member", "guest", "bot"] as const;
@@ -141,4 +144,59 @@ export const archivedEvents = sqliteTable(
     primaryKey({ columns: [t.tenantId, t.roomId, t.seq] }),
     index("archived_target").on(t.tenantId, t.roomId, t.target),
   ],
+);
+
+/** Uploaded files. The bytes live in R2 under `object_key` (tenant-prefixed); the room object is the
+ * authority on whether a message references an attachment, and deletes unreferenced ones (row and
+ * object) after a grace period. */
+export const attachments = sqliteTable(
+  "attachments",
+  {
+    id: text("id").primaryKey(),
+    tenantId: text("tenant_id").notNull(),
+    roomId: text("room_id").notNull(),
+    uploaderId: text("uploader_id").notNull(),
+    name: text("name").notNull(),
+    contentType: text("content_type").notNull(),
+    size: integer("size").notNull(),
+    objectKey: text("object_key").notNull(),
+    createdAt: integer("created_at").notNull(),
+  },
+  (t) => [index("attachments_room").on(t.tenantId, t.roomId)],
+);
+
+/** Messages the room-events queue gave up on (its dead-letter queue's consumer records them here),
+ * for a tenant admin to list and replay. `tenant_id` is null when the body was unreadable. */
+export const deadLetters = sqliteTable(
+  "dead_letters",
+  {
+    id: text("id").primaryKey(),
+    tenantId: text("tenant_id"),
+    roomId: text("room_id"),
+    seq: integer("seq"),
+    body: text("body").notNull(),
+    attempts: integer("attempts").notNull(),
+    receivedAt: integer("received_at").notNull(),
+  },
+  (t) => [index("dead_letters_tenant").on(t.tenantId, t.receivedAt)],
+);
+
+/** eDiscovery exports: NDJSON files in R2 with a hash chain per room (see worker/exports). */
+export const exports = sqliteTable(
+  "exports",
+  {
+    id: text("id").primaryKey(),
+    tenantId: text("tenant_id").notNull(),
+    /** One room, or null for the whole tenant. */
+    roomId: text("room_id"),
+    requestedBy: text("requested_by").notNull(),
+    status: text("status", { enum: ["running", "done", "failed"] }).notNull(),
+    objectKey: text("object_key").notNull(),
+    events: integer("events").notNull().default(0),
+    bytes: integer("bytes").notNull().default(0),
+    error: text("error"),
+    createdAt: integer("created_at").notNull(),
+    finishedAt: integer("finished_at"),
+  },
+  (t) => [index("exports_tenant").on(t.tenantId, t.createdAt)],
 );

@@ -6,11 +6,18 @@
  *   on (author, clientId): a command either commits once with the next seq or creates nothing.
  * - Each event is stored as the exact JSON sent to clients, so replay concatenates strings.
  * - A deleted message keeps its seq; its text (and the text of its edits) is scrubbed.
+ * - Every event has a digest and a chain link (protocol/chain.ts), written with it, never changed.
+ * - Every event enters the outbox in its own transaction and leaves it only when the archive has
+ *   confirmed it (room-outbox.ts).
+ * - An event moved to a cold segment in R2 keeps its row with `json = ''` (room-cold.ts): seq,
+ *   kind, author, clientId, target and flags stay, so idempotency and command rules still hold.
+ * - An expired event (retention) becomes a tombstone: kind `expired`, no content, same seq.
  */
-import type { RoomEvent } from "../protocol/index.ts";
+import { chainNext, digestOf, GENESIS } from "../protocol/chain.ts";
+import { RETENTION_AUTHOR, type RoomEvent } from "../protocol/index.ts";
 
 /** Versioned schema: each entry runs once, in order, recorded in `meta.schema_version`. */
-const MIGRATIONS: string[] = [
+const MIGRATIONS: (string | ((sql: SqlStorage) => void))[] = [
   `CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
    CREATE TABLE events (
      seq INTEGER PRIMARY KEY,
@@ -38,6 +45,26 @@ const MIGRATIONS: string[] = [
      PRIMARY KEY (target, user_id, emoji)
    );
    CREATE TABLE mentions (user_id TEXT NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (user_id, seq));`,
+  // v2: the hash chain, the transactional outbox and the cold segments.
+  `ALTER TABLE events ADD COLUMN digest TEXT NOT NULL DEFAULT '';
+   ALTER TABLE events ADD COLUMN chain TEXT NOT NULL DEFAULT '';
+   CREATE TABLE outbox (seq INTEGER PRIMARY KEY, sent_at INTEGER);
+   CREATE TABLE segments (
+     from_seq INTEGER PRIMARY KEY,
+     to_seq INTEGER NOT NULL,
+     object_key TEXT NOT NULL,
+     dirty INTEGER NOT NULL DEFAULT 0
+   );
+   INSERT INTO outbox (seq) SELECT seq FROM events;`,
+  // v2 for a log written before it: chain the events already there, in order.
+  (sql) => {
+    let chain = GENESIS;
+    for (const row of sql.exec<{ seq: number; json: string }>("SELECT seq, json FROM events ORDER BY seq")) {
+      const digest = digestOf(row.json);
+      chain = chainNext(chain, row.seq, digest);
+      sql.exec("UPDATE events SET digest = ?, chain = ? WHERE seq = ?", digest, chain, row.seq);
+    }
+  },
 ];
 
 export interface RoomMeta {
@@ -72,12 +99,38 @@ export interface AppendExtras {
   apply?: (seq: number) => void;
 }
 
+/** An event as the log stores it. `json` is '' while the event's content lives in a cold segment. */
+export interface StoredRow {
+  seq: number;
+  json: string;
+  digest: string;
+  chain: string;
+  deleted: boolean;
+}
+
+/** A message or edit with its text (and a message's attachments) removed, marked deleted. */
+export function scrubbedJson(json: string): string {
+  const event = JSON.parse(json) as RoomEvent;
+  if (event.kind === "message" || event.kind === "edit") {
+    event.text = "";
+    event.deleted = true;
+    if (event.kind === "message") delete event.attachments;
+  }
+  return JSON.stringify(event);
+}
+
+/** What retention leaves of an event (protocol: ExpiredEvent). */
+export function tombstoneJson(seq: number, ts: number): string {
+  return JSON.stringify({ seq, kind: "expired", ts, author: RETENTION_AUTHOR } satisfies RoomEvent);
+}
+
 export type AppendResult = { created: true; seq: number; json: string } | { created: false; seq: number };
 
 export class RoomLog {
   readonly #sql: SqlStorage;
   readonly #storage: DurableObjectStorage;
   #lastSeq: number;
+  #chain = GENESIS;
   #members: Map<string, Member> | null = null;
 
   constructor(storage: DurableObjectStorage) {
@@ -100,7 +153,9 @@ export class RoomLog {
     }
     for (let v = version; v < MIGRATIONS.length; v++) {
       this.#storage.transactionSync(() => {
-        this.#sql.exec(MIGRATIONS[v] as string);
+        const step = MIGRATIONS[v];
+        if (typeof step === "string") this.#sql.exec(step);
+        else step?.(this.#sql);
         this.#sql.exec(
           "INSERT INTO meta (key, value) VALUES ('schema_version', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
           String(v + 1),
@@ -119,6 +174,11 @@ export class RoomLog {
 
   get lastSeq(): number {
     return this.#lastSeq;
+  }
+
+  /** The chain link of the last event: the log's running hash (GENESIS when empty). */
+  get head(): { seq: number; chain: string } {
+    return { seq: this.#lastSeq, chain: this.#chain };
   }
 
   // ---- room metadata -----------------------------------------------------------------------
@@ -140,6 +200,16 @@ export class RoomLog {
         );
       }
     });
+  }
+
+  /** The tenant's retention policy as this room applies it: days to keep, or null for forever. */
+  get retentionDays(): number | null {
+    const v = this.#metaValue("retention_days");
+    return v ? Number(v) : null;
+  }
+
+  set retentionDays(days: number | null) {
+    this.transaction(() => this.#setMetaValue("retention_days", days === null ? "" : String(days)));
   }
 
   // ---- the log -----------------------------------------------------------------------------
@@ -166,7 +236,11 @@ export class RoomLog {
   }
 
   #reload(): void {
-    this.#lastSeq = this.#one<{ s: number | null }>("SELECT MAX(seq) AS s FROM events")?.s ?? 0;
+    const last = this.#one<{ seq: number; chain: string }>(
+      "SELECT seq, chain FROM events ORDER BY seq DESC LIMIT 1",
+    );
+    this.#lastSeq = last?.seq ?? 0;
+    this.#chain = last?.chain || GENESIS;
     this.#members = null;
   }
 
@@ -183,8 +257,10 @@ export class RoomLog {
       const json = JSON.stringify(full);
       const target = "target" in full ? full.target : null;
       const threadRoot = full.kind === "message" ? (full.threadRoot ?? null) : null;
+      const digest = digestOf(json);
+      const chain = chainNext(this.#chain, seq, digest);
       this.#sql.exec(
-        "INSERT INTO events (seq, kind, author_id, client_id, target, thread_root, ts, json) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO events (seq, kind, author_id, client_id, target, thread_root, ts, json, digest, chain) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         seq,
         full.kind,
         full.author.id,
@@ -193,7 +269,10 @@ export class RoomLog {
         threadRoot,
         full.ts,
         json,
+        digest,
+        chain,
       );
+      this.#sql.exec("INSERT INTO outbox (seq) VALUES (?)", seq);
       for (const userId of extras.mentions ?? []) {
         this.#sql.exec("INSERT OR IGNORE INTO mentions (user_id, seq) VALUES (?, ?)", userId, seq);
       }
@@ -201,6 +280,7 @@ export class RoomLog {
       // Only after every statement succeeded; an enclosing transaction that rolls back later
       // reloads it (see `transaction`).
       this.#lastSeq = seq;
+      this.#chain = chain;
       return { created: true as const, seq, json };
     });
   }
@@ -223,7 +303,9 @@ export class RoomLog {
     };
   }
 
-  /** Removes a message's text (and its edits' text) from the log; the seqs stay. Call inside `append`. */
+  /** Removes a message's text (and its edits' text) from the log; the seqs stay. Call inside `append`.
+   * For events already in a cold segment the row is flagged, which readers apply at once, and the
+   * segment is marked for rewriting without the text (room-cold.ts). */
   scrubMessage(target: number): void {
     for (const row of this.#sql
       .exec<{ seq: number; json: string }>(
@@ -232,45 +314,101 @@ export class RoomLog {
         target,
       )
       .toArray()) {
-      const event = JSON.parse(row.json) as RoomEvent;
-      if (event.kind === "message" || event.kind === "edit") {
-        event.text = "";
-        event.deleted = true;
-        if (event.kind === "message") delete event.attachments;
-      }
-      this.#sql.exec("UPDATE events SET json = ?, deleted = 1 WHERE seq = ?", JSON.stringify(event), row.seq);
+      if (row.json === "") this.#markSegmentDirty(row.seq);
+      this.#sql.exec(
+        "UPDATE events SET json = ?, deleted = 1 WHERE seq = ?",
+        row.json === "" ? "" : scrubbedJson(row.json),
+        row.seq,
+      );
     }
     this.#sql.exec("DELETE FROM reactions WHERE target = ?", target);
     this.#sql.exec("DELETE FROM mentions WHERE seq = ?", target);
   }
 
-  /** Stored events with seq in (after, until], ascending, at most `limit`. */
-  rowsAfter(after: number, limit: number, until = this.#lastSeq): { seq: number; json: string }[] {
+  #markSegmentDirty(seq: number): void {
+    this.#sql.exec("UPDATE segments SET dirty = dirty + 1 WHERE from_seq <= ? AND to_seq >= ?", seq, seq);
+  }
+
+  /**
+   * Retention: turns up to `limit` events written before `cutoffTs` into tombstones (kind
+   * `expired`, no content; seq, digest and chain stay), drops their reactions and mentions, and puts
+   * them back in the outbox so the archive and search drop them too. Returns the expired messages'
+   * seqs, so their attachments can be deleted.
+   */
+  expireBefore(cutoffTs: number, limit: number): { expired: number; messages: number[]; more: boolean } {
+    return this.transaction(() => {
+      // Events expire in seq order (their ts rises with seq), from where the last pass stopped.
+      const from = Number(this.#metaValue("expired_seq") ?? 0);
+      const rows = this.#sql
+        .exec<{ seq: number; kind: string; ts: number; json: string }>(
+          "SELECT seq, kind, ts, json FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
+          from,
+          limit,
+        )
+        .toArray();
+      const messages: number[] = [];
+      let through = from;
+      let expired = 0;
+      for (const row of rows) {
+        if (row.ts >= cutoffTs) break;
+        through = row.seq;
+        if (row.kind === "expired") continue;
+        expired += 1;
+        if (row.kind === "message") messages.push(row.seq);
+        if (row.json === "") this.#markSegmentDirty(row.seq);
+        this.#sql.exec(
+          "UPDATE events SET kind = 'expired', json = ?, deleted = 1, target = NULL, thread_root = NULL WHERE seq = ?",
+          tombstoneJson(row.seq, row.ts),
+          row.seq,
+        );
+        this.#sql.exec("DELETE FROM reactions WHERE target = ?", row.seq);
+        this.#sql.exec("DELETE FROM mentions WHERE seq = ?", row.seq);
+        this.#sql.exec(
+          "INSERT INTO outbox (seq) VALUES (?) ON CONFLICT (seq) DO UPDATE SET sent_at = NULL",
+          row.seq,
+        );
+      }
+      this.#setMetaValue("expired_seq", String(through));
+      return { expired, messages, more: rows.length === limit && through === rows.at(-1)?.seq };
+    });
+  }
+
+  #metaValue(key: string): string | undefined {
+    return this.#one<{ value: string }>("SELECT value FROM meta WHERE key = ?", key)?.value;
+  }
+
+  #setMetaValue(key: string, value: string): void {
+    this.#sql.exec(
+      "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+      key,
+      value,
+    );
+  }
+
+  /** Events with seq in (after, until], ascending, at most `limit`, as stored: `json` is '' for an
+   * event in a cold segment (room-cold.ts fills it in). */
+  rowsAfter(after: number, limit: number, until = this.#lastSeq): StoredRow[] {
     return this.#sql
-      .exec<{ seq: number; json: string }>(
-        "SELECT seq, json FROM events WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?",
+      .exec<{ seq: number; json: string; digest: string; chain: string; deleted: number }>(
+        "SELECT seq, json, digest, chain, deleted FROM events WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?",
         after,
         until,
         limit,
       )
-      .toArray();
+      .toArray()
+      .map((r) => ({ ...r, deleted: r.deleted === 1 }));
   }
 
-  /** Stored JSON of events with seq in (after, until], ascending, at most `limit`. */
-  jsonAfter(after: number, limit: number, until = this.#lastSeq): string[] {
-    return this.rowsAfter(after, limit, until).map((r) => r.json);
-  }
-
-  /** Stored JSON of events with seq < before, the newest `limit` of them, returned ascending. */
-  jsonBefore(before: number, limit: number): string[] {
+  /** Events with seq < before, the newest `limit` of them, ascending; cold ones as in `rowsAfter`. */
+  rowsBefore(before: number, limit: number): StoredRow[] {
     return this.#sql
-      .exec<{ json: string }>(
-        "SELECT json FROM events WHERE seq < ? ORDER BY seq DESC LIMIT ?",
+      .exec<{ seq: number; json: string; digest: string; chain: string; deleted: number }>(
+        "SELECT seq, json, digest, chain, deleted FROM events WHERE seq < ? ORDER BY seq DESC LIMIT ?",
         before,
         limit,
       )
       .toArray()
-      .map((r) => r.json)
+      .map((r) => ({ ...r, deleted: r.deleted === 1 }))
       .reverse();
   }
 

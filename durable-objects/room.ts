@@ -9,6 +9,7 @@
  */
 import { DurableObject } from "cloudflare:workers";
 import { type Limits, limitsOf } from "../config/limits.ts";
+import { exportLine } from "../protocol/chain.ts";
 import {
   CLOSE,
   type ClientFrame,
@@ -23,11 +24,14 @@ import {
   type ServerFrame,
   type UserRef,
 } from "../protocol/index.ts";
+import { filesBucket } from "../worker/residency.ts";
 import { ActivityBatch } from "./activity.ts";
 import { presenceStub, shardOf } from "./presence.ts";
 import { RateLimiter } from "./rate-limit.ts";
+import { ColdArchive } from "./room-cold.ts";
 import { type Actor, applyCommand, type CommandResult } from "./room-commands.ts";
-import { type Member, RoomLog, type RoomMeta } from "./room-log.ts";
+import { type Member, RoomLog, type RoomMeta, type StoredRow } from "./room-log.ts";
+import { Outbox, queueBatches } from "./room-outbox.ts";
 
 /** Header through which the worker hands the authenticated caller to the object. The worker always
  * overwrites it, and only the worker can reach the object, so a client cannot forge it. The value is
@@ -49,6 +53,19 @@ export interface HistoryQuery {
   limit: number;
 }
 
+/** Where the room's derived copies stand (for operators, tests and the bench). */
+export interface ArchiveState {
+  lastSeq: number;
+  /** Every event up to here is confirmed in the D1 archive. */
+  archivedThrough: number;
+  outbox: number;
+  /** Every event up to here has its content in R2 segments. */
+  coldSeq: number;
+  head: { seq: number; chain: string };
+}
+
+const DAY_MS = 24 * 60 * 60 * 1000;
+
 export interface RoomSummary {
   lastSeq: number;
   readSeq: number;
@@ -58,7 +75,11 @@ export interface RoomSummary {
 
 export class Room extends DurableObject<Env> {
   readonly #log: RoomLog;
+  readonly #outbox: Outbox;
+  readonly #cold: ColdArchive;
   readonly #limits: Limits;
+  /** When the alarm is set for (null: none); known after the constructor's first read. */
+  #alarmAt: number | null = null;
   readonly #rate: RateLimiter;
   /** Attachments deserialized once per wake, not once per frame. */
   readonly #sockets = new Map<WebSocket, SocketInfo>();
@@ -74,9 +95,23 @@ export class Room extends DurableObject<Env> {
     super(ctx, env);
     this.#limits = limitsOf(env);
     this.#log = new RoomLog(ctx.storage);
+    this.#outbox = new Outbox(ctx.storage.sql);
+    this.#cold = new ColdArchive(ctx.storage, () => filesBucket(env, this.#meta().tenantId));
     this.#rate = new RateLimiter(this.#limits.userCommandsPerSecond, this.#limits.userCommandBurst);
     // Pings are answered by the runtime without waking a hibernated room.
     ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair(PING_FRAME, PONG_FRAME));
+    // Work left by an earlier life (an outbox not drained, a segment not rewritten) is resumed:
+    // the alarm is re-derived from the stored state.
+    void ctx.blockConcurrencyWhile(async () => {
+      this.#alarmAt = await ctx.storage.getAlarm();
+      this.#scheduleNext();
+    });
+  }
+
+  #meta(): RoomMeta {
+    const meta = this.#log.meta();
+    if (!meta) throw new Error("room not initialised");
+    return meta;
   }
 
   // ---- RPC: called by the worker -------------------------------------------------------------
@@ -139,22 +174,24 @@ export class Room extends DurableObject<Env> {
     return this.#apply(actor, cmd);
   }
 
-  /** A page of the log as the JSON body `{"events":[…],"hasMore"}`, built from the stored JSON. */
-  history(userId: string, q: HistoryQuery): { ok: true; body: string } | Failure {
+  /** A page of the log as the JSON body `{"events":[…],"hasMore"}`, built from the stored JSON;
+   * pages older than the room's SQLite holds are read back from the cold segments in R2. */
+  async history(userId: string, q: HistoryQuery): Promise<{ ok: true; body: string } | Failure> {
     if (!this.#log.member(userId)) return failure("forbidden", "join the room to read it");
     const limit = q.limit;
-    let rows: string[];
+    let rows: StoredRow[];
     let hasMore: boolean;
     if (q.after !== undefined) {
-      rows = this.#log.jsonAfter(q.after, limit + 1);
+      rows = this.#log.rowsAfter(q.after, limit + 1);
       hasMore = rows.length > limit;
       if (hasMore) rows.pop();
     } else {
-      rows = this.#log.jsonBefore(q.before ?? this.#log.lastSeq + 1, limit + 1);
+      rows = this.#log.rowsBefore(q.before ?? this.#log.lastSeq + 1, limit + 1);
       hasMore = rows.length > limit;
       if (hasMore) rows.shift();
     }
-    return { ok: true, body: `{"events":[${rows.join(",")}],"hasMore":${hasMore}}` };
+    rows = await this.#cold.fill(rows);
+    return { ok: true, body: `{"events":[${rows.map((r) => r.json).join(",")}],"hasMore":${hasMore}}` };
   }
 
   /** Moves the caller's read marker (never backwards). */
@@ -202,6 +239,161 @@ export class Room extends DurableObject<Env> {
     return { seq: result.seq };
   }
 
+  // ---- RPC: the derived stores -----------------------------------------------------------------
+
+  /** The archive consumer holds these events (idempotent; unknown seqs are ignored). */
+  confirmArchived(seqs: number[]): void {
+    this.#outbox.confirm(seqs);
+    if (
+      this.#cold.nextRange(this.#limits, this.#outbox.archivedThrough(this.#log.lastSeq), this.#log.lastSeq)
+    ) {
+      this.#wakeAt(Date.now());
+    }
+  }
+
+  archiveState(): ArchiveState {
+    return {
+      lastSeq: this.#log.lastSeq,
+      archivedThrough: this.#outbox.archivedThrough(this.#log.lastSeq),
+      outbox: this.#outbox.size(),
+      coldSeq: this.#cold.coldSeq,
+      head: this.#log.head,
+    };
+  }
+
+  /** The tenant's retention policy (days to keep, or null: forever), applied by the next alarm. */
+  setRetention(days: number | null): void {
+    this.#log.retentionDays = days;
+    if (days !== null) this.#wakeAt(Date.now());
+  }
+
+  /** The running hash of the log: the last event's seq and chain link. */
+  head(): { seq: number; chain: string } {
+    return this.#log.head;
+  }
+
+  /**
+   * Export lines (protocol/chain.ts) for events with seq in (after, until], at most `limit`, with
+   * cold ranges read back from R2. `last` is the last seq included.
+   */
+  async exportRange(after: number, until: number, limit: number): Promise<{ lines: string[]; last: number }> {
+    const roomId = this.#meta().roomId;
+    const rows = await this.#cold.fill(this.#log.rowsAfter(after, limit, Math.min(until, this.#log.lastSeq)));
+    return {
+      lines: rows.map((r) => exportLine(roomId, r.seq, r.digest, r.chain, r.json)),
+      last: rows.at(-1)?.seq ?? after,
+    };
+  }
+
+  // ---- the alarm: outbox, cold archive, retention ---------------------------------------------
+
+  /**
+   * One pass of the room's background work, each step bounded and independent of the others'
+   * failures: drain the outbox to the queue, move one range to a cold segment, rewrite one dirty
+   * segment, apply retention. Then re-arm for whatever is left. Alarms are at-least-once and every
+   * step is idempotent.
+   */
+  override async alarm(): Promise<void> {
+    this.#alarmAt = null;
+    const meta = this.#log.meta();
+    if (!meta) return;
+    await this.#step("outbox", () => this.#drain(meta));
+    await this.#step("cold", async () => {
+      const range = this.#cold.nextRange(
+        this.#limits,
+        this.#outbox.archivedThrough(this.#log.lastSeq),
+        this.#log.lastSeq,
+      );
+      if (range) await this.#cold.move(range, `${meta.tenantId}/rooms/${meta.roomId}`);
+    });
+    await this.#step("segments", () => this.#cold.rewriteOneDirty());
+    await this.#step("housekeeping", () => this.housekeep(Date.now()));
+    this.#scheduleNext();
+  }
+
+  /** Retention: events older than the policy become tombstones (and leave D1, search and R2 through
+   * the outbox and segment rewrites). Public so tests can run it with a given clock. */
+  async housekeep(now: number): Promise<{ expired: number }> {
+    const days = this.#log.retentionDays;
+    let expired = 0;
+    if (days !== null) {
+      const result = this.#log.expireBefore(now - days * DAY_MS, 1000);
+      expired = result.expired;
+      this.#housekeepingMore = result.more;
+    }
+    this.ctx.storage.kv.put("housekeeping_at", now + this.#limits.housekeepingMs);
+    if (expired > 0 || this.#housekeepingMore) this.#wakeAt(Date.now());
+    return { expired };
+  }
+
+  #housekeepingMore = false;
+
+  async #step(name: string, work: () => Promise<unknown>): Promise<void> {
+    try {
+      await work();
+    } catch (err) {
+      console.error(JSON.stringify({ event: "room_alarm_step_failed", step: name, error: String(err) }));
+    }
+  }
+
+  /** Sends what is due in the outbox, oldest first, in batches within the queue's limits; a row is
+   * stamped sent only after its batch was accepted. A refused send backs off exponentially. */
+  async #drain(meta: RoomMeta): Promise<void> {
+    const kv = this.ctx.storage.kv;
+    const now = Date.now();
+    if (Number(kv.get("outbox_retry_at") ?? 0) > now) return;
+    const rows = this.#outbox.due(now, this.#limits.archiveResendMs, this.#limits.outboxBatch);
+    try {
+      for (const chunk of queueBatches(rows)) {
+        await this.env.ROOM_EVENTS.sendBatch(
+          chunk.map((r) => ({
+            body: { tenantId: meta.tenantId, roomId: meta.roomId, event: JSON.parse(r.json) },
+            contentType: "json" as const,
+          })),
+        );
+        this.#outbox.markSent(
+          chunk.map((r) => r.seq),
+          Date.now(),
+        );
+      }
+      kv.delete("outbox_attempts");
+      kv.delete("outbox_retry_at");
+    } catch (err) {
+      const attempts = Number(kv.get("outbox_attempts") ?? 0) + 1;
+      kv.put("outbox_attempts", attempts);
+      kv.put(
+        "outbox_retry_at",
+        Date.now() + Math.min(this.#limits.outboxMaxBackoffMs, 1000 * 2 ** (attempts - 1)),
+      );
+      throw err;
+    }
+  }
+
+  /** Arms the alarm for the earliest work the stored state calls for. */
+  #scheduleNext(): void {
+    const now = Date.now();
+    const lastSeq = this.#log.lastSeq;
+    const times: number[] = [];
+    const due = this.#outbox.nextDue(this.#limits.archiveResendMs);
+    if (due !== null) {
+      const retryAt = Number(this.ctx.storage.kv.get("outbox_retry_at") ?? 0);
+      times.push(Math.max(due === 0 ? now : due, retryAt));
+    }
+    if (this.#cold.nextRange(this.#limits, this.#outbox.archivedThrough(lastSeq), lastSeq)) times.push(now);
+    if (this.#cold.hasDirty() || this.#housekeepingMore) times.push(now);
+    if (this.#log.retentionDays !== null) {
+      times.push(Number(this.ctx.storage.kv.get("housekeeping_at") ?? now));
+    }
+    if (times.length > 0) this.#wakeAt(Math.min(...times));
+  }
+
+  /** Makes sure the alarm fires by `at` (an earlier alarm already does). */
+  #wakeAt(at: number): void {
+    if (this.#alarmAt !== null && this.#alarmAt <= at) return;
+    this.#alarmAt = at;
+    void this.ctx.storage.setAlarm(at);
+  }
+
   /** Records a member's new role or name (no event: roles are not part of the log). */
   updateMember(member: Member): void {
     if (this.#log.member(member.id)) this.#log.transaction(() => this.#log.putMember(member));
@@ -238,7 +430,9 @@ export class Room extends DurableObject<Env> {
     server.serializeAttachment(info);
     this.#sockets.set(server, info);
 
-    if (lastSeq - after > this.#limits.replayCap) {
+    // Replays come from SQLite only: a client further behind than the cap (or than the cold archive
+    // boundary, which is never closer than the cap) pages history instead.
+    if (lastSeq - after > this.#limits.replayCap || after < this.#cold.coldSeq) {
       send(server, { type: "gap", after, lastSeq });
     } else {
       this.#replay(server, after, lastSeq);
@@ -327,6 +521,9 @@ export class Room extends DurableObject<Env> {
       this.#auditAdminDeletion(actor, cmd.target, result.targetAuthor);
     }
     if (result.ok && result.created) this.#broadcast(result.json, result.seq, result.mentioned);
+    // Deleting a message whose range is already cold leaves a segment to rewrite without its text.
+    if (result.ok && result.created && cmd.type === "delete" && this.#cold.hasDirty())
+      this.#wakeAt(Date.now());
     return result;
   }
 
@@ -411,6 +608,7 @@ export class Room extends DurableObject<Env> {
     let from = after;
     while (from < lastSeq) {
       const rows = this.#log.rowsAfter(from, this.#limits.maxEventsPerFrame, lastSeq);
+      if (rows.some((r) => r.json === "")) throw new Error("replay reached the cold archive");
       const last = rows.at(-1);
       if (!last) break;
       for (const frame of eventFrames(
@@ -425,6 +623,7 @@ export class Room extends DurableObject<Env> {
   #broadcast(json: string, seq: number, mentioned: readonly string[] = []): void {
     this.#pending.push(json);
     this.#scheduleFlush();
+    this.#wakeAt(Date.now() + this.#limits.outboxDrainDelayMs);
     if (this.#activity.add(seq, mentioned))
       setTimeout(() => this.#sendActivity(), this.#limits.activityWindowMs);
   }

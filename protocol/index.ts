@@ -104,7 +104,17 @@ export interface RoomUpdateEvent extends EventBase {
   topic?: string;
 }
 
+/** What retention leaves of an expired event: its seq and time, nothing of its content (see
+ * docs/protocol.md). Clients render nothing for it; it keeps the log gapless. */
+export interface ExpiredEvent extends EventBase {
+  kind: "expired";
+}
+
+/** The author of a tombstone: the retention policy, not a user. */
+export const RETENTION_AUTHOR: UserRef = Object.freeze({ id: "system", name: "retention policy" });
+
 export type RoomEvent =
+  | ExpiredEvent
   | MessageEvent
   | EditEvent
   | DeleteEvent

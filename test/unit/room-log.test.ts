@@ -25,7 +25,7 @@ describe("RoomLog (the room's SQLite)", () => {
       expect(log.lastSeq).toBe(1);
       expect(log.seqForClientId(author.id, "c2")).toBeUndefined();
       expect(log.append({ kind: "message", ts: 3, author, clientId: "c3", text: "three" }).seq).toBe(2);
-      expect(log.jsonAfter(0, 10).map((j) => JSON.parse(j).clientId)).toEqual(["c1", "c3"]);
+      expect(log.rowsAfter(0, 10).map((r) => JSON.parse(r.json).clientId)).toEqual(["c1", "c3"]);
     });
   });
 

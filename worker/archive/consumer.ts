@@ -5,9 +5,15 @@
  * (tenant, room, seq) and order-independent: a message archived after its edit or its delete still
  * ends with the latest edit's text or with no text at all. The statements of one event run as one
  * D1 batch (atomic); a failure retries the message with exponential backoff, and after the
- * configured attempts the queue moves it to the dead-letter queue.
+ * configured attempts the queue moves it to the dead-letter queue. A batch is archived in one D1
+ * round trip; only when that fails are its messages tried one by one.
+ *
+ * Each room is then told which of its events are archived (`Room.confirmArchived`), so they leave
+ * its outbox; a room resends what stays unconfirmed. A tombstone (`expired`, from retention)
+ * replaces whatever was archived for its seq, and nothing archived later can bring the text back.
  */
 import type { RoomEvent } from "../../protocol/index.ts";
+import { roomStub } from "../rooms.ts";
 
 /** What a room sends to the room-events queue for each event of its log. */
 export interface ArchiveMessage {
@@ -45,6 +51,18 @@ export function archiveStatements(
   const isMessage = event.kind === "message";
   const text = isMessage && !event.deleted ? event.text : "";
   const target = "target" in event ? event.target : null;
+  if (event.kind === "expired") {
+    return [
+      db
+        .prepare(
+          `INSERT INTO archived_events (tenant_id, room_id, seq, kind, author_id, author_name, ts, target, text, text_seq, deleted, json)
+           VALUES (?, ?, ?, 'expired', ?, ?, ?, NULL, '', 0, 1, ?)
+           ON CONFLICT (tenant_id, room_id, seq) DO UPDATE SET kind = 'expired', author_id = excluded.author_id,
+             author_name = excluded.author_name, target = NULL, text = '', text_seq = 0, deleted = 1, json = excluded.json`,
+        )
+        .bind(...key, event.seq, event.author.id, event.author.name, event.ts, JSON.stringify(event)),
+    ];
+  }
   const statements = [
     db
       .prepare(
@@ -130,30 +148,60 @@ export async function consumeRoomEvents(
   env: Env,
   _ctx?: ExecutionContext,
 ): Promise<void> {
+  const valid: Message<ArchiveMessage>[] = [];
   for (const message of batch.messages) {
-    if (!isArchiveMessage(message.body)) {
+    if (isArchiveMessage(message.body)) valid.push(message as Message<ArchiveMessage>);
+    else {
       // Malformed: retrying will not fix it, but the dead-letter queue keeps it for an admin.
       console.error(
         JSON.stringify({ event: "archive_malformed", id: message.id, attempts: message.attempts }),
       );
       message.retry({ delaySeconds: MAX_RETRY_DELAY_SECONDS });
-      continue;
-    }
-    try {
-      await env.DB.batch(archiveStatements(env.DB, message.body));
-      message.ack();
-    } catch (err) {
-      const delaySeconds = Math.min(MAX_RETRY_DELAY_SECONDS, 2 ** message.attempts);
-      console.error(
-        JSON.stringify({
-          event: "archive_failed",
-          room: message.body.roomId,
-          seq: message.body.event.seq,
-          attempts: message.attempts,
-          error: String(err),
-        }),
-      );
-      message.retry({ delaySeconds });
     }
   }
+  const confirmed = new Map<string, { tenantId: string; roomId: string; seqs: number[] }>();
+  const archived = (m: Message<ArchiveMessage>) => {
+    m.ack();
+    const k = `${m.body.tenantId}:${m.body.roomId}`;
+    const room = confirmed.get(k) ?? { tenantId: m.body.tenantId, roomId: m.body.roomId, seqs: [] };
+    room.seqs.push(m.body.event.seq);
+    confirmed.set(k, room);
+  };
+  try {
+    // The whole batch in one D1 round trip (one transaction): the common case.
+    if (valid.length > 0) await env.DB.batch(valid.flatMap((m) => archiveStatements(env.DB, m.body)));
+    for (const m of valid) archived(m);
+  } catch {
+    // Something in the batch failed: one message at a time, so only the failing ones retry.
+    for (const m of valid) {
+      try {
+        await env.DB.batch(archiveStatements(env.DB, m.body));
+        archived(m);
+      } catch (err) {
+        const delaySeconds = Math.min(MAX_RETRY_DELAY_SECONDS, 2 ** m.attempts);
+        console.error(
+          JSON.stringify({
+            event: "archive_failed",
+            room: m.body.roomId,
+            seq: m.body.event.seq,
+            attempts: m.attempts,
+            error: String(err),
+          }),
+        );
+        m.retry({ delaySeconds });
+      }
+    }
+  }
+  // A lost confirmation only means the room sends those events again later (harmless).
+  await Promise.all(
+    [...confirmed.values()].map(({ tenantId, roomId, seqs }) =>
+      roomStub(env, tenantId, roomId)
+        .confirmArchived(seqs)
+        .catch((err: unknown) =>
+          console.error(
+            JSON.stringify({ event: "archive_confirm_failed", room: roomId, error: String(err) }),
+          ),
+        ),
+    ),
+  );
 }

@@ -2,7 +2,7 @@
  * @module The tenant's audit log (D1): who did what to whom and when. Entries carry ids, never
  * message text or tokens. Admins read it through `GET /api/audit`.
  */
-import { drizzle } from "drizzle-orm/d1";
+import { type DrizzleD1Database, drizzle } from "drizzle-orm/d1";
 import { auditLog } from "./db/schema.ts";
 
 export type AuditAction =
@@ -14,23 +14,36 @@ export type AuditAction =
   | "room.member_left"
   | "token.created"
   | "token.revoked"
-  | "message.deleted_by_admin";
+  | "message.deleted_by_admin"
+  | "dead_letter.replayed";
+
+type AuditDetail = Record<string, string | number | boolean | null>;
+
+/** The insert of one entry, unexecuted: a caller puts it in the same D1 batch as the change it
+ * records, so the change and its entry commit together. */
+export function auditEntry(
+  db: DrizzleD1Database,
+  actor: { tenantId: string; userId: string },
+  action: AuditAction,
+  target: string,
+  detail: AuditDetail = {},
+) {
+  return db.insert(auditLog).values({
+    tenantId: actor.tenantId,
+    actorId: actor.userId,
+    action,
+    target,
+    detail: JSON.stringify(detail),
+    at: Date.now(),
+  });
+}
 
 export async function audit(
   env: { DB: D1Database },
   actor: { tenantId: string; userId: string },
   action: AuditAction,
   target: string,
-  detail: Record<string, string | number | boolean | null> = {},
+  detail: AuditDetail = {},
 ): Promise<void> {
-  await drizzle(env.DB)
-    .insert(auditLog)
-    .values({
-      tenantId: actor.tenantId,
-      actorId: actor.userId,
-      action,
-      target,
-      detail: JSON.stringify(detail),
-      at: Date.now(),
-    });
+  await auditEntry(drizzle(env.DB), actor, action, target, detail);
 }

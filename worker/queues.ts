@@ -3,6 +3,7 @@
  * batch's queue name.
  */
 import { consumeRoomEvents } from "./archive/consumer.ts";
+import { consumeDeadLetters } from "./archive/dead-letters.ts";
 
 export const QUEUES = {
   roomEvents: "parley-room-events",
@@ -18,6 +19,8 @@ export async function consumeQueue(
   switch (batch.queue) {
     case QUEUES.roomEvents:
       return consumeRoomEvents(batch, env);
+    case QUEUES.deadLetters:
+      return consumeDeadLetters(batch, env);
     default:
       // A queue bound in wrangler.toml without a consumer here is a deployment mistake: keep the
       // messages (retry) rather than acknowledge them unread.

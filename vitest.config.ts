@@ -4,7 +4,7 @@
  *
  * Projects differ only in configuration: "core" (dev auth, a high per-user command rate so
  * concurrency tests are never throttled); "limits" (1 command/s, so throttling tests never depend on
- * machine speed); "access" (production auth: Cloudflare Access applications, an origin allow-list).
+ * machine speed); "pipeline" (small cold-archive thresholds); "access" (production auth: Cloudflare Access applications, an origin allow-list).
  */
 import { cloudflareTest, readD1Migrations } from "@cloudflare/vitest-plugin";
 import { exportJWK, generateKeyPair } from "jose";
@@ -63,6 +63,12 @@ export default defineConfig({
     projects: [
       workerd("core", ["test/*.test.ts", "test/unit/**/*.test.ts"], "200"),
       workerd("limits", ["test/limits/**/*.test.ts"], "1"),
+      // Small cold-archive thresholds, so a test of a few hundred events reaches R2.
+      workerd("pipeline", ["test/pipeline/**/*.test.ts"], "100000", {
+        PARLEY_HOT_EVENTS: "500",
+        PARLEY_SEGMENT_EVENTS: "100",
+        PARLEY_REPLAY_CAP: "500",
+      }),
       workerd("access", ["test/access/**/*.test.ts"], "200", {
         AUTH_MODE: "access",
         ACCESS_TENANTS,

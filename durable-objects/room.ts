@@ -117,12 +117,14 @@ export class Room extends DurableObject<Env> {
   // ---- RPC: called by the worker -------------------------------------------------------------
 
   /** Records which tenant and room this object is. Idempotent; refuses to change tenant. */
-  init(meta: RoomMeta): void {
+  init(meta: RoomMeta, retentionDays?: number | null): void {
     const current = this.#log.meta();
     if (current && (current.tenantId !== meta.tenantId || current.roomId !== meta.roomId)) {
       throw new Error("room object already belongs to another room");
     }
     this.#log.setMeta(meta);
+    if (retentionDays !== undefined && retentionDays !== this.#log.retentionDays)
+      this.setRetention(retentionDays);
   }
 
   /**

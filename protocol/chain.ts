@@ -77,7 +77,7 @@ export type Verdict =
  * its digest, each deleted message has its `delete` event in the file, and each room ends with a
  * head line matching its last link. Returns the first failure with its 1-based line number.
  */
-export function verifyExport(lines: Iterable<string>): Verdict {
+export async function verifyExport(lines: Iterable<string> | AsyncIterable<string>): Promise<Verdict> {
   const rooms: RoomVerdict[] = [];
   let current: { room: string; seq: number; chain: string; redacted: number; deletes: Set<number> } | null =
     null;
@@ -94,7 +94,7 @@ export function verifyExport(lines: Iterable<string>): Verdict {
     }
     return null;
   };
-  for (const raw of lines) {
+  for await (const raw of lines) {
     n += 1;
     if (raw.trim() === "") continue;
     let parsed: unknown;

@@ -15,7 +15,10 @@ export type AuditAction =
   | "token.created"
   | "token.revoked"
   | "message.deleted_by_admin"
-  | "dead_letter.replayed";
+  | "dead_letter.replayed"
+  | "export.requested"
+  | "export.downloaded"
+  | "tenant.retention_changed";
 
 type AuditDetail = Record<string, string | number | boolean | null>;
 

@@ -12,12 +12,14 @@ import { checkResidency } from "./residency.ts";
 import { auditRoutes } from "./routes/audit.ts";
 import { authRoutes } from "./routes/auth.ts";
 import { deadLetterRoutes } from "./routes/dead-letters.ts";
+import { exportRoutes } from "./routes/exports.ts";
 import { homeRoutes } from "./routes/home.ts";
 import { meRoutes } from "./routes/me.ts";
 import { messageRoutes } from "./routes/messages.ts";
 import { presenceRoutes } from "./routes/presence.ts";
 import { roomRoutes } from "./routes/rooms.ts";
 import { searchRoutes } from "./routes/search.ts";
+import { tenantRoutes } from "./routes/tenant.ts";
 import { tokenRoutes } from "./routes/tokens.ts";
 import { userRoutes } from "./routes/users.ts";
 import type { AppEnv } from "./types.ts";
@@ -47,6 +49,8 @@ app.route("/api/admin/dead-letters", deadLetterRoutes);
 app.route("/api/tokens", tokenRoutes);
 app.route("/api/presence", presenceRoutes);
 app.route("/api/search", searchRoutes);
+app.route("/api/tenant", tenantRoutes);
+app.route("/api/admin", exportRoutes);
 
 export default {
   fetch: app.fetch,

@@ -4,6 +4,7 @@
  */
 import { consumeRoomEvents } from "./archive/consumer.ts";
 import { consumeDeadLetters } from "./archive/dead-letters.ts";
+import { consumeExports } from "./exports/job.ts";
 
 export const QUEUES = {
   roomEvents: "parley-room-events",
@@ -19,6 +20,8 @@ export async function consumeQueue(
   switch (batch.queue) {
     case QUEUES.roomEvents:
       return consumeRoomEvents(batch, env);
+    case QUEUES.exports:
+      return consumeExports(batch, env);
     case QUEUES.deadLetters:
       return consumeDeadLetters(batch, env);
     default:

@@ -10,7 +10,7 @@ import { Hono } from "hono";
 import { limitsOf } from "../../config/limits.ts";
 import { audit } from "../audit.ts";
 import type { Identity } from "../auth/identity.ts";
-import { memberships, ROOM_KINDS, type RoomKind, rooms, users } from "../db/schema.ts";
+import { memberships, ROOM_KINDS, type RoomKind, rooms, tenants, users } from "../db/schema.ts";
 import { ApiError } from "../errors.ts";
 import { readJsonObject } from "../http.ts";
 import { newId } from "../ids.ts";
@@ -63,7 +63,15 @@ async function enroll(env: Env, room: RoomRow, given: Person[], actor: Person): 
   );
   if (first) await db.batch([first, ...rest]);
   const stub = roomStub(env, room.tenantId, room.id);
-  await stub.init({ tenantId: room.tenantId, roomId: room.id, name: room.name, kind: room.kind });
+  const tenant = await db
+    .select({ retentionDays: tenants.retentionDays })
+    .from(tenants)
+    .where(eq(tenants.id, room.tenantId))
+    .get();
+  await stub.init(
+    { tenantId: room.tenantId, roomId: room.id, name: room.name, kind: room.kind },
+    tenant?.retentionDays ?? null,
+  );
   const members = given.map((u) => ({ id: u.id, name: u.name, role: roles.get(u.id) ?? u.role }));
   const result = await stub.join(members, { id: actor.id, name: actor.name });
   if (!result.ok) throw ApiError.from(result);

@@ -1,0 +1,357 @@
+/**
+ * The derived stores end to end: the room's outbox to the queue (a fake queue the test controls,
+ * installed in the room object, so delivery order and failures are chosen by the test), the
+ * archive consumer, confirmation, resend, cold segments in R2, retention tombstones and exports.
+ * This project runs with PARLEY_HOT_EVENTS=500 and PARLEY_SEGMENT_EVENTS=100.
+ */
+import {
+  createExecutionContext,
+  createMessageBatch,
+  getQueueResult,
+  runInDurableObject,
+} from "cloudflare:test";
+import { env } from "cloudflare:workers";
+import { describe, expect, it } from "vitest";
+import type { Room } from "../../durable-objects/room.ts";
+import { verifyExport } from "../../protocol/chain.ts";
+import type { RoomEvent } from "../../protocol/index.ts";
+import type { ArchiveMessage } from "../../worker/archive/consumer.ts";
+import worker from "../../worker/index.ts";
+import { roomStub } from "../../worker/rooms.ts";
+import { api, Client, createRoom, json, login, type User, unique } from "../helpers.ts";
+
+const DAY = 24 * 60 * 60 * 1000;
+
+/** Stands in for the room-events queue inside one room object. */
+class FakeQueue {
+  sent: ArchiveMessage[] = [];
+  failing = false;
+  async send(body: ArchiveMessage): Promise<void> {
+    await this.sendBatch([{ body }]);
+  }
+  async sendBatch(messages: Iterable<{ body: ArchiveMessage }>): Promise<void> {
+    if (this.failing) throw new Error("queue unavailable (simulated)");
+    for (const m of messages) this.sent.push(m.body);
+  }
+  take(): ArchiveMessage[] {
+    const out = this.sent;
+    this.sent = [];
+    return out;
+  }
+}
+
+type Stub = DurableObjectStub<Room>;
+
+async function withFakeQueue(user: User, roomId: string): Promise<{ stub: Stub; queue: FakeQueue }> {
+  const stub = roomStub(env, user.tenant, roomId) as Stub;
+  const queue = new FakeQueue();
+  await runInDurableObject(stub, (room: Room) => {
+    const r = room as unknown as { env: Env };
+    r.env = { ...r.env, ROOM_EVENTS: queue as unknown as Queue };
+  });
+  return { stub, queue };
+}
+
+const alarm = (stub: Stub) => runInDurableObject(stub, (room: Room) => room.alarm());
+
+let ids = 0;
+async function deliver(messages: ArchiveMessage[]) {
+  const batch = createMessageBatch<unknown>(
+    "parley-room-events",
+    messages.map((body) => ({ id: `p${++ids}`, timestamp: new Date(), attempts: 1, body })),
+  );
+  const ctx = createExecutionContext();
+  await worker.queue(batch, env, ctx);
+  return getQueueResult(batch, ctx);
+}
+
+/** Runs alarms and delivers what they send until the room's outbox is empty. */
+async function drainAll(stub: Stub, queue: FakeQueue): Promise<void> {
+  for (let i = 0; i < 50; i++) {
+    const state = await stub.archiveState();
+    if (state.outbox === 0) return;
+    await alarm(stub);
+    const sent = queue.take();
+    if (sent.length > 0) await deliver(sent);
+  }
+  throw new Error("outbox did not drain");
+}
+
+async function archivedRows(tenant: string, roomId: string) {
+  const { results } = await env.DB.prepare(
+    "SELECT seq, kind, text FROM archived_events WHERE tenant_id = ? AND room_id = ? ORDER BY seq",
+  )
+    .bind(tenant, roomId)
+    .all<{ seq: number; kind: string; text: string }>();
+  return results;
+}
+
+async function history(user: User, roomId: string, query: string): Promise<RoomEvent[]> {
+  const res = await api(user, "GET", `/api/rooms/${roomId}/messages?${query}`);
+  expect(res.status).toBe(200);
+  return (await json<{ events: RoomEvent[] }>(res)).events;
+}
+
+async function sendMany(client: Client, prefix: string, n: number): Promise<number[]> {
+  const from = client.acks().length;
+  for (let i = 0; i < n; i++)
+    client.send({ type: "send", clientId: `${prefix}${i}`, text: `${prefix} message ${i}` });
+  await client.until((c) => c.acks().length >= from + n, `${n} acks`);
+  return client
+    .acks()
+    .slice(from)
+    .map((a) => a.seq);
+}
+
+async function gunzipText(object: R2ObjectBody): Promise<string> {
+  return new Response(object.body.pipeThrough(new DecompressionStream("gzip"))).text();
+}
+
+describe("the transactional outbox", () => {
+  it("keeps events whose queue send failed, backs off, and sends them once the queue is back", async () => {
+    const ada = await login(unique("t"));
+    const roomId = await createRoom(ada);
+    const { stub, queue } = await withFakeQueue(ada, roomId);
+    queue.failing = true;
+    const client = await Client.open(ada, roomId);
+    await client.ready();
+    const seqs = await sendMany(client, "down", 5);
+
+    await alarm(stub);
+    const state = await stub.archiveState();
+    expect(state.archivedThrough).toBeLessThan(seqs[0] as number);
+    expect(state.outbox).toBeGreaterThanOrEqual(5);
+    const retryAt = await runInDurableObject(stub, (_r: Room, s) =>
+      Number(s.storage.kv.get("outbox_retry_at")),
+    );
+    expect(retryAt).toBeGreaterThan(Date.now());
+    expect(await runInDurableObject(stub, (_r: Room, s) => s.storage.getAlarm())).toBeGreaterThanOrEqual(
+      retryAt,
+    );
+    expect((await archivedRows(ada.tenant, roomId)).filter((r) => seqs.includes(r.seq))).toEqual([]);
+
+    // The queue is back and the backoff has passed.
+    queue.failing = false;
+    await runInDurableObject(stub, (_r: Room, s) => s.storage.kv.delete("outbox_retry_at"));
+    await alarm(stub);
+    const sent = queue.take();
+    expect(sent.filter((m) => seqs.includes(m.event.seq)).map((m) => m.event.seq)).toEqual(seqs);
+    await deliver(sent);
+    await drainAll(stub, queue);
+    const after = await stub.archiveState();
+    expect(after).toMatchObject({ outbox: 0, archivedThrough: after.lastSeq });
+    expect((await archivedRows(ada.tenant, roomId)).map((r) => r.seq)).toEqual(
+      Array.from({ length: after.lastSeq }, (_, i) => i + 1),
+    );
+    client.close();
+  });
+
+  it("sends an unconfirmed event again after the timeout, and the archive holds it once", async () => {
+    const ada = await login(unique("t"));
+    const roomId = await createRoom(ada);
+    const { stub, queue } = await withFakeQueue(ada, roomId);
+    const client = await Client.open(ada, roomId);
+    await client.ready();
+    const seqs = await sendMany(client, "lost", 3);
+    await alarm(stub);
+    const first = queue.take(); // "lost": the local queue died with the process
+    expect(first.map((m) => m.event.seq)).toEqual(expect.arrayContaining(seqs));
+    await alarm(stub);
+    expect(queue.take()).toEqual([]); // not due yet
+
+    await runInDurableObject(stub, (_r: Room, s) => {
+      s.storage.sql.exec("UPDATE outbox SET sent_at = sent_at - 3600000");
+    });
+    await alarm(stub);
+    const again = queue.take();
+    expect(again.map((m) => m.event.seq)).toEqual(first.map((m) => m.event.seq));
+    await deliver(again);
+    await deliver(first); // the lost copy turns up after all
+    const rows = await archivedRows(ada.tenant, roomId);
+    expect(rows.map((r) => r.seq)).toEqual(Array.from({ length: rows.length }, (_, i) => i + 1));
+    expect(rows.filter((r) => seqs.includes(r.seq)).map((r) => r.text)).toEqual([
+      "lost message 0",
+      "lost message 1",
+      "lost message 2",
+    ]);
+    expect(await stub.archiveState()).toMatchObject({ outbox: 0 });
+    client.close();
+  });
+});
+
+describe("cold segments, retention and export", () => {
+  it("moves old ranges to R2, serves them back, scrubs a deleted message there, and expires by age", async () => {
+    const ada = await login(unique("t"));
+    const roomId = await createRoom(ada);
+    const { stub, queue } = await withFakeQueue(ada, roomId);
+    const client = await Client.open(ada, roomId);
+    await client.ready();
+    await sendMany(client, "bulk", 700);
+    await client.until((c) => c.events.length >= 701, "all events");
+    const original = new Map(client.events.map((e) => [e.seq, e]));
+    await drainAll(stub, queue);
+
+    // Replays never read R2: the hot window is at least the replay cap.
+    for (let i = 0; i < 10 && (await stub.archiveState()).coldSeq < 200; i++) await alarm(stub);
+    const state = await stub.archiveState();
+    expect(state.coldSeq).toBe(200);
+    const prefix = `${ada.tenant}/rooms/${roomId}/segments/`;
+    expect((await env.FILES.list({ prefix })).objects).toHaveLength(2);
+    const emptied = await runInDurableObject(
+      stub,
+      (_r: Room, s) =>
+        s.storage.sql.exec<{ n: number }>("SELECT COUNT(*) AS n FROM events WHERE json = ''").one().n,
+    );
+    expect(emptied).toBe(200);
+
+    // History pages through the cold range transparently, byte for byte.
+    const page = await history(ada, roomId, "before=151&limit=100");
+    expect(page.map((e) => e.seq)).toEqual(Array.from({ length: 100 }, (_, i) => i + 51));
+    expect(page).toEqual(page.map((e) => original.get(e.seq)));
+    // A client that far behind is told to page history instead of being replayed from R2.
+    const late = await Client.open(ada, roomId, 50);
+    await late.ready();
+    expect(late.frames[0]).toMatchObject({ type: "gap", after: 50 });
+    late.close();
+
+    // Deleting a cold message: gone from reads at once, and from the segment after the alarm.
+    const victim = 60;
+    expect((await api(ada, "DELETE", `/api/rooms/${roomId}/messages/${victim}`)).status).toBe(201);
+    expect((await history(ada, roomId, `after=${victim - 1}&limit=1`))[0]).toMatchObject({
+      seq: victim,
+      text: "",
+      deleted: true,
+    });
+    await alarm(stub);
+    const segment = (await env.FILES.list({ prefix })).objects.find((o) => o.key.includes("000000000001-"));
+    const text = await gunzipText((await env.FILES.get(segment?.key ?? "")) as R2ObjectBody);
+    const line = text.split("\n").find((l) => l.startsWith(`{"seq":${victim},`));
+    expect(JSON.parse(line ?? "{}")).toMatchObject({ seq: victim, text: "", deleted: true });
+    expect(text).not.toContain((original.get(victim) as { text: string }).text + '"');
+
+    // Retention: exactly the events written before the cutoff become tombstones, everywhere.
+    const cutoffTs = (original.get(150) as RoomEvent).ts + 1;
+    const expiring = [...original.values()].filter((e) => e.ts < cutoffTs).map((e) => e.seq);
+    const tenantRes = await api(ada, "PATCH", "/api/tenant", { retentionDays: 30 });
+    expect(tenantRes.status).toBe(200);
+    const now = cutoffTs + 30 * DAY;
+    for (let more = true, i = 0; more && i < 10; i++) {
+      more = (await runInDurableObject(stub, (room: Room) => room.housekeep(now))).expired > 0;
+    }
+    await drainAll(stub, queue);
+    for (let i = 0; i < 5; i++) await alarm(stub);
+    const all = [
+      ...(await history(ada, roomId, "after=0&limit=200")),
+      ...(await history(ada, roomId, "after=200&limit=200")),
+      ...(await history(ada, roomId, "after=400&limit=200")),
+      ...(await history(ada, roomId, "after=600&limit=200")),
+    ];
+    const { lastSeq } = await stub.archiveState();
+    expect(lastSeq).toBe(state.lastSeq + 1); // the delete
+    expect(all.map((e) => e.seq)).toEqual(Array.from({ length: lastSeq }, (_, i) => i + 1));
+    expect(all.filter((e) => e.kind === "expired").map((e) => e.seq)).toEqual(expiring);
+    for (const e of all.filter((x) => x.kind === "expired")) {
+      expect(Object.keys(e).sort()).toEqual(["author", "kind", "seq", "ts"]);
+    }
+    const rows = await archivedRows(ada.tenant, roomId);
+    expect(rows.filter((r) => r.kind === "expired").map((r) => r.seq)).toEqual(expiring);
+    expect(rows.filter((r) => r.kind === "expired" && r.text !== "")).toEqual([]);
+    // Segment 1–100 held only expired events: deleted. 101–200 keeps only what did not expire.
+    const left = (await env.FILES.list({ prefix })).objects.map((o) => o.key);
+    expect(left.some((k) => k.includes("000000000001-"))).toBe(false);
+    const second = await gunzipText((await env.FILES.get(left[0] ?? "")) as R2ObjectBody);
+    const kept = second
+      .split("\n")
+      .filter(Boolean)
+      .map((l) => (JSON.parse(l) as RoomEvent).seq);
+    expect(kept).toEqual(Array.from({ length: 100 }, (_, i) => i + 101).filter((s) => !expiring.includes(s)));
+    client.close();
+
+    // Export: every event exactly once, in order, verifiable, ending on the live head.
+    const exported = await exportAndDownload(ada, { roomId });
+    const lines = exported.trim().split("\n");
+    expect(lines).toHaveLength(lastSeq + 1);
+    const verdict = await verifyExport(lines);
+    expect(verdict).toMatchObject({ ok: true, rooms: [{ room: roomId, events: lastSeq }] });
+    const head = await json<{ seq: number; chain: string }>(
+      api(ada, "GET", `/api/admin/rooms/${roomId}/head`),
+    );
+    expect(JSON.parse(lines.at(-1) ?? "{}")).toEqual({ room: roomId, head });
+    const events = lines.slice(0, -1).map((l) => (JSON.parse(l) as { event: RoomEvent }).event);
+    expect(events).toEqual(all);
+  });
+
+  it("exports a whole tenant, and the verifier catches a changed, dropped or swapped line", async () => {
+    const ada = await login(unique("t"));
+    const rooms = [await createRoom(ada), await createRoom(ada)].sort();
+    for (const roomId of rooms) {
+      const client = await Client.open(ada, roomId);
+      await client.ready();
+      const [first] = await sendMany(client, "x", 4);
+      client.send({ type: "edit", clientId: "e1", target: (first as number) + 1, text: "edited" });
+      client.send({ type: "delete", clientId: "d1", target: first });
+      await client.until((c) => c.acks().length >= 6, "edit and delete acks");
+      client.close();
+    }
+    const member = await login(ada.tenant);
+    expect((await api(member, "POST", "/api/admin/exports", {})).status).toBe(403);
+    const lines = (await exportAndDownload(ada, {})).trim().split("\n");
+    const verdict = await verifyExport(lines);
+    expect(verdict.ok).toBe(true);
+    expect(verdict.rooms.map((r) => r.room)).toEqual(rooms);
+
+    const isEventLine = (l: string) => !l.includes('"head"');
+    const plain = lines.findIndex((l) => isEventLine(l) && l.includes('"x message 2"'));
+    const changed = [...lines];
+    changed[plain] = (changed[plain] as string).replace('"x message 2"', '"x message two"');
+    expect(await verifyExport(changed)).toMatchObject({ ok: false, line: plain + 1 });
+
+    const dropped = lines.filter((_, i) => i !== plain);
+    expect((await verifyExport(dropped)).ok).toBe(false);
+
+    const swapped = [...lines];
+    [swapped[plain], swapped[plain + 1]] = [swapped[plain + 1] as string, swapped[plain] as string];
+    expect((await verifyExport(swapped)).ok).toBe(false);
+
+    // A deleted message's line cannot be made to look deleted without its delete event.
+    const noDelete = lines.filter((l) => !(isEventLine(l) && l.includes('"kind":"delete"')));
+    expect((await verifyExport(noDelete)).ok).toBe(false);
+  });
+
+  it("refuses bad retention and export requests and changes nothing", async () => {
+    const ada = await login(unique("t"));
+    for (const retentionDays of [0, -1, 1.5, "7", 40_000]) {
+      const res = await api(ada, "PATCH", "/api/tenant", { retentionDays });
+      expect(res.status).toBe(400);
+    }
+    expect(await json(api(ada, "GET", "/api/tenant"))).toMatchObject({ retentionDays: null });
+    const member = await login(ada.tenant);
+    expect((await api(member, "PATCH", "/api/tenant", { retentionDays: 7 })).status).toBe(403);
+    const other = await login(unique("t"));
+    const theirs = await createRoom(other);
+    expect((await api(ada, "POST", "/api/admin/exports", { roomId: theirs })).status).toBe(404);
+    expect((await api(ada, "GET", `/api/admin/rooms/${theirs}/head`)).status).toBe(404);
+    expect(await json(api(ada, "GET", "/api/admin/exports"))).toEqual({ exports: [] });
+  });
+});
+
+/** Requests an export, waits (bounded) for the job run by the local exports queue, downloads it. */
+async function exportAndDownload(user: User, body: { roomId?: string }): Promise<string> {
+  const res = await api(user, "POST", "/api/admin/exports", body);
+  expect(res.status).toBe(202);
+  const { id } = await json<{ id: string }>(res);
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    const status = await json<{ status: string; error: string | null }>(
+      api(user, "GET", `/api/admin/exports/${id}`),
+    );
+    if (status.status === "done") break;
+    if (status.status === "failed") throw new Error(`export failed: ${status.error}`);
+    if (Date.now() > deadline) throw new Error("export did not finish in 30 s");
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  const download = await api(user, "GET", `/api/admin/exports/${id}/download`);
+  expect(download.status).toBe(200);
+  expect(download.headers.get("content-disposition")).toMatch(/^attachment;/);
+  return download.text();
+}

@@ -1,0 +1,63 @@
+/**
+ * @module `/api/tenant`: the caller's tenant and its retention policy. `GET` for everyone in it;
+ * `PATCH {"retentionDays": N | null}` for owners and admins: events older than N days are removed
+ * from every store (the logs keep tombstones), null keeps history forever. The policy is recorded
+ * in D1 and pushed to every room object, which applies it from its alarm; rooms created later get
+ * it when they are set up.
+ */
+import { eq } from "drizzle-orm";
+import { drizzle } from "drizzle-orm/d1";
+import { Hono } from "hono";
+import { limitsOf } from "../../config/limits.ts";
+import { audit } from "../audit.ts";
+import { rooms, tenants } from "../db/schema.ts";
+import { ApiError } from "../errors.ts";
+import { readJsonObject } from "../http.ts";
+import { ADMIN_ROLES, roomStub } from "../rooms.ts";
+import type { AppEnv } from "../types.ts";
+
+/** A hundred years: long enough for any legal hold, short enough to stay a safe integer in ms. */
+const MAX_RETENTION_DAYS = 36_500;
+/** Room objects updated concurrently. */
+const PUSH_CONCURRENCY = 20;
+
+export const tenantRoutes = new Hono<AppEnv>()
+  .get("/", async (c) => {
+    const me = c.get("identity");
+    const row = await drizzle(c.env.DB).select().from(tenants).where(eq(tenants.id, me.tenantId)).get();
+    if (!row) throw new ApiError("not_found", "no such tenant");
+    return c.json({ id: row.id, name: row.name, retentionDays: row.retentionDays });
+  })
+  .patch("/", async (c) => {
+    const me = c.get("identity");
+    if (!ADMIN_ROLES.has(me.role)) throw new ApiError("forbidden", "only admins set the retention policy");
+    const body = await readJsonObject(c, limitsOf(c.env).maxJsonBodyBytes);
+    const days = body.retentionDays;
+    if (
+      days !== null &&
+      !(typeof days === "number" && Number.isInteger(days) && days >= 1 && days <= MAX_RETENTION_DAYS)
+    ) {
+      throw new ApiError(
+        "bad_request",
+        `retentionDays must be null (keep forever) or an integer from 1 to ${MAX_RETENTION_DAYS}`,
+      );
+    }
+    const db = drizzle(c.env.DB);
+    await db.update(tenants).set({ retentionDays: days }).where(eq(tenants.id, me.tenantId));
+    const ids = (
+      await db.select({ id: rooms.id }).from(rooms).where(eq(rooms.tenantId, me.tenantId)).all()
+    ).map((r) => r.id);
+    let failed = 0;
+    for (let i = 0; i < ids.length; i += PUSH_CONCURRENCY) {
+      const results = await Promise.allSettled(
+        ids.slice(i, i + PUSH_CONCURRENCY).map((id) => roomStub(c.env, me.tenantId, id).setRetention(days)),
+      );
+      failed += results.filter((r) => r.status === "rejected").length;
+    }
+    await audit(c.env, me, "tenant.retention_changed", me.tenantId, { retentionDays: days });
+    // A room that missed the push keeps its previous policy until the admin repeats the request
+    // (idempotent): say so rather than pretend.
+    if (failed > 0)
+      throw new ApiError("internal", `policy saved, but ${failed} rooms did not take it yet; retry`);
+    return c.json({ retentionDays: days, rooms: ids.length });
+  });

@@ -1,6 +1,7 @@
 /**
  * @module The Room Durable Object: one per room, named `<tenantId>:<roomId>`. It owns the room's
- * ordered log (room-log.ts), its members, and its hibernatable WebSockets.
+ * ordered log (room-log.ts), its members, its attachments (room-attachments.ts), and its
+ * hibernatable WebSockets.
  *
  * Lifecycle: the worker authenticates and forwards the upgrade unchanged (with the caller's
  * identity in a header only it can set); `fetch` accepts the socket, replays what the client missed
@@ -23,10 +24,12 @@ import {
   type ServerFrame,
   type UserRef,
 } from "../protocol/index.ts";
+import { filesBucket } from "../worker/residency.ts";
 import { ActivityBatch } from "./activity.ts";
 import { presenceStub, shardOf } from "./presence.ts";
 import { RateLimiter } from "./rate-limit.ts";
-import { type Actor, applyCommand, type CommandResult } from "./room-commands.ts";
+import { type AttachmentRecord, deleteStored, RoomAttachments } from "./room-attachments.ts";
+import { type Actor, applyCommand, type CommandResult, type CommandStores } from "./room-commands.ts";
 import { type Member, RoomLog, type RoomMeta } from "./room-log.ts";
 
 /** Header through which the worker hands the authenticated caller to the object. The worker always
@@ -56,8 +59,13 @@ export interface RoomSummary {
   mentions: number;
 }
 
+/** Attachments deleted per cleanup round: one R2 delete and one D1 statement each. */
+const CLEANUP_BATCH = 50;
+
 export class Room extends DurableObject<Env> {
   readonly #log: RoomLog;
+  readonly #attachments: RoomAttachments;
+  readonly #stores: CommandStores;
   readonly #limits: Limits;
   readonly #rate: RateLimiter;
   /** Attachments deserialized once per wake, not once per frame. */
@@ -74,6 +82,13 @@ export class Room extends DurableObject<Env> {
     super(ctx, env);
     this.#limits = limitsOf(env);
     this.#log = new RoomLog(ctx.storage);
+    // After the log: its migrations create the attachments table.
+    this.#attachments = new RoomAttachments(ctx.storage.sql);
+    this.#stores = {
+      log: this.#log,
+      attachments: this.#attachments,
+      maxAttachments: this.#limits.maxAttachmentsPerMessage,
+    };
     this.#rate = new RateLimiter(this.#limits.userCommandsPerSecond, this.#limits.userCommandBurst);
     // Pings are answered by the runtime without waking a hibernated room.
     ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair(PING_FRAME, PONG_FRAME));
@@ -211,6 +226,52 @@ export class Room extends DurableObject<Env> {
     return this.#log.member(userId) !== undefined;
   }
 
+  // ---- RPC: attachments (room-attachments.ts) ----------------------------------------------
+
+  /**
+   * Registers an upload as pending before its bytes are stored: from then on the room's cleanup
+   * owns it, so an upload that fails at any later step is still deleted after the grace period.
+   * Only a member may upload; anyone else gets `not_found`, as for a room they cannot see.
+   */
+  addAttachment(record: AttachmentRecord): { ok: true } | Failure {
+    const meta = this.#log.meta();
+    if (!meta || !this.#log.member(record.uploaderId)) return failure("not_found", "no such room");
+    this.#attachments.add(record);
+    return { ok: true };
+  }
+
+  /** Forgets a pending upload whose bytes never arrived (the request body was refused). */
+  discardAttachment(id: string, uploaderId: string): void {
+    this.#attachments.discardPending(id, uploaderId);
+  }
+
+  /** The attachment `userId` may download now, or null: members only, as for history; a pending
+   * upload only for its uploader; a doomed one (its message was deleted) for nobody. */
+  attachment(userId: string, id: string): AttachmentRecord | null {
+    if (!this.#log.member(userId)) return null;
+    return this.#attachments.readable(id, userId) ?? null;
+  }
+
+  /**
+   * Deletes (bytes in R2, row in D1, row here) every attachment that is doomed, or pending and
+   * older than `attachmentGraceMs` at `now`. Returns how many. Idempotent, so it may run from an
+   * alarm that is delivered more than once; a failure leaves the rest doomed for the next run.
+   */
+  async cleanupAttachments(now: number): Promise<number> {
+    const meta = this.#log.meta();
+    if (!meta) return 0;
+    const bucket = filesBucket(this.env, meta.tenantId);
+    let removed = 0;
+    for (;;) {
+      const due = this.#attachments.takeDue(now, this.#limits.attachmentGraceMs, CLEANUP_BATCH);
+      if (due.length === 0) return removed;
+      await deleteStored(bucket, this.env.DB, meta.tenantId, due);
+      this.#attachments.forget(due.map((r) => r.id));
+      removed += due.length;
+      if (due.length < CLEANUP_BATCH) return removed;
+    }
+  }
+
   // ---- WebSocket lifecycle -----------------------------------------------------------------
 
   override async fetch(request: Request): Promise<Response> {
@@ -322,7 +383,7 @@ export class Room extends DurableObject<Env> {
     if (!member) return { ...failure("forbidden", "join the room first"), clientId: cmd.clientId };
     // The role that authorizes is the member's current one (updated by `updateMember` when an admin
     // changes it), not the one the socket was opened with.
-    const result = applyCommand(this.#log, { ...actor, role: member.role }, cmd, Date.now());
+    const result = applyCommand(this.#stores, { ...actor, role: member.role }, cmd, Date.now());
     if (result.ok && result.created && cmd.type === "delete" && result.targetAuthor !== actor.id) {
       this.#auditAdminDeletion(actor, cmd.target, result.targetAuthor);
     }

@@ -60,6 +60,9 @@ export interface Limits {
   maxAttachmentBytes: number;
   /** An upload no message references is deleted (object and row) this long after it was made. */
   attachmentGraceMs: number;
+  /** Longest stored file name, in characters: enough for any real name, short enough for every
+   * file system a download lands on (most cap a name at 255 bytes). */
+  maxFilenameChars: number;
   /** The outbox drain: how soon after an event the room sends it to the queue (events written in
    * between go in the same pass), and the most events per pass. */
   outboxDrainDelayMs: number;
@@ -102,6 +105,7 @@ export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
   activityWindowMs: 250,
   maxAttachmentBytes: 25 * 1024 * 1024,
   attachmentGraceMs: 24 * 60 * 60 * 1000,
+  maxFilenameChars: 200,
   outboxDrainDelayMs: 200,
   outboxBatch: 500,
   outboxMaxBackoffMs: 60_000,

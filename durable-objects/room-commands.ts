@@ -3,6 +3,7 @@
  * to which target. Every outcome is a value of `CommandResult`; nothing invalid reaches the log.
  */
 import { type Failure, failure, mentionsIn, type SequencedCommand, type UserRef } from "../protocol/index.ts";
+import type { RoomAttachments } from "./room-attachments.ts";
 import type { AppendResult, RoomLog } from "./room-log.ts";
 
 export interface Actor extends UserRef {
@@ -18,15 +19,29 @@ export type CommandResult =
 
 const ADMIN_ROLES = new Set(["owner", "admin"]);
 
+/** The room's stores a command reads and writes; all in the same SQLite, so one transaction. */
+export interface CommandStores {
+  log: RoomLog;
+  attachments: RoomAttachments;
+  /** Most attachments one message may carry. */
+  maxAttachments: number;
+}
+
 /**
  * Applies one command: the idempotency check, the rules and the append run in one SQLite
  * transaction, so the seq is assigned together with the check on (author, clientId).
  */
-export function applyCommand(log: RoomLog, actor: Actor, cmd: SequencedCommand, now: number): CommandResult {
-  return log.transaction(() => decide(log, actor, cmd, now));
+export function applyCommand(
+  stores: CommandStores,
+  actor: Actor,
+  cmd: SequencedCommand,
+  now: number,
+): CommandResult {
+  return stores.log.transaction(() => decide(stores, actor, cmd, now));
 }
 
-function decide(log: RoomLog, actor: Actor, cmd: SequencedCommand, now: number): CommandResult {
+function decide(stores: CommandStores, actor: Actor, cmd: SequencedCommand, now: number): CommandResult {
+  const { log, attachments } = stores;
   const fail = (code: Failure["code"], message: string): CommandResult => ({
     ...failure(code, message),
     clientId: cmd.clientId,
@@ -43,9 +58,11 @@ function decide(log: RoomLog, actor: Actor, cmd: SequencedCommand, now: number):
         if (root?.kind !== "message") return fail("not_found", `no message ${cmd.threadRoot} to reply to`);
         if (root.threadRoot !== null) return fail("bad_request", "threadRoot must be a top-level message");
       }
-      if (cmd.attachments && cmd.attachments.length > 0) {
-        return fail("bad_request", "unknown attachment id");
-      }
+      // Only the sender's own pending uploads of this room; they become referenced by this
+      // message's seq in the same transaction as its append.
+      const ids = cmd.attachments ?? [];
+      const refs = ids.length > 0 ? attachments.claimable(ids, actor.id, stores.maxAttachments) : [];
+      if (!Array.isArray(refs)) return fail(refs.code, refs.message);
       const event = {
         kind: "message" as const,
         ts: now,
@@ -53,9 +70,14 @@ function decide(log: RoomLog, actor: Actor, cmd: SequencedCommand, now: number):
         clientId: cmd.clientId,
         text: cmd.text,
         ...(cmd.threadRoot !== undefined ? { threadRoot: cmd.threadRoot } : {}),
+        ...(refs.length > 0 ? { attachments: refs } : {}),
       };
       const mentions = mentionsIn(cmd.text).filter((id) => id !== actor.id && log.member(id) !== undefined);
-      return { ok: true, mentioned: mentions, ...log.append(event, { mentions }) };
+      return {
+        ok: true,
+        mentioned: mentions,
+        ...log.append(event, { mentions, apply: (seq) => attachments.attach(ids, seq) }),
+      };
     }
     case "edit": {
       const target = log.target(cmd.target);
@@ -86,7 +108,13 @@ function decide(log: RoomLog, actor: Actor, cmd: SequencedCommand, now: number):
         targetAuthor: target.authorId,
         ...log.append(
           { kind: "delete", ts: now, author, clientId: cmd.clientId, target: cmd.target },
-          { apply: () => log.scrubMessage(cmd.target) },
+          {
+            // The message's attachments go with its text: doomed now, deleted by the next cleanup.
+            apply: () => {
+              log.scrubMessage(cmd.target);
+              attachments.doomMessage(cmd.target);
+            },
+          },
         ),
       };
     }

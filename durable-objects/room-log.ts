@@ -65,6 +65,20 @@ const MIGRATIONS: (string | ((sql: SqlStorage) => void))[] = [
       sql.exec("UPDATE events SET digest = ?, chain = ? WHERE seq = ?", digest, chain, row.seq);
     }
   },
+  // Attachments (room-attachments.ts): pending while seq is null, referenced by message seq, doomed
+  // once that message is deleted or cleanup has begun on them.
+  `CREATE TABLE attachments (
+     id TEXT PRIMARY KEY,
+     uploader_id TEXT NOT NULL,
+     name TEXT NOT NULL,
+     content_type TEXT NOT NULL,
+     size INTEGER NOT NULL,
+     object_key TEXT NOT NULL,
+     created_at INTEGER NOT NULL,
+     seq INTEGER,
+     doomed INTEGER NOT NULL DEFAULT 0
+   );
+   CREATE INDEX attachments_seq ON attachments(seq) WHERE seq IS NOT NULL;`,
 ];
 
 export interface RoomMeta {

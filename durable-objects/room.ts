@@ -1,6 +1,7 @@
 /**
  * @module The Room Durable Object: one per room, named `<tenantId>:<roomId>`. It owns the room's
- * ordered log (room-log.ts), its members, and its hibernatable WebSockets.
+ * ordered log (room-log.ts), its members, its attachments (room-attachments.ts), and its
+ * hibernatable WebSockets.
  *
  * Lifecycle: the worker authenticates and forwards the upgrade unchanged (with the caller's
  * identity in a header only it can set); `fetch` accepts the socket, replays what the client missed
@@ -28,8 +29,9 @@ import { filesBucket } from "../worker/residency.ts";
 import { ActivityBatch } from "./activity.ts";
 import { presenceStub, shardOf } from "./presence.ts";
 import { RateLimiter } from "./rate-limit.ts";
+import { type AttachmentRecord, deleteStored, RoomAttachments } from "./room-attachments.ts";
 import { ColdArchive } from "./room-cold.ts";
-import { type Actor, applyCommand, type CommandResult } from "./room-commands.ts";
+import { type Actor, applyCommand, type CommandResult, type CommandStores } from "./room-commands.ts";
 import { type Member, RoomLog, type RoomMeta, type StoredRow } from "./room-log.ts";
 import { Outbox, queueBatches } from "./room-outbox.ts";
 
@@ -73,10 +75,15 @@ export interface RoomSummary {
   mentions: number;
 }
 
+/** Attachments deleted per cleanup round: one R2 delete and one D1 statement each. */
+const CLEANUP_BATCH = 50;
+
 export class Room extends DurableObject<Env> {
   readonly #log: RoomLog;
   readonly #outbox: Outbox;
   readonly #cold: ColdArchive;
+  readonly #attachments: RoomAttachments;
+  readonly #stores: CommandStores;
   readonly #limits: Limits;
   /** When the alarm is set for (null: none); known after the constructor's first read. */
   #alarmAt: number | null = null;
@@ -97,6 +104,13 @@ export class Room extends DurableObject<Env> {
     this.#log = new RoomLog(ctx.storage);
     this.#outbox = new Outbox(ctx.storage.sql);
     this.#cold = new ColdArchive(ctx.storage, () => filesBucket(env, this.#meta().tenantId));
+    // After the log: its migrations create the attachments table.
+    this.#attachments = new RoomAttachments(ctx.storage.sql);
+    this.#stores = {
+      log: this.#log,
+      attachments: this.#attachments,
+      maxAttachments: this.#limits.maxAttachmentsPerMessage,
+    };
     this.#rate = new RateLimiter(this.#limits.userCommandsPerSecond, this.#limits.userCommandBurst);
     // Pings are answered by the runtime without waking a hibernated room.
     ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair(PING_FRAME, PONG_FRAME));
@@ -309,20 +323,34 @@ export class Room extends DurableObject<Env> {
       if (range) await this.#cold.move(range, `${meta.tenantId}/rooms/${meta.roomId}`);
     });
     await this.#step("segments", () => this.#cold.rewriteOneDirty());
-    await this.#step("housekeeping", () => this.housekeep(Date.now()));
+    await this.#step("housekeeping", async () => {
+      const now = Date.now();
+      const retentionDue =
+        this.#log.retentionDays !== null &&
+        (this.#housekeepingMore || Number(this.ctx.storage.kv.get("housekeeping_at") ?? 0) <= now);
+      const filesDue = (this.#attachments.nextDue(now, this.#limits.attachmentGraceMs) ?? Infinity) <= now;
+      if (retentionDue || filesDue) await this.housekeep(now);
+    });
     this.#scheduleNext();
   }
 
   /** Retention: events older than the policy become tombstones (and leave D1, search and R2 through
-   * the outbox and segment rewrites). Public so tests can run it with a given clock. */
+   * the outbox and segment rewrites), their files are doomed, and files due for cleanup are
+   * deleted. Public so tests can run it with a given clock. */
   async housekeep(now: number): Promise<{ expired: number }> {
     const days = this.#log.retentionDays;
     let expired = 0;
     if (days !== null) {
-      const result = this.#log.expireBefore(now - days * DAY_MS, 1000);
+      const result = this.#log.transaction(() => {
+        const r = this.#log.expireBefore(now - days * DAY_MS, 1000);
+        // Files of expired messages go with them.
+        for (const seq of r.messages) this.#attachments.doomMessage(seq);
+        return r;
+      });
       expired = result.expired;
       this.#housekeepingMore = result.more;
     }
+    await this.cleanupAttachments(now);
     this.ctx.storage.kv.put("housekeeping_at", now + this.#limits.housekeepingMs);
     if (expired > 0 || this.#housekeepingMore) this.#wakeAt(Date.now());
     return { expired };
@@ -386,6 +414,8 @@ export class Room extends DurableObject<Env> {
     if (this.#log.retentionDays !== null) {
       times.push(Number(this.ctx.storage.kv.get("housekeeping_at") ?? now));
     }
+    const files = this.#attachments.nextDue(now, this.#limits.attachmentGraceMs);
+    if (files !== null) times.push(files);
     if (times.length > 0) this.#wakeAt(Math.min(...times));
   }
 
@@ -403,6 +433,53 @@ export class Room extends DurableObject<Env> {
 
   isMember(userId: string): boolean {
     return this.#log.member(userId) !== undefined;
+  }
+
+  // ---- RPC: attachments (room-attachments.ts) ----------------------------------------------
+
+  /**
+   * Registers an upload as pending before its bytes are stored: from then on the room's cleanup
+   * owns it, so an upload that fails at any later step is still deleted after the grace period.
+   * Only a member may upload; anyone else gets `not_found`, as for a room they cannot see.
+   */
+  addAttachment(record: AttachmentRecord): { ok: true } | Failure {
+    const meta = this.#log.meta();
+    if (!meta || !this.#log.member(record.uploaderId)) return failure("not_found", "no such room");
+    this.#attachments.add(record);
+    this.#scheduleNext();
+    return { ok: true };
+  }
+
+  /** Forgets a pending upload whose bytes never arrived (the request body was refused). */
+  discardAttachment(id: string, uploaderId: string): void {
+    this.#attachments.discardPending(id, uploaderId);
+  }
+
+  /** The attachment `userId` may download now, or null: members only, as for history; a pending
+   * upload only for its uploader; a doomed one (its message was deleted) for nobody. */
+  attachment(userId: string, id: string): AttachmentRecord | null {
+    if (!this.#log.member(userId)) return null;
+    return this.#attachments.readable(id, userId) ?? null;
+  }
+
+  /**
+   * Deletes (bytes in R2, row in D1, row here) every attachment that is doomed, or pending and
+   * older than `attachmentGraceMs` at `now`. Returns how many. Idempotent, so it may run from an
+   * alarm that is delivered more than once; a failure leaves the rest doomed for the next run.
+   */
+  async cleanupAttachments(now: number): Promise<number> {
+    const meta = this.#log.meta();
+    if (!meta) return 0;
+    const bucket = filesBucket(this.env, meta.tenantId);
+    let removed = 0;
+    for (;;) {
+      const due = this.#attachments.takeDue(now, this.#limits.attachmentGraceMs, CLEANUP_BATCH);
+      if (due.length === 0) return removed;
+      await deleteStored(bucket, this.env.DB, meta.tenantId, due);
+      this.#attachments.forget(due.map((r) => r.id));
+      removed += due.length;
+      if (due.length < CLEANUP_BATCH) return removed;
+    }
   }
 
   // ---- WebSocket lifecycle -----------------------------------------------------------------
@@ -518,14 +595,13 @@ export class Room extends DurableObject<Env> {
     if (!member) return { ...failure("forbidden", "join the room first"), clientId: cmd.clientId };
     // The role that authorizes is the member's current one (updated by `updateMember` when an admin
     // changes it), not the one the socket was opened with.
-    const result = applyCommand(this.#log, { ...actor, role: member.role }, cmd, Date.now());
+    const result = applyCommand(this.#stores, { ...actor, role: member.role }, cmd, Date.now());
     if (result.ok && result.created && cmd.type === "delete" && result.targetAuthor !== actor.id) {
       this.#auditAdminDeletion(actor, cmd.target, result.targetAuthor);
     }
     if (result.ok && result.created) this.#broadcast(result.json, result.seq, result.mentioned);
-    // Deleting a message whose range is already cold leaves a segment to rewrite without its text.
-    if (result.ok && result.created && cmd.type === "delete" && this.#cold.hasDirty())
-      this.#wakeAt(Date.now());
+    // A delete may leave a cold segment to rewrite and attachments to remove.
+    if (result.ok && result.created && cmd.type === "delete") this.#scheduleNext();
     return result;
   }
 

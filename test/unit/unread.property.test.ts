@@ -2,6 +2,7 @@ import { runInDurableObject } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
+import { RoomAttachments } from "../../durable-objects/room-attachments.ts";
 import { applyCommand } from "../../durable-objects/room-commands.ts";
 import { RoomLog } from "../../durable-objects/room-log.ts";
 
@@ -36,6 +37,8 @@ describe("unread and mention counts", () => {
         await runInDurableObject(stub, (_room, state) => {
           const people = ["u_reader", "u_alice", "u_bob"].map((id) => ({ id, name: id, role: "admin" }));
           let log = new RoomLog(state.storage);
+          const attachments = new RoomAttachments(state.storage.sql);
+          const stores = () => ({ log, attachments, maxAttachments: 10 });
           for (const p of people)
             log.transaction(() =>
               log.append(
@@ -50,7 +53,7 @@ describe("unread and mention counts", () => {
             if (o.kind === "send") {
               const by = people[o.by]!;
               const text = o.mention ? "hey @<u_reader>" : "hello";
-              const r = applyCommand(log, by, { type: "send", clientId: `c${n++}`, text }, 1);
+              const r = applyCommand(stores(), by, { type: "send", clientId: `c${n++}`, text }, 1);
               if (!r.ok) throw new Error(r.message);
               messages.push({
                 seq: r.seq,
@@ -61,7 +64,7 @@ describe("unread and mention counts", () => {
             } else if (o.kind === "delete" && messages.length > 0) {
               const m = messages[o.pick % messages.length]!;
               const r = applyCommand(
-                log,
+                stores(),
                 people[1]!,
                 { type: "delete", clientId: `c${n++}`, target: m.seq },
                 1,

@@ -40,7 +40,8 @@ function isArchiveMessage(body: unknown): body is ArchiveMessage {
   );
 }
 
-const SCRUB = `json_set(json, '$.text', '', '$.deleted', json('true'))`;
+/** A deleted message or edit keeps no text and no attachments in the archive either. */
+const SCRUB = `json_remove(json_set(json, '$.text', '', '$.deleted', json('true')), '$.attachments')`;
 
 /** The D1 statements that archive one event, in order. */
 export function archiveStatements(

@@ -18,7 +18,17 @@ import type { RoomEvent } from "../../protocol/index.ts";
 import type { ArchiveMessage } from "../../worker/archive/consumer.ts";
 import worker from "../../worker/index.ts";
 import { roomStub } from "../../worker/rooms.ts";
-import { api, Client, createRoom, json, login, type User, unique } from "../helpers.ts";
+import {
+  api,
+  authHeaders,
+  Client,
+  createRoom,
+  fetchWorker,
+  json,
+  login,
+  type User,
+  unique,
+} from "../helpers.ts";
 
 const DAY = 24 * 60 * 60 * 1000;
 
@@ -316,6 +326,55 @@ describe("cold segments, retention and export", () => {
     // A deleted message's line cannot be made to look deleted without its delete event.
     const noDelete = lines.filter((l) => !(isEventLine(l) && l.includes('"kind":"delete"')));
     expect((await verifyExport(noDelete)).ok).toBe(false);
+  });
+
+  it("retention deletes the files of expired messages and keeps newer ones", async () => {
+    const ada = await login(unique("t"));
+    const roomId = await createRoom(ada);
+    const { stub, queue } = await withFakeQueue(ada, roomId);
+    const uploadFile = async (name: string) => {
+      const res = await fetchWorker(`/api/rooms/${roomId}/attachments`, {
+        method: "POST",
+        headers: { ...authHeaders(ada.token), "x-filename": name, "content-type": "text/plain" },
+        body: `contents of ${name}`,
+      });
+      expect(res.status).toBe(201);
+      return (await json<{ id: string }>(res)).id;
+    };
+    const client = await Client.open(ada, roomId);
+    await client.ready();
+    const oldFile = await uploadFile("old.txt");
+    const oldSeq = await client.sendMessage("old", "old file", { attachments: [oldFile] });
+    const oldTs = (await history(ada, roomId, `after=${oldSeq - 1}&limit=1`))[0]?.ts as number;
+    // The next event must get a later ms (workerd's clock moves only across I/O and timers).
+    while (Date.now() <= oldTs) await new Promise((r) => setTimeout(r, 1));
+    const newFile = await uploadFile("new.txt");
+    const newSeq = await client.sendMessage("new", "new file", { attachments: [newFile] });
+    client.close();
+
+    expect((await api(ada, "PATCH", "/api/tenant", { retentionDays: 7 })).status).toBe(200);
+    // One ms after the old message's cutoff: the old message expires, the new one (later ms) stays.
+    await runInDurableObject(stub, (room: Room) => room.housekeep(oldTs + 1 + 7 * DAY));
+    const download = (id: string) =>
+      fetchWorker(`/api/attachments/${id}`, { headers: authHeaders(ada.token) }).then((r) => r.status);
+    expect(await download(oldFile)).toBe(404);
+    expect(await download(newFile)).toBe(200);
+    expect((await env.FILES.list({ prefix: `${ada.tenant}/attachments/${roomId}/` })).objects).toHaveLength(
+      1,
+    );
+    const events = await history(ada, roomId, `after=${oldSeq - 1}&limit=10`);
+    expect(events.find((e) => e.seq === oldSeq)?.kind).toBe("expired");
+    expect(events.find((e) => e.seq === newSeq)).toMatchObject({
+      kind: "message",
+      attachments: [{ id: newFile }],
+    });
+    await drainAll(stub, queue);
+    const archivedJson = await env.DB.prepare(
+      "SELECT json FROM archived_events WHERE tenant_id = ? AND room_id = ? AND seq = ?",
+    )
+      .bind(ada.tenant, roomId, oldSeq)
+      .first<{ json: string }>();
+    expect(archivedJson?.json).not.toContain(oldFile);
   });
 
   it("refuses bad retention and export requests and changes nothing", async () => {

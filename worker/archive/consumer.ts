@@ -3,8 +3,8 @@
  *
  * Queues deliver at least once and in no guaranteed order, so every write is idempotent on
  * (tenant, room, seq) and order-independent: a message archived after its edit or its delete still
- * ends with the latest edit's text or with no text at all. The statements of one event run as one
- * D1 batch (atomic); a failure retries the message with exponential backoff, and after the
+ * ends with the latest edit's text or with no text at all. The statements (drizzle) of one event
+ * run as one D1 batch (atomic); a failure retries the message with exponential backoff, and after the
  * configured attempts the queue moves it to the dead-letter queue. A batch is archived in one D1
  * round trip; only when that fails are its messages tried one by one.
  *
@@ -12,7 +12,12 @@
  * its outbox; a room resends what stays unconfirmed. A tombstone (`expired`, from retention)
  * replaces whatever was archived for its seq, and nothing archived later can bring the text back.
  */
+import { and, desc, eq, lt, sql } from "drizzle-orm";
+import type { BatchItem } from "drizzle-orm/batch";
+import { type DrizzleD1Database, drizzle } from "drizzle-orm/d1";
+import { alias } from "drizzle-orm/sqlite-core";
 import type { RoomEvent } from "../../protocol/index.ts";
+import { archivedEvents } from "../db/schema.ts";
 import { roomStub } from "../rooms.ts";
 
 /** What a room sends to the room-events queue for each event of its log. */
@@ -40,107 +45,134 @@ function isArchiveMessage(body: unknown): body is ArchiveMessage {
   );
 }
 
-/** A deleted message or edit keeps no text and no attachments in the archive either. */
-const SCRUB = `json_remove(json_set(json, '$.text', '', '$.deleted', json('true')), '$.attachments')`;
+/** Another row of the archive, for the subqueries that look up a message's edits and delete. */
+const other = alias(archivedEvents, "other");
+type Batch = BatchItem<"sqlite">;
 
-/** The D1 statements that archive one event, in order. */
+/** A deleted message or edit keeps no text and no attachments in the archive either. */
+const SCRUB = sql`json_remove(json_set(${archivedEvents.json}, '$.text', '', '$.deleted', json('true')), '$.attachments')`;
+
+/**
+ * The statements (drizzle) that archive one event, in order. Each is idempotent and none depends on
+ * the order events arrive in: a message archived after its edits takes the latest edit's text, and
+ * one archived after its delete (or its tombstone) keeps no text.
+ */
 export function archiveStatements(
-  db: D1Database,
+  db: DrizzleD1Database,
   { tenantId, roomId, event }: ArchiveMessage,
-): D1PreparedStatement[] {
-  const key = [tenantId, roomId] as const;
-  const isMessage = event.kind === "message";
-  const text = isMessage && !event.deleted ? event.text : "";
-  const target = "target" in event ? event.target : null;
+): Batch[] {
+  const room = (t: typeof archivedEvents | typeof other) =>
+    and(eq(t.tenantId, tenantId), eq(t.roomId, roomId));
+  const at = (seq: number) => and(room(archivedEvents), eq(archivedEvents.seq, seq));
+  const row = {
+    tenantId,
+    roomId,
+    seq: event.seq,
+    kind: event.kind,
+    authorId: event.author.id,
+    authorName: event.author.name,
+    ts: event.ts,
+    json: JSON.stringify(event),
+  };
   if (event.kind === "expired") {
+    const tombstone = { ...row, target: null, text: "", textSeq: 0, deleted: 1 };
     return [
       db
-        .prepare(
-          `INSERT INTO archived_events (tenant_id, room_id, seq, kind, author_id, author_name, ts, target, text, text_seq, deleted, json)
-           VALUES (?, ?, ?, 'expired', ?, ?, ?, NULL, '', 0, 1, ?)
-           ON CONFLICT (tenant_id, room_id, seq) DO UPDATE SET kind = 'expired', author_id = excluded.author_id,
-             author_name = excluded.author_name, target = NULL, text = '', text_seq = 0, deleted = 1, json = excluded.json`,
-        )
-        .bind(...key, event.seq, event.author.id, event.author.name, event.ts, JSON.stringify(event)),
+        .insert(archivedEvents)
+        .values(tombstone)
+        .onConflictDoUpdate({
+          target: [archivedEvents.tenantId, archivedEvents.roomId, archivedEvents.seq],
+          set: { ...tombstone, tenantId: undefined, roomId: undefined, seq: undefined },
+        }),
     ];
   }
-  const statements = [
-    db
-      .prepare(
-        `INSERT INTO archived_events (tenant_id, room_id, seq, kind, author_id, author_name, ts, target, text, text_seq, deleted, json)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`,
-      )
-      .bind(
-        ...key,
-        event.seq,
-        event.kind,
-        event.author.id,
-        event.author.name,
-        event.ts,
-        target,
-        text,
-        isMessage ? event.seq : 0,
-        "deleted" in event && event.deleted ? 1 : 0,
-        JSON.stringify(event),
-      ),
-  ];
+  const isMessage = event.kind === "message";
+  const insert = db
+    .insert(archivedEvents)
+    .values({
+      ...row,
+      target: "target" in event ? event.target : null,
+      text: isMessage && !event.deleted ? event.text : "",
+      textSeq: isMessage ? event.seq : 0,
+      deleted: "deleted" in event && event.deleted ? 1 : 0,
+    })
+    .onConflictDoNothing();
+  const editsOf = (target: number) => and(room(other), eq(other.kind, "edit"), eq(other.target, target));
+  const deleted = (target: number) =>
+    sql`EXISTS ${db
+      .select({ one: sql`1` })
+      .from(other)
+      .where(and(room(other), eq(other.kind, "delete"), eq(other.target, target)))}`;
   if (isMessage) {
-    // Its edits or delete may have been archived first.
-    statements.push(
+    const latestEdit = db
+      .select({ seq: sql`MAX(${other.seq})` })
+      .from(other)
+      .where(editsOf(event.seq));
+    const latestText = db
+      .select({ text: sql`json_extract(${other.json}, '$.text')` })
+      .from(other)
+      .where(editsOf(event.seq))
+      .orderBy(desc(other.seq))
+      .limit(1);
+    return [
+      insert,
+      // Its edits may have been archived first.
       db
-        .prepare(
-          `UPDATE archived_events SET
-             text = (SELECT json_extract(e.json, '$.text') FROM archived_events e
-                     WHERE e.tenant_id = ?1 AND e.room_id = ?2 AND e.kind = 'edit' AND e.target = ?3 ORDER BY e.seq DESC LIMIT 1),
-             text_seq = (SELECT MAX(e.seq) FROM archived_events e
-                         WHERE e.tenant_id = ?1 AND e.room_id = ?2 AND e.kind = 'edit' AND e.target = ?3)
-           WHERE tenant_id = ?1 AND room_id = ?2 AND seq = ?3 AND deleted = 0
-             AND text_seq < (SELECT MAX(e.seq) FROM archived_events e
-                             WHERE e.tenant_id = ?1 AND e.room_id = ?2 AND e.kind = 'edit' AND e.target = ?3)`,
-        )
-        .bind(...key, event.seq),
+        .update(archivedEvents)
+        .set({ text: sql`${latestText}`, textSeq: sql`${latestEdit}` })
+        .where(
+          and(at(event.seq), eq(archivedEvents.deleted, 0), sql`${archivedEvents.textSeq} < ${latestEdit}`),
+        ),
+      // Or its delete.
       db
-        .prepare(
-          `UPDATE archived_events SET text = '', deleted = 1, json = ${SCRUB}
-           WHERE tenant_id = ?1 AND room_id = ?2 AND seq = ?3 AND deleted = 0
-             AND EXISTS (SELECT 1 FROM archived_events d WHERE d.tenant_id = ?1 AND d.room_id = ?2 AND d.kind = 'delete' AND d.target = ?3)`,
-        )
-        .bind(...key, event.seq),
-    );
-  } else if (event.kind === "edit") {
-    statements.push(
+        .update(archivedEvents)
+        .set({ text: "", deleted: 1, json: SCRUB })
+        .where(and(at(event.seq), eq(archivedEvents.deleted, 0), deleted(event.seq))),
+    ];
+  }
+  if (event.kind === "edit") {
+    return [
+      insert,
       db
-        .prepare(
-          `UPDATE archived_events SET text = ?4, text_seq = ?5
-           WHERE tenant_id = ?1 AND room_id = ?2 AND seq = ?3 AND kind = 'message' AND deleted = 0 AND text_seq < ?5`,
-        )
-        .bind(...key, event.target, event.text, event.seq),
+        .update(archivedEvents)
+        .set({ text: event.text, textSeq: event.seq })
+        .where(
+          and(
+            at(event.target),
+            eq(archivedEvents.kind, "message"),
+            eq(archivedEvents.deleted, 0),
+            lt(archivedEvents.textSeq, event.seq),
+          ),
+        ),
       // An edit of a message deleted earlier keeps no text either.
       db
-        .prepare(
-          `UPDATE archived_events SET json = ${SCRUB}
-           WHERE tenant_id = ?1 AND room_id = ?2 AND seq = ?3
-             AND EXISTS (SELECT 1 FROM archived_events d WHERE d.tenant_id = ?1 AND d.room_id = ?2 AND d.kind = 'delete' AND d.target = ?4)`,
-        )
-        .bind(...key, event.seq, event.target),
-    );
-  } else if (event.kind === "delete") {
-    statements.push(
-      db
-        .prepare(
-          `UPDATE archived_events SET text = '', deleted = 1, json = ${SCRUB}
-           WHERE tenant_id = ?1 AND room_id = ?2 AND seq = ?3 AND kind = 'message'`,
-        )
-        .bind(...key, event.target),
-      db
-        .prepare(
-          `UPDATE archived_events SET json = ${SCRUB}
-           WHERE tenant_id = ?1 AND room_id = ?2 AND kind = 'edit' AND target = ?3`,
-        )
-        .bind(...key, event.target),
-    );
+        .update(archivedEvents)
+        .set({ json: SCRUB })
+        .where(and(at(event.seq), deleted(event.target))),
+    ];
   }
-  return statements;
+  if (event.kind === "delete") {
+    return [
+      insert,
+      db
+        .update(archivedEvents)
+        .set({ text: "", deleted: 1, json: SCRUB })
+        .where(and(at(event.target), eq(archivedEvents.kind, "message"))),
+      db
+        .update(archivedEvents)
+        .set({ json: SCRUB })
+        .where(
+          and(room(archivedEvents), eq(archivedEvents.kind, "edit"), eq(archivedEvents.target, event.target)),
+        ),
+    ];
+  }
+  return [insert];
+}
+
+/** Runs statements as one D1 batch (one transaction). */
+function runBatch(db: DrizzleD1Database, statements: Batch[]): Promise<unknown> {
+  const [first, ...rest] = statements;
+  return first ? db.batch([first, ...rest]) : Promise.resolve();
 }
 
 /** The queue handler for room-events. */
@@ -149,6 +181,7 @@ export async function consumeRoomEvents(
   env: Env,
   _ctx?: ExecutionContext,
 ): Promise<void> {
+  const db = drizzle(env.DB);
   const valid: Message<ArchiveMessage>[] = [];
   for (const message of batch.messages) {
     if (isArchiveMessage(message.body)) valid.push(message as Message<ArchiveMessage>);
@@ -170,13 +203,16 @@ export async function consumeRoomEvents(
   };
   try {
     // The whole batch in one D1 round trip (one transaction): the common case.
-    if (valid.length > 0) await env.DB.batch(valid.flatMap((m) => archiveStatements(env.DB, m.body)));
+    await runBatch(
+      db,
+      valid.flatMap((m) => archiveStatements(db, m.body)),
+    );
     for (const m of valid) archived(m);
   } catch {
     // Something in the batch failed: one message at a time, so only the failing ones retry.
     for (const m of valid) {
       try {
-        await env.DB.batch(archiveStatements(env.DB, m.body));
+        await runBatch(db, archiveStatements(db, m.body));
         archived(m);
       } catch (err) {
         const delaySeconds = Math.min(MAX_RETRY_DELAY_SECONDS, 2 ** m.attempts);

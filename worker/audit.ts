@@ -18,6 +18,7 @@ export type AuditAction =
   | "dead_letter.replayed"
   | "export.requested"
   | "export.downloaded"
+  | "export.deleted"
   | "tenant.retention_changed";
 
 type AuditDetail = Record<string, string | number | boolean | null>;

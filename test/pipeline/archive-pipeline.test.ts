@@ -323,6 +323,16 @@ describe("cold segments, retention and export", () => {
     [swapped[plain], swapped[plain + 1]] = [swapped[plain + 1] as string, swapped[plain] as string];
     expect((await verifyExport(swapped)).ok).toBe(false);
 
+    // Admins delete exports (retention does not): file and record go.
+    const [listed] = (
+      await json<{ exports: { id: string; status: string }[] }>(api(ada, "GET", "/api/admin/exports"))
+    ).exports;
+    expect(listed?.status).toBe("done");
+    expect((await api(member, "DELETE", `/api/admin/exports/${listed?.id}`)).status).toBe(403);
+    expect((await api(ada, "DELETE", `/api/admin/exports/${listed?.id}`)).status).toBe(200);
+    expect((await api(ada, "GET", `/api/admin/exports/${listed?.id}/download`)).status).toBe(404);
+    expect((await env.FILES.list({ prefix: `${ada.tenant}/exports/` })).objects).toEqual([]);
+
     // A deleted message's line cannot be made to look deleted without its delete event.
     const noDelete = lines.filter((l) => !(isEventLine(l) && l.includes('"kind":"delete"')));
     expect((await verifyExport(noDelete)).ok).toBe(false);

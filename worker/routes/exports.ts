@@ -2,7 +2,8 @@
  * @module `/api/admin/exports`: eDiscovery exports for the tenant's admins. `POST` with
  * `{"roomId"?}` (one room, or the whole tenant) records the export and queues the job
  * (worker/exports/job.ts) → 202; `GET` lists them; `GET /:id` reports one; `GET /:id/download`
- * streams the NDJSON file as an attachment. `GET /api/admin/rooms/:id/head` gives a room's live
+ * streams the NDJSON file as an attachment; `DELETE /:id` removes file and record. An export is
+ * an admin's deliberate copy (often for a legal hold), so retention does not delete it: admins do. `GET /api/admin/rooms/:id/head` gives a room's live
  * head (seq and chain link), against which an auditor checks an export's head lines.
  */
 import { and, desc, eq } from "drizzle-orm";
@@ -110,6 +111,15 @@ export const exportRoutes = new Hono<AppEnv>()
         "cache-control": "private, no-store",
       },
     });
+  })
+  .delete("/exports/:id", async (c) => {
+    const me = admin(c);
+    const row = await findExport(c, me);
+    if (row.status === "running") throw new ApiError("conflict", "export is still running");
+    await filesBucket(c.env, me.tenantId).delete(row.objectKey);
+    await drizzle(c.env.DB).delete(exports).where(eq(exports.id, row.id));
+    await audit(c.env, me, "export.deleted", row.roomId ?? me.tenantId, { export: row.id });
+    return c.json({ ok: true });
   })
   .get("/rooms/:id/head", async (c) => {
     const me = admin(c);

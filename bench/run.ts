@@ -23,6 +23,11 @@ if (process.argv.slice(2).includes("--presence")) {
   await (await import("./presence.ts")).runPresence(process.argv.slice(2));
   process.exit();
 }
+// `--upload`: attachment throughput (bench/upload.ts), its own server and "## Upload" section.
+if (process.argv.slice(2).includes("--upload")) {
+  await (await import("./upload.ts")).runUploadBench(process.argv.slice(2));
+  process.exit();
+}
 
 const servers: Server[] = [];
 let stopping: Promise<void> | null = null;

@@ -142,7 +142,9 @@ export const archivedEvents = sqliteTable(
   },
   (t) => [
     primaryKey({ columns: [t.tenantId, t.roomId, t.seq] }),
-    index("archived_target").on(t.tenantId, t.roomId, t.target),
+    // With seq last, the latest edit of a message (MAX(seq) by target) is read from the index alone;
+    // without it SQLite walked the room's primary key backwards: O(archived events) per message.
+    index("archived_target").on(t.tenantId, t.roomId, t.target, t.seq),
   ],
 );
 

@@ -37,7 +37,9 @@ export interface Options {
 const USAGE = `usage: npm run bench -- [--quick] [--duration S] [--receivers 10,100,500] [--senders 1,10]
        [--modes ack,rate] [--targets parley,durable,bare] [--window 8] [--rate 200] [--drain S]
        [--budget S] [--out FILE] [--parley-url http://127.0.0.1:8787]
-Every flag also reads BENCH_<FLAG> from the environment (e.g. BENCH_DURATION=3).`;
+Every flag also reads BENCH_<FLAG> from the environment (e.g. BENCH_DURATION=3).
+Other benches: npm run bench -- --presence [--help]   (bench/presence.ts)
+               npm run bench -- --archive [--quick]   (bench/archive.ts)`;
 
 function list(value: string, name: string): number[] {
   const out = value.split(",").map((s) => Number(s.trim()));

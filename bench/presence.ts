@@ -729,11 +729,11 @@ function renderPresence(
   return lines.join("\n");
 }
 
-/** Replaces the "## Presence" section of `file` (up to the next `## ` heading), or appends it. */
-function writeSection(file: string, section: string): void {
+/** Replaces the `heading` section of `file` (up to the next `## ` heading), or appends it. */
+export function writeSection(file: string, section: string, heading = "## Presence"): void {
   const current = existsSync(file) ? readFileSync(file, "utf8") : "";
   const lines = current.split("\n");
-  const start = lines.findIndex((l) => l.trim() === "## Presence");
+  const start = lines.findIndex((l) => l.trim() === heading);
   let kept: string[];
   if (start < 0) kept = lines;
   else {

@@ -29,6 +29,13 @@ if (process.argv.slice(2).includes("--upload")) {
   process.exit();
 }
 
+// `--archive`: the archive lag and search bench (bench/archive.ts), likewise on its own server; it
+// writes only the "## Archive" section.
+if (process.argv.slice(2).includes("--archive")) {
+  await (await import("./archive.ts")).runArchive(process.argv.slice(2));
+  process.exit();
+}
+
 const servers: Server[] = [];
 let stopping: Promise<void> | null = null;
 function stopServers(): Promise<void> {

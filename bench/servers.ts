@@ -211,6 +211,8 @@ interface StartSpec {
   env: Record<string, string>;
   port: number;
   stateDir: string;
+  /** Whether stopping the server removes `stateDir` (false: the caller owns it). */
+  ownsState: boolean;
   healthPath: string;
   timeoutMs: number;
 }
@@ -233,7 +235,7 @@ async function start(spec: StartSpec): Promise<Server> {
   closeSync(fd);
   const pid = child.pid;
   if (pid === undefined) throw new Error(`could not start ${spec.name}`);
-  running.set(pid, { stateDir: spec.stateDir });
+  running.set(pid, { stateDir: spec.ownsState ? spec.stateDir : "" });
   child.unref();
   let stopped = false;
   const server: Server = {
@@ -247,7 +249,7 @@ async function start(spec: StartSpec): Promise<Server> {
       stopped = true;
       await stopGroup(pid, 5000);
       running.delete(pid);
-      rmSync(spec.stateDir, { recursive: true, force: true });
+      if (spec.ownsState) rmSync(spec.stateDir, { recursive: true, force: true });
     },
   };
   try {
@@ -288,16 +290,26 @@ export async function startCeiling(root: string, logDir: string, label: string):
     env: {},
     port,
     stateDir,
+    ownsState: true,
     healthPath: "/healthz",
     timeoutMs: 60_000,
   });
 }
 
-export async function startParley(root: string, logDir: string): Promise<Server> {
+/**
+ * Parley with fresh state in a temporary directory that `stop()` removes; or, with `stateDir`, on
+ * that directory, which stays (the caller owns it: a later start can reuse it). `name` names the
+ * log file.
+ */
+export async function startParley(
+  root: string,
+  logDir: string,
+  options: { stateDir?: string; name?: string } = {},
+): Promise<Server> {
   const port = await freePort();
-  const stateDir = mkdtempSync(join(tmpdir(), "parley-bench-state-"));
+  const stateDir = options.stateDir ?? mkdtempSync(join(tmpdir(), "parley-bench-state-"));
   return start({
-    name: "parley",
+    name: options.name ?? "parley",
     root,
     logDir,
     command: process.execPath,
@@ -305,6 +317,7 @@ export async function startParley(root: string, logDir: string): Promise<Server>
     env: { PORT: String(port), PARLEY_STATE_DIR: stateDir, PARLEY_USER_COMMANDS_PER_SECOND: "100000" },
     port,
     stateDir,
+    ownsState: options.stateDir === undefined,
     healthPath: "/healthz",
     timeoutMs: 120_000,
   });
@@ -316,6 +329,7 @@ export function stopAllSync(): void {
     try {
       process.kill(-pid, "SIGKILL");
     } catch {}
+    if (!stateDir) continue;
     try {
       rmSync(stateDir, { recursive: true, force: true });
     } catch {}

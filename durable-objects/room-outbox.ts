@@ -56,7 +56,7 @@ export class Outbox {
   nextDue(resendMs: number): number | null {
     const row = this.#sql
       .exec<{ unsent: number; oldest: number | null }>(
-        "SELECT COUNT(*) FILTER (WHERE sent_at IS NULL) AS unsent, MIN(sent_at) AS oldest FROM outbox",
+        "SELECT EXISTS (SELECT 1 FROM outbox WHERE sent_at IS NULL) AS unsent, (SELECT MIN(sent_at) FROM outbox) AS oldest",
       )
       .one();
     if (row.unsent > 0) return 0;

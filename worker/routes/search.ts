@@ -62,11 +62,14 @@ export const searchRoutes = new Hono<AppEnv>().get("/", async (c) => {
     params.push(to);
   }
   let rows: Row[];
+  // CROSS JOIN pins the order: the FTS match first, then its rows by rowid. Left to the planner, a
+  // SQLite build may scan the tenant's archive and probe FTS per row (39 s at 100k rows, measured
+  // with Node's SQLite, against 26 ms pinned).
   try {
     const result = await c.env.DB.prepare(
       `SELECT a.room_id, a.seq, a.text, a.author_id, a.author_name, a.ts,
               snippet(archive_fts, 0, '${OPEN}', '${CLOSE}', '…', 16) AS snippet
-       FROM archive_fts JOIN archived_events a ON a.rowid = archive_fts.rowid
+       FROM archive_fts CROSS JOIN archived_events a ON a.rowid = archive_fts.rowid
        WHERE ${where.join(" AND ")}
        ORDER BY bm25(archive_fts) LIMIT ${HITS}`,
     )

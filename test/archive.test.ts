@@ -111,6 +111,36 @@ describe("the archive consumer", () => {
     expect(rows.find((r) => r.seq === 4)).toMatchObject({ text: "", deleted: 1 });
     expect(rows.find((r) => r.seq === 4)?.json).not.toContain("regret");
   });
+
+  it("reaches the same end state when a batch holds a message with its edits and deletes, in any order", async () => {
+    const ada = await login(unique("t"));
+    const events = (roomId: string): ArchiveMessage[] =>
+      [
+        message(ada, 1, "first draft"),
+        { kind: "edit", seq: 2, ts: 2_000, author: author(ada), target: 1, text: "second draft" },
+        { kind: "edit", seq: 3, ts: 2_001, author: author(ada), target: 1, text: "third draft" },
+        message(ada, 4, "regret this"),
+        { kind: "edit", seq: 5, ts: 2_002, author: author(ada), target: 4, text: "regret this more" },
+        { kind: "delete", seq: 6, ts: 3_000, author: author(ada), target: 4 },
+        message(ada, 7, "keep me"),
+      ].map((event) => ({ tenantId: ada.tenant, roomId, event: event as RoomEvent }));
+    const orders: ((list: ArchiveMessage[]) => ArchiveMessage[])[] = [
+      (l) => l,
+      (l) => [...l].reverse(),
+      (l) => [l[5], l[2], l[6], l[0], l[4], l[1], l[3], l[0]] as ArchiveMessage[],
+    ];
+    for (const order of orders) {
+      const roomId = await createRoom(ada);
+      expect((await deliver(order(events(roomId)))).retryMessages).toEqual([]);
+      const rows = await archived(ada.tenant, roomId);
+      expect(rows.map((r) => r.seq)).toEqual([1, 2, 3, 4, 5, 6, 7]);
+      expect(rows[0]).toMatchObject({ text: "third draft", deleted: 0 });
+      expect(rows[3]).toMatchObject({ text: "", deleted: 1 });
+      expect(rows[3]?.json).not.toContain("regret");
+      expect(rows[4]?.json).not.toContain("regret");
+      expect(rows[6]).toMatchObject({ text: "keep me", deleted: 0 });
+    }
+  });
 });
 
 describe("search", () => {

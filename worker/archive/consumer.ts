@@ -3,8 +3,8 @@
  *
  * Queues deliver at least once and in no guaranteed order, so every write is idempotent on
  * (tenant, room, seq) and order-independent: a message archived after its edit or its delete still
- * ends with the latest edit's text or with no text at all. The statements (drizzle) of one event
- * run as one D1 batch (atomic); a failure retries the message with exponential backoff, and after the
+ * ends with the latest edit's text or with no text at all. A batch's statements (drizzle, set-based
+ * per room) run as one D1 batch (atomic); a failure retries the message with exponential backoff, and after the
  * configured attempts the queue moves it to the dead-letter queue. A batch is archived in one D1
  * round trip; only when that fails are its messages tried one by one.
  *
@@ -12,7 +12,7 @@
  * its outbox; a room resends what stays unconfirmed. A tombstone (`expired`, from retention)
  * replaces whatever was archived for its seq, and nothing archived later can bring the text back.
  */
-import { and, desc, eq, lt, sql } from "drizzle-orm";
+import { and, desc, eq, inArray, lt, type SQLWrapper, sql } from "drizzle-orm";
 import type { BatchItem } from "drizzle-orm/batch";
 import { type DrizzleD1Database, drizzle } from "drizzle-orm/d1";
 import { alias } from "drizzle-orm/sqlite-core";
@@ -52,121 +52,152 @@ type Batch = BatchItem<"sqlite">;
 /** A deleted message or edit keeps no text and no attachments in the archive either. */
 const SCRUB = sql`json_remove(json_set(${archivedEvents.json}, '$.text', '', '$.deleted', json('true')), '$.attachments')`;
 
+/** D1 binds at most 100 parameters per statement: rows per multi-row INSERT (12 columns each),
+ * and seqs per set-based update (2 more for the room). */
+const INSERT_ROWS = 8;
+const SEQS_PER_UPDATE = 90;
+
+function chunks<T>(items: readonly T[], size: number): T[][] {
+  const out: T[][] = [];
+  for (let i = 0; i < items.length; i += size) out.push(items.slice(i, i + size));
+  return out;
+}
+
 /**
- * The statements (drizzle) that archive one event, in order. Each is idempotent and none depends on
- * the order events arrive in: a message archived after its edits takes the latest edit's text, and
- * one archived after its delete (or its tombstone) keeps no text.
+ * The statements (drizzle) that archive a batch of events, for one transaction: per room, the new
+ * events in multi-row INSERTs, then tombstones, then what each edit and delete changes in its
+ * target, then set-based fix-ups of the batch's messages (their edits or delete may have been
+ * archived first). Each statement is idempotent and every one after the INSERTs converges on the
+ * same end state whatever order the events arrive in, within a batch or across batches: a message
+ * ends with its latest edit's text, or with none once deleted or expired. A batch of N messages of
+ * one room costs about N/8 + 2 statements instead of 3 per message.
  */
-export function archiveStatements(
-  db: DrizzleD1Database,
-  { tenantId, roomId, event }: ArchiveMessage,
-): Batch[] {
-  const room = (t: typeof archivedEvents | typeof other) =>
-    and(eq(t.tenantId, tenantId), eq(t.roomId, roomId));
-  const at = (seq: number) => and(room(archivedEvents), eq(archivedEvents.seq, seq));
-  const row = {
-    tenantId,
-    roomId,
-    seq: event.seq,
-    kind: event.kind,
-    authorId: event.author.id,
-    authorName: event.author.name,
-    ts: event.ts,
-    json: JSON.stringify(event),
-  };
-  if (event.kind === "expired") {
-    const tombstone = { ...row, target: null, text: "", textSeq: 0, deleted: 1 };
-    return [
-      db
-        .insert(archivedEvents)
-        .values(tombstone)
-        .onConflictDoUpdate({
-          target: [archivedEvents.tenantId, archivedEvents.roomId, archivedEvents.seq],
-          set: { ...tombstone, tenantId: undefined, roomId: undefined, seq: undefined },
-        }),
-    ];
+export function archiveStatements(db: DrizzleD1Database, messages: readonly ArchiveMessage[]): Batch[] {
+  const byRoom = new Map<string, ArchiveMessage[]>();
+  for (const m of messages) {
+    const k = JSON.stringify([m.tenantId, m.roomId]);
+    byRoom.set(k, [...(byRoom.get(k) ?? []), m]);
   }
-  const isMessage = event.kind === "message";
-  const insert = db
-    .insert(archivedEvents)
-    .values({
-      ...row,
-      target: "target" in event ? event.target : null,
-      text: isMessage && !event.deleted ? event.text : "",
-      textSeq: isMessage ? event.seq : 0,
-      deleted: "deleted" in event && event.deleted ? 1 : 0,
-    })
-    .onConflictDoNothing();
-  const editsOf = (target: number) => and(room(other), eq(other.kind, "edit"), eq(other.target, target));
-  const deleted = (target: number) =>
-    sql`EXISTS ${db
-      .select({ one: sql`1` })
-      .from(other)
-      .where(and(room(other), eq(other.kind, "delete"), eq(other.target, target)))}`;
-  if (isMessage) {
+  const statements: Batch[] = [];
+  for (const list of byRoom.values()) {
+    const { tenantId, roomId } = list[0] as ArchiveMessage;
+    const room = (t: typeof archivedEvents | typeof other) =>
+      and(eq(t.tenantId, tenantId), eq(t.roomId, roomId));
+    const at = (seq: number) => and(room(archivedEvents), eq(archivedEvents.seq, seq));
+    const deletedExists = (target: SQLWrapper | number) =>
+      sql`EXISTS ${db
+        .select({ one: sql`1` })
+        .from(other)
+        .where(and(room(other), eq(other.kind, "delete"), eq(other.target, target as number)))}`;
+    const base = (event: RoomEvent) => ({
+      tenantId,
+      roomId,
+      seq: event.seq,
+      kind: event.kind,
+      authorId: event.author.id,
+      authorName: event.author.name,
+      ts: event.ts,
+      json: JSON.stringify(event),
+    });
+    const rows = list
+      .map((m) => m.event)
+      .filter((e) => e.kind !== "expired")
+      .map((event) => {
+        const isMessage = event.kind === "message";
+        return {
+          ...base(event),
+          target: "target" in event ? event.target : null,
+          text: isMessage && !event.deleted ? event.text : "",
+          textSeq: isMessage ? event.seq : 0,
+          deleted: "deleted" in event && event.deleted ? 1 : 0,
+        };
+      });
+    for (const chunk of chunks(rows, INSERT_ROWS)) {
+      statements.push(db.insert(archivedEvents).values(chunk).onConflictDoNothing());
+    }
+    for (const { event } of list) {
+      if (event.kind === "expired") {
+        // A tombstone replaces whatever was archived for its seq.
+        const tombstone = { ...base(event), target: null, text: "", textSeq: 0, deleted: 1 };
+        statements.push(
+          db
+            .insert(archivedEvents)
+            .values(tombstone)
+            .onConflictDoUpdate({
+              target: [archivedEvents.tenantId, archivedEvents.roomId, archivedEvents.seq],
+              set: { ...tombstone, tenantId: undefined, roomId: undefined, seq: undefined },
+            }),
+        );
+      } else if (event.kind === "edit") {
+        statements.push(
+          db
+            .update(archivedEvents)
+            .set({ text: event.text, textSeq: event.seq })
+            .where(
+              and(
+                at(event.target),
+                eq(archivedEvents.kind, "message"),
+                eq(archivedEvents.deleted, 0),
+                lt(archivedEvents.textSeq, event.seq),
+              ),
+            ),
+          // An edit of a message deleted earlier keeps no text either.
+          db
+            .update(archivedEvents)
+            .set({ json: SCRUB })
+            .where(and(at(event.seq), deletedExists(event.target))),
+        );
+      } else if (event.kind === "delete") {
+        statements.push(
+          db
+            .update(archivedEvents)
+            .set({ text: "", deleted: 1, json: SCRUB })
+            .where(and(at(event.target), eq(archivedEvents.kind, "message"))),
+          db
+            .update(archivedEvents)
+            .set({ json: SCRUB })
+            .where(
+              and(
+                room(archivedEvents),
+                eq(archivedEvents.kind, "edit"),
+                eq(archivedEvents.target, event.target),
+              ),
+            ),
+        );
+      }
+    }
+    // The batch's messages whose edits or delete were archived first (correlated on the row's seq).
+    const editsOfRow = and(room(other), eq(other.kind, "edit"), eq(other.target, archivedEvents.seq));
     const latestEdit = db
       .select({ seq: sql`MAX(${other.seq})` })
       .from(other)
-      .where(editsOf(event.seq));
+      .where(editsOfRow);
     const latestText = db
       .select({ text: sql`json_extract(${other.json}, '$.text')` })
       .from(other)
-      .where(editsOf(event.seq))
+      .where(editsOfRow)
       .orderBy(desc(other.seq))
       .limit(1);
-    return [
-      insert,
-      // Its edits may have been archived first.
-      db
-        .update(archivedEvents)
-        .set({ text: sql`${latestText}`, textSeq: sql`${latestEdit}` })
-        .where(
-          and(at(event.seq), eq(archivedEvents.deleted, 0), sql`${archivedEvents.textSeq} < ${latestEdit}`),
-        ),
-      // Or its delete.
-      db
-        .update(archivedEvents)
-        .set({ text: "", deleted: 1, json: SCRUB })
-        .where(and(at(event.seq), eq(archivedEvents.deleted, 0), deleted(event.seq))),
-    ];
+    const messageSeqs = list.filter((m) => m.event.kind === "message").map((m) => m.event.seq);
+    for (const seqs of chunks(messageSeqs, SEQS_PER_UPDATE)) {
+      const mine = and(
+        room(archivedEvents),
+        inArray(archivedEvents.seq, seqs),
+        eq(archivedEvents.deleted, 0),
+      );
+      statements.push(
+        db
+          .update(archivedEvents)
+          .set({ text: sql`${latestText}`, textSeq: sql`${latestEdit}` })
+          .where(and(mine, sql`${archivedEvents.textSeq} < ${latestEdit}`)),
+        db
+          .update(archivedEvents)
+          .set({ text: "", deleted: 1, json: SCRUB })
+          .where(and(mine, deletedExists(archivedEvents.seq))),
+      );
+    }
   }
-  if (event.kind === "edit") {
-    return [
-      insert,
-      db
-        .update(archivedEvents)
-        .set({ text: event.text, textSeq: event.seq })
-        .where(
-          and(
-            at(event.target),
-            eq(archivedEvents.kind, "message"),
-            eq(archivedEvents.deleted, 0),
-            lt(archivedEvents.textSeq, event.seq),
-          ),
-        ),
-      // An edit of a message deleted earlier keeps no text either.
-      db
-        .update(archivedEvents)
-        .set({ json: SCRUB })
-        .where(and(at(event.seq), deleted(event.target))),
-    ];
-  }
-  if (event.kind === "delete") {
-    return [
-      insert,
-      db
-        .update(archivedEvents)
-        .set({ text: "", deleted: 1, json: SCRUB })
-        .where(and(at(event.target), eq(archivedEvents.kind, "message"))),
-      db
-        .update(archivedEvents)
-        .set({ json: SCRUB })
-        .where(
-          and(room(archivedEvents), eq(archivedEvents.kind, "edit"), eq(archivedEvents.target, event.target)),
-        ),
-    ];
-  }
-  return [insert];
+  return statements;
 }
 
 /** Runs statements as one D1 batch (one transaction). */
@@ -205,14 +236,17 @@ export async function consumeRoomEvents(
     // The whole batch in one D1 round trip (one transaction): the common case.
     await runBatch(
       db,
-      valid.flatMap((m) => archiveStatements(db, m.body)),
+      archiveStatements(
+        db,
+        valid.map((m) => m.body),
+      ),
     );
     for (const m of valid) archived(m);
   } catch {
     // Something in the batch failed: one message at a time, so only the failing ones retry.
     for (const m of valid) {
       try {
-        await runBatch(db, archiveStatements(db, m.body));
+        await runBatch(db, archiveStatements(db, [m.body]));
         archived(m);
       } catch (err) {
         const delaySeconds = Math.min(MAX_RETRY_DELAY_SECONDS, 2 ** m.attempts);

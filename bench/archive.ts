@@ -20,7 +20,9 @@ import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import WebSocket from "ws";
+import { numberFlag } from "./options.ts";
 import { writeSection } from "./presence.ts";
+import { mulberry32 } from "./random.ts";
 import { type Server, startParley, stopAllSync, workerdSnapshot } from "./servers.ts";
 import { type LatencySummary, Samples } from "./stats.ts";
 import { api } from "./targets.ts";
@@ -55,13 +57,8 @@ const USAGE = `usage: npm run bench -- --archive [--quick] [--messages 300] [--r
        [--lag-timeout 15] [--fill 100000] [--rooms 10] [--queries 200] [--budget 600]
        [--out bench/results.md]`;
 
-function num(v: string | undefined, name: string, def: number, min: number, max: number): number {
-  if (v === undefined) return def;
-  const n = Number(v);
-  if (!Number.isFinite(n) || n < min || n > max)
-    throw new Error(`--${name} must be a number in ${min}..${max}\n${USAGE}`);
-  return n;
-}
+const num = (v: string | undefined, name: string, def: number, min: number, max: number) =>
+  numberFlag(v, name, def, min, max, USAGE);
 
 export function parseArchiveOptions(argv: string[]): ArchiveOptions {
   const { values } = parseArgs({
@@ -98,18 +95,6 @@ export function parseArchiveOptions(argv: string[]): ArchiveOptions {
 
 // ---------------------------------------------------------------------------------------------
 // Random text
-
-/** Deterministic pseudo-random numbers (mulberry32), so that two runs fill the same archive. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** The head of the vocabulary: frequent English and team-chat words, most frequent first. */
 const COMMON = `the to i a you it is we that for on in this be and of can have will just do with
@@ -174,7 +159,7 @@ interface Corpus {
 }
 
 function corpus(seed: number): Corpus {
-  const random = rng(seed);
+  const random = mulberry32(seed);
   const words = vocabulary(30_000, random);
   const rank = zipf(words.length, 1.05, random);
   const docFreq = new Uint32Array(words.length);
@@ -212,7 +197,7 @@ function writeFillSql(file: string, rooms: FillRoom[], rows: number, seed: numbe
     id: `fill-author-${k}`,
     name: `Fill Author ${k}`,
   }));
-  const random = rng(seed ^ 0x5bd1e995);
+  const random = mulberry32(seed ^ 0x5bd1e995);
   const perRoom = Math.ceil(rows / rooms.length);
   const start = Date.now() - 365 * 24 * 3600 * 1000;
   const step = (365 * 24 * 3600 * 1000) / Math.max(1, rows);
@@ -587,7 +572,7 @@ async function measureSearch(
   const rarePool = words.words
     .map((w, r) => ({ w, df: words.docFreq[r] as number }))
     .filter((x) => x.df >= 1 && x.df <= 20);
-  const random = rng(11);
+  const random = mulberry32(11);
   const pick = <T>(list: T[]): T => list[Math.floor(random() * list.length)] as T;
   const plan = Array.from({ length: opts.queries }, (_, i) =>
     i % 2 === 0 ? { kind: "common" as const, ...pick(common) } : { kind: "rare" as const, ...pick(rarePool) },

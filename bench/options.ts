@@ -113,3 +113,20 @@ export function parseOptions(argv: string[]): Options {
     parleyUrl: get("parley-url"),
   };
 }
+
+/** A numeric flag's value: `def` when absent; otherwise a number in min..max, or an error that
+ * shows the usage. */
+export function numberFlag(
+  v: string | undefined,
+  name: string,
+  def: number,
+  min: number,
+  max: number,
+  usage: string,
+): number {
+  if (v === undefined) return def;
+  const n = Number(v);
+  if (!Number.isFinite(n) || n < min || n > max)
+    throw new Error(`--${name} must be a number in ${min}..${max}\n${usage}`);
+  return n;
+}

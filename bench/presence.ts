@@ -13,6 +13,8 @@ import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import WebSocket from "ws";
 import type { PresenceServerFrame } from "../protocol/index.ts";
+import { numberFlag } from "./options.ts";
+import { mulberry32 } from "./random.ts";
 import { externalServer, type Server, startParley, stopAllSync, workerdSnapshot } from "./servers.ts";
 import { type LatencySummary, Samples } from "./stats.ts";
 import { api, pool } from "./targets.ts";
@@ -47,13 +49,8 @@ const USAGE = `usage: npm run bench -- --presence [--quick] [--sessions 1000] [-
        [--watch 20] [--rate 40] [--senders 10] [--duration 30] [--heartbeat 5] [--flip 0.25]
        [--drain 5] [--budget 240] [--out bench/results.md] [--parley-url http://127.0.0.1:8787]`;
 
-function num(v: string | undefined, name: string, def: number, min: number, max: number): number {
-  if (v === undefined) return def;
-  const n = Number(v);
-  if (!Number.isFinite(n) || n < min || n > max)
-    throw new Error(`--${name} must be a number in ${min}..${max}\n${USAGE}`);
-  return n;
-}
+const num = (v: string | undefined, name: string, def: number, min: number, max: number) =>
+  numberFlag(v, name, def, min, max, USAGE);
 
 export function parsePresenceOptions(argv: string[]): PresenceOptions {
   const { values } = parseArgs({
@@ -180,18 +177,6 @@ export interface PresenceResult {
 
 function bump(m: Map<string, number>, k: string): void {
   m.set(k, (m.get(k) ?? 0) + 1);
-}
-
-/** Deterministic pseudo-random numbers (mulberry32), so that two runs offer the same load. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 const openSockets = new Set<WebSocket>();
@@ -487,7 +472,7 @@ async function runBench(opts: PresenceOptions, server: Server, runId: string): P
 
   // 6. The measured phase: heartbeats on a schedule (session i at offset i/N of each round; a
   // fraction `flip` switches active/away) and messages posted at `rate` into the rooms in turn.
-  const random = rng(42);
+  const random = mulberry32(42);
   const messages: Message[] = [];
   const postLatency = new Samples();
   const failed = new Map<string, number>();

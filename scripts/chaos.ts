@@ -21,6 +21,7 @@ import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
+import { mulberry32 } from "../bench/random.ts";
 import type { RoomEvent } from "../protocol/index.ts";
 import { Api, Ledger, newCounters, Sender, show, type User, Violations } from "./chaos/client.ts";
 import { freePort, Runtime } from "./chaos/runtime.ts";
@@ -89,21 +90,10 @@ const START_TIMEOUT_MS = 60_000;
 const DRAIN_TIMEOUT_MS = 30_000;
 const RESYNC_TIMEOUT_MS = 20_000;
 
-/** mulberry32: small, seedable, good enough to pick kill moments. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 /** The schedule (kill moments, reader pauses) draws from its own generator, so a seed replays it. */
-const schedule = prng(SEED);
+const schedule = mulberry32(SEED);
 /** Message texts and reconnect jitter, whose draws depend on timing. */
-const jitter = prng(SEED ^ 0x9e3779b9);
+const jitter = mulberry32(SEED ^ 0x9e3779b9);
 
 const t0 = Date.now();
 function log(line: string): void {

@@ -32,6 +32,7 @@ import { RateLimiter } from "./rate-limit.ts";
 import { type AttachmentRecord, deleteStored, RoomAttachments } from "./room-attachments.ts";
 import { ColdArchive } from "./room-cold.ts";
 import { type Actor, applyCommand, type CommandResult, type CommandStores } from "./room-commands.ts";
+import { FallbackTransports, sseControl, sseEvents } from "./room-fallback.ts";
 import { type Member, RoomLog, type RoomMeta, type StoredRow } from "./room-log.ts";
 import { Outbox, queueBatches } from "./room-outbox.ts";
 
@@ -96,6 +97,7 @@ export class Room extends DurableObject<Env> {
   #pending: string[] = [];
   #pendingAcks = new Map<WebSocket, string[]>();
   readonly #activity = new ActivityBatch();
+  readonly #fallback = new FallbackTransports();
   #flushScheduled = false;
 
   constructor(ctx: DurableObjectState, env: Env) {
@@ -176,6 +178,7 @@ export class Room extends DurableObject<Env> {
       { apply: () => this.#log.removeMember(userId) },
     );
     this.#broadcast(result.json, result.seq);
+    this.#fallback.revoke(userId);
     for (const ws of this.ctx.getWebSockets(userId)) {
       this.#forget(ws);
       closeQuietly(ws, CLOSE.revoked.code, CLOSE.revoked.reason);
@@ -484,7 +487,32 @@ export class Room extends DurableObject<Env> {
 
   // ---- WebSocket lifecycle -----------------------------------------------------------------
 
+  /**
+   * Long poll: events after `after` (at most one frame's worth) as soon as there is one, or none
+   * when `timeoutMs` passes. The body is `{"events":[…],"lastSeq"}`, built from the stored JSON.
+   */
+  async poll(
+    userId: string,
+    after: number,
+    timeoutMs: number,
+  ): Promise<{ ok: true; body: string } | Failure> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      if (!this.#log.member(userId)) return failure("forbidden", "join the room to read it");
+      const lastSeq = this.#log.lastSeq;
+      if (after > lastSeq)
+        return failure("bad_request", `after ${after} is beyond the log (lastSeq ${lastSeq})`);
+      const left = deadline - Date.now();
+      if (lastSeq > after || left <= 0) {
+        const rows = await this.#cold.fill(this.#log.rowsAfter(after, this.#limits.maxEventsPerFrame));
+        return { ok: true, body: `{"events":[${rows.map((r) => r.json).join(",")}],"lastSeq":${lastSeq}}` };
+      }
+      await this.#fallback.wait(left);
+    }
+  }
+
   override async fetch(request: Request): Promise<Response> {
+    if (new URL(request.url).pathname.endsWith("/events")) return this.#openEventStream(request);
     if (request.headers.get("upgrade")?.toLowerCase() !== "websocket") {
       return jsonError("bad_request", "expected a WebSocket upgrade");
     }
@@ -518,6 +546,37 @@ export class Room extends DurableObject<Env> {
     }
     send(server, { type: "ready", lastSeq });
     return new Response(null, { status: 101, webSocket: client });
+  }
+
+  /** SSE: the same replay, `ready`/`gap` and live events as a socket, with `Last-Event-ID` taking
+   * precedence over `after` on a reconnect. */
+  #openEventStream(request: Request): Response {
+    const info = parseIdentity(request.headers.get(IDENTITY_HEADER));
+    const meta = this.#log.meta();
+    if (!info || !meta || meta.tenantId !== info.tenantId) return jsonError("not_found", "no such room");
+    if (!this.#log.member(info.id)) return jsonError("forbidden", "join the room before connecting");
+    const raw = request.headers.get("last-event-id") ?? new URL(request.url).searchParams.get("after") ?? "0";
+    const after = /^\d{1,15}$/.test(raw) ? Number(raw) : Number.NaN;
+    const lastSeq = this.#log.lastSeq;
+    if (!Number.isSafeInteger(after)) return jsonError("bad_request", "after must be a non-negative integer");
+    if (after > lastSeq)
+      return jsonError("bad_request", `after ${after} is beyond the log (lastSeq ${lastSeq})`);
+    // As for a socket: what is committed goes out first, so replay and live stream meet exactly.
+    this.#flush();
+    let first: string;
+    if (lastSeq - after > this.#limits.replayCap || after < this.#cold.coldSeq) {
+      first = sseControl("gap", { type: "gap", after, lastSeq });
+    } else {
+      first = "";
+      for (let from = after; from < lastSeq; ) {
+        const rows = this.#log.rowsAfter(from, 500, lastSeq);
+        const last = rows.at(-1);
+        if (!last) break;
+        first += sseEvents(rows.map((r) => r.json));
+        from = last.seq;
+      }
+    }
+    return this.#fallback.open(info.id, first + sseControl("ready", { type: "ready", lastSeq }));
   }
 
   override async webSocketMessage(ws: WebSocket, message: string | ArrayBuffer): Promise<void> {
@@ -760,6 +819,7 @@ export class Room extends DurableObject<Env> {
       const mine = acks.get(ws);
       if (mine) for (const ack of mine) sendRaw(ws, ack);
     }
+    this.#fallback.publish(events);
   }
 }
 

@@ -14,6 +14,9 @@ import { checkSocketOrigin } from "../origins.ts";
 import { actorOf, findRoom, roomStub } from "../rooms.ts";
 import type { AppEnv } from "../types.ts";
 
+/** Longest long poll: under the idle timeouts of common proxies (PROTOCOL.md suggests 25 s). */
+const MAX_POLL_SECONDS = 25;
+
 async function stubFor(c: Context<AppEnv>) {
   const me = c.get("identity");
   const room = await findRoom(c.env, me, c.req.param("roomId") ?? "");
@@ -81,6 +84,26 @@ export const messageRoutes = new Hono<AppEnv>()
     const result = await stub.markRead(c.get("identity").userId, body.seq);
     if (!result.ok) throw ApiError.from(result);
     return c.json({ readSeq: result.readSeq });
+  })
+  // Fallback transports (PROTOCOL.md): the same stream as the socket, for clients whose WebSockets
+  // cannot connect.
+  .get("/:roomId/events", async (c) => {
+    const me = c.get("identity");
+    const stub = await stubFor(c);
+    const headers = new Headers(c.req.raw.headers);
+    headers.set(IDENTITY_HEADER, encodeIdentity({ ...actorOf(me), tenantId: me.tenantId }));
+    return stub.fetch(new Request(c.req.raw, { headers }));
+  })
+  .get("/:roomId/poll", async (c) => {
+    const after = intParam(c, "after") ?? 0;
+    const timeout = intParam(c, "timeout", { max: MAX_POLL_SECONDS }) ?? MAX_POLL_SECONDS;
+    const stub = await stubFor(c);
+    const page = await stub.poll(c.get("identity").userId, after, timeout * 1000);
+    if (!page.ok) throw ApiError.from(page);
+    return c.body(page.body, 200, {
+      "content-type": "application/json; charset=utf-8",
+      "cache-control": "no-store",
+    });
   })
   .get("/:roomId/ws", async (c) => {
     if (c.req.header("upgrade")?.toLowerCase() !== "websocket") {

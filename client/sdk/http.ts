@@ -1,0 +1,76 @@
+/** @module The SDK's HTTP access to Parley: one place that adds the credential and turns error
+ * envelopes (PROTOCOL.md) into typed failures. */
+import type { ErrorCode } from "../../protocol/index.ts";
+
+export interface Connection {
+  /** e.g. "https://chat.example.com"; "" for same-origin requests in a browser. */
+  baseUrl: string;
+  /** An Access JWT or a `pk_…` API token; omit in a browser signed in through Access (cookie). */
+  token?: string;
+  fetch?: typeof fetch;
+}
+
+export class HttpError extends Error {
+  readonly status: number;
+  readonly code: ErrorCode | "network";
+  readonly retryAfter: number | undefined;
+
+  constructor(status: number, code: ErrorCode | "network", message: string, retryAfter?: number) {
+    super(message);
+    this.status = status;
+    this.code = code;
+    this.retryAfter = retryAfter;
+  }
+
+  /** Worth retrying later: the network, a rate limit, or the server's own trouble. */
+  get transient(): boolean {
+    return this.code === "network" || this.status === 429 || this.status >= 500;
+  }
+}
+
+export function authHeaders(conn: Connection): Record<string, string> {
+  if (!conn.token) return {};
+  return conn.token.startsWith("pk_")
+    ? { authorization: `Bearer ${conn.token}` }
+    : { "cf-access-jwt-assertion": conn.token };
+}
+
+export async function request(
+  conn: Connection,
+  method: string,
+  path: string,
+  body?: unknown,
+  signal?: AbortSignal,
+): Promise<Response> {
+  const headers: Record<string, string> = authHeaders(conn);
+  if (body !== undefined) headers["content-type"] = "application/json";
+  let res: Response;
+  try {
+    res = await (conn.fetch ?? fetch)(`${conn.baseUrl}${path}`, {
+      method,
+      headers,
+      body: body === undefined ? undefined : JSON.stringify(body),
+      signal,
+    });
+  } catch (err) {
+    throw new HttpError(0, "network", String(err));
+  }
+  if (!res.ok) {
+    const text = await res.text().catch(() => "");
+    let error: { code?: ErrorCode; message?: string; retryAfter?: number } = {};
+    try {
+      error = (JSON.parse(text) as { error?: typeof error }).error ?? {};
+    } catch {}
+    throw new HttpError(res.status, error.code ?? "internal", error.message ?? text, error.retryAfter);
+  }
+  return res;
+}
+
+export async function requestJson<T>(
+  conn: Connection,
+  method: string,
+  path: string,
+  body?: unknown,
+): Promise<T> {
+  return (await (await request(conn, method, path, body)).json()) as T;
+}

@@ -1,0 +1,41 @@
+/** @module The browser's outbox store (IndexedDB): the outbox survives a reload. Compiled with the
+ * DOM library (tsconfig.client.json), never loaded by the Worker. */
+import type { OutboxEntry, OutboxStore } from "./outbox.ts";
+
+/** The browser store: one object store keyed by [roomId, clientId]. */
+export class IndexedDbOutboxStore implements OutboxStore {
+  readonly #db: Promise<IDBDatabase>;
+
+  constructor(name = "parley-outbox") {
+    this.#db = new Promise((resolve, reject) => {
+      const open = indexedDB.open(name, 1);
+      open.onupgradeneeded = () =>
+        open.result.createObjectStore("outbox", { keyPath: ["roomId", "clientId"] });
+      open.onsuccess = () => resolve(open.result);
+      open.onerror = () => reject(open.error);
+    });
+  }
+
+  async #run<T>(mode: IDBTransactionMode, work: (store: IDBObjectStore) => IDBRequest<T>): Promise<T> {
+    const db = await this.#db;
+    return new Promise((resolve, reject) => {
+      const tx = db.transaction("outbox", mode);
+      const request = work(tx.objectStore("outbox"));
+      tx.oncomplete = () => resolve(request.result);
+      tx.onerror = () => reject(tx.error);
+    });
+  }
+
+  async list(roomId: string): Promise<OutboxEntry[]> {
+    const all = (await this.#run("readonly", (s) => s.getAll())) as OutboxEntry[];
+    return all.filter((e) => e.roomId === roomId).sort((a, b) => a.createdAt - b.createdAt);
+  }
+
+  async put(entry: OutboxEntry): Promise<void> {
+    await this.#run("readwrite", (s) => s.put(entry));
+  }
+
+  async remove(roomId: string, clientId: string): Promise<void> {
+    await this.#run("readwrite", (s) => s.delete([roomId, clientId]));
+  }
+}

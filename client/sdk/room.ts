@@ -1,0 +1,375 @@
+/**
+ * @module A client's session with one room: the SDK's core. It keeps the room's events flowing to
+ * the application exactly once and in seq order across reconnects, transports and gaps, and it
+ * owns the outbox of commands the server has not acknowledged.
+ *
+ * - Connects with the first transport that works (WebSocket, then SSE, then long poll; a transport
+ *   that fails `fallbackAfter` times in a row gives way to the next), reconnecting after a drop with
+ *   exponential backoff and full jitter, always resuming with `after` = the last seq delivered.
+ * - Frames are handled one at a time, in arrival order. An event at or below the last seq is a
+ *   duplicate and dropped; a hole (or a `gap`) is filled by paging history over HTTP first.
+ * - Every command gets a clientId and goes into the outbox (persisted by the store) before it is
+ *   sent; after each `ready` every outbox entry is sent again, over the socket or over HTTP, until
+ *   acknowledged. The server's idempotency on (author, clientId) answers a repeat with the original
+ *   seq, and an event carrying a pending clientId settles it even if its ack was lost.
+ */
+import type { ErrorCode, RoomEvent, SequencedCommand, ServerFrame, UserRef } from "../../protocol/index.ts";
+import { type Backoff, DEFAULT_BACKOFF, fullJitter } from "./backoff.ts";
+import { type Connection, HttpError, request, requestJson } from "./http.ts";
+import { MemoryOutboxStore, type OutboxEntry, type OutboxStore } from "./outbox.ts";
+import type { Transport, TransportFactory, TransportKind } from "./transports.ts";
+
+export type SessionState = "connecting" | "online" | "offline" | "closed";
+
+export interface SessionStatus {
+  state: SessionState;
+  transport: TransportKind | null;
+  /** Commands waiting for the server's acknowledgement. */
+  queued: number;
+}
+
+/** A command the server refused for good (not a transient failure). */
+export class CommandError extends Error {
+  readonly code: ErrorCode;
+
+  constructor(code: ErrorCode, message: string) {
+    super(message);
+    this.code = code;
+  }
+}
+
+export interface RoomSessionOptions {
+  conn: Connection;
+  roomId: string;
+  transports: TransportFactory[];
+  store?: OutboxStore;
+  /** The last seq the application already has (0: from the start). */
+  after?: number;
+  random?: () => number;
+  backoff?: Backoff;
+  fallbackAfter?: number;
+  onEvent?: (event: RoomEvent) => void;
+  onStatus?: (status: SessionStatus) => void;
+  onTyping?: (user: UserRef) => void;
+}
+
+type Distributive<T> = T extends unknown ? Omit<T, "clientId"> : never;
+export type NewCommand = Distributive<SequencedCommand>;
+
+interface Pending {
+  entry: OutboxEntry;
+  resolve: (seq: number) => void;
+  reject: (err: Error) => void;
+  acked: Promise<number>;
+}
+
+const HISTORY_PAGE = 200;
+
+export class RoomSession {
+  readonly roomId: string;
+  #lastSeq: number;
+  readonly #opts: RoomSessionOptions;
+  readonly #store: OutboxStore;
+  readonly #pending = new Map<string, Pending>();
+  #transport: Transport | null = null;
+  #status: SessionStatus = { state: "connecting", transport: null, queued: 0 };
+  #chain: Promise<void> = Promise.resolve();
+  #closed = false;
+  #wasReady = false;
+  #wake: (() => void) | null = null;
+  #retryTimer: ReturnType<typeof setTimeout> | null = null;
+
+  constructor(opts: RoomSessionOptions) {
+    this.#opts = opts;
+    this.roomId = opts.roomId;
+    this.#lastSeq = opts.after ?? 0;
+    this.#store = opts.store ?? new MemoryOutboxStore();
+  }
+
+  get lastSeq(): number {
+    return this.#lastSeq;
+  }
+
+  get status(): SessionStatus {
+    return this.#status;
+  }
+
+  /** The outbox as it stands (oldest first): what the UI shows as pending. */
+  get queued(): OutboxEntry[] {
+    return [...this.#pending.values()].map((p) => p.entry);
+  }
+
+  /** Loads the persisted outbox (a reload's unsent messages) and starts connecting. */
+  async start(): Promise<void> {
+    for (const entry of await this.#store.list(this.roomId)) this.#track(entry);
+    this.#setStatus({});
+    void this.#run();
+  }
+
+  send(text: string, extra: { threadRoot?: number; attachments?: string[] } = {}) {
+    return this.command({ type: "send", text, ...extra });
+  }
+
+  /** Queues a command: it is persisted, sent when connected, and resent until acknowledged.
+   * `acked` resolves with the event's seq, or rejects with a CommandError the server gave. */
+  command(cmd: NewCommand): { clientId: string; acked: Promise<number> } {
+    const clientId = newClientId();
+    const entry: OutboxEntry = {
+      roomId: this.roomId,
+      clientId,
+      command: { ...cmd, clientId } as SequencedCommand,
+      createdAt: Date.now(),
+    };
+    const pending = this.#track(entry);
+    void this.#store.put(entry).then(() => {
+      if (this.#status.state === "online" && this.#pending.has(clientId)) void this.#transmit(pending);
+    });
+    return { clientId, acked: pending.acked };
+  }
+
+  typing(): void {
+    this.#transport?.send({ type: "typing" });
+  }
+
+  /** Moves the read marker (over the socket, or HTTP otherwise). */
+  async read(seq: number): Promise<void> {
+    if (this.#transport?.send({ type: "read", seq })) return;
+    await request(this.#opts.conn, "PUT", `/api/rooms/${this.roomId}/read`, { seq });
+  }
+
+  close(): void {
+    this.#closed = true;
+    this.#transport?.close();
+    this.#transport = null;
+    if (this.#retryTimer) clearTimeout(this.#retryTimer);
+    this.#wake?.();
+    this.#setStatus({ state: "closed", transport: null });
+  }
+
+  // ---- connection --------------------------------------------------------------------------
+
+  async #run(): Promise<void> {
+    const { transports, fallbackAfter = 2, backoff = DEFAULT_BACKOFF } = this.#opts;
+    const random = this.#opts.random ?? Math.random;
+    let attempt = 0;
+    let kind = 0;
+    let failures = 0;
+    while (!this.#closed) {
+      let ended!: () => void;
+      const done = new Promise<void>((resolve) => {
+        ended = resolve;
+      });
+      try {
+        const factory = transports[kind];
+        if (!factory) throw new Error("no transport");
+        const transport = await factory(this.roomId, this.#lastSeq, {
+          frame: (f) => this.#enqueue(f),
+          closed: () => ended(),
+        });
+        if (this.#closed) {
+          transport.close();
+          break;
+        }
+        this.#transport = transport;
+        failures = 0;
+        await done;
+        this.#transport = null;
+        if (this.#wasReady) attempt = 0;
+        this.#wasReady = false;
+      } catch {
+        failures += 1;
+        if (failures >= fallbackAfter && kind < transports.length - 1) {
+          kind += 1;
+          failures = 0;
+        }
+      }
+      if (this.#closed) break;
+      this.#setStatus({ state: "offline", transport: null });
+      await this.#sleep(fullJitter(attempt++, random, backoff));
+      if (!this.#closed) this.#setStatus({ state: "connecting" });
+    }
+  }
+
+  #sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(done, ms);
+      const self = this;
+      function done() {
+        clearTimeout(timer);
+        self.#wake = null;
+        resolve();
+      }
+      this.#wake = done;
+    });
+  }
+
+  // ---- frames ------------------------------------------------------------------------------
+
+  #enqueue(frame: ServerFrame): void {
+    this.#chain = this.#chain.then(() => this.#handle(frame)).catch(() => this.#transport?.close());
+  }
+
+  async #handle(frame: ServerFrame): Promise<void> {
+    if (this.#closed) return;
+    switch (frame.type) {
+      case "event":
+        await this.#deliver(frame.event);
+        break;
+      case "events":
+        for (const e of frame.events) await this.#deliver(e);
+        break;
+      case "gap":
+        await this.#catchUp(frame.lastSeq);
+        break;
+      case "ready":
+        await this.#catchUp(frame.lastSeq);
+        this.#wasReady = true;
+        this.#setStatus({ state: "online", transport: this.#transport?.kind ?? null });
+        for (const p of this.#pending.values()) await this.#transmit(p);
+        break;
+      case "ack":
+        this.#settle(frame.clientId, frame.seq);
+        break;
+      case "error":
+        if (frame.clientId === undefined) break;
+        if (frame.code === "rate_limited") this.#retrySoon((frame.retryAfter ?? 1) * 1000);
+        else this.#fail(frame.clientId, new CommandError(frame.code, frame.message));
+        break;
+      case "typing":
+        this.#opts.onTyping?.(frame.user);
+        break;
+      default:
+        break;
+    }
+  }
+
+  async #deliver(event: RoomEvent): Promise<void> {
+    if (event.seq <= this.#lastSeq) return; // already delivered: a replay overlap or a resend
+    if (event.seq > this.#lastSeq + 1) await this.#catchUp(event.seq - 1);
+    if (event.seq !== this.#lastSeq + 1) return;
+    this.#lastSeq = event.seq;
+    this.#opts.onEvent?.(event);
+    if (event.clientId !== undefined) this.#settle(event.clientId, event.seq);
+  }
+
+  /** Pages history until everything up to `target` is delivered. */
+  async #catchUp(target: number): Promise<void> {
+    while (this.#lastSeq < target) {
+      const page = await requestJson<{ events: RoomEvent[] }>(
+        this.#opts.conn,
+        "GET",
+        `/api/rooms/${this.roomId}/messages?after=${this.#lastSeq}&limit=${HISTORY_PAGE}`,
+      );
+      const before = this.#lastSeq;
+      for (const e of page.events) {
+        if (e.seq === this.#lastSeq + 1) {
+          this.#lastSeq = e.seq;
+          this.#opts.onEvent?.(e);
+          if (e.clientId !== undefined) this.#settle(e.clientId, e.seq);
+        }
+      }
+      if (this.#lastSeq === before) throw new Error(`history has nothing after ${before}`);
+    }
+  }
+
+  // ---- the outbox --------------------------------------------------------------------------
+
+  #track(entry: OutboxEntry): Pending {
+    let resolve!: (seq: number) => void;
+    let reject!: (err: Error) => void;
+    const acked = new Promise<number>((res, rej) => {
+      resolve = res;
+      reject = rej;
+    });
+    acked.catch(() => undefined); // a caller that ignores the promise must not see an unhandled rejection
+    const pending = { entry, resolve, reject, acked };
+    this.#pending.set(entry.clientId, pending);
+    this.#setStatus({});
+    return pending;
+  }
+
+  async #transmit(p: Pending): Promise<void> {
+    if (this.#transport?.send(p.entry.command)) return;
+    try {
+      const seq = await this.#overHttp(p.entry.command);
+      this.#settle(p.entry.clientId, seq);
+    } catch (err) {
+      if (err instanceof HttpError && !err.transient) {
+        this.#fail(p.entry.clientId, new CommandError(err.code as ErrorCode, err.message));
+      } else {
+        this.#retrySoon(err instanceof HttpError && err.retryAfter ? err.retryAfter * 1000 : 2000);
+      }
+    }
+  }
+
+  async #overHttp(cmd: SequencedCommand): Promise<number> {
+    const base = `/api/rooms/${this.roomId}/messages`;
+    const conn = this.#opts.conn;
+    const { seq } = await (async () => {
+      switch (cmd.type) {
+        case "send":
+          return requestJson<{ seq: number }>(conn, "POST", base, {
+            clientId: cmd.clientId,
+            text: cmd.text,
+            ...(cmd.threadRoot !== undefined ? { threadRoot: cmd.threadRoot } : {}),
+            ...(cmd.attachments ? { attachments: cmd.attachments } : {}),
+          });
+        case "edit":
+          return requestJson<{ seq: number }>(conn, "PATCH", `${base}/${cmd.target}`, {
+            clientId: cmd.clientId,
+            text: cmd.text,
+          });
+        case "delete":
+          return requestJson<{ seq: number }>(
+            conn,
+            "DELETE",
+            `${base}/${cmd.target}?clientId=${cmd.clientId}`,
+          );
+        case "react":
+          return requestJson<{ seq: number }>(conn, "POST", `${base}/${cmd.target}/reactions`, {
+            clientId: cmd.clientId,
+            emoji: cmd.emoji,
+            on: cmd.on,
+          });
+      }
+    })();
+    return seq;
+  }
+
+  /** Sends the outbox again after `ms` (a rate limit, or HTTP trouble while the stream is up). */
+  #retrySoon(ms: number): void {
+    if (this.#retryTimer || this.#closed) return;
+    this.#retryTimer = setTimeout(() => {
+      this.#retryTimer = null;
+      if (this.#status.state !== "online") return; // the next ready resends anyway
+      for (const p of this.#pending.values()) void this.#transmit(p);
+    }, ms);
+  }
+
+  #settle(clientId: string, seq: number): void {
+    const p = this.#pending.get(clientId);
+    if (!p) return;
+    this.#pending.delete(clientId);
+    void this.#store.remove(this.roomId, clientId);
+    p.resolve(seq);
+    this.#setStatus({});
+  }
+
+  #fail(clientId: string, err: CommandError): void {
+    const p = this.#pending.get(clientId);
+    if (!p) return;
+    this.#pending.delete(clientId);
+    void this.#store.remove(this.roomId, clientId);
+    p.reject(err);
+    this.#setStatus({});
+  }
+
+  #setStatus(change: Partial<SessionStatus>): void {
+    this.#status = { ...this.#status, ...change, queued: this.#pending.size };
+    this.#opts.onStatus?.(this.#status);
+  }
+}
+
+function newClientId(): string {
+  return crypto.randomUUID().replaceAll("-", "");
+}

@@ -1,0 +1,187 @@
+/**
+ * @module The three ways a room session reaches its room, in order of preference: a WebSocket,
+ * then Server-Sent Events, then long polling (PROTOCOL.md, fallback transports). Each delivers
+ * the socket's frames (events, ready, gap, acks, errors, typing) to the session; only the socket
+ * carries commands, the others leave them to HTTP.
+ */
+import {
+  type ClientFrame,
+  parseServerFrame,
+  type RoomEvent,
+  type ServerFrame,
+} from "../../protocol/index.ts";
+import { type Connection, request } from "./http.ts";
+import { SseParser } from "./sse.ts";
+
+export type TransportKind = "websocket" | "sse" | "poll";
+
+export interface TransportHandlers {
+  frame(frame: ServerFrame): void;
+  /** The transport ended (after having opened); the session reconnects. */
+  closed(reason: string): void;
+}
+
+export interface Transport {
+  readonly kind: TransportKind;
+  /** Sends a frame over a socket; false when this transport cannot (commands go over HTTP). */
+  send(frame: ClientFrame): boolean;
+  close(): void;
+}
+
+/** Opens a transport resuming after `after`; rejects when it cannot connect at all. */
+export type TransportFactory = (
+  roomId: string,
+  after: number,
+  handlers: TransportHandlers,
+) => Promise<Transport>;
+
+/** The subset of the WebSocket API the SDK uses (browsers' WebSocket, `ws` in Node, workerd's). */
+export interface SocketLike {
+  send(data: string): void;
+  close(code?: number, reason?: string): void;
+  addEventListener(type: "message", listener: (e: { data: unknown }) => void): void;
+  addEventListener(type: "close" | "error", listener: (e: unknown) => void): void;
+}
+
+/** Opens an accepted socket to a path such as `/api/rooms/r_…/ws?after=5`. */
+export type SocketOpener = (path: string) => Promise<SocketLike>;
+
+/** The browser's opener: same-origin (or `baseUrl`) with the Access cookie. */
+export function browserSocket(baseUrl: string): SocketOpener {
+  return (path) =>
+    new Promise((resolve, reject) => {
+      const origin = baseUrl || (globalThis as { location?: { origin: string } }).location?.origin || "";
+      const ws = new WebSocket(`${origin.replace(/^http/, "ws")}${path}`);
+      ws.addEventListener("open", () => resolve(ws as unknown as SocketLike), { once: true });
+      ws.addEventListener("error", () => reject(new Error("websocket failed to connect")), { once: true });
+    });
+}
+
+export function websocketTransport(open: SocketOpener): TransportFactory {
+  return async (roomId, after, h) => {
+    const ws = await open(`/api/rooms/${roomId}/ws?after=${after}`);
+    let done = false;
+    const end = (reason: string) => {
+      if (done) return;
+      done = true;
+      h.closed(reason);
+    };
+    ws.addEventListener("message", (e) => {
+      const frame = parseServerFrame(typeof e.data === "string" ? e.data : "");
+      if (frame) h.frame(frame);
+    });
+    ws.addEventListener("close", () => end("socket closed"));
+    ws.addEventListener("error", () => end("socket error"));
+    return {
+      kind: "websocket",
+      send(frame) {
+        try {
+          ws.send(JSON.stringify(frame));
+          return true;
+        } catch {
+          return false;
+        }
+      },
+      close() {
+        done = true;
+        try {
+          ws.close(1000, "bye");
+        } catch {}
+      },
+    };
+  };
+}
+
+export function sseTransport(conn: Connection): TransportFactory {
+  return async (roomId, after, h) => {
+    const abort = new AbortController();
+    const res = await request(
+      conn,
+      "GET",
+      `/api/rooms/${roomId}/events?after=${after}`,
+      undefined,
+      abort.signal,
+    );
+    if (!res.body) throw new Error("event stream without a body");
+    const reader = res.body.getReader();
+    const parser = new SseParser();
+    let done = false;
+    void (async () => {
+      try {
+        for (;;) {
+          const { value, done: end } = await reader.read();
+          if (end) break;
+          for (const f of parser.push(value)) {
+            if (f.event === "event") h.frame({ type: "event", event: JSON.parse(f.data) as RoomEvent });
+            else if (f.event === "ready" || f.event === "gap") {
+              const frame = parseServerFrame(f.data);
+              if (frame) h.frame(frame);
+            }
+          }
+        }
+      } catch {}
+      if (!done) {
+        done = true;
+        h.closed("event stream ended");
+      }
+    })();
+    return {
+      kind: "sse",
+      send: () => false,
+      close() {
+        done = true;
+        abort.abort();
+      },
+    };
+  };
+}
+
+export function pollTransport(conn: Connection, timeoutSeconds = 25): TransportFactory {
+  return async (roomId, after, h) => {
+    const abort = new AbortController();
+    const poll = async (from: number, timeout: number) => {
+      const res = await request(
+        conn,
+        "GET",
+        `/api/rooms/${roomId}/poll?after=${from}&timeout=${timeout}`,
+        undefined,
+        abort.signal,
+      );
+      return (await res.json()) as { events: RoomEvent[]; lastSeq: number };
+    };
+    // The first poll answers at once: it is the replay, and proves the transport works.
+    const first = await poll(after, 0);
+    let done = false;
+    let cursor = after;
+    const deliver = (page: { events: RoomEvent[] }) => {
+      if (page.events.length > 0) h.frame({ type: "events", events: page.events });
+      cursor = page.events.at(-1)?.seq ?? cursor;
+    };
+    deliver(first);
+    void (async () => {
+      try {
+        // Catch up to the lastSeq of the first answer before saying ready, as a socket would.
+        let target = first.lastSeq;
+        while (!done && cursor < target) {
+          const page = await poll(cursor, 0);
+          deliver(page);
+          target = Math.max(target, page.lastSeq);
+        }
+        if (!done) h.frame({ type: "ready", lastSeq: target });
+        while (!done) deliver(await poll(cursor, timeoutSeconds));
+      } catch {}
+      if (!done) {
+        done = true;
+        h.closed("long poll failed");
+      }
+    })();
+    return {
+      kind: "poll",
+      send: () => false,
+      close() {
+        done = true;
+        abort.abort();
+      },
+    };
+  };
+}

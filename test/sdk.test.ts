@@ -1,0 +1,135 @@
+/**
+ * The SDK (client/sdk) against the real worker and room objects: sessions over a WebSocket, SSE
+ * and long polling, reconnect with resume, the outbox across disconnects and reloads, gap filling.
+ * The network is a seam the test controls: sockets and HTTP can be cut and restored.
+ */
+import { describe, expect, it } from "vitest";
+import { MemoryOutboxStore, pollTransport, sseTransport } from "../client/sdk/index.ts";
+import type { RoomEvent } from "../protocol/index.ts";
+import { api, createRoom, join, json, login, type User, unique } from "./helpers.ts";
+import { failing, history, Network, session, texts, until } from "./sdk-helpers.ts";
+
+describe("the SDK room session", () => {
+  it("lets two users chat both ways over sockets, every event once and in order", async () => {
+    const ada = await login(unique("t"));
+    const bob = await login(ada.tenant);
+    const roomId = await createRoom(ada);
+    await join(bob, roomId);
+    const net = new Network();
+    const a = session(ada, roomId, [net.socket(ada)], { conn: net.conn(ada) });
+    const b = session(bob, roomId, [net.socket(bob)], { conn: net.conn(bob) });
+    await a.s.start();
+    await b.s.start();
+    await until(() => a.s.status.state === "online" && b.s.status.state === "online", "both online");
+    const sent = await Promise.all([
+      a.s.send("hello bob").acked,
+      b.s.send("hi ada").acked,
+      a.s.send("how are you?").acked,
+    ]);
+    const last = Math.max(...sent);
+    await until(() => a.s.lastSeq === last && b.s.lastSeq === last, "both caught up");
+    const log = await history(ada, roomId);
+    expect(a.events).toEqual(log);
+    expect(b.events).toEqual(log);
+    expect(a.s.status).toMatchObject({ transport: "websocket", queued: 0 });
+    a.s.close();
+    b.s.close();
+  });
+
+  it("queues messages while offline and delivers each exactly once after reconnecting", async () => {
+    const ada = await login(unique("t"));
+    const bob = await login(ada.tenant);
+    const roomId = await createRoom(ada);
+    await join(bob, roomId);
+    const net = new Network();
+    const store = new MemoryOutboxStore();
+    const a = session(ada, roomId, [net.socket(ada)], { conn: net.conn(ada), store });
+    const bobNet = new Network();
+    const b = session(bob, roomId, [bobNet.socket(bob)], { conn: bobNet.conn(bob) });
+    await a.s.start();
+    await b.s.start();
+    await until(() => a.s.status.state === "online" && b.s.status.state === "online", "online");
+
+    net.cut();
+    await until(() => a.s.status.state !== "online", "ada offline");
+    const acks = ["one", "two", "three"].map((t) => a.s.send(`offline ${t}`).acked);
+    await until(() => a.s.status.queued === 3, "three queued");
+    expect((await store.list(roomId)).map((e) => e.command)).toMatchObject([
+      { type: "send", text: "offline one" },
+      { type: "send", text: "offline two" },
+      { type: "send", text: "offline three" },
+    ]);
+
+    net.down = false;
+    const seqs = await Promise.all(acks);
+    expect(seqs).toEqual([...seqs].sort((x, y) => x - y));
+    await until(() => b.s.lastSeq >= (seqs[2] as number) && a.s.lastSeq >= (seqs[2] as number), "delivered");
+    const offline = (events: RoomEvent[]) => texts(events).filter((t) => t.startsWith("offline"));
+    expect(offline(await history(ada, roomId))).toEqual(["offline one", "offline two", "offline three"]);
+    expect(offline(a.events)).toEqual(["offline one", "offline two", "offline three"]);
+    expect(offline(b.events)).toEqual(["offline one", "offline two", "offline three"]);
+    expect(await store.list(roomId)).toEqual([]);
+    expect(a.s.status).toMatchObject({ state: "online", queued: 0 });
+    a.s.close();
+    b.s.close();
+  });
+
+  it("after a reload, resends the persisted outbox; a command already stored keeps its seq", async () => {
+    const ada = await login(unique("t"));
+    const roomId = await createRoom(ada);
+    const store = new MemoryOutboxStore();
+    // Stored by the server before the "crash", but the ack never arrived.
+    const stored = await json<{ seq: number }>(
+      api(ada, "POST", `/api/rooms/${roomId}/messages`, { clientId: "kept1", text: "already there" }),
+    );
+    await store.put({
+      roomId,
+      clientId: "kept1",
+      command: { type: "send", clientId: "kept1", text: "already there" },
+      createdAt: 1,
+    });
+    await store.put({
+      roomId,
+      clientId: "fresh1",
+      command: { type: "send", clientId: "fresh1", text: "never sent" },
+      createdAt: 2,
+    });
+    const net = new Network();
+    const a = session(ada, roomId, [net.socket(ada)], { conn: net.conn(ada), store });
+    await a.s.start();
+    expect(a.s.queued.map((e) => e.clientId)).toEqual(["kept1", "fresh1"]);
+    await until(() => a.s.status.queued === 0, "outbox drained");
+    const log = await history(ada, roomId);
+    expect(texts(log)).toEqual(["already there", "never sent"]);
+    expect(log.find((e) => e.kind === "message" && e.text === "already there")?.seq).toBe(stored.seq);
+    expect(a.events).toEqual(log);
+    a.s.close();
+  });
+
+  for (const [name, transports, kind] of [
+    ["SSE", (n: Network, u: User) => [failing, sseTransport(n.conn(u))], "sse"],
+    ["long polling", (n: Network, u: User) => [failing, failing, pollTransport(n.conn(u), 2)], "poll"],
+  ] as const) {
+    it(`falls back to ${name} when sockets cannot connect, with the same semantics`, async () => {
+      const ada = await login(unique("t"));
+      const bob = await login(ada.tenant);
+      const roomId = await createRoom(ada);
+      await join(bob, roomId);
+      const net = new Network();
+      const a = session(ada, roomId, [...transports(net, ada)], { conn: net.conn(ada), fallbackAfter: 1 });
+      const b = session(bob, roomId, [net.socket(bob)], { conn: net.conn(bob) });
+      await a.s.start();
+      await b.s.start();
+      await until(() => a.s.status.state === "online" && b.s.status.state === "online", "online");
+      expect(a.s.status.transport).toBe(kind);
+      const mine = await a.s.send(`over ${name}`).acked;
+      const theirs = await b.s.send(`to ${name}`).acked;
+      await until(() => a.s.lastSeq >= theirs && b.s.lastSeq >= mine, "both delivered");
+      const log = await history(ada, roomId);
+      expect(a.events).toEqual(log.filter((e) => e.seq <= a.s.lastSeq));
+      expect(texts(a.events)).toEqual([`over ${name}`, `to ${name}`]);
+      a.s.close();
+      b.s.close();
+    });
+  }
+});

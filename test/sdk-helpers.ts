@@ -5,6 +5,7 @@ import {
   RoomSession,
   type RoomSessionOptions,
   type SocketLike,
+  type SocketOpener,
   type TransportFactory,
   websocketTransport,
 } from "../client/sdk/index.ts";
@@ -27,8 +28,9 @@ export class Network {
     };
   }
 
-  socket(user: User): TransportFactory {
-    return websocketTransport(async (path) => {
+  /** Opens sockets as `user` through the worker; refused while the network is down. */
+  opener(user: User): SocketOpener {
+    return async (path) => {
       if (this.down) throw new Error("network is down");
       const res = await exports.default.fetch(
         new Request(`http://parley.test${path}`, {
@@ -41,7 +43,11 @@ export class Network {
       this.#sockets.add(ws);
       ws.addEventListener("close", () => this.#sockets.delete(ws));
       return ws as unknown as SocketLike;
-    });
+    };
+  }
+
+  socket(user: User): TransportFactory {
+    return websocketTransport(this.opener(user));
   }
 
   cut(): void {

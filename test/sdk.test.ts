@@ -4,7 +4,7 @@
  * The network is a seam the test controls: sockets and HTTP can be cut and restored.
  */
 import { describe, expect, it } from "vitest";
-import { MemoryOutboxStore, pollTransport, sseTransport } from "../client/sdk/index.ts";
+import { MemoryOutboxStore, PresenceSession, pollTransport, sseTransport } from "../client/sdk/index.ts";
 import type { RoomEvent } from "../protocol/index.ts";
 import { api, createRoom, join, json, login, type User, unique } from "./helpers.ts";
 import { failing, history, Network, session, texts, until } from "./sdk-helpers.ts";
@@ -132,4 +132,43 @@ describe("the SDK room session", () => {
       b.s.close();
     });
   }
+});
+
+describe("the SDK presence session", () => {
+  it("shows watched users' status, follows changes, survives a dropped socket, and reports activity", async () => {
+    const ada = await login(unique("t"));
+    const bob = await login(ada.tenant);
+    const roomId = await createRoom(ada);
+    await join(bob, roomId);
+    const activity: { room: string; lastSeq: number }[] = [];
+    const adaNet = new Network();
+    const bobNet = new Network();
+    const a = new PresenceSession({
+      open: adaNet.opener(ada),
+      backoff: { baseMs: 5, capMs: 40 },
+      onActivity: (room, lastSeq) => activity.push({ room, lastSeq }),
+    });
+    const b = new PresenceSession({ open: bobNet.opener(bob), backoff: { baseMs: 5, capMs: 40 } });
+    a.start();
+    b.start();
+    a.watch([bob.id]);
+    await until(() => a.presence.get(bob.id)?.status === "online", "bob online");
+    b.setStatus("dnd");
+    await until(() => a.presence.get(bob.id)?.status === "dnd", "bob dnd");
+
+    // Bob's socket drops; his session reconnects and says its status again: still dnd, never offline.
+    bobNet.cut();
+    await until(() => !b.connected, "bob disconnected");
+    bobNet.down = false;
+    await until(() => b.connected, "bob reconnected");
+    b.setStatus("away");
+    await until(() => a.presence.get(bob.id)?.status === "away", "bob away");
+
+    const seq = await json<{ seq: number }>(
+      api(bob, "POST", `/api/rooms/${roomId}/messages`, { clientId: "p1", text: "anyone?" }),
+    );
+    await until(() => activity.some((x) => x.room === roomId && x.lastSeq >= seq.seq), "activity");
+    a.close();
+    b.close();
+  });
 });

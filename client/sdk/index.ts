@@ -6,6 +6,7 @@
 export { type Backoff, DEFAULT_BACKOFF, fullJitter } from "./backoff.ts";
 export { type Connection, HttpError, request, requestJson } from "./http.ts";
 export { MemoryOutboxStore, type OutboxEntry, type OutboxStore } from "./outbox.ts";
+export { type MyStatus, PresenceSession, type PresenceSessionOptions } from "./presence.ts";
 export {
   CommandError,
   type NewCommand,

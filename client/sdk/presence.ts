@@ -1,0 +1,154 @@
+/**
+ * @module A client's presence session (`GET /api/presence/ws`): heartbeats with the user's status
+ * (at least every 30 s, here every 20 s by default), the watched set, and what the server pushes:
+ * watched users' presence, activity in the user's rooms, read markers moved by the user's other
+ * sessions. It reconnects with full-jitter backoff and, on every connect, says its status and its
+ * watched set again, so a dropped socket costs nothing but the time away.
+ */
+import type { PresenceClientFrame, PresenceServerFrame, PresenceStatus } from "../../protocol/index.ts";
+import { type Backoff, DEFAULT_BACKOFF, fullJitter } from "./backoff.ts";
+import type { SocketLike, SocketOpener } from "./transports.ts";
+
+export type MyStatus = "active" | "away" | "dnd";
+
+export interface PresenceSessionOptions {
+  open: SocketOpener;
+  status?: MyStatus;
+  heartbeatMs?: number;
+  random?: () => number;
+  backoff?: Backoff;
+  onPresence?: (user: string, status: PresenceStatus, lastSeen: number | null) => void;
+  onActivity?: (room: string, lastSeq: number, mention: boolean) => void;
+  onRead?: (room: string, seq: number) => void;
+  onConnection?: (connected: boolean) => void;
+}
+
+const FRAME_TYPES = new Set(["presence", "activity", "read", "pong"]);
+
+function parse(data: unknown): PresenceServerFrame | null {
+  if (typeof data !== "string") return null;
+  try {
+    const f = JSON.parse(data) as { type?: unknown };
+    return typeof f === "object" && f !== null && FRAME_TYPES.has(String(f.type))
+      ? (f as PresenceServerFrame)
+      : null;
+  } catch {
+    return null;
+  }
+}
+
+export class PresenceSession {
+  /** The latest presence of each watched user. */
+  readonly presence = new Map<string, { status: PresenceStatus; lastSeen: number | null }>();
+  readonly #opts: PresenceSessionOptions;
+  #status: MyStatus;
+  #watched: string[] = [];
+  #socket: SocketLike | null = null;
+  #heartbeat: ReturnType<typeof setInterval> | null = null;
+  #closed = false;
+  #wake: (() => void) | null = null;
+
+  constructor(opts: PresenceSessionOptions) {
+    this.#opts = opts;
+    this.#status = opts.status ?? "active";
+  }
+
+  get connected(): boolean {
+    return this.#socket !== null;
+  }
+
+  start(): void {
+    void this.#run();
+  }
+
+  setStatus(status: MyStatus): void {
+    this.#status = status;
+    this.#send({ type: "heartbeat", status });
+  }
+
+  /** Replaces the watched set (at most 500 users, PROTOCOL.md). */
+  watch(users: string[]): void {
+    this.#watched = [...new Set(users)];
+    for (const user of this.presence.keys()) if (!this.#watched.includes(user)) this.presence.delete(user);
+    this.#send({ type: "watch", users: this.#watched });
+  }
+
+  close(): void {
+    this.#closed = true;
+    this.#stopHeartbeat();
+    try {
+      this.#socket?.close(1000, "bye");
+    } catch {}
+    this.#socket = null;
+    this.#wake?.();
+  }
+
+  #send(frame: PresenceClientFrame): void {
+    try {
+      this.#socket?.send(JSON.stringify(frame));
+    } catch {}
+  }
+
+  async #run(): Promise<void> {
+    const random = this.#opts.random ?? Math.random;
+    let attempt = 0;
+    while (!this.#closed) {
+      try {
+        const socket = await this.#opts.open("/api/presence/ws");
+        if (this.#closed) {
+          socket.close(1000, "bye");
+          break;
+        }
+        const ended = new Promise<void>((resolve) => {
+          socket.addEventListener("close", () => resolve());
+          socket.addEventListener("error", () => resolve());
+        });
+        socket.addEventListener("message", (e) => this.#onFrame(parse(e.data)));
+        this.#socket = socket;
+        attempt = 0;
+        this.#send({ type: "heartbeat", status: this.#status });
+        if (this.#watched.length > 0) this.#send({ type: "watch", users: this.#watched });
+        this.#heartbeat = setInterval(
+          () => this.#send({ type: "heartbeat", status: this.#status }),
+          this.#opts.heartbeatMs ?? 20_000,
+        );
+        this.#opts.onConnection?.(true);
+        await ended;
+      } catch {}
+      this.#stopHeartbeat();
+      if (this.#socket) {
+        this.#socket = null;
+        this.#opts.onConnection?.(false);
+      }
+      if (this.#closed) break;
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(
+          resolve,
+          fullJitter(attempt++, random, this.#opts.backoff ?? DEFAULT_BACKOFF),
+        );
+        this.#wake = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+      this.#wake = null;
+    }
+  }
+
+  #stopHeartbeat(): void {
+    if (this.#heartbeat !== null) clearInterval(this.#heartbeat);
+    this.#heartbeat = null;
+  }
+
+  #onFrame(frame: PresenceServerFrame | null): void {
+    if (!frame) return;
+    if (frame.type === "presence") {
+      this.presence.set(frame.user, { status: frame.status, lastSeen: frame.lastSeen });
+      this.#opts.onPresence?.(frame.user, frame.status, frame.lastSeen);
+    } else if (frame.type === "activity") {
+      this.#opts.onActivity?.(frame.room, frame.lastSeq, frame.mention);
+    } else if (frame.type === "read") {
+      this.#opts.onRead?.(frame.room, frame.seq);
+    }
+  }
+}

@@ -1,6 +1,7 @@
 /** The fallback transports of PROTOCOL.md: Server-Sent Events and long polling, with the socket's
  * order and exactly-once semantics, membership checks and resume by Last-Event-ID. */
 import { describe, expect, it } from "vitest";
+import { type SseFrame, SseParser } from "../client/sdk/index.ts";
 import type { RoomEvent } from "../protocol/index.ts";
 import {
   api,
@@ -15,19 +16,12 @@ import {
   unique,
 } from "./helpers.ts";
 
-interface SseFrame {
-  id?: string;
-  event: string;
-  data: string;
-}
-
-/** Reads an SSE response frame by frame, as EventSource would. */
+/** Reads an SSE response frame by frame with the SDK's parser, as EventSource would. */
 class SseReader {
   readonly frames: SseFrame[] = [];
   done = false;
-  #buffer = "";
+  readonly #parser = new SseParser();
   readonly #reader: ReadableStreamDefaultReader<Uint8Array>;
-  readonly #decoder = new TextDecoder();
 
   constructor(res: Response) {
     this.#reader = (res.body as ReadableStream<Uint8Array>).getReader();
@@ -38,27 +32,8 @@ class SseReader {
     while (!check(this.frames)) {
       if (this.done) throw new Error(`stream ended while waiting for ${what}`);
       const { value, done } = await this.#reader.read();
-      if (done) {
-        this.done = true;
-        continue;
-      }
-      this.#buffer += this.#decoder.decode(value, { stream: true });
-      let cut = this.#buffer.indexOf("\n\n");
-      while (cut >= 0) {
-        const block = this.#buffer.slice(0, cut);
-        this.#buffer = this.#buffer.slice(cut + 2);
-        const frame: SseFrame = { event: "message", data: "" };
-        for (const line of block.split("\n")) {
-          if (line.startsWith(":")) continue;
-          const [field, ...rest] = line.split(": ");
-          const value = rest.join(": ");
-          if (field === "id") frame.id = value;
-          else if (field === "event") frame.event = value;
-          else if (field === "data") frame.data += value;
-        }
-        if (block.split("\n").some((l) => !l.startsWith(":"))) this.frames.push(frame);
-        cut = this.#buffer.indexOf("\n\n");
-      }
+      if (done) this.done = true;
+      else this.frames.push(...this.#parser.push(value));
     }
   }
 

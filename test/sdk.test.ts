@@ -4,7 +4,13 @@
  * The network is a seam the test controls: sockets and HTTP can be cut and restored.
  */
 import { describe, expect, it } from "vitest";
-import { MemoryOutboxStore, PresenceSession, pollTransport, sseTransport } from "../client/sdk/index.ts";
+import {
+  MemoryOutboxStore,
+  PresenceSession,
+  pollTransport,
+  sseTransport,
+  type TransportFactory,
+} from "../client/sdk/index.ts";
 import type { RoomEvent } from "../protocol/index.ts";
 import { api, createRoom, join, json, login, type User, unique } from "./helpers.ts";
 import { failing, history, Network, session, texts, until } from "./sdk-helpers.ts";
@@ -132,6 +138,42 @@ describe("the SDK room session", () => {
       b.s.close();
     });
   }
+});
+
+describe("the SDK transport fallback", () => {
+  it("returns to the WebSocket once it can connect again, without losing or repeating an event", async () => {
+    const ada = await login(unique("t"));
+    const bob = await login(ada.tenant);
+    const roomId = await createRoom(ada);
+    await join(bob, roomId);
+    const net = new Network();
+    let blocked = true;
+    const ws = net.socket(ada);
+    const flakySocket: TransportFactory = (room, after, h) => {
+      if (blocked) return Promise.reject(new Error("blocked by a proxy"));
+      return ws(room, after, h);
+    };
+    const a = session(ada, roomId, [flakySocket, sseTransport(net.conn(ada))], {
+      conn: net.conn(ada),
+      fallbackAfter: 1,
+      probeMs: 30,
+    });
+    await a.s.start();
+    await until(() => a.s.status.transport === "sse" && a.s.status.state === "online", "online over SSE");
+    const first = await json<{ seq: number }>(
+      api(bob, "POST", `/api/rooms/${roomId}/messages`, { clientId: "f1", text: "while on SSE" }),
+    );
+    await until(() => a.s.lastSeq >= first.seq, "event over SSE");
+    blocked = false;
+    await until(
+      () => a.s.status.transport === "websocket" && a.s.status.state === "online",
+      "back on the socket",
+    );
+    const second = await a.s.send("back on the socket").acked;
+    await until(() => a.s.lastSeq >= second, "own event");
+    expect(a.events).toEqual(await history(ada, roomId));
+    a.s.close();
+  });
 });
 
 describe("the SDK presence session", () => {

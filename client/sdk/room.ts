@@ -4,7 +4,8 @@
  * owns the outbox of commands the server has not acknowledged.
  *
  * - Connects with the first transport that works (WebSocket, then SSE, then long poll; a transport
- *   that fails `fallbackAfter` times in a row gives way to the next), reconnecting after a drop with
+ *   that fails `fallbackAfter` times in a row gives way to the next, and every `probeMs` on a
+ *   fallback the preferred one is tried again), reconnecting after a drop with
  *   exponential backoff and full jitter, always resuming with `after` = the last seq delivered.
  * - Frames are handled one at a time, in arrival order. An event at or below the last seq is a
  *   duplicate and dropped; a hole (or a `gap`) is filled by paging history over HTTP first.
@@ -48,6 +49,8 @@ export interface RoomSessionOptions {
   random?: () => number;
   backoff?: Backoff;
   fallbackAfter?: number;
+  /** On a fallback transport, how often to try the preferred one again (default 60 s). */
+  probeMs?: number;
   onEvent?: (event: RoomEvent) => void;
   onStatus?: (status: SessionStatus) => void;
   onTyping?: (user: UserRef) => void;
@@ -149,7 +152,7 @@ export class RoomSession {
   // ---- connection --------------------------------------------------------------------------
 
   async #run(): Promise<void> {
-    const { transports, fallbackAfter = 2, backoff = DEFAULT_BACKOFF } = this.#opts;
+    const { transports, fallbackAfter = 2, backoff = DEFAULT_BACKOFF, probeMs = 60_000 } = this.#opts;
     const random = this.#opts.random ?? Math.random;
     let attempt = 0;
     let kind = 0;
@@ -172,7 +175,18 @@ export class RoomSession {
         }
         this.#transport = transport;
         failures = 0;
+        // A network that blocked sockets may stop doing so: from time to time, leave the fallback
+        // and try the preferred transport again (resuming by seq makes the switch invisible).
+        const probe =
+          kind > 0
+            ? setTimeout(() => {
+                kind = 0;
+                transport.close();
+                ended();
+              }, probeMs)
+            : null;
         await done;
+        if (probe) clearTimeout(probe);
         this.#transport = null;
         if (this.#wasReady) attempt = 0;
         this.#wasReady = false;

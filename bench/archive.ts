@@ -14,16 +14,16 @@
  * The report is printed and replaces only the `## Archive` section of bench/results.md.
  */
 import { spawnSync } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import os, { tmpdir } from "node:os";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import WebSocket from "ws";
 import { numberFlag } from "./options.ts";
-import { writeSection } from "./presence.ts";
 import { mulberry32 } from "./random.ts";
-import { type Server, startParley, stopAllSync, workerdSnapshot } from "./servers.ts";
+import { type SectionFacts, sectionFacts, writeSection } from "./sections.ts";
+import { reloadsIn, type Server, startParley, stopAllSync, workerdSnapshot } from "./servers.ts";
 import { type LatencySummary, Samples } from "./stats.ts";
 import { api } from "./targets.ts";
 
@@ -643,7 +643,7 @@ function renderArchive(
   lag: LagResult | null,
   search: SearchResult | null,
   opts: ArchiveOptions,
-  meta: Record<string, string>,
+  meta: SectionFacts,
   failures: string[],
 ): string {
   const lines: string[] = [];
@@ -857,8 +857,7 @@ export async function runArchive(argv: string[]): Promise<void> {
       );
     }
     for (const logFile of [join(logDir, "parley-archive.log"), join(logDir, "parley-archive-2.log")]) {
-      if (!existsSync(logFile)) continue;
-      const reloads = readFileSync(logFile, "utf8").split("Reloading local server").length - 1;
+      const reloads = reloadsIn(logFile);
       if (reloads > 0) failures.push(`wrangler dev reloaded the worker ${reloads} time(s) during the run`);
     }
   } catch (err) {
@@ -869,26 +868,7 @@ export async function runArchive(argv: string[]): Promise<void> {
     await stopAll();
     clearTimeout(watchdog);
   }
-  const args = argv.join(" ");
-  const cpus = os.cpus();
-  const section = renderArchive(
-    lag,
-    search,
-    opts,
-    {
-      date: new Date().toISOString(),
-      command:
-        process.env.npm_lifecycle_event === "bench"
-          ? `npm run bench -- ${args}`
-          : `node bench/run.ts ${args}`,
-      machine: `${cpus.length} × ${cpus[0]?.model.trim() ?? "cpu"}, Node ${process.version}, load ${os
-        .loadavg()
-        .map((l) => l.toFixed(2))
-        .join(" ")}`,
-      total: ((performance.now() - began) / 1000).toFixed(0),
-    },
-    failures,
-  );
+  const section = renderArchive(lag, search, opts, sectionFacts(argv, began), failures);
   process.stdout.write(`${section}\n`);
   const out = resolve(root, opts.out);
   writeSection(out, section, "## Archive");

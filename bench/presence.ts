@@ -1,13 +1,3 @@
-/**
- * @module `npm run bench -- --presence`: the presence and activity bench (see bench/README.md,
- * "Presence"). Starts Parley (PARLEY_PRESENCE_SHARDS=4 unless set), signs in one tenant's users,
- * creates rooms with those users as members, opens one presence session per user, and measures
- * presence fan-out (heartbeats that flip status, delivered to watchers), activity notices for room
- * messages posted over HTTP, activity latency, memory per idle session and the client's CPU share.
- * The report is printed and written to bench/results.md under "## Presence" (that section only).
- */
-import { existsSync, readFileSync, writeFileSync } from "node:fs";
-import os from "node:os";
 import { dirname, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
@@ -15,7 +5,15 @@ import WebSocket from "ws";
 import type { PresenceServerFrame } from "../protocol/index.ts";
 import { numberFlag } from "./options.ts";
 import { mulberry32 } from "./random.ts";
-import { externalServer, type Server, startParley, stopAllSync, workerdSnapshot } from "./servers.ts";
+import { type SectionFacts, sectionFacts, writeSection } from "./sections.ts";
+import {
+  externalServer,
+  reloadCount,
+  type Server,
+  startParley,
+  stopAllSync,
+  workerdSnapshot,
+} from "./servers.ts";
 import { type LatencySummary, Samples } from "./stats.ts";
 import { api, pool } from "./targets.ts";
 
@@ -638,7 +636,7 @@ const tally = (m: Map<string, number>) =>
 function renderPresence(
   r: PresenceResult | null,
   opts: PresenceOptions,
-  meta: Record<string, string>,
+  meta: SectionFacts & { shards: string },
   failures: string[],
 ): string {
   const lines: string[] = [];
@@ -714,23 +712,6 @@ function renderPresence(
   return lines.join("\n");
 }
 
-/** Replaces the `heading` section of `file` (up to the next `## ` heading), or appends it. */
-export function writeSection(file: string, section: string, heading = "## Presence"): void {
-  const current = existsSync(file) ? readFileSync(file, "utf8") : "";
-  const lines = current.split("\n");
-  const start = lines.findIndex((l) => l.trim() === heading);
-  let kept: string[];
-  if (start < 0) kept = lines;
-  else {
-    let end = lines.findIndex((l, i) => i > start && /^## /.test(l));
-    if (end < 0) end = lines.length;
-    kept = [...lines.slice(0, start), ...lines.slice(end)];
-  }
-  let text = kept.join("\n").replace(/\s+$/, "");
-  text = text === "" ? section : `${text}\n\n${section}`;
-  writeFileSync(file, `${text.replace(/\s+$/, "")}\n`);
-}
-
 // ---------------------------------------------------------------------------------------------
 // Entry
 
@@ -787,11 +768,8 @@ export async function runPresence(argv: string[]): Promise<void> {
       log(`Parley up on ${server.baseUrl} after ${((performance.now() - began) / 1000).toFixed(1)} s`);
     }
     result = await runBench(opts, server, runId);
-    const logFile = server.logFile;
-    if (logFile && existsSync(logFile)) {
-      const reloads = readFileSync(logFile, "utf8").split("Reloading local server").length - 1;
-      if (reloads > 0) failures.push(`wrangler dev reloaded the worker ${reloads} time(s) during the run`);
-    }
+    const reloads = reloadCount(server);
+    if (reloads > 0) failures.push(`wrangler dev reloaded the worker ${reloads} time(s) during the run`);
   } catch (err) {
     failures.push(err instanceof Error ? err.message : String(err));
     log(`error: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
@@ -800,26 +778,15 @@ export async function runPresence(argv: string[]): Promise<void> {
     await stop();
     clearTimeout(watchdog);
   }
-  const args = argv.join(" ");
-  const cpus = os.cpus();
   const section = renderPresence(
     result,
     opts,
-    {
-      date: new Date().toISOString(),
-      command:
-        process.env.npm_lifecycle_event === "bench"
-          ? `npm run bench -- ${args}`
-          : `node bench/run.ts ${args}`,
-      machine: `${cpus.length} × ${cpus[0]?.model.trim() ?? "cpu"}, Node ${process.version}`,
-      total: ((performance.now() - began) / 1000).toFixed(0),
-      shards: process.env.PARLEY_PRESENCE_SHARDS ?? "",
-    },
+    { ...sectionFacts(argv, began), shards: process.env.PARLEY_PRESENCE_SHARDS ?? "" },
     failures,
   );
   process.stdout.write(`${section}\n`);
   const out = resolve(root, opts.out);
-  writeSection(out, section);
+  writeSection(out, section, "## Presence");
   log(`wrote the Presence section of ${out}`);
   if (!result) process.exitCode = 1;
 }

@@ -25,9 +25,13 @@ export interface Server {
  * made while the bench runs restarts the runtime and drops every WebSocket.
  */
 export function reloadCount(server: Server): number {
-  if (!server.logFile) return 0;
+  return server.logFile ? reloadsIn(server.logFile) : 0;
+}
+
+/** The same, read from a wrangler dev log file (0 if it does not exist). */
+export function reloadsIn(logFile: string): number {
   try {
-    return readFileSync(server.logFile, "utf8").split("Reloading local server").length - 1;
+    return readFileSync(logFile, "utf8").split("Reloading local server").length - 1;
   } catch {
     return 0;
   }

@@ -6,10 +6,10 @@
  * room RPC, R2 put, D1 row) that the large ones carry too. Prints MiB/s (median, min, max) and
  * writes the "## Upload" section of bench/results.md.
  */
-import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { dirname, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
+import { writeSection } from "./sections.ts";
 import { externalServer, type Server, startParley, stopAllSync } from "./servers.ts";
 import { api } from "./targets.ts";
 
@@ -143,14 +143,7 @@ export async function runUploadBench(argv: string[]): Promise<void> {
       "",
     ].join("\n");
     process.stdout.write(`${report}\n`);
-    const existing = existsSync(opts.out) ? readFileSync(opts.out, "utf8") : "";
-    const cut = existing.indexOf("## Upload");
-    const next = cut < 0 ? -1 : existing.indexOf("\n## ", cut + 1);
-    const merged =
-      cut < 0
-        ? `${existing.trimEnd()}\n\n${report}`
-        : `${existing.slice(0, cut)}${report}${next < 0 ? "" : existing.slice(next + 1)}`;
-    writeFileSync(opts.out, `${merged.trimEnd()}\n`);
+    writeSection(opts.out, report, "## Upload");
   } finally {
     await server?.stop();
     stopAllSync();

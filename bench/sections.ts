@@ -1,0 +1,48 @@
+/**
+ * @module The side benches' sections of bench/results.md (presence, archive, upload): the facts
+ * each section opens with, and replacing one section in place.
+ */
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import os from "node:os";
+
+export interface SectionFacts {
+  date: string;
+  command: string;
+  machine: string;
+  /** Seconds the whole run took. */
+  total: string;
+}
+
+/** When, how and on what a side bench ran (`began` from performance.now() at its start). */
+export function sectionFacts(argv: string[], began: number): SectionFacts {
+  const args = argv.join(" ");
+  const cpus = os.cpus();
+  const load = os
+    .loadavg()
+    .map((l) => l.toFixed(2))
+    .join(" ");
+  return {
+    date: new Date().toISOString(),
+    command:
+      process.env.npm_lifecycle_event === "bench" ? `npm run bench -- ${args}` : `node bench/run.ts ${args}`,
+    machine: `${cpus.length} × ${cpus[0]?.model.trim() ?? "cpu"}, Node ${process.version}, load ${load}`,
+    total: ((performance.now() - began) / 1000).toFixed(0),
+  };
+}
+
+/** Replaces the `heading` section of `file` (up to the next `## ` heading), or appends it. */
+export function writeSection(file: string, section: string, heading: string): void {
+  const current = existsSync(file) ? readFileSync(file, "utf8") : "";
+  const lines = current.split("\n");
+  const start = lines.findIndex((l) => l.trim() === heading);
+  let kept: string[];
+  if (start < 0) kept = lines;
+  else {
+    let end = lines.findIndex((l, i) => i > start && /^## /.test(l));
+    if (end < 0) end = lines.length;
+    kept = [...lines.slice(0, start), ...lines.slice(end)];
+  }
+  let text = kept.join("\n").replace(/\s+$/, "");
+  text = text === "" ? section : `${text}\n\n${section}`;
+  writeFileSync(file, `${text.replace(/\s+$/, "")}\n`);
+}

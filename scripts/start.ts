@@ -1,6 +1,6 @@
 /**
- * @module `npm start`: makes sure a dev signing key exists, applies D1 migrations to the local
- * state, and runs the whole system with `wrangler dev` on 127.0.0.1:PORT (default 8787).
+ * @module `npm start`: makes sure a dev signing key exists, builds the web client, applies D1
+ * migrations to the local state, and runs the whole system with `wrangler dev` on 127.0.0.1:PORT (default 8787).
  *
  * Environment:
  *   PORT                      port to listen on (default 8787)
@@ -45,6 +45,20 @@ async function ensureDevKey(): Promise<void> {
   console.log("parley: wrote a new dev signing key to .dev.vars");
 }
 
+/** The web client is static assets built from client/web: build it, so what runs is current. */
+function buildClient(): void {
+  const vite = resolve(root, "node_modules/vite/bin/vite.js");
+  const result = spawnSync(process.execPath, [vite, "build", "--logLevel", "warn"], {
+    cwd: root,
+    env: childEnv,
+    stdio: ["ignore", "inherit", "inherit"],
+  });
+  if (result.status !== 0) {
+    console.error("parley: building the web client failed");
+    process.exit(result.status ?? 1);
+  }
+}
+
 function applyMigrations(): void {
   const result = spawnSync(
     process.execPath,
@@ -65,6 +79,7 @@ function varFlags(): string[] {
 }
 
 await ensureDevKey();
+buildClient();
 applyMigrations();
 const child = spawn(
   process.execPath,

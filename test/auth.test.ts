@@ -74,12 +74,11 @@ describe("dev sign-in", () => {
   });
 });
 
-describe("the landing page", () => {
-  it("serves HTML at / without authentication", async () => {
-    const res = await fetchWorker("/");
-    expect(res.status).toBe(200);
-    expect(res.headers.get("content-type")).toContain("text/html");
-    expect(await res.text()).toContain("Parley is running");
+describe("API paths", () => {
+  it("are never shadowed by the web client: an unknown one is the JSON error, not index.html", async () => {
+    const res = await fetchWorker("/api/nothing-here", { headers: { "sec-fetch-mode": "navigate" } });
+    expect(res.status).toBe(401);
+    expect(await res.json()).toMatchObject({ error: { code: "unauthorized" } });
   });
 });
 

@@ -1,6 +1,7 @@
 /**
  * @module The Parley Worker: wiring only. Routes live in worker/routes/, one module per resource;
- * the Durable Object classes are exported from here for the runtime.
+ * the Durable Object classes are exported from here for the runtime. The web client is static
+ * assets (wrangler.toml `[assets]`), served without running this code.
  */
 import { env } from "cloudflare:workers";
 import { Hono } from "hono";
@@ -14,7 +15,6 @@ import { auditRoutes } from "./routes/audit.ts";
 import { authRoutes } from "./routes/auth.ts";
 import { deadLetterRoutes } from "./routes/dead-letters.ts";
 import { exportRoutes } from "./routes/exports.ts";
-import { homeRoutes } from "./routes/home.ts";
 import { meRoutes } from "./routes/me.ts";
 import { messageRoutes } from "./routes/messages.ts";
 import { presenceRoutes } from "./routes/presence.ts";
@@ -38,7 +38,6 @@ app.onError(onError);
 app.notFound(() => errorResponse("not_found", "not found"));
 
 app.get("/healthz", (c) => c.json({ ok: true }));
-app.route("/", homeRoutes);
 app.route("/auth", authRoutes);
 app.use("/api/*", requireIdentity);
 app.route("/api/me", meRoutes);

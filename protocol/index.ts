@@ -420,3 +420,53 @@ export function parsePresenceFrame(
       return bad("unknown frame type");
   }
 }
+
+// ---------------------------------------------------------------------------------------------
+// HTTP resources (PROTOCOL.md "HTTP resources"): the shapes the worker answers with, written
+// with `satisfies` there and read by the SDK and the web client.
+
+export const ROOM_KINDS = ["channel", "private", "dm"] as const;
+export type RoomKind = (typeof ROOM_KINDS)[number];
+
+export interface Me {
+  user: { id: string; email: string; name: string; role: string };
+  tenant: { id: string; name: string };
+}
+
+/** One entry of `GET /api/rooms` (and the answer of create/join). */
+export interface RoomSummary {
+  id: string;
+  name: string;
+  kind: RoomKind;
+  topic: string;
+  /** Whether the caller is a member (a channel can be listed without being joined). */
+  joined: boolean;
+  lastSeq: number;
+  readSeq: number;
+  unread: number;
+  mentions: number;
+  /** For a dm: its people (the caller included), so clients can name it and show presence. */
+  members?: UserRef[];
+}
+
+export interface DirectoryUser {
+  id: string;
+  name: string;
+  email: string;
+  role: string;
+}
+
+export interface SearchHit {
+  room: string;
+  seq: number;
+  text: string;
+  author: UserRef;
+  ts: number;
+  /** HTML-escaped text around the match, the matches wrapped in `<mark>…</mark>`. */
+  snippet: string;
+}
+
+export interface HistoryPage {
+  events: RoomEvent[];
+  hasMore: boolean;
+}

@@ -80,6 +80,34 @@ describe("the SDK room session", () => {
     b.s.close();
   });
 
+  it("told the device is offline, drops its socket at once, queues, and delivers on the network's return", async () => {
+    const ada = await login(unique("t"));
+    const roomId = await createRoom(ada);
+    const net = new Network();
+    const a = session(ada, roomId, [net.socket(ada)], { conn: net.conn(ada) });
+    await a.s.start();
+    await until(() => a.s.status.state === "online", "online");
+
+    a.s.setNetwork(false);
+    expect(a.s.status).toMatchObject({ state: "offline", transport: null });
+    const acks = ["x", "y", "z"].map((t) => a.s.send(`queued ${t}`).acked);
+    expect(a.s.status.queued).toBe(3);
+    // Held offline: nothing reaches the server however long the backoff would have been.
+    expect(texts(await history(ada, roomId)).filter((t) => t.startsWith("queued"))).toEqual([]);
+
+    a.s.setNetwork(true);
+    const seqs = await Promise.all(acks);
+    expect(seqs).toEqual([...seqs].sort((x, y) => x - y));
+    await until(() => a.s.lastSeq >= (seqs[2] as number), "delivered");
+    expect(texts(a.events).filter((t) => t.startsWith("queued"))).toEqual([
+      "queued x",
+      "queued y",
+      "queued z",
+    ]);
+    expect(a.s.status).toMatchObject({ state: "online", transport: "websocket", queued: 0 });
+    a.s.close();
+  });
+
   it("after a reload, resends the persisted outbox; a command already stored keeps its seq", async () => {
     const ada = await login(unique("t"));
     const roomId = await createRoom(ada);

@@ -47,6 +47,8 @@ export class PresenceSession {
   #heartbeat: ReturnType<typeof setInterval> | null = null;
   #closed = false;
   #wake: (() => void) | null = null;
+  #networkDown = false;
+  #networkUp: (() => void) | null = null;
 
   constructor(opts: PresenceSessionOptions) {
     this.#opts = opts;
@@ -73,8 +75,24 @@ export class PresenceSession {
     this.#send({ type: "watch", users: this.#watched });
   }
 
+  /** The device's network state (see RoomSession.setNetwork): offline drops the socket and holds
+   * reconnecting until the network is back, then reconnects at once. */
+  setNetwork(online: boolean): void {
+    if (this.#closed || online === !this.#networkDown) return;
+    this.#networkDown = !online;
+    if (!online) {
+      try {
+        this.#socket?.close(1000, "offline");
+      } catch {}
+    } else {
+      this.#networkUp?.();
+      this.#wake?.();
+    }
+  }
+
   close(): void {
     this.#closed = true;
+    this.#networkUp?.();
     this.#stopHeartbeat();
     try {
       this.#socket?.close(1000, "bye");
@@ -93,11 +111,19 @@ export class PresenceSession {
     const random = this.#opts.random ?? Math.random;
     let attempt = 0;
     while (!this.#closed) {
+      if (this.#networkDown) {
+        await new Promise<void>((resolve) => {
+          this.#networkUp = resolve;
+        });
+        this.#networkUp = null;
+        continue;
+      }
       try {
         const socket = await this.#opts.open("/api/presence/ws");
-        if (this.#closed) {
+        if (this.#closed || this.#networkDown) {
           socket.close(1000, "bye");
-          break;
+          if (this.#closed) break;
+          continue;
         }
         const ended = new Promise<void>((resolve) => {
           socket.addEventListener("close", () => resolve());
@@ -121,6 +147,7 @@ export class PresenceSession {
         this.#opts.onConnection?.(false);
       }
       if (this.#closed) break;
+      if (this.#networkDown) continue;
       await new Promise<void>((resolve) => {
         const timer = setTimeout(
           resolve,

@@ -80,6 +80,11 @@ export class RoomSession {
   #closed = false;
   #wasReady = false;
   #wake: (() => void) | null = null;
+  /** Ends the current transport's turn in the run loop (set while one is open). */
+  #endTurn: (() => void) | null = null;
+  /** The device says it has no network (browsers: the `offline` event); see setNetwork. */
+  #networkDown = false;
+  #networkUp: (() => void) | null = null;
   #retryTimer: ReturnType<typeof setTimeout> | null = null;
 
   constructor(opts: RoomSessionOptions) {
@@ -140,8 +145,28 @@ export class RoomSession {
     await request(this.#opts.conn, "PUT", `/api/rooms/${this.roomId}/read`, { seq });
   }
 
+  /**
+   * Tells the session whether the device has a network (in browsers, from `navigator.onLine` and
+   * the `online`/`offline` events). Going offline drops the transport at once, rather than waiting
+   * for a dead socket to time out, and holds reconnecting until the network is back; commands
+   * queue in the outbox meanwhile. Coming back reconnects at once, skipping any backoff wait.
+   */
+  setNetwork(online: boolean): void {
+    if (this.#closed || online === !this.#networkDown) return;
+    this.#networkDown = !online;
+    if (!online) {
+      this.#transport?.close();
+      this.#endTurn?.();
+      this.#setStatus({ state: "offline", transport: null });
+    } else {
+      this.#networkUp?.();
+      this.#wake?.();
+    }
+  }
+
   close(): void {
     this.#closed = true;
+    this.#networkUp?.();
     this.#transport?.close();
     this.#transport = null;
     if (this.#retryTimer) clearTimeout(this.#retryTimer);
@@ -158,6 +183,14 @@ export class RoomSession {
     let kind = 0;
     let failures = 0;
     while (!this.#closed) {
+      if (this.#networkDown) {
+        await new Promise<void>((resolve) => {
+          this.#networkUp = resolve;
+        });
+        this.#networkUp = null;
+        if (this.#closed) break;
+        this.#setStatus({ state: "connecting" });
+      }
       let ended!: () => void;
       const done = new Promise<void>((resolve) => {
         ended = resolve;
@@ -169,11 +202,13 @@ export class RoomSession {
           frame: (f) => this.#enqueue(f),
           closed: () => ended(),
         });
-        if (this.#closed) {
+        if (this.#closed || this.#networkDown) {
           transport.close();
-          break;
+          if (this.#closed) break;
+          continue; // the network went away while connecting: wait for it
         }
         this.#transport = transport;
+        this.#endTurn = ended;
         failures = 0;
         // A network that blocked sockets may stop doing so: from time to time, leave the fallback
         // and try the preferred transport again (resuming by seq makes the switch invisible).
@@ -188,6 +223,7 @@ export class RoomSession {
         await done;
         if (probe) clearTimeout(probe);
         this.#transport = null;
+        this.#endTurn = null;
         if (this.#wasReady) attempt = 0;
         this.#wasReady = false;
       } catch {
@@ -199,6 +235,7 @@ export class RoomSession {
       }
       if (this.#closed) break;
       this.#setStatus({ state: "offline", transport: null });
+      if (this.#networkDown) continue; // wait for the network, not for a backoff timer
       await this.#sleep(fullJitter(attempt++, random, backoff));
       if (!this.#closed) this.#setStatus({ state: "connecting" });
     }

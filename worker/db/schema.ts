@@ -4,6 +4,7 @@
  * SQL by hand. Every table is keyed or filtered by tenant: a query without a tenant is a bug.
  */
 import { index, integer, primaryKey, sqliteTable, text, uniqueIndex } from "drizzle-orm/sqlite-core";
+import { ROOM_KINDS } from "../../protocol/index.ts";
 
 export const tenants = sqliteTable("tenants", {
   id: text("id").primaryKey(),
@@ -32,9 +33,6 @@ export const users = sqliteTable(
   },
   (t) => [uniqueIndex("users_tenant_email").on(t.tenantId, t.email)],
 );
-
-export const ROOM_KINDS = ["channel", "private", "dm"] as const;
-export type RoomKind = (typeof ROOM_KINDS)[number];
 
 export const rooms = sqliteTable(
   "rooms",

@@ -8,9 +8,10 @@ import { and, eq, inArray, or } from "drizzle-orm";
 import { drizzle } from "drizzle-orm/d1";
 import { Hono } from "hono";
 import { limitsOf } from "../../config/limits.ts";
+import { ROOM_KINDS, type RoomKind, type RoomSummary, type UserRef } from "../../protocol/index.ts";
 import { audit } from "../audit.ts";
 import type { Identity } from "../auth/identity.ts";
-import { memberships, ROOM_KINDS, type RoomKind, rooms, tenants, users } from "../db/schema.ts";
+import { memberships, rooms, tenants, users } from "../db/schema.ts";
 import { ApiError } from "../errors.ts";
 import { readJsonObject } from "../http.ts";
 import { newId } from "../ids.ts";
@@ -24,8 +25,11 @@ const MAX_MEMBERS_PER_REQUEST = 50; // one D1 query binds them all, and D1 allow
 const MAX_DM_MEMBERS = 9;
 
 /** Room as `GET /api/rooms` lists it (PROTOCOL.md), plus whether the caller has joined. */
-async function describe(env: Env, me: Identity, room: RoomRow, joined: boolean) {
-  const summary = await roomStub(env, room.tenantId, room.id).summary(me.userId);
+async function describe(env: Env, me: Identity, room: RoomRow, joined: boolean): Promise<RoomSummary> {
+  const [summary, members] = await Promise.all([
+    roomStub(env, room.tenantId, room.id).summary(me.userId),
+    room.kind === "dm" && room.dmKey ? dmMembers(env, room.tenantId, room.dmKey) : undefined,
+  ]);
   return {
     id: room.id,
     name: room.name,
@@ -36,7 +40,19 @@ async function describe(env: Env, me: Identity, room: RoomRow, joined: boolean) 
     readSeq: summary.readSeq,
     unread: summary.unread,
     mentions: summary.mentions,
+    ...(members ? { members } : {}),
   };
+}
+
+/** A dm's people, from its member key (sorted user ids), with their current names. */
+async function dmMembers(env: Env, tenantId: string, dmKey: string): Promise<UserRef[]> {
+  const ids = dmKey.split(",");
+  return drizzle(env.DB)
+    .select({ id: users.id, name: users.name })
+    .from(users)
+    .where(and(eq(users.tenantId, tenantId), inArray(users.id, ids)))
+    .orderBy(users.name)
+    .all();
 }
 
 /**

@@ -4,6 +4,7 @@
  * matches in <mark>: message text never reaches a page unescaped.
  */
 import { Hono } from "hono";
+import type { SearchHit } from "../../protocol/index.ts";
 import { ApiError } from "../errors.ts";
 import { intParam } from "../http.ts";
 import type { AppEnv } from "../types.ts";
@@ -93,6 +94,6 @@ export const searchRoutes = new Hono<AppEnv>().get("/", async (c) => {
       author: { id: r.author_id, name: r.author_name },
       ts: r.ts,
       snippet: escapeHtml(r.snippet).replaceAll(OPEN, "<mark>").replaceAll(CLOSE, "</mark>"),
-    })),
+    })) satisfies SearchHit[],
   });
 });

@@ -2,7 +2,8 @@
  * DOM library (tsconfig.client.json), never loaded by the Worker. */
 import type { OutboxEntry, OutboxStore } from "./outbox.ts";
 
-/** The browser store: one object store keyed by [roomId, clientId]. */
+/** The browser store: one object store keyed by [roomId, clientId]. Give each signed-in user their
+ * own database name: an outbox holds commands to be sent as the user who wrote them. */
 export class IndexedDbOutboxStore implements OutboxStore {
   readonly #db: Promise<IDBDatabase>;
 
@@ -29,6 +30,12 @@ export class IndexedDbOutboxStore implements OutboxStore {
   async list(roomId: string): Promise<OutboxEntry[]> {
     const all = (await this.#run("readonly", (s) => s.getAll())) as OutboxEntry[];
     return all.filter((e) => e.roomId === roomId).sort((a, b) => a.createdAt - b.createdAt);
+  }
+
+  /** Rooms with something in the outbox: a reload starts their sessions so it gets delivered. */
+  async roomIds(): Promise<string[]> {
+    const all = (await this.#run("readonly", (s) => s.getAll())) as OutboxEntry[];
+    return [...new Set(all.map((e) => e.roomId))];
   }
 
   async put(entry: OutboxEntry): Promise<void> {

@@ -1,1 +1,108 @@
-document.getElementById("app")!.textContent = "Parley";
+/**
+ * @module The web client's entry: signs in (or finds the user signed in by Access), then lays out
+ * the app (banner, sidebar, main view) and routes between rooms and search by URL
+ * (`/rooms/:id`, `/rooms/:id?seq=N`, `/search?q=`), so links and the back button work.
+ */
+import { HttpError } from "../sdk/index.ts";
+import { api } from "./api.ts";
+import { h } from "./dom.ts";
+import { AppState, type View } from "./state.ts";
+import { createBanner } from "./views/banner.ts";
+import { createRoomView } from "./views/room-view.ts";
+import { createSearchView } from "./views/search.ts";
+import { createSidebar } from "./views/sidebar.ts";
+import { createSignIn } from "./views/sign-in.ts";
+import { applyTheme } from "./views/theme.ts";
+
+const root = document.getElementById("app") as HTMLElement;
+
+function viewFromUrl(): View {
+  const url = new URL(location.href);
+  const room = /^\/rooms\/(r_[0-9a-z]{20})$/.exec(url.pathname);
+  if (room) {
+    const seq = Number(url.searchParams.get("seq"));
+    return { kind: "room", roomId: room[1] as string, ...(seq > 0 ? { focus: seq } : {}) };
+  }
+  if (url.pathname === "/search") return { kind: "search", q: url.searchParams.get("q") ?? "" };
+  return { kind: "empty" };
+}
+
+function urlOf(view: View): string {
+  if (view.kind === "room") return `/rooms/${view.roomId}${view.focus ? `?seq=${view.focus}` : ""}`;
+  if (view.kind === "search") return `/search?q=${encodeURIComponent(view.q)}`;
+  return "/";
+}
+
+async function boot(): Promise<void> {
+  applyTheme();
+  let me: Awaited<ReturnType<typeof api.me>>;
+  try {
+    me = await api.me();
+  } catch (err) {
+    if (err instanceof HttpError && err.status === 401) {
+      root.replaceChildren(createSignIn(() => void boot()));
+      return;
+    }
+    root.replaceChildren(h("p", { class: "error", role: "alert" }, `Parley could not start: ${(err as Error).message}`));
+    return;
+  }
+  const state = new AppState(me);
+  const main = h("main", { class: "main", id: "main" });
+  let current: { el: HTMLElement; dispose?: () => void } | null = null;
+
+  const show = (view: View, push: boolean) => {
+    if (push) history.pushState(null, "", urlOf(view));
+    current?.dispose?.();
+    state.setView(view);
+    if (view.kind === "room") {
+      const room = state.rooms.get(view.roomId);
+      if (!room) {
+        current = { el: h("div", { class: "empty muted" }, "This room does not exist, or you cannot see it.") };
+      } else if (!room.joined) {
+        const join = h("button", { type: "button", class: "primary" }, `Join #${room.name}`);
+        join.addEventListener("click", async () => {
+          await state.join(room.id);
+          show(view, false);
+        });
+        current = { el: h("div", { class: "empty" }, h("p", {}, room.topic || `#${room.name}`), join) };
+      } else {
+        const roomView = createRoomView(state, room, view.focus);
+        current = roomView;
+        void roomView.ready.then(() => {
+          if (view.focus === undefined) roomView.focus();
+        });
+      }
+    } else if (view.kind === "search") {
+      const search = createSearchView(state, view.q, (roomId, seq) => show({ kind: "room", roomId, focus: seq }, true));
+      current = search;
+    } else {
+      const first = [...state.rooms.values()].find((r) => r.joined);
+      current = {
+        el: h(
+          "div",
+          { class: "empty muted" },
+          first ? "Pick a room on the left." : "No rooms yet: create one, browse channels, or message someone.",
+        ),
+      };
+    }
+    main.replaceChildren(current.el);
+  };
+
+  const go = (roomId: string) => show({ kind: "room", roomId }, true);
+  const sidebar = createSidebar(state, go, (q) => show({ kind: "search", q }, true));
+  const banner = createBanner(state);
+  const skip = h("a", { class: "skip", attrs: { href: "#main" } }, "Skip to messages");
+  root.replaceChildren(skip, banner.el, h("div", { class: "layout" }, sidebar.el, main));
+  addEventListener("popstate", () => show(viewFromUrl(), false));
+
+  await state.start();
+  const initial = viewFromUrl();
+  if (initial.kind === "empty") {
+    const first = [...state.rooms.values()].find((r) => r.joined && r.kind !== "dm");
+    show(first ? { kind: "room", roomId: first.id } : initial, first !== undefined);
+  } else {
+    show(initial, false);
+  }
+}
+
+void boot();

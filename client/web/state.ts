@@ -1,0 +1,230 @@
+/**
+ * @module The web client's state: who is signed in, the room list with unread and mention counts,
+ * the open rooms (RoomControllers), presence, names for mentions, and the connection picture the
+ * banner shows. Views read it and subscribe to its events; only this module and the controllers
+ * reach the network.
+ */
+import type { Me, PresenceStatus, RoomSummary, UserRef } from "../../protocol/index.ts";
+import { browserSocket, type OutboxStore, PresenceSession, type SessionStatus } from "../sdk/index.ts";
+import { IndexedDbOutboxStore } from "../sdk/outbox-idb.ts";
+import { api } from "./api.ts";
+import { Emitter } from "./emitter.ts";
+import { RoomController } from "./room-controller.ts";
+
+export type View = { kind: "room"; roomId: string; focus?: number } | { kind: "search"; q: string } | { kind: "empty" };
+
+export interface Connection {
+  state: "online" | "connecting" | "offline";
+  queued: number;
+}
+
+/** How long to wait before refreshing the room list after activity (coalesces bursts). */
+const ROOMS_REFRESH_MS = 250;
+const MAX_WATCH = 500;
+
+export class AppState {
+  readonly me: Me;
+  readonly events = new Emitter<{
+    rooms: void;
+    view: View;
+    presence: string;
+    connection: Connection;
+  }>();
+  rooms = new Map<string, RoomSummary>();
+  view: View = { kind: "empty" };
+  readonly controllers = new Map<string, RoomController>();
+  readonly names = new Map<string, string>();
+  readonly presence: PresenceSession;
+  readonly store: OutboxStore & { roomIds(): Promise<string[]> };
+  #statuses = new Map<string, SessionStatus>();
+  #refresh: ReturnType<typeof setTimeout> | null = null;
+  #online = typeof navigator === "undefined" ? true : navigator.onLine;
+  #presenceUp = false;
+
+  constructor(me: Me) {
+    this.me = me;
+    this.names.set(me.user.id, me.user.name);
+    // One outbox per signed-in user: its commands are sent as the user who wrote them.
+    this.store = new IndexedDbOutboxStore(`parley-outbox:${me.tenant.id}:${me.user.id}`);
+    this.presence = new PresenceSession({
+      open: browserSocket(""),
+      onPresence: (user) => this.events.emit("presence", user),
+      onActivity: (room) => this.#activity(room),
+      onRead: (room, seq) => this.#readElsewhere(room, seq),
+      onConnection: (up) => {
+        this.#presenceUp = up;
+        if (up) this.refreshRooms(); // catch up on activity missed while away
+        this.#emitConnection();
+      },
+    });
+  }
+
+  async start(): Promise<void> {
+    addEventListener("online", () => this.#network(true));
+    addEventListener("offline", () => this.#network(false));
+    await this.loadRooms();
+    this.presence.start();
+    if (!this.#online) this.presence.setNetwork(false);
+    // Messages queued before a reload: start those rooms' sessions so they are delivered.
+    for (const roomId of await this.store.roomIds()) if (this.rooms.has(roomId)) void this.controller(roomId).start();
+  }
+
+  async loadRooms(): Promise<void> {
+    const list = await api.rooms();
+    this.rooms = new Map(list.map((r) => [r.id, r]));
+    for (const r of list) for (const m of r.members ?? []) this.names.set(m.id, m.name);
+    this.#watch();
+    this.events.emit("rooms", undefined);
+  }
+
+  refreshRooms(): void {
+    if (this.#refresh) return;
+    this.#refresh = setTimeout(() => {
+      this.#refresh = null;
+      this.loadRooms().catch(() => undefined);
+    }, ROOMS_REFRESH_MS);
+  }
+
+  controller(roomId: string): RoomController {
+    let c = this.controllers.get(roomId);
+    if (!c) {
+      c = new RoomController(roomId, this.store, this.me.user.id);
+      this.controllers.set(roomId, c);
+      c.events.on("status", (s) => {
+        this.#statuses.set(roomId, s);
+        this.#emitConnection();
+      });
+      c.events.on("change", ({ live }) => {
+        for (const e of live) this.names.set(e.author.id, e.author.name);
+        const room = this.rooms.get(roomId);
+        const last = live.at(-1);
+        if (room && last && last.seq > room.lastSeq) room.lastSeq = last.seq;
+      });
+    }
+    return c;
+  }
+
+  setView(view: View): void {
+    this.view = view;
+    this.events.emit("view", view);
+  }
+
+  /** The name to show for a user id (mentions, presence), as far as this client has seen it. */
+  nameOf(id: string): string {
+    return this.names.get(id) ?? "unknown user";
+  }
+
+  remember(users: UserRef[]): void {
+    for (const u of users) this.names.set(u.id, u.name);
+  }
+
+  presenceOf(userId: string): PresenceStatus {
+    return this.presence.presence.get(userId)?.status ?? "offline";
+  }
+
+  /** The other person of a two-person dm (for its name and presence dot). */
+  dmPartner(room: RoomSummary): UserRef | undefined {
+    return room.members?.find((m) => m.id !== this.me.user.id);
+  }
+
+  roomTitle(room: RoomSummary): string {
+    if (room.kind !== "dm") return room.name;
+    const others = (room.members ?? []).filter((m) => m.id !== this.me.user.id);
+    return others.map((m) => m.name).join(", ") || room.name;
+  }
+
+  /** Marks a room read up to `seq` (never backwards), here at once and on the server. */
+  markRead(roomId: string, seq: number): void {
+    const room = this.rooms.get(roomId);
+    if (!room || seq <= room.readSeq) return;
+    room.readSeq = seq;
+    if (seq >= room.lastSeq) {
+      room.unread = 0;
+      room.mentions = 0;
+    }
+    this.events.emit("rooms", undefined);
+    const session = this.controllers.get(roomId)?.session;
+    void session?.read(seq).catch(() => undefined);
+  }
+
+  async join(roomId: string): Promise<void> {
+    const room = await api.join(roomId);
+    this.rooms.set(room.id, room);
+    this.events.emit("rooms", undefined);
+  }
+
+  async leave(roomId: string): Promise<void> {
+    await api.leave(roomId);
+    this.controllers.get(roomId)?.close();
+    this.controllers.delete(roomId);
+    this.#statuses.delete(roomId);
+    await this.loadRooms();
+    if (this.view.kind === "room" && this.view.roomId === roomId) this.setView({ kind: "empty" });
+  }
+
+  async createRoom(body: { name?: string; kind: RoomSummary["kind"]; topic?: string; members?: string[] }) {
+    const room = await api.createRoom(body);
+    this.rooms.set(room.id, room);
+    this.remember(room.members ?? []);
+    this.#watch();
+    this.events.emit("rooms", undefined);
+    return room;
+  }
+
+  connection(): Connection {
+    let queued = 0;
+    let state: Connection["state"] = this.#online ? "online" : "offline";
+    for (const s of this.#statuses.values()) {
+      queued += s.queued;
+      if (state === "online" && s.state !== "online" && s.state !== "closed") state = "connecting";
+    }
+    if (this.#online && !this.#presenceUp && state === "online") state = "connecting";
+    return { state, queued };
+  }
+
+  #emitConnection(): void {
+    this.events.emit("connection", this.connection());
+  }
+
+  #network(online: boolean): void {
+    this.#online = online;
+    this.presence.setNetwork(online);
+    for (const c of this.controllers.values()) c.session?.setNetwork(online);
+    this.#emitConnection();
+  }
+
+  #activity(roomId: string): void {
+    // The open room's own stream already has the event; everything else refreshes the list
+    // (counts come from the rooms, so they match what a reload would show).
+    if (this.view.kind === "room" && this.view.roomId === roomId && this.rooms.has(roomId)) return;
+    this.refreshRooms();
+  }
+
+  #readElsewhere(roomId: string, seq: number): void {
+    const room = this.rooms.get(roomId);
+    if (!room || seq <= room.readSeq) return;
+    room.readSeq = seq;
+    if (seq >= room.lastSeq) {
+      room.unread = 0;
+      room.mentions = 0;
+      this.events.emit("rooms", undefined);
+    } else {
+      this.refreshRooms();
+    }
+  }
+
+  /** Watches dm partners, then people seen in open rooms, up to the protocol's 500. */
+  #watch(): void {
+    const ids = new Set<string>();
+    for (const r of this.rooms.values()) for (const m of r.members ?? []) if (m.id !== this.me.user.id) ids.add(m.id);
+    for (const id of this.names.keys()) {
+      if (ids.size >= MAX_WATCH) break;
+      if (id !== this.me.user.id && id !== "system") ids.add(id);
+    }
+    this.presence.watch([...ids]);
+  }
+
+  watchMore(): void {
+    this.#watch();
+  }
+}

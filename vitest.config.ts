@@ -5,6 +5,8 @@
  * Projects differ only in configuration: "core" (dev auth, a high per-user command rate so
  * concurrency tests are never throttled); "limits" (1 command/s, so throttling tests never depend on
  * machine speed); "pipeline" (small cold-archive thresholds); "access" (production auth: Cloudflare Access applications, an origin allow-list).
+ * "browser" is the exception: plain Node driving chromium against the real app (`npm start`'s
+ * server, started once per run by test/browser/global-setup.ts).
  */
 import { cloudflareTest, readD1Migrations } from "@cloudflare/vitest-plugin";
 import { exportJWK, generateKeyPair } from "jose";
@@ -74,6 +76,20 @@ export default defineConfig({
         ACCESS_TENANTS,
         ALLOWED_ORIGINS: "https://chat.acme.test, https://parley.test",
       }),
+      {
+        test: {
+          name: "browser",
+          include: ["test/browser/**/*.test.ts"],
+          environment: "node",
+          globalSetup: ["./test/browser/global-setup.ts"],
+          testTimeout: 60_000,
+          // Launching chromium and signing users in happens in hooks, on a 2-core machine.
+          hookTimeout: 120_000,
+          // One server and one machine: files in parallel would only make each chromium slower
+          // and the tests' timing less like a user's.
+          fileParallelism: false,
+        },
+      },
     ],
   },
 });

@@ -168,10 +168,20 @@ export function workerdSnapshot(server: Server): WorkerdSnapshot {
   return { rssTotal, rssRuntime, ticks, count };
 }
 
+/** The last lines of a server's log, for an error that has to say why it never came up. */
+export function logTail(logFile: string, lines = 40): string {
+  try {
+    return readFileSync(logFile, "utf8").trimEnd().split("\n").slice(-lines).join("\n");
+  } catch {
+    return "(no log)";
+  }
+}
+
 async function waitHealthy(url: string, pid: number, timeoutMs: number, logFile: string): Promise<void> {
   const deadline = Date.now() + timeoutMs;
+  const tail = () => `; see ${logFile}, which ends:\n${logTail(logFile)}`;
   while (Date.now() < deadline) {
-    if (!groupAlive(pid)) throw new Error(`server exited before answering ${url}; see ${logFile}`);
+    if (!groupAlive(pid)) throw new Error(`server exited before answering ${url}${tail()}`);
     try {
       const res = await fetch(url, { signal: AbortSignal.timeout(2000) });
       await res.arrayBuffer();
@@ -181,7 +191,7 @@ async function waitHealthy(url: string, pid: number, timeoutMs: number, logFile:
     }
     await sleep(250);
   }
-  throw new Error(`${url} did not answer 200 within ${timeoutMs / 1000} s; see ${logFile}`);
+  throw new Error(`${url} did not answer 200 within ${timeoutMs / 1000} s${tail()}`);
 }
 
 async function stopGroup(pid: number, graceMs: number): Promise<void> {
@@ -303,27 +313,44 @@ export async function startCeiling(root: string, logDir: string, label: string):
 /**
  * Parley with fresh state in a temporary directory that `stop()` removes; or, with `stateDir`, on
  * that directory, which stays (the caller owns it: a later start can reuse it). `name` names the
- * log file.
+ * log file; `env` adds or overrides PARLEY_* limits (the bench's default lifts the per-user command
+ * rate out of the way); `tempPrefix` names the temporary state directory; `timeoutMs` bounds the
+ * wait for /healthz, which includes building the client and applying migrations.
  */
 export async function startParley(
   root: string,
   logDir: string,
-  options: { stateDir?: string; name?: string } = {},
+  options: {
+    stateDir?: string;
+    name?: string;
+    env?: Record<string, string>;
+    tempPrefix?: string;
+    timeoutMs?: number;
+  } = {},
 ): Promise<Server> {
   const port = await freePort();
-  const stateDir = options.stateDir ?? mkdtempSync(join(tmpdir(), "parley-bench-state-"));
+  const stateDir =
+    options.stateDir ?? mkdtempSync(join(tmpdir(), options.tempPrefix ?? "parley-bench-state-"));
   return start({
     name: options.name ?? "parley",
     root,
     logDir,
     command: process.execPath,
     args: ["scripts/start.ts"],
-    env: { PORT: String(port), PARLEY_STATE_DIR: stateDir, PARLEY_USER_COMMANDS_PER_SECOND: "100000" },
+    env: {
+      PARLEY_USER_COMMANDS_PER_SECOND: "100000",
+      ...options.env,
+      PORT: String(port),
+      PARLEY_STATE_DIR: stateDir,
+      // As for the ceiling: an explicit free port, so that two runtimes starting at once (a bench
+      // and a browser test run, or two worktrees) never race for the same inspector port.
+      INSPECTOR_PORT: String(await freePort()),
+    },
     port,
     stateDir,
     ownsState: options.stateDir === undefined,
     healthPath: "/healthz",
-    timeoutMs: 120_000,
+    timeoutMs: options.timeoutMs ?? 120_000,
   });
 }
 

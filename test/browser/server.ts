@@ -1,0 +1,40 @@
+/**
+ * @module The real app for a browser test run: `scripts/start.ts` (client build, D1 migrations,
+ * `wrangler dev`) on a free 127.0.0.1 port with fresh state in a temporary directory. Starting and
+ * stopping are bench/servers.ts's: one detached process group per server, so stopping it reaches
+ * wrangler and both of its workerd processes, and the state directory goes with it.
+ */
+import { dirname, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { type Server, startParley, stopAllSync } from "../../bench/servers.ts";
+
+const root = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
+
+/** Where the server's log goes (test-results/ is git-ignored); it outlives the run for debugging. */
+export const LOG_DIR = resolve(root, "test-results/browser");
+
+export type AppServer = Pick<Server, "baseUrl" | "logFile" | "stop">;
+
+/**
+ * Starts the app and resolves once `GET /healthz` answers 200; fails within ~90 s with the tail of
+ * the server's log otherwise (a cold start builds the client first, which takes a while on 2 cores).
+ */
+export async function startApp(): Promise<AppServer> {
+  return startParley(root, LOG_DIR, {
+    name: "parley",
+    tempPrefix: "parley-browser-",
+    // Browser tests act as several users at machine speed; 1000/s keeps them clear of the per-user
+    // throttle without hiding it entirely as the bench's 100000 does.
+    env: { PARLEY_USER_COMMANDS_PER_SECOND: "1000" },
+    timeoutMs: 90_000,
+  });
+}
+
+/**
+ * Last resort when the test process exits without running teardown (an interrupted run): kills
+ * every server group still running and removes its state, synchronously, as `exit` requires.
+ * Vitest turns SIGINT and SIGTERM into `process.exit`, so this covers Ctrl-C too.
+ */
+export function stopOnExit(): void {
+  process.once("exit", stopAllSync);
+}

@@ -29,6 +29,13 @@ if (process.argv.slice(2).includes("--upload")) {
   process.exit();
 }
 
+// `--client`: the web client in chromium (bench/client.ts): first-load weight, time to the first
+// message, frame times scrolling 10,000 messages; its own server and "## Web client" section.
+if (process.argv.slice(2).includes("--client")) {
+  await (await import("./client.ts")).runClientBench(process.argv.slice(2));
+  process.exit();
+}
+
 // `--archive`: the archive lag and search bench (bench/archive.ts), likewise on its own server; it
 // writes only the "## Archive" section.
 if (process.argv.slice(2).includes("--archive")) {

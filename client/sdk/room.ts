@@ -107,9 +107,16 @@ export class RoomSession {
     return [...this.#pending.values()].map((p) => p.entry);
   }
 
-  /** Loads the persisted outbox (a reload's unsent messages) and starts connecting. */
-  async start(): Promise<void> {
-    for (const entry of await this.#store.list(this.roomId)) this.#track(entry);
+  /**
+   * Loads the persisted outbox (a reload's unsent messages) and starts connecting, after `after`
+   * if given (the application may learn what it has, e.g. from a history page, after constructing
+   * the session: commands issued meanwhile are already queued and persisted).
+   */
+  async start(after?: number): Promise<void> {
+    if (after !== undefined) this.#lastSeq = after;
+    for (const entry of await this.#store.list(this.roomId)) {
+      if (!this.#pending.has(entry.clientId)) this.#track(entry);
+    }
     this.#setStatus({});
     void this.#run();
   }

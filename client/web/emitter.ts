@@ -3,8 +3,8 @@ export class Emitter<Events extends Record<string, unknown>> {
   readonly #handlers = new Map<keyof Events, Set<(value: never) => void>>();
 
   on<K extends keyof Events>(type: K, fn: (value: Events[K]) => void): () => void {
-    let set = this.#handlers.get(type);
-    if (!set) this.#handlers.set(type, (set = new Set()));
+    const set = this.#handlers.get(type) ?? new Set();
+    this.#handlers.set(type, set);
     set.add(fn as (value: never) => void);
     return () => set.delete(fn as (value: never) => void);
   }

@@ -43,7 +43,9 @@ async function boot(): Promise<void> {
       root.replaceChildren(createSignIn(() => void boot()));
       return;
     }
-    root.replaceChildren(h("p", { class: "error", role: "alert" }, `Parley could not start: ${(err as Error).message}`));
+    root.replaceChildren(
+      h("p", { class: "error", role: "alert" }, `Parley could not start: ${(err as Error).message}`),
+    );
     return;
   }
   const state = new AppState(me);
@@ -57,7 +59,9 @@ async function boot(): Promise<void> {
     if (view.kind === "room") {
       const room = state.rooms.get(view.roomId);
       if (!room) {
-        current = { el: h("div", { class: "empty muted" }, "This room does not exist, or you cannot see it.") };
+        current = {
+          el: h("div", { class: "empty muted" }, "This room does not exist, or you cannot see it."),
+        };
       } else if (!room.joined) {
         const join = h("button", { type: "button", class: "primary" }, `Join #${room.name}`);
         join.addEventListener("click", async () => {
@@ -73,7 +77,9 @@ async function boot(): Promise<void> {
         });
       }
     } else if (view.kind === "search") {
-      const search = createSearchView(state, view.q, (roomId, seq) => show({ kind: "room", roomId, focus: seq }, true));
+      const search = createSearchView(state, view.q, (roomId, seq) =>
+        show({ kind: "room", roomId, focus: seq }, true),
+      );
       current = search;
     } else {
       const first = [...state.rooms.values()].find((r) => r.joined);
@@ -81,7 +87,9 @@ async function boot(): Promise<void> {
         el: h(
           "div",
           { class: "empty muted" },
-          first ? "Pick a room on the left." : "No rooms yet: create one, browse channels, or message someone.",
+          first
+            ? "Pick a room on the left."
+            : "No rooms yet: create one, browse channels, or message someone.",
         ),
       };
     }

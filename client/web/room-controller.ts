@@ -3,9 +3,12 @@
  * order, and the persisted outbox) feeding a Timeline, plus history loading (older pages, gaps
  * after a jump) and who is typing. Views subscribe to `changed`; they never talk to the network.
  */
-import type { RoomEvent, UserRef } from "../../protocol/index.ts";
+import type { HistoryPage, RoomEvent, UserRef } from "../../protocol/index.ts";
 import {
   browserSocket,
+  DEFAULT_BACKOFF,
+  fullJitter,
+  HttpError,
   type OutboxStore,
   pollTransport,
   RoomSession,
@@ -22,8 +25,10 @@ const PAGE = 100;
 const TYPING_SHOW_MS = 4_000;
 
 export interface RoomChange {
-  /** Message seqs whose content changed (re-render only those), or "all" for structure changes. */
-  changed: number[] | "all";
+  /** Rows were added or removed (rebuild the row list). */
+  structural: boolean;
+  /** Messages whose content changed (re-render those rows). */
+  changed: number[];
   /** Events that just arrived live (for notices such as the live region). */
   live: RoomEvent[];
 }
@@ -32,17 +37,26 @@ export class RoomController {
   readonly roomId: string;
   readonly timeline = new Timeline();
   readonly events = new Emitter<{ change: RoomChange; status: SessionStatus; typing: UserRef[] }>();
-  session: RoomSession | null = null;
+  /** Exists from the start, so commands issued while the first page loads are queued, not lost. */
+  readonly session: RoomSession;
   #loading: Promise<void> | null = null;
+  #closed = false;
   #busy = new Set<string>();
   #typing = new Map<string, { user: UserRef; timer: ReturnType<typeof setTimeout> }>();
-  readonly #store: OutboxStore;
   readonly #meId: string;
 
   constructor(roomId: string, store: OutboxStore, meId: string) {
     this.roomId = roomId;
-    this.#store = store;
     this.#meId = meId;
+    this.session = new RoomSession({
+      conn,
+      roomId,
+      store,
+      transports: [websocketTransport(browserSocket("")), sseTransport(conn), pollTransport(conn)],
+      onEvent: (e) => this.#live(e),
+      onStatus: (s) => this.events.emit("status", s),
+      onTyping: (u) => this.#onTyping(u),
+    });
   }
 
   get typing(): UserRef[] {
@@ -52,31 +66,37 @@ export class RoomController {
   /** Loads the latest page, then starts the live session after it. Idempotent. */
   start(): Promise<void> {
     this.#loading ??= (async () => {
-      const page = await api.latest(this.roomId, PAGE);
-      for (const e of page.events) this.timeline.apply(e);
+      const page = await this.#firstPage();
+      const changed = this.#applyAll(page.events);
       const last = page.events.at(-1)?.seq ?? 0;
       const first = page.hasMore ? (page.events[0]?.seq ?? 1) : 1;
       if (last === 0) this.timeline.ranges = [[1, 0]];
       else this.timeline.markLoaded(first, last);
-      this.events.emit("change", { changed: "all", live: [] });
-      this.session = new RoomSession({
-        conn,
-        roomId: this.roomId,
-        store: this.#store,
-        after: last,
-        transports: [websocketTransport(browserSocket("")), sseTransport(conn), pollTransport(conn)],
-        onEvent: (e) => this.#live(e),
-        onStatus: (s) => this.events.emit("status", s),
-        onTyping: (u) => this.#onTyping(u),
-      });
-      await this.session.start();
+      this.events.emit("change", { structural: true, changed, live: [] });
       if (typeof navigator !== "undefined" && !navigator.onLine) this.session.setNetwork(false);
+      await this.session.start(last);
     })();
     return this.#loading;
   }
 
+  /** The latest page, retried with backoff until it comes (offline, the server restarting):
+   * until then the outbox waits, persisted. */
+  async #firstPage(): Promise<HistoryPage> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await api.latest(this.roomId, PAGE);
+      } catch (err) {
+        if (this.#closed || (err instanceof HttpError && !err.transient)) throw err;
+        await new Promise((resolve) =>
+          setTimeout(resolve, fullJitter(attempt, Math.random, DEFAULT_BACKOFF)),
+        );
+      }
+    }
+  }
+
   close(): void {
-    this.session?.close();
+    this.#closed = true;
+    this.session.close();
     for (const t of this.#typing.values()) clearTimeout(t.timer);
   }
 
@@ -85,10 +105,10 @@ export class RoomController {
     return this.#once(`before-${before}`, async () => {
       if (before <= 1) return;
       const page = await api.history(this.roomId, { before }, PAGE);
-      for (const e of page.events) this.timeline.apply(e);
+      const changed = this.#applyAll(page.events);
       const lo = page.hasMore ? (page.events[0]?.seq ?? before) : 1;
       this.timeline.markLoaded(lo, before - 1);
-      this.events.emit("change", { changed: "all", live: [] });
+      this.events.emit("change", { structural: true, changed, live: [] });
     });
   }
 
@@ -96,10 +116,10 @@ export class RoomController {
   loadAfter(after: number): Promise<void> {
     return this.#once(`after-${after}`, async () => {
       const page = await api.history(this.roomId, { after }, PAGE);
-      for (const e of page.events) this.timeline.apply(e);
+      const changed = this.#applyAll(page.events);
       const hi = page.events.at(-1)?.seq;
       if (hi !== undefined) this.timeline.markLoaded(after + 1, hi);
-      this.events.emit("change", { changed: "all", live: [] });
+      this.events.emit("change", { structural: true, changed, live: [] });
     });
   }
 
@@ -108,11 +128,11 @@ export class RoomController {
     await this.start();
     if (this.timeline.has(seq)) return;
     const page = await api.history(this.roomId, { before: seq + PAGE / 2 }, PAGE);
-    for (const e of page.events) this.timeline.apply(e);
+    const changed = this.#applyAll(page.events);
     const lo = page.events[0]?.seq;
     const hi = page.events.at(-1)?.seq;
     if (lo !== undefined && hi !== undefined) this.timeline.markLoaded(page.hasMore ? lo : 1, hi);
-    this.events.emit("change", { changed: "all", live: [] });
+    this.events.emit("change", { structural: true, changed, live: [] });
   }
 
   #once(key: string, work: () => Promise<void>): Promise<void> {
@@ -121,12 +141,23 @@ export class RoomController {
     return work().finally(() => this.#busy.delete(key));
   }
 
+  #applyAll(events: RoomEvent[]): number[] {
+    const changed = new Set<number>();
+    for (const e of events) for (const seq of this.timeline.apply(e)) changed.add(seq);
+    return [...changed];
+  }
+
   #live(event: RoomEvent): void {
     const changed = this.timeline.apply(event);
     this.timeline.markLoaded(event.seq, event.seq);
     if (event.kind === "message") this.#stopTyping(event.author.id);
-    const structural = event.kind === "message" || event.kind.startsWith("member") || event.kind === "room_update";
-    this.events.emit("change", { changed: structural ? "all" : changed, live: [event] });
+    // A thread reply changes its root's row (the reply count), not the main list's rows.
+    const structural =
+      (event.kind === "message" && event.threadRoot === undefined) ||
+      event.kind === "member_join" ||
+      event.kind === "member_leave" ||
+      event.kind === "room_update";
+    this.events.emit("change", { structural, changed, live: [event] });
   }
 
   #onTyping(user: UserRef): void {

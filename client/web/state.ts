@@ -11,7 +11,10 @@ import { api } from "./api.ts";
 import { Emitter } from "./emitter.ts";
 import { RoomController } from "./room-controller.ts";
 
-export type View = { kind: "room"; roomId: string; focus?: number } | { kind: "search"; q: string } | { kind: "empty" };
+export type View =
+  | { kind: "room"; roomId: string; focus?: number }
+  | { kind: "search"; q: string }
+  | { kind: "empty" };
 
 export interface Connection {
   state: "online" | "connecting" | "offline";
@@ -25,7 +28,7 @@ const MAX_WATCH = 500;
 export class AppState {
   readonly me: Me;
   readonly events = new Emitter<{
-    rooms: void;
+    rooms: undefined;
     view: View;
     presence: string;
     connection: Connection;
@@ -66,7 +69,8 @@ export class AppState {
     this.presence.start();
     if (!this.#online) this.presence.setNetwork(false);
     // Messages queued before a reload: start those rooms' sessions so they are delivered.
-    for (const roomId of await this.store.roomIds()) if (this.rooms.has(roomId)) void this.controller(roomId).start();
+    for (const roomId of await this.store.roomIds())
+      if (this.rooms.has(roomId)) void this.controller(roomId).start();
   }
 
   async loadRooms(): Promise<void> {
@@ -216,7 +220,8 @@ export class AppState {
   /** Watches dm partners, then people seen in open rooms, up to the protocol's 500. */
   #watch(): void {
     const ids = new Set<string>();
-    for (const r of this.rooms.values()) for (const m of r.members ?? []) if (m.id !== this.me.user.id) ids.add(m.id);
+    for (const r of this.rooms.values())
+      for (const m of r.members ?? []) if (m.id !== this.me.user.id) ids.add(m.id);
     for (const id of this.names.keys()) {
       if (ids.size >= MAX_WATCH) break;
       if (id !== this.me.user.id && id !== "system") ids.add(id);

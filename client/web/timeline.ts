@@ -115,18 +115,20 @@ export class Timeline {
       }
       case "edit": {
         const current = this.#edits.get(event.target);
-        if (!current || current.seq < event.seq) this.#edits.set(event.target, { seq: event.seq, text: event.text });
+        if (!current || current.seq < event.seq)
+          this.#edits.set(event.target, { seq: event.seq, text: event.text });
         return this.#touch(event.target);
       }
       case "delete":
         this.#deleted.add(event.target);
         return this.#touch(event.target);
       case "reaction": {
-        let toggles = this.#toggles.get(event.target);
-        if (!toggles) this.#toggles.set(event.target, (toggles = new Map()));
+        const toggles = this.#toggles.get(event.target) ?? new Map<string, Toggle>();
+        this.#toggles.set(event.target, toggles);
         const key = `${event.emoji}\n${event.author.id}`;
         const current = toggles.get(key);
-        if (!current || current.seq < event.seq) toggles.set(key, { seq: event.seq, on: event.on, user: event.author });
+        if (!current || current.seq < event.seq)
+          toggles.set(key, { seq: event.seq, on: event.on, user: event.author });
         return this.#touch(event.target);
       }
       case "member_join":
@@ -147,7 +149,9 @@ export class Timeline {
     const rows: Row[] = [];
     const first = this.ranges[0];
     if (!first) return rows;
-    rows.push(first[0] <= 1 ? { kind: "start", key: "start" } : { kind: "more", key: "more", before: first[0] });
+    rows.push(
+      first[0] <= 1 ? { kind: "start", key: "start" } : { kind: "more", key: "more", before: first[0] },
+    );
     let range = 0;
     let lastDay = "";
     let prev: MessageView | undefined;
@@ -211,8 +215,8 @@ export class Timeline {
   }
 
   #addReply(root: number, seq: number): number[] {
-    let set = this.#replies.get(root);
-    if (!set) this.#replies.set(root, (set = new Set()));
+    const set = this.#replies.get(root) ?? new Set<number>();
+    this.#replies.set(root, set);
     set.add(seq);
     const rootView = this.messages.get(root);
     if (!rootView) return [];

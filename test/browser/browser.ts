@@ -7,6 +7,7 @@ import { mkdirSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { type Browser, type BrowserContext, chromium, type Page } from "playwright-core";
+import type { Me } from "../../protocol/index.ts";
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
 export const SCREENSHOT_DIR = resolve(root, "test-results/screenshots");
@@ -28,12 +29,6 @@ export function launchBrowser(): Promise<Browser> {
       "--no-first-run",
     ],
   });
-}
-
-/** `GET /api/me`'s answer. */
-export interface Me {
-  user: { id: string; email: string; name: string; role: string };
-  tenant: { id: string; name: string };
 }
 
 export interface Profile {

@@ -38,14 +38,28 @@ export function createComposer(o: ComposerOptions) {
   const input = h("textarea", {
     class: "composer-input",
     placeholder: o.placeholder,
-    aria: { label: o.label, autocomplete: "list", expanded: false, controls: `${id}-mentions`, multiline: true },
+    aria: {
+      label: o.label,
+      autocomplete: "list",
+      expanded: false,
+      controls: `${id}-mentions`,
+      multiline: true,
+    },
     attrs: { rows: "1" },
   });
   const suggestions = h("ul", { class: "mentions", id: `${id}-mentions`, role: "listbox", hidden: true });
   const uploads = h("div", { class: "uploads", aria: { live: "polite" } });
-  const fileInput = h("input", { type: "file", class: "visually-hidden", attrs: { multiple: "", tabindex: "-1" } });
+  const fileInput = h("input", {
+    type: "file",
+    class: "visually-hidden",
+    attrs: { multiple: "", tabindex: "-1" },
+  });
   const sendButton = h("button", { type: "button", class: "send", aria: { label: "Send" } }, "Send");
-  const attachButton = h("button", { type: "button", class: "icon attach", title: "Attach files", aria: { label: "Attach files" } }, "📎");
+  const attachButton = h(
+    "button",
+    { type: "button", class: "icon attach", title: "Attach files", aria: { label: "Attach files" } },
+    "📎",
+  );
   const el = h(
     "div",
     { class: "composer" },
@@ -165,7 +179,10 @@ export function createComposer(o: ComposerOptions) {
   function addFiles(files: File[]): void {
     for (const file of files) {
       if (pending.length >= MAX_ATTACHMENTS) break;
-      const bar = h("progress", { attrs: { max: "1", value: "0" }, aria: { label: `Uploading ${file.name}` } });
+      const bar = h("progress", {
+        attrs: { max: "1", value: "0" },
+        aria: { label: `Uploading ${file.name}` },
+      });
       const remove = h("button", { type: "button", class: "icon", title: `Remove ${file.name}` }, "✕");
       const url = file.type.startsWith("image/") ? URL.createObjectURL(file) : undefined;
       const chip = h(

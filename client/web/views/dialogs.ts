@@ -25,7 +25,11 @@ function modal(title: string, ...content: HTMLElement[]): { dialog: HTMLDialogEl
 }
 
 export function openCreateDialog(state: AppState, go: (roomId: string) => void): void {
-  const name = h("input", { type: "text", aria: { label: "Name" }, attrs: { required: "", maxlength: "80" } });
+  const name = h("input", {
+    type: "text",
+    aria: { label: "Name" },
+    attrs: { required: "", maxlength: "80" },
+  });
   const topic = h("input", { type: "text", aria: { label: "Topic" }, attrs: { maxlength: "250" } });
   const priv = h("input", { type: "checkbox" });
   const form = h(
@@ -58,12 +62,18 @@ export function openBrowseDialog(state: AppState, go: (roomId: string) => void):
   const list = h("ul", { class: "pick-list", role: "list" });
   const { dialog, error } = modal("Browse channels", list);
   const render = () => {
-    const channels = [...state.rooms.values()].filter((r) => r.kind === "channel").sort((a, b) => a.name.localeCompare(b.name));
+    const channels = [...state.rooms.values()]
+      .filter((r) => r.kind === "channel")
+      .sort((a, b) => a.name.localeCompare(b.name));
     if (channels.length === 0) list.replaceChildren(h("li", { class: "muted" }, "No channels yet."));
     else
       list.replaceChildren(
         ...channels.map((r) => {
-          const button = h("button", { type: "button", class: r.joined ? "ghost" : "primary" }, r.joined ? "Open" : "Join");
+          const button = h(
+            "button",
+            { type: "button", class: r.joined ? "ghost" : "primary" },
+            r.joined ? "Open" : "Join",
+          );
           button.addEventListener("click", async () => {
             try {
               if (!r.joined) await state.join(r.id);
@@ -73,7 +83,13 @@ export function openBrowseDialog(state: AppState, go: (roomId: string) => void):
               error.textContent = (err as Error).message;
             }
           });
-          return h("li", {}, h("span", { class: "room-name" }, `# ${r.name}`), h("span", { class: "muted" }, r.topic), button);
+          return h(
+            "li",
+            {},
+            h("span", { class: "room-name" }, `# ${r.name}`),
+            h("span", { class: "muted" }, r.topic),
+            button,
+          );
         }),
       );
   };
@@ -91,7 +107,12 @@ export function openDmDialog(state: AppState, go: (roomId: string) => void): voi
       ...users
         .filter((u) => u.id !== state.me.user.id)
         .map((u) => {
-          const button = h("button", { type: "button", class: "person" }, h("span", { class: "name" }, u.name), h("span", { class: "muted" }, ` ${u.email}`));
+          const button = h(
+            "button",
+            { type: "button", class: "person" },
+            h("span", { class: "name" }, u.name),
+            h("span", { class: "muted" }, ` ${u.email}`),
+          );
           button.addEventListener("click", async () => {
             try {
               const room = await state.createRoom({ kind: "dm", members: [u.id] });

@@ -36,10 +36,18 @@ export function renderMessage(m: MessageView, ctx: MessageContext, continued: bo
   });
   el.append(
     continued
-      ? h("div", { class: "gutter" }, h("time", { attrs: { datetime: new Date(m.ts).toISOString() } }, formatTime(m.ts)))
+      ? h(
+          "div",
+          { class: "gutter" },
+          h("time", { attrs: { datetime: new Date(m.ts).toISOString() } }, formatTime(m.ts)),
+        )
       : h(
           "div",
-          { class: `avatar presence-${ctx.presenceOf(m.author.id)}`, aria: { hidden: true }, data: { user: m.author.id } },
+          {
+            class: `avatar presence-${ctx.presenceOf(m.author.id)}`,
+            aria: { hidden: true },
+            data: { user: m.author.id },
+          },
           initials(m.author.name),
         ),
   );
@@ -65,7 +73,11 @@ export function renderMessage(m: MessageView, ctx: MessageContext, continued: bo
     for (const a of m.attachments) {
       const link = h(
         "a",
-        { class: "file", attrs: { href: attachmentUrl(a.id), download: a.name }, title: `Download ${a.name}` },
+        {
+          class: "file",
+          attrs: { href: attachmentUrl(a.id), download: a.name },
+          title: `Download ${a.name}`,
+        },
         PREVIEWABLE.has(a.contentType)
           ? h("img", {
               class: "preview",
@@ -92,7 +104,10 @@ export function renderMessage(m: MessageView, ctx: MessageContext, continued: bo
             class: `reaction${reacted ? " mine" : ""}`,
             type: "button",
             title: users.map((u) => u.name).join(", "),
-            aria: { pressed: reacted, label: `${emoji} ${users.length}, ${reacted ? "remove" : "add"} yours` },
+            aria: {
+              pressed: reacted,
+              label: `${emoji} ${users.length}, ${reacted ? "remove" : "add"} yours`,
+            },
             on: { click: () => ctx.react(m.seq, emoji, !reacted) },
           },
           `${emoji} ${users.length}`,
@@ -124,20 +139,44 @@ function actions(m: MessageView, ctx: MessageContext, mine: boolean, row: HTMLEl
     bar.append(
       h(
         "button",
-        { type: "button", class: "icon", title: `React ${emoji}`, on: { click: () => ctx.react(m.seq, emoji, on) } },
+        {
+          type: "button",
+          class: "icon",
+          title: `React ${emoji}`,
+          aria: { label: `React ${emoji}` },
+          on: { click: () => ctx.react(m.seq, emoji, on) },
+        },
         emoji,
       ),
     );
   }
   if (ctx.openThread && m.threadRoot === undefined) {
     const open = ctx.openThread;
-    bar.append(h("button", { type: "button", class: "icon", title: "Reply in thread", on: { click: () => open(m.seq) } }, "💬"));
+    bar.append(
+      h(
+        "button",
+        {
+          type: "button",
+          class: "icon",
+          title: "Reply in thread",
+          aria: { label: "Reply in thread" },
+          on: { click: () => open(m.seq) },
+        },
+        "💬",
+      ),
+    );
   }
   if (mine) {
     bar.append(
       h(
         "button",
-        { type: "button", class: "icon", title: "Edit", on: { click: () => startEdit(m, ctx, row, text) } },
+        {
+          type: "button",
+          class: "icon",
+          title: "Edit",
+          aria: { label: "Edit" },
+          on: { click: () => startEdit(m, ctx, row, text) },
+        },
         "✏️",
       ),
     );
@@ -150,6 +189,7 @@ function actions(m: MessageView, ctx: MessageContext, mine: boolean, row: HTMLEl
           type: "button",
           class: "icon danger",
           title: "Delete",
+          aria: { label: "Delete" },
           on: {
             click: () => {
               if (confirm("Delete this message for everyone?")) ctx.remove(m.seq);

@@ -49,10 +49,10 @@ export function createRoomView(state: AppState, room: RoomSummary, focusSeq?: nu
     canModerate: state.me.user.role === "owner" || state.me.user.role === "admin",
     nameOf: (id) => state.nameOf(id),
     presenceOf: (id) => state.presenceOf(id),
-    react: (seq, emoji, on) => void c.session?.command({ type: "react", target: seq, emoji, on }),
+    react: (seq, emoji, on) => void c.session.command({ type: "react", target: seq, emoji, on }),
     openThread: (seq) => openThread(seq),
-    edit: (seq, text) => void c.session?.command({ type: "edit", target: seq, text }),
-    remove: (seq) => void c.session?.command({ type: "delete", target: seq }),
+    edit: (seq, text) => void c.session.command({ type: "edit", target: seq, text }),
+    remove: (seq) => void c.session.command({ type: "delete", target: seq }),
     resized: () => list.remeasure(),
   };
 
@@ -77,7 +77,11 @@ export function createRoomView(state: AppState, room: RoomSummary, focusSeq?: nu
         return h(
           "div",
           { class: "row start" },
-          h("h2", {}, room.kind === "dm" ? `This is your conversation with ${title}` : `This is the start of #${title}`),
+          h(
+            "h2",
+            {},
+            room.kind === "dm" ? `This is your conversation with ${title}` : `This is the start of #${title}`,
+          ),
           room.topic ? h("p", { class: "muted" }, room.topic) : null,
         );
       case "more":
@@ -105,9 +109,14 @@ export function createRoomView(state: AppState, room: RoomSummary, focusSeq?: nu
 
   function items(): Item[] {
     const rows: Item[] = c.timeline.rows();
-    for (const e of c.session?.queued ?? []) {
+    for (const e of c.session.queued) {
       if (e.command.type === "send" && e.command.threadRoot === undefined) {
-        rows.push({ kind: "pending", key: `p-${e.clientId}`, text: e.command.text, files: e.command.attachments?.length ?? 0 });
+        rows.push({
+          kind: "pending",
+          key: `p-${e.clientId}`,
+          text: e.command.text,
+          files: e.command.attachments?.length ?? 0,
+        });
       }
     }
     return rows;
@@ -137,10 +146,10 @@ export function createRoomView(state: AppState, room: RoomSummary, focusSeq?: nu
     label: `Message ${title}`,
     placeholder: room.kind === "dm" ? `Message ${title}` : `Message #${title}`,
     send: (text, attachments) => {
-      c.session?.send(text, attachments.length > 0 ? { attachments } : {});
+      c.session.send(text, attachments.length > 0 ? { attachments } : {});
       list.scrollToBottom();
     },
-    typing: () => c.session?.typing(),
+    typing: () => c.session.typing(),
     editLast: () => {
       const rows = list.rows;
       for (let i = rows.length - 1; i >= 0; i--) {
@@ -174,7 +183,15 @@ export function createRoomView(state: AppState, room: RoomSummary, focusSeq?: nu
     room.kind === "dm" ? null : leave,
   );
 
-  const main = h("section", { class: "room-main", aria: { label: title } }, header, viewport, typing, composer.el, announcer);
+  const main = h(
+    "section",
+    { class: "room-main", aria: { label: title } },
+    header,
+    viewport,
+    typing,
+    composer.el,
+    announcer,
+  );
   const el = h("div", { class: "room" }, main, threadHost);
 
   // Files dropped anywhere on the room go to the composer.
@@ -218,12 +235,13 @@ export function createRoomView(state: AppState, room: RoomSummary, focusSeq?: nu
 
   const repaint = () => list.setRows(items());
   disposers.push(
-    c.events.on("change", ({ changed, live }) => {
-      if (changed === "all") repaint();
-      else for (const seq of changed) list.refresh(`m-${seq}`);
+    c.events.on("change", ({ structural, changed, live }) => {
+      if (structural) repaint();
+      for (const seq of changed) list.refresh(`m-${seq}`);
       thread?.refresh();
       for (const e of live) {
-        if (e.kind === "message" && e.author.id !== meId) announcer.textContent = `New message from ${e.author.name}`;
+        if (e.kind === "message" && e.author.id !== meId)
+          announcer.textContent = `New message from ${e.author.name}`;
       }
       if (live.length > 0) state.watchMore();
       maybeRead();

@@ -9,7 +9,13 @@ import { api } from "../api.ts";
 import { formatTime, h } from "../dom.ts";
 import type { AppState } from "../state.ts";
 
-const ENTITIES: Record<string, string> = { "&amp;": "&", "&lt;": "<", "&gt;": ">", "&quot;": '"', "&#39;": "'" };
+const ENTITIES: Record<string, string> = {
+  "&amp;": "&",
+  "&lt;": "<",
+  "&gt;": ">",
+  "&quot;": '"',
+  "&#39;": "'",
+};
 
 /** The server's escaped snippet as nodes: text, with <mark> elements for the matches. */
 export function snippetNodes(snippet: string): Node[] {
@@ -26,10 +32,18 @@ export function snippetNodes(snippet: string): Node[] {
   return out;
 }
 
-export function createSearchView(state: AppState, initial: string, open: (roomId: string, seq: number) => void) {
+export function createSearchView(
+  state: AppState,
+  initial: string,
+  open: (roomId: string, seq: number) => void,
+) {
   const q = h("input", { type: "search", aria: { label: "Search for" } });
   q.value = initial;
-  const room = h("select", { aria: { label: "In room" } }, h("option", { attrs: { value: "" } }, "All rooms"));
+  const room = h(
+    "select",
+    { aria: { label: "In room" } },
+    h("option", { attrs: { value: "" } }, "All rooms"),
+  );
   for (const r of [...state.rooms.values()].filter((r) => r.joined)) {
     room.append(h("option", { attrs: { value: r.id } }, state.roomTitle(r)));
   }
@@ -48,7 +62,14 @@ export function createSearchView(state: AppState, initial: string, open: (roomId
     h("label", { class: "check" }, mine, " Only mine"),
     h("button", { type: "submit", class: "primary" }, "Search"),
   );
-  const el = h("section", { class: "search-view", aria: { label: "Search" } }, h("h1", {}, "Search"), form, summary, results);
+  const el = h(
+    "section",
+    { class: "search-view", aria: { label: "Search" } },
+    h("h1", {}, "Search"),
+    form,
+    summary,
+    results,
+  );
 
   const dayStart = (value: string) => (value ? new Date(`${value}T00:00:00`).getTime() : undefined);
 
@@ -82,7 +103,11 @@ export function createSearchView(state: AppState, initial: string, open: (roomId
         "div",
         { class: "hit-meta" },
         h("strong", {}, x.author.name),
-        h("span", { class: "muted" }, ` in ${r ? state.roomTitle(r) : "a room"} · ${new Date(x.ts).toLocaleDateString()} ${formatTime(x.ts)}`),
+        h(
+          "span",
+          { class: "muted" },
+          ` in ${r ? state.roomTitle(r) : "a room"} · ${new Date(x.ts).toLocaleDateString()} ${formatTime(x.ts)}`,
+        ),
       ),
       h("div", { class: "snippet" }, ...snippetNodes(x.snippet)),
     );

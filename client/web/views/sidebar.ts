@@ -85,11 +85,19 @@ export function createSidebar(state: AppState, go: (roomId: string) => void, sea
         aria: { label: labels.join(", "), ...(active ? { current: "page" } : {}) },
       },
       partner
-        ? h("span", { class: `dot presence-${state.presenceOf(partner.id)}`, data: { user: partner.id }, aria: { hidden: true } })
+        ? h("span", {
+            class: `dot presence-${state.presenceOf(partner.id)}`,
+            data: { user: partner.id },
+            aria: { hidden: true },
+          })
         : h("span", { class: "hash", aria: { hidden: true } }, room.kind === "private" ? "🔒" : "#"),
       h("span", { class: "room-name" }, title),
-      room.mentions > 0 ? h("span", { class: "badge mention", aria: { hidden: true } }, `@${room.mentions}`) : null,
-      unread && room.mentions === 0 ? h("span", { class: "badge", aria: { hidden: true } }, String(room.unread)) : null,
+      room.mentions > 0
+        ? h("span", { class: "badge mention", aria: { hidden: true } }, `@${room.mentions}`)
+        : null,
+      unread && room.mentions === 0
+        ? h("span", { class: "badge", aria: { hidden: true } }, String(room.unread))
+        : null,
     );
     a.addEventListener("click", (e) => {
       if (e.ctrlKey || e.metaKey || e.shiftKey) return;
@@ -114,16 +122,28 @@ export function createSidebar(state: AppState, go: (roomId: string) => void, sea
     const channels = joined.filter((r) => r.kind !== "dm").sort(byName);
     const dms = joined.filter((r) => r.kind === "dm").sort(byName);
     const add = (title: string, fn: () => void) =>
-      h("button", { type: "button", class: "icon add", title, aria: { label: title }, on: { click: fn } }, "+");
+      h(
+        "button",
+        { type: "button", class: "icon add", title, aria: { label: title }, on: { click: fn } },
+        "+",
+      );
     const browse = h(
       "button",
       { type: "button", class: "link browse", on: { click: () => openBrowseDialog(state, go) } },
       "Browse channels",
     );
     nav.replaceChildren(
-      section("Channels", channels, add("Create a room", () => openCreateDialog(state, go))),
+      section(
+        "Channels",
+        channels,
+        add("Create a room", () => openCreateDialog(state, go)),
+      ),
       browse,
-      section("Direct messages", dms, add("New direct message", () => openDmDialog(state, go))),
+      section(
+        "Direct messages",
+        dms,
+        add("New direct message", () => openDmDialog(state, go)),
+      ),
     );
     const unread = joined.reduce((n, r) => n + (r.lastSeq > r.readSeq ? r.unread : 0), 0);
     document.title = unread > 0 ? `(${unread}) Parley` : "Parley";

@@ -7,8 +7,16 @@ import { api } from "../api.ts";
 import { h } from "../dom.ts";
 
 export function createSignIn(onSignedIn: () => void): HTMLElement {
-  const email = h("input", { type: "email", aria: { label: "Email" }, attrs: { required: "", autocomplete: "email" } });
-  const name = h("input", { type: "text", aria: { label: "Name" }, attrs: { required: "", autocomplete: "name" } });
+  const email = h("input", {
+    type: "email",
+    aria: { label: "Email" },
+    attrs: { required: "", autocomplete: "email" },
+  });
+  const name = h("input", {
+    type: "text",
+    aria: { label: "Name" },
+    attrs: { required: "", autocomplete: "name" },
+  });
   const tenant = h("input", {
     type: "text",
     aria: { label: "Workspace" },

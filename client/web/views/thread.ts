@@ -17,15 +17,19 @@ export function createThreadPanel(
 ) {
   const threadCtx: MessageContext = { ...ctx, openThread: undefined } as MessageContext;
   const list = h("div", { class: "thread-messages", role: "feed", aria: { label: "Thread replies" } });
-  const close = h("button", { type: "button", class: "icon", title: "Close thread", aria: { label: "Close thread" } }, "✕");
+  const close = h(
+    "button",
+    { type: "button", class: "icon", title: "Close thread", aria: { label: "Close thread" } },
+    "✕",
+  );
   close.addEventListener("click", onClose);
   const composer = createComposer({
     roomId: c.roomId,
     label: "Reply in thread",
     placeholder: "Reply…",
     send: (text, attachments) =>
-      void c.session?.send(text, { threadRoot: root, ...(attachments.length > 0 ? { attachments } : {}) }),
-    typing: () => c.session?.typing(),
+      void c.session.send(text, { threadRoot: root, ...(attachments.length > 0 ? { attachments } : {}) }),
+    typing: () => c.session.typing(),
     remember: (users) => state.remember(users),
   });
   const el = h(
@@ -39,7 +43,7 @@ export function createThreadPanel(
 
   function refresh(): void {
     const messages = c.timeline.thread(root);
-    const pending = (c.session?.queued ?? []).filter(
+    const pending = c.session.queued.filter(
       (e) => e.command.type === "send" && e.command.threadRoot === root,
     );
     list.replaceChildren(
@@ -50,7 +54,12 @@ export function createThreadPanel(
         return row;
       }),
       ...pending.map((e) =>
-        h("div", { class: "row pending" }, e.command.type === "send" ? e.command.text : "", h("span", { class: "muted" }, " · sending")),
+        h(
+          "div",
+          { class: "row pending" },
+          e.command.type === "send" ? e.command.text : "",
+          h("span", { class: "muted" }, " · sending"),
+        ),
       ),
     );
   }

@@ -142,8 +142,9 @@ export class RoomSession {
     return { clientId, acked: pending.acked };
   }
 
-  typing(): void {
-    this.#transport?.send({ type: "typing" });
+  /** Tells the room the user is typing (ephemeral: dropped, returning false, when not connected). */
+  typing(): boolean {
+    return this.#transport?.send({ type: "typing" }) ?? false;
   }
 
   /** Moves the read marker (over the socket, or HTTP otherwise). */

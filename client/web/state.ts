@@ -5,7 +5,13 @@
  * reach the network.
  */
 import type { Me, PresenceStatus, RoomSummary, UserRef } from "../../protocol/index.ts";
-import { browserSocket, type OutboxStore, PresenceSession, type SessionStatus } from "../sdk/index.ts";
+import {
+  browserSocket,
+  type MyStatus,
+  type OutboxStore,
+  PresenceSession,
+  type SessionStatus,
+} from "../sdk/index.ts";
 import { IndexedDbOutboxStore } from "../sdk/outbox-idb.ts";
 import { api } from "./api.ts";
 import { Emitter } from "./emitter.ts";
@@ -24,6 +30,8 @@ export interface Connection {
 /** How long to wait before refreshing the room list after activity (coalesces bursts). */
 const ROOMS_REFRESH_MS = 250;
 const MAX_WATCH = 500;
+/** How the user's own status shows to themselves (others see it through the presence object). */
+const STATUS_SHOWN: Record<MyStatus, PresenceStatus> = { active: "online", away: "away", dnd: "dnd" };
 
 export class AppState {
   readonly me: Me;
@@ -35,6 +43,7 @@ export class AppState {
   }>();
   rooms = new Map<string, RoomSummary>();
   view: View = { kind: "empty" };
+  myStatus: MyStatus = "active";
   readonly controllers = new Map<string, RoomController>();
   readonly names = new Map<string, string>();
   readonly presence: PresenceSession;
@@ -123,7 +132,14 @@ export class AppState {
   }
 
   presenceOf(userId: string): PresenceStatus {
+    if (userId === this.me.user.id) return this.#online ? STATUS_SHOWN[this.myStatus] : "offline";
     return this.presence.presence.get(userId)?.status ?? "offline";
+  }
+
+  setStatus(status: MyStatus): void {
+    this.myStatus = status;
+    this.presence.setStatus(status);
+    this.events.emit("presence", this.me.user.id);
   }
 
   /** The other person of a two-person dm (for its name and presence dot). */
@@ -139,16 +155,22 @@ export class AppState {
 
   /** Marks a room read up to `seq` (never backwards), here at once and on the server. */
   markRead(roomId: string, seq: number): void {
+    if (!this.#advanceRead(roomId, seq)) return;
+    this.events.emit("rooms", undefined);
+    const session = this.controllers.get(roomId)?.session;
+    void session?.read(seq).catch(() => undefined);
+  }
+
+  /** Moves the local read marker forward; false if it would not move. */
+  #advanceRead(roomId: string, seq: number): boolean {
     const room = this.rooms.get(roomId);
-    if (!room || seq <= room.readSeq) return;
+    if (!room || seq <= room.readSeq) return false;
     room.readSeq = seq;
     if (seq >= room.lastSeq) {
       room.unread = 0;
       room.mentions = 0;
     }
-    this.events.emit("rooms", undefined);
-    const session = this.controllers.get(roomId)?.session;
-    void session?.read(seq).catch(() => undefined);
+    return true;
   }
 
   async join(roomId: string): Promise<void> {
@@ -204,17 +226,13 @@ export class AppState {
     this.refreshRooms();
   }
 
+  /** Another of the user's sessions read this room: follow it (the counts of a partial read come
+   * from the server). */
   #readElsewhere(roomId: string, seq: number): void {
+    if (!this.#advanceRead(roomId, seq)) return;
     const room = this.rooms.get(roomId);
-    if (!room || seq <= room.readSeq) return;
-    room.readSeq = seq;
-    if (seq >= room.lastSeq) {
-      room.unread = 0;
-      room.mentions = 0;
-      this.events.emit("rooms", undefined);
-    } else {
-      this.refreshRooms();
-    }
+    if (room && room.unread === 0) this.events.emit("rooms", undefined);
+    else this.refreshRooms();
   }
 
   /** Watches dm partners, then people seen in open rooms, up to the protocol's 500. */

@@ -4,39 +4,18 @@
  * files, unread badges, and an outbox that survives a reload. Screenshots of the main screens go
  * to test-results/screenshots (git-ignored).
  */
-import type { Browser, Locator, Page } from "playwright-core";
+import type { Locator, Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
-import { launchBrowser, newUser, screenshot, type User, unique } from "./browser.ts";
+import { Cast, composer, live, openRoom } from "./app.ts";
+import { screenshot, type User, unique } from "./browser.ts";
 
-const baseUrl = inject("baseUrl");
-let browser: Browser;
-const open: User[] = [];
+const cast = new Cast(inject("baseUrl"));
+const user = (tenant: string, name: string) => cast.user(tenant, name);
+const apiRoom = (owner: User, name: string, members: User[] = []) => cast.room(owner, name, members);
 
-beforeAll(async () => {
-  browser = await launchBrowser();
-});
-afterAll(async () => {
-  for (const u of open) await u.context.close().catch(() => undefined);
-  await browser?.close();
-});
+beforeAll(() => cast.start());
+afterAll(() => cast.stop());
 
-async function user(tenant: string, name: string): Promise<User> {
-  const u = await newUser(browser, baseUrl, { email: `${name.toLowerCase()}@${tenant}.test`, name, tenant });
-  open.push(u);
-  return u;
-}
-
-/** Creates a room through the API as `owner` (the cookie needs the app's Origin on writes). */
-async function apiRoom(owner: User, name: string, members: User[] = []): Promise<string> {
-  const res = await owner.context.request.post("/api/rooms", {
-    headers: { origin: baseUrl },
-    data: { name, kind: "channel", members: members.map((m) => m.me.user.id) },
-  });
-  expect(res.status()).toBe(201);
-  return ((await res.json()) as { id: string }).id;
-}
-
-const composer = (page: Page) => page.locator(".room-main .composer-input");
 const messageTexts = (page: Page) => page.locator(".room-main .msg .text");
 
 async function send(page: Page, text: string): Promise<void> {
@@ -60,12 +39,6 @@ async function waitForText(page: Page, text: string): Promise<Locator> {
   const found = messageTexts(page).filter({ hasText: text });
   await found.first().waitFor();
   return found;
-}
-
-async function openRoom(u: User, roomId: string): Promise<void> {
-  await u.page.goto(`/rooms/${roomId}`);
-  await composer(u.page).waitFor();
-  await u.page.locator(".messages[aria-busy=false]").waitFor();
 }
 
 describe("the web client", () => {
@@ -92,6 +65,7 @@ describe("the web client", () => {
     await link.waitFor();
     await link.click();
     await waitForText(bob.page, "Hi Bob, welcome!");
+    await live(bob.page);
     expect(await bob.page.locator(".room-main .msg strong", { hasText: "welcome" }).count()).toBe(1);
 
     // Presence: each sees the other online (the dm's dot in the sidebar).

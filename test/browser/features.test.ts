@@ -3,40 +3,17 @@
  * threads, reactions, edit and delete, search with a jump to the message, and a long room that
  * stays virtualised while scrolling back through history.
  */
-import type { Browser, Page } from "playwright-core";
+import type { Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
-import { launchBrowser, newUser, screenshot, type User, unique } from "./browser.ts";
+import { Cast, composer, openRoom } from "./app.ts";
+import { screenshot, type User, unique } from "./browser.ts";
 
-const baseUrl = inject("baseUrl");
-let browser: Browser;
-const open: User[] = [];
+const cast = new Cast(inject("baseUrl"));
+const user = (tenant: string, name: string) => cast.user(tenant, name);
+const apiRoom = (owner: User, name: string, members: User[] = []) => cast.room(owner, name, members);
 
-beforeAll(async () => {
-  browser = await launchBrowser();
-});
-afterAll(async () => {
-  for (const u of open) await u.context.close().catch(() => undefined);
-  await browser?.close();
-});
-
-async function user(tenant: string, name: string): Promise<User> {
-  const u = await newUser(browser, baseUrl, {
-    email: `${name.split(" ")[0]?.toLowerCase()}@${tenant}.test`,
-    name,
-    tenant,
-  });
-  open.push(u);
-  return u;
-}
-
-async function apiRoom(owner: User, name: string, members: User[] = []): Promise<string> {
-  const res = await owner.context.request.post("/api/rooms", {
-    headers: { origin: baseUrl },
-    data: { name, kind: "channel", members: members.map((m) => m.me.user.id) },
-  });
-  expect(res.status()).toBe(201);
-  return ((await res.json()) as { id: string }).id;
-}
+beforeAll(() => cast.start());
+afterAll(() => cast.stop());
 
 /** Sends many messages quickly over HTTP (setup, not the behaviour under test). */
 async function apiSend(u: User, roomId: string, texts: string[]): Promise<void> {
@@ -44,7 +21,7 @@ async function apiSend(u: User, roomId: string, texts: string[]): Promise<void> 
     await Promise.all(
       texts.slice(i, i + 20).map(async (text, j) => {
         const res = await u.context.request.post(`/api/rooms/${roomId}/messages`, {
-          headers: { origin: baseUrl },
+          headers: { origin: cast.baseUrl },
           data: { clientId: `seed-${i + j}`, text },
         });
         expect(res.ok()).toBe(true);
@@ -53,14 +30,7 @@ async function apiSend(u: User, roomId: string, texts: string[]): Promise<void> 
   }
 }
 
-const composer = (page: Page) => page.locator(".room-main .composer-input");
 const msg = (page: Page, text: string) => page.locator(".room-main .msg", { hasText: text });
-
-async function openRoom(u: User, roomId: string): Promise<void> {
-  await u.page.goto(`/rooms/${roomId}`);
-  await composer(u.page).waitFor();
-  await u.page.locator(".messages[aria-busy=false]").waitFor();
-}
 
 describe("the web client's message features", () => {
   it("completes an @mention from the directory and sends it as a mention the other user sees by name", async () => {

@@ -1,44 +1,59 @@
 /**
- * @module The connection banner: connecting, offline with the number of queued messages, and a
- * short "back online" once everything is connected again. Hidden while all is well.
+ * @module The connection banner: offline with the number of queued messages (at once), connecting
+ * (only if it lasts: opening a room connects briefly, which is not news), and a short "back online"
+ * after either was shown. Hidden while all is well.
  */
 import { h } from "../dom.ts";
 import type { AppState, Connection } from "../state.ts";
 
 const BACK_ONLINE_MS = 2_500;
+/** A connection attempt shorter than this never shows. */
+const CONNECTING_GRACE_MS = 1_500;
 
 export function createBanner(state: AppState) {
   const el = h("div", { class: "banner", role: "status", aria: { live: "polite" }, hidden: true });
-  let was: Connection["state"] = "online";
-  let everOnline = false;
+  let shownTrouble = false;
   let timer: ReturnType<typeof setTimeout> | null = null;
-  const show = (c: Connection) => {
+  const later = (ms: number, fn: () => void) => {
     if (timer) clearTimeout(timer);
-    timer = null;
+    timer = setTimeout(() => {
+      timer = null;
+      fn();
+    }, ms);
+  };
+  const display = (kind: string, text: string) => {
+    el.hidden = false;
+    el.dataset.state = kind;
+    el.textContent = text;
+  };
+  const show = (c: Connection) => {
     const queued = c.queued > 0 ? ` · ${c.queued} message${c.queued === 1 ? "" : "s"} queued` : "";
     if (c.state === "offline") {
-      el.hidden = false;
-      el.dataset.state = "offline";
-      el.textContent = `You are offline${queued}. Messages will be sent when you are back.`;
+      if (timer) clearTimeout(timer);
+      timer = null;
+      shownTrouble = true;
+      display("offline", `You are offline${queued}. Messages will be sent when you are back.`);
     } else if (c.state === "connecting") {
-      el.hidden = false;
-      el.dataset.state = "connecting";
-      el.textContent = `Connecting…${queued}`;
-    } else if (was !== "online" && everOnline) {
-      el.hidden = false;
-      el.dataset.state = "online";
-      el.textContent = "Back online";
-      timer = setTimeout(() => {
-        el.hidden = true;
-      }, BACK_ONLINE_MS);
-    } else if (el.dataset.state !== "online") {
-      el.hidden = true;
+      const text = `Connecting…${queued}`;
+      if (shownTrouble) display("connecting", text);
+      else if (!timer)
+        later(CONNECTING_GRACE_MS, () => {
+          const now = state.connection();
+          if (now.state === "online") return;
+          shownTrouble = true;
+          show(now);
+        });
+    } else {
+      if (timer) clearTimeout(timer);
+      timer = null;
+      if (shownTrouble) {
+        shownTrouble = false;
+        display("online", "Back online");
+        later(BACK_ONLINE_MS, () => {
+          el.hidden = true;
+        });
+      }
     }
-    if (c.state === "online") {
-      if (!everOnline) el.hidden = true;
-      everOnline = true;
-    }
-    was = c.state;
   };
   state.events.on("connection", show);
   return { el };

@@ -15,7 +15,8 @@ export interface ComposerOptions {
   label: string;
   placeholder: string;
   send(text: string, attachments: string[]): void;
-  typing(): void;
+  /** Returns whether the signal went out (it is dropped while not connected). */
+  typing(): boolean;
   /** Up arrow in an empty composer: edit the user's last message. */
   editLast?(): void;
   remember(users: DirectoryUser[]): void;
@@ -58,7 +59,7 @@ export function createComposer(o: ComposerOptions) {
   const attachButton = h(
     "button",
     { type: "button", class: "icon attach", title: "Attach files", aria: { label: "Attach files" } },
-    "📎",
+    "+",
   );
   const el = h(
     "div",
@@ -226,10 +227,7 @@ export function createComposer(o: ComposerOptions) {
     refreshSend();
     suggest();
     const now = Date.now();
-    if (input.value !== "" && now - lastTyping > 2_000) {
-      lastTyping = now;
-      o.typing();
-    }
+    if (input.value !== "" && now - lastTyping > 2_000 && o.typing()) lastTyping = now;
   });
   input.addEventListener("keydown", (e) => {
     if (!suggestions.hidden && options.length > 0) {

@@ -162,7 +162,7 @@ function actions(m: MessageView, ctx: MessageContext, mine: boolean, row: HTMLEl
           aria: { label: "Reply in thread" },
           on: { click: () => open(m.seq) },
         },
-        "💬",
+        "Reply",
       ),
     );
   }
@@ -177,7 +177,7 @@ function actions(m: MessageView, ctx: MessageContext, mine: boolean, row: HTMLEl
           aria: { label: "Edit" },
           on: { click: () => startEdit(m, ctx, row, text) },
         },
-        "✏️",
+        "Edit",
       ),
     );
   }
@@ -196,7 +196,7 @@ function actions(m: MessageView, ctx: MessageContext, mine: boolean, row: HTMLEl
             },
           },
         },
-        "🗑️",
+        "Delete",
       ),
     );
   }

@@ -193,6 +193,7 @@ export function createRoomView(state: AppState, room: RoomSummary, focusSeq?: nu
     announcer,
   );
   const el = h("div", { class: "room" }, main, threadHost);
+  main.dataset.state = c.session.status.state;
 
   // Files dropped anywhere on the room go to the composer.
   el.addEventListener("dragover", (e) => {
@@ -246,7 +247,10 @@ export function createRoomView(state: AppState, room: RoomSummary, focusSeq?: nu
       if (live.length > 0) state.watchMore();
       maybeRead();
     }),
-    c.events.on("status", () => repaint()),
+    c.events.on("status", (s) => {
+      main.dataset.state = s.state;
+      repaint();
+    }),
     c.events.on("typing", (users) => {
       typing.textContent =
         users.length === 0

@@ -14,15 +14,15 @@ export function createSidebar(state: AppState, go: (roomId: string) => void, sea
   const nav = h("nav", { class: "rooms", aria: { label: "Rooms" } });
   const status = h("select", { class: "status", aria: { label: "Your status" } });
   for (const [value, label] of [
-    ["active", "🟢 Active"],
-    ["away", "🌙 Away"],
-    ["dnd", "⛔ Do not disturb"],
+    ["active", "Active"],
+    ["away", "Away"],
+    ["dnd", "Do not disturb"],
   ] as const) {
     const opt = h("option", {}, label);
     opt.value = value;
     status.append(opt);
   }
-  status.addEventListener("change", () => state.presence.setStatus(status.value as MyStatus));
+  status.addEventListener("change", () => state.setStatus(status.value as MyStatus));
   const theme = h("button", { type: "button", class: "ghost theme", title: "Switch theme" }, themeLabel());
   theme.addEventListener("click", () => {
     cycleTheme();

@@ -1,7 +1,11 @@
-/** @module Light and dark themes: the system's choice by default, or the user's, kept in localStorage. */
+/**
+ * @module Light and dark themes: the system's choice by default (followed live), or the user's,
+ * kept in localStorage. Always resolved to html[data-theme], so the stylesheet has one dark palette.
+ */
 type Theme = "system" | "light" | "dark";
 const KEY = "parley-theme";
 const ORDER: Theme[] = ["system", "light", "dark"];
+const systemDark = matchMedia("(prefers-color-scheme: dark)");
 
 export function currentTheme(): Theme {
   const saved = localStorage.getItem(KEY);
@@ -9,9 +13,11 @@ export function currentTheme(): Theme {
 }
 
 export function applyTheme(theme = currentTheme()): void {
-  if (theme === "system") delete document.documentElement.dataset.theme;
-  else document.documentElement.dataset.theme = theme;
+  const resolved = theme === "system" ? (systemDark.matches ? "dark" : "light") : theme;
+  document.documentElement.dataset.theme = resolved;
 }
+
+systemDark.addEventListener("change", () => applyTheme());
 
 export function cycleTheme(): void {
   const next = ORDER[(ORDER.indexOf(currentTheme()) + 1) % ORDER.length] as Theme;

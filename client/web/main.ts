@@ -49,6 +49,13 @@ async function boot(): Promise<void> {
     return;
   }
   const state = new AppState(me);
+  // A deep link to a room: fetch its latest page while the room list loads, not after.
+  const initial = viewFromUrl();
+  if (initial.kind === "room")
+    state
+      .controller(initial.roomId)
+      .start()
+      .catch(() => undefined);
   const main = h("main", { class: "main", id: "main" });
   let current: { el: HTMLElement; dispose?: () => void } | null = null;
 
@@ -104,7 +111,6 @@ async function boot(): Promise<void> {
   addEventListener("popstate", () => show(viewFromUrl(), false));
 
   await state.start();
-  const initial = viewFromUrl();
   if (initial.kind === "empty") {
     const first = [...state.rooms.values()].find((r) => r.joined && r.kind !== "dm");
     show(first ? { kind: "room", roomId: first.id } : initial, first !== undefined);

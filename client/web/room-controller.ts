@@ -75,7 +75,10 @@ export class RoomController {
       this.events.emit("change", { structural: true, changed, live: [] });
       if (typeof navigator !== "undefined" && !navigator.onLine) this.session.setNetwork(false);
       await this.session.start(last);
-    })();
+    })().catch((err: unknown) => {
+      this.#loading = null; // refused (e.g. not joined yet): a later start tries again
+      throw err;
+    });
     return this.#loading;
   }
 

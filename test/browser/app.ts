@@ -3,7 +3,7 @@
  * context each, closed together), rooms made through the API for setup, and the app's landmarks
  * (composer, "the room is live").
  */
-import type { Browser, Page } from "playwright-core";
+import type { Browser, BrowserContext, Page } from "playwright-core";
 import { expect } from "vitest";
 import { launchBrowser, newUser, type User } from "./browser.ts";
 
@@ -11,6 +11,7 @@ export class Cast {
   readonly baseUrl: string;
   #browser: Browser | undefined;
   readonly #users: User[] = [];
+  readonly #contexts: BrowserContext[] = [];
 
   constructor(baseUrl: string) {
     this.baseUrl = baseUrl;
@@ -21,7 +22,8 @@ export class Cast {
   }
 
   async stop(): Promise<void> {
-    for (const u of this.#users) await u.context.close().catch(() => undefined);
+    for (const c of [...this.#users.map((u) => u.context), ...this.#contexts])
+      await c.close().catch(() => undefined);
     await this.#browser?.close();
   }
 
@@ -32,6 +34,14 @@ export class Cast {
     const u = await newUser(this.#browser, this.baseUrl, { email, name, tenant });
     this.#users.push(u);
     return u;
+  }
+
+  /** A page in a fresh context with nobody signed in (closed with the cast). */
+  async anonymous(): Promise<Page> {
+    if (!this.#browser) throw new Error("Cast.start() first");
+    const context = await this.#browser.newContext({ baseURL: this.baseUrl });
+    this.#contexts.push(context);
+    return context.newPage();
   }
 
   /** A channel made through the API by `owner` (cookie writes need the app's Origin). */

@@ -42,6 +42,25 @@ async function waitForText(page: Page, text: string): Promise<Locator> {
 }
 
 describe("the web client", () => {
+  it("signs in through the dev sign-in form and creates a first room", async () => {
+    const page = await cast.anonymous();
+    const tenant = unique("signin");
+    await page.goto("/");
+    await page.getByRole("textbox", { name: "Email" }).fill(`grace@${tenant}.test`);
+    await page.getByRole("textbox", { name: "Name" }).fill("Grace");
+    await page.getByRole("textbox", { name: "Workspace" }).fill(tenant);
+    await page.getByRole("button", { name: "Sign in" }).click();
+    await page.locator(".sidebar .me-name", { hasText: "Grace" }).waitFor();
+    await page.getByRole("button", { name: "Create a room" }).click();
+    await page.getByRole("textbox", { name: "Name" }).fill("launch");
+    await page.getByRole("button", { name: "Create", exact: true }).click();
+    await live(page);
+    expect(await page.locator(".room-header h1").textContent()).toBe("# launch");
+    await send(page, "first!");
+    await waitForText(page, "first!");
+    await screenshot(page, "first-room");
+  });
+
   it("lets two users chat both ways, with typing and presence, from a direct message started in the UI", async () => {
     const tenant = unique("chat");
     const ada = await user(tenant, "Ada");

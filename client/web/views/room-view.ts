@@ -276,6 +276,12 @@ export function createRoomView(state: AppState, room: RoomSummary, focusSeq?: nu
     else list.scrollToBottom();
     maybeRead();
   });
+  ready.catch((err: Error) => {
+    viewport.setAttribute("aria-busy", "false");
+    viewport.append(
+      h("p", { class: "error empty", role: "alert" }, `Could not load this room: ${err.message}`),
+    );
+  });
 
   async function jump(seq: number): Promise<void> {
     await c.ensureLoaded(seq);

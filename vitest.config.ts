@@ -62,6 +62,10 @@ function workerd(
 
 export default defineConfig({
   test: {
+    // The worker logs one line per request (worker/observability/request.ts): thousands in a run,
+    // which would bury everything else the tests print. test/observability.test.ts reads them
+    // through a console spy, which still sees them.
+    onConsoleLog: (line) => !line.startsWith('{"event":"request"'),
     projects: [
       workerd("core", ["test/*.test.ts", "test/unit/**/*.test.ts"], "200"),
       workerd("limits", ["test/limits/**/*.test.ts"], "1"),

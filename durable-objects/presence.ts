@@ -16,6 +16,7 @@ import {
   type PresenceStatus,
   parsePresenceFrame,
 } from "../protocol/index.ts";
+import { record } from "../worker/observability/metrics.ts";
 import { tenantNamespace } from "../worker/residency.ts";
 
 /** Header through which the worker hands the authenticated caller (URI-encoded JSON). */
@@ -46,6 +47,8 @@ const MIGRATIONS = [
 export class Presence extends DurableObject<Env> {
   readonly #sql: SqlStorage;
   readonly #sessions = new Map<WebSocket, SessionInfo>();
+  /** Sockets whose close was counted (see `#drop`). */
+  readonly #closed = new WeakSet<WebSocket>();
   /** watched user → sockets watching them; rebuilt from attachments after a wake. */
   #watchers: Map<string, Set<WebSocket>> | null = null;
 
@@ -93,6 +96,13 @@ export class Presence extends DurableObject<Env> {
     this.#sessions.set(server, info);
     // Connecting counts as a heartbeat: the user is present from now on.
     await this.#refresh(who.userId);
+    record(this.env, {
+      name: "ws_open",
+      tenant: who.tenantId,
+      object: "presence",
+      room: "",
+      sockets: this.ctx.getWebSockets().length,
+    });
     return new Response(null, { status: 101, webSocket: client });
   }
 
@@ -123,7 +133,7 @@ export class Presence extends DurableObject<Env> {
   }
 
   override async webSocketClose(ws: WebSocket, code: number, reason: string): Promise<void> {
-    this.#drop(ws);
+    this.#drop(ws, code);
     try {
       ws.close(code === 1005 || code === 1006 ? 1000 : code, reason);
     } catch {
@@ -132,7 +142,8 @@ export class Presence extends DurableObject<Env> {
   }
 
   override async webSocketError(ws: WebSocket): Promise<void> {
-    this.#drop(ws);
+    // 1006: the code a peer sees for a connection that ended without a Close frame.
+    this.#drop(ws, 1006);
   }
 
   // ---- status --------------------------------------------------------------------------------
@@ -276,6 +287,18 @@ export class Presence extends DurableObject<Env> {
     });
   }
 
+  /** This shard's live figures for GET /api/admin/stats: open sessions (sockets) and its users by
+   * current status. Reads one small table (the shard's users) and no other object. */
+  counts(): { sessions: number; users: Record<Exclude<PresenceStatus, "offline">, number> } {
+    const users = { online: 0, away: 0, dnd: 0 };
+    for (const row of this.#sql.exec<{ status: string; n: number }>(
+      "SELECT status, COUNT(*) AS n FROM users WHERE status != 'offline' GROUP BY status",
+    )) {
+      if (row.status in users) users[row.status as keyof typeof users] = row.n;
+    }
+    return { sessions: this.ctx.getWebSockets().length, users };
+  }
+
   // ---- helpers -------------------------------------------------------------------------------
 
   /** Presence of any users, asking each user's own shard. */
@@ -331,10 +354,14 @@ export class Presence extends DurableObject<Env> {
     for (const id of info.watch) this.#watchers?.get(id)?.delete(ws);
   }
 
-  #drop(ws: WebSocket): void {
+  /** Forgets a closed session. Counted once per socket: an error may be followed by a close. */
+  #drop(ws: WebSocket, code: number): void {
     const info = this.#sessions.get(ws) ?? (ws.deserializeAttachment() as SessionInfo | null) ?? undefined;
     if (info) this.#unwatch(ws, info);
     this.#sessions.delete(ws);
+    if (!info || this.#closed.has(ws)) return;
+    this.#closed.add(ws);
+    record(this.env, { name: "ws_close", tenant: info.tenantId, object: "presence", room: "", code });
   }
 }
 

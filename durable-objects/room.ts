@@ -21,10 +21,13 @@ import {
   PING_FRAME,
   PONG_FRAME,
   parseClientFrame,
+  type RoomEvent,
   type SequencedCommand,
   type ServerFrame,
   type UserRef,
 } from "../protocol/index.ts";
+import { log } from "../worker/observability/log.ts";
+import { record } from "../worker/observability/metrics.ts";
 import { filesBucket } from "../worker/residency.ts";
 import { ActivityBatch } from "./activity.ts";
 import { presenceStub, shardOf } from "./presence.ts";
@@ -76,6 +79,14 @@ export interface RoomSummary {
   mentions: number;
 }
 
+/** The event kind each sequenced command appends (for the `append` metric). */
+const KIND_OF: { [T in SequencedCommand["type"]]: RoomEvent["kind"] } = {
+  send: "message",
+  edit: "edit",
+  delete: "delete",
+  react: "reaction",
+};
+
 /** Attachments deleted per cleanup round: one R2 delete and one D1 statement each. */
 const CLEANUP_BATCH = 50;
 
@@ -92,6 +103,8 @@ export class Room extends DurableObject<Env> {
   /** Attachments deserialized once per wake, not once per frame. */
   readonly #sockets = new Map<WebSocket, SocketInfo>();
   readonly #strikes = new Map<WebSocket, { count: number; since: number }>();
+  /** Sockets whose close was counted (see `#forget`). */
+  readonly #closed = new WeakSet<WebSocket>();
   readonly #typingAt = new Map<string, number>();
   /** Events committed but not yet sent, and acks waiting behind them (see `#flush`). */
   #pending: string[] = [];
@@ -165,6 +178,8 @@ export class Room extends DurableObject<Env> {
       ),
     );
     for (const result of appended) this.#broadcast(result.json, result.seq);
+    const last = appended.at(-1);
+    if (last) this.#appended("member_join", appended.length, last.seq);
     return { ok: true, joined: newcomers.map((m) => m.id) };
   }
 
@@ -178,9 +193,10 @@ export class Room extends DurableObject<Env> {
       { apply: () => this.#log.removeMember(userId) },
     );
     this.#broadcast(result.json, result.seq);
+    this.#appended("member_leave", 1, result.seq);
     this.#fallback.revoke(userId);
     for (const ws of this.ctx.getWebSockets(userId)) {
-      this.#forget(ws);
+      this.#forget(ws, CLOSE.revoked.code);
       closeQuietly(ws, CLOSE.revoked.code, CLOSE.revoked.reason);
     }
     return { ok: true, seq: result.seq };
@@ -189,8 +205,9 @@ export class Room extends DurableObject<Env> {
   /** A sequenced command over HTTP: the same rules, limits and idempotency as over a socket. */
   command(actor: Actor, cmd: SequencedCommand): CommandResult {
     const refused = this.#admit(actor.id);
-    if (refused) return { ...refused, clientId: cmd.clientId };
-    return this.#apply(actor, cmd);
+    const result: CommandResult = refused ? { ...refused, clientId: cmd.clientId } : this.#apply(actor, cmd);
+    if (!result.ok) this.#refused(result.code, cmd.type, "http");
+    return result;
   }
 
   /** A page of the log as the JSON body `{"events":[…],"hasMore"}`, built from the stored JSON;
@@ -226,11 +243,7 @@ export class Room extends DurableObject<Env> {
       this.ctx.waitUntil(
         presenceStub(this.env, meta.tenantId, shard)
           .readMoved(userId, meta.roomId, readSeq)
-          .catch((err: unknown) =>
-            console.error(
-              JSON.stringify({ event: "read_push_failed", room: meta.roomId, error: String(err) }),
-            ),
-          ),
+          .catch((err: unknown) => log({ event: "read_push_failed", room: meta.roomId, error: String(err) })),
       );
     }
     return { ok: true, readSeq };
@@ -255,6 +268,7 @@ export class Room extends DurableObject<Env> {
       { apply: () => changed.name !== undefined && this.#log.setMeta({ ...meta, name: changed.name }) },
     );
     this.#broadcast(result.json, result.seq);
+    this.#appended("room_update", 1, result.seq);
     return { seq: result.seq };
   }
 
@@ -365,7 +379,7 @@ export class Room extends DurableObject<Env> {
     try {
       await work();
     } catch (err) {
-      console.error(JSON.stringify({ event: "room_alarm_step_failed", step: name, error: String(err) }));
+      log({ event: "room_alarm_step_failed", step: name, error: String(err) });
     }
   }
 
@@ -545,6 +559,13 @@ export class Room extends DurableObject<Env> {
       this.#replay(server, after, lastSeq);
     }
     send(server, { type: "ready", lastSeq });
+    record(this.env, {
+      name: "ws_open",
+      tenant: meta.tenantId,
+      object: "room",
+      room: meta.roomId,
+      sockets: this.ctx.getWebSockets().length,
+    });
     return new Response(null, { status: 101, webSocket: client });
   }
 
@@ -588,6 +609,7 @@ export class Room extends DurableObject<Env> {
     const parsed = parseClientFrame(message, this.#limits);
     if (!parsed.ok) {
       sendError(ws, parsed.code, parsed.message, parsed.clientId);
+      this.#refused(parsed.code, "frame", "ws");
       this.#strike(ws);
       return;
     }
@@ -595,13 +617,14 @@ export class Room extends DurableObject<Env> {
   }
 
   override async webSocketClose(ws: WebSocket, code: number, reason: string): Promise<void> {
-    this.#forget(ws);
+    this.#forget(ws, code);
     // Reciprocate the peer's Close frame, or clients report 1006 instead of their own code.
     closeQuietly(ws, code === 1005 || code === 1006 ? 1000 : code, reason);
   }
 
   override async webSocketError(ws: WebSocket): Promise<void> {
-    this.#forget(ws);
+    // 1006: the code a peer sees for a connection that ended without a Close frame.
+    this.#forget(ws, 1006);
   }
 
   // ---- frames ------------------------------------------------------------------------------
@@ -609,7 +632,7 @@ export class Room extends DurableObject<Env> {
   #onFrame(ws: WebSocket, info: SocketInfo, frame: ClientFrame): void {
     // Authorization on every command: a member removed since connecting is refused and closed.
     if (!this.#log.member(info.id)) {
-      this.#forget(ws);
+      this.#forget(ws, CLOSE.revoked.code);
       closeQuietly(ws, CLOSE.revoked.code, CLOSE.revoked.reason);
       return;
     }
@@ -619,6 +642,7 @@ export class Room extends DurableObject<Env> {
     const refused = this.#admit(info.id);
     if (refused) {
       sendError(ws, refused.code, refused.message, clientId, refused.retryAfter);
+      this.#refused(refused.code, frame.type, "ws");
       return;
     }
     switch (frame.type) {
@@ -630,13 +654,17 @@ export class Room extends DurableObject<Env> {
         break;
       case "read": {
         const result = this.markRead(info.id, frame.seq);
-        if (!result.ok) sendError(ws, result.code, result.message);
+        if (!result.ok) {
+          sendError(ws, result.code, result.message);
+          this.#refused(result.code, "read", "ws");
+        }
         break;
       }
       default: {
         const result = this.#apply(info, frame);
         if (!result.ok) {
           sendError(ws, result.code, result.message, result.clientId);
+          this.#refused(result.code, frame.type, "ws");
           break;
         }
         // The ack waits behind the event in the same flush, so a sender sees its event, then its
@@ -658,7 +686,10 @@ export class Room extends DurableObject<Env> {
     if (result.ok && result.created && cmd.type === "delete" && result.targetAuthor !== actor.id) {
       this.#auditAdminDeletion(actor, cmd.target, result.targetAuthor);
     }
-    if (result.ok && result.created) this.#broadcast(result.json, result.seq, result.mentioned);
+    if (result.ok && result.created) {
+      this.#broadcast(result.json, result.seq, result.mentioned);
+      this.#appended(KIND_OF[cmd.type], 1, result.seq);
+    }
     // A delete may leave a cold segment to rewrite and attachments to remove.
     if (result.ok && result.created && cmd.type === "delete") this.#scheduleNext();
     return result;
@@ -687,10 +718,7 @@ export class Room extends DurableObject<Env> {
     this.ctx.waitUntil(
       entry.run().then(
         () => undefined,
-        (err: unknown) =>
-          console.error(
-            JSON.stringify({ event: "audit_write_failed", room: meta.roomId, error: String(err) }),
-          ),
+        (err: unknown) => log({ event: "audit_write_failed", room: meta.roomId, error: String(err) }),
       ),
     );
   }
@@ -718,7 +746,7 @@ export class Room extends DurableObject<Env> {
       this.#strikes.set(ws, s);
     }
     if (++s.count >= this.#limits.badFrameLimit) {
-      this.#forget(ws);
+      this.#forget(ws, CLOSE.policy.code);
       closeQuietly(ws, CLOSE.policy.code, CLOSE.policy.reason);
     }
   }
@@ -732,10 +760,41 @@ export class Room extends DurableObject<Env> {
     return info;
   }
 
-  #forget(ws: WebSocket): void {
+  /** Drops a socket's state as it closes (`code`: ours, or the peer's), and counts the close once: a
+   * socket we close is reported closed again when the peer's Close frame arrives. (The set lives in
+   * memory, so a hibernation between the two counts that socket twice; rare enough for a metric.) */
+  #forget(ws: WebSocket, code: number): void {
     this.#sockets.delete(ws);
     this.#strikes.delete(ws);
     this.#pendingAcks.delete(ws);
+    if (this.#closed.has(ws)) return;
+    this.#closed.add(ws);
+    const meta = this.#log.meta();
+    if (meta)
+      record(this.env, { name: "ws_close", tenant: meta.tenantId, object: "room", room: meta.roomId, code });
+  }
+
+  // ---- metrics (worker/observability/metrics.ts) --------------------------------------------
+
+  /** One `append` point per call that appended (`count` events, the last at `seq`), not per event. */
+  #appended(kind: RoomEvent["kind"], count: number, seq: number): void {
+    const meta = this.#log.meta();
+    if (meta)
+      record(this.env, { name: "append", tenant: meta.tenantId, room: meta.roomId, kind, count, seq });
+  }
+
+  /** A frame or command refused with an error (the client was told; this counts it). */
+  #refused(code: ErrorCode, command: ClientFrame["type"] | "frame", transport: "ws" | "http"): void {
+    const meta = this.#log.meta();
+    if (meta)
+      record(this.env, {
+        name: "command_error",
+        tenant: meta.tenantId,
+        room: meta.roomId,
+        code,
+        command,
+        transport,
+      });
   }
 
   // ---- fan-out -----------------------------------------------------------------------------
@@ -782,11 +841,7 @@ export class Room extends DurableObject<Env> {
       this.ctx.waitUntil(
         presenceStub(this.env, meta.tenantId, n)
           .activity(meta.roomId, notice.lastSeq, members, mentioned)
-          .catch((err: unknown) =>
-            console.error(
-              JSON.stringify({ event: "activity_failed", room: meta.roomId, error: String(err) }),
-            ),
-          ),
+          .catch((err: unknown) => log({ event: "activity_failed", room: meta.roomId, error: String(err) })),
       );
     }
   }

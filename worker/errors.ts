@@ -5,6 +5,8 @@
  */
 import type { Context } from "hono";
 import { ERROR_STATUS, type ErrorCode, type Failure, type HttpErrorBody } from "../protocol/index.ts";
+import { log } from "./observability/log.ts";
+import type { AppEnv } from "./types.ts";
 
 export class ApiError extends Error {
   readonly code: ErrorCode;
@@ -28,15 +30,16 @@ export function errorResponse(code: ErrorCode, message: string, retryAfter?: num
   return new Response(JSON.stringify(body), { status: ERROR_STATUS[code], headers });
 }
 
-export function onError(err: Error, c: Context): Response {
+/** The request id (worker/observability/request.ts) ties the error line to the request line and to
+ * the `x-request-id` the client saw. */
+export function onError(err: Error, c: Context<AppEnv>): Response {
   if (err instanceof ApiError) return errorResponse(err.code, err.message, err.retryAfter);
-  console.error(
-    JSON.stringify({
-      event: "unhandled_error",
-      route: c.req.routePath,
-      method: c.req.method,
-      error: String(err),
-    }),
-  );
+  log({
+    event: "unhandled_error",
+    requestId: c.get("requestId") ?? null,
+    route: c.req.routePath,
+    method: c.req.method,
+    error: String(err),
+  });
   return errorResponse("internal", "internal error");
 }

@@ -8,6 +8,7 @@ import { Hono } from "hono";
 import { readAuthConfig } from "./auth/config.ts";
 import { requireIdentity } from "./auth/identity.ts";
 import { errorResponse, onError } from "./errors.ts";
+import { observeRequests } from "./observability/request.ts";
 import { consumeQueue } from "./queues.ts";
 import { checkResidency } from "./residency.ts";
 import { attachmentRoutes } from "./routes/attachments.ts";
@@ -20,6 +21,7 @@ import { messageRoutes } from "./routes/messages.ts";
 import { presenceRoutes } from "./routes/presence.ts";
 import { roomRoutes } from "./routes/rooms.ts";
 import { searchRoutes } from "./routes/search.ts";
+import { statsRoutes } from "./routes/stats.ts";
 import { tenantRoutes } from "./routes/tenant.ts";
 import { tokenRoutes } from "./routes/tokens.ts";
 import { userRoutes } from "./routes/users.ts";
@@ -37,6 +39,8 @@ const app = new Hono<AppEnv>();
 app.onError(onError);
 app.notFound(() => errorResponse("not_found", "not found"));
 
+// First, so that it times and logs every request, including refused and failed ones.
+app.use("*", observeRequests);
 app.get("/healthz", (c) => c.json({ ok: true }));
 app.route("/auth", authRoutes);
 app.use("/api/*", requireIdentity);
@@ -52,6 +56,7 @@ app.route("/api/presence", presenceRoutes);
 app.route("/api/search", searchRoutes);
 app.route("/api/tenant", tenantRoutes);
 app.route("/api/admin", exportRoutes);
+app.route("/api/admin/stats", statsRoutes);
 
 export default {
   fetch: app.fetch,

@@ -1,10 +1,13 @@
 /**
  * @module The worker's queue handler: one consumer per queue of wrangler.toml, chosen by the
- * batch's queue name (by its suffix, so every environment's queues are served).
+ * batch's queue name (by its suffix, so every environment's queues are served). Each batch is
+ * measured (`queue_batch`: size, redeliveries, time, outcome).
  */
 import { consumeRoomEvents } from "./archive/consumer.ts";
 import { consumeDeadLetters } from "./archive/dead-letters.ts";
 import { consumeExports } from "./exports/job.ts";
+import { log } from "./observability/log.ts";
+import { record } from "./observability/metrics.ts";
 
 /** Queue names end with these; environments prefix them (`parley-staging-room-events`). The
  * dead-letter suffix is checked first, since it ends the room-events name too. */
@@ -24,11 +27,7 @@ export function queueKind(name: string): QueueKind | null {
   return null;
 }
 
-export async function consumeQueue(
-  batch: MessageBatch<unknown>,
-  env: Env,
-  _ctx?: ExecutionContext,
-): Promise<void> {
+function consumerOf(batch: MessageBatch<unknown>, env: Env): Promise<void> {
   switch (queueKind(batch.queue)) {
     case "roomEvents":
       return consumeRoomEvents(batch, env);
@@ -39,7 +38,34 @@ export async function consumeQueue(
     case null:
       // A queue bound in wrangler.toml without a consumer here is a deployment mistake: keep the
       // messages (retry) rather than acknowledge them unread.
-      console.error(JSON.stringify({ event: "queue_unknown", queue: batch.queue }));
+      log({ event: "queue_unknown", queue: batch.queue });
       batch.retryAll();
+      return Promise.resolve();
+  }
+}
+
+export async function consumeQueue(
+  batch: MessageBatch<unknown>,
+  env: Env,
+  _ctx?: ExecutionContext,
+): Promise<void> {
+  const started = Date.now();
+  let outcome: "ok" | "error" = "error";
+  try {
+    await consumerOf(batch, env);
+    outcome = "ok";
+  } finally {
+    // Redeliveries rather than this batch's retry() calls: they are on the messages, so counting
+    // them needs no hook into each consumer, and a steady share of them is what a failing consumer
+    // looks like from outside.
+    record(env, {
+      name: "queue_batch",
+      queue: batch.queue,
+      outcome,
+      size: batch.messages.length,
+      redelivered: batch.messages.filter((m) => m.attempts > 1).length,
+      maxAttempts: Math.max(0, ...batch.messages.map((m) => m.attempts)),
+      ms: Date.now() - started,
+    });
   }
 }

@@ -3,5 +3,6 @@ import type { Identity } from "./auth/identity.ts";
 
 export interface AppEnv {
   Bindings: Env;
-  Variables: { identity: Identity };
+  /** `requestId`: set first, by worker/observability/request.ts; `identity`: by requireIdentity. */
+  Variables: { identity: Identity; requestId: string };
 }

@@ -18,6 +18,7 @@ import { type DrizzleD1Database, drizzle } from "drizzle-orm/d1";
 import { alias } from "drizzle-orm/sqlite-core";
 import type { RoomEvent } from "../../protocol/index.ts";
 import { archivedEvents } from "../db/schema.ts";
+import { log } from "../observability/log.ts";
 import { roomStub } from "../rooms.ts";
 
 /** What a room sends to the room-events queue for each event of its log. */
@@ -218,9 +219,7 @@ export async function consumeRoomEvents(
     if (isArchiveMessage(message.body)) valid.push(message as Message<ArchiveMessage>);
     else {
       // Malformed: retrying will not fix it, but the dead-letter queue keeps it for an admin.
-      console.error(
-        JSON.stringify({ event: "archive_malformed", id: message.id, attempts: message.attempts }),
-      );
+      log({ event: "archive_malformed", id: message.id, attempts: message.attempts });
       message.retry({ delaySeconds: MAX_RETRY_DELAY_SECONDS });
     }
   }
@@ -250,15 +249,13 @@ export async function consumeRoomEvents(
         archived(m);
       } catch (err) {
         const delaySeconds = Math.min(MAX_RETRY_DELAY_SECONDS, 2 ** m.attempts);
-        console.error(
-          JSON.stringify({
-            event: "archive_failed",
-            room: m.body.roomId,
-            seq: m.body.event.seq,
-            attempts: m.attempts,
-            error: String(err),
-          }),
-        );
+        log({
+          event: "archive_failed",
+          room: m.body.roomId,
+          seq: m.body.event.seq,
+          attempts: m.attempts,
+          error: String(err),
+        });
         m.retry({ delaySeconds });
       }
     }
@@ -268,11 +265,7 @@ export async function consumeRoomEvents(
     [...confirmed.values()].map(({ tenantId, roomId, seqs }) =>
       roomStub(env, tenantId, roomId)
         .confirmArchived(seqs)
-        .catch((err: unknown) =>
-          console.error(
-            JSON.stringify({ event: "archive_confirm_failed", room: roomId, error: String(err) }),
-          ),
-        ),
+        .catch((err: unknown) => log({ event: "archive_confirm_failed", room: roomId, error: String(err) })),
     ),
   );
 }

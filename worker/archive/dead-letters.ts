@@ -8,6 +8,7 @@
  * on the way to the table.
  */
 import { TENANT_ID } from "../auth/identity.ts";
+import { log } from "../observability/log.ts";
 
 const MAX_RETRY_DELAY_SECONDS = 300;
 /** Room ids are `r_` plus 20 characters; anything much longer is not one, so it is not kept as one. */
@@ -83,20 +84,16 @@ export async function consumeDeadLetters(batch: MessageBatch<unknown>, env: Env)
   for (const message of batch.messages) {
     try {
       await recordStatement(env.DB, message, Date.now()).run();
-      console.warn(
-        JSON.stringify({ event: "dead_letter_recorded", id: message.id, attempts: message.attempts }),
-      );
+      log({ event: "dead_letter_recorded", id: message.id, attempts: message.attempts });
       message.ack();
     } catch (err) {
       const delaySeconds = Math.min(MAX_RETRY_DELAY_SECONDS, 2 ** message.attempts);
-      console.error(
-        JSON.stringify({
-          event: "dead_letter_record_failed",
-          id: message.id,
-          attempts: message.attempts,
-          error: String(err),
-        }),
-      );
+      log({
+        event: "dead_letter_record_failed",
+        id: message.id,
+        attempts: message.attempts,
+        error: String(err),
+      });
       message.retry({ delaySeconds });
     }
   }

@@ -12,6 +12,7 @@ import { and, asc, eq } from "drizzle-orm";
 import { drizzle } from "drizzle-orm/d1";
 import { headLine } from "../../protocol/chain.ts";
 import { exports, rooms } from "../db/schema.ts";
+import { log } from "../observability/log.ts";
 import { filesBucket } from "../residency.ts";
 import { roomStub } from "../rooms.ts";
 
@@ -34,7 +35,7 @@ function isExportJob(body: unknown): body is ExportJob {
 export async function consumeExports(batch: MessageBatch<unknown>, env: Env): Promise<void> {
   for (const message of batch.messages) {
     if (!isExportJob(message.body)) {
-      console.error(JSON.stringify({ event: "export_malformed", id: message.id }));
+      log({ event: "export_malformed", id: message.id });
       message.ack();
       continue;
     }
@@ -43,14 +44,7 @@ export async function consumeExports(batch: MessageBatch<unknown>, env: Env): Pr
       await runExport(env, job);
       message.ack();
     } catch (err) {
-      console.error(
-        JSON.stringify({
-          event: "export_failed",
-          export: job.exportId,
-          attempts: message.attempts,
-          error: String(err),
-        }),
-      );
+      log({ event: "export_failed", export: job.exportId, attempts: message.attempts, error: String(err) });
       if (message.attempts >= EXPORT_ATTEMPTS) {
         await drizzle(env.DB)
           .update(exports)

@@ -17,6 +17,7 @@ import { downloadHeaders, normalizeContentType, sanitizeFilename } from "../atta
 import { attachments } from "../db/schema.ts";
 import { ApiError } from "../errors.ts";
 import { newId } from "../ids.ts";
+import { log } from "../observability/log.ts";
 import { filesBucket } from "../residency.ts";
 import { findRoom, roomStub } from "../rooms.ts";
 import type { AppEnv } from "../types.ts";
@@ -132,16 +133,11 @@ export const attachmentRoutes = new Hono<AppEnv>()
     } catch (err) {
       // Nothing reached R2 (a put stores all or nothing): the room forgets the upload at once. If
       // even that fails, its cleanup deletes the pending upload after the grace period.
-      await stub.discardAttachment(id, me.userId).catch((discardErr: unknown) =>
-        console.error(
-          JSON.stringify({
-            event: "attachment_discard_failed",
-            room: room.id,
-            id,
-            error: String(discardErr),
-          }),
-        ),
-      );
+      await stub
+        .discardAttachment(id, me.userId)
+        .catch((discardErr: unknown) =>
+          log({ event: "attachment_discard_failed", room: room.id, id, error: String(discardErr) }),
+        );
       throw err;
     }
     await drizzle(c.env.DB).insert(attachments).values({

@@ -15,6 +15,7 @@ import type { Identity } from "../auth/identity.ts";
 import { deadLetters } from "../db/schema.ts";
 import { ApiError } from "../errors.ts";
 import { intParam } from "../http.ts";
+import { log } from "../observability/log.ts";
 import { ADMIN_ROLES } from "../rooms.ts";
 import type { AppEnv } from "../types.ts";
 
@@ -93,9 +94,7 @@ async function replay(env: Env, db: DrizzleD1Database, me: Identity, letters: Le
         ),
       ...chunk.map((l) => auditEntry(db, me, "dead_letter.replayed", l.id, { roomId: l.roomId, seq: l.seq })),
     ]);
-    console.warn(
-      JSON.stringify({ event: "dead_letters_replayed", tenant: me.tenantId, count: chunk.length }),
-    );
+    log({ event: "dead_letters_replayed", tenant: me.tenantId, count: chunk.length });
     chunk = [];
     bytes = 0;
   };

@@ -1,0 +1,84 @@
+/**
+ * @module Parley's log: every line is one JSON object of the `LogEvent` union, written by `log`.
+ * Events carry ids (tenant, user, room, request, queue message), counts and error strings; never
+ * message text, tokens, cookies, emails or query strings. Workers Logs indexes the JSON fields of
+ * each line, so an event is found by its `event` name and ids. docs/observability.md lists them.
+ */
+
+/** One line per HTTP request and WebSocket upgrade the Worker answers (worker/observability/request.ts). */
+export interface RequestLog {
+  event: "request";
+  /** Cloudflare's `cf-ray` when present, else a random id; echoed as the `x-request-id` header. */
+  requestId: string;
+  method: string;
+  /** The matched route pattern (`/api/rooms/:roomId/messages`), never the raw path; `unmatched`
+   * when no route matched (a 404). */
+  route: string;
+  status: number;
+  /** Wall time until the response was ready (for an upgrade: until the 101). */
+  ms: number;
+  /** Null when the request was not authenticated (sign-in, health, refused tokens). */
+  tenant: string | null;
+  user: string | null;
+  room?: string;
+}
+
+/** Something failed that a retry, a resend or an admin will repair; `error` is `String(err)`. */
+type Failure<E extends string, F> = { event: E; error: string } & F;
+
+export type LogEvent =
+  | RequestLog
+  | Failure<"unhandled_error", { requestId: string | null; route: string; method: string }>
+  | { event: "queue_unknown"; queue: string }
+  | { event: "archive_malformed"; id: string; attempts: number }
+  | Failure<"archive_failed", { room: string; seq: number; attempts: number }>
+  | Failure<"archive_confirm_failed", { room: string }>
+  | { event: "dead_letter_recorded"; id: string; attempts: number }
+  | Failure<"dead_letter_record_failed", { id: string; attempts: number }>
+  | { event: "dead_letters_replayed"; tenant: string; count: number }
+  | { event: "export_malformed"; id: string }
+  | Failure<"export_failed", { export: string; attempts: number }>
+  | Failure<"attachment_discard_failed", { room: string; id: string }>
+  | Failure<"read_push_failed", { room: string }>
+  | Failure<"activity_failed", { room: string }>
+  | Failure<"audit_write_failed", { room: string }>
+  | Failure<"room_alarm_step_failed", { step: string }>
+  | Failure<"metrics_write_failed", Record<never, never>>;
+
+type Level = "info" | "warn" | "error";
+
+/** Each event's console level (Workers Logs keeps it as the line's level). A new event fails to
+ * compile until it is given one here. */
+const LEVEL: { [E in LogEvent["event"]]: Level } = {
+  request: "info",
+  unhandled_error: "error",
+  queue_unknown: "error",
+  archive_malformed: "error",
+  archive_failed: "error",
+  archive_confirm_failed: "error",
+  dead_letter_recorded: "warn",
+  dead_letter_record_failed: "error",
+  dead_letters_replayed: "warn",
+  export_malformed: "error",
+  export_failed: "error",
+  attachment_discard_failed: "error",
+  read_push_failed: "error",
+  activity_failed: "error",
+  audit_write_failed: "error",
+  room_alarm_step_failed: "error",
+  metrics_write_failed: "warn",
+};
+
+export function log(event: LogEvent): void {
+  const line = JSON.stringify(event);
+  switch (LEVEL[event.event]) {
+    case "info":
+      console.log(line);
+      break;
+    case "warn":
+      console.warn(line);
+      break;
+    case "error":
+      console.error(line);
+  }
+}

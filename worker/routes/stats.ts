@@ -1,0 +1,102 @@
+/**
+ * @module `GET /api/admin/stats`: the caller's tenant in numbers, for its owners and admins. Every
+ * count comes from D1 in one batch (one round trip), scoped to the tenant; the only live figures
+ * come from the tenant's presence shards (at most 64, one small query each). Nothing asks the room
+ * objects: a tenant may have thousands, and waking each to read its counters would cost a
+ * subrequest per room. docs/observability.md says what each number means.
+ */
+import { count, eq, sql } from "drizzle-orm";
+import { drizzle } from "drizzle-orm/d1";
+import { Hono } from "hono";
+import { limitsOf } from "../../config/limits.ts";
+import { presenceStub } from "../../durable-objects/presence.ts";
+import { ROOM_KINDS } from "../../protocol/index.ts";
+import { archivedEvents, attachments, deadLetters, exports, ROLES, rooms, users } from "../db/schema.ts";
+import { ApiError } from "../errors.ts";
+import { ADMIN_ROLES } from "../rooms.ts";
+import type { AppEnv } from "../types.ts";
+
+const EXPORT_STATUSES = ["running", "done", "failed"] as const;
+
+/** Counts keyed by every possible value, so a kind with no rows reads 0 rather than missing. */
+function tally<K extends string>(keys: readonly K[], rows: { key: K; n: number }[]): Record<K, number> {
+  const out = Object.fromEntries(keys.map((k) => [k, 0])) as Record<K, number>;
+  for (const r of rows) if (r.key in out) out[r.key] = r.n;
+  return out;
+}
+
+const sum = (values: Record<string, number>) => Object.values(values).reduce((a, b) => a + b, 0);
+
+/** Live presence: sessions and users by status, summed over the tenant's shards; null when a shard
+ * did not answer (a partial sum would read as a drop in users). */
+async function presenceOf(env: Env, tenantId: string) {
+  const shards = limitsOf(env).presenceShards;
+  try {
+    const parts = await Promise.all(
+      Array.from({ length: shards }, (_, n) => presenceStub(env, tenantId, n).counts()),
+    );
+    return {
+      sessions: parts.reduce((a, p) => a + p.sessions, 0),
+      online: parts.reduce((a, p) => a + p.users.online, 0),
+      away: parts.reduce((a, p) => a + p.users.away, 0),
+      dnd: parts.reduce((a, p) => a + p.users.dnd, 0),
+    };
+  } catch {
+    return null;
+  }
+}
+
+export const statsRoutes = new Hono<AppEnv>().get("/", async (c) => {
+  const me = c.get("identity");
+  if (!ADMIN_ROLES.has(me.role)) throw new ApiError("forbidden", "only admins read the tenant's stats");
+  const t = me.tenantId;
+  const db = drizzle(c.env.DB);
+  const isMessage = sql`${archivedEvents.kind} = 'message'`;
+  const live = presenceOf(c.env, t);
+  const [roomRows, userRows, [archive], [files], [letters], exportRows] = await db.batch([
+    db.select({ key: rooms.kind, n: count() }).from(rooms).where(eq(rooms.tenantId, t)).groupBy(rooms.kind),
+    db.select({ key: users.role, n: count() }).from(users).where(eq(users.tenantId, t)).groupBy(users.role),
+    // The one count that reads as many rows as the tenant has archived events (see the module doc
+    // and docs/observability.md): fine for an admin page, not for a dashboard polling every second.
+    db
+      .select({
+        events: count(),
+        messages: sql<number>`coalesce(sum(${isMessage} AND ${archivedEvents.deleted} = 0), 0)`,
+        deletedMessages: sql<number>`coalesce(sum(${isMessage} AND ${archivedEvents.deleted} = 1), 0)`,
+      })
+      .from(archivedEvents)
+      .where(eq(archivedEvents.tenantId, t)),
+    db
+      .select({ n: count(), bytes: sql<number>`coalesce(sum(${attachments.size}), 0)` })
+      .from(attachments)
+      .where(eq(attachments.tenantId, t)),
+    db.select({ n: count() }).from(deadLetters).where(eq(deadLetters.tenantId, t)),
+    db
+      .select({ key: exports.status, n: count(), bytes: sql<number>`coalesce(sum(${exports.bytes}), 0)` })
+      .from(exports)
+      .where(eq(exports.tenantId, t))
+      .groupBy(exports.status),
+  ]);
+  const roomsByKind = tally(ROOM_KINDS, roomRows);
+  const usersByRole = tally(ROLES, userRows);
+  const exportsByStatus = tally(EXPORT_STATUSES, exportRows);
+  return c.json({
+    tenant: t,
+    generatedAt: Date.now(),
+    rooms: { total: sum(roomsByKind), byKind: roomsByKind },
+    users: { total: sum(usersByRole), byRole: usersByRole },
+    archive: {
+      events: archive?.events ?? 0,
+      messages: archive?.messages ?? 0,
+      deletedMessages: archive?.deletedMessages ?? 0,
+    },
+    attachments: { count: files?.n ?? 0, bytes: files?.bytes ?? 0 },
+    deadLetters: { pending: letters?.n ?? 0 },
+    exports: {
+      total: sum(exportsByStatus),
+      byStatus: exportsByStatus,
+      bytes: exportRows.reduce((a, r) => a + r.bytes, 0),
+    },
+    presence: await live,
+  });
+});

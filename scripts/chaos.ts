@@ -1,14 +1,17 @@
 /**
- * @module `npm run chaos`: acked means durable. Runs the local runtime the way `npm start` does,
- * drives steady message traffic into a few rooms from SDK-like clients (outbox, resend with the same
- * clientId, resume with `after`), SIGKILLs the runtime's whole process group at random moments and
- * restarts it on the same state, then reads every room's log over HTTP and checks that every
- * acknowledged message is there exactly once at the seq it was acked with, with no gaps, and that
- * what the clients received over their sockets agrees with the log.
+ * @module `npm run chaos`: acked means durable, through the real SDK. Runs the local runtime the way
+ * `npm start` does, drives steady message traffic into a few rooms through client/sdk RoomSessions
+ * (one per client, each with its MemoryOutboxStore and a `ws` socket carrying the dev token), SIGKILLs
+ * the runtime's whole process group at random moments and restarts it on the same state, lets the
+ * sessions reconnect, resume and resend their outboxes on their own, waits until every outbox is
+ * empty, then reads every room's log over HTTP and checks that every issued message is there
+ * exactly once (at the seq it was acked with), with no gaps, and that what each session delivered
+ * through `onEvent` is exactly the log's range it covered, once and in order.
  *
- * Besides the senders, each room has readers that drop their socket now and then and stay away a few
- * seconds, so that resuming exercises both the replay and, when they missed more than the server
- * replays, the `gap` answer followed by paging history over HTTP.
+ * Besides the senders, each room has readers that go away now and then for a few seconds (the
+ * SDK's setNetwork(false), or a closed session followed by a new one started with `after`), so
+ * that resuming exercises both the replay and, when they missed more than the server replays, the
+ * `gap` answer followed by the SDK paging history over HTTP.
  *
  * Usage: npm run chaos -- [--kills 5] [--seconds 60] [--rooms 3] [--senders 3] [--readers 1]
  *                         [--rate 1000] [--window 8] [--port 8795] [--seed N] [--keep]
@@ -23,7 +26,8 @@ import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { mulberry32 } from "../bench/random.ts";
 import type { RoomEvent } from "../protocol/index.ts";
-import { Api, Ledger, newCounters, Sender, show, type User, Violations } from "./chaos/client.ts";
+import { Api, show, type User } from "./chaos/api.ts";
+import { ChaosClient, Ledger, newCounters, Violations } from "./chaos/client.ts";
 import { freePort, Runtime } from "./chaos/runtime.ts";
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "..");
@@ -54,10 +58,10 @@ if (flags.help) {
   --kills N      SIGKILLs of the runtime's process group (default 5)
   --seconds S    length of the traffic phase, kills and restarts included (default 60)
   --rooms N      rooms (default 3)
-  --senders N    sender connections per room, one user each (default 3)
-  --readers N    reader connections per room that pause and resume (default 1)
+  --senders N    sending SDK sessions per room, one user each (default 3)
+  --readers N    reading SDK sessions per room that go away and resume (default 1)
   --rate N       target new messages per second over all senders (default 1000; the window caps it)
-  --window N     unacked sends each sender keeps in flight (default 8)
+  --window N     unacked messages each sender's outbox may hold (default 8)
   --port N       port for the runtime (default 8795, or a free one if taken)
   --seed N       seed of the schedule: kill moments and reader pauses
   --timeout S    hard limit on the whole run (default: derived from the others)
@@ -92,7 +96,7 @@ const RESYNC_TIMEOUT_MS = 20_000;
 
 /** The schedule (kill moments, reader pauses) draws from its own generator, so a seed replays it. */
 const schedule = mulberry32(SEED);
-/** Message texts and reconnect jitter, whose draws depend on timing. */
+/** Message texts and the SDK's reconnect jitter, whose draws depend on timing. */
 const jitter = mulberry32(SEED ^ 0x9e3779b9);
 
 const t0 = Date.now();
@@ -110,7 +114,7 @@ mkdirSync(stateDir);
 mkdirSync(logDir);
 let runtime = null as Runtime | null;
 /** Every client: the senders, then the readers. */
-const senders: Sender[] = [];
+const clients: ChaosClient[] = [];
 const pauseTimers = new Set<NodeJS.Timeout>();
 let ticker = null as NodeJS.Timeout | null;
 let cleaned = false;
@@ -120,7 +124,7 @@ function releaseSync(): void {
   cleaned = true;
   if (ticker) clearInterval(ticker);
   for (const t of pauseTimers) clearTimeout(t);
-  for (const s of senders) s.close();
+  for (const c of clients) c.close();
   runtime?.killGroupSync();
   if (flags.keep) console.log(`chaos: kept ${tmp}`);
   else rmSync(tmp, { recursive: true, force: true, maxRetries: 3 });
@@ -196,12 +200,9 @@ async function setup(api: Api): Promise<User[]> {
   return users;
 }
 
-const producers = () => senders.filter((s) => s.o.window > 0);
-const readers = () => senders.filter((s) => s.o.window === 0);
-
-function allSynced(): boolean {
-  return producers().every((s) => s.ready);
-}
+const senders = () => clients.filter((c) => c.sender);
+const readers = () => clients.filter((c) => !c.sender);
+const queued = () => senders().reduce((n, c) => n + c.session.status.queued, 0);
 
 async function trafficFor(ms: number): Promise<void> {
   const ackBefore = counters.acks;
@@ -209,9 +210,10 @@ async function trafficFor(ms: number): Promise<void> {
   for (const reader of readers()) {
     if (schedule() < 0.5) continue;
     const away = 1500 + schedule() * 6500;
+    const how = schedule() < 0.5 ? "offline" : "restart";
     const timer = setTimeout(() => {
       pauseTimers.delete(timer);
-      reader.pause(away);
+      reader.pause(away, how);
     }, schedule() * ms);
     pauseTimers.add(timer);
   }
@@ -223,14 +225,24 @@ async function trafficFor(ms: number): Promise<void> {
 
 async function resync(): Promise<void> {
   const started = Date.now();
-  if (await waitFor(allSynced, RESYNC_TIMEOUT_MS)) {
-    log(`all ${producers().length} senders resumed in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+  if (await waitFor(() => senders().every((c) => c.online), RESYNC_TIMEOUT_MS)) {
+    log(`all ${senders().length} senders online in ${((Date.now() - started) / 1000).toFixed(1)} s`);
   } else {
-    const behind = producers()
-      .filter((s) => !s.ready)
-      .map((s) => s.o.key);
-    log(`not resumed after ${RESYNC_TIMEOUT_MS / 1000} s: ${behind.join(", ")} (going on)`);
+    const behind = senders()
+      .filter((c) => !c.online)
+      .map((c) => `${c.o.key} (${c.session.status.state})`);
+    log(`not online after ${RESYNC_TIMEOUT_MS / 1000} s: ${behind.join(", ")} (going on)`);
   }
+}
+
+/** Every session online, every message issued acked (or refused), every client at the room's end. */
+function drained(): boolean {
+  return clients.every((c) => {
+    if (!c.online || c.waiting.size > 0 || c.session.status.queued > 0) return false;
+    let top = 0;
+    for (const seq of c.o.ledger.acks.values()) top = Math.max(top, seq);
+    return c.lastSeen >= top;
+  });
 }
 
 async function run(): Promise<boolean> {
@@ -256,15 +268,13 @@ async function run(): Promise<boolean> {
   const users = await setup(api);
   log(`set up ${users.length} users and ${ledgers.length} rooms`);
 
-  const runId = SEED.toString(36);
   const client = (ledger: Ledger, user: User, key: string, window: number) =>
-    new Sender({
-      wsBase: rt.url.replace(/^http/, "ws"),
+    new ChaosClient({
+      baseUrl: rt.url,
       api,
       user,
       roomId: ledger.roomId,
       key,
-      runId,
       window,
       ratePerSecond: RATE / (ROOMS * SENDERS),
       ledger,
@@ -274,34 +284,37 @@ async function run(): Promise<boolean> {
       log,
     });
   for (const [r, ledger] of ledgers.entries()) {
-    for (const [u, user] of users.entries()) senders.push(client(ledger, user, `r${r}u${u}`, WINDOW));
+    for (const [u, user] of users.entries()) clients.push(client(ledger, user, `r${r}u${u}`, WINDOW));
   }
   for (const [r, ledger] of ledgers.entries()) {
     for (let i = 0; i < READERS; i++) {
-      senders.push(client(ledger, users[i % users.length] as User, `r${r}w${i}`, 0));
+      clients.push(client(ledger, users[i % users.length] as User, `r${r}w${i}`, 0));
     }
+  }
+  if (!(await waitFor(() => clients.every((c) => c.online), RESYNC_TIMEOUT_MS))) {
+    throw new Error("the SDK sessions could not connect to the room sockets");
   }
   let last = Date.now();
   ticker = setInterval(() => {
     const now = Date.now();
     const dt = Math.min(0.2, (now - last) / 1000);
     last = now;
-    for (const s of senders) s.tick(dt, now);
+    for (const c of clients) c.tick(dt);
   }, 10);
-  for (const s of senders) s.connect();
-  if (!(await waitFor(() => senders.every((s) => s.ready), RESYNC_TIMEOUT_MS))) {
-    throw new Error("clients could not connect to the room sockets");
-  }
 
   const trafficStart = Date.now();
   for (let k = 1; k <= KILLS; k++) {
     const delay = 1000 + schedule() * 3000;
     log(`traffic for ${(delay / 1000).toFixed(1)} s, then kill #${k}`);
     await trafficFor(delay);
-    const unacked = senders.reduce((n, s) => n + s.outbox.size, 0);
     await rt.kill();
     kills++;
-    log(`kill #${k}: SIGKILLed the process group with ${unacked} sends unacked; restarting`);
+    // What the outboxes hold now was not acknowledged before the runtime died: it must end up in
+    // the log exactly once, from the outbox (or, if stored, settled by the replay).
+    for (const c of senders()) {
+      for (const entry of c.session.queued) c.o.ledger.unackedAtKill.add(entry.clientId);
+    }
+    log(`kill #${k}: SIGKILLed the process group with ${queued()} messages in the outboxes; restarting`);
     await rt.start();
     await resync();
   }
@@ -309,21 +322,22 @@ async function run(): Promise<boolean> {
   log(`traffic for ${(rest / 1000).toFixed(1)} s after the last restart`);
   await trafficFor(rest);
 
-  log("stopping new sends; draining outboxes");
-  for (const s of senders) s.producing = false;
+  log("stopping new messages; waiting for every outbox to empty");
+  for (const c of clients) c.producing = false;
   for (const t of pauseTimers) clearTimeout(t);
   pauseTimers.clear();
-  for (const s of readers()) s.resume();
-  const drained = () =>
-    senders.every((s) => {
-      if (s.outbox.size > 0 || s.pendingGapFills > 0) return false;
-      let top = 0;
-      for (const seq of s.o.ledger.acks.values()) top = Math.max(top, seq);
-      return s.lastSeen >= top;
-    });
-  if (!(await waitFor(drained, DRAIN_TIMEOUT_MS))) log(`not drained after ${DRAIN_TIMEOUT_MS / 1000} s`);
-  const stuck = senders.reduce((n, s) => n + s.outbox.size, 0);
-  if (stuck > 0) violations.add("unacked", `${stuck} sends still unacked after the drain`);
+  for (const c of readers()) c.resume();
+  const drainStart = Date.now();
+  if (await waitFor(drained, DRAIN_TIMEOUT_MS)) {
+    log(`drained in ${((Date.now() - drainStart) / 1000).toFixed(1)} s`);
+  } else {
+    const late = clients
+      .filter((c) => !c.online || c.waiting.size > 0)
+      .map((c) => `${c.o.key} (${c.session.status.state}, ${c.waiting.size} unacked)`);
+    log(`not drained after ${DRAIN_TIMEOUT_MS / 1000} s: ${late.join(", ") || "clients behind the log"}`);
+  }
+  const stuck = clients.reduce((n, c) => n + c.waiting.size, 0);
+  if (stuck > 0) violations.add("unacked", `${stuck} messages still in the outboxes after the drain`);
 
   return verify(api, users, stuck);
 }
@@ -340,8 +354,11 @@ interface Totals {
   gaps: number;
   unknown: number;
   corrupted: number;
-  resentMissing: number;
-  receivedMismatch: number;
+  missing: number;
+  /** In an outbox at a kill, or resent from one, and in the log exactly once. */
+  unackedAtKillOnce: number;
+  resentOnce: number;
+  deliveredMismatch: number;
   behind: number;
 }
 
@@ -355,8 +372,10 @@ async function verify(api: Api, users: User[], stuck: number): Promise<boolean> 
     gaps: 0,
     unknown: 0,
     corrupted: 0,
-    resentMissing: 0,
-    receivedMismatch: 0,
+    missing: 0,
+    unackedAtKillOnce: 0,
+    resentOnce: 0,
+    deliveredMismatch: 0,
     behind: 0,
   };
   const reader = users[0] as User;
@@ -388,7 +407,7 @@ async function verify(api: Api, users: User[], stuck: number): Promise<boolean> 
     for (const seq of ledger.acks.values()) topAck = Math.max(topAck, seq);
     if (topAck > lastSeq)
       violations.add("ack-beyond-log", `${room}: acked up to seq ${topAck}, log ends at ${lastSeq}`);
-    // Every clientId in the log appears once, and is one we sent, with its text and author.
+    // Every clientId in the log appears once, and is one we issued, with its text and author.
     for (const [clientId, seqs] of seqsOf) {
       const sent = ledger.sent.get(clientId);
       const e = bySeq.get(seqs[0] as number) as RoomEvent;
@@ -412,7 +431,7 @@ async function verify(api: Api, users: User[], stuck: number): Promise<boolean> 
         violations.add("corrupted", `${room}: seq ${e.seq} (${clientId}) is ${show(e).slice(0, 160)}`);
       }
     }
-    // Every acked clientId is in the log exactly once, at the seq it was acked with.
+    // Every acked clientId is in the log, at the seq it was acked with.
     for (const [clientId, seq] of ledger.acks) {
       const seqs = seqsOf.get(clientId);
       if (!seqs || seqs.length === 0) {
@@ -426,80 +445,84 @@ async function verify(api: Api, users: User[], stuck: number): Promise<boolean> 
         violations.add("moved", `${room}: ${clientId} acked at seq ${seq}, in the log at ${seqs.join(", ")}`);
       }
     }
-    // Sends resent from an outbox are in the log exactly once (duplicates are counted above).
-    for (const clientId of ledger.resent) {
-      if (!seqsOf.has(clientId) && !ledger.rejected.has(clientId)) {
-        t.resentMissing++;
-        violations.add("resent-missing", `${room}: ${clientId} was resent but is not in the log`);
-      }
+    // Every message issued is in the log (the outboxes were drained), acked or not before a kill;
+    // duplicates are counted above.
+    for (const [clientId, sent] of ledger.sent) {
+      if (seqsOf.has(clientId) || ledger.rejected.has(clientId) || ledger.acks.has(clientId)) continue;
+      t.missing++;
+      violations.add("missing", `${room}: ${clientId} (${sent.sender}) was issued but is not in the log`);
     }
-    // What each client received agrees with the log, and it caught up to the end of the log.
-    for (const s of senders.filter((x) => x.o.roomId === room)) {
-      for (const [seq, clientId] of s.seen) {
+    const once = (clientId: string) => seqsOf.get(clientId)?.length === 1;
+    for (const clientId of ledger.unackedAtKill) if (once(clientId)) t.unackedAtKillOnce++;
+    for (const clientId of ledger.resent) if (once(clientId)) t.resentOnce++;
+    // What each session delivered through onEvent is the log, and it caught up to the end of it.
+    for (const c of clients.filter((x) => x.o.roomId === room)) {
+      for (const [seq, clientId] of c.seen) {
         const e = bySeq.get(seq);
         const inLog = e === undefined ? null : typeof e.clientId === "string" ? e.clientId : "";
         if (inLog !== clientId) {
-          t.receivedMismatch++;
+          t.deliveredMismatch++;
           violations.add(
-            "received-mismatch",
-            `${s.o.key}: received seq ${seq} as "${clientId}", the log has ${inLog === null ? "no such seq" : `"${inLog}"`}`,
+            "delivered-mismatch",
+            `${c.o.key}: delivered seq ${seq} as "${clientId}", the log has ${inLog === null ? "no such seq" : `"${inLog}"`}`,
           );
         }
       }
-      if (s.lastSeen < lastSeq) {
+      if (c.lastSeen < lastSeq) {
         t.behind++;
-        violations.add("behind", `${s.o.key}: saw up to seq ${s.lastSeen}, the log ends at ${lastSeq}`);
+        violations.add("behind", `${c.o.key}: delivered up to seq ${c.lastSeen}, the log ends at ${lastSeq}`);
       }
     }
   }
 
-  const sent = senders.reduce((n, s) => n + s.sentCount, 0);
+  const issued = clients.reduce((n, c) => n + c.issued, 0);
   const acked = ledgers.reduce((n, l) => n + l.acks.size, 0);
+  const unackedAtKill = ledgers.reduce((n, l) => n + l.unackedAtKill.size, 0);
+  const resent = ledgers.reduce((n, l) => n + l.resent.size, 0);
   const rate = upMs > 0 ? (acked / upMs) * 1000 : 0;
   const rows: [string, string | number][] = [
     ["runtime kills (SIGKILL of the process group)", kills],
-    ["rooms × (senders + readers)", `${ROOMS} × (${SENDERS} + ${READERS})`],
-    ["messages sent (distinct clientIds)", sent],
+    ["rooms × (senders + readers), SDK sessions", `${ROOMS} × (${SENDERS} + ${READERS})`],
+    ["messages issued (distinct clientIds)", issued],
     ["acked", `${acked} (${rate.toFixed(0)} msg/s while up)`],
-    ["send frames (incl. resends and retries)", counters.sendFrames],
+    ["send frames (incl. outbox resends)", counters.sendFrames],
+    ["in the outboxes at a kill → in the log exactly once", `${unackedAtKill} → ${t.unackedAtKillOnce}`],
     [
-      "resent from outbox",
-      `${counters.resentIds} (${counters.resendFrames} frames; ${counters.resentDeduped} already stored, acked with the original seq)`,
+      "resent from the outbox → in the log exactly once",
+      `${resent} → ${t.resentOnce} (${counters.resendFrames} frames)`,
     ],
+    ["settled by the replay (ack lost to a kill)", counters.settledByReplay],
     ["unacked at the end", stuck],
     ["log events / messages", `${t.logEvents} / ${t.logMessages}`],
     ["lost (acked, not in the log)", t.lost],
     ["duplicated (clientId more than once)", t.duplicated],
     ["moved (in the log at another seq than acked)", t.moved],
     ["gaps (missing seqs)", t.gaps],
+    ["missing (issued, never in the log)", t.missing],
     ["unknown / corrupted log entries", `${t.unknown} / ${t.corrupted}`],
-    ["resent but missing", t.resentMissing],
-    ["received over socket ≠ log", t.receivedMismatch],
+    ["delivered by onEvent ≠ log", t.deliveredMismatch],
     [
-      "stream: duplicate / out of order / skipped / forgotten",
-      ["stream-duplicate", "stream-order", "stream-skip", "forgotten"]
+      "onEvent: twice / out of order / skipping / after close / forgotten",
+      ["delivered-twice", "delivered-out-of-order", "delivered-skipping", "after-close", "forgotten"]
         .map((k) => violations.count(k))
         .join(" / "),
     ],
-    ["clients behind the log at the end", t.behind],
+    ["sessions behind the log at the end", t.behind],
     [
       "acks that moved / collided / beyond the log",
       ["ack-moved", "ack-collision", "ack-beyond-log"].map((k) => violations.count(k)).join(" / "),
     ],
-    ["sends refused", violations.count("rejected")],
+    ["messages refused", violations.count("rejected")],
     [
-      "connects / failed attempts / stalls",
-      `${counters.connects} / ${counters.connectFailures} / ${counters.stalls}`,
+      "reader pauses offline / restarts; replayed events / gap frames",
+      `${counters.offlinePauses} / ${counters.restarts}; ${counters.replayed} / ${counters.gapFrames}`,
     ],
     [
-      "rate limited / retried errors / other errors",
-      `${counters.rateLimited} / ${counters.retriedErrors} / ${counters.otherErrors}`,
+      "connects / failed attempts / sign-ins again",
+      `${counters.connects} / ${counters.connectFailures} / ${api.relogins}`,
     ],
+    ["rate limited / other errors", `${counters.rateLimited} / ${counters.otherErrors}`],
   ];
-  rows.splice(rows.length - 2, 0, [
-    "reader pauses / replayed events / gap frames",
-    `${counters.pauses} / ${counters.replayed} / ${counters.gapFrames}`,
-  ]);
   const width = Math.max(...rows.map(([k]) => k.length));
   console.log("\nchaos summary");
   for (const [k, v] of rows) console.log(`  ${k.padEnd(width)}  ${v}`);
@@ -523,7 +546,7 @@ try {
   code = 2;
 } finally {
   if (ticker) clearInterval(ticker);
-  for (const s of senders) s.close();
+  for (const c of clients) c.close();
   try {
     await runtime?.kill();
   } catch (err) {

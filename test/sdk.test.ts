@@ -5,6 +5,7 @@
  */
 import { describe, expect, it } from "vitest";
 import {
+  type Connection,
   MemoryOutboxStore,
   PresenceSession,
   pollTransport,
@@ -138,6 +139,84 @@ describe("the SDK room session", () => {
     expect(log.find((e) => e.kind === "message" && e.text === "already there")?.seq).toBe(stored.seq);
     expect(a.events).toEqual(log);
     a.s.close();
+  });
+
+  it("when filling a hole from history fails, reconnects and resumes instead of stalling", async () => {
+    const ada = await login(unique("t"));
+    const bob = await login(ada.tenant);
+    const roomId = await createRoom(ada);
+    await join(bob, roomId);
+    for (const text of ["one", "two", "three"]) {
+      await json(api(ada, "POST", `/api/rooms/${roomId}/messages`, { clientId: unique("c"), text }));
+    }
+    const net = new Network();
+    const conn = net.conn(ada);
+    // The first history page fails, as one does when the server dies mid-request.
+    let pages = 0;
+    const flaky: Connection = {
+      ...conn,
+      fetch: async (input, init) => {
+        if (String(input).includes("/messages?") && pages++ === 0) throw new TypeError("connection reset");
+        return (conn.fetch as typeof fetch)(input, init);
+      },
+    };
+    // The first socket resumes one seq past what the session has: a hole to fill from history.
+    let sockets = 0;
+    const holey: TransportFactory = (id, after, h) =>
+      net.socket(ada)(id, sockets++ === 0 ? after + 1 : after, h);
+    const a = session(ada, roomId, [holey], { conn: flaky });
+    await a.s.start();
+    await until(() => a.s.status.state === "online" && pages > 0, "online");
+    const b = session(bob, roomId, [net.socket(bob)], { conn: net.conn(bob) });
+    await b.s.start();
+    const later = await b.s.send("after the failed page").acked;
+    await until(() => a.s.lastSeq >= later, "the next message delivered live", 5000);
+    expect(a.events).toEqual(await history(ada, roomId));
+    expect(sockets).toBeGreaterThan(1);
+    a.s.close();
+    b.s.close();
+  });
+
+  it("once closed, delivers nothing more, not even a history page already on its way", async () => {
+    const ada = await login(unique("t"));
+    const roomId = await createRoom(ada);
+    for (const text of ["one", "two", "three"]) {
+      await json(api(ada, "POST", `/api/rooms/${roomId}/messages`, { clientId: unique("c"), text }));
+    }
+    const net = new Network();
+    const conn = net.conn(ada);
+    // History answers only once the test lets it, and says when its answer has been read.
+    let asked = false;
+    let release!: () => void;
+    const gate = new Promise<void>((r) => {
+      release = r;
+    });
+    let served!: () => void;
+    const read = new Promise<void>((r) => {
+      served = r;
+    });
+    const slow: Connection = {
+      ...conn,
+      fetch: async (input, init) => {
+        if (!String(input).includes("/messages?")) return (conn.fetch as typeof fetch)(input, init);
+        asked = true;
+        await gate;
+        const res = await (conn.fetch as typeof fetch)(input, init);
+        const body = await res.text();
+        setTimeout(served, 50);
+        return new Response(body, { status: res.status, headers: res.headers });
+      },
+    };
+    // A socket resuming one seq ahead makes the session page history for the hole.
+    const holey: TransportFactory = (id, after, h) => net.socket(ada)(id, after + 1, h);
+    const a = session(ada, roomId, [holey], { conn: slow });
+    await a.s.start();
+    await until(() => asked, "history asked for");
+    a.s.close();
+    release();
+    await read;
+    expect(a.events).toEqual([]);
+    expect(a.s.status.state).toBe("closed");
   });
 
   for (const [name, transports, kind] of [

@@ -264,8 +264,16 @@ export class RoomSession {
 
   // ---- frames ------------------------------------------------------------------------------
 
+  /** A frame that cannot be handled (say, history failed while filling a hole) drops the connection
+   * so that the next one resumes from the last seq delivered. Ending the turn matters: a transport
+   * closed by the session does not report `closed`, and the run loop would wait on it for ever. */
   #enqueue(frame: ServerFrame): void {
-    this.#chain = this.#chain.then(() => this.#handle(frame)).catch(() => this.#transport?.close());
+    this.#chain = this.#chain
+      .then(() => this.#handle(frame))
+      .catch(() => {
+        this.#transport?.close();
+        this.#endTurn?.();
+      });
   }
 
   async #handle(frame: ServerFrame): Promise<void> {
@@ -282,6 +290,7 @@ export class RoomSession {
         break;
       case "ready":
         await this.#catchUp(frame.lastSeq);
+        if (this.#closed) break;
         this.#wasReady = true;
         this.#setStatus({ state: "online", transport: this.#transport?.kind ?? null });
         for (const p of this.#pending.values()) await this.#transmit(p);
@@ -305,13 +314,14 @@ export class RoomSession {
   async #deliver(event: RoomEvent): Promise<void> {
     if (event.seq <= this.#lastSeq) return; // already delivered: a replay overlap or a resend
     if (event.seq > this.#lastSeq + 1) await this.#catchUp(event.seq - 1);
-    if (event.seq !== this.#lastSeq + 1) return;
+    if (this.#closed || event.seq !== this.#lastSeq + 1) return;
     this.#lastSeq = event.seq;
     this.#opts.onEvent?.(event);
     if (event.clientId !== undefined) this.#settle(event.clientId, event.seq);
   }
 
-  /** Pages history until everything up to `target` is delivered. */
+  /** Pages history until everything up to `target` is delivered (or the session is closed: a page
+   * answered after close() must not reach an application that may have resumed elsewhere). */
   async #catchUp(target: number): Promise<void> {
     while (this.#lastSeq < target) {
       const page = await requestJson<{ events: RoomEvent[] }>(
@@ -319,6 +329,7 @@ export class RoomSession {
         "GET",
         `/api/rooms/${this.roomId}/messages?after=${this.#lastSeq}&limit=${HISTORY_PAGE}`,
       );
+      if (this.#closed) return;
       const before = this.#lastSeq;
       for (const e of page.events) {
         if (e.seq === this.#lastSeq + 1) {

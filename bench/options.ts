@@ -34,7 +34,7 @@ export interface Options {
   parleyUrl: string | undefined;
 }
 
-const USAGE = `usage: npm run bench -- [--quick] [--duration S] [--receivers 10,100,500] [--senders 1,10]
+const USAGE = `usage: npm run bench -- [--quick] [--duration S] [--receivers 10,100,500,1000] [--senders 1,10]
        [--modes ack,rate] [--targets parley,durable,bare] [--window 8] [--rate 200] [--drain S]
        [--budget S] [--out FILE] [--parley-url http://127.0.0.1:8787]
 Every flag also reads BENCH_<FLAG> from the environment (e.g. BENCH_DURATION=3).
@@ -99,7 +99,7 @@ export function parseOptions(argv: string[]): Options {
   return {
     quick,
     durationMs: duration * 1000,
-    receivers: list(get("receivers") ?? (quick ? "10,100" : "10,100,500"), "receivers"),
+    receivers: list(get("receivers") ?? (quick ? "10,100" : "10,100,500,1000"), "receivers"),
     senders: list(get("senders") ?? "1,10", "senders"),
     modes: names(get("modes") ?? "ack,rate", MODES, "modes"),
     targets: names(get("targets") ?? TARGETS.join(","), TARGETS, "targets"),
@@ -108,7 +108,7 @@ export function parseOptions(argv: string[]): Options {
     drainMs: drain * 1000,
     stallMs: Math.min(2000, drain * 1000),
     clientBound: 0.8,
-    budgetMs: positive(get("budget") ?? (quick ? "80" : "345"), "budget") * 1000,
+    budgetMs: positive(get("budget") ?? (quick ? "80" : "720"), "budget") * 1000,
     out: get("out") ?? "bench/results.md",
     parleyUrl: get("parley-url"),
   };

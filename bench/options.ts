@@ -39,7 +39,10 @@ const USAGE = `usage: npm run bench -- [--quick] [--duration S] [--receivers 10,
        [--budget S] [--out FILE] [--parley-url http://127.0.0.1:8787]
 Every flag also reads BENCH_<FLAG> from the environment (e.g. BENCH_DURATION=3).
 Other benches: npm run bench -- --presence [--help]   (bench/presence.ts)
-               npm run bench -- --archive [--quick]   (bench/archive.ts)`;
+               npm run bench -- --archive [--quick]   (bench/archive.ts)
+               npm run bench -- --rooms [--help]      (bench/rooms.ts: 50 rooms × 40 clients at once)
+               npm run bench -- --idle [--help]       (bench/idle.ts: 2,000 idle sockets in one room)
+               npm run bench -- --soak [--help]       (bench/soak.ts: 2,000 sockets, 50 rooms, 60 s)`;
 
 function list(value: string, name: string): number[] {
   const out = value.split(",").map((s) => Number(s.trim()));
@@ -54,6 +57,11 @@ function names<T extends string>(value: string, allowed: readonly T[], name: str
   for (const v of out)
     if (!allowed.includes(v)) throw new Error(`--${name}: unknown ${v}; use ${allowed.join(",")}`);
   return out;
+}
+
+/** A `--targets` list (parley,durable,bare). */
+export function parseTargets(value: string): TargetName[] {
+  return names(value, TARGETS, "targets");
 }
 
 function positive(value: string, name: string): number {

@@ -43,6 +43,23 @@ if (process.argv.slice(2).includes("--archive")) {
   process.exit();
 }
 
+// `--rooms`, `--idle`, `--soak`: many rooms at once (bench/rooms.ts), idle hibernatable sockets in
+// one room (bench/idle.ts), a minute of steady load (bench/soak.ts); each starts and stops its own
+// servers and writes only its own section. After --presence and --archive, whose own `--rooms`
+// takes a value.
+if (process.argv.slice(2).includes("--soak")) {
+  await (await import("./soak.ts")).runSoak(process.argv.slice(2));
+  process.exit();
+}
+if (process.argv.slice(2).includes("--idle")) {
+  await (await import("./idle.ts")).runIdle(process.argv.slice(2));
+  process.exit();
+}
+if (process.argv.slice(2).includes("--rooms")) {
+  await (await import("./rooms.ts")).runRooms(process.argv.slice(2));
+  process.exit();
+}
+
 const servers: Server[] = [];
 let stopping: Promise<void> | null = null;
 function stopServers(): Promise<void> {

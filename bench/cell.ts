@@ -14,7 +14,7 @@ import { eventsOf, parseServerFrame } from "../protocol/index.ts";
 import type { Mode, Options, TargetName } from "./options.ts";
 import { reloadCount, type WorkerdSnapshot, workerdSnapshot } from "./servers.ts";
 import { Bytes, Floats, type LatencySummary, Samples } from "./stats.ts";
-import { type Endpoint, pool, type Target } from "./targets.ts";
+import { type Endpoint, type PreparedRoom, pool, type Target } from "./targets.ts";
 
 export interface CellSpec {
   mode: Mode;
@@ -60,7 +60,7 @@ export interface CellResult {
    * was still delivering (a backlog; counted as lost instead if deliveries had stalled). */
   pending: number;
   /** How the drain ended: everything accounted for, nothing moved for `stallMs`, or out of time. */
-  drainEnd: "settled" | "stalled" | "deadline";
+  drainEnd: DrainEnd;
   /** The server fell behind: a backlog at the drain deadline, or (mode B) under 95% of the
    * offered messages acked or more than 1 s to drain; latency then includes queueing that grows
    * with the duration. */
@@ -136,14 +136,19 @@ class Sender {
   }
 }
 
-class Cell {
+/**
+ * One room's clients and their bookkeeping. Latency samples may be shared by several cells (many
+ * rooms measured as one, fleet.ts).
+ */
+export class Cell {
   kind: TargetName;
   spec: CellSpec;
-  opts: Options;
+  /** Mode "ack": most unacknowledged sends per sender. */
+  window: number;
   receivers: Receiver[] = [];
   senders: Sender[] = [];
-  latency = new Samples();
-  ackLatency = new Samples();
+  latency: Samples;
+  ackLatency: Samples;
   delivered = 0;
   frames = 0;
   lastDelivery = 0;
@@ -157,10 +162,20 @@ class Cell {
   closes: string[] = [];
   start = 0;
 
-  constructor(kind: TargetName, spec: CellSpec, opts: Options) {
+  constructor(
+    kind: TargetName,
+    spec: CellSpec,
+    window: number,
+    samples: { latency: Samples; ackLatency: Samples } = {
+      latency: new Samples(),
+      ackLatency: new Samples(),
+    },
+  ) {
     this.kind = kind;
     this.spec = spec;
-    this.opts = opts;
+    this.window = window;
+    this.latency = samples.latency;
+    this.ackLatency = samples.ackLatency;
     for (let r = 0; r < spec.receivers; r++) this.receivers.push(new Receiver(spec.senders));
     for (let s = 0; s < spec.senders; s++) this.senders.push(new Sender(s));
   }
@@ -179,7 +194,7 @@ class Cell {
   }
 
   fillWindow(sender: Sender): void {
-    while (this.sendingOpen && sender.inflight < this.opts.window) if (!this.sendOne(sender)) return;
+    while (this.sendingOpen && sender.inflight < this.window) if (!this.sendOne(sender)) return;
   }
 
   ack(sender: Sender, c: number, at: number): void {
@@ -362,6 +377,125 @@ class Cell {
   }
 }
 
+/**
+ * Opens a cell's clients: the first receiver alone (it learns where the room's log ends, Parley:
+ * after the joins, so that the others skip that replay and the ordering check starts there), the
+ * other receivers, then `between` (the memory snapshot), then the senders.
+ */
+export async function connectCell(
+  cell: Cell,
+  target: Target,
+  room: PreparedRoom,
+  between?: () => Promise<void>,
+): Promise<void> {
+  const first = await cell.open(room.receiver(0, 0), target.hasReady, cell.receivers[0] as Receiver, null);
+  const after = first.lastSeq;
+  (cell.receivers[0] as Receiver).lastSeq = after;
+  const rest = Array.from({ length: cell.spec.receivers - 1 }, (_, k) => k + 1);
+  await pool(rest, OPEN_CONCURRENCY, async (i) => {
+    const rcv = cell.receivers[i] as Receiver;
+    rcv.lastSeq = after;
+    const { lastSeq } = await cell.open(room.receiver(i, after), target.hasReady, rcv, null);
+    if (lastSeq > rcv.lastSeq) rcv.lastSeq = lastSeq;
+  });
+  if (between) await between();
+  await pool(cell.senders, OPEN_CONCURRENCY, async (s) => {
+    s.ws = (await cell.open(room.sender(s.index, after), target.hasReady, null, s)).ws;
+  });
+}
+
+/**
+ * Mode "rate": sends what is due `elapsedMs` into the phase from every sender of `cells`, each at
+ * `perSender` msg/s, their schedules staggered evenly so that the senders (of all rooms) do not
+ * fire together. A sender with the maximum in flight skips the send (`throttled`).
+ */
+export function sendDue(cells: Cell[], perSender: number, elapsedMs: number): void {
+  const total = cells.reduce((n, c) => n + c.senders.length, 0);
+  let k = 0;
+  for (const cell of cells) {
+    for (const s of cell.senders) {
+      const due = Math.floor((elapsedMs / 1000) * perSender + (k + 0.5) / total);
+      k++;
+      while (s.next + s.throttled < due) {
+        if (s.inflight >= MAX_INFLIGHT_RATE_MODE) s.throttled++;
+        else if (!cell.sendOne(s)) break;
+      }
+    }
+  }
+}
+
+export type DrainEnd = "settled" | "stalled" | "deadline";
+
+/** Waits until every send of `cells` is answered and every receiver has every acked message of
+ * its room, or nothing moved anywhere for `stallMs`, or `drainMs` passed. */
+export async function drainCells(cells: Cell[], drainMs: number, stallMs: number): Promise<DrainEnd> {
+  const deadline = now() + drainMs;
+  for (;;) {
+    const t = now();
+    const settled = cells.every((cell) => {
+      const acked = cell.senders.reduce((n, s) => n + s.ackedCount, 0);
+      return cell.senders.every((s) => s.inflight === 0) && cell.receivers.every((r) => r.unique >= acked);
+    });
+    if (settled) return "settled";
+    if (t - Math.max(...cells.map((c) => c.lastProgress)) >= stallMs) return "stalled";
+    if (t >= deadline) return "deadline";
+    await sleep(20);
+  }
+}
+
+/** The counts of a finished run, summed over `cells`. */
+export interface Tally {
+  sent: number;
+  acked: number;
+  nacked: number;
+  unacked: number;
+  throttled: number;
+  delivered: number;
+  frames: number;
+  /** (receiver, acked message) pairs never received: lost, or pending if the drain ran out. */
+  missing: number;
+  duplicated: number;
+  reordered: number;
+  gaps: number;
+}
+
+export function tally(cells: Cell[]): Tally {
+  const t: Tally = {
+    sent: 0,
+    acked: 0,
+    nacked: 0,
+    unacked: 0,
+    throttled: 0,
+    delivered: 0,
+    frames: 0,
+    missing: 0,
+    duplicated: 0,
+    reordered: 0,
+    gaps: 0,
+  };
+  for (const cell of cells) {
+    for (const s of cell.senders) {
+      t.sent += s.next;
+      t.acked += s.ackedCount;
+      t.nacked += s.nacked;
+      t.unacked += s.inflight;
+      t.throttled += s.throttled;
+    }
+    for (const r of cell.receivers) {
+      t.duplicated += r.dup;
+      t.reordered += r.reord;
+      for (const s of cell.senders) {
+        const seen = r.seen[s.index] as Bytes;
+        for (let c = 0; c < s.next; c++) if (s.acked.get(c) === 1 && seen.get(c) === 0) t.missing++;
+      }
+    }
+    t.delivered += cell.delivered;
+    t.frames += cell.frames;
+    t.gaps += cell.gaps;
+  }
+  return t;
+}
+
 /** Runs one cell against one target; never throws (a failure is a result with `ok: false`). */
 export async function runCell(
   target: Target,
@@ -370,7 +504,7 @@ export async function runCell(
   roomName: string,
   measureMemory: boolean,
 ): Promise<CellResult> {
-  const cell = new Cell(target.name, spec, opts);
+  const cell = new Cell(target.name, spec, opts.window);
   const reloads = reloadCount(target.server);
   const t0 = performance.now();
   const result: CellResult = {
@@ -407,24 +541,10 @@ export async function runCell(
   try {
     const room = await target.prepare(roomName, spec.receivers, spec.senders);
     const before = measureMemory ? workerdSnapshot(target.server) : null;
-    // The first receiver learns where the room's log ends (Parley: the joins), so that the others
-    // skip that replay; the ordering check starts from there.
-    const first = await cell.open(room.receiver(0, 0), target.hasReady, cell.receivers[0] as Receiver, null);
-    const after = first.lastSeq;
-    (cell.receivers[0] as Receiver).lastSeq = after;
-    const rest = Array.from({ length: spec.receivers - 1 }, (_, k) => k + 1);
-    await pool(rest, OPEN_CONCURRENCY, async (i) => {
-      const rcv = cell.receivers[i] as Receiver;
-      rcv.lastSeq = after;
-      const { lastSeq } = await cell.open(room.receiver(i, after), target.hasReady, rcv, null);
-      if (lastSeq > rcv.lastSeq) rcv.lastSeq = lastSeq;
-    });
-    if (measureMemory && before) {
+    await connectCell(cell, target, room, async () => {
+      if (!measureMemory || !before) return;
       await sleep(300);
       result.memory = { receivers: spec.receivers, before, after: workerdSnapshot(target.server) };
-    }
-    await pool(cell.senders, OPEN_CONCURRENCY, async (s) => {
-      s.ws = (await cell.open(room.sender(s.index, after), target.hasReady, null, s)).ws;
     });
     result.setupMs = performance.now() - t0;
 
@@ -442,14 +562,7 @@ export async function runCell(
       const perSender = opts.rate / spec.senders;
       const tick = () => {
         const elapsed = now() - start;
-        if (elapsed >= opts.durationMs) return;
-        for (const s of cell.senders) {
-          const due = Math.floor((elapsed / 1000) * perSender + (s.index + 0.5) / spec.senders);
-          while (s.next + s.throttled < due) {
-            if (s.inflight >= MAX_INFLIGHT_RATE_MODE) s.throttled++;
-            else if (!cell.sendOne(s)) break;
-          }
-        }
+        if (elapsed < opts.durationMs) sendDue([cell], perSender, elapsed);
       };
       tick();
       timer = setInterval(tick, 1);
@@ -461,25 +574,7 @@ export async function runCell(
     const srv1 = workerdSnapshot(target.server);
     const sendEnd = now();
 
-    // Drain: until every send is answered and every receiver has every acked message, or nothing
-    // moved for `stallMs`, or `drainMs` passed.
-    const drainDeadline = sendEnd + opts.drainMs;
-    for (;;) {
-      const t = now();
-      const acked = cell.senders.reduce((n, s) => n + s.ackedCount, 0);
-      const settled =
-        cell.senders.every((s) => s.inflight === 0) && cell.receivers.every((r) => r.unique >= acked);
-      if (settled) break;
-      if (t - cell.lastProgress >= opts.stallMs) {
-        result.drainEnd = "stalled";
-        break;
-      }
-      if (t >= drainDeadline) {
-        result.drainEnd = "deadline";
-        break;
-      }
-      await sleep(20);
-    }
+    result.drainEnd = await drainCells([cell], opts.drainMs, opts.stallMs);
     result.drainMs = now() - sendEnd;
 
     // Accounting.
@@ -487,22 +582,8 @@ export async function runCell(
     result.clientCpu = (cpu1.user + cpu1.system) / 1000 / wallMs;
     result.clientBound = result.clientCpu > opts.clientBound;
     result.serverCpu = srv0.count > 0 ? ((srv1.ticks - srv0.ticks) * 10) / wallMs : null;
-    for (const s of cell.senders) {
-      result.sent += s.next;
-      result.acked += s.ackedCount;
-      result.nacked += s.nacked;
-      result.unacked += s.inflight;
-      result.throttled += s.throttled;
-    }
-    let missing = 0;
-    for (const r of cell.receivers) {
-      result.duplicated += r.dup;
-      result.reordered += r.reord;
-      for (const s of cell.senders) {
-        const seen = r.seen[s.index] as Bytes;
-        for (let c = 0; c < s.next; c++) if (s.acked.get(c) === 1 && seen.get(c) === 0) missing++;
-      }
-    }
+    const { missing, ...counts } = tally([cell]);
+    Object.assign(result, counts);
     // Still arriving when the drain ran out of time: a backlog, not a loss.
     if (result.drainEnd === "deadline") result.pending = missing;
     else result.lost = missing;
@@ -512,9 +593,6 @@ export async function runCell(
     result.overloaded =
       result.drainEnd === "deadline" ||
       (spec.mode === "rate" && (result.acked < 0.95 * offered || result.drainMs > 1000));
-    result.delivered = cell.delivered;
-    result.frames = cell.frames;
-    result.gaps = cell.gaps;
     result.elapsedMs = Math.max(opts.durationMs, cell.lastDelivery - start);
     result.latency = cell.latency.summary();
     result.ackLatency = cell.ackLatency.summary();

@@ -34,12 +34,15 @@ export interface Options {
   parleyUrl: string | undefined;
 }
 
-const USAGE = `usage: npm run bench -- [--quick] [--duration S] [--receivers 10,100,500] [--senders 1,10]
+const USAGE = `usage: npm run bench -- [--quick] [--duration S] [--receivers 10,100,500,1000] [--senders 1,10]
        [--modes ack,rate] [--targets parley,durable,bare] [--window 8] [--rate 200] [--drain S]
        [--budget S] [--out FILE] [--parley-url http://127.0.0.1:8787]
 Every flag also reads BENCH_<FLAG> from the environment (e.g. BENCH_DURATION=3).
 Other benches: npm run bench -- --presence [--help]   (bench/presence.ts)
-               npm run bench -- --archive [--quick]   (bench/archive.ts)`;
+               npm run bench -- --archive [--quick]   (bench/archive.ts)
+               npm run bench -- --rooms [--help]      (bench/rooms.ts: 50 rooms × 40 clients at once)
+               npm run bench -- --idle [--help]       (bench/idle.ts: 2,000 idle sockets in one room)
+               npm run bench -- --soak [--help]       (bench/soak.ts: 2,000 sockets, 50 rooms, 60 s)`;
 
 function list(value: string, name: string): number[] {
   const out = value.split(",").map((s) => Number(s.trim()));
@@ -54,6 +57,11 @@ function names<T extends string>(value: string, allowed: readonly T[], name: str
   for (const v of out)
     if (!allowed.includes(v)) throw new Error(`--${name}: unknown ${v}; use ${allowed.join(",")}`);
   return out;
+}
+
+/** A `--targets` list (parley,durable,bare). */
+export function parseTargets(value: string): TargetName[] {
+  return names(value, TARGETS, "targets");
 }
 
 function positive(value: string, name: string): number {
@@ -99,7 +107,7 @@ export function parseOptions(argv: string[]): Options {
   return {
     quick,
     durationMs: duration * 1000,
-    receivers: list(get("receivers") ?? (quick ? "10,100" : "10,100,500"), "receivers"),
+    receivers: list(get("receivers") ?? (quick ? "10,100" : "10,100,500,1000"), "receivers"),
     senders: list(get("senders") ?? "1,10", "senders"),
     modes: names(get("modes") ?? "ack,rate", MODES, "modes"),
     targets: names(get("targets") ?? TARGETS.join(","), TARGETS, "targets"),
@@ -108,7 +116,7 @@ export function parseOptions(argv: string[]): Options {
     drainMs: drain * 1000,
     stallMs: Math.min(2000, drain * 1000),
     clientBound: 0.8,
-    budgetMs: positive(get("budget") ?? (quick ? "80" : "345"), "budget") * 1000,
+    budgetMs: positive(get("budget") ?? (quick ? "80" : "720"), "budget") * 1000,
     out: get("out") ?? "bench/results.md",
     parleyUrl: get("parley-url"),
   };

@@ -28,15 +28,15 @@ const CLIENT_BOUND = "†";
 const OVERLOADED = "‡";
 const RELOADED = "⟳";
 
-function int(n: number): string {
+export function int(n: number): string {
   return Math.round(n).toLocaleString("en-US");
 }
 
-function ms(n: number): string {
+export function ms(n: number): string {
   return n >= 100 ? n.toFixed(0) : n >= 10 ? n.toFixed(1) : n.toFixed(2);
 }
 
-function ratio(a: number | undefined, b: number | undefined): string {
+export function ratio(a: number | undefined, b: number | undefined): string {
   if (a === undefined || b === undefined || !Number.isFinite(a) || !Number.isFinite(b) || b === 0) return "–";
   return `${(a / b).toFixed(2)}×`;
 }

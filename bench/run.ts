@@ -9,10 +9,10 @@ import os from "node:os";
 import { dirname, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { type CellResult, type CellSpec, runCell } from "./cell.ts";
-import { type Options, parseOptions, TARGETS } from "./options.ts";
+import { type Options, parseOptions } from "./options.ts";
 import { renderReport } from "./report.ts";
-import { externalServer, type Server, startCeiling, startParley, stopAllSync } from "./servers.ts";
-import { ceilingTarget, parleyTarget, type Target } from "./targets.ts";
+import { type Server, stopAllSync } from "./servers.ts";
+import { startTargets, type Target } from "./targets.ts";
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 const log = (msg: string) => process.stderr.write(`bench: ${msg}\n`);
@@ -40,6 +40,23 @@ if (process.argv.slice(2).includes("--client")) {
 // writes only the "## Archive" section.
 if (process.argv.slice(2).includes("--archive")) {
   await (await import("./archive.ts")).runArchive(process.argv.slice(2));
+  process.exit();
+}
+
+// `--rooms`, `--idle`, `--soak`: many rooms at once (bench/rooms.ts), idle hibernatable sockets in
+// one room (bench/idle.ts), a minute of steady load (bench/soak.ts); each starts and stops its own
+// servers and writes only its own section. After --presence and --archive, whose own `--rooms`
+// takes a value.
+if (process.argv.slice(2).includes("--soak")) {
+  await (await import("./soak.ts")).runSoak(process.argv.slice(2));
+  process.exit();
+}
+if (process.argv.slice(2).includes("--idle")) {
+  await (await import("./idle.ts")).runIdle(process.argv.slice(2));
+  process.exit();
+}
+if (process.argv.slice(2).includes("--rooms")) {
+  await (await import("./rooms.ts")).runRooms(process.argv.slice(2));
   process.exit();
 }
 
@@ -80,43 +97,6 @@ function summary(r: CellResult): string {
   return `${evs} ev/s, ${lat}, sent ${r.sent} acked ${r.acked}, lost/dup/reord ${r.lost}/${r.duplicated}/${r.reordered}, client CPU ${Math.round(r.clientCpu * 100)}%`;
 }
 
-/**
- * Starts the servers the selected targets need, concurrently: Parley, and one ceiling server per
- * ceiling target (so that each one's memory and CPU are its own). A server that does not start is
- * reported and its target left out; the others still run.
- */
-async function startTargets(opts: Options, runId: string, failures: string[]): Promise<Target[]> {
-  const logDir = resolve(root, "bench/out");
-  const track = (s: Server) => {
-    servers.push(s);
-    return s;
-  };
-  const names = TARGETS.filter((name) => opts.targets.includes(name));
-  const retry = async (start: () => Promise<Server>) => {
-    try {
-      return track(await start());
-    } catch (err) {
-      log(`${err instanceof Error ? err.message : String(err)}; retrying once`);
-      return track(await start());
-    }
-  };
-  const starting = names.map(async (name): Promise<Target> => {
-    if (name !== "parley") return ceilingTarget(name, await retry(() => startCeiling(root, logDir, name)));
-    if (!opts.parleyUrl) return parleyTarget(await retry(() => startParley(root, logDir)), runId);
-    return parleyTarget(externalServer(opts.parleyUrl), runId);
-  });
-  const settled = await Promise.allSettled(starting);
-  const targets: Target[] = [];
-  settled.forEach((r, i) => {
-    if (r.status === "fulfilled") targets.push(r.value);
-    else
-      failures.push(
-        `the ${names[i]} server did not start: ${r.reason instanceof Error ? r.reason.message : String(r.reason)}`,
-      );
-  });
-  return targets;
-}
-
 async function main(): Promise<void> {
   const opts = parseOptions(process.argv.slice(2));
   const began = performance.now();
@@ -131,7 +111,12 @@ async function main(): Promise<void> {
   );
   try {
     log("starting servers");
-    const targets = await startTargets(opts, runId, failures);
+    const targets = await startTargets(
+      opts.targets,
+      { root, logDir: resolve(root, "bench/out"), runId, parleyUrl: opts.parleyUrl, log },
+      (s) => servers.push(s),
+      failures,
+    );
     for (const f of failures) log(f);
     log(
       `servers up after ${((performance.now() - began) / 1000).toFixed(1)} s: ${targets.map((t) => t.label).join(", ")}`,

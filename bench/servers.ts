@@ -383,3 +383,55 @@ export function externalServer(url: string): Server {
     stop: async () => {},
   };
 }
+
+/**
+ * The servers one side bench started, stopped together exactly once: when the run ends, on
+ * SIGINT/SIGTERM/SIGHUP (exit 130), or when the run exceeds `budgetMs` (exit 1). `stopAllSync` on
+ * exit is the last resort. `beforeStop` runs first (closing the bench's own sockets).
+ */
+export class ServerGroup {
+  readonly servers: Server[] = [];
+  #stopping: Promise<void> | null = null;
+  #watchdog: NodeJS.Timeout;
+  #beforeStop: () => void = () => {};
+
+  constructor(log: (msg: string) => void, budgetMs: number) {
+    process.on("exit", () => {
+      this.#beforeStop();
+      stopAllSync();
+    });
+    const bail = (why: string, code: number) => {
+      log(`${why}: stopping servers`);
+      const hard = setTimeout(() => process.exit(code), 8000);
+      this.stop().finally(() => {
+        clearTimeout(hard);
+        process.exit(code);
+      });
+    };
+    for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const)
+      process.on(signal, () => bail(signal, 130));
+    this.#watchdog = setTimeout(
+      () => bail(`the run exceeded its budget of ${budgetMs / 1000} s`, 1),
+      budgetMs,
+    );
+    this.#watchdog.unref();
+  }
+
+  track = (server: Server): void => {
+    this.servers.push(server);
+  };
+
+  /** Runs `fn` before the servers stop (also on a signal): the bench closes its sockets there. */
+  onStop(fn: () => void): void {
+    this.#beforeStop = fn;
+  }
+
+  stop(): Promise<void> {
+    clearTimeout(this.#watchdog);
+    this.#stopping ??= (async () => {
+      this.#beforeStop();
+      await Promise.all(this.servers.map((s) => s.stop()));
+    })();
+    return this.#stopping;
+  }
+}

@@ -3,8 +3,8 @@
  * every simulated client connects. Parley goes through its public API (dev login, create room,
  * join, WebSocket with the token header); the ceilings only need an object name.
  */
-import type { TargetName } from "./options.ts";
-import type { Server } from "./servers.ts";
+import { TARGETS, type TargetName } from "./options.ts";
+import { externalServer, type Server, startCeiling, startParley } from "./servers.ts";
 
 export interface Endpoint {
   url: string;
@@ -159,4 +159,59 @@ export function parleyTarget(server: Server, runId: string): Target {
       };
     },
   };
+}
+
+/**
+ * Starts the servers that the targets `names` need, concurrently: Parley (unless `parleyUrl` names
+ * a running one), and one ceiling server per ceiling target (so that each one's memory and CPU are
+ * its own). Each server is handed to `track` as soon as it is up, so that a signal can stop it. A
+ * server that does not start (after one retry) is reported in `failures` and its target left out;
+ * the others still run.
+ */
+export async function startTargets(
+  names: readonly TargetName[],
+  o: {
+    root: string;
+    logDir: string;
+    runId: string;
+    parleyUrl?: string | undefined;
+    /** PARLEY_* limits for the Parley server this starts (on top of the bench's default). */
+    parleyEnv?: Record<string, string>;
+    log: (m: string) => void;
+  },
+  track: (s: Server) => void,
+  failures: string[],
+): Promise<Target[]> {
+  const wanted = TARGETS.filter((name) => names.includes(name));
+  const retry = async (start: () => Promise<Server>) => {
+    let server: Server;
+    try {
+      server = await start();
+    } catch (err) {
+      o.log(`${err instanceof Error ? err.message : String(err)}; retrying once`);
+      server = await start();
+    }
+    track(server);
+    return server;
+  };
+  const starting = wanted.map(async (name): Promise<Target> => {
+    if (name !== "parley")
+      return ceilingTarget(name, await retry(() => startCeiling(o.root, o.logDir, name)));
+    if (!o.parleyUrl)
+      return parleyTarget(
+        await retry(() => startParley(o.root, o.logDir, { env: o.parleyEnv ?? {} })),
+        o.runId,
+      );
+    return parleyTarget(externalServer(o.parleyUrl), o.runId);
+  });
+  const settled = await Promise.allSettled(starting);
+  const targets: Target[] = [];
+  settled.forEach((r, i) => {
+    if (r.status === "fulfilled") targets.push(r.value);
+    else
+      failures.push(
+        `the ${wanted[i]} server did not start: ${r.reason instanceof Error ? r.reason.message : String(r.reason)}`,
+      );
+  });
+  return targets;
 }

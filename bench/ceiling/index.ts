@@ -7,7 +7,11 @@
  *   broadcasts `{"type":"event","seq":N,"frame":<the frame>}` to every socket. The runtime's output
  *   gate holds those sends until the write is durable, exactly as it holds Parley's ack.
  *
- * Routes: `GET /bare/:name/ws`, `GET /durable/:name/ws` (to the object named `:name`), `GET /healthz`.
+ * Routes: `GET /bare/:name/ws`, `GET /durable/:name/ws` (to the object named `:name`), `GET /healthz`,
+ * and `GET /bare/:name/info`, `GET /durable/:name/info`: which instance of the object answers (a
+ * fresh id per construction: a new id after an idle spell means the runtime evicted the object, and
+ * its sockets survived if `sockets` still counts them) and how many sockets it holds. The idle bench
+ * (bench/idle.ts) uses it to see hibernation happen; it wakes the object like any request.
  *
  * The file declares the few runtime types it uses instead of importing the Workers types, so that it
  * type-checks under the bench's Node configuration (tsconfig.node.json) as well.
@@ -43,6 +47,21 @@ interface Env {
 
 declare const WebSocketPair: new () => { 0: CfWebSocket; 1: CfWebSocket };
 
+/** What one construction of an object reports on `/info`. */
+class Incarnation {
+  readonly instance = crypto.randomUUID();
+  /** Constructed at (the runtime's clock, which only advances between I/O events). */
+  readonly born = Date.now();
+
+  info(ctx: CtxLike): Response {
+    return Response.json({ instance: this.instance, born: this.born, sockets: ctx.getWebSockets().length });
+  }
+}
+
+function isInfo(request: Request): boolean {
+  return new URL(request.url).pathname.endsWith("/info");
+}
+
 function accept(ctx: CtxLike, request: Request): Response {
   if (request.headers.get("Upgrade")?.toLowerCase() !== "websocket") {
     return new Response("expected a WebSocket upgrade\n", { status: 426 });
@@ -72,13 +91,14 @@ function closeQuietly(ws: CfWebSocket, code: number, reason: string): void {
 
 export class BareBroadcast {
   ctx: CtxLike;
+  incarnation = new Incarnation();
 
   constructor(ctx: CtxLike, _env: Env) {
     this.ctx = ctx;
   }
 
   fetch(request: Request): Response {
-    return accept(this.ctx, request);
+    return isInfo(request) ? this.incarnation.info(this.ctx) : accept(this.ctx, request);
   }
 
   webSocketMessage(_ws: CfWebSocket, message: string | ArrayBuffer): void {
@@ -93,6 +113,7 @@ export class BareBroadcast {
 export class BareDurable {
   ctx: CtxLike;
   seq: number;
+  incarnation = new Incarnation();
 
   constructor(ctx: CtxLike, _env: Env) {
     this.ctx = ctx;
@@ -102,7 +123,7 @@ export class BareDurable {
   }
 
   fetch(request: Request): Response {
-    return accept(this.ctx, request);
+    return isInfo(request) ? this.incarnation.info(this.ctx) : accept(this.ctx, request);
   }
 
   webSocketMessage(_ws: CfWebSocket, message: string | ArrayBuffer): void {
@@ -118,7 +139,7 @@ export class BareDurable {
   }
 }
 
-const ROUTE = /^\/(bare|durable)\/([A-Za-z0-9_-]{1,128})\/ws$/;
+const ROUTE = /^\/(bare|durable)\/([A-Za-z0-9_-]{1,128})\/(ws|info)$/;
 
 export default {
   fetch(request: Request, env: Env): Response | Promise<Response> {

@@ -746,6 +746,9 @@ export class Room extends DurableObject<Env> {
       this.#strikes.set(ws, s);
     }
     if (++s.count >= this.#limits.badFrameLimit) {
+      // Committed events and their acks go out before the close, so a client closed for bad frames
+      // does not have to retry commands that were stored.
+      this.#flush();
       this.#forget(ws, CLOSE.policy.code);
       closeQuietly(ws, CLOSE.policy.code, CLOSE.policy.reason);
     }

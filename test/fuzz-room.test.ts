@@ -540,9 +540,8 @@ async function fuzzRun(run: { abusive: boolean; batches: Batch[] }) {
   let firstStrikeAt = 0;
   const usedIds: string[] = [];
   let nextId = 0;
-  /** clientId → the seq of every ack it got; and the frame each command was sent as. */
+  /** clientId → the seq of every ack it got. */
   const acked = new Map<string, Set<number>>();
-  const sent = new Map<string, string>();
 
   const clientId = (ref: IdRef) => {
     const reused = ref.fresh ? undefined : pick(usedIds, ref.pick);
@@ -612,7 +611,6 @@ async function fuzzRun(run: { abusive: boolean; batches: Batch[] }) {
           const cmd = command(spec, clientId(spec.id), target);
           const frame = JSON.stringify(cmd);
           socket.send(frame);
-          sent.set(cmd.clientId, frame);
           tally.commands += 1;
           const outcome = model.apply(owner, cmd);
           expected.push(

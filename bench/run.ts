@@ -11,6 +11,7 @@ import { fileURLToPath } from "node:url";
 import { type CellResult, type CellSpec, runCell } from "./cell.ts";
 import { type Options, parseOptions } from "./options.ts";
 import { renderReport } from "./report.ts";
+import { sideSections } from "./sections.ts";
 import { type Server, stopAllSync } from "./servers.ts";
 import { startTargets, type Target } from "./targets.ts";
 
@@ -188,7 +189,9 @@ async function main(): Promise<void> {
   });
   process.stdout.write(`${report}\n`);
   const out = resolve(root, opts.out);
-  writeFileSync(out, `${report}\n`);
+  // The side benches' sections (presence, archive, web client, …) come from other runs: keep them.
+  const side = sideSections(out);
+  writeFileSync(out, side ? `${report}\n\n${side}\n` : `${report}\n`);
   log(`wrote ${out} (${((performance.now() - began) / 1000).toFixed(0)} s in all)`);
   if (results.length === 0 || results.every((r) => !r.ok)) process.exitCode = 1;
 }

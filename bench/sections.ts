@@ -46,3 +46,27 @@ export function writeSection(file: string, section: string, heading: string): vo
   text = text === "" ? section : `${text}\n\n${section}`;
   writeFileSync(file, `${text.replace(/\s+$/, "")}\n`);
 }
+
+/** The side benches' headings: the main bench rewrites bench/results.md and keeps these. */
+export const SIDE_SECTIONS = [
+  "## Presence",
+  "## Upload",
+  "## Archive",
+  "## Web client",
+  "## Many rooms",
+  "## Idle sockets",
+  "## Soak",
+] as const;
+
+/** The side sections `file` holds now (each from its heading to the next `## `), in file order. */
+export function sideSections(file: string): string {
+  if (!existsSync(file)) return "";
+  const lines = readFileSync(file, "utf8").split("\n");
+  const out: string[] = [];
+  let keep = false;
+  for (const line of lines) {
+    if (/^## /.test(line)) keep = (SIDE_SECTIONS as readonly string[]).includes(line.trim());
+    if (keep) out.push(line);
+  }
+  return out.join("\n").replace(/\s+$/, "");
+}

@@ -199,6 +199,36 @@ describe("the web client", () => {
     await screenshot(bob.page, "file-message");
   });
 
+  it("takes an image dropped on the room, previews it while uploading, and shows it inline once sent", async () => {
+    const tenant = unique("drop");
+    const ada = await user(tenant, "Ada");
+    const bob = await user(tenant, "Bob");
+    const roomId = await apiRoom(ada, "pictures", [bob]);
+    await openRoom(ada, roomId);
+    await openRoom(bob, roomId);
+    // A 2×2 PNG, dropped as a file the way a desktop drag delivers it.
+    const png =
+      "iVBORw0KGgoAAAANSUhEUgAAAAIAAAACCAIAAAD91JpzAAAAFklEQVR4nGP8z8DAwMDAxMDAwMAAAAYDAQMzPbgAAAAASUVORK5CYII=";
+    const drop = await ada.page.evaluateHandle((b64) => {
+      const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+      const data = new DataTransfer();
+      data.items.add(new File([bytes], "dot.png", { type: "image/png" }));
+      return data;
+    }, png);
+    await ada.page.dispatchEvent(".room", "dragover", { dataTransfer: drop });
+    await ada.page.dispatchEvent(".room", "drop", { dataTransfer: drop });
+    const chip = ada.page.locator(".room-main .upload", { hasText: "dot.png" });
+    await chip.locator("img.thumb").waitFor();
+    await chip.and(ada.page.locator(".done")).waitFor();
+    await send(ada.page, "a picture");
+
+    const preview = bob.page.locator(".room-main .msg img.preview[alt='dot.png']");
+    await preview.waitFor();
+    await expect.poll(() => preview.evaluate((img) => (img as HTMLImageElement).naturalWidth)).toBe(2);
+    expect(await preview.getAttribute("src")).toMatch(/^\/api\/attachments\/[^/?]+\?inline=1$/);
+    expect(bob.errors).toEqual([]);
+  });
+
   it("shows an unread badge for another room and clears it when that room is read", async () => {
     const tenant = unique("unread");
     const ada = await user(tenant, "Ada");

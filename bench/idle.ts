@@ -15,7 +15,6 @@
  */
 import { dirname, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import { parseArgs } from "node:util";
 import { type Cell, drainCells, tally } from "./cell.ts";
 import {
   BURST,
@@ -28,7 +27,7 @@ import {
   witnessVerdict,
 } from "./eviction.ts";
 import { closeRooms, makeCells, openRooms, prepareRooms, runFleet, terminateFleets } from "./fleet.ts";
-import { numberFlag, parseTargets, type TargetName } from "./options.ts";
+import { parseTargets, sideFlags, type TargetName } from "./options.ts";
 import { int, ms, ratio } from "./report.ts";
 import { type SectionFacts, sectionFacts, writeSection } from "./sections.ts";
 import { reloadCount, ServerGroup, type WorkerdSnapshot, workerdSnapshot } from "./servers.ts";
@@ -52,28 +51,16 @@ export interface IdleOptions {
 const USAGE = `usage: npm run bench -- --idle [--quick] [--sockets 2000] [--wait 30]
        [--targets parley,durable,bare] [--budget 600] [--out bench/results.md]`;
 
-const num = (v: string | undefined, name: string, def: number, min: number, max: number) =>
-  numberFlag(v, name, def, min, max, USAGE);
-
 export function parseIdleOptions(argv: string[]): IdleOptions {
-  const { values } = parseArgs({
-    args: argv,
-    strict: true,
-    options: {
-      idle: { type: "boolean" },
-      quick: { type: "boolean" },
-      sockets: { type: "string" },
-      wait: { type: "string" },
-      targets: { type: "string" },
-      budget: { type: "string" },
-      out: { type: "string" },
-      help: { type: "boolean", short: "h" },
-    },
+  const { values, num } = sideFlags(argv, USAGE, {
+    idle: { type: "boolean" },
+    quick: { type: "boolean" },
+    sockets: { type: "string" },
+    wait: { type: "string" },
+    targets: { type: "string" },
+    budget: { type: "string" },
+    out: { type: "string" },
   });
-  if (values.help) {
-    console.log(USAGE);
-    process.exit(0);
-  }
   const quick = values.quick === true;
   return {
     quick,

@@ -2,7 +2,7 @@
  * @module Bench options: command-line flags, each with a `BENCH_*` environment fallback, and the
  * two presets (default and `--quick`).
  */
-import { parseArgs } from "node:util";
+import { type ParseArgsConfig, parseArgs } from "node:util";
 
 export type Mode = "ack" | "rate";
 export type TargetName = "parley" | "durable" | "bare";
@@ -137,4 +137,27 @@ export function numberFlag(
   if (!Number.isFinite(n) || n < min || n > max)
     throw new Error(`--${name} must be a number in ${min}..${max}\n${usage}`);
   return n;
+}
+
+type FlagOptions = NonNullable<ParseArgsConfig["options"]>;
+
+/**
+ * A side bench's flags: strict `parseArgs` over `options` plus `--help`/`-h` (prints `usage` and
+ * exits), and `num`, which reads a numeric flag and refuses one out of range with the usage.
+ */
+export function sideFlags<const O extends FlagOptions>(argv: string[], usage: string, options: O) {
+  const { values } = parseArgs({
+    args: argv,
+    strict: true,
+    options: { ...options, help: { type: "boolean", short: "h" } } as O & {
+      help: { type: "boolean"; short: "h" };
+    },
+  });
+  if ((values as { help?: boolean }).help) {
+    console.log(usage);
+    process.exit(0);
+  }
+  const num = (v: string | undefined, name: string, def: number, min: number, max: number) =>
+    numberFlag(v, name, def, min, max, usage);
+  return { values, num };
 }

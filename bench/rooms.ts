@@ -8,9 +8,8 @@
  */
 import { dirname, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import { parseArgs } from "node:util";
 import { errorCount, type FleetResult, type FleetSpec, runFleet, terminateFleets } from "./fleet.ts";
-import { numberFlag, parseTargets, type TargetName } from "./options.ts";
+import { parseTargets, sideFlags, type TargetName } from "./options.ts";
 import { int, ms, ratio } from "./report.ts";
 import { type SectionFacts, sectionFacts, writeSection } from "./sections.ts";
 import { ServerGroup } from "./servers.ts";
@@ -47,32 +46,20 @@ const USAGE = `usage: npm run bench -- --rooms [--quick] [--rooms-count 50] [--c
        [--rate MSG_PER_S (default 2 per room)] [--duration 15] [--drain 5]
        [--targets parley,durable,bare] [--budget 480] [--out bench/results.md]`;
 
-const num = (v: string | undefined, name: string, def: number, min: number, max: number) =>
-  numberFlag(v, name, def, min, max, USAGE);
-
 export function parseRoomsOptions(argv: string[]): RoomsOptions {
-  const { values } = parseArgs({
-    args: argv,
-    strict: true,
-    options: {
-      rooms: { type: "boolean" },
-      quick: { type: "boolean" },
-      "rooms-count": { type: "string" },
-      clients: { type: "string" },
-      senders: { type: "string" },
-      rate: { type: "string" },
-      duration: { type: "string" },
-      drain: { type: "string" },
-      targets: { type: "string" },
-      budget: { type: "string" },
-      out: { type: "string" },
-      help: { type: "boolean", short: "h" },
-    },
+  const { values, num } = sideFlags(argv, USAGE, {
+    rooms: { type: "boolean" },
+    quick: { type: "boolean" },
+    "rooms-count": { type: "string" },
+    clients: { type: "string" },
+    senders: { type: "string" },
+    rate: { type: "string" },
+    duration: { type: "string" },
+    drain: { type: "string" },
+    targets: { type: "string" },
+    budget: { type: "string" },
+    out: { type: "string" },
   });
-  if (values.help) {
-    console.log(USAGE);
-    process.exit(0);
-  }
   const quick = values.quick === true;
   const rooms = Math.round(num(values["rooms-count"], "rooms-count", quick ? 10 : 50, 1, 500));
   const clients = Math.round(num(values.clients, "clients", 40, 2, 1000));

@@ -9,9 +9,8 @@
  */
 import { dirname, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import { parseArgs } from "node:util";
 import { errorCount, type FleetResult, runFleet, terminateFleets } from "./fleet.ts";
-import { numberFlag } from "./options.ts";
+import { sideFlags } from "./options.ts";
 import { int, ms } from "./report.ts";
 import { type SectionFacts, sectionFacts, writeSection } from "./sections.ts";
 import { ServerGroup, workerdSnapshot } from "./servers.ts";
@@ -48,33 +47,21 @@ const USAGE = `usage: npm run bench -- --soak [--seconds 60] [--sockets 2000] [-
        [--senders 3] [--rate MSG_PER_S (default 1 per room)] [--sample 5] [--warmup 10]
        [--drain 10] [--flat 10] [--budget S] [--out bench/results.md]`;
 
-const num = (v: string | undefined, name: string, def: number, min: number, max: number) =>
-  numberFlag(v, name, def, min, max, USAGE);
-
 export function parseSoakOptions(argv: string[]): SoakOptions {
-  const { values } = parseArgs({
-    args: argv,
-    strict: true,
-    options: {
-      soak: { type: "boolean" },
-      seconds: { type: "string" },
-      sockets: { type: "string" },
-      "rooms-count": { type: "string" },
-      senders: { type: "string" },
-      rate: { type: "string" },
-      sample: { type: "string" },
-      warmup: { type: "string" },
-      drain: { type: "string" },
-      flat: { type: "string" },
-      budget: { type: "string" },
-      out: { type: "string" },
-      help: { type: "boolean", short: "h" },
-    },
+  const { values, num } = sideFlags(argv, USAGE, {
+    soak: { type: "boolean" },
+    seconds: { type: "string" },
+    sockets: { type: "string" },
+    "rooms-count": { type: "string" },
+    senders: { type: "string" },
+    rate: { type: "string" },
+    sample: { type: "string" },
+    warmup: { type: "string" },
+    drain: { type: "string" },
+    flat: { type: "string" },
+    budget: { type: "string" },
+    out: { type: "string" },
   });
-  if (values.help) {
-    console.log(USAGE);
-    process.exit(0);
-  }
   const seconds = num(values.seconds, "seconds", 60, 5, 3600);
   const rooms = Math.round(num(values["rooms-count"], "rooms-count", 50, 1, 500));
   const sockets = Math.round(num(values.sockets, "sockets", 2000, 2 * rooms, 10_000));

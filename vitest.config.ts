@@ -5,8 +5,9 @@
  * Projects differ only in configuration: "core" (dev auth, a high per-user command rate so
  * concurrency tests are never throttled); "limits" (1 command/s, so throttling tests never depend on
  * machine speed); "pipeline" (small cold-archive thresholds); "access" (production auth: Cloudflare Access applications, an origin allow-list).
- * "browser" is the exception: plain Node driving chromium against the real app (`npm start`'s
- * server, started once per run by test/browser/global-setup.ts).
+ * "browser" is the exception: plain Node driving chromium (test/browser) or raw TCP sockets
+ * (test/system) against the real app (`npm start`'s server, started once per run by
+ * test/browser/global-setup.ts).
  */
 import { cloudflareTest, readD1Migrations } from "@cloudflare/vitest-plugin";
 import { exportJWK, generateKeyPair } from "jose";
@@ -83,7 +84,7 @@ export default defineConfig({
       {
         test: {
           name: "browser",
-          include: ["test/browser/**/*.test.ts"],
+          include: ["test/browser/**/*.test.ts", "test/system/**/*.test.ts"],
           environment: "node",
           globalSetup: ["./test/browser/global-setup.ts"],
           testTimeout: 60_000,

@@ -43,6 +43,17 @@ export interface Limits {
    * megabytes per socket. */
   maxEventsPerFrame: number;
   maxOutFrameChars: number;
+  /** Flow control of room sockets (durable-objects/room-flow.ts): bytes of event frames a socket
+   * opened with `flow=1` may have unconfirmed before the room stops writing to it (the events wait
+   * in the log, not in memory). 1 MiB carries a chat room's busiest minute at any real round-trip
+   * time and keeps 1,000 stalled readers under 1 GB of buffers in the runtime, not in the object. */
+  flowWindowBytes: number;
+  /** A paused socket that confirms nothing for this long is closed (4008) and resumes with `after`:
+   * a reader stuck this long is gone or hopeless, and its slot is better given back. */
+  flowStallMs: number;
+  /** A socket without `flow=1` never confirms, so this is all it is sent on one connection before
+   * it is closed (4008) to resume with `after`: the same 4 MiB an SSE reader may fall behind. */
+  unconfirmedStreamBytes: number;
   /** Lifetime of a dev login token, in seconds. */
   devTokenTtlSeconds: number;
   /** A user is offline when none of their sessions has sent a heartbeat for this long
@@ -98,6 +109,9 @@ export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
   maxJsonBodyBytes: 64 * 1024,
   maxEventsPerFrame: 100,
   maxOutFrameChars: 128 * 1024,
+  flowWindowBytes: 1024 * 1024,
+  flowStallMs: 30_000,
+  unconfirmedStreamBytes: 4 * 1024 * 1024,
   devTokenTtlSeconds: 12 * 60 * 60,
   presenceTimeoutMs: 60_000,
   maxWatch: 500,
@@ -130,6 +144,15 @@ const OVERRIDES = {
   PARLEY_ARCHIVE_RESEND_MS: { key: "archiveResendMs", min: 1000, max: 24 * 60 * 60 * 1000 },
   PARLEY_HOT_EVENTS: { key: "hotEvents", min: 500, max: 10_000_000 },
   PARLEY_SEGMENT_EVENTS: { key: "segmentEvents", min: 10, max: 100_000 },
+  // At least twice what a client may leave unconfirmed (RECEIVED_EVERY_BYTES), or a reader that
+  // keeps up could be paused.
+  PARLEY_FLOW_WINDOW_BYTES: { key: "flowWindowBytes", min: 512 * 1024, max: 64 * 1024 * 1024 },
+  PARLEY_FLOW_STALL_MS: { key: "flowStallMs", min: 1000, max: 60 * 60 * 1000 },
+  PARLEY_UNCONFIRMED_STREAM_BYTES: {
+    key: "unconfirmedStreamBytes",
+    min: 512 * 1024,
+    max: 1024 * 1024 * 1024,
+  },
 } as const satisfies Record<string, { key: keyof Limits; min: number; max: number }>;
 
 export type LimitVars = Partial<Record<keyof typeof OVERRIDES, string | undefined>>;

@@ -416,6 +416,19 @@ export class RoomLog {
       .map((r) => ({ ...r, deleted: r.deleted === 1 }));
   }
 
+  /** UTF-8 bytes of the events in (after, until], reading at most the newest `maxRows` of them
+   * (flow control's estimate after a wake: durable-objects/room-flow.ts). */
+  eventBytes(after: number, until: number, maxRows: number): number {
+    return (
+      this.#one<{ n: number }>(
+        "SELECT COALESCE(SUM(length(CAST(json AS BLOB))), 0) AS n FROM (SELECT json FROM events WHERE seq > ? AND seq <= ? ORDER BY seq DESC LIMIT ?)",
+        after,
+        until,
+        maxRows,
+      )?.n ?? 0
+    );
+  }
+
   /** Events with seq < before, the newest `limit` of them, ascending; cold ones as in `rowsAfter`. */
   rowsBefore(before: number, limit: number): StoredRow[] {
     return this.#sql

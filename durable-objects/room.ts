@@ -6,7 +6,9 @@
  * Lifecycle: the worker authenticates and forwards the upgrade unchanged (with the caller's
  * identity in a header only it can set); `fetch` accepts the socket, replays what the client missed
  * and sends `ready`; `webSocketMessage` validates and applies each frame. Per-socket state lives in
- * the socket's attachment, so nothing is lost when the object hibernates.
+ * the socket's attachment, so nothing is lost when the object hibernates. What each socket may be
+ * sent is bounded by flow control (room-flow.ts): a client that stops reading is paused, never
+ * buffered for.
  */
 import { DurableObject } from "cloudflare:workers";
 import { type Limits, limitsOf } from "../config/limits.ts";
@@ -25,6 +27,7 @@ import {
   type SequencedCommand,
   type ServerFrame,
   type UserRef,
+  utf8Bytes,
 } from "../protocol/index.ts";
 import { log } from "../worker/observability/log.ts";
 import { record } from "../worker/observability/metrics.ts";
@@ -36,6 +39,7 @@ import { type AttachmentRecord, deleteStored, RoomAttachments } from "./room-att
 import { ColdArchive } from "./room-cold.ts";
 import { type Actor, applyCommand, type CommandResult, type CommandStores } from "./room-commands.ts";
 import { FallbackTransports, sseControl, sseEvents } from "./room-fallback.ts";
+import { type FlowAttachment, FlowState } from "./room-flow.ts";
 import { type Member, RoomLog, type RoomMeta, type StoredRow } from "./room-log.ts";
 import { Outbox, queueBatches } from "./room-outbox.ts";
 
@@ -48,10 +52,24 @@ export function encodeIdentity(info: SocketInfo): string {
   return encodeURIComponent(JSON.stringify(info));
 }
 
-/** What each socket carries through hibernation (its serialized attachment). */
+/** Who is on a socket (handed over by the worker in IDENTITY_HEADER). */
 export interface SocketInfo extends Actor {
   tenantId: string;
 }
+
+/** What each socket carries through hibernation (its serialized attachment). Sockets accepted before
+ * flow control existed have no flow fields (see `#flowOf`). */
+type SocketAttachment = SocketInfo & Partial<FlowAttachment>;
+
+/** One outgoing `event`/`events` frame, with what flow control counts of it. */
+interface OutFrame {
+  text: string;
+  lastSeq: number;
+  bytes: number;
+}
+
+/** Events read to estimate a woken socket's unconfirmed bytes (room-flow.ts): bounds the cost. */
+const FLOW_ESTIMATE_ROWS = 1000;
 
 export interface HistoryQuery {
   before?: number;
@@ -101,13 +119,19 @@ export class Room extends DurableObject<Env> {
   #alarmAt: number | null = null;
   readonly #rate: RateLimiter;
   /** Attachments deserialized once per wake, not once per frame. */
-  readonly #sockets = new Map<WebSocket, SocketInfo>();
+  readonly #sockets = new Map<WebSocket, SocketAttachment>();
+  /** Flow control per socket (room-flow.ts), rebuilt from the attachment after a wake. */
+  readonly #flow = new Map<WebSocket, FlowState>();
+  /** Every event up to here has been written to every socket that is not paused. */
+  #flushedSeq: number;
+  /** Woken sockets' byte estimates, by range: sockets tend to share them. */
+  readonly #estimates = new Map<string, number>();
   readonly #strikes = new Map<WebSocket, { count: number; since: number }>();
   /** Sockets whose close was counted (see `#forget`). */
   readonly #closed = new WeakSet<WebSocket>();
   readonly #typingAt = new Map<string, number>();
   /** Events committed but not yet sent, and acks waiting behind them (see `#flush`). */
-  #pending: string[] = [];
+  #pending: { seq: number; json: string }[] = [];
   #pendingAcks = new Map<WebSocket, string[]>();
   readonly #activity = new ActivityBatch();
   readonly #fallback = new FallbackTransports();
@@ -117,6 +141,8 @@ export class Room extends DurableObject<Env> {
     super(ctx, env);
     this.#limits = limitsOf(env);
     this.#log = new RoomLog(ctx.storage);
+    // Nothing is pending in a new life: whatever was committed went out before the room slept.
+    this.#flushedSeq = this.#log.lastSeq;
     this.#outbox = new Outbox(ctx.storage.sql);
     this.#cold = new ColdArchive(ctx.storage, () => filesBucket(env, this.#meta().tenantId));
     // After the log: its migrations create the attachments table.
@@ -548,17 +574,21 @@ export class Room extends DurableObject<Env> {
     this.#flush();
     const [client, server] = Object.values(new WebSocketPair()) as [WebSocket, WebSocket];
     this.ctx.acceptWebSocket(server, [info.id]);
-    server.serializeAttachment(info);
-    this.#sockets.set(server, info);
+    const flow = new URL(request.url).searchParams.get("flow") === "1";
 
     // Replays come from SQLite only: a client further behind than the cap (or than the cold archive
     // boundary, which is never closer than the cap) pages history instead.
     if (lastSeq - after > this.#limits.replayCap || after < this.#cold.coldSeq) {
+      this.#admitSocket(server, info, new FlowState(flow, lastSeq, lastSeq));
       send(server, { type: "gap", after, lastSeq });
+      send(server, { type: "ready", lastSeq });
     } else {
-      this.#replay(server, after, lastSeq);
+      const state = new FlowState(flow, after, after);
+      state.readyOwed = true;
+      this.#admitSocket(server, info, state);
+      // The replay, then `ready`; or as much of it as the flow window allows, the rest on resume.
+      this.#catchUp(server, state);
     }
-    send(server, { type: "ready", lastSeq });
     record(this.env, {
       name: "ws_open",
       tenant: meta.tenantId,
@@ -634,6 +664,10 @@ export class Room extends DurableObject<Env> {
     if (!this.#log.member(info.id)) {
       this.#forget(ws, CLOSE.revoked.code);
       closeQuietly(ws, CLOSE.revoked.code, CLOSE.revoked.reason);
+      return;
+    }
+    if (frame.type === "received") {
+      this.#received(ws, info, frame.seq);
       return;
     }
     // Every frame that reaches the object costs its thread, pings included (the exact
@@ -733,7 +767,9 @@ export class Room extends DurableObject<Env> {
       user: { id: info.id, name: info.name },
     } satisfies ServerFrame);
     for (const other of this.ctx.getWebSockets()) {
-      if (other !== ws && this.#info(other)?.id !== info.id) sendRaw(other, frame);
+      // A paused socket is not reading: an ephemeral notice is dropped, not queued.
+      if (other !== ws && this.#info(other)?.id !== info.id && !this.#flow.get(other)?.paused)
+        sendRaw(other, frame);
     }
   }
 
@@ -754,10 +790,10 @@ export class Room extends DurableObject<Env> {
     }
   }
 
-  #info(ws: WebSocket): SocketInfo | undefined {
+  #info(ws: WebSocket): SocketAttachment | undefined {
     let info = this.#sockets.get(ws);
     if (!info) {
-      info = (ws.deserializeAttachment() as SocketInfo | null) ?? undefined;
+      info = (ws.deserializeAttachment() as SocketAttachment | null) ?? undefined;
       if (info) this.#sockets.set(ws, info);
     }
     return info;
@@ -768,6 +804,7 @@ export class Room extends DurableObject<Env> {
    * memory, so a hibernation between the two counts that socket twice; rare enough for a metric.) */
   #forget(ws: WebSocket, code: number): void {
     this.#sockets.delete(ws);
+    this.#flow.delete(ws);
     this.#strikes.delete(ws);
     this.#pendingAcks.delete(ws);
     if (this.#closed.has(ws)) return;
@@ -802,25 +839,165 @@ export class Room extends DurableObject<Env> {
 
   // ---- fan-out -----------------------------------------------------------------------------
 
-  /** Sends events with seq in (after, lastSeq] to one socket, in frames of bounded size. */
-  #replay(ws: WebSocket, after: number, lastSeq: number): void {
-    let from = after;
-    while (from < lastSeq) {
-      const rows = this.#log.rowsAfter(from, this.#limits.maxEventsPerFrame, lastSeq);
-      if (rows.some((r) => r.json === "")) throw new Error("replay reached the cold archive");
+  // ---- flow control (room-flow.ts) ---------------------------------------------------------
+
+  #admitSocket(ws: WebSocket, info: SocketInfo, state: FlowState): void {
+    this.#flow.set(ws, state);
+    this.#saveFlow(ws, info, state);
+  }
+
+  /** Writes the socket's attachment: its identity and the flow state a wake must find. */
+  #saveFlow(ws: WebSocket, info: SocketInfo, state: FlowState): void {
+    const attachment: SocketAttachment = {
+      id: info.id,
+      name: info.name,
+      role: info.role,
+      tenantId: info.tenantId,
+      ...state.attachment(),
+    };
+    try {
+      ws.serializeAttachment(attachment);
+    } catch {
+      // closed meanwhile
+    }
+    this.#sockets.set(ws, attachment);
+  }
+
+  /** A socket's flow state; after a wake, rebuilt from its attachment. */
+  #flowOf(ws: WebSocket): FlowState | undefined {
+    const known = this.#flow.get(ws);
+    if (known) return known;
+    const info = this.#info(ws);
+    if (!info) return undefined;
+    const state = FlowState.restore(
+      {
+        flow: info.flow ?? false,
+        confirmed: info.confirmed ?? this.#flushedSeq,
+        ...(info.paused ? { paused: info.paused } : {}),
+      },
+      this.#flushedSeq,
+      (after, until) => this.#estimate(after, until),
+    );
+    this.#flow.set(ws, state);
+    return state;
+  }
+
+  #estimate(after: number, until: number): number {
+    if (after >= until) return 0;
+    const key = `${after}:${until}`;
+    let bytes = this.#estimates.get(key);
+    if (bytes === undefined) {
+      if (this.#estimates.size > 1000) this.#estimates.clear();
+      bytes = this.#log.eventBytes(after, until, FLOW_ESTIMATE_ROWS);
+      this.#estimates.set(key, bytes);
+    }
+    return bytes;
+  }
+
+  /** `{"type":"received","seq"}`: frees the socket's window up to `seq` and resumes it if paused. */
+  #received(ws: WebSocket, info: SocketInfo, seq: number): void {
+    const state = this.#flowOf(ws);
+    if (!state) return;
+    let advanced: boolean;
+    try {
+      advanced = state.confirm(seq);
+    } catch (err) {
+      sendError(ws, "bad_request", (err as Error).message);
+      this.#refused("bad_request", "received", "ws");
+      this.#strike(ws);
+      return;
+    }
+    if (!advanced) {
+      // Repeating a confirmation frees nothing: it costs the sender like any other frame.
+      const refused = this.#admit(info.id);
+      if (refused) {
+        sendError(ws, refused.code, refused.message, undefined, refused.retryAfter);
+        this.#refused(refused.code, "received", "ws");
+      }
+      return;
+    }
+    if (state.paused && !state.over(this.#limits)) this.#catchUp(ws, state);
+    else this.#saveFlow(ws, info, state);
+  }
+
+  /**
+   * Writes a socket everything flushed that it has not been sent yet (its connect replay, or what
+   * it missed while paused), straight from the log, until its window is full. Once it has caught
+   * up it is live again: `ready` if it is still owed, then the acks held while it was paused.
+   */
+  #catchUp(ws: WebSocket, state: FlowState): void {
+    const until = this.#flushedSeq;
+    const behind = until - state.sentSeq;
+    if (behind > this.#limits.replayCap || (behind > 0 && state.sentSeq < this.#cold.coldSeq)) {
+      // Further behind than a replay reaches: reconnecting gets it `gap`, and it pages history.
+      this.#closeSlow(ws);
+      return;
+    }
+    for (let from = state.sentSeq; from < until; ) {
+      const rows = this.#log.rowsAfter(from, this.#limits.maxEventsPerFrame, until);
       const last = rows.at(-1);
       if (!last) break;
-      for (const frame of eventFrames(
-        rows.map((r) => r.json),
-        this.#limits,
-      ))
-        sendRaw(ws, frame);
+      if (rows.some((r) => r.json === "")) {
+        this.#closeSlow(ws);
+        return;
+      }
+      if (!this.#write(ws, state, eventFrames(rows, this.#limits))) return;
       from = last.seq;
     }
+    const wasPaused = state.paused || state.readyOwed;
+    state.resume();
+    if (state.readyOwed) {
+      state.readyOwed = false;
+      send(ws, { type: "ready", lastSeq: until });
+    }
+    for (const ack of state.held) sendRaw(ws, ack);
+    state.held = [];
+    const info = this.#info(ws);
+    if (wasPaused && info) this.#saveFlow(ws, info, state);
+  }
+
+  /** Writes frames the socket has not been sent, until its window is full; false if it then had
+   * to stop (paused, or closed for never confirming). */
+  #write(ws: WebSocket, state: FlowState, frames: readonly OutFrame[]): boolean {
+    for (const frame of frames) {
+      if (frame.lastSeq <= state.sentSeq) continue;
+      sendRaw(ws, frame.text);
+      state.sent(frame.lastSeq, frame.bytes);
+      if (state.over(this.#limits)) {
+        if (!state.confirms) {
+          this.#closeSlow(ws);
+          return false;
+        }
+        state.pause(Date.now());
+        const info = this.#info(ws);
+        if (info) this.#saveFlow(ws, info, state);
+        return false;
+      }
+    }
+    return true;
+  }
+
+  /** Closes a socket that stopped reading (4008): the client reconnects with `after`. */
+  #closeSlow(ws: WebSocket): void {
+    const state = this.#flow.get(ws);
+    const info = this.#info(ws);
+    const meta = this.#log.meta();
+    if (meta && info && state)
+      log({
+        event: "slow_consumer_closed",
+        room: meta.roomId,
+        user: info.id,
+        sentSeq: state.sentSeq,
+        confirmedSeq: state.confirmedSeq,
+        unconfirmedBytes: state.unconfirmed,
+        paused: state.paused,
+      });
+    this.#forget(ws, CLOSE.slow.code);
+    closeQuietly(ws, CLOSE.slow.code, CLOSE.slow.reason);
   }
 
   #broadcast(json: string, seq: number, mentioned: readonly string[] = []): void {
-    this.#pending.push(json);
+    this.#pending.push({ seq, json });
     this.#scheduleFlush();
     this.#wakeAt(Date.now() + this.#limits.outboxDrainDelayMs);
     if (this.#activity.add(seq, mentioned))
@@ -872,38 +1049,51 @@ export class Room extends DurableObject<Env> {
     this.#pending = [];
     this.#pendingAcks = new Map();
     const frames = eventFrames(events, this.#limits);
+    const now = Date.now();
     for (const ws of this.ctx.getWebSockets()) {
-      for (const frame of frames) sendRaw(ws, frame);
+      const state = this.#flowOf(ws);
+      if (!state) continue;
+      if (!state.paused) this.#write(ws, state, frames);
       const mine = acks.get(ws);
-      if (mine) for (const ack of mine) sendRaw(ws, ack);
+      // An ack goes after its event: a paused socket gets it when it has caught up.
+      if (mine && state.paused) state.held.push(...mine);
+      else if (mine) for (const ack of mine) sendRaw(ws, ack);
+      if (state.stalled(now, this.#limits) || state.held.length > MAX_HELD_ACKS) this.#closeSlow(ws);
     }
-    this.#fallback.publish(events);
+    this.#flushedSeq = this.#log.lastSeq;
+    if (events.length > 0) this.#fallback.publish(events.map((e) => e.json));
   }
 }
 
+/** Acks a paused socket may have waiting (a rate-limited sender's burst is far less); past it the
+ * socket is closed as slow. */
+const MAX_HELD_ACKS = 1000;
+
 /** Consecutive events as `event`/`events` frames of at most `maxEventsPerFrame` events and about
  * `maxOutFrameChars` characters (one event larger than that still goes alone). */
-function eventFrames(jsons: string[], limits: Limits): string[] {
-  const frames: string[] = [];
+function eventFrames(events: readonly { seq: number; json: string }[], limits: Limits): OutFrame[] {
+  const frames: OutFrame[] = [];
   let batch: string[] = [];
   let chars = 0;
+  let lastSeq = 0;
   const cut = () => {
     if (batch.length === 0) return;
-    frames.push(
+    const text =
       batch.length === 1
         ? `{"type":"event","event":${batch[0]}}`
-        : `{"type":"events","events":[${batch.join(",")}]}`,
-    );
+        : `{"type":"events","events":[${batch.join(",")}]}`;
+    frames.push({ text, lastSeq, bytes: utf8Bytes(text) });
     batch = [];
     chars = 0;
   };
-  for (const json of jsons) {
+  for (const { seq, json } of events) {
     const full =
       batch.length >= limits.maxEventsPerFrame ||
       (batch.length > 0 && chars + json.length > limits.maxOutFrameChars);
     if (full) cut();
     batch.push(json);
     chars += json.length;
+    lastSeq = seq;
   }
   cut();
   return frames;

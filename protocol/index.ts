@@ -46,7 +46,14 @@ export const CLOSE = {
   policy: { code: 1008, reason: "too many bad frames" },
   /** The user lost access to the room (left or was removed). */
   revoked: { code: 4403, reason: "membership revoked" },
+  /** The client stopped reading (flow control, docs/protocol.md): it reconnects with `after`. */
+  slow: { code: 4008, reason: "slow consumer: reconnect with after" },
 } as const;
+
+/** Flow control (docs/protocol.md): a room socket opened with this query parameter confirms what it
+ * reads with `{"type":"received","seq"}` at least every `RECEIVED_EVERY_BYTES` of event frames. */
+export const FLOW_PARAM = "flow=1";
+export const RECEIVED_EVERY_BYTES = 256 * 1024;
 
 // ---------------------------------------------------------------------------------------------
 // Events: the room's totally ordered log
@@ -157,6 +164,7 @@ export type ClientFrame =
   | SequencedCommand
   | { type: "typing" }
   | { type: "read"; seq: number }
+  | { type: "received"; seq: number }
   | { type: "ping" };
 
 export type ServerFrame =
@@ -333,6 +341,9 @@ export function parseClientFrame(raw: string | ArrayBuffer, limits: FieldLimits)
     case "read":
       if (!isSeq(o.seq)) return bad("seq must be a positive integer");
       return { ok: true, value: { type: "read", seq: o.seq } };
+    case "received":
+      if (!isSeq(o.seq)) return bad("seq must be a positive integer");
+      return { ok: true, value: { type: "received", seq: o.seq } };
     case "send":
     case "edit":
     case "delete":

@@ -3,7 +3,13 @@
  * fetch handler and WebSockets through real upgrades, as an outside client would.
  */
 import { exports } from "cloudflare:workers";
-import { eventsOf, parseServerFrame, type RoomEvent, type ServerFrame } from "../protocol/index.ts";
+import {
+  eventsOf,
+  parseServerFrame,
+  type RoomEvent,
+  type ServerFrame,
+  utf8Bytes,
+} from "../protocol/index.ts";
 
 const ORIGIN = "http://parley.test";
 let counter = 0;
@@ -79,16 +85,30 @@ export class Client {
   readonly frames: ServerFrame[] = [];
   readonly events: RoomEvent[] = [];
   closed: { code: number; reason: string } | null = null;
+  /** UTF-8 bytes of the event frames received. */
+  eventBytes = 0;
+  /** Flow control (sockets opened with `flow=1`): when set, confirms with `received` every this
+   * many event bytes, as the SDK does; null never confirms (a reader that fell behind). */
+  confirmEvery: number | null = null;
+  #unconfirmed = 0;
   readonly #ws: WebSocket;
   #waiters: (() => void)[] = [];
 
   private constructor(ws: WebSocket) {
     this.#ws = ws;
     ws.addEventListener("message", (e) => {
-      const frame = parseServerFrame(typeof e.data === "string" ? e.data : "");
+      const text = typeof e.data === "string" ? e.data : "";
+      const frame = parseServerFrame(text);
       if (!frame) throw new Error(`server sent a frame that is not JSON: ${String(e.data)}`);
       this.frames.push(frame);
-      this.events.push(...eventsOf(frame));
+      const events = eventsOf(frame);
+      this.events.push(...events);
+      if (events.length > 0) {
+        const bytes = utf8Bytes(text);
+        this.eventBytes += bytes;
+        this.#unconfirmed += bytes;
+        if (this.confirmEvery !== null && this.#unconfirmed >= this.confirmEvery) this.confirm();
+      }
       this.#wake();
     });
     ws.addEventListener("close", (e) => {
@@ -97,8 +117,16 @@ export class Client {
     });
   }
 
-  static async open(user: Pick<User, "token">, roomId: string, after = 0): Promise<Client> {
-    const res = await Client.upgrade(user, roomId, `after=${after}`);
+  /** Confirms every event received so far (`{"type":"received"}`, flow control). */
+  confirm(): void {
+    const last = this.events.at(-1);
+    if (!last) return;
+    this.#unconfirmed = 0;
+    this.send({ type: "received", seq: last.seq });
+  }
+
+  static async open(user: Pick<User, "token">, roomId: string, after = 0, query = ""): Promise<Client> {
+    const res = await Client.upgrade(user, roomId, `after=${after}${query}`);
     if (!res.webSocket) throw new Error(`upgrade refused: ${res.status} ${await res.text()}`);
     res.webSocket.accept();
     return new Client(res.webSocket);

@@ -267,13 +267,14 @@ export class RoomSession {
   /** A frame that cannot be handled (say, history failed while filling a hole) drops the connection
    * so that the next one resumes from the last seq delivered. Ending the turn matters: a transport
    * closed by the session does not report `closed`, and the run loop would wait on it for ever. */
-  #enqueue(frame: ServerFrame): void {
+  #enqueue(frame: ServerFrame): Promise<void> {
     this.#chain = this.#chain
       .then(() => this.#handle(frame))
       .catch(() => {
         this.#transport?.close();
         this.#endTurn?.();
       });
+    return this.#chain;
   }
 
   async #handle(frame: ServerFrame): Promise<void> {

@@ -6,9 +6,12 @@
  */
 import {
   type ClientFrame,
+  FLOW_PARAM,
   parseServerFrame,
+  RECEIVED_EVERY_BYTES,
   type RoomEvent,
   type ServerFrame,
+  utf8Bytes,
 } from "../../protocol/index.ts";
 import { type Connection, request } from "./http.ts";
 import { SseParser } from "./sse.ts";
@@ -16,7 +19,8 @@ import { SseParser } from "./sse.ts";
 export type TransportKind = "websocket" | "sse" | "poll";
 
 export interface TransportHandlers {
-  frame(frame: ServerFrame): void;
+  /** Handles a frame; settles once the session has processed it (flow control confirms then). */
+  frame(frame: ServerFrame): Promise<void> | void;
   /** The transport ended (after having opened); the session reconnects. */
   closed(reason: string): void;
 }
@@ -59,16 +63,38 @@ export function browserSocket(baseUrl: string): SocketOpener {
 
 export function websocketTransport(open: SocketOpener): TransportFactory {
   return async (roomId, after, h) => {
-    const ws = await open(`/api/rooms/${roomId}/ws?after=${after}`);
+    const ws = await open(`/api/rooms/${roomId}/ws?after=${after}&${FLOW_PARAM}`);
     let done = false;
     const end = (reason: string) => {
       if (done) return;
       done = true;
       h.closed(reason);
     };
+    // Flow control (docs/protocol.md): event bytes processed since the last confirmation. A frame is
+    // confirmed once the session has handled it, so a session that falls behind (paging a gap, a
+    // slow application) holds the room back instead of piling frames up in memory.
+    let unconfirmed = 0;
     ws.addEventListener("message", (e) => {
-      const frame = parseServerFrame(typeof e.data === "string" ? e.data : "");
-      if (frame) h.frame(frame);
+      const text = typeof e.data === "string" ? e.data : "";
+      const frame = parseServerFrame(text);
+      if (!frame) return;
+      const handled = h.frame(frame);
+      const seq =
+        frame.type === "event"
+          ? frame.event.seq
+          : frame.type === "events"
+            ? frame.events.at(-1)?.seq
+            : undefined;
+      if (seq === undefined) return;
+      const bytes = utf8Bytes(text);
+      void Promise.resolve(handled).then(() => {
+        unconfirmed += bytes;
+        if (unconfirmed < RECEIVED_EVERY_BYTES || done) return;
+        unconfirmed = 0;
+        try {
+          ws.send(JSON.stringify({ type: "received", seq } satisfies ClientFrame));
+        } catch {}
+      });
     });
     ws.addEventListener("close", () => end("socket closed"));
     ws.addEventListener("error", () => end("socket error"));

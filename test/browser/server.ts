@@ -25,7 +25,13 @@ export async function startApp(): Promise<AppServer> {
     tempPrefix: "parley-browser-",
     // Browser tests act as several users at machine speed; 1000/s keeps them clear of the per-user
     // throttle without hiding it entirely as the bench's 100000 does.
-    env: { PARLEY_USER_COMMANDS_PER_SECOND: "1000" },
+    // The slow-consumer test (test/system) needs less traffic and waits less with a smaller budget
+    // for sockets that never confirm and a shorter stall limit.
+    env: {
+      PARLEY_USER_COMMANDS_PER_SECOND: "1000",
+      PARLEY_UNCONFIRMED_STREAM_BYTES: String(1024 * 1024),
+      PARLEY_FLOW_STALL_MS: "10000",
+    },
     timeoutMs: 90_000,
   });
 }

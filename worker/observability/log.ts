@@ -43,7 +43,17 @@ export type LogEvent =
   | Failure<"activity_failed", { room: string }>
   | Failure<"audit_write_failed", { room: string }>
   | Failure<"room_alarm_step_failed", { step: string }>
-  | Failure<"metrics_write_failed", Record<never, never>>;
+  | Failure<"metrics_write_failed", Record<never, never>>
+  /** A room socket that stopped reading was closed with 4008 (durable-objects/room-flow.ts). */
+  | {
+      event: "slow_consumer_closed";
+      room: string;
+      user: string;
+      sentSeq: number;
+      confirmedSeq: number;
+      unconfirmedBytes: number;
+      paused: boolean;
+    };
 
 type Level = "info" | "warn" | "error";
 
@@ -51,6 +61,7 @@ type Level = "info" | "warn" | "error";
  * compile until it is given one here. */
 const LEVEL: { [E in LogEvent["event"]]: Level } = {
   request: "info",
+  slow_consumer_closed: "warn",
   unhandled_error: "error",
   queue_unknown: "error",
   archive_malformed: "error",

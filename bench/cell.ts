@@ -10,7 +10,7 @@
  * the sender takes its own message as its ack.
  */
 import WebSocket from "ws";
-import { eventsOf, parseServerFrame } from "../protocol/index.ts";
+import { eventsOf, parseServerFrame, RECEIVED_EVERY_BYTES } from "../protocol/index.ts";
 import type { Mode, Options, TargetName } from "./options.ts";
 import { reloadCount, type WorkerdSnapshot, workerdSnapshot } from "./servers.ts";
 import { Bytes, Floats, type LatencySummary, Samples } from "./stats.ts";
@@ -157,6 +157,8 @@ export class Cell {
   gaps = 0;
   errorCodes: Record<string, number> = {};
   sockets: WebSocket[] = [];
+  /** Appended to every message text (the slow-consumers bench sends bigger messages). */
+  padding = "";
   closing = false;
   /** Sockets the server closed (or that dropped) before the bench closed them. */
   closes: string[] = [];
@@ -186,7 +188,7 @@ export class Cell {
     if (!ws || ws.readyState !== WebSocket.OPEN) return false;
     const c = sender.next++;
     const t = now();
-    const text = JSON.stringify({ s: sender.index, c, t, m: FILLER });
+    const text = JSON.stringify({ s: sender.index, c, t, m: FILLER + this.padding });
     sender.sentAt.set(c, t);
     sender.inflight++;
     ws.send(JSON.stringify({ type: "send", clientId: `s${sender.index}c${c}`, text }));
@@ -240,39 +242,42 @@ export class Cell {
   }
 
   /** Handles one frame for a receiver (`r`) or a sender (`s`); resolves `ready` with the last seq. */
-  onFrame(raw: string, r: Receiver | null, s: Sender | null, ready: (lastSeq: number) => void): void {
+  /** Handles one frame; returns the seq of the last event it carried (Parley), else 0. */
+  onFrame(raw: string, r: Receiver | null, s: Sender | null, ready: (lastSeq: number) => void): number {
     const at = now();
     if (this.kind === "parley") {
       const frame = parseServerFrame(raw);
-      if (!frame) return;
+      if (!frame) return 0;
       switch (frame.type) {
         case "event":
-        case "events":
-          if (!r) return;
+        case "events": {
+          const events = eventsOf(frame);
+          if (!r) return events.at(-1)?.seq ?? 0;
           this.frames++;
-          for (const ev of eventsOf(frame)) {
+          for (const ev of events) {
             if (ev.kind !== "message") continue;
             const p = payloadOf(ev.text);
             if (p) this.deliver(r, p, ev.seq, at);
           }
-          return;
+          return events.at(-1)?.seq ?? 0;
+        }
         case "ack":
           if (s) this.ack(s, counterOf(frame.clientId), at);
-          return;
+          return 0;
         case "ready":
           ready(frame.lastSeq);
-          return;
+          return 0;
         case "gap":
           this.gaps++;
           ready(frame.lastSeq);
-          return;
+          return 0;
         case "error":
           if (s && typeof frame.clientId === "string")
             this.nack(s, counterOf(frame.clientId), frame.code, at);
           else this.errorCodes[frame.code] = (this.errorCodes[frame.code] ?? 0) + 1;
-          return;
+          return 0;
         default:
-          return;
+          return 0;
       }
     }
     type Sent = { text?: unknown; clientId?: unknown };
@@ -280,18 +285,19 @@ export class Cell {
     try {
       o = JSON.parse(raw);
     } catch {
-      return;
+      return 0;
     }
     const inner = this.kind === "durable" ? o.frame : o;
-    if (!inner) return;
+    if (!inner) return 0;
     const p = payloadOf(inner.text);
-    if (!p) return;
+    if (!p) return 0;
     if (r) {
       this.frames++;
       this.deliver(r, p, typeof o.seq === "number" ? o.seq : 0, at);
     }
     if (s && p.s === s.index && typeof inner.clientId === "string")
       this.ack(s, counterOf(inner.clientId), at);
+    return 0;
   }
 
   open(
@@ -327,8 +333,16 @@ export class Cell {
         ws.terminate();
         reject(err);
       };
+      // Flow control (Parley sockets are opened with flow=1): confirm what was read, as the SDK does.
+      let unconfirmed = 0;
       ws.on("message", (data: Buffer, isBinary: boolean) => {
-        if (!isBinary) this.onFrame(data.toString(), r, s, done);
+        if (isBinary) return;
+        const seq = this.onFrame(data.toString(), r, s, done);
+        if (seq === 0) return;
+        unconfirmed += data.length;
+        if (unconfirmed < RECEIVED_EVERY_BYTES) return;
+        unconfirmed = 0;
+        ws.send(JSON.stringify({ type: "received", seq }));
       });
       ws.on("open", () => {
         if (!hasReady) done(0);

@@ -52,6 +52,11 @@ if (process.argv.slice(2).includes("--soak")) {
   await (await import("./soak.ts")).runSoak(process.argv.slice(2));
   process.exit();
 }
+// `--slow`: readers that stop reading (bench/slow.ts), its own servers and "## Slow consumers".
+if (process.argv.slice(2).includes("--slow")) {
+  await (await import("./slow.ts")).runSlow(process.argv.slice(2));
+  process.exit();
+}
 if (process.argv.slice(2).includes("--idle")) {
   await (await import("./idle.ts")).runIdle(process.argv.slice(2));
   process.exit();

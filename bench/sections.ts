@@ -56,6 +56,7 @@ export const SIDE_SECTIONS = [
   "## Many rooms",
   "## Idle sockets",
   "## Soak",
+  "## Slow consumers",
 ] as const;
 
 /** The side sections `file` holds now (each from its heading to the next `## `), in file order. */

@@ -3,6 +3,7 @@
  * every simulated client connects. Parley goes through its public API (dev login, create room,
  * join, WebSocket with the token header); the ceilings only need an object name.
  */
+import { FLOW_PARAM } from "../protocol/index.ts";
 import { TARGETS, type TargetName } from "./options.ts";
 import { externalServer, type Server, startCeiling, startParley } from "./servers.ts";
 
@@ -130,7 +131,7 @@ export function parleyTarget(server: Server, runId: string): Target {
   }
 
   const endpoint = (roomId: string, token: string, after: number): Endpoint => ({
-    url: `${wsBase}/api/rooms/${encodeURIComponent(roomId)}/ws?after=${after}`,
+    url: `${wsBase}/api/rooms/${encodeURIComponent(roomId)}/ws?after=${after}&${FLOW_PARAM}`,
     headers: { "Cf-Access-Jwt-Assertion": token },
   });
 

@@ -6,9 +6,8 @@
  * Lifecycle: the worker authenticates and forwards the upgrade unchanged (with the caller's
  * identity in a header only it can set); `fetch` accepts the socket, replays what the client missed
  * and sends `ready`; `webSocketMessage` validates and applies each frame. Per-socket state lives in
- * the socket's attachment, so nothing is lost when the object hibernates. What each socket may be
- * sent is bounded by flow control (room-flow.ts): a client that stops reading is paused, never
- * buffered for.
+ * the socket's attachment, so nothing is lost when the object hibernates. How events reach the
+ * sockets (fan-out, flow control, closing) is room-sockets.ts's.
  */
 import { DurableObject } from "cloudflare:workers";
 import { type Limits, limitsOf } from "../config/limits.ts";
@@ -27,7 +26,6 @@ import {
   type SequencedCommand,
   type ServerFrame,
   type UserRef,
-  utf8Bytes,
 } from "../protocol/index.ts";
 import { log } from "../worker/observability/log.ts";
 import { record } from "../worker/observability/metrics.ts";
@@ -39,9 +37,11 @@ import { type AttachmentRecord, deleteStored, RoomAttachments } from "./room-att
 import { ColdArchive } from "./room-cold.ts";
 import { type Actor, applyCommand, type CommandResult, type CommandStores } from "./room-commands.ts";
 import { FallbackTransports, sseControl, sseEvents } from "./room-fallback.ts";
-import { type FlowAttachment, FlowState } from "./room-flow.ts";
 import { type Member, RoomLog, type RoomMeta, type StoredRow } from "./room-log.ts";
 import { Outbox, queueBatches } from "./room-outbox.ts";
+import { closeQuietly, RoomSockets, type SocketInfo, send, sendError } from "./room-sockets.ts";
+
+export type { SocketInfo } from "./room-sockets.ts";
 
 /** Header through which the worker hands the authenticated caller to the object. The worker always
  * overwrites it, and only the worker can reach the object, so a client cannot forge it. The value is
@@ -51,25 +51,6 @@ export const IDENTITY_HEADER = "x-parley-identity";
 export function encodeIdentity(info: SocketInfo): string {
   return encodeURIComponent(JSON.stringify(info));
 }
-
-/** Who is on a socket (handed over by the worker in IDENTITY_HEADER). */
-export interface SocketInfo extends Actor {
-  tenantId: string;
-}
-
-/** What each socket carries through hibernation (its serialized attachment). Sockets accepted before
- * flow control existed have no flow fields (see `#flowOf`). */
-type SocketAttachment = SocketInfo & Partial<FlowAttachment>;
-
-/** One outgoing `event`/`events` frame, with what flow control counts of it. */
-interface OutFrame {
-  text: string;
-  lastSeq: number;
-  bytes: number;
-}
-
-/** Events read to estimate a woken socket's unconfirmed bytes (room-flow.ts): bounds the cost. */
-const FLOW_ESTIMATE_ROWS = 1000;
 
 export interface HistoryQuery {
   before?: number;
@@ -118,31 +99,14 @@ export class Room extends DurableObject<Env> {
   /** When the alarm is set for (null: none); known after the constructor's first read. */
   #alarmAt: number | null = null;
   readonly #rate: RateLimiter;
-  /** Attachments deserialized once per wake, not once per frame. */
-  readonly #sockets = new Map<WebSocket, SocketAttachment>();
-  /** Flow control per socket (room-flow.ts), rebuilt from the attachment after a wake. */
-  readonly #flow = new Map<WebSocket, FlowState>();
-  /** Every event up to here has been written to every socket that is not paused. */
-  #flushedSeq: number;
-  /** Woken sockets' byte estimates, by range: sockets tend to share them. */
-  readonly #estimates = new Map<string, number>();
-  readonly #strikes = new Map<WebSocket, { count: number; since: number }>();
-  /** Sockets whose close was counted (see `#forget`). */
-  readonly #closed = new WeakSet<WebSocket>();
-  readonly #typingAt = new Map<string, number>();
-  /** Events committed but not yet sent, and acks waiting behind them (see `#flush`). */
-  #pending: { seq: number; json: string }[] = [];
-  #pendingAcks = new Map<WebSocket, string[]>();
+  readonly #sockets: RoomSockets;
   readonly #activity = new ActivityBatch();
   readonly #fallback = new FallbackTransports();
-  #flushScheduled = false;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     this.#limits = limitsOf(env);
     this.#log = new RoomLog(ctx.storage);
-    // Nothing is pending in a new life: whatever was committed went out before the room slept.
-    this.#flushedSeq = this.#log.lastSeq;
     this.#outbox = new Outbox(ctx.storage.sql);
     this.#cold = new ColdArchive(ctx.storage, () => filesBucket(env, this.#meta().tenantId));
     // After the log: its migrations create the attachments table.
@@ -153,6 +117,23 @@ export class Room extends DurableObject<Env> {
       maxAttachments: this.#limits.maxAttachmentsPerMessage,
     };
     this.#rate = new RateLimiter(this.#limits.userCommandsPerSecond, this.#limits.userCommandBurst);
+    this.#sockets = new RoomSockets(ctx, {
+      log: this.#log,
+      limits: this.#limits,
+      coldSeq: () => this.#cold.coldSeq,
+      closed: (code) => {
+        const meta = this.#log.meta();
+        if (meta)
+          record(this.env, {
+            name: "ws_close",
+            tenant: meta.tenantId,
+            object: "room",
+            room: meta.roomId,
+            code,
+          });
+      },
+      published: (jsons) => this.#fallback.publish(jsons),
+    });
     // Pings are answered by the runtime without waking a hibernated room.
     ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair(PING_FRAME, PONG_FRAME));
     // Work left by an earlier life (an outbox not drained, a segment not rewritten) is resumed:
@@ -221,10 +202,7 @@ export class Room extends DurableObject<Env> {
     this.#broadcast(result.json, result.seq);
     this.#appended("member_leave", 1, result.seq);
     this.#fallback.revoke(userId);
-    for (const ws of this.ctx.getWebSockets(userId)) {
-      this.#forget(ws, CLOSE.revoked.code);
-      closeQuietly(ws, CLOSE.revoked.code, CLOSE.revoked.reason);
-    }
+    this.#sockets.closeUser(userId, CLOSE.revoked);
     return { ok: true, seq: result.seq };
   }
 
@@ -569,32 +547,15 @@ export class Room extends DurableObject<Env> {
     if (after > lastSeq)
       return jsonError("bad_request", `after ${after} is beyond the log (lastSeq ${lastSeq})`);
 
-    // Everything already committed goes to the existing sockets first, so the new socket's replay
-    // below and the live stream after it neither overlap nor leave a hole.
-    this.#flush();
     const [client, server] = Object.values(new WebSocketPair()) as [WebSocket, WebSocket];
     this.ctx.acceptWebSocket(server, [info.id]);
-    const flow = new URL(request.url).searchParams.get("flow") === "1";
-
-    // Replays come from SQLite only: a client further behind than the cap (or than the cold archive
-    // boundary, which is never closer than the cap) pages history instead.
-    if (lastSeq - after > this.#limits.replayCap || after < this.#cold.coldSeq) {
-      this.#admitSocket(server, info, new FlowState(flow, lastSeq, lastSeq));
-      send(server, { type: "gap", after, lastSeq });
-      send(server, { type: "ready", lastSeq });
-    } else {
-      const state = new FlowState(flow, after, after);
-      state.readyOwed = true;
-      this.#admitSocket(server, info, state);
-      // The replay, then `ready`; or as much of it as the flow window allows, the rest on resume.
-      this.#catchUp(server, state);
-    }
+    this.#sockets.open(server, info, after, new URL(request.url).searchParams.get("flow") === "1");
     record(this.env, {
       name: "ws_open",
       tenant: meta.tenantId,
       object: "room",
       room: meta.roomId,
-      sockets: this.ctx.getWebSockets().length,
+      sockets: this.#sockets.count,
     });
     return new Response(null, { status: 101, webSocket: client });
   }
@@ -613,7 +574,7 @@ export class Room extends DurableObject<Env> {
     if (after > lastSeq)
       return jsonError("bad_request", `after ${after} is beyond the log (lastSeq ${lastSeq})`);
     // As for a socket: what is committed goes out first, so replay and live stream meet exactly.
-    this.#flush();
+    this.#sockets.flush();
     let first: string;
     if (lastSeq - after > this.#limits.replayCap || after < this.#cold.coldSeq) {
       first = sseControl("gap", { type: "gap", after, lastSeq });
@@ -631,7 +592,7 @@ export class Room extends DurableObject<Env> {
   }
 
   override async webSocketMessage(ws: WebSocket, message: string | ArrayBuffer): Promise<void> {
-    const info = this.#info(ws);
+    const info = this.#sockets.info(ws);
     if (!info) {
       closeQuietly(ws, CLOSE.revoked.code, CLOSE.revoked.reason);
       return;
@@ -640,21 +601,21 @@ export class Room extends DurableObject<Env> {
     if (!parsed.ok) {
       sendError(ws, parsed.code, parsed.message, parsed.clientId);
       this.#refused(parsed.code, "frame", "ws");
-      this.#strike(ws);
+      this.#sockets.strike(ws);
       return;
     }
     this.#onFrame(ws, info, parsed.value);
   }
 
   override async webSocketClose(ws: WebSocket, code: number, reason: string): Promise<void> {
-    this.#forget(ws, code);
+    this.#sockets.forget(ws, code);
     // Reciprocate the peer's Close frame, or clients report 1006 instead of their own code.
     closeQuietly(ws, code === 1005 || code === 1006 ? 1000 : code, reason);
   }
 
   override async webSocketError(ws: WebSocket): Promise<void> {
     // 1006: the code a peer sees for a connection that ended without a Close frame.
-    this.#forget(ws, 1006);
+    this.#sockets.forget(ws, 1006);
   }
 
   // ---- frames ------------------------------------------------------------------------------
@@ -662,8 +623,7 @@ export class Room extends DurableObject<Env> {
   #onFrame(ws: WebSocket, info: SocketInfo, frame: ClientFrame): void {
     // Authorization on every command: a member removed since connecting is refused and closed.
     if (!this.#log.member(info.id)) {
-      this.#forget(ws, CLOSE.revoked.code);
-      closeQuietly(ws, CLOSE.revoked.code, CLOSE.revoked.reason);
+      this.#sockets.close(ws, CLOSE.revoked);
       return;
     }
     if (frame.type === "received") {
@@ -684,7 +644,7 @@ export class Room extends DurableObject<Env> {
         send(ws, { type: "pong" });
         break;
       case "typing":
-        this.#typing(ws, info);
+        this.#sockets.typing(ws, info);
         break;
       case "read": {
         const result = this.markRead(info.id, frame.seq);
@@ -703,7 +663,7 @@ export class Room extends DurableObject<Env> {
         }
         // The ack waits behind the event in the same flush, so a sender sees its event, then its
         // ack; either way the output gate holds both until the write is durable.
-        this.#queueAck(
+        this.#sockets.queueAck(
           ws,
           JSON.stringify({ type: "ack", clientId: frame.clientId, seq: result.seq } satisfies ServerFrame),
         );
@@ -757,63 +717,6 @@ export class Room extends DurableObject<Env> {
     );
   }
 
-  #typing(ws: WebSocket, info: SocketInfo): void {
-    const now = Date.now();
-    const last = this.#typingAt.get(info.id) ?? 0;
-    if (now - last < this.#limits.typingIntervalMs) return;
-    this.#typingAt.set(info.id, now);
-    const frame = JSON.stringify({
-      type: "typing",
-      user: { id: info.id, name: info.name },
-    } satisfies ServerFrame);
-    for (const other of this.ctx.getWebSockets()) {
-      // A paused socket is not reading: an ephemeral notice is dropped, not queued.
-      if (other !== ws && this.#info(other)?.id !== info.id && !this.#flow.get(other)?.paused)
-        sendRaw(other, frame);
-    }
-  }
-
-  /** Counts a malformed frame; a socket that keeps sending them is closed with 1008. */
-  #strike(ws: WebSocket): void {
-    const now = Date.now();
-    let s = this.#strikes.get(ws);
-    if (!s || now - s.since > this.#limits.badFrameWindowMs) {
-      s = { count: 0, since: now };
-      this.#strikes.set(ws, s);
-    }
-    if (++s.count >= this.#limits.badFrameLimit) {
-      // Committed events and their acks go out before the close, so a client closed for bad frames
-      // does not have to retry commands that were stored.
-      this.#flush();
-      this.#forget(ws, CLOSE.policy.code);
-      closeQuietly(ws, CLOSE.policy.code, CLOSE.policy.reason);
-    }
-  }
-
-  #info(ws: WebSocket): SocketAttachment | undefined {
-    let info = this.#sockets.get(ws);
-    if (!info) {
-      info = (ws.deserializeAttachment() as SocketAttachment | null) ?? undefined;
-      if (info) this.#sockets.set(ws, info);
-    }
-    return info;
-  }
-
-  /** Drops a socket's state as it closes (`code`: ours, or the peer's), and counts the close once: a
-   * socket we close is reported closed again when the peer's Close frame arrives. (The set lives in
-   * memory, so a hibernation between the two counts that socket twice; rare enough for a metric.) */
-  #forget(ws: WebSocket, code: number): void {
-    this.#sockets.delete(ws);
-    this.#flow.delete(ws);
-    this.#strikes.delete(ws);
-    this.#pendingAcks.delete(ws);
-    if (this.#closed.has(ws)) return;
-    this.#closed.add(ws);
-    const meta = this.#log.meta();
-    if (meta)
-      record(this.env, { name: "ws_close", tenant: meta.tenantId, object: "room", room: meta.roomId, code });
-  }
-
   // ---- metrics (worker/observability/metrics.ts) --------------------------------------------
 
   /** One `append` point per call that appended (`count` events, the last at `seq`), not per event. */
@@ -839,76 +742,12 @@ export class Room extends DurableObject<Env> {
 
   // ---- fan-out -----------------------------------------------------------------------------
 
-  // ---- flow control (room-flow.ts) ---------------------------------------------------------
-
-  #admitSocket(ws: WebSocket, info: SocketInfo, state: FlowState): void {
-    this.#flow.set(ws, state);
-    this.#saveFlow(ws, info, state);
-  }
-
-  /** Writes the socket's attachment: its identity and the flow state a wake must find. */
-  #saveFlow(ws: WebSocket, info: SocketInfo, state: FlowState): void {
-    const attachment: SocketAttachment = {
-      id: info.id,
-      name: info.name,
-      role: info.role,
-      tenantId: info.tenantId,
-      ...state.attachment(),
-    };
-    try {
-      ws.serializeAttachment(attachment);
-    } catch {
-      // closed meanwhile
-    }
-    this.#sockets.set(ws, attachment);
-  }
-
-  /** A socket's flow state; after a wake, rebuilt from its attachment. */
-  #flowOf(ws: WebSocket): FlowState | undefined {
-    const known = this.#flow.get(ws);
-    if (known) return known;
-    const info = this.#info(ws);
-    if (!info) return undefined;
-    const state = FlowState.restore(
-      {
-        flow: info.flow ?? false,
-        confirmed: info.confirmed ?? this.#flushedSeq,
-        ...(info.paused ? { paused: info.paused } : {}),
-      },
-      this.#flushedSeq,
-      (after, until) => this.#estimate(after, until),
-    );
-    this.#flow.set(ws, state);
-    return state;
-  }
-
-  #estimate(after: number, until: number): number {
-    if (after >= until) return 0;
-    const key = `${after}:${until}`;
-    let bytes = this.#estimates.get(key);
-    if (bytes === undefined) {
-      if (this.#estimates.size > 1000) this.#estimates.clear();
-      bytes = this.#log.eventBytes(after, until, FLOW_ESTIMATE_ROWS);
-      this.#estimates.set(key, bytes);
-    }
-    return bytes;
-  }
-
-  /** `{"type":"received","seq"}`: frees the socket's window up to `seq` and resumes it if paused. */
+  /** `{"type":"received","seq"}` (flow control, room-sockets.ts): a repeat that confirms nothing
+   * new costs the sender like a command; a seq never sent on the socket is refused. */
   #received(ws: WebSocket, info: SocketInfo, seq: number): void {
-    const state = this.#flowOf(ws);
-    if (!state) return;
-    let advanced: boolean;
-    try {
-      advanced = state.confirm(seq);
-    } catch (err) {
-      sendError(ws, "bad_request", (err as Error).message);
-      this.#refused("bad_request", "received", "ws");
-      this.#strike(ws);
-      return;
-    }
-    if (!advanced) {
-      // Repeating a confirmation frees nothing: it costs the sender like any other frame.
+    const result = this.#sockets.received(ws, seq);
+    if (result === "ok") return;
+    if (result === "repeat") {
       const refused = this.#admit(info.id);
       if (refused) {
         sendError(ws, refused.code, refused.message, undefined, refused.retryAfter);
@@ -916,89 +755,13 @@ export class Room extends DurableObject<Env> {
       }
       return;
     }
-    if (state.paused && !state.over(this.#limits)) this.#catchUp(ws, state);
-    else this.#saveFlow(ws, info, state);
-  }
-
-  /**
-   * Writes a socket everything flushed that it has not been sent yet (its connect replay, or what
-   * it missed while paused), straight from the log, until its window is full. Once it has caught
-   * up it is live again: `ready` if it is still owed, then the acks held while it was paused.
-   */
-  #catchUp(ws: WebSocket, state: FlowState): void {
-    const until = this.#flushedSeq;
-    const behind = until - state.sentSeq;
-    if (behind > this.#limits.replayCap || (behind > 0 && state.sentSeq < this.#cold.coldSeq)) {
-      // Further behind than a replay reaches: reconnecting gets it `gap`, and it pages history.
-      this.#closeSlow(ws);
-      return;
-    }
-    for (let from = state.sentSeq; from < until; ) {
-      const rows = this.#log.rowsAfter(from, this.#limits.maxEventsPerFrame, until);
-      const last = rows.at(-1);
-      if (!last) break;
-      if (rows.some((r) => r.json === "")) {
-        this.#closeSlow(ws);
-        return;
-      }
-      if (!this.#write(ws, state, eventFrames(rows, this.#limits))) return;
-      from = last.seq;
-    }
-    const wasPaused = state.paused || state.readyOwed;
-    state.resume();
-    if (state.readyOwed) {
-      state.readyOwed = false;
-      send(ws, { type: "ready", lastSeq: until });
-    }
-    for (const ack of state.held) sendRaw(ws, ack);
-    state.held = [];
-    const info = this.#info(ws);
-    if (wasPaused && info) this.#saveFlow(ws, info, state);
-  }
-
-  /** Writes frames the socket has not been sent, until its window is full; false if it then had
-   * to stop (paused, or closed for never confirming). */
-  #write(ws: WebSocket, state: FlowState, frames: readonly OutFrame[]): boolean {
-    for (const frame of frames) {
-      if (frame.lastSeq <= state.sentSeq) continue;
-      sendRaw(ws, frame.text);
-      state.sent(frame.lastSeq, frame.bytes);
-      if (state.over(this.#limits)) {
-        if (!state.confirms) {
-          this.#closeSlow(ws);
-          return false;
-        }
-        state.pause(Date.now());
-        const info = this.#info(ws);
-        if (info) this.#saveFlow(ws, info, state);
-        return false;
-      }
-    }
-    return true;
-  }
-
-  /** Closes a socket that stopped reading (4008): the client reconnects with `after`. */
-  #closeSlow(ws: WebSocket): void {
-    const state = this.#flow.get(ws);
-    const info = this.#info(ws);
-    const meta = this.#log.meta();
-    if (meta && info && state)
-      log({
-        event: "slow_consumer_closed",
-        room: meta.roomId,
-        user: info.id,
-        sentSeq: state.sentSeq,
-        confirmedSeq: state.confirmedSeq,
-        unconfirmedBytes: state.unconfirmed,
-        paused: state.paused,
-      });
-    this.#forget(ws, CLOSE.slow.code);
-    closeQuietly(ws, CLOSE.slow.code, CLOSE.slow.reason);
+    sendError(ws, result.code, result.message);
+    this.#refused(result.code, "received", "ws");
+    this.#sockets.strike(ws);
   }
 
   #broadcast(json: string, seq: number, mentioned: readonly string[] = []): void {
-    this.#pending.push({ seq, json });
-    this.#scheduleFlush();
+    this.#sockets.publish(seq, json);
     this.#wakeAt(Date.now() + this.#limits.outboxDrainDelayMs);
     if (this.#activity.add(seq, mentioned))
       setTimeout(() => this.#sendActivity(), this.#limits.activityWindowMs);
@@ -1025,78 +788,6 @@ export class Room extends DurableObject<Env> {
       );
     }
   }
-
-  #queueAck(ws: WebSocket, frame: string): void {
-    const acks = this.#pendingAcks.get(ws);
-    if (acks) acks.push(frame);
-    else this.#pendingAcks.set(ws, [frame]);
-    this.#scheduleFlush();
-  }
-
-  /** Events that become ready together leave in one frame per socket: per-frame cost dominates
-   * fan-out, so a busy room sends O(sockets) frames per flush instead of per event. */
-  #scheduleFlush(): void {
-    if (this.#flushScheduled) return;
-    this.#flushScheduled = true;
-    setTimeout(() => this.#flush(), 0);
-  }
-
-  #flush(): void {
-    this.#flushScheduled = false;
-    if (this.#pending.length === 0 && this.#pendingAcks.size === 0) return;
-    const events = this.#pending;
-    const acks = this.#pendingAcks;
-    this.#pending = [];
-    this.#pendingAcks = new Map();
-    const frames = eventFrames(events, this.#limits);
-    const now = Date.now();
-    for (const ws of this.ctx.getWebSockets()) {
-      const state = this.#flowOf(ws);
-      if (!state) continue;
-      if (!state.paused) this.#write(ws, state, frames);
-      const mine = acks.get(ws);
-      // An ack goes after its event: a paused socket gets it when it has caught up.
-      if (mine && state.paused) state.held.push(...mine);
-      else if (mine) for (const ack of mine) sendRaw(ws, ack);
-      if (state.stalled(now, this.#limits) || state.held.length > MAX_HELD_ACKS) this.#closeSlow(ws);
-    }
-    this.#flushedSeq = this.#log.lastSeq;
-    if (events.length > 0) this.#fallback.publish(events.map((e) => e.json));
-  }
-}
-
-/** Acks a paused socket may have waiting (a rate-limited sender's burst is far less); past it the
- * socket is closed as slow. */
-const MAX_HELD_ACKS = 1000;
-
-/** Consecutive events as `event`/`events` frames of at most `maxEventsPerFrame` events and about
- * `maxOutFrameChars` characters (one event larger than that still goes alone). */
-function eventFrames(events: readonly { seq: number; json: string }[], limits: Limits): OutFrame[] {
-  const frames: OutFrame[] = [];
-  let batch: string[] = [];
-  let chars = 0;
-  let lastSeq = 0;
-  const cut = () => {
-    if (batch.length === 0) return;
-    const text =
-      batch.length === 1
-        ? `{"type":"event","event":${batch[0]}}`
-        : `{"type":"events","events":[${batch.join(",")}]}`;
-    frames.push({ text, lastSeq, bytes: utf8Bytes(text) });
-    batch = [];
-    chars = 0;
-  };
-  for (const { seq, json } of events) {
-    const full =
-      batch.length >= limits.maxEventsPerFrame ||
-      (batch.length > 0 && chars + json.length > limits.maxOutFrameChars);
-    if (full) cut();
-    batch.push(json);
-    chars += json.length;
-    lastSeq = seq;
-  }
-  cut();
-  return frames;
 }
 
 function parseIdentity(raw: string | null): SocketInfo | null {
@@ -1119,38 +810,4 @@ function parseIdentity(raw: string | null): SocketInfo | null {
 
 function jsonError(code: ErrorCode, message: string): Response {
   return Response.json({ error: { code, message } }, { status: ERROR_STATUS[code] });
-}
-
-function send(ws: WebSocket, frame: ServerFrame): void {
-  sendRaw(ws, JSON.stringify(frame));
-}
-
-function sendError(
-  ws: WebSocket,
-  code: ErrorCode,
-  message: string,
-  clientId?: string,
-  retryAfter?: number,
-): void {
-  const frame: ServerFrame = { type: "error", code, message };
-  if (clientId !== undefined) frame.clientId = clientId;
-  if (retryAfter !== undefined) frame.retryAfter = retryAfter;
-  send(ws, frame);
-}
-
-/** A socket may close between our last look and this send; that is not an error of the room. */
-function sendRaw(ws: WebSocket, frame: string): void {
-  try {
-    ws.send(frame);
-  } catch {
-    // closed or closing: the client resumes with `after` when it reconnects
-  }
-}
-
-function closeQuietly(ws: WebSocket, code: number, reason: string): void {
-  try {
-    ws.close(code, reason);
-  } catch {
-    // already closed
-  }
 }

@@ -1,0 +1,81 @@
+/**
+ * The archive consumer writes a whole queue batch (up to 100 events) in one D1 batch. D1 binds at
+ * most 100 parameters per statement; one statement over it fails the batch, and the consumer then
+ * falls back to one message at a time: correct, but about a hundred times the D1 work. So every
+ * statement of a worst-case batch must stay within the limit, and the batch must run as one.
+ */
+import { env } from "cloudflare:workers";
+import { drizzle } from "drizzle-orm/d1";
+import { describe, expect, it } from "vitest";
+import type { RoomEvent } from "../../protocol/index.ts";
+import { type ArchiveMessage, archiveStatements, D1_MAX_PARAMS } from "../../worker/archive/consumer.ts";
+import { unique } from "../helpers.ts";
+
+const author = { id: "u_1", name: "Ann" };
+
+function messages(tenantId: string, roomId: string, kinds: RoomEvent["kind"][]): ArchiveMessage[] {
+  return kinds.map((kind, i) => {
+    const seq = i + 1;
+    const base = { seq, ts: 1_000 + seq, author };
+    const target = Math.max(1, seq - 50);
+    const event = (
+      kind === "message"
+        ? { ...base, kind, text: `message ${seq} ${"w".repeat(200)}` }
+        : kind === "edit"
+          ? { ...base, kind, target, text: `edited ${seq}` }
+          : kind === "delete"
+            ? { ...base, kind, target }
+            : kind === "reaction"
+              ? { ...base, kind, target, emoji: "👍", on: true }
+              : { ...base, kind: "expired" }
+    ) as RoomEvent;
+    return { tenantId, roomId, event };
+  });
+}
+
+const cases: [string, (t: string) => ArchiveMessage[]][] = [
+  ["100 messages of one room", (t) => messages(t, "r1", Array(100).fill("message"))],
+  [
+    "100 mixed events of one room",
+    (t) =>
+      messages(t, "r1", [
+        ...Array(40).fill("message"),
+        ...Array(20).fill("edit"),
+        ...Array(20).fill("delete"),
+        ...Array(10).fill("reaction"),
+        ...Array(10).fill("expired"),
+      ]),
+  ],
+  [
+    "100 events over three rooms",
+    (t) => [
+      ...messages(t, "r1", Array(50).fill("message")),
+      ...messages(t, "r2", [...Array(20).fill("message"), ...Array(10).fill("edit")]),
+      ...messages(t, "r3", Array(20).fill("message")),
+    ],
+  ],
+];
+
+describe("archive statements", () => {
+  for (const [name, make] of cases) {
+    it(`stay within D1's ${D1_MAX_PARAMS} parameters and run as one batch: ${name}`, async () => {
+      const db = drizzle(env.DB);
+      const batch = make(unique("t"));
+      const statements = archiveStatements(db, batch);
+      const params = statements.map(
+        (s) => (s as unknown as { toSQL(): { params: unknown[] } }).toSQL().params.length,
+      );
+      expect(Math.max(...params)).toBeLessThanOrEqual(D1_MAX_PARAMS);
+      const [first, ...rest] = statements;
+      if (!first) throw new Error("no statements");
+      // Local D1 enforces the same limit: this fails if any statement binds too many.
+      await db.batch([first, ...rest]);
+      const { results } = await env.DB.prepare(
+        "SELECT COUNT(*) AS n FROM archived_events WHERE tenant_id = ?",
+      )
+        .bind(batch[0]?.tenantId)
+        .all<{ n: number }>();
+      expect(results[0]?.n).toBe(batch.length);
+    });
+  }
+});

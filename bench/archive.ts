@@ -22,7 +22,7 @@ import { parseArgs } from "node:util";
 import WebSocket from "ws";
 import { numberFlag } from "./options.ts";
 import { mulberry32 } from "./random.ts";
-import { type SectionFacts, sectionFacts, writeSection } from "./sections.ts";
+import { publishSection, type SectionFacts, sectionFacts } from "./sections.ts";
 import { reloadsIn, type Server, startParley, stopAllSync, workerdSnapshot } from "./servers.ts";
 import { type LatencySummary, Samples } from "./stats.ts";
 import { api } from "./targets.ts";
@@ -869,9 +869,6 @@ export async function runArchive(argv: string[]): Promise<void> {
     clearTimeout(watchdog);
   }
   const section = renderArchive(lag, search, opts, sectionFacts(argv, began), failures);
-  process.stdout.write(`${section}\n`);
-  const out = resolve(root, opts.out);
-  writeSection(out, section, "## Archive");
-  log(`wrote the Archive section of ${out}`);
+  publishSection(resolve(root, opts.out), section, "## Archive", log);
   if (!lag && !search) process.exitCode = 1;
 }

@@ -29,7 +29,7 @@ import {
 import { closeRooms, makeCells, openRooms, prepareRooms, runFleet, terminateFleets } from "./fleet.ts";
 import { parseTargets, sideFlags, type TargetName } from "./options.ts";
 import { int, ms, ratio } from "./report.ts";
-import { type SectionFacts, sectionFacts, writeSection } from "./sections.ts";
+import { publishSection, type SectionFacts, sectionFacts } from "./sections.ts";
 import { reloadCount, ServerGroup, type WorkerdSnapshot, workerdSnapshot } from "./servers.ts";
 import { type LatencySummary, Samples } from "./stats.ts";
 import { LABELS, startTargets, type Target } from "./targets.ts";
@@ -276,10 +276,7 @@ export async function runIdle(argv: string[]): Promise<void> {
     await group.stop();
   }
   const section = renderIdle(runs, opts, sectionFacts(argv, began), failures);
-  process.stdout.write(`${section}\n`);
-  const out = resolve(root, opts.out);
-  writeSection(out, section, "## Idle sockets");
-  log(`wrote the Idle sockets section of ${out}`);
+  publishSection(resolve(root, opts.out), section, "## Idle sockets", log);
   const bad = runs.some((r) => !r.ok || r.lost > 0 || r.duplicated > 0 || r.errors > 0);
   if (runs.length === 0 || bad) process.exitCode = 1;
 }

@@ -5,7 +5,7 @@ import WebSocket from "ws";
 import type { PresenceServerFrame } from "../protocol/index.ts";
 import { numberFlag } from "./options.ts";
 import { mulberry32 } from "./random.ts";
-import { type SectionFacts, sectionFacts, writeSection } from "./sections.ts";
+import { publishSection, type SectionFacts, sectionFacts } from "./sections.ts";
 import {
   externalServer,
   reloadCount,
@@ -784,9 +784,6 @@ export async function runPresence(argv: string[]): Promise<void> {
     { ...sectionFacts(argv, began), shards: process.env.PARLEY_PRESENCE_SHARDS ?? "" },
     failures,
   );
-  process.stdout.write(`${section}\n`);
-  const out = resolve(root, opts.out);
-  writeSection(out, section, "## Presence");
-  log(`wrote the Presence section of ${out}`);
+  publishSection(resolve(root, opts.out), section, "## Presence", log);
   if (!result) process.exitCode = 1;
 }

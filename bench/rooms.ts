@@ -11,7 +11,7 @@ import { fileURLToPath } from "node:url";
 import { errorCount, type FleetResult, type FleetSpec, runFleet, terminateFleets } from "./fleet.ts";
 import { parseTargets, sideFlags, type TargetName } from "./options.ts";
 import { int, ms, ratio } from "./report.ts";
-import { type SectionFacts, sectionFacts, writeSection } from "./sections.ts";
+import { publishSection, type SectionFacts, sectionFacts } from "./sections.ts";
 import { ServerGroup } from "./servers.ts";
 import type { LatencySummary } from "./stats.ts";
 import { LABELS, startTargets, type Target } from "./targets.ts";
@@ -151,10 +151,7 @@ export async function runRooms(argv: string[]): Promise<void> {
     await group.stop();
   }
   const section = renderRooms(runs, opts, sectionFacts(argv, began), failures);
-  process.stdout.write(`${section}\n`);
-  const out = resolve(root, opts.out);
-  writeSection(out, section, "## Many rooms");
-  log(`wrote the Many rooms section of ${out}`);
+  publishSection(resolve(root, opts.out), section, "## Many rooms", log);
   if (!runs.some((r) => r.many?.ok)) process.exitCode = 1;
 }
 

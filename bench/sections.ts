@@ -47,6 +47,18 @@ export function writeSection(file: string, section: string, heading: string): vo
   writeFileSync(file, `${text.replace(/\s+$/, "")}\n`);
 }
 
+/** Prints a side bench's section, writes it into `file` in place of its old one, and says so. */
+export function publishSection(
+  file: string,
+  section: string,
+  heading: string,
+  log: (m: string) => void,
+): void {
+  process.stdout.write(`${section}\n`);
+  writeSection(file, section, heading);
+  log(`wrote the ${heading.replace(/^## /, "")} section of ${file}`);
+}
+
 /** The side benches' headings: the main bench rewrites bench/results.md and keeps these. */
 export const SIDE_SECTIONS = [
   "## Presence",

@@ -15,7 +15,7 @@ import { type Cell, connectCell, drainCells, sendDue, tally } from "./cell.ts";
 import { closeRooms, makeCells, terminateFleets } from "./fleet.ts";
 import { parseTargets, sideFlags, type TargetName } from "./options.ts";
 import { int, ms, ratio } from "./report.ts";
-import { type SectionFacts, sectionFacts, writeSection } from "./sections.ts";
+import { publishSection, type SectionFacts, sectionFacts } from "./sections.ts";
 import { ServerGroup, type WorkerdSnapshot, workerdSnapshot } from "./servers.ts";
 import { type LatencySummary, Samples } from "./stats.ts";
 import { type Endpoint, LABELS, startTargets, type Target } from "./targets.ts";
@@ -246,10 +246,7 @@ export async function runSlow(argv: string[]): Promise<void> {
     await group.stop();
   }
   const section = renderSlow(runs, opts, sectionFacts(argv, began), failures);
-  process.stdout.write(`${section}\n`);
-  const out = resolve(root, opts.out);
-  writeSection(out, section, "## Slow consumers");
-  log(`wrote the Slow consumers section of ${out}`);
+  publishSection(resolve(root, opts.out), section, "## Slow consumers", log);
   if (runs.length === 0 || runs.some((r) => !r.ok || r.lost > 0 || r.duplicated > 0)) process.exitCode = 1;
 }
 

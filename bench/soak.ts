@@ -12,7 +12,7 @@ import { fileURLToPath } from "node:url";
 import { errorCount, type FleetResult, runFleet, terminateFleets } from "./fleet.ts";
 import { sideFlags } from "./options.ts";
 import { int, ms } from "./report.ts";
-import { type SectionFacts, sectionFacts, writeSection } from "./sections.ts";
+import { publishSection, type SectionFacts, sectionFacts } from "./sections.ts";
 import { ServerGroup, workerdSnapshot } from "./servers.ts";
 import { type LatencySummary, Samples } from "./stats.ts";
 import { startTargets, type Target } from "./targets.ts";
@@ -240,10 +240,7 @@ export async function runSoak(argv: string[]): Promise<void> {
   }
   const verdict = judge(result, samples, opts);
   const section = renderSoak(result, samples, verdict, opts, sectionFacts(argv, began), failures);
-  process.stdout.write(`${section}\n`);
-  const out = resolve(root, opts.out);
-  writeSection(out, section, "## Soak");
-  log(`wrote the Soak section of ${out}`);
+  publishSection(resolve(root, opts.out), section, "## Soak", log);
   log(verdict.pass ? "PASS" : `FAIL: ${verdict.reasons.join("; ")}`);
   if (!verdict.pass) process.exitCode = 1;
 }

@@ -10,25 +10,12 @@ import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import { DEFAULT_LIMITS } from "../config/limits.ts";
 import { CLOSE, RECEIVED_EVERY_BYTES } from "../protocol/index.ts";
-import { Client, createRoom, join, login, type User, unique } from "./helpers.ts";
+import { Client, roomWith, type User } from "./helpers.ts";
 
 const WINDOW = DEFAULT_LIMITS.flowWindowBytes;
 /** The most one frame adds past a limit: a coalesced frame of ASCII text plus its envelope. */
 const FRAME = DEFAULT_LIMITS.maxOutFrameChars + 64;
 const TEXT = "x".repeat(12 * 1024);
-
-async function roomWith(n: number): Promise<{ roomId: string; users: User[] }> {
-  const tenant = unique("t");
-  const owner = await login(tenant);
-  const roomId = await createRoom(owner);
-  const users = [owner];
-  for (let i = 1; i < n; i++) {
-    const u = await login(tenant);
-    await join(u, roomId);
-    users.push(u);
-  }
-  return { roomId, users };
-}
 
 /** A socket that reads and confirms like the SDK. */
 async function reader(user: User, roomId: string): Promise<Client> {

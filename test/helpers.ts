@@ -80,6 +80,20 @@ export async function join(user: User, roomId: string): Promise<void> {
   if (res.status !== 200) throw new Error(`join failed: ${res.status} ${await res.text()}`);
 }
 
+/** A new room in a new tenant: its owner first, then `n - 1` more members. */
+export async function roomWith(n: number): Promise<{ roomId: string; users: User[] }> {
+  const tenant = unique("t");
+  const owner = await login(tenant);
+  const roomId = await createRoom(owner);
+  const users = [owner];
+  for (let i = 1; i < n; i++) {
+    const u = await login(tenant);
+    await join(u, roomId);
+    users.push(u);
+  }
+  return { roomId, users };
+}
+
 /** A protocol client on one WebSocket: records every frame and lets a test wait for a condition. */
 export class Client {
   readonly frames: ServerFrame[] = [];

@@ -2,20 +2,7 @@ import { evictDurableObject } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import type { RoomEvent } from "../protocol/index.ts";
-import { Client, createRoom, join, login, type User, unique } from "./helpers.ts";
-
-async function roomWith(n: number): Promise<{ roomId: string; users: User[] }> {
-  const tenant = unique("t");
-  const owner = await login(tenant);
-  const roomId = await createRoom(owner);
-  const users = [owner];
-  for (let i = 1; i < n; i++) {
-    const u = await login(tenant);
-    await join(u, roomId);
-    users.push(u);
-  }
-  return { roomId, users };
-}
+import { Client, roomWith, type User } from "./helpers.ts";
 
 const messages = (events: RoomEvent[]) => events.filter((e) => e.kind === "message");
 

@@ -30,6 +30,9 @@ export interface FlowLimits {
   unconfirmedStreamBytes: number;
 }
 
+/** Most frame marks a socket keeps (see `#marks`). */
+const MAX_MARKS = 32;
+
 export class FlowState {
   /** Last seq written to the socket. */
   sentSeq: number;
@@ -39,7 +42,10 @@ export class FlowState {
    * them the client has confirmed. */
   #total: number;
   #freed = 0;
-  /** After each frame: its last seq and `#total`, flat pairs from `#head`, to free by confirmation. */
+  /** After each frame: its last seq and `#total`, flat pairs from `#head`, to free by confirmation.
+   * At most `MAX_MARKS` of them: past that every other one is dropped (the newest always kept), so
+   * a confirmation may free a little less than it could (never more), and a socket that seldom or
+   * never confirms holds a few hundred bytes, not one pair per frame for the connection's life. */
   #marks: number[] = [];
   #head = 0;
   /** Paused since (ms), or null while flowing. */
@@ -83,6 +89,23 @@ export class FlowState {
     this.sentSeq = lastSeq;
     this.#total += bytes;
     this.#marks.push(lastSeq, this.#total);
+    if (this.#marks.length - this.#head > 2 * MAX_MARKS) this.#thin();
+  }
+
+  /** Marks kept (for tests). */
+  get marks(): number {
+    return (this.#marks.length - this.#head) / 2;
+  }
+
+  #thin(): void {
+    const live = this.#marks;
+    const kept: number[] = [];
+    for (let i = live.length - 2; i >= this.#head; i -= 4)
+      kept.push(live[i] as number, live[i + 1] as number);
+    const ordered: number[] = [];
+    for (let i = kept.length - 2; i >= 0; i -= 2) ordered.push(kept[i] as number, kept[i + 1] as number);
+    this.#marks = ordered;
+    this.#head = 0;
   }
 
   /**

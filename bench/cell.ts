@@ -10,7 +10,7 @@
  * the sender takes its own message as its ack.
  */
 import WebSocket from "ws";
-import { eventsOf, parseServerFrame, RECEIVED_EVERY_BYTES } from "../protocol/index.ts";
+import { eventsOf, parseServerFrame, Receipts } from "../protocol/index.ts";
 import type { Mode, Options, TargetName } from "./options.ts";
 import { reloadCount, type WorkerdSnapshot, workerdSnapshot } from "./servers.ts";
 import { Bytes, Floats, type LatencySummary, Samples } from "./stats.ts";
@@ -334,15 +334,12 @@ export class Cell {
         reject(err);
       };
       // Flow control (Parley sockets are opened with flow=1): confirm what was read, as the SDK does.
-      let unconfirmed = 0;
+      const receipts = new Receipts();
       ws.on("message", (data: Buffer, isBinary: boolean) => {
         if (isBinary) return;
         const seq = this.onFrame(data.toString(), r, s, done);
-        if (seq === 0) return;
-        unconfirmed += data.length;
-        if (unconfirmed < RECEIVED_EVERY_BYTES) return;
-        unconfirmed = 0;
-        ws.send(JSON.stringify({ type: "received", seq }));
+        const due = seq === 0 ? null : receipts.handled(data.length, seq);
+        if (due) ws.send(JSON.stringify(due));
       });
       ws.on("open", () => {
         if (!hasReady) done(0);

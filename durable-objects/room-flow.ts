@@ -97,14 +97,16 @@ export class FlowState {
     return (this.#marks.length - this.#head) / 2;
   }
 
+  /** Keeps every other live mark, counted from the newest, so the newest stays. */
   #thin(): void {
     const live = this.#marks;
+    const n = (live.length - this.#head) / 2;
     const kept: number[] = [];
-    for (let i = live.length - 2; i >= this.#head; i -= 4)
+    for (let k = (n - 1) % 2; k < n; k += 2) {
+      const i = this.#head + 2 * k;
       kept.push(live[i] as number, live[i + 1] as number);
-    const ordered: number[] = [];
-    for (let i = kept.length - 2; i >= 0; i -= 2) ordered.push(kept[i] as number, kept[i + 1] as number);
-    this.#marks = ordered;
+    }
+    this.#marks = kept;
     this.#head = 0;
   }
 

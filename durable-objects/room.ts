@@ -540,7 +540,8 @@ export class Room extends DurableObject<Env> {
     const member = this.#log.member(info.id);
     if (!member) return jsonError("forbidden", "join the room before connecting");
 
-    const afterParam = new URL(request.url).searchParams.get("after") ?? "0";
+    const params = new URL(request.url).searchParams;
+    const afterParam = params.get("after") ?? "0";
     const after = /^\d{1,15}$/.test(afterParam) ? Number(afterParam) : Number.NaN;
     const lastSeq = this.#log.lastSeq;
     if (!Number.isSafeInteger(after)) return jsonError("bad_request", "after must be a non-negative integer");
@@ -549,7 +550,7 @@ export class Room extends DurableObject<Env> {
 
     const [client, server] = Object.values(new WebSocketPair()) as [WebSocket, WebSocket];
     this.ctx.acceptWebSocket(server, [info.id]);
-    this.#sockets.open(server, info, after, new URL(request.url).searchParams.get("flow") === "1");
+    this.#sockets.open(server, info, after, params.get("flow") === "1");
     record(this.env, {
       name: "ws_open",
       tenant: meta.tenantId,

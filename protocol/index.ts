@@ -55,6 +55,25 @@ export const CLOSE = {
 export const FLOW_PARAM = "flow=1";
 export const RECEIVED_EVERY_BYTES = 256 * 1024;
 
+/** A client's side of flow control: counts the UTF-8 bytes of the event frames it has handled and
+ * says when to confirm them (at least every `RECEIVED_EVERY_BYTES`). */
+export class Receipts {
+  #bytes = 0;
+
+  /** An event frame of `bytes` whose last event is `seq` was handled: the confirmation due now, or
+   * null. */
+  handled(bytes: number, seq: number): ClientFrame | null {
+    this.#bytes += bytes;
+    return this.#bytes < RECEIVED_EVERY_BYTES ? null : this.confirm(seq);
+  }
+
+  /** A confirmation of everything up to `seq`, now. */
+  confirm(seq: number): ClientFrame {
+    this.#bytes = 0;
+    return { type: "received", seq };
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Events: the room's totally ordered log
 

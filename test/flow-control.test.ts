@@ -9,7 +9,7 @@ import { evictDurableObject } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import { DEFAULT_LIMITS } from "../config/limits.ts";
-import { CLOSE, RECEIVED_EVERY_BYTES } from "../protocol/index.ts";
+import { CLOSE } from "../protocol/index.ts";
 import { Client, roomWith, type User } from "./helpers.ts";
 
 const WINDOW = DEFAULT_LIMITS.flowWindowBytes;
@@ -20,7 +20,7 @@ const TEXT = "x".repeat(12 * 1024);
 /** A socket that reads and confirms like the SDK. */
 async function reader(user: User, roomId: string): Promise<Client> {
   const c = await Client.open(user, roomId, 0, "&flow=1");
-  c.confirmEvery = RECEIVED_EVERY_BYTES;
+  c.confirming = true;
   await c.ready();
   return c;
 }
@@ -71,7 +71,7 @@ describe("flow control of room sockets", () => {
     expect(slow.closed).toBeNull();
 
     // Confirming resumes it from the log: the rest, each event once and in order, then the ack.
-    slow.confirmEvery = RECEIVED_EVERY_BYTES;
+    slow.confirming = true;
     slow.confirm();
     await slow.until((c) => c.acks().length === 1, "the held ack");
     expect(seqsOf(slow)).toEqual(range(1, last));
@@ -113,7 +113,7 @@ describe("flow control of room sockets", () => {
     await drained(slow);
     expect(seqsOf(slow).at(-1)).toBe(pausedAt);
 
-    slow.confirmEvery = RECEIVED_EVERY_BYTES;
+    slow.confirming = true;
     slow.confirm();
     await slow.until((c) => c.events.some((e) => e.clientId === "woken"), "the rest after waking");
     expect(seqsOf(slow)).toEqual(range(1, start + 151));

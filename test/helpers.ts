@@ -6,6 +6,7 @@ import { exports } from "cloudflare:workers";
 import {
   eventsOf,
   parseServerFrame,
+  Receipts,
   type RoomEvent,
   type ServerFrame,
   utf8Bytes,
@@ -101,10 +102,10 @@ export class Client {
   closed: { code: number; reason: string } | null = null;
   /** UTF-8 bytes of the event frames received. */
   eventBytes = 0;
-  /** Flow control (sockets opened with `flow=1`): when set, confirms with `received` every this
-   * many event bytes, as the SDK does; null never confirms (a reader that fell behind). */
-  confirmEvery: number | null = null;
-  #unconfirmed = 0;
+  /** Flow control (sockets opened with `flow=1`): confirms with `received` as the SDK does; false
+   * never confirms (a reader that fell behind). */
+  confirming = false;
+  readonly #receipts = new Receipts();
   readonly #ws: WebSocket;
   #waiters: (() => void)[] = [];
 
@@ -120,8 +121,8 @@ export class Client {
       if (events.length > 0) {
         const bytes = utf8Bytes(text);
         this.eventBytes += bytes;
-        this.#unconfirmed += bytes;
-        if (this.confirmEvery !== null && this.#unconfirmed >= this.confirmEvery) this.confirm();
+        const due = this.confirming ? this.#receipts.handled(bytes, (events.at(-1) as RoomEvent).seq) : null;
+        if (due) this.send(due);
       }
       this.#wake();
     });
@@ -134,9 +135,7 @@ export class Client {
   /** Confirms every event received so far (`{"type":"received"}`, flow control). */
   confirm(): void {
     const last = this.events.at(-1);
-    if (!last) return;
-    this.#unconfirmed = 0;
-    this.send({ type: "received", seq: last.seq });
+    if (last) this.send(this.#receipts.confirm(last.seq));
   }
 
   static async open(user: Pick<User, "token">, roomId: string, after = 0, query = ""): Promise<Client> {

@@ -2,7 +2,7 @@ import { evictDurableObject } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import type { RoomEvent } from "../protocol/index.ts";
-import { Client, roomWith, type User } from "./helpers.ts";
+import { Client, roomWith } from "./helpers.ts";
 
 const messages = (events: RoomEvent[]) => events.filter((e) => e.kind === "message");
 

@@ -6,9 +6,10 @@
  */
 import {
   type ClientFrame,
+  eventsOf,
   FLOW_PARAM,
   parseServerFrame,
-  RECEIVED_EVERY_BYTES,
+  Receipts,
   type RoomEvent,
   type ServerFrame,
   utf8Bytes,
@@ -73,26 +74,20 @@ export function websocketTransport(open: SocketOpener): TransportFactory {
     // Flow control (docs/protocol.md): event bytes processed since the last confirmation. A frame is
     // confirmed once the session has handled it, so a session that falls behind (paging a gap, a
     // slow application) holds the room back instead of piling frames up in memory.
-    let unconfirmed = 0;
+    const receipts = new Receipts();
     ws.addEventListener("message", (e) => {
       const text = typeof e.data === "string" ? e.data : "";
       const frame = parseServerFrame(text);
       if (!frame) return;
       const handled = h.frame(frame);
-      const seq =
-        frame.type === "event"
-          ? frame.event.seq
-          : frame.type === "events"
-            ? frame.events.at(-1)?.seq
-            : undefined;
+      const seq = eventsOf(frame).at(-1)?.seq;
       if (seq === undefined) return;
       const bytes = utf8Bytes(text);
       void Promise.resolve(handled).then(() => {
-        unconfirmed += bytes;
-        if (unconfirmed < RECEIVED_EVERY_BYTES || done) return;
-        unconfirmed = 0;
+        const due = receipts.handled(bytes, seq);
+        if (!due || done) return;
         try {
-          ws.send(JSON.stringify({ type: "received", seq } satisfies ClientFrame));
+          ws.send(JSON.stringify(due));
         } catch {}
       });
     });

@@ -16,7 +16,7 @@ import {
   CLOSE,
   eventsOf,
   parseServerFrame,
-  RECEIVED_EVERY_BYTES,
+  Receipts,
   type RoomEvent,
   type ServerFrame,
   utf8Bytes,
@@ -39,7 +39,7 @@ class Reader {
   eventBytes = 0;
   closed: number | null = null;
   confirming: boolean;
-  #unconfirmed = 0;
+  readonly #receipts = new Receipts();
   #waiters: (() => void)[] = [];
   readonly ws: WebSocket;
 
@@ -56,8 +56,8 @@ class Reader {
       if (events.length > 0) {
         const bytes = utf8Bytes(text);
         this.eventBytes += bytes;
-        this.#unconfirmed += bytes;
-        if (this.confirming && this.#unconfirmed >= RECEIVED_EVERY_BYTES) this.confirm();
+        const due = this.confirming ? this.#receipts.handled(bytes, (events.at(-1) as RoomEvent).seq) : null;
+        if (due) this.ws.send(JSON.stringify(due));
       }
       this.#wake();
     });
@@ -70,9 +70,7 @@ class Reader {
 
   confirm(): void {
     const last = this.events.at(-1);
-    if (!last) return;
-    this.#unconfirmed = 0;
-    this.ws.send(JSON.stringify({ type: "received", seq: last.seq }));
+    if (last) this.ws.send(JSON.stringify(this.#receipts.confirm(last.seq)));
   }
 
   get lastSeq(): number {

@@ -58,8 +58,8 @@ const SCRUB = sql`json_remove(json_set(${archivedEvents.json}, '$.text', '', '$.
  * fix-up, whose room conditions and subqueries bind 13 more. test/unit/archive-statements.test.ts
  * checks every statement of worst-case batches against the limit. */
 export const D1_MAX_PARAMS = 100;
-const INSERT_ROWS = 8;
-const SEQS_PER_UPDATE = 80;
+const INSERT_ROWS = Math.floor(D1_MAX_PARAMS / 12);
+const SEQS_PER_UPDATE = D1_MAX_PARAMS - 20;
 
 function chunks<T>(items: readonly T[], size: number): T[][] {
   const out: T[][] = [];

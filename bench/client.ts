@@ -1,5 +1,5 @@
 /**
- * @module `npm run bench -- --client`: the web client's figures, in Debian's chromium against a
+ * @module `npm run bench -- --client`: the web client's figures, in Chromium (from npm) against a
  * local Parley:
  * - JavaScript and CSS shipped on first load (what index.html references), raw and gzipped;
  * - time from navigation to the first message rendered, over fresh browser contexts (cold cache),

@@ -1,11 +1,13 @@
 /**
- * @module Helpers for tests that drive the real app through Debian's chromium with playwright-core:
+ * @module Helpers for tests that drive the real app through Chromium (from npm) with playwright-core:
  * launching the browser, a signed-in user per browser context, unique names (storage is shared by
  * every test of a run), screenshots, and the page errors a test asserts there are none of.
  */
-import { mkdirSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync } from "node:fs";
+import { createRequire } from "node:module";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
+import { inflate } from "@sparticuz/chromium";
 import { type Browser, type BrowserContext, chromium, type Page } from "playwright-core";
 import type { Me } from "../../protocol/index.ts";
 
@@ -13,22 +15,64 @@ const root = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
 export const SCREENSHOT_DIR = resolve(root, "test-results/screenshots");
 
 /**
- * The system chromium (CHROMIUM_PATH overrides), never a downloaded one. The flags keep it from
- * phoning home or fetching components in the background, which would only add noise and time.
+ * The Chromium that ships inside the `@sparticuz/chromium` npm package, so `npm install` is all a
+ * machine needs (CHROMIUM_PATH overrides it with a system browser). Only its binary is used, never
+ * its serverless `args`: `--single-process` would make separate browser contexts share
+ * localStorage, and every two-user test needs them apart. The other flags keep it from phoning
+ * home or fetching components in the background, which would only add noise and time.
  */
-export function launchBrowser(): Promise<Browser> {
+export async function launchBrowser(): Promise<Browser> {
   return chromium.launch({
-    executablePath: process.env.CHROMIUM_PATH ?? "/usr/bin/chromium",
+    executablePath: process.env.CHROMIUM_PATH ?? (await bundledChromium()),
     args: [
       "--headless",
       "--no-sandbox",
       "--disable-gpu",
+      "--disable-dev-shm-usage",
       "--disable-background-networking",
       "--disable-component-update",
       "--disable-sync",
       "--no-first-run",
     ],
   });
+}
+
+/**
+ * Unpacks the package's Brotli-compressed binary once per version (about 1.5 s) into
+ * node_modules/.cache and returns its path. The package's own `executablePath()` unpacks to a
+ * fixed /tmp/chromium and takes any file there as done, so two test runs starting at once, or one
+ * killed while unpacking, would launch a half-written binary; here each unpack goes to a fresh
+ * directory that is renamed into place only when complete (a rename is atomic), and a run that
+ * loses the race uses the winner's.
+ */
+async function bundledChromium(): Promise<string> {
+  const require = createRequire(import.meta.url);
+  const packageDir = resolve(dirname(require.resolve("@sparticuz/chromium")), "..");
+  const { version } = JSON.parse(readFileSync(join(packageDir, "package.json"), "utf8")) as {
+    version: string;
+  };
+  const cache = resolve(root, "node_modules/.cache/parley-chromium");
+  const target = join(cache, version);
+  const binary = join(target, "chromium");
+  if (existsSync(binary)) return binary;
+  mkdirSync(cache, { recursive: true });
+  const work = mkdtempSync(join(cache, `${version}.unpacking-`));
+  // The package's `inflate` writes into os.tmpdir(), which follows TMPDIR.
+  const savedTmp = process.env.TMPDIR;
+  process.env.TMPDIR = work;
+  try {
+    await inflate(join(packageDir, "bin", "chromium.br"));
+  } finally {
+    if (savedTmp === undefined) delete process.env.TMPDIR;
+    else process.env.TMPDIR = savedTmp;
+  }
+  try {
+    renameSync(work, target);
+  } catch (err) {
+    rmSync(work, { recursive: true, force: true });
+    if (!existsSync(binary)) throw err;
+  }
+  return binary;
 }
 
 export interface Profile {

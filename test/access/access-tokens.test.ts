@@ -1,71 +1,25 @@
 import { env } from "cloudflare:workers";
-import { exportJWK, generateKeyPair, type JWK, SignJWT } from "jose";
-import { afterEach, beforeAll, describe, expect, it, vi } from "vitest";
+import { SignJWT } from "jose";
+import { afterEach, describe, expect, it, vi } from "vitest";
 import { Client, fetchWorker, json, unique } from "../helpers.ts";
+import {
+  ACME,
+  certFetches,
+  GLOBEX,
+  INITECH,
+  keys,
+  mint,
+  newKey,
+  now,
+  publishAccessKeys,
+  published,
+} from "./teams.ts";
 
-// This project runs with AUTH_MODE=access and the applications of vitest.config.ts. The teams'
-// key endpoints are served by a spy on fetch (the worker runs in the tests' isolate), so the
-// production path is exercised: jose's remote key set, fetched from the configured URL.
-
-const ACME = { iss: "https://acme.cloudflareaccess.com", aud: "acmeaud0123456789abcdef" };
-const GLOBEX = { iss: "https://globex.cloudflareaccess.com", aud: "globexaud0123456789abcd" };
-const INITECH = { iss: "https://initech.cloudflareaccess.com", aud: "initechaud0123456789abc" };
-
-type Key = { kid: string; privateKey: CryptoKey; publicJwk: JWK };
-async function newKey(kid: string): Promise<Key> {
-  const { privateKey, publicKey } = await generateKeyPair("RS256", { extractable: true });
-  return { kid, privateKey, publicJwk: { ...(await exportJWK(publicKey)), kid, alg: "RS256", use: "sig" } };
-}
-
-const published = new Map<string, Key[]>();
-const certFetches: string[] = [];
-let acmeKey: Key;
-let globexKey: Key;
-
-beforeAll(async () => {
-  acmeKey = await newKey("acme-1");
-  globexKey = await newKey("globex-1");
-  published.set(ACME.iss, [acmeKey]);
-  published.set(GLOBEX.iss, [globexKey]);
-  const realFetch = globalThis.fetch;
-  vi.spyOn(globalThis, "fetch").mockImplementation(async (input: RequestInfo | URL, init?: RequestInit) => {
-    const url = new URL(input instanceof Request ? input.url : String(input));
-    if (url.pathname === "/cdn-cgi/access/certs") {
-      certFetches.push(url.origin);
-      const keys = published.get(url.origin);
-      if (!keys) return new Response("unavailable", { status: 503 });
-      return Response.json({ keys: keys.map((k) => k.publicJwk) });
-    }
-    return realFetch(input, init);
-  });
-});
+publishAccessKeys();
 
 afterEach(() => {
   vi.useRealTimers();
 });
-
-interface MintOptions {
-  key?: Key;
-  team?: { iss: string; aud: string };
-  header?: Record<string, unknown>;
-  exp?: number | null;
-  nbf?: number;
-}
-
-const now = () => Math.floor(Date.now() / 1000);
-
-function mint(claims: Record<string, unknown>, o: MintOptions = {}): Promise<string> {
-  const key = o.key ?? acmeKey;
-  const team = o.team ?? ACME;
-  const jwt = new SignJWT({ ...claims, aud: [team.aud] })
-    .setProtectedHeader({ alg: "RS256", kid: key.kid, typ: "JWT", ...o.header })
-    .setIssuer(team.iss)
-    .setIssuedAt()
-    .setSubject(String(claims.email ?? claims.common_name ?? "x"));
-  if (o.exp !== null) jwt.setExpirationTime(o.exp ?? now() + 3600);
-  if (o.nbf !== undefined) jwt.setNotBefore(o.nbf);
-  return jwt.sign(key.privateKey);
-}
 
 const b64url = (s: string) => btoa(s).replace(/=+$/, "").replace(/\+/g, "-").replace(/\//g, "_");
 const me = (token: string, headers: Record<string, string> = {}) =>
@@ -138,9 +92,9 @@ describe("Cloudflare Access tokens", () => {
       JSON.stringify({ email, iss: ACME.iss, aud: [ACME.aud], exp: now() + 3600, iat: now() }),
     );
     await refused(`${b64url(JSON.stringify({ alg: "none", typ: "JWT" }))}.${body}.`, email);
-    const secret = new TextEncoder().encode(JSON.stringify(acmeKey.publicJwk));
+    const secret = new TextEncoder().encode(JSON.stringify(keys.acme.publicJwk));
     const hs = await new SignJWT({ email, aud: [ACME.aud] })
-      .setProtectedHeader({ alg: "HS256", kid: acmeKey.kid })
+      .setProtectedHeader({ alg: "HS256", kid: keys.acme.kid })
       .setIssuer(ACME.iss)
       .setIssuedAt()
       .setExpirationTime(now() + 3600)
@@ -177,7 +131,10 @@ describe("Cloudflare Access tokens", () => {
       email,
     );
     // Acme's AUD under Globex's issuer: a real Globex key must not vouch for an Acme user.
-    await refused(await mint({ email }, { key: globexKey, team: { iss: GLOBEX.iss, aud: ACME.aud } }), email);
+    await refused(
+      await mint({ email }, { key: keys.globex, team: { iss: GLOBEX.iss, aud: ACME.aud } }),
+      email,
+    );
     await refused(await mint({ email }, { key: await newKey("acme-unpublished") }), email);
     const [h, , s] = (await mint({ email: `${unique("x")}@acme.test` })).split(".");
     const forged = b64url(
@@ -202,7 +159,7 @@ describe("Cloudflare Access tokens", () => {
     await refused(await mint({ email: `${unique("early")}@acme.test` }, { key: next }), "none");
     expect(certFetches.filter((o) => o === ACME.iss).length - before).toBeLessThanOrEqual(1);
     // The team rotates: the new key is published, and once the cooldown has passed it is accepted.
-    published.set(ACME.iss, [acmeKey, next]);
+    published.set(ACME.iss, [keys.acme, next]);
     vi.useFakeTimers({ toFake: ["Date"], now: Date.now() + 31_000 });
     expect((await me(await mint({ email }, { key: next }))).status).toBe(200);
   });
@@ -222,7 +179,7 @@ describe("production configuration", () => {
 describe("tenant isolation under Access", () => {
   it("answers 404 for another tenant's rooms and users, with nothing changed", async () => {
     const a = await mint({ email: `${unique("a")}@acme.test` });
-    const g = await mint({ email: `${unique("g")}@globex.test` }, { key: globexKey, team: GLOBEX });
+    const g = await mint({ email: `${unique("g")}@globex.test` }, { key: keys.globex, team: GLOBEX });
     const gUser = await json<{ user: { id: string } }>(me(g));
     const room = await json<{ id: string }>(
       fetchWorker("/api/rooms", {

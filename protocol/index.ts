@@ -246,6 +246,15 @@ export function isClientId(v: unknown): v is string {
   return typeof v === "string" && CLIENT_ID.test(v);
 }
 
+/**
+ * A tenant (workspace) id: 1–40 of lowercase letters, digits and `-`, not starting with `-`. The
+ * source is valid both as a RegExp and as an HTML `pattern`, which browsers compile with the `v`
+ * flag (where a `-` inside a class must be escaped: unescaped, the pattern is invalid and the
+ * browser silently skips the check). Compiling it with `v` here keeps it valid in both.
+ */
+export const TENANT_ID_PATTERN = "[a-z0-9][a-z0-9\\-]{0,39}";
+export const TENANT_ID = new RegExp(`^(?:${TENANT_ID_PATTERN})$`, "v");
+
 /** A sequence number: a positive safe integer. */
 export function isSeq(v: unknown): v is number {
   return typeof v === "number" && Number.isSafeInteger(v) && v >= 1;

@@ -1,5 +1,5 @@
 /**
- * The web client in a real browser (Debian's chromium), two users in two browser contexts against
+ * The web client in a real browser (Chromium), two users in two browser contexts against
  * the real app: chat both ways, typing and presence, going offline and back, hostile markdown,
  * files, unread badges, and an outbox that survives a reload. Screenshots of the main screens go
  * to test-results/screenshots (git-ignored).
@@ -7,7 +7,7 @@
 import type { Locator, Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { Cast, composer, live, openRoom } from "./app.ts";
-import { screenshot, type User, unique } from "./browser.ts";
+import { screenshot, type User, unique, watchErrors } from "./browser.ts";
 
 const cast = new Cast(inject("baseUrl"));
 const user = (tenant: string, name: string) => cast.user(tenant, name);
@@ -59,6 +59,30 @@ describe("the web client", () => {
     await send(page, "first!");
     await waitForText(page, "first!");
     await screenshot(page, "first-room");
+  });
+
+  it("checks the workspace in the sign-in form against the server's rule, without a console error", async () => {
+    const page = await cast.anonymous();
+    const errors = watchErrors(page);
+    const logins: string[] = [];
+    page.on("request", (r) => {
+      if (new URL(r.url()).pathname === "/auth/dev/login") logins.push(r.url());
+    });
+    await page.goto("/");
+    const workspace = page.getByRole("textbox", { name: "Workspace" });
+    await page.getByRole("textbox", { name: "Email" }).fill("grace@example.test");
+    await page.getByRole("textbox", { name: "Name" }).fill("Grace");
+    const mismatch = () => workspace.evaluate((el) => (el as HTMLInputElement).validity.patternMismatch);
+    for (const bad of ["Acme", "-acme", "acme_corp", "a".repeat(41)]) {
+      await workspace.fill(bad);
+      expect(await mismatch(), bad).toBe(true);
+    }
+    await page.getByRole("button", { name: "Sign in" }).click();
+    expect(logins).toEqual([]); // the browser's validation stopped the form
+    await workspace.fill("acme-corp-2");
+    expect(await mismatch()).toBe(false);
+    // Signed out, the app's first GET /api/me answers 401: the only error there should be.
+    expect(errors.filter((e) => !/status of 401 .*\/api\/me\)$/.test(e))).toEqual([]);
   });
 
   it("lets two users chat both ways, with typing and presence, from a direct message started in the UI", async () => {

@@ -1,6 +1,13 @@
 import { describe, expect, it } from "vitest";
 import { DEFAULT_LIMITS, readLimits } from "../../config/limits.ts";
-import { exceedsUtf8, mentionsIn, parseClientFrame, utf8Bytes } from "../../protocol/index.ts";
+import {
+  exceedsUtf8,
+  mentionsIn,
+  parseClientFrame,
+  TENANT_ID,
+  TENANT_ID_PATTERN,
+  utf8Bytes,
+} from "../../protocol/index.ts";
 
 describe("parseClientFrame", () => {
   it("returns only the known fields of a valid command", () => {
@@ -77,5 +84,16 @@ describe("exceedsUtf8", () => {
       for (const limit of [0, 1, 9, 10, 11, 12])
         expect(exceedsUtf8(s, limit), `${s} ${limit}`).toBe(utf8Bytes(s) > limit);
     }
+  });
+});
+
+describe("TENANT_ID", () => {
+  it("accepts 1-40 of [a-z0-9-] not starting with -, and its source compiles as a browser's pattern (v flag)", () => {
+    for (const ok of ["a", "acme", "acme-corp-2", "0", "a".repeat(40)])
+      expect(TENANT_ID.test(ok), ok).toBe(true);
+    for (const bad of ["", "-acme", "Acme", "acme_corp", "a".repeat(41), "acme\n"])
+      expect(TENANT_ID.test(bad), bad).toBe(false);
+    // How a browser compiles <input pattern>: anchored, with the v flag.
+    expect(() => new RegExp(`^(?:${TENANT_ID_PATTERN})$`, "v")).not.toThrow();
   });
 });

@@ -7,7 +7,7 @@
  * row is written: a D1 failure retries it with backoff, so nothing the archive gave up on is lost
  * on the way to the table.
  */
-import { TENANT_ID } from "../auth/identity.ts";
+import { TENANT_ID } from "../../protocol/index.ts";
 import { log } from "../observability/log.ts";
 
 const MAX_RETRY_DELAY_SECONDS = 300;

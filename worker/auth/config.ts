@@ -5,6 +5,7 @@
  * deployment fails at start-up (worker/index.ts) instead of running open or half-configured.
  */
 import { perEnv } from "../../config/per-env.ts";
+import { TENANT_ID } from "../../protocol/index.ts";
 
 export type AuthMode = "dev" | "access";
 
@@ -43,7 +44,6 @@ export interface AuthVars {
 
 const TEAM_DOMAIN = /^https:\/\/[a-z0-9-]{1,63}\.cloudflareaccess\.com$/;
 const AUD = /^[A-Za-z0-9]{16,128}$/;
-const TENANT_ID = /^[a-z0-9][a-z0-9-]{0,39}$/;
 const JURISDICTIONS = new Set(["eu", "fedramp", "fedramp-high"]);
 
 class ConfigError extends Error {}

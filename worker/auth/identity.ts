@@ -6,6 +6,7 @@ import { and, eq } from "drizzle-orm";
 import { drizzle } from "drizzle-orm/d1";
 import { getCookie } from "hono/cookie";
 import { createMiddleware } from "hono/factory";
+import { TENANT_ID } from "../../protocol/index.ts";
 import { audit } from "../audit.ts";
 import { type Role, tenants, users } from "../db/schema.ts";
 import { ApiError } from "../errors.ts";
@@ -32,7 +33,6 @@ export const ACCESS_HEADER = "cf-access-jwt-assertion";
 export const ACCESS_COOKIE = "CF_Authorization";
 
 export const MAX_NAME_CHARS = 80;
-export const TENANT_ID = /^[a-z0-9][a-z0-9-]{0,39}$/;
 export const EMAIL = /^[^\s@<>()[\]\\,;:"]{1,64}@[A-Za-z0-9.-]{1,189}\.[A-Za-z]{2,63}$/;
 
 /** Who a verified token says the caller is, before provisioning. */

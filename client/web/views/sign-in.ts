@@ -2,6 +2,7 @@
  * @module Sign-in. Behind Cloudflare Access the user arrives signed in and never sees this. Locally
  * (`npm start`, dev mode) it is the dev login: any email, name and tenant, no password.
  */
+import { TENANT_ID_PATTERN } from "../../../protocol/index.ts";
 import { HttpError } from "../../sdk/index.ts";
 import { api } from "../api.ts";
 import { h } from "../dom.ts";
@@ -20,7 +21,7 @@ export function createSignIn(onSignedIn: () => void): HTMLElement {
   const tenant = h("input", {
     type: "text",
     aria: { label: "Workspace" },
-    attrs: { required: "", pattern: "[a-z0-9][a-z0-9-]{0,39}", value: "acme" },
+    attrs: { required: "", pattern: TENANT_ID_PATTERN, value: "acme" },
   });
   const error = h("p", { class: "error", role: "alert" });
   const form = h(

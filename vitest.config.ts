@@ -5,7 +5,7 @@
  * Projects differ only in configuration: "core" (dev auth, a high per-user command rate so
  * concurrency tests are never throttled); "limits" (1 command/s, so throttling tests never depend on
  * machine speed); "pipeline" (small cold-archive thresholds); "access" (production auth: Cloudflare Access applications, an origin allow-list).
- * "browser" is the exception: plain Node driving chromium (test/browser) or raw TCP sockets
+ * "scripts" runs Node-side scripts' tests in plain Node. "browser" is the other exception: plain Node driving chromium (test/browser) or raw TCP sockets
  * (test/system) against the real app (`npm start`'s server, started once per run by
  * test/browser/global-setup.ts).
  */
@@ -81,6 +81,10 @@ export default defineConfig({
         ACCESS_TENANTS,
         ALLOWED_ORIGINS: "https://chat.acme.test, https://parley.test",
       }),
+      // Node-side scripts (npm start's helpers, command-line tools), in plain Node.
+      {
+        test: { name: "scripts", include: ["test/scripts/**/*.test.ts"], environment: "node" },
+      },
       {
         test: {
           name: "browser",

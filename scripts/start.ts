@@ -1,5 +1,5 @@
 /**
- * @module `npm start`: makes sure a dev signing key exists, builds the web client, applies D1
+ * @module `npm start`: makes sure a dev signing key exists in .dev.vars (mode 0600, checked each run), builds the web client, applies D1
  * migrations to the local state, and runs the whole system with `wrangler dev` on 127.0.0.1:PORT (default 8787).
  *
  * Environment:
@@ -9,10 +9,9 @@
  *   PARLEY_*                  any limit variable of wrangler.toml, passed through as `--var`
  */
 import { spawn, spawnSync } from "node:child_process";
-import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { delimiter, dirname, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import { exportJWK, generateKeyPair } from "jose";
+import { ensureDevVars } from "./dev-vars.ts";
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 const port = process.env.PORT ?? "8787";
@@ -25,25 +24,6 @@ const childEnv = {
   WRANGLER_SEND_METRICS: "false",
   PATH: `${resolve(root, "node_modules/.bin")}${delimiter}${process.env.PATH ?? ""}`,
 };
-
-/** Local runs use dev sign-in: writes AUTH_MODE=dev and a private RS256 JWK into .dev.vars once
- * (dev tokens stay valid across restarts). A deployment never sees this file. */
-async function ensureDevKey(): Promise<void> {
-  const file = resolve(root, ".dev.vars");
-  let current = existsSync(file) ? readFileSync(file, "utf8") : "";
-  if (!/^AUTH_MODE=/m.test(current)) {
-    current = `AUTH_MODE=dev\n${current}`;
-    writeFileSync(file, current, { mode: 0o600 });
-  }
-  if (/^DEV_JWT_PRIVATE_JWK=/m.test(current)) return;
-  const { privateKey } = await generateKeyPair("RS256", { extractable: true, modulusLength: 2048 });
-  const jwk = { ...(await exportJWK(privateKey)), alg: "RS256", kid: `dev-${Date.now().toString(36)}` };
-  const line = `DEV_JWT_PRIVATE_JWK=${Buffer.from(JSON.stringify(jwk)).toString("base64")}\n`;
-  writeFileSync(file, current + (current === "" || current.endsWith("\n") ? "" : "\n") + line, {
-    mode: 0o600,
-  });
-  console.log("parley: wrote a new dev signing key to .dev.vars");
-}
 
 /** The web client is static assets built from client/web: build it, so what runs is current. */
 function buildClient(): void {
@@ -78,7 +58,10 @@ function varFlags(): string[] {
     .flatMap(([k, v]) => ["--var", `${k}:${v}`]);
 }
 
-await ensureDevKey();
+const devVars = await ensureDevVars(resolve(root, ".dev.vars"));
+if (devVars.wroteKey) console.log("parley: wrote a new dev signing key to .dev.vars");
+if (devVars.tightened)
+  console.log("parley: .dev.vars holds a signing key: made it readable by its owner only (0600)");
 buildClient();
 applyMigrations();
 const child = spawn(

@@ -49,11 +49,19 @@ export interface Limits {
    * time and keeps 1,000 stalled readers under 1 GB of buffers in the runtime, not in the object. */
   flowWindowBytes: number;
   /** A paused socket that confirms nothing for this long is closed (4008) and resumes with `after`:
-   * a reader stuck this long is gone or hopeless, and its slot is better given back. */
+   * a reader stuck this long is gone or hopeless, and its slot is better given back. The same for an
+   * SSE stream catching up whose reader takes nothing. */
   flowStallMs: number;
   /** A socket without `flow=1` never confirms, so this is all it is sent on one connection before
-   * it is closed (4008) to resume with `after`: the same 4 MiB an SSE reader may fall behind. */
+   * it is closed (4008) to resume with `after`. It is also what an SSE stream may have unread before
+   * it is paused (room-fallback.ts): either way the most one reader makes the room buffer. */
   unconfirmedStreamBytes: number;
+  /** SSE streams and waiting long polls one user may hold open in one room at once. Each stream may
+   * hold up to `unconfirmedStreamBytes` of a slow reader's events in the room's memory (128 MB for
+   * everything the object holds), so without a bound a member could fill a shared room's memory with
+   * a few opens. Five covers one person's devices and tabs on a network that blocks WebSockets (the
+   * web client holds one stream per open room per tab) and bounds one member to 20 MiB of buffers. */
+  maxStreamsPerUser: number;
   /** Lifetime of a dev login token, in seconds. */
   devTokenTtlSeconds: number;
   /** A user is offline when none of their sessions has sent a heartbeat for this long
@@ -112,6 +120,7 @@ export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
   flowWindowBytes: 1024 * 1024,
   flowStallMs: 30_000,
   unconfirmedStreamBytes: 4 * 1024 * 1024,
+  maxStreamsPerUser: 5,
   devTokenTtlSeconds: 12 * 60 * 60,
   presenceTimeoutMs: 60_000,
   maxWatch: 500,
@@ -153,6 +162,7 @@ const OVERRIDES = {
     min: 512 * 1024,
     max: 1024 * 1024 * 1024,
   },
+  PARLEY_MAX_STREAMS_PER_USER: { key: "maxStreamsPerUser", min: 1, max: 100 },
 } as const satisfies Record<string, { key: keyof Limits; min: number; max: number }>;
 
 export type LimitVars = Partial<Record<keyof typeof OVERRIDES, string | undefined>>;

@@ -5,6 +5,7 @@
  */
 import { env } from "cloudflare:workers";
 import { Hono } from "hono";
+import { limitsOf } from "../config/limits.ts";
 import { readAuthConfig } from "./auth/config.ts";
 import { requireIdentity } from "./auth/identity.ts";
 import { errorResponse, onError } from "./errors.ts";
@@ -31,8 +32,10 @@ export { Presence } from "../durable-objects/presence.ts";
 export { Room } from "../durable-objects/room.ts";
 
 // A misconfigured deployment (access mode without its Access applications, dev mode without a
-// key, a malformed origin) fails here, at start-up, rather than on some later request.
+// key, a malformed origin, a limit out of its range) fails here, at start-up, rather than on some
+// later request.
 readAuthConfig(env);
+limitsOf(env);
 checkResidency(env);
 
 const app = new Hono<AppEnv>();

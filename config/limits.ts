@@ -72,6 +72,16 @@ export interface Limits {
   /** Presence shards per tenant (users assigned by hash): one object holds every session of its
    * users, so a very large tenant spreads them over several. */
   presenceShards: number;
+  /** Status changes one presence session may make (a heartbeat whose status differs from the
+   * session's; the same status is always free): a burst, then one per interval. Each change reaches
+   * every watcher of the user on every shard, so an alternating burst is amplification; a person
+   * toggling away/dnd, or a client following focus and idleness, stays well within 5 and one per 2 s.
+   * A refused change gets `rate_limited` and changes nothing. */
+  presenceChangeBurst: number;
+  presenceChangeIntervalMs: number;
+  /** A shard tells watchers (its own and, in one RPC each, the other shards) of its users' status
+   * changes once per window, the latest status per user, instead of once per change. */
+  presenceRelayWindowMs: number;
   /** Activity notices from a room to presence are coalesced over this window: one notice per
    * window per shard instead of one per message (a busy room would otherwise flood presence). */
   activityWindowMs: number;
@@ -125,6 +135,9 @@ export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
   presenceTimeoutMs: 60_000,
   maxWatch: 500,
   presenceShards: 1,
+  presenceChangeBurst: 5,
+  presenceChangeIntervalMs: 2_000,
+  presenceRelayWindowMs: 250,
   activityWindowMs: 250,
   maxAttachmentBytes: 25 * 1024 * 1024,
   attachmentGraceMs: 24 * 60 * 60 * 1000,

@@ -41,6 +41,7 @@ export type LogEvent =
   | Failure<"attachment_discard_failed", { room: string; id: string }>
   | Failure<"read_push_failed", { room: string }>
   | Failure<"activity_failed", { room: string }>
+  | Failure<"presence_relay_failed", { shard: number }>
   | Failure<"audit_write_failed", { room: string }>
   | Failure<"room_alarm_step_failed", { step: string }>
   | Failure<"metrics_write_failed", Record<never, never>>
@@ -75,6 +76,7 @@ const LEVEL: { [E in LogEvent["event"]]: Level } = {
   attachment_discard_failed: "error",
   read_push_failed: "error",
   activity_failed: "error",
+  presence_relay_failed: "warn",
   audit_write_failed: "error",
   room_alarm_step_failed: "error",
   metrics_write_failed: "warn",

@@ -89,6 +89,23 @@ export interface Limits {
   maxAttachmentBytes: number;
   /** An upload no message references is deleted (object and row) this long after it was made. */
   attachmentGraceMs: number;
+  /** Per-user quotas (durable-objects/quota.ts), shared by all of a user's requests wherever they
+   * land. Rooms created (channels, private rooms, new dms): a bucket of this many, refilled at this
+   * many an hour. Each room is a directory row, an object and, for a channel, an entry in every
+   * member's list: a person sets up a handful at a time (an admin seeding a team's channels, 20),
+   * while a script creating hundreds spams the whole tenant. */
+  roomsPerUserPerHour: number;
+  /** Uploads per user per UTC day, by count and by bytes. A day of real use (screenshots, documents)
+   * is tens of files; 500 and 1 GiB (forty uploads of the largest size) leave room for heavy days
+   * and stop a client from filling the tenant's bucket in a loop. The bytes are never fewer than
+   * one largest upload. */
+  uploadsPerUserPerDay: number;
+  uploadBytesPerUserPerDay: number;
+  /** Full-text searches per user: a bucket of this many, refilled at this many a minute. Each one
+   * runs an FTS query over every room the user is in; the web client searches when the user submits
+   * a query (not per keystroke), so 20 back to back is a person refining a search, far fewer than
+   * a script sweeping the archive. */
+  searchesPerUserPerMinute: number;
   /** Longest stored file name, in characters: enough for any real name, short enough for every
    * file system a download lands on (most cap a name at 255 bytes). */
   maxFilenameChars: number;
@@ -142,6 +159,10 @@ export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
   maxAttachmentBytes: 25 * 1024 * 1024,
   attachmentGraceMs: 24 * 60 * 60 * 1000,
   maxFilenameChars: 200,
+  roomsPerUserPerHour: 20,
+  uploadsPerUserPerDay: 500,
+  uploadBytesPerUserPerDay: 1024 * 1024 * 1024,
+  searchesPerUserPerMinute: 20,
   outboxDrainDelayMs: 200,
   outboxBatch: 500,
   outboxMaxBackoffMs: 60_000,
@@ -176,6 +197,15 @@ const OVERRIDES = {
     max: 1024 * 1024 * 1024,
   },
   PARLEY_MAX_STREAMS_PER_USER: { key: "maxStreamsPerUser", min: 1, max: 100 },
+  PARLEY_USER_ROOMS_PER_HOUR: { key: "roomsPerUserPerHour", min: 1, max: 1_000_000 },
+  PARLEY_USER_UPLOADS_PER_DAY: { key: "uploadsPerUserPerDay", min: 1, max: 1_000_000_000 },
+  // At least one largest upload (checked in readLimits).
+  PARLEY_USER_UPLOAD_BYTES_PER_DAY: {
+    key: "uploadBytesPerUserPerDay",
+    min: 1024,
+    max: 1024 * 1024 * 1024 * 1024,
+  },
+  PARLEY_USER_SEARCHES_PER_MINUTE: { key: "searchesPerUserPerMinute", min: 1, max: 1_000_000 },
 } as const satisfies Record<string, { key: keyof Limits; min: number; max: number }>;
 
 export type LimitVars = Partial<Record<keyof typeof OVERRIDES, string | undefined>>;
@@ -202,6 +232,12 @@ export function readLimits(vars: LimitVars): Limits {
   limits.hotEvents = Math.max(limits.hotEvents, limits.replayCap);
   // The text limit can never exceed what a frame can carry.
   limits.maxTextBytes = Math.min(limits.maxTextBytes, limits.maxFrameBytes - 1024);
+  // A day's bytes that cannot hold one largest upload would refuse a valid file all day.
+  if (limits.uploadBytesPerUserPerDay < limits.maxAttachmentBytes) {
+    throw new Error(
+      `PARLEY_USER_UPLOAD_BYTES_PER_DAY (${limits.uploadBytesPerUserPerDay}) must be at least PARLEY_MAX_ATTACHMENT_BYTES (${limits.maxAttachmentBytes})`,
+    );
+  }
   return limits;
 }
 

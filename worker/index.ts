@@ -29,6 +29,7 @@ import { userRoutes } from "./routes/users.ts";
 import type { AppEnv } from "./types.ts";
 
 export { Presence } from "../durable-objects/presence.ts";
+export { Quota } from "../durable-objects/quota.ts";
 export { Room } from "../durable-objects/room.ts";
 
 // A misconfigured deployment (access mode without its Access applications, dev mode without a

@@ -39,6 +39,7 @@ export type LogEvent =
   | { event: "export_malformed"; id: string }
   | Failure<"export_failed", { export: string; attempts: number }>
   | Failure<"attachment_discard_failed", { room: string; id: string }>
+  | Failure<"quota_release_failed", { room: string; id: string }>
   | Failure<"read_push_failed", { room: string }>
   | Failure<"activity_failed", { room: string }>
   | Failure<"presence_relay_failed", { shard: number }>
@@ -74,6 +75,7 @@ const LEVEL: { [E in LogEvent["event"]]: Level } = {
   export_malformed: "error",
   export_failed: "error",
   attachment_discard_failed: "error",
+  quota_release_failed: "warn",
   read_push_failed: "error",
   activity_failed: "error",
   presence_relay_failed: "warn",

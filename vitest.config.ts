@@ -4,7 +4,7 @@
  *
  * Projects differ only in configuration: "core" (dev auth, a high per-user command rate so
  * concurrency tests are never throttled); "limits" (1 command/s, so throttling tests never depend on
- * machine speed); "pipeline" (small cold-archive thresholds); "access" (production auth: Cloudflare Access applications, an origin allow-list).
+ * machine speed, and small daily upload quotas); "pipeline" (small cold-archive thresholds); "access" (production auth: Cloudflare Access applications, an origin allow-list).
  * "scripts" runs Node-side scripts' tests in plain Node. "browser" is the other exception: plain Node driving chromium (test/browser) or raw TCP sockets
  * (test/system) against the real app (`npm start`'s server, started once per run by
  * test/browser/global-setup.ts).
@@ -69,7 +69,13 @@ export default defineConfig({
     onConsoleLog: (line) => !line.startsWith('{"event":"request"'),
     projects: [
       workerd("core", ["test/*.test.ts", "test/unit/**/*.test.ts"], "200"),
-      workerd("limits", ["test/limits/**/*.test.ts"], "1"),
+      // Small daily upload quotas, so a test reaches them with a few small files; every other quota
+      // keeps its default (the quota tests show the defaults refuse a burst).
+      workerd("limits", ["test/limits/**/*.test.ts"], "1", {
+        PARLEY_MAX_ATTACHMENT_BYTES: "2048",
+        PARLEY_USER_UPLOADS_PER_DAY: "5",
+        PARLEY_USER_UPLOAD_BYTES_PER_DAY: "5000",
+      }),
       // Small cold-archive thresholds, so a test of a few hundred events reaches R2.
       workerd("pipeline", ["test/pipeline/**/*.test.ts"], "100000", {
         PARLEY_HOT_EVENTS: "500",

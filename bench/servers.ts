@@ -314,7 +314,7 @@ export async function startCeiling(root: string, logDir: string, label: string):
  * Parley with fresh state in a temporary directory that `stop()` removes; or, with `stateDir`, on
  * that directory, which stays (the caller owns it: a later start can reuse it). `name` names the
  * log file; `env` adds or overrides PARLEY_* limits (the bench's default lifts the per-user command
- * rate out of the way); `tempPrefix` names the temporary state directory; `timeoutMs` bounds the
+ * rate and quotas out of the way); `tempPrefix` names the temporary state directory; `timeoutMs` bounds the
  * wait for /healthz, which includes building the client and applying migrations.
  */
 export async function startParley(
@@ -339,6 +339,12 @@ export async function startParley(
     args: ["scripts/start.ts"],
     env: {
       PARLEY_USER_COMMANDS_PER_SECOND: "100000",
+      // The bench creates its rooms, searches and uploads as a few users at machine speed: the
+      // per-user quotas would measure themselves, not Parley.
+      PARLEY_USER_ROOMS_PER_HOUR: "1000000",
+      PARLEY_USER_SEARCHES_PER_MINUTE: "1000000",
+      PARLEY_USER_UPLOADS_PER_DAY: "1000000",
+      PARLEY_USER_UPLOAD_BYTES_PER_DAY: String(1024 ** 4),
       ...options.env,
       PORT: String(port),
       PARLEY_STATE_DIR: stateDir,

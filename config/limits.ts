@@ -49,11 +49,19 @@ export interface Limits {
    * time and keeps 1,000 stalled readers under 1 GB of buffers in the runtime, not in the object. */
   flowWindowBytes: number;
   /** A paused socket that confirms nothing for this long is closed (4008) and resumes with `after`:
-   * a reader stuck this long is gone or hopeless, and its slot is better given back. */
+   * a reader stuck this long is gone or hopeless, and its slot is better given back. The same for an
+   * SSE stream catching up whose reader takes nothing. */
   flowStallMs: number;
   /** A socket without `flow=1` never confirms, so this is all it is sent on one connection before
-   * it is closed (4008) to resume with `after`: the same 4 MiB an SSE reader may fall behind. */
+   * it is closed (4008) to resume with `after`. It is also what an SSE stream may have unread before
+   * it is paused (room-fallback.ts): either way the most one reader makes the room buffer. */
   unconfirmedStreamBytes: number;
+  /** SSE streams and waiting long polls one user may hold open in one room at once. Each stream may
+   * hold up to `unconfirmedStreamBytes` of a slow reader's events in the room's memory (128 MB for
+   * everything the object holds), so without a bound a member could fill a shared room's memory with
+   * a few opens. Five covers one person's devices and tabs on a network that blocks WebSockets (the
+   * web client holds one stream per open room per tab) and bounds one member to 20 MiB of buffers. */
+  maxStreamsPerUser: number;
   /** Lifetime of a dev login token, in seconds. */
   devTokenTtlSeconds: number;
   /** A user is offline when none of their sessions has sent a heartbeat for this long
@@ -64,6 +72,16 @@ export interface Limits {
   /** Presence shards per tenant (users assigned by hash): one object holds every session of its
    * users, so a very large tenant spreads them over several. */
   presenceShards: number;
+  /** Status changes one presence session may make (a heartbeat whose status differs from the
+   * session's; the same status is always free): a burst, then one per interval. Each change reaches
+   * every watcher of the user on every shard, so an alternating burst is amplification; a person
+   * toggling away/dnd, or a client following focus and idleness, stays well within 5 and one per 2 s.
+   * A refused change gets `rate_limited` and changes nothing. */
+  presenceChangeBurst: number;
+  presenceChangeIntervalMs: number;
+  /** A shard tells watchers (its own and, in one RPC each, the other shards) of its users' status
+   * changes once per window, the latest status per user, instead of once per change. */
+  presenceRelayWindowMs: number;
   /** Activity notices from a room to presence are coalesced over this window: one notice per
    * window per shard instead of one per message (a busy room would otherwise flood presence). */
   activityWindowMs: number;
@@ -71,6 +89,23 @@ export interface Limits {
   maxAttachmentBytes: number;
   /** An upload no message references is deleted (object and row) this long after it was made. */
   attachmentGraceMs: number;
+  /** Per-user quotas (durable-objects/quota.ts), shared by all of a user's requests wherever they
+   * land. Rooms created (channels, private rooms, new dms): a bucket of this many, refilled at this
+   * many an hour. Each room is a directory row, an object and, for a channel, an entry in every
+   * member's list: a person sets up a handful at a time (an admin seeding a team's channels, 20),
+   * while a script creating hundreds spams the whole tenant. */
+  roomsPerUserPerHour: number;
+  /** Uploads per user per UTC day, by count and by bytes. A day of real use (screenshots, documents)
+   * is tens of files; 500 and 1 GiB (forty uploads of the largest size) leave room for heavy days
+   * and stop a client from filling the tenant's bucket in a loop. The bytes are never fewer than
+   * one largest upload. */
+  uploadsPerUserPerDay: number;
+  uploadBytesPerUserPerDay: number;
+  /** Full-text searches per user: a bucket of this many, refilled at this many a minute. Each one
+   * runs an FTS query over every room the user is in; the web client searches when the user submits
+   * a query (not per keystroke), so 20 back to back is a person refining a search, far fewer than
+   * a script sweeping the archive. */
+  searchesPerUserPerMinute: number;
   /** Longest stored file name, in characters: enough for any real name, short enough for every
    * file system a download lands on (most cap a name at 255 bytes). */
   maxFilenameChars: number;
@@ -112,14 +147,22 @@ export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
   flowWindowBytes: 1024 * 1024,
   flowStallMs: 30_000,
   unconfirmedStreamBytes: 4 * 1024 * 1024,
+  maxStreamsPerUser: 5,
   devTokenTtlSeconds: 12 * 60 * 60,
   presenceTimeoutMs: 60_000,
   maxWatch: 500,
   presenceShards: 1,
+  presenceChangeBurst: 5,
+  presenceChangeIntervalMs: 2_000,
+  presenceRelayWindowMs: 250,
   activityWindowMs: 250,
   maxAttachmentBytes: 25 * 1024 * 1024,
   attachmentGraceMs: 24 * 60 * 60 * 1000,
   maxFilenameChars: 200,
+  roomsPerUserPerHour: 20,
+  uploadsPerUserPerDay: 500,
+  uploadBytesPerUserPerDay: 1024 * 1024 * 1024,
+  searchesPerUserPerMinute: 20,
   outboxDrainDelayMs: 200,
   outboxBatch: 500,
   outboxMaxBackoffMs: 60_000,
@@ -153,6 +196,16 @@ const OVERRIDES = {
     min: 512 * 1024,
     max: 1024 * 1024 * 1024,
   },
+  PARLEY_MAX_STREAMS_PER_USER: { key: "maxStreamsPerUser", min: 1, max: 100 },
+  PARLEY_USER_ROOMS_PER_HOUR: { key: "roomsPerUserPerHour", min: 1, max: 1_000_000 },
+  PARLEY_USER_UPLOADS_PER_DAY: { key: "uploadsPerUserPerDay", min: 1, max: 1_000_000_000 },
+  // At least one largest upload (checked in readLimits).
+  PARLEY_USER_UPLOAD_BYTES_PER_DAY: {
+    key: "uploadBytesPerUserPerDay",
+    min: 1024,
+    max: 1024 * 1024 * 1024 * 1024,
+  },
+  PARLEY_USER_SEARCHES_PER_MINUTE: { key: "searchesPerUserPerMinute", min: 1, max: 1_000_000 },
 } as const satisfies Record<string, { key: keyof Limits; min: number; max: number }>;
 
 export type LimitVars = Partial<Record<keyof typeof OVERRIDES, string | undefined>>;
@@ -179,6 +232,12 @@ export function readLimits(vars: LimitVars): Limits {
   limits.hotEvents = Math.max(limits.hotEvents, limits.replayCap);
   // The text limit can never exceed what a frame can carry.
   limits.maxTextBytes = Math.min(limits.maxTextBytes, limits.maxFrameBytes - 1024);
+  // A day's bytes that cannot hold one largest upload would refuse a valid file all day.
+  if (limits.uploadBytesPerUserPerDay < limits.maxAttachmentBytes) {
+    throw new Error(
+      `PARLEY_USER_UPLOAD_BYTES_PER_DAY (${limits.uploadBytesPerUserPerDay}) must be at least PARLEY_MAX_ATTACHMENT_BYTES (${limits.maxAttachmentBytes})`,
+    );
+  }
   return limits;
 }
 

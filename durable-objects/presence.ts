@@ -7,17 +7,19 @@
  * offline after it. Expiry runs from a persisted schedule (`expiries`) and one alarm at its earliest
  * row, never from timers that would keep the object awake; alarms are at-least-once, so handling
  * one is idempotent. Status changes cross shards by relay: watchers of a user may sit on any shard.
+ *
+ * What one client can make presence send is bounded: a session's status changes come from a token
+ * bucket (a refused change gets `rate_limited` and changes nothing), and a shard tells watchers of
+ * its users' changes once per relay window, the latest status per user, in one RPC per other shard
+ * (from the alarm), never one per change.
  */
 import { DurableObject } from "cloudflare:workers";
 import { limitsOf } from "../config/limits.ts";
-import {
-  type ErrorCode,
-  type PresenceServerFrame,
-  type PresenceStatus,
-  parsePresenceFrame,
-} from "../protocol/index.ts";
+import { type PresenceServerFrame, type PresenceStatus, parsePresenceFrame } from "../protocol/index.ts";
+import { log } from "../worker/observability/log.ts";
 import { record } from "../worker/observability/metrics.ts";
 import { tenantNamespace } from "../worker/residency.ts";
+import { type Bucket, takeFrom } from "./rate-limit.ts";
 
 /** Header through which the worker hands the authenticated caller (URI-encoded JSON). */
 export const PRESENCE_IDENTITY_HEADER = "x-parley-identity";
@@ -29,6 +31,8 @@ interface SessionInfo {
   status: "active" | "away" | "dnd";
   beatAt: number;
   watch: string[];
+  /** The session's status-change bucket (absent: full). In the attachment, so a wake keeps it. */
+  changes?: Bucket;
 }
 
 export interface PresenceChange {
@@ -51,6 +55,15 @@ export class Presence extends DurableObject<Env> {
   readonly #closed = new WeakSet<WebSocket>();
   /** watched user → sockets watching them; rebuilt from attachments after a wake. */
   #watchers: Map<string, Set<WebSocket>> | null = null;
+  /** What each watching socket was last told of each user, so a relay that changes nothing for it
+   * (a flip and back within one window, or the status its watch snapshot already gave) sends no
+   * frame. Lost on a wake: then at most one repeated frame per user. */
+  readonly #told = new WeakMap<WebSocket, Map<string, PresenceStatus>>();
+  /** This shard's users' changes not yet relayed, the latest per user, and when they are due. In
+   * memory: a change lost to a restart is like a relay lost before (watchers catch up at their next
+   * watch or change), and keeping it out of storage keeps a status change at the writes it had. */
+  readonly #relays = new Map<string, PresenceChange>();
+  #relayAt: number | null = null;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -117,8 +130,28 @@ export class Presence extends DurableObject<Env> {
     }
     const frame = parsed.value;
     if (frame.type === "heartbeat") {
+      const now = Date.now();
+      if (frame.status !== info.status) {
+        // A change costs a token; the same status again (the periodic beat) never does.
+        const { bucket, wait } = takeFrom(
+          info.changes,
+          now,
+          1000 / limits.presenceChangeIntervalMs,
+          limits.presenceChangeBurst,
+        );
+        if (wait > 0) {
+          send(ws, {
+            type: "error",
+            code: "rate_limited",
+            message: "status changes too often; send it again later",
+            retryAfter: Math.max(1, Math.ceil(wait)),
+          });
+          return;
+        }
+        info.changes = bucket;
+      }
       info.status = frame.status;
-      info.beatAt = Date.now();
+      info.beatAt = now;
       ws.serializeAttachment(info);
       await this.#refresh(info.userId);
     } else if (frame.type === "watch") {
@@ -126,7 +159,12 @@ export class Presence extends DurableObject<Env> {
       info.watch = frame.users;
       ws.serializeAttachment(info);
       for (const id of info.watch) this.#watchersOf(id).add(ws);
-      for (const change of await this.#lookup(info.watch)) send(ws, { type: "presence", ...change });
+      const told = new Map<string, PresenceStatus>();
+      this.#told.set(ws, told);
+      for (const change of await this.#lookup(info.watch)) {
+        told.set(change.user, change.status);
+        send(ws, { type: "presence", ...change });
+      }
     } else {
       send(ws, { type: "pong" });
     }
@@ -192,37 +230,59 @@ export class Presence extends DurableObject<Env> {
         );
       }
     });
+    if (before?.status !== status) this.#announce({ user: userId, status, lastSeen });
     await this.#scheduleAlarm();
-    if (before?.status !== status) await this.#announce({ user: userId, status, lastSeen });
   }
 
+  /** One alarm for both schedules: the earliest expiry, and the relay window when one is open. */
   async #scheduleAlarm(): Promise<void> {
-    const next = this.#sql.exec<{ at: number | null }>("SELECT MIN(at) AS at FROM expiries").one().at;
+    const expiry = this.#sql.exec<{ at: number | null }>("SELECT MIN(at) AS at FROM expiries").one().at;
+    const next =
+      expiry === null ? this.#relayAt : this.#relayAt === null ? expiry : Math.min(expiry, this.#relayAt);
     if (next === null) await this.ctx.storage.deleteAlarm();
     else if ((await this.ctx.storage.getAlarm()) !== next) await this.ctx.storage.setAlarm(next);
   }
 
-  /** Users whose last heartbeat is older than the timeout go offline. Idempotent. */
+  /** Users whose last heartbeat is older than the timeout go offline; then every pending change
+   * (theirs included) is relayed. Idempotent. */
   override async alarm(): Promise<void> {
     const due = this.#sql
       .exec<{ user_id: string }>("SELECT user_id FROM expiries WHERE at <= ?", Date.now())
       .toArray()
       .map((r) => r.user_id);
     for (const userId of due) await this.#refresh(userId);
+    await this.#relay();
     await this.#scheduleAlarm();
   }
 
-  /** Tells this shard's watchers, then every other shard (whose sessions may watch the user). */
-  async #announce(change: PresenceChange): Promise<void> {
-    this.relay(change);
+  /** Records a change of one of this shard's users for the next relay (the latest per user). */
+  #announce(change: PresenceChange): void {
+    this.#relays.set(change.user, change);
+    this.#relayAt ??= Date.now() + limitsOf(this.env).presenceRelayWindowMs;
+  }
+
+  /** Tells this shard's watchers of the pending changes, then every other shard (whose sessions
+   * may watch the users), one RPC each. A shard that could not be told gets them again next window
+   * (with anything newer): watchers that were told already are not sent them twice. */
+  async #relay(): Promise<void> {
+    const changes = [...this.#relays.values()];
+    this.#relays.clear();
+    this.#relayAt = null;
+    if (changes.length === 0) return;
+    this.relayAll(changes);
     const meta = this.#meta();
     if (!meta) return;
     const shards = limitsOf(this.env).presenceShards;
-    await Promise.all(
+    const results = await Promise.allSettled(
       Array.from({ length: shards }, (_, n) => n)
         .filter((n) => n !== meta.shard)
-        .map((n) => presenceStub(this.env, meta.tenantId, n).relay(change)),
+        .map((n) => presenceStub(this.env, meta.tenantId, n).relayAll(changes)),
     );
+    const failed = results.find((r) => r.status === "rejected");
+    if (failed) {
+      log({ event: "presence_relay_failed", shard: meta.shard, error: String(failed.reason) });
+      for (const change of changes) if (!this.#relays.has(change.user)) this.#announce(change);
+    }
   }
 
   // ---- RPC -----------------------------------------------------------------------------------
@@ -236,16 +296,27 @@ export class Presence extends DurableObject<Env> {
     );
   }
 
-  /** A status change from any shard: pushed to this shard's sessions that watch the user. */
-  relay(change: PresenceChange): void {
-    const frame = JSON.stringify({ type: "presence", ...change } satisfies PresenceServerFrame);
-    for (const ws of this.#watchersOf(change.user)) {
-      try {
-        ws.send(frame);
-      } catch {
-        // closing socket
+  /** Status changes from any shard: each pushed to this shard's sessions that watch the user and
+   * were not told that status already. */
+  relayAll(changes: PresenceChange[]): void {
+    for (const change of changes) {
+      const frame = JSON.stringify({ type: "presence", ...change } satisfies PresenceServerFrame);
+      for (const ws of this.#watchersOf(change.user)) {
+        let told = this.#told.get(ws);
+        if (told?.get(change.user) === change.status) continue;
+        if (!told) {
+          told = new Map();
+          this.#told.set(ws, told);
+        }
+        told.set(change.user, change.status);
+        sendRaw(ws, frame);
       }
     }
+  }
+
+  /** One change (the RPC of shards deployed before `relayAll`). */
+  relay(change: PresenceChange): void {
+    this.relayAll([change]);
   }
 
   /** A read marker moved on one of the user's devices: their presence sessions learn it. */
@@ -380,10 +451,7 @@ export function presenceStub(env: Env, tenantId: string, shard: number) {
   return namespace.get(namespace.idFromName(`${tenantId}:presence:${shard}`));
 }
 
-function send(
-  ws: WebSocket,
-  frame: PresenceServerFrame | { type: "error"; code: ErrorCode; message: string },
-): void {
+function send(ws: WebSocket, frame: PresenceServerFrame): void {
   sendRaw(ws, JSON.stringify(frame));
 }
 

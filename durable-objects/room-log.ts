@@ -416,6 +416,35 @@ export class RoomLog {
       .map((r) => ({ ...r, deleted: r.deleted === 1 }));
   }
 
+  /**
+   * Events with seq in (after, until], ascending: at most `maxRows`, and no more than the first one
+   * that takes their JSON to `maxBytes` (UTF-8) or past it. SQLite sums the sizes, so a page of large
+   * events never reaches the object's memory beyond the budget plus one event (each stays under the
+   * 64 KiB frame limit). `json` is '' for an event in a cold segment, as in `rowsAfter`.
+   */
+  jsonAfter(
+    after: number,
+    until: number,
+    maxRows: number,
+    maxBytes: number,
+  ): { seq: number; json: string; deleted: boolean }[] {
+    return this.#sql
+      .exec<{ seq: number; json: string; deleted: number }>(
+        `SELECT seq, json, deleted FROM (
+           SELECT seq, json, deleted,
+                  SUM(length(CAST(json AS BLOB))) OVER (ORDER BY seq ROWS UNBOUNDED PRECEDING)
+                    - length(CAST(json AS BLOB)) AS before
+           FROM (SELECT seq, json, deleted FROM events WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?)
+         ) WHERE before < ? ORDER BY seq`,
+        after,
+        until,
+        maxRows,
+        maxBytes,
+      )
+      .toArray()
+      .map((r) => ({ seq: r.seq, json: r.json, deleted: r.deleted === 1 }));
+  }
+
   /** UTF-8 bytes of the events in (after, until], reading at most the newest `maxRows` of them
    * (flow control's estimate after a wake: durable-objects/room-flow.ts). */
   eventBytes(after: number, until: number, maxRows: number): number {

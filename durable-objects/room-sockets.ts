@@ -77,6 +77,11 @@ export class RoomSockets {
     return this.#ctx.getWebSockets().length;
   }
 
+  /** Every event up to here has been written to the sockets and published (`flush`). */
+  get flushedSeq(): number {
+    return this.#flushedSeq;
+  }
+
   /**
    * Takes a socket the room accepted (`ctx.acceptWebSocket`) and starts its stream after `after`:
    * the replay then `ready` (or as much of the replay as its flow window allows, the rest on

@@ -26,6 +26,7 @@ import {
   type SequencedCommand,
   type ServerFrame,
   type UserRef,
+  utf8Bytes,
 } from "../protocol/index.ts";
 import { log } from "../worker/observability/log.ts";
 import { record } from "../worker/observability/metrics.ts";
@@ -36,7 +37,7 @@ import { RateLimiter } from "./rate-limit.ts";
 import { type AttachmentRecord, deleteStored, RoomAttachments } from "./room-attachments.ts";
 import { ColdArchive } from "./room-cold.ts";
 import { type Actor, applyCommand, type CommandResult, type CommandStores } from "./room-commands.ts";
-import { FallbackTransports, sseControl, sseEvents } from "./room-fallback.ts";
+import { FallbackTransports, SSE_CHUNK_BYTES, type StreamState } from "./room-fallback.ts";
 import { type Member, RoomLog, type RoomMeta, type StoredRow } from "./room-log.ts";
 import { Outbox, queueBatches } from "./room-outbox.ts";
 import { closeQuietly, RoomSockets, type SocketInfo, send, sendError } from "./room-sockets.ts";
@@ -101,7 +102,7 @@ export class Room extends DurableObject<Env> {
   readonly #rate: RateLimiter;
   readonly #sockets: RoomSockets;
   readonly #activity = new ActivityBatch();
-  readonly #fallback = new FallbackTransports();
+  readonly #fallback: FallbackTransports;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -117,6 +118,14 @@ export class Room extends DurableObject<Env> {
       maxAttachments: this.#limits.maxAttachmentsPerMessage,
     };
     this.#rate = new RateLimiter(this.#limits.userCommandsPerSecond, this.#limits.userCommandBurst);
+    this.#fallback = new FallbackTransports(
+      {
+        flushedSeq: () => this.#sockets.flushedSeq,
+        coldSeq: () => this.#cold.coldSeq,
+        jsonAfter: (after, until, maxRows, maxBytes) => this.#log.jsonAfter(after, until, maxRows, maxBytes),
+      },
+      this.#limits,
+    );
     this.#sockets = new RoomSockets(ctx, {
       log: this.#log,
       limits: this.#limits,
@@ -302,6 +311,12 @@ export class Room extends DurableObject<Env> {
   setRetention(days: number | null): void {
     this.#log.retentionDays = days;
     if (days !== null) this.#wakeAt(Date.now());
+  }
+
+  /** The room's SSE streams as it accounts for them: who holds each, whether it is still catching
+   * up, and the bytes written to it that its reader has not taken (tests, operators). */
+  fallbackState(): { streams: StreamState[] } {
+    return { streams: this.#fallback.state() };
   }
 
   /** The running hash of the log: the last event's seq and chain link. */
@@ -506,8 +521,10 @@ export class Room extends DurableObject<Env> {
   // ---- WebSocket lifecycle -----------------------------------------------------------------
 
   /**
-   * Long poll: events after `after` (at most one frame's worth) as soon as there is one, or none
-   * when `timeoutMs` passes. The body is `{"events":[…],"lastSeq"}`, built from the stored JSON.
+   * Long poll: events after `after` (at most one frame's worth: 100 events, and about 128 KiB of
+   * them) as soon as there is one, or none when `timeoutMs` passes. The body is
+   * `{"events":[…],"lastSeq"}`, built from the stored JSON. A poll that has to wait holds one of
+   * the caller's stream slots (`maxStreamsPerUser`) while it waits.
    */
   async poll(
     userId: string,
@@ -515,6 +532,7 @@ export class Room extends DurableObject<Env> {
     timeoutMs: number,
   ): Promise<{ ok: true; body: string } | Failure> {
     const deadline = Date.now() + timeoutMs;
+    let admitted = false;
     for (;;) {
       if (!this.#log.member(userId)) return failure("forbidden", "join the room to read it");
       const lastSeq = this.#log.lastSeq;
@@ -522,10 +540,21 @@ export class Room extends DurableObject<Env> {
         return failure("bad_request", `after ${after} is beyond the log (lastSeq ${lastSeq})`);
       const left = deadline - Date.now();
       if (lastSeq > after || left <= 0) {
-        const rows = await this.#cold.fill(this.#log.rowsAfter(after, this.#limits.maxEventsPerFrame));
+        // Cold rows weigh nothing in SQLite's sum (their JSON is in R2): the budget is applied
+        // again once they are filled in.
+        const rows = (
+          await this.#cold.fill(
+            this.#log.jsonAfter(after, lastSeq, this.#limits.maxEventsPerFrame, SSE_CHUNK_BYTES),
+          )
+        ).filter(withinBudget(SSE_CHUNK_BYTES));
         return { ok: true, body: `{"events":[${rows.map((r) => r.json).join(",")}],"lastSeq":${lastSeq}}` };
       }
-      await this.#fallback.wait(left);
+      if (!admitted) {
+        const refused = this.#fallback.admit(userId);
+        if (refused) return refused;
+        admitted = true;
+      }
+      await this.#fallback.wait(userId, left);
     }
   }
 
@@ -562,7 +591,8 @@ export class Room extends DurableObject<Env> {
   }
 
   /** SSE: the same replay, `ready`/`gap` and live events as a socket, with `Last-Event-ID` taking
-   * precedence over `after` on a reconnect. */
+   * precedence over `after` on a reconnect. The replay is written as the reader takes it
+   * (room-fallback.ts), never built whole. */
   #openEventStream(request: Request): Response {
     const info = parseIdentity(request.headers.get(IDENTITY_HEADER));
     const meta = this.#log.meta();
@@ -574,22 +604,12 @@ export class Room extends DurableObject<Env> {
     if (!Number.isSafeInteger(after)) return jsonError("bad_request", "after must be a non-negative integer");
     if (after > lastSeq)
       return jsonError("bad_request", `after ${after} is beyond the log (lastSeq ${lastSeq})`);
+    const refused = this.#fallback.admit(info.id);
+    if (refused) return jsonError(refused.code, refused.message, refused.retryAfter);
     // As for a socket: what is committed goes out first, so replay and live stream meet exactly.
     this.#sockets.flush();
-    let first: string;
-    if (lastSeq - after > this.#limits.replayCap || after < this.#cold.coldSeq) {
-      first = sseControl("gap", { type: "gap", after, lastSeq });
-    } else {
-      first = "";
-      for (let from = after; from < lastSeq; ) {
-        const rows = this.#log.rowsAfter(from, 500, lastSeq);
-        const last = rows.at(-1);
-        if (!last) break;
-        first += sseEvents(rows.map((r) => r.json));
-        from = last.seq;
-      }
-    }
-    return this.#fallback.open(info.id, first + sseControl("ready", { type: "ready", lastSeq }));
+    const gap = lastSeq - after > this.#limits.replayCap || after < this.#cold.coldSeq;
+    return this.#fallback.open(info.id, { after, lastSeq, gap });
   }
 
   override async webSocketMessage(ws: WebSocket, message: string | ArrayBuffer): Promise<void> {
@@ -809,6 +829,24 @@ function parseIdentity(raw: string | null): SocketInfo | null {
   }
 }
 
-function jsonError(code: ErrorCode, message: string): Response {
-  return Response.json({ error: { code, message } }, { status: ERROR_STATUS[code] });
+/** The error envelope (with `retryAfter` and `Retry-After` when given), as worker/errors.ts
+ * answers: the worker passes the object's response through unchanged. */
+function jsonError(code: ErrorCode, message: string, retryAfter?: number): Response {
+  if (retryAfter === undefined)
+    return Response.json({ error: { code, message } }, { status: ERROR_STATUS[code] });
+  return Response.json(
+    { error: { code, message, retryAfter } },
+    { status: ERROR_STATUS[code], headers: { "retry-after": String(Math.ceil(retryAfter)) } },
+  );
+}
+
+/** A filter keeping rows while the JSON before each is under `bytes` (so at least one, and the
+ * one that crosses the budget is the last). */
+function withinBudget(bytes: number): (row: { json: string }) => boolean {
+  let used = 0;
+  return (row) => {
+    if (used >= bytes) return false;
+    used += utf8Bytes(row.json);
+    return true;
+  };
 }

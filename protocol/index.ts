@@ -427,7 +427,8 @@ export type PresenceServerFrame =
   | { type: "presence"; user: string; status: PresenceStatus; lastSeen: number | null }
   | { type: "activity"; room: string; lastSeq: number; mention: boolean }
   | { type: "read"; room: string; seq: number }
-  | { type: "pong" };
+  | { type: "pong" }
+  | { type: "error"; code: ErrorCode; message: string; retryAfter?: number };
 
 const HEARTBEAT_STATUSES = new Set(["active", "away", "dnd"]);
 const USER_ID = /^[A-Za-z0-9_-]{1,64}$/;

@@ -254,7 +254,12 @@ async function run(): Promise<boolean> {
     logDir,
     // no rate limit in the way of the load; the smallest replay the protocol allows, so that readers
     // who stayed away get `gap` more often
-    env: { PARLEY_USER_COMMANDS_PER_SECOND: "100000", PARLEY_REPLAY_CAP: "500" },
+    // (and no room quota: `--rooms` may ask for more than one person creates in an hour)
+    env: {
+      PARLEY_USER_COMMANDS_PER_SECOND: "100000",
+      PARLEY_REPLAY_CAP: "500",
+      PARLEY_USER_ROOMS_PER_HOUR: "1000000",
+    },
     startTimeoutMs: START_TIMEOUT_MS,
     log,
   });

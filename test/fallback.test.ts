@@ -1,8 +1,13 @@
 /** The fallback transports of PROTOCOL.md: Server-Sent Events and long polling, with the socket's
  * order and exactly-once semantics, membership checks and resume by Last-Event-ID. */
-import { describe, expect, it } from "vitest";
+import { abortAllDurableObjects, runInDurableObject } from "cloudflare:test";
+import { env } from "cloudflare:workers";
+import { describe, expect, it, vi } from "vitest";
 import { type SseFrame, SseParser } from "../client/sdk/index.ts";
+import { DEFAULT_LIMITS } from "../config/limits.ts";
+import type { Room } from "../durable-objects/room.ts";
 import type { RoomEvent } from "../protocol/index.ts";
+import { roomStub } from "../worker/rooms.ts";
 import {
   api,
   authHeaders,
@@ -122,6 +127,181 @@ describe("Server-Sent Events", () => {
     await sse.until((f) => f.some((x) => x.event === "ready"), "ready");
     expect((await api(bob, "POST", `/api/rooms/${roomId}/leave`)).status).toBe(200);
     expect(await sse.ended()).toBe(true);
+  });
+});
+
+/** What the room holds for each of its SSE streams (its own accounting). */
+function streamsOf(user: User, roomId: string) {
+  return runInDurableObject(roomStub(env, user.tenant, roomId), (room: Room) => room.fallbackState().streams);
+}
+
+/** A message as large as an event gets: 10,000 control characters, each `\u0001` (6 bytes) in the
+ * event's JSON, so about 60 KB per event (the request body stays under the 64 KiB frame limit). */
+const HEAVY = "\u0001".repeat(10_000);
+/** Most a stream may have queued in the room during its replay: one write of whole frames. */
+const CHUNK_BOUND = 256 * 1024;
+
+describe("bounded SSE streams", () => {
+  it("replays a large backlog in bounded writes: an unread stream holds one chunk, not the replay", async () => {
+    const ada = await login(unique("t"));
+    const roomId = await createRoom(ada);
+    let last = 0;
+    for (let i = 0; i < 100; i++) last = await post(ada, roomId, `heavy${i}`, HEAVY);
+    // About 6 MB of replay per stream: today's main builds it as one string and writes it at once.
+    const idle = [];
+    for (let i = 0; i < 4; i++) idle.push(await openSse(ada, roomId));
+    const streams = await streamsOf(ada, roomId);
+    expect(streams).toHaveLength(4);
+    for (const s of streams) {
+      expect(s.peakQueuedBytes).toBeGreaterThan(0);
+      expect(s.peakQueuedBytes).toBeLessThanOrEqual(CHUNK_BOUND);
+    }
+    // A stream that reads gets the whole replay, in order and once, then ready, then live events.
+    const reader = new SseReader(await openSse(ada, roomId));
+    await reader.until((f) => f.some((x) => x.event === "ready"), "ready");
+    expect(reader.events().map((e) => e.seq)).toEqual(Array.from({ length: last }, (_, i) => i + 1));
+    expect(reader.events().at(-1)).toMatchObject({ text: HEAVY });
+    expect(JSON.parse(reader.frames.at(-1)?.data ?? "{}")).toEqual({ type: "ready", lastSeq: last });
+    const live = await post(ada, roomId, "live", "after the replay");
+    await reader.until((f) => f.some((x) => x.id === String(live)), "the live event");
+    expect(
+      reader
+        .events()
+        .map((e) => e.seq)
+        .slice(-2),
+    ).toEqual([last, live]);
+    for (const s of await streamsOf(ada, roomId)) expect(s.peakQueuedBytes).toBeLessThanOrEqual(CHUNK_BOUND);
+    await reader.cancel();
+    for (const res of idle) await res.body?.cancel();
+
+    // A long poll over the same backlog answers a bounded page at a time, and pages through it all.
+    const seen: number[] = [];
+    for (let after = 0; after < live; ) {
+      const res = await api(ada, "GET", `/api/rooms/${roomId}/poll?after=${after}&timeout=0`);
+      const body = await res.text();
+      expect(new TextEncoder().encode(body).byteLength).toBeLessThanOrEqual(CHUNK_BOUND);
+      const page = JSON.parse(body) as { events: RoomEvent[] };
+      expect(page.events.length).toBeGreaterThan(0);
+      seen.push(...page.events.map((e) => e.seq));
+      after = page.events.at(-1)?.seq ?? live;
+    }
+    expect(seen).toEqual(Array.from({ length: live }, (_, i) => i + 1));
+  });
+
+  it("holds at most 5 streams and waiting polls per user in a room: more are refused, the rest work, a closed one frees its slot", async () => {
+    const max = DEFAULT_LIMITS.maxStreamsPerUser;
+    const ada = await login(unique("t"));
+    const bob = await login(ada.tenant);
+    const roomId = await createRoom(ada);
+    await join(bob, roomId);
+    const head = await post(ada, roomId, "m1", "one");
+    const readers: SseReader[] = [];
+    for (let i = 0; i < max; i++) {
+      const res = await openSse(ada, roomId);
+      expect(res.status).toBe(200);
+      const reader = new SseReader(res);
+      await reader.until((f) => f.some((x) => x.event === "ready"), "ready");
+      readers.push(reader);
+    }
+    const refused = await openSse(ada, roomId);
+    expect(refused.status).toBe(429);
+    expect(refused.headers.get("retry-after")).toMatch(/^\d+$/);
+    expect(await refused.json()).toMatchObject({
+      error: { code: "rate_limited", retryAfter: expect.any(Number) },
+    });
+    // A poll that would wait needs a slot too; one that answers at once does not.
+    const waiting = await api(ada, "GET", `/api/rooms/${roomId}/poll?after=${head}&timeout=25`);
+    expect(waiting.status).toBe(429);
+    expect(waiting.headers.get("retry-after")).toMatch(/^\d+$/);
+    expect((await api(ada, "GET", `/api/rooms/${roomId}/poll?after=0&timeout=25`)).status).toBe(200);
+    // The refusals held nothing; the slots are per user.
+    expect(await streamsOf(ada, roomId)).toHaveLength(max);
+    const other = new SseReader(await openSse(bob, roomId));
+    await other.until((f) => f.some((x) => x.event === "ready"), "bob's ready");
+
+    const live = await post(ada, roomId, "m2", "two");
+    for (const r of [...readers, other]) await r.until((f) => f.some((x) => x.id === String(live)), "live");
+
+    // A client that goes away frees its slot as soon as the room hears of it.
+    await readers[0]?.cancel();
+    await vi.waitFor(async () => {
+      expect((await streamsOf(ada, roomId)).filter((s) => s.userId === ada.id)).toHaveLength(max - 1);
+    });
+    const again = new SseReader(await openSse(ada, roomId, `after=${live}`));
+    await again.until((f) => f.some((x) => x.event === "ready"), "ready on the freed slot");
+    for (const r of [...readers.slice(1), other, again]) await r.cancel();
+  });
+
+  it("frees every slot when the room object is reset", async () => {
+    const ada = await login(unique("t"));
+    const roomId = await createRoom(ada);
+    const open = async () => {
+      const res = await openSse(ada, roomId);
+      expect(res.status).toBe(200);
+      const reader = new SseReader(res);
+      await reader.until((f) => f.some((x) => x.event === "ready"), "ready");
+      return reader;
+    };
+    const before = [];
+    for (let i = 0; i < DEFAULT_LIMITS.maxStreamsPerUser; i++) before.push(await open());
+    expect((await openSse(ada, roomId)).status).toBe(429);
+    // What a restart or an eviction does to the object: its instance, and every stream with it, is
+    // gone (an object with open streams is never evicted while they last).
+    await abortAllDurableObjects();
+    for (const r of before) await r.ended().catch(() => true);
+    const after = [];
+    for (let i = 0; i < DEFAULT_LIMITS.maxStreamsPerUser; i++) after.push(await open());
+    for (const r of after) await r.cancel();
+  });
+
+  it("pauses a live reader that would have more than 4 MiB unread, never holding more: it catches up as it reads; one stalled 30 s is closed and resumes with Last-Event-ID", async () => {
+    const cap = DEFAULT_LIMITS.unconfirmedStreamBytes;
+    const ada = await login(unique("t"));
+    const roomId = await createRoom(ada);
+    const first = await post(ada, roomId, "s0", "start");
+    const slow = new SseReader(await openSse(ada, roomId));
+    const stalled = new SseReader(await openSse(ada, roomId));
+    for (const r of [slow, stalled]) await r.until((f) => f.some((x) => x.event === "ready"), "ready");
+    // Both stop reading; about 6 MB of events follow.
+    let last = first;
+    let peak = 0;
+    for (let i = 0; i < 100; i++) {
+      last = await post(ada, roomId, `big${i}`, HEAVY);
+      for (const s of await streamsOf(ada, roomId)) peak = Math.max(peak, s.peakQueuedBytes);
+    }
+    await vi.waitFor(async () => {
+      const streams = await streamsOf(ada, roomId);
+      expect(streams.map((s) => s.live)).toEqual([false, false]);
+      for (const s of streams) peak = Math.max(peak, s.peakQueuedBytes);
+    });
+    expect(peak).toBeLessThanOrEqual(cap);
+
+    // The slow one reads again: everything, in order and once, and it is live again.
+    await slow.until((f) => f.some((x) => x.id === String(last)), "the last event");
+    const all = Array.from({ length: last }, (_, i) => i + 1);
+    expect(slow.events().map((e) => e.seq)).toEqual(all);
+    const live = await post(ada, roomId, "s1", "live again");
+    await slow.until((f) => f.some((x) => x.id === String(live)), "a live event");
+
+    // The stalled one took nothing for the stall time: closed at the room's next event.
+    vi.useFakeTimers({ toFake: ["Date"], now: Date.now() + DEFAULT_LIMITS.flowStallMs + 1000 });
+    try {
+      await post(ada, roomId, "s2", "after the stall");
+      await vi.waitFor(async () => expect(await streamsOf(ada, roomId)).toHaveLength(1));
+    } finally {
+      vi.useRealTimers();
+    }
+    await expect(stalled.ended()).rejects.toThrow();
+    const got = stalled.events().map((e) => e.seq);
+    expect(got).toEqual(Array.from({ length: got.length }, (_, i) => i + 1));
+    // Resuming from the last id it has gets the rest, once each.
+    const resumed = new SseReader(
+      await openSse(ada, roomId, "after=0", { "last-event-id": String(got.at(-1) ?? 0) }),
+    );
+    await resumed.until((f) => f.some((x) => x.event === "ready"), "ready");
+    expect([...got, ...resumed.events().map((e) => e.seq)]).toEqual([...all, live, live + 1]);
+    await resumed.cancel();
+    await slow.cancel();
   });
 });
 

@@ -1,6 +1,7 @@
 import { runDurableObjectAlarm } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { afterEach, describe, expect, it, vi } from "vitest";
+import { DEFAULT_LIMITS } from "../config/limits.ts";
 import { presenceStub, shardOf } from "../durable-objects/presence.ts";
 import { parseServerFrame } from "../protocol/index.ts";
 import { api, authHeaders, fetchWorker, json, login, type User, unique } from "./helpers.ts";
@@ -134,6 +135,75 @@ describe("presence", () => {
     laptop.send({ type: "heartbeat", status: "dnd" });
     expect(await w.next(presenceOf(ada.id), from)).toMatchObject({ status: "dnd" });
     phone.close();
+  });
+
+  it("bounds a session's status changes and relays them coalesced: 200 alternating heartbeats give a watcher on another shard a handful of frames, converging on the last accepted status", async () => {
+    const [ada, watcher] = await usersOnTwoShards();
+    const w = await Session.open(watcher);
+    const ws = await Session.open(ada);
+    await ws.sync();
+    w.send({ type: "watch", users: [ada.id] });
+    expect(await w.next(presenceOf(ada.id))).toMatchObject({ status: "online" });
+    const watched = w.frames.length;
+
+    // Each heartbeat followed by a ping: an error before its pong says that heartbeat was refused.
+    const sent = ["dnd", "active"] as const;
+    const start = ws.frames.length;
+    const began = Date.now();
+    for (let i = 0; i < 200; i++) {
+      ws.send({ type: "heartbeat", status: sent[i % 2] });
+      ws.send({ type: "ping" });
+    }
+    await ws.next(() => ws.frames.filter((f) => f.type === "pong").length >= 201, start);
+    const elapsed = Date.now() - began;
+    const accepted: boolean[] = [];
+    let refused = false;
+    for (const f of ws.frames.slice(start)) {
+      if (f.type === "error") {
+        expect(f).toMatchObject({ code: "rate_limited", retryAfter: expect.any(Number) });
+        expect(f.retryAfter).toBeGreaterThanOrEqual(1);
+        refused = true;
+      } else if (f.type === "pong") {
+        accepted.push(!refused);
+        refused = false;
+      }
+    }
+    expect(accepted).toHaveLength(200);
+    // Replaying the outcomes: a heartbeat of the status the session has is free (and accepted).
+    let status: string = "active";
+    let changes = 0;
+    for (const [i, ok] of accepted.entries()) {
+      if (ok && sent[i % 2] !== status) {
+        status = sent[i % 2] as string;
+        changes++;
+      }
+    }
+    expect(accepted.filter((ok) => !ok).length).toBeGreaterThan(0);
+    // The burst of 5, then one per 2 s of however long the 200 took: the rest were refused.
+    expect(changes).toBeGreaterThanOrEqual(DEFAULT_LIMITS.presenceChangeBurst);
+    expect(changes).toBeLessThanOrEqual(
+      DEFAULT_LIMITS.presenceChangeBurst + Math.ceil(elapsed / DEFAULT_LIMITS.presenceChangeIntervalMs),
+    );
+
+    // The watcher converges on the last accepted status, having heard no more than one frame per
+    // accepted change (the relays are coalesced: usually far fewer).
+    const expected = status === "dnd" ? "dnd" : "online";
+    await w.next(() => w.frames.filter(presenceOf(ada.id)).at(-1)?.status === expected, watched);
+    const heard = w.frames.slice(watched).filter(presenceOf(ada.id));
+    expect(heard.length).toBeLessThanOrEqual(changes);
+    // The refused changes changed nothing: the user's shard holds the last accepted status too.
+    const late = await Session.open(watcher);
+    late.send({ type: "watch", users: [ada.id] });
+    expect(await late.next(presenceOf(ada.id))).toMatchObject({ status: expected });
+
+    // A heartbeat that changes nothing is never refused, however many.
+    const quiet = ws.frames.length;
+    for (let i = 0; i < 50; i++) ws.send({ type: "heartbeat", status });
+    await ws.sync();
+    expect(ws.frames.slice(quiet).filter((f) => f.type === "error")).toEqual([]);
+    console.log(
+      `presence burst: ${changes} of 200 changes accepted in ${elapsed} ms; watcher heard ${heard.length} frames`,
+    );
   });
 
   it("limits a watch set to 500 users and refuses malformed frames without closing", async () => {

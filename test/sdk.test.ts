@@ -320,4 +320,22 @@ describe("the SDK presence session", () => {
     a.close();
     b.close();
   });
+
+  it("says a status the server refused as too frequent again after retryAfter, so watchers end on the latest", async () => {
+    const ada = await login(unique("t"));
+    const bob = await login(ada.tenant);
+    const a = new PresenceSession({ open: new Network().opener(ada), backoff: { baseMs: 5, capMs: 40 } });
+    const b = new PresenceSession({ open: new Network().opener(bob), backoff: { baseMs: 5, capMs: 40 } });
+    a.start();
+    b.start();
+    a.watch([bob.id]);
+    await until(() => a.presence.get(bob.id)?.status === "online" && b.connected, "bob online");
+    // More changes than a session may make at once (5): the last two are refused, and the latest
+    // (dnd, where the server still has away) is said again.
+    const changes = ["dnd", "away", "active", "dnd", "away", "active", "dnd"] as const;
+    for (const status of changes) b.setStatus(status);
+    await until(() => a.presence.get(bob.id)?.status === "dnd", "bob's latest status", 10_000);
+    a.close();
+    b.close();
+  });
 });

@@ -4,17 +4,21 @@
  * web client is static assets (wrangler.toml `[assets]`), served without running this code.
  */
 import { env } from "cloudflare:workers";
+import { limitsOf } from "../config/limits.ts";
 import { app } from "./app.ts";
 import { readAuthConfig } from "./auth/config.ts";
 import { consumeQueue } from "./queues.ts";
 import { checkResidency } from "./residency.ts";
 
 export { Presence } from "../durable-objects/presence.ts";
+export { Quota } from "../durable-objects/quota.ts";
 export { Room } from "../durable-objects/room.ts";
 
 // A misconfigured deployment (access mode without its Access applications, dev mode without a
-// key, a malformed origin) fails here, at start-up, rather than on some later request.
+// key, a malformed origin, a limit out of its range) fails here, at start-up, rather than on some
+// later request.
 readAuthConfig(env);
+limitsOf(env);
 checkResidency(env);
 
 export default {

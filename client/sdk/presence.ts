@@ -3,7 +3,9 @@
  * (at least every 30 s, here every 20 s by default), the watched set, and what the server pushes:
  * watched users' presence, activity in the user's rooms, read markers moved by the user's other
  * sessions. It reconnects with full-jitter backoff and, on every connect, says its status and its
- * watched set again, so a dropped socket costs nothing but the time away.
+ * watched set again, so a dropped socket costs nothing but the time away. A status change the
+ * server refuses as too frequent (`rate_limited`) is said again after its `retryAfter`, so the
+ * latest status always gets through.
  */
 import type { PresenceClientFrame, PresenceServerFrame, PresenceStatus } from "../../protocol/index.ts";
 import { type Backoff, DEFAULT_BACKOFF, fullJitter } from "./backoff.ts";
@@ -23,7 +25,7 @@ export interface PresenceSessionOptions {
   onConnection?: (connected: boolean) => void;
 }
 
-const FRAME_TYPES = new Set(["presence", "activity", "read", "pong"]);
+const FRAME_TYPES = new Set(["presence", "activity", "read", "pong", "error"]);
 
 function parse(data: unknown): PresenceServerFrame | null {
   if (typeof data !== "string") return null;
@@ -45,6 +47,8 @@ export class PresenceSession {
   #watched: string[] = [];
   #socket: SocketLike | null = null;
   #heartbeat: ReturnType<typeof setInterval> | null = null;
+  /** The status said again after a `rate_limited` refusal. */
+  #retry: ReturnType<typeof setTimeout> | null = null;
   #closed = false;
   #wake: (() => void) | null = null;
   #networkDown = false;
@@ -165,6 +169,8 @@ export class PresenceSession {
   #stopHeartbeat(): void {
     if (this.#heartbeat !== null) clearInterval(this.#heartbeat);
     this.#heartbeat = null;
+    if (this.#retry !== null) clearTimeout(this.#retry);
+    this.#retry = null;
   }
 
   #onFrame(frame: PresenceServerFrame | null): void {
@@ -176,6 +182,16 @@ export class PresenceSession {
       this.#opts.onActivity?.(frame.room, frame.lastSeq, frame.mention);
     } else if (frame.type === "read") {
       this.#opts.onRead?.(frame.room, frame.seq);
+    } else if (frame.type === "error" && frame.code === "rate_limited") {
+      // Only a status change is refused this way; whatever the status is by then goes again.
+      if (this.#retry !== null) clearTimeout(this.#retry);
+      this.#retry = setTimeout(
+        () => {
+          this.#retry = null;
+          this.#send({ type: "heartbeat", status: this.#status });
+        },
+        (frame.retryAfter ?? 1) * 1000,
+      );
     }
   }
 }

@@ -76,6 +76,35 @@ describe("readLimits", () => {
     // PROTOCOL.md caps text at 16 KiB: a deployment may lower it, never raise it.
     expect(() => readLimits({ PARLEY_MAX_TEXT_BYTES: "20000" })).toThrow(/PARLEY_MAX_TEXT_BYTES/);
   });
+
+  it("reads the stream cap and the per-user quotas, and refuses a day's bytes below one largest upload", () => {
+    expect(
+      readLimits({
+        PARLEY_MAX_STREAMS_PER_USER: "3",
+        PARLEY_USER_ROOMS_PER_HOUR: "100",
+        PARLEY_USER_SEARCHES_PER_MINUTE: "60",
+        PARLEY_USER_UPLOADS_PER_DAY: "10",
+        PARLEY_USER_UPLOAD_BYTES_PER_DAY: String(30 * 1024 * 1024),
+      }),
+    ).toMatchObject({
+      maxStreamsPerUser: 3,
+      roomsPerUserPerHour: 100,
+      searchesPerUserPerMinute: 60,
+      uploadsPerUserPerDay: 10,
+      uploadBytesPerUserPerDay: 30 * 1024 * 1024,
+    });
+    expect(() => readLimits({ PARLEY_MAX_STREAMS_PER_USER: "0" })).toThrow(/PARLEY_MAX_STREAMS_PER_USER/);
+    expect(() => readLimits({ PARLEY_USER_SEARCHES_PER_MINUTE: "0" })).toThrow(
+      /PARLEY_USER_SEARCHES_PER_MINUTE/,
+    );
+    // 25 MiB is the default largest upload.
+    expect(() => readLimits({ PARLEY_USER_UPLOAD_BYTES_PER_DAY: String(20 * 1024 * 1024) })).toThrow(
+      /PARLEY_USER_UPLOAD_BYTES_PER_DAY .* must be at least PARLEY_MAX_ATTACHMENT_BYTES/,
+    );
+    expect(
+      readLimits({ PARLEY_MAX_ATTACHMENT_BYTES: "2048", PARLEY_USER_UPLOAD_BYTES_PER_DAY: "5000" }),
+    ).toMatchObject({ maxAttachmentBytes: 2048, uploadBytesPerUserPerDay: 5000 });
+  });
 });
 
 describe("exceedsUtf8", () => {

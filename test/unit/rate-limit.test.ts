@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { RateLimiter } from "../../durable-objects/rate-limit.ts";
+import { RateLimiter, takeFrom } from "../../durable-objects/rate-limit.ts";
 
 describe("RateLimiter", () => {
   it("allows a burst, then refuses with the seconds until the next token", () => {
@@ -23,5 +23,25 @@ describe("RateLimiter", () => {
       limiter.take("a", 3_600_000),
       limiter.take("a", 3_600_000),
     ]).toEqual([0, 0, 1]);
+  });
+});
+
+describe("takeFrom", () => {
+  it("starts full, takes a cost at once, and leaves the bucket unchanged when it refuses", () => {
+    const first = takeFrom(undefined, 1000, 0.5, 5, 4);
+    expect(first).toEqual({ bucket: { tokens: 1, at: 1000 }, wait: 0 });
+    const refused = takeFrom(first.bucket, 1000, 0.5, 5, 3);
+    expect(refused.bucket).toBe(first.bucket);
+    expect(refused.wait).toBeCloseTo(4); // 2 tokens short at 0.5/s
+    // Refusals cost nothing: four seconds later it is taken.
+    expect(takeFrom(refused.bucket, 5000, 0.5, 5, 3)).toEqual({ bucket: { tokens: 0, at: 5000 }, wait: 0 });
+  });
+
+  it("never refills past the burst, nor backwards when the clock does", () => {
+    expect(takeFrom({ tokens: 0, at: 0 }, 1e9, 1, 3).bucket.tokens).toBe(2);
+    expect(takeFrom({ tokens: 1, at: 5000 }, 1000, 1, 3)).toEqual({
+      bucket: { tokens: 0, at: 1000 },
+      wait: 0,
+    });
   });
 });

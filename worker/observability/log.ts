@@ -39,8 +39,10 @@ export type LogEvent =
   | { event: "export_malformed"; id: string }
   | Failure<"export_failed", { export: string; attempts: number }>
   | Failure<"attachment_discard_failed", { room: string; id: string }>
+  | Failure<"quota_release_failed", { room: string; id: string }>
   | Failure<"read_push_failed", { room: string }>
   | Failure<"activity_failed", { room: string }>
+  | Failure<"presence_relay_failed", { shard: number }>
   | Failure<"audit_write_failed", { room: string }>
   | Failure<"room_alarm_step_failed", { step: string }>
   | Failure<"metrics_write_failed", Record<never, never>>
@@ -73,8 +75,10 @@ const LEVEL: { [E in LogEvent["event"]]: Level } = {
   export_malformed: "error",
   export_failed: "error",
   attachment_discard_failed: "error",
+  quota_release_failed: "warn",
   read_push_failed: "error",
   activity_failed: "error",
+  presence_relay_failed: "warn",
   audit_write_failed: "error",
   room_alarm_step_failed: "error",
   metrics_write_failed: "warn",

@@ -18,6 +18,7 @@ import { attachments } from "../db/schema.ts";
 import { ApiError } from "../errors.ts";
 import { newId } from "../ids.ts";
 import { log } from "../observability/log.ts";
+import { reserveUpload } from "../quota.ts";
 import { filesBucket } from "../residency.ts";
 import { findRoom, roomStub } from "../rooms.ts";
 import type { AppEnv } from "../types.ts";
@@ -125,32 +126,42 @@ export const attachmentRoutes = new Hono<AppEnv>()
       objectKey: attachmentKey(room.tenantId, room.id, id),
       createdAt: Date.now(),
     };
+    // The day's quota is counted before anything is registered or stored: a refusal leaves nothing.
+    const release = await reserveUpload(c.env, me, size);
     const stub = roomStub(c.env, room.tenantId, room.id);
-    const added = await stub.addAttachment(record);
-    if (!added.ok) throw ApiError.from(added);
     try {
-      await storeBytes(filesBucket(c.env, room.tenantId), record, c.req.raw.body);
+      const added = await stub.addAttachment(record);
+      if (!added.ok) throw ApiError.from(added);
+      try {
+        await storeBytes(filesBucket(c.env, room.tenantId), record, c.req.raw.body);
+      } catch (err) {
+        // Nothing reached R2 (a put stores all or nothing): the room forgets the upload at once. If
+        // even that fails, its cleanup deletes the pending upload after the grace period.
+        await stub
+          .discardAttachment(id, me.userId)
+          .catch((discardErr: unknown) =>
+            log({ event: "attachment_discard_failed", room: room.id, id, error: String(discardErr) }),
+          );
+        throw err;
+      }
+      await drizzle(c.env.DB).insert(attachments).values({
+        id,
+        tenantId: room.tenantId,
+        roomId: room.id,
+        uploaderId: me.userId,
+        name: record.name,
+        contentType: record.contentType,
+        size,
+        objectKey: record.objectKey,
+        createdAt: record.createdAt,
+      });
     } catch (err) {
-      // Nothing reached R2 (a put stores all or nothing): the room forgets the upload at once. If
-      // even that fails, its cleanup deletes the pending upload after the grace period.
-      await stub
-        .discardAttachment(id, me.userId)
-        .catch((discardErr: unknown) =>
-          log({ event: "attachment_discard_failed", room: room.id, id, error: String(discardErr) }),
-        );
+      // An upload that was not answered 201 does not count (a refused body, not a member, a failure).
+      await release().catch((releaseErr: unknown) =>
+        log({ event: "quota_release_failed", room: room.id, id, error: String(releaseErr) }),
+      );
       throw err;
     }
-    await drizzle(c.env.DB).insert(attachments).values({
-      id,
-      tenantId: room.tenantId,
-      roomId: room.id,
-      uploaderId: me.userId,
-      name: record.name,
-      contentType: record.contentType,
-      size,
-      objectKey: record.objectKey,
-      createdAt: record.createdAt,
-    });
     return c.json({ id, name: record.name, size, contentType: record.contentType }, 201);
   })
   .get("/attachments/:id", async (c) => {

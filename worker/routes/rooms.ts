@@ -15,6 +15,7 @@ import { memberships, rooms, tenants, users } from "../db/schema.ts";
 import { ApiError } from "../errors.ts";
 import { readJsonObject } from "../http.ts";
 import { newId } from "../ids.ts";
+import { spend } from "../quota.ts";
 import { ADMIN_ROLES, findRoom, type RoomRow, roomStub, unenroll } from "../rooms.ts";
 import type { AppEnv } from "../types.ts";
 
@@ -153,6 +154,8 @@ async function openDm(
     await auditAdded(env, me, found.id, await enroll(env, found, members, personOf(me)));
     return { room: found, created: false };
   }
+  // Only a dm that does not exist yet is a room created (opening one again is free).
+  await spend(env, me, "rooms");
   const room: RoomRow = {
     id: newId("r"),
     tenantId: me.tenantId,
@@ -225,6 +228,9 @@ export const roomRoutes = new Hono<AppEnv>()
     if (name.length === 0 || name.length > limits.maxRoomNameChars) {
       throw new ApiError("bad_request", `name must be 1-${limits.maxRoomNameChars} characters`);
     }
+    // Last, after every check of the request: a refused or bad request creates nothing and spends
+    // nothing.
+    await spend(c.env, me, "rooms");
     const room: RoomRow = {
       id: newId("r"),
       tenantId: me.tenantId,

@@ -7,6 +7,7 @@ import { Hono } from "hono";
 import type { SearchHit } from "../../protocol/index.ts";
 import { ApiError } from "../errors.ts";
 import { intParam } from "../http.ts";
+import { spend } from "../quota.ts";
 import type { AppEnv } from "../types.ts";
 
 const HITS = 50;
@@ -62,6 +63,9 @@ export const searchRoutes = new Hono<AppEnv>().get("/", async (c) => {
     where.push("a.ts <= ?");
     params.push(to);
   }
+  // Every check of the request above; a query that reaches D1 counts (an invalid FTS expression
+  // too: it is found out by running it).
+  await spend(c.env, me, "searches");
   let rows: Row[];
   // CROSS JOIN pins the order: the FTS match first, then its rows by rowid. Left to the planner, a
   // SQLite build may scan the tenant's archive and probe FTS per row (39 s at 100k rows, measured

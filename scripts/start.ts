@@ -1,5 +1,5 @@
 /**
- * @module `npm start`: makes sure a dev signing key exists, builds the web client, applies D1
+ * @module `npm start`: makes sure the dev signing keys exist, builds the web client, applies D1
  * migrations to the local state, and runs the whole system with `wrangler dev` on 127.0.0.1:PORT (default 8787).
  *
  * Environment:
@@ -45,6 +45,22 @@ async function ensureDevKey(): Promise<void> {
   console.log("parley: wrote a new dev signing key to .dev.vars");
 }
 
+/** Exports sign their heads (worker/exports/keys.ts), and the Worker refuses to start without a
+ * key: writes a dev Ed25519 key into .dev.vars once, so heads signed locally stay verifiable across
+ * restarts (GET /.well-known/parley-export-keys publishes its public half). */
+async function ensureDevExportKey(): Promise<void> {
+  const file = resolve(root, ".dev.vars");
+  const current = existsSync(file) ? readFileSync(file, "utf8") : "";
+  if (/^EXPORT_SIGNING_JWK=/m.test(current)) return;
+  const { privateKey } = await generateKeyPair("Ed25519", { extractable: true });
+  const jwk = { ...(await exportJWK(privateKey)), kid: `dev-export-${Date.now().toString(36)}` };
+  const line = `EXPORT_SIGNING_JWK=${Buffer.from(JSON.stringify(jwk)).toString("base64")}\n`;
+  writeFileSync(file, current + (current === "" || current.endsWith("\n") ? "" : "\n") + line, {
+    mode: 0o600,
+  });
+  console.log("parley: wrote a new dev export signing key to .dev.vars");
+}
+
 /** The web client is static assets built from client/web: build it, so what runs is current. */
 function buildClient(): void {
   const vite = resolve(root, "node_modules/vite/bin/vite.js");
@@ -79,6 +95,7 @@ function varFlags(): string[] {
 }
 
 await ensureDevKey();
+await ensureDevExportKey();
 buildClient();
 applyMigrations();
 const child = spawn(

@@ -8,6 +8,7 @@ import { Hono } from "hono";
 import { readAuthConfig } from "./auth/config.ts";
 import { requireIdentity } from "./auth/identity.ts";
 import { errorResponse, onError } from "./errors.ts";
+import { readExportKeys } from "./exports/keys.ts";
 import { observeRequests } from "./observability/request.ts";
 import { consumeQueue } from "./queues.ts";
 import { checkResidency } from "./residency.ts";
@@ -25,14 +26,17 @@ import { statsRoutes } from "./routes/stats.ts";
 import { tenantRoutes } from "./routes/tenant.ts";
 import { tokenRoutes } from "./routes/tokens.ts";
 import { userRoutes } from "./routes/users.ts";
+import { wellKnownRoutes } from "./routes/well-known.ts";
 import type { AppEnv } from "./types.ts";
 
 export { Presence } from "../durable-objects/presence.ts";
 export { Room } from "../durable-objects/room.ts";
 
 // A misconfigured deployment (access mode without its Access applications, dev mode without a
-// key, a malformed origin) fails here, at start-up, rather than on some later request.
+// key, a malformed origin, no valid export signing key) fails here, at start-up, rather than on
+// some later request.
 readAuthConfig(env);
+readExportKeys(env);
 checkResidency(env);
 
 const app = new Hono<AppEnv>();
@@ -43,6 +47,7 @@ app.notFound(() => errorResponse("not_found", "not found"));
 app.use("*", observeRequests);
 app.get("/healthz", (c) => c.json({ ok: true }));
 app.route("/auth", authRoutes);
+app.route("/.well-known", wellKnownRoutes);
 app.use("/api/*", requireIdentity);
 app.route("/api/me", meRoutes);
 app.route("/api/rooms", roomRoutes);

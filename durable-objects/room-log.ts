@@ -10,7 +10,7 @@
  *   Events appended since schema v6 use digest scheme 2: their nonce, content hash and metadata
  *   hash are stored beside the digest; redaction destroys the nonce (deletion) or the nonce and the
  *   content hash (retention), never the layers a tombstone is checked from. Older events keep
- *   scheme 1 (`scheme` = 1), and `meta.v2_from` is the first seq of scheme 2.
+ *   scheme 1 (`scheme` = 1); `meta.scheme1` lists their seq ranges for signed heads.
  * - Every event enters the outbox in its own transaction and leaves it only when the archive has
  *   confirmed it (room-outbox.ts).
  * - An event moved to a cold segment in R2 keeps its row with `json = ''` (room-cold.ts): seq,
@@ -23,6 +23,7 @@ import {
   type ExportRow,
   GENESIS,
   legacyDigest,
+  mergeRanges,
   type RoomHead,
 } from "../protocol/chain.ts";
 import { RETENTION_AUTHOR, type RoomEvent } from "../protocol/index.ts";
@@ -94,15 +95,12 @@ const MIGRATIONS: (string | ((sql: SqlStorage) => void))[] = [
   // scan, so a backlog while the archive is down does not make every alarm slower.
   `CREATE INDEX outbox_sent ON outbox(sent_at);`,
   // v6: digest scheme 2 (protocol/chain.ts) for every event appended from now on. History is not
-  // rewritten: the events already here keep their scheme-1 digests and their chain. `v2_from` is
-  // where scheme 2 begins; `expired_before` bounds the dates of the tombstones already written
-  // (signed heads carry both, docs/protocol.md "Exports").
+  // rewritten: the events already here keep their scheme-1 digests and their chain (the column's
+  // default says so), and `#reconcile` records them for signed heads.
   `ALTER TABLE events ADD COLUMN scheme INTEGER NOT NULL DEFAULT 1;
    ALTER TABLE events ADD COLUMN nonce TEXT;
    ALTER TABLE events ADD COLUMN content_hash TEXT;
-   ALTER TABLE events ADD COLUMN meta_hash TEXT;
-   INSERT INTO meta (key, value) SELECT 'v2_from', COALESCE(MAX(seq), 0) + 1 FROM events;
-   INSERT INTO meta (key, value) SELECT 'expired_before', COALESCE(MAX(ts) + 1, 0) FROM events WHERE kind = 'expired';`,
+   ALTER TABLE events ADD COLUMN meta_hash TEXT;`,
 ];
 
 export interface RoomMeta {
@@ -182,6 +180,51 @@ export class RoomLog {
     this.#migrate();
     this.#lastSeq = 0;
     this.#reload();
+    this.#reconcile();
+  }
+
+  /**
+   * Brings what signed heads state up to date with events this code did not write: at the first
+   * start after schema v6, the events already there; after a rollback to an older release, what it
+   * appended and expired meanwhile (it knows nothing of schemes). Scheme-1 events past the last
+   * check join `meta.scheme1`; tombstones past the last check raise `expired_before` above their
+   * dates. Reads only the rows appended (or expired) since the previous start.
+   */
+  #reconcile(): void {
+    const checked = Number(this.#metaValue("checked_seq") ?? 0);
+    const expiredSeq = Number(this.#metaValue("expired_seq") ?? 0);
+    const expiredChecked = Number(this.#metaValue("expired_checked") ?? 0);
+    if (checked >= this.#lastSeq && expiredChecked >= expiredSeq) return;
+    this.#storage.transactionSync(() => {
+      if (checked < this.#lastSeq) {
+        // Runs of consecutive seqs (gaps and islands): seq minus its rank is constant along a run.
+        const runs = this.#sql
+          .exec<{ f: number; t: number }>(
+            "SELECT MIN(seq) AS f, MAX(seq) AS t FROM (SELECT seq, seq - ROW_NUMBER() OVER (ORDER BY seq) AS g FROM events WHERE seq > ? AND scheme = 1) GROUP BY g ORDER BY f",
+            checked,
+          )
+          .toArray()
+          .map((r) => [r.f, r.t]);
+        if (runs.length > 0)
+          this.#setMetaValue("scheme1", JSON.stringify(mergeRanges(this.#scheme1(), runs)));
+        this.#setMetaValue("checked_seq", String(this.#lastSeq));
+      }
+      if (expiredChecked < expiredSeq) {
+        const latest = this.#one<{ ts: number | null }>(
+          "SELECT MAX(ts) AS ts FROM events WHERE seq > ? AND seq <= ? AND kind = 'expired'",
+          expiredChecked,
+          expiredSeq,
+        )?.ts;
+        if (typeof latest === "number" && latest + 1 > Number(this.#metaValue("expired_before") ?? 0)) {
+          this.#setMetaValue("expired_before", String(latest + 1));
+        }
+        this.#setMetaValue("expired_checked", String(expiredSeq));
+      }
+    });
+  }
+
+  #scheme1(): number[][] {
+    return JSON.parse(this.#metaValue("scheme1") ?? "[]") as number[][];
   }
 
   #migrate(): void {
@@ -426,6 +469,8 @@ export class RoomLog {
       if (expired > 0 && cutoffTs > Number(this.#metaValue("expired_before") ?? 0)) {
         this.#setMetaValue("expired_before", String(cutoffTs));
       }
+      // Expired by this code, so within `expired_before` already: nothing for `#reconcile` to read.
+      this.#setMetaValue("expired_checked", String(through));
       return { expired, messages, more: rows.length === limit && through === rows.at(-1)?.seq };
     });
   }
@@ -497,7 +542,7 @@ export class RoomLog {
       retentionDays: this.retentionDays,
       expiredThrough: Number(this.#metaValue("expired_seq") ?? 0),
       expiredBefore: Number(this.#metaValue("expired_before") ?? 0),
-      v2From: Number(this.#metaValue("v2_from") ?? 1),
+      scheme1: this.#scheme1(),
     };
   }
 

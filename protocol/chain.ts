@@ -343,8 +343,10 @@ export interface RoomHead {
   expiredThrough: number;
   /** The latest cutoff retention has applied: every expired event was written before it (ms). */
   expiredBefore: number;
-  /** The first seq committed with scheme 2: events before it use scheme 1, none after it does. */
-  v2From: number;
+  /** The seq ranges `[from, to]` (ascending) whose events use digest scheme 1: those written before
+   * scheme 2 existed, and any an older release appended while it ran (a rollback). Every other event
+   * uses scheme 2. */
+  scheme1: number[][];
 }
 
 export const HEAD_FORMAT = "parley-head/2";
@@ -370,7 +372,7 @@ const HEAD_KEYS = [
   "retentionDays",
   "expiredThrough",
   "expiredBefore",
-  "v2From",
+  "scheme1",
 ] as const;
 
 /** The payload's JSON, in one fixed key order. */
@@ -387,8 +389,34 @@ export function parseSignedHead(v: unknown): SignedHead | null {
   if (v.format !== HEAD_FORMAT || typeof v.tenant !== "string" || typeof v.room !== "string") return null;
   if (!count(v.seq) || !isHash(v.chain) || !count(v.at)) return null;
   if (v.retentionDays !== null && !count(v.retentionDays)) return null;
-  if (!count(v.expiredThrough) || !count(v.expiredBefore) || !isSeq(v.v2From)) return null;
+  if (!count(v.expiredThrough) || !count(v.expiredBefore) || !isRanges(v.scheme1)) return null;
   return v as unknown as SignedHead;
+}
+
+/** Ascending, non-overlapping `[from, to]` seq ranges. */
+function isRanges(v: unknown): v is number[][] {
+  if (!Array.isArray(v)) return false;
+  let last = 0;
+  for (const r of v) {
+    if (!Array.isArray(r) || r.length !== 2 || !isSeq(r[0]) || !isSeq(r[1]) || r[0] > r[1] || r[0] <= last) {
+      return false;
+    }
+    last = r[1];
+  }
+  return true;
+}
+
+/** Adds seq ranges to a list of them, merging what touches or overlaps; the result is ascending. */
+export function mergeRanges(ranges: readonly number[][], more: readonly number[][]): number[][] {
+  const all = [...ranges, ...more].map(([from = 0, to = 0]): [number, number] => [from, to]);
+  all.sort((a, b) => a[0] - b[0]);
+  const out: [number, number][] = [];
+  for (const [from, to] of all) {
+    const last = out.at(-1);
+    if (last && from <= last[1] + 1) last[1] = Math.max(last[1], to);
+    else out.push([from, to]);
+  }
+  return out;
 }
 
 export interface HeadLine {

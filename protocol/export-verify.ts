@@ -89,8 +89,27 @@ interface RoomState {
   /** Deleted messages and edits: the message whose `delete` must be in the file. */
   deletedClaims: { line: number; target: number }[];
   runs: ExpiredRun[];
-  lastV1: { seq: number; line: number } | null;
-  firstV2: { seq: number; line: number } | null;
+  /** Runs of consecutive lines of one digest scheme: few (normally one or two). */
+  schemes: SchemeRun[];
+}
+
+interface SchemeRun {
+  scheme: 1 | 2;
+  from: number;
+  to: number;
+  firstLine: number;
+  lastLine: number;
+}
+
+/** The first seq of `run` that is (`inside` true) or is not (false) in `ranges`, or null. */
+function firstSeq(run: SchemeRun, ranges: readonly number[][], inside: boolean): number | null {
+  for (let seq = run.from; seq <= run.to; ) {
+    const range = ranges.find(([from = 0, to = 0]) => seq >= from && seq <= to);
+    if (range ? inside : !inside) return seq;
+    // Jump past the range we are in, or to the start of the next one.
+    seq = range ? (range[1] ?? seq) + 1 : (ranges.find(([from = 0]) => from > seq)?.[0] ?? run.to + 1);
+  }
+  return null;
 }
 
 const UNCHECKABLE_LISTED = 10;
@@ -181,13 +200,15 @@ async function checkSignature(
   }
   const head = parseSignedHead(parsed);
   if (!head) return `head of ${room}: the signed payload is not a head`;
-  // The line must show exactly what was signed, field for field (every value is a string, a
-  // number or null).
+  // The line must show exactly what was signed, field for field (strings, numbers, null and the
+  // ranges of `scheme1`, compared as JSON).
   const { format: _format, room: signedRoom, ...fields } = head;
   const same =
     signedRoom === room &&
     Object.keys(shown).length === Object.keys(fields).length &&
-    Object.entries(fields).every(([k, v]) => Object.hasOwn(shown, k) && shown[k] === v);
+    Object.entries(fields).every(
+      ([k, v]) => Object.hasOwn(shown, k) && JSON.stringify(shown[k]) === JSON.stringify(v),
+    );
   if (!same) return `head of ${room} differs from what its signature covers`;
   return { head, signature: { kid, thumbprint: await keyThumbprint(key), trusted: trusted !== null } };
 }
@@ -203,8 +224,7 @@ function newRoom(room: string): RoomState {
     deletes: new Set(),
     deletedClaims: [],
     runs: [],
-    lastV1: null,
-    firstV2: null,
+    schemes: [],
   };
 }
 
@@ -275,7 +295,7 @@ export async function verifyExport(
           `event ${seq} does not match its digest (${state === "plain" ? "altered" : `not the ${state} tombstone of what was there`})`,
         );
       }
-      if (!current.firstV2) current.firstV2 = { seq, line: n };
+      noteScheme(current, 2, seq, n);
     } else if (line.v === undefined) {
       if (line.nonce !== undefined || line.contentHash !== undefined || line.metaHash !== undefined) {
         return fail("a scheme-1 line carries scheme-2 evidence");
@@ -288,7 +308,7 @@ export async function verifyExport(
       } else {
         current.uncheckable.push(seq);
       }
-      current.lastV1 = { seq, line: n };
+      noteScheme(current, 1, seq, n);
     } else {
       return fail(`unknown digest scheme ${JSON.stringify(line.v)}`);
     }
@@ -319,6 +339,16 @@ export async function verifyExport(
   }
   if (current) return fail(`room ${current.room} ends without its head line`);
   return { ok: true, rooms, warnings };
+}
+
+function noteScheme(room: RoomState, scheme: 1 | 2, seq: number, line: number): void {
+  const last = room.schemes.at(-1);
+  if (last && last.scheme === scheme && last.to === seq - 1 && last.lastLine === line - 1) {
+    last.to = seq;
+    last.lastLine = line;
+  } else {
+    room.schemes.push({ scheme, from: seq, to: seq, firstLine: line, lastLine: line });
+  }
 }
 
 /** The structural rules a scheme-1 event must follow; its digest cannot vouch for a tombstone. */
@@ -392,21 +422,21 @@ async function closeRoom(
         };
       }
     }
-    if (room.lastV1 && room.lastV1.seq >= s.v2From) {
-      return {
-        reason: `event ${room.lastV1.seq} uses digest scheme 1, but scheme 2 began at seq ${s.v2From}`,
-        line: room.lastV1.line,
-      };
-    }
-    if (room.firstV2 && room.firstV2.seq < s.v2From) {
-      return {
-        reason: `event ${room.firstV2.seq} uses digest scheme 2 before it began (seq ${s.v2From})`,
-        line: room.firstV2.line,
-      };
+    for (const run of room.schemes) {
+      const wrong = firstSeq(run, s.scheme1, run.scheme === 2);
+      if (wrong !== null) {
+        return {
+          reason:
+            run.scheme === 1
+              ? `event ${wrong} uses digest scheme 1, but the head says it was committed with scheme 2`
+              : `event ${wrong} uses digest scheme 2, but the head says it was committed with scheme 1`,
+          line: run.firstLine + (wrong - run.from),
+        };
+      }
     }
   } else if (line.jws !== undefined) {
     return { reason: `head of ${room.room}: jws is not a string` };
-  } else if (room.firstV2) {
+  } else if (room.schemes.some((r) => r.scheme === 2)) {
     // Every export that writes scheme-2 lines signs its heads: this signature was removed.
     return {
       reason: `head of ${room.room} is unsigned, but its events are scheme 2 (the signature was removed)`,

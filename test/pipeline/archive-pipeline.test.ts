@@ -349,7 +349,7 @@ describe("cold segments, retention and export", () => {
       seq: lastSeq,
       retentionDays: 30,
       expiredThrough: expiring.at(-1),
-      v2From: 1,
+      scheme1: [],
     });
     const events = lines.slice(0, -1).map((l) => (JSON.parse(l) as { event: RoomEvent }).event);
     expect(events).toEqual(all);

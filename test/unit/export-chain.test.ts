@@ -133,23 +133,23 @@ beforeAll(async () => {
   jwks = { keys: [{ ...pub, kid: "unit", alg: "Ed25519", use: "sig" }] };
 });
 
-/** Export lines of `events` (scheme 1 below `v2From`), redacted as asked, and a head signed with
- * what the lines imply unless `head` says otherwise. */
+/** Export lines of `events` (scheme 1 in the `scheme1` ranges), redacted as asked, and a head
+ * signed with what the lines imply unless `head` says otherwise. */
 async function room(
   id: string,
   redact: Record<number, Redaction>,
   {
-    v2From = 1,
+    scheme1 = [],
     head = {},
     tenant = "acme",
-  }: { v2From?: number; head?: Partial<RoomHead>; tenant?: string } = {},
+  }: { scheme1?: [number, number][]; head?: Partial<RoomHead>; tenant?: string } = {},
 ): Promise<string[]> {
   let chain = GENESIS;
   const lines: string[] = [];
   for (const event of events) {
     const json = JSON.stringify(event);
     const c = commit(event);
-    const scheme = event.seq < v2From ? 1 : 2;
+    const scheme = scheme1.some(([from, to]) => event.seq >= from && event.seq <= to) ? 1 : 2;
     const digest = scheme === 1 ? legacyDigest(json) : c.digest;
     chain = chainNext(chain, event.seq, digest);
     const r = redact[event.seq];
@@ -173,7 +173,7 @@ async function room(
     retentionDays: 30,
     expiredThrough: 0,
     expiredBefore: 0,
-    v2From,
+    scheme1,
     ...head,
     tenant,
     room: id,
@@ -213,26 +213,48 @@ describe("the verifier", () => {
     expect(await verifyExport(lines, { keys: jwks })).toMatchObject({ ok: false, line: 2 });
   });
 
-  it("refuses a scheme-1 event past where scheme 2 began, and a scheme-2 event before it", async () => {
-    const lines = await room("r_c", { 3: "deleted" }, { v2From: 4 });
+  it("holds each event to the digest scheme the head assigns to its seq", async () => {
+    // Scheme 1 before the upgrade (1-3) and again while an older release ran (6-7), a rollback.
+    const scheme1: [number, number][] = [
+      [1, 3],
+      [6, 7],
+    ];
+    const lines = await room("r_c", { 3: "deleted" }, { scheme1 });
     expect(stateOf(JSON.parse(lines[2] as string).event)).toBe("deleted");
     expect(await verifyExport(lines, { keys: jwks })).toMatchObject({
       ok: true,
       rooms: [{ uncheckable: [3] }],
     });
-    // The same lines under a head that places the boundary elsewhere: a line is in the wrong scheme.
-    expect(
-      await verifyExport(await room("r_c", {}, { v2From: 4, head: { v2From: 3 } }), { keys: jwks }),
-    ).toMatchObject({
-      ok: false,
-      line: 3,
-    });
-    expect(
-      await verifyExport(await room("r_c", {}, { v2From: 4, head: { v2From: 5 } }), { keys: jwks }),
-    ).toMatchObject({
-      ok: false,
-      line: 4,
-    });
+    // The same lines under a head that places the schemes otherwise: the first line out of place.
+    const cases: [[number, number][], number][] = [
+      [
+        [
+          [1, 2],
+          [6, 7],
+        ],
+        3,
+      ],
+      [
+        [
+          [1, 4],
+          [6, 7],
+        ],
+        4,
+      ],
+      [[[1, 3]], 6],
+      [
+        [
+          [1, 3],
+          [5, 7],
+        ],
+        5,
+      ],
+      [[], 1],
+    ];
+    for (const [claimed, line] of cases) {
+      const resigned = await room("r_c", {}, { scheme1, head: { scheme1: claimed } });
+      expect(await verifyExport(resigned, { keys: jwks })).toMatchObject({ ok: false, line });
+    }
   });
 
   it("reports the redacted scheme-1 events it cannot check", async () => {
@@ -240,7 +262,7 @@ describe("the verifier", () => {
       "r_d",
       { 3: "deleted", 4: "deleted", 1: "expired" },
       {
-        v2From: 5,
+        scheme1: [[1, 4]],
         head: { expiredThrough: 1, expiredBefore: T0 + 1 },
       },
     );
@@ -292,7 +314,7 @@ describe("the verifier", () => {
       ok: false,
       line: 1,
     });
-    const legacy = await room("r_j", { 1: "expired" }, { v2From: 9, head: retention });
+    const legacy = await room("r_j", { 1: "expired" }, { scheme1: [[1, 8]], head: retention });
     const old = JSON.parse(legacy[0] as string);
     old.event = { ...old.event, author: ada };
     expect(await verifyExport([JSON.stringify(old), ...legacy.slice(1)], { keys: jwks })).toMatchObject({

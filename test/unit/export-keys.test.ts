@@ -15,7 +15,7 @@ const head = {
   retentionDays: null,
   expiredThrough: 0,
   expiredBefore: 0,
-  v2From: 1,
+  scheme1: [],
 };
 
 describe("readExportKeys (the export signing key, checked at start-up)", () => {

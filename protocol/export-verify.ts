@@ -32,6 +32,7 @@ import {
   type SignedHead,
   stateOf,
 } from "./chain.ts";
+import { isSeq } from "./index.ts";
 
 /** Who signed a room's head, as far as the verifier could tell. */
 export interface Signature {
@@ -47,8 +48,9 @@ export interface RoomVerdict {
   events: number;
   deleted: number;
   expired: number;
-  /** Redacted events under digest scheme 1: their tombstones cannot be checked. */
-  uncheckable: number[];
+  /** Redacted events under digest scheme 1, whose tombstones cannot be checked: how many, and the
+   * first few seqs. */
+  uncheckable: { count: number; first: number[] };
   head: { seq: number; chain: string };
   /** The signed statement of the head line, or null for an old-format (unsigned) head. */
   signed: (SignedHead & { signature: Signature }) | null;
@@ -83,7 +85,7 @@ interface RoomState {
   chain: string;
   deleted: number;
   expired: number;
-  uncheckable: number[];
+  uncheckable: { count: number; first: number[] };
   /** Targets of the `delete` events seen. */
   deletes: Set<number>;
   /** Deleted messages and edits: the message whose `delete` must be in the file. */
@@ -220,7 +222,7 @@ function newRoom(room: string): RoomState {
     chain: GENESIS,
     deleted: 0,
     expired: 0,
-    uncheckable: [],
+    uncheckable: { count: 0, first: [] },
     deletes: new Set(),
     deletedClaims: [],
     runs: [],
@@ -306,7 +308,8 @@ export async function verifyExport(
         if (legacyDigest(JSON.stringify(event)) !== digest)
           return fail(`event ${seq} does not match its digest (altered)`);
       } else {
-        current.uncheckable.push(seq);
+        current.uncheckable.count += 1;
+        if (current.uncheckable.first.length < UNCHECKABLE_LISTED) current.uncheckable.first.push(seq);
       }
       noteScheme(current, 1, seq, n);
     } else {
@@ -358,6 +361,7 @@ function legacyShape(event: LineRecord, state: ReturnType<typeof stateOf>): stri
     if (event.deleted !== true) return "deleted must be true";
     if (event.text !== "") return "a deleted message or edit carries no text";
     if (event.attachments !== undefined) return "a deleted message carries no attachments";
+    if (event.kind === "edit" && !isSeq(event.target)) return "a deleted edit names no target";
   }
   if (state === "expired") {
     const keys = Object.keys(event).sort().join(",");
@@ -450,11 +454,12 @@ async function closeRoom(
       `${room.room}: old export format: the head is not signed and records no retention state, so an event replaced by an "expired" tombstone cannot be detected; the head proves nothing unless compared (--head) with one obtained independently`,
     );
   }
-  if (room.uncheckable.length > 0) {
-    const listed = room.uncheckable.slice(0, UNCHECKABLE_LISTED).join(", ");
-    const more = room.uncheckable.length > UNCHECKABLE_LISTED ? ", …" : "";
+  const { count, first } = room.uncheckable;
+  if (count > 0) {
+    const listed = first.join(", ");
+    const more = count > first.length ? ", …" : "";
     warnings.push(
-      `${room.room}: ${room.uncheckable.length} redacted events use digest scheme 1 (written before scheme 2), so whether each tombstone is that of what was there cannot be checked (seq ${listed}${more})`,
+      `${room.room}: ${count} redacted events use digest scheme 1 (written before scheme 2), so whether each tombstone is that of what was there cannot be checked (seq ${listed}${more})`,
     );
   }
   return {

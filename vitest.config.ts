@@ -1,6 +1,7 @@
 /**
  * @module Tests run inside workerd with the real bindings of wrangler.toml (Durable Objects, D1).
- * Each run gets a fresh dev signing key and the D1 migrations, applied by test/setup.ts.
+ * Each run gets a fresh dev signing key, a fresh export signing key (Ed25519) and the D1
+ * migrations, applied by test/setup.ts.
  *
  * Projects differ only in configuration: "core" (dev auth, a high per-user command rate so
  * concurrency tests are never throttled); "limits" (1 command/s, so throttling tests never depend on
@@ -12,10 +13,17 @@
 import { cloudflareTest, readD1Migrations } from "@cloudflare/vitest-plugin";
 import { exportJWK, generateKeyPair } from "jose";
 import { defineConfig } from "vitest/config";
+import { verifyCliBinding } from "./test/verify-cli.ts";
 
 const migrations = await readD1Migrations("./migrations");
 const { privateKey } = await generateKeyPair("RS256", { extractable: true });
 const devKey = JSON.stringify({ ...(await exportJWK(privateKey)), alg: "RS256", kid: "test" });
+const exportKeyPair = await generateKeyPair("Ed25519", { extractable: true });
+const exportKey = JSON.stringify({ ...(await exportJWK(exportKeyPair.privateKey)), kid: "test-export" });
+// wrangler.toml requires it as a secret; the plugin looks for secrets in the environment and warns
+// of a missing one before the bindings below supply it. (The browser project's app reads its own
+// from .dev.vars, which wrangler prefers to the environment.)
+process.env.EXPORT_SIGNING_JWK ??= exportKey;
 
 /** Two Access applications (tenants acme and globex) and one whose key endpoint is down
  * (initech), as a production deployment would configure them. (workerd cannot run objects in a
@@ -39,6 +47,7 @@ function workerd(
   include: string[],
   commandsPerSecond: string,
   vars: Record<string, string> = {},
+  serviceBindings: Record<string, (request: Request) => Promise<Response>> = {},
 ) {
   return {
     plugins: [
@@ -49,11 +58,13 @@ function workerd(
             TEST_MIGRATIONS: migrations,
             AUTH_MODE: "dev",
             DEV_JWT_PRIVATE_JWK: devKey,
+            EXPORT_SIGNING_JWK: exportKey,
             PARLEY_USER_COMMANDS_PER_SECOND: commandsPerSecond,
             // Presence runs sharded in tests, so cross-shard paths are always exercised.
             PARLEY_PRESENCE_SHARDS: "3",
             ...vars,
           },
+          serviceBindings,
         },
       }),
     ],
@@ -76,12 +87,16 @@ export default defineConfig({
         PARLEY_USER_UPLOADS_PER_DAY: "5",
         PARLEY_USER_UPLOAD_BYTES_PER_DAY: "5000",
       }),
-      // Small cold-archive thresholds, so a test of a few hundred events reaches R2.
-      workerd("pipeline", ["test/pipeline/**/*.test.ts"], "100000", {
-        PARLEY_HOT_EVENTS: "500",
-        PARLEY_SEGMENT_EVENTS: "100",
-        PARLEY_REPLAY_CAP: "500",
-      }),
+      // Small cold-archive thresholds, so a test of a few hundred events reaches R2. Its exports can
+      // hold real retention tombstones (a test may run a room's retention with a later clock), so
+      // it may also run the verify-export CLI on them, in Node (test/verify-cli.ts).
+      workerd(
+        "pipeline",
+        ["test/pipeline/**/*.test.ts"],
+        "100000",
+        { PARLEY_HOT_EVENTS: "500", PARLEY_SEGMENT_EVENTS: "100", PARLEY_REPLAY_CAP: "500" },
+        { VERIFY_EXPORT_CLI: verifyCliBinding },
+      ),
       workerd("access", ["test/access/**/*.test.ts"], "200", {
         AUTH_MODE: "access",
         ACCESS_TENANTS,

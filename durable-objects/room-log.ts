@@ -7,13 +7,25 @@
  * - Each event is stored as the exact JSON sent to clients, so replay concatenates strings.
  * - A deleted message keeps its seq; its text (and the text of its edits) is scrubbed.
  * - Every event has a digest and a chain link (protocol/chain.ts), written with it, never changed.
+ *   Events appended since schema v6 use digest scheme 2: their nonce, content hash and metadata
+ *   hash are stored beside the digest; redaction destroys the nonce (deletion) or the nonce and the
+ *   content hash (retention), never the layers a tombstone is checked from. Older events keep
+ *   scheme 1 (`scheme` = 1); `meta.scheme1` lists their seq ranges for signed heads.
  * - Every event enters the outbox in its own transaction and leaves it only when the archive has
  *   confirmed it (room-outbox.ts).
  * - An event moved to a cold segment in R2 keeps its row with `json = ''` (room-cold.ts): seq,
  *   kind, author, clientId, target and flags stay, so idempotency and command rules still hold.
  * - An expired event (retention) becomes a tombstone: kind `expired`, no content, same seq.
  */
-import { chainNext, digestOf, GENESIS } from "../protocol/chain.ts";
+import {
+  chainNext,
+  commit,
+  type ExportRow,
+  GENESIS,
+  legacyDigest,
+  mergeRanges,
+  type RoomHead,
+} from "../protocol/chain.ts";
 import { RETENTION_AUTHOR, type RoomEvent } from "../protocol/index.ts";
 
 /** Versioned schema: each entry runs once, in order, recorded in `meta.schema_version`. */
@@ -60,7 +72,7 @@ const MIGRATIONS: (string | ((sql: SqlStorage) => void))[] = [
   (sql) => {
     let chain = GENESIS;
     for (const row of sql.exec<{ seq: number; json: string }>("SELECT seq, json FROM events ORDER BY seq")) {
-      const digest = digestOf(row.json);
+      const digest = legacyDigest(row.json);
       chain = chainNext(chain, row.seq, digest);
       sql.exec("UPDATE events SET digest = ?, chain = ? WHERE seq = ?", digest, chain, row.seq);
     }
@@ -82,6 +94,13 @@ const MIGRATIONS: (string | ((sql: SqlStorage) => void))[] = [
   // The alarm asks the outbox what is unsent and what was sent longest ago: from an index, not a
   // scan, so a backlog while the archive is down does not make every alarm slower.
   `CREATE INDEX outbox_sent ON outbox(sent_at);`,
+  // v6: digest scheme 2 (protocol/chain.ts) for every event appended from now on. History is not
+  // rewritten: the events already here keep their scheme-1 digests and their chain (the column's
+  // default says so), and `#reconcile` records them for signed heads.
+  `ALTER TABLE events ADD COLUMN scheme INTEGER NOT NULL DEFAULT 1;
+   ALTER TABLE events ADD COLUMN nonce TEXT;
+   ALTER TABLE events ADD COLUMN content_hash TEXT;
+   ALTER TABLE events ADD COLUMN meta_hash TEXT;`,
 ];
 
 export interface RoomMeta {
@@ -141,6 +160,11 @@ export function tombstoneJson(seq: number, ts: number): string {
   return JSON.stringify({ seq, kind: "expired", ts, author: RETENTION_AUTHOR } satisfies RoomEvent);
 }
 
+/** An event as the export reads it: its commitment besides its JSON ('' while cold). */
+export interface ExportStoredRow extends ExportRow {
+  deleted: boolean;
+}
+
 export type AppendResult = { created: true; seq: number; json: string } | { created: false; seq: number };
 
 export class RoomLog {
@@ -156,6 +180,51 @@ export class RoomLog {
     this.#migrate();
     this.#lastSeq = 0;
     this.#reload();
+    this.#reconcile();
+  }
+
+  /**
+   * Brings what signed heads state up to date with events this code did not write: at the first
+   * start after schema v6, the events already there; after a rollback to an older release, what it
+   * appended and expired meanwhile (it knows nothing of schemes). Scheme-1 events past the last
+   * check join `meta.scheme1`; tombstones past the last check raise `expired_before` above their
+   * dates. Reads only the rows appended (or expired) since the previous start.
+   */
+  #reconcile(): void {
+    const checked = Number(this.#metaValue("checked_seq") ?? 0);
+    const expiredSeq = Number(this.#metaValue("expired_seq") ?? 0);
+    const expiredChecked = Number(this.#metaValue("expired_checked") ?? 0);
+    if (checked >= this.#lastSeq && expiredChecked >= expiredSeq) return;
+    this.#storage.transactionSync(() => {
+      if (checked < this.#lastSeq) {
+        // Runs of consecutive seqs (gaps and islands): seq minus its rank is constant along a run.
+        const runs = this.#sql
+          .exec<{ f: number; t: number }>(
+            "SELECT MIN(seq) AS f, MAX(seq) AS t FROM (SELECT seq, seq - ROW_NUMBER() OVER (ORDER BY seq) AS g FROM events WHERE seq > ? AND scheme = 1) GROUP BY g ORDER BY f",
+            checked,
+          )
+          .toArray()
+          .map((r) => [r.f, r.t]);
+        if (runs.length > 0)
+          this.#setMetaValue("scheme1", JSON.stringify(mergeRanges(this.#scheme1(), runs)));
+        this.#setMetaValue("checked_seq", String(this.#lastSeq));
+      }
+      if (expiredChecked < expiredSeq) {
+        const latest = this.#one<{ ts: number | null }>(
+          "SELECT MAX(ts) AS ts FROM events WHERE seq > ? AND seq <= ? AND kind = 'expired'",
+          expiredChecked,
+          expiredSeq,
+        )?.ts;
+        if (typeof latest === "number" && latest + 1 > Number(this.#metaValue("expired_before") ?? 0)) {
+          this.#setMetaValue("expired_before", String(latest + 1));
+        }
+        this.#setMetaValue("expired_checked", String(expiredSeq));
+      }
+    });
+  }
+
+  #scheme1(): number[][] {
+    return JSON.parse(this.#metaValue("scheme1") ?? "[]") as number[][];
   }
 
   #migrate(): void {
@@ -271,13 +340,19 @@ export class RoomLog {
     return this.transaction(() => {
       const seq = this.#lastSeq + 1;
       const full = { seq, ...event } as RoomEvent;
+      // A user in an event is exactly {id, name}, the form its commitment binds (protocol/chain.ts):
+      // a caller's richer object (a member with its role) puts nothing more into the log.
+      full.author = { id: full.author.id, name: full.author.name };
+      if (full.kind === "member_join" || full.kind === "member_leave") {
+        full.user = { id: full.user.id, name: full.user.name };
+      }
       const json = JSON.stringify(full);
       const target = "target" in full ? full.target : null;
       const threadRoot = full.kind === "message" ? (full.threadRoot ?? null) : null;
-      const digest = digestOf(json);
+      const { nonce, contentHash, metaHash, digest } = commit(full);
       const chain = chainNext(this.#chain, seq, digest);
       this.#sql.exec(
-        "INSERT INTO events (seq, kind, author_id, client_id, target, thread_root, ts, json, digest, chain) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO events (seq, kind, author_id, client_id, target, thread_root, ts, json, digest, chain, scheme, nonce, content_hash, meta_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 2, ?, ?, ?)",
         seq,
         full.kind,
         full.author.id,
@@ -288,6 +363,9 @@ export class RoomLog {
         json,
         digest,
         chain,
+        nonce,
+        contentHash,
+        metaHash,
       );
       this.#sql.exec("INSERT INTO outbox (seq) VALUES (?)", seq);
       for (const userId of extras.mentions ?? []) {
@@ -320,7 +398,8 @@ export class RoomLog {
     };
   }
 
-  /** Removes a message's text (and its edits' text) from the log; the seqs stay. Call inside `append`.
+  /** Removes a message's text (and its edits' text) from the log; the seqs stay, and so does the
+   * content hash a tombstone is checked from, while the nonce goes with the text. Call inside `append`.
    * For events already in a cold segment the row is flagged, which readers apply at once, and the
    * segment is marked for rewriting without the text (room-cold.ts). */
   scrubMessage(target: number): void {
@@ -333,7 +412,7 @@ export class RoomLog {
       .toArray()) {
       if (row.json === "") this.#markSegmentDirty(row.seq);
       this.#sql.exec(
-        "UPDATE events SET json = ?, deleted = 1 WHERE seq = ?",
+        "UPDATE events SET json = ?, deleted = 1, nonce = NULL WHERE seq = ?",
         row.json === "" ? "" : scrubbedJson(row.json),
         row.seq,
       );
@@ -348,7 +427,8 @@ export class RoomLog {
 
   /**
    * Retention: turns up to `limit` events written before `cutoffTs` into tombstones (kind
-   * `expired`, no content; seq, digest and chain stay), drops their reactions and mentions, and puts
+   * `expired`, no content; seq, ts, metadata hash, digest and chain stay), drops their reactions and
+   * mentions, records how far and up to which cutoff retention has gone (for signed heads), and puts
    * them back in the outbox so the archive and search drop them too. Returns the expired messages'
    * seqs, so their attachments can be deleted.
    */
@@ -374,7 +454,7 @@ export class RoomLog {
         if (row.kind === "message") messages.push(row.seq);
         if (row.json === "") this.#markSegmentDirty(row.seq);
         this.#sql.exec(
-          "UPDATE events SET kind = 'expired', json = ?, deleted = 1, target = NULL, thread_root = NULL WHERE seq = ?",
+          "UPDATE events SET kind = 'expired', json = ?, deleted = 1, target = NULL, thread_root = NULL, nonce = NULL, content_hash = NULL WHERE seq = ?",
           tombstoneJson(row.seq, row.ts),
           row.seq,
         );
@@ -386,6 +466,11 @@ export class RoomLog {
         );
       }
       this.#setMetaValue("expired_seq", String(through));
+      if (expired > 0 && cutoffTs > Number(this.#metaValue("expired_before") ?? 0)) {
+        this.#setMetaValue("expired_before", String(cutoffTs));
+      }
+      // Expired by this code, so within `expired_before` already: nothing for `#reconcile` to read.
+      this.#setMetaValue("expired_checked", String(through));
       return { expired, messages, more: rows.length === limit && through === rows.at(-1)?.seq };
     });
   }
@@ -443,6 +528,51 @@ export class RoomLog {
       )
       .toArray()
       .map((r) => ({ seq: r.seq, json: r.json, deleted: r.deleted === 1 }));
+  }
+
+  /** Events with seq > after, ascending, at most `limit`, with their commitments, for an export;
+   * cold ones as in `rowsAfter`. */
+  exportRowsAfter(after: number, limit: number): ExportStoredRow[] {
+    return this.#sql
+      .exec<{
+        seq: number;
+        json: string;
+        digest: string;
+        chain: string;
+        deleted: number;
+        scheme: number;
+        nonce: string | null;
+        content_hash: string | null;
+        meta_hash: string | null;
+      }>(
+        "SELECT seq, json, digest, chain, deleted, scheme, nonce, content_hash, meta_hash FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
+        after,
+        limit,
+      )
+      .toArray()
+      .map((r) => ({
+        seq: r.seq,
+        json: r.json,
+        digest: r.digest,
+        chain: r.chain,
+        deleted: r.deleted === 1,
+        scheme: r.scheme === 2 ? 2 : 1,
+        nonce: r.nonce,
+        contentHash: r.content_hash,
+        metaHash: r.meta_hash,
+      }));
+  }
+
+  /** What a signed head states about the log now (protocol/chain.ts RoomHead). */
+  headState(): RoomHead {
+    return {
+      seq: this.#lastSeq,
+      chain: this.#chain,
+      retentionDays: this.retentionDays,
+      expiredThrough: Number(this.#metaValue("expired_seq") ?? 0),
+      expiredBefore: Number(this.#metaValue("expired_before") ?? 0),
+      scheme1: this.#scheme1(),
+    };
   }
 
   /** UTF-8 bytes of the events in (after, until], reading at most the newest `maxRows` of them

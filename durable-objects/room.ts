@@ -11,7 +11,7 @@
  */
 import { DurableObject } from "cloudflare:workers";
 import { type Limits, limitsOf } from "../config/limits.ts";
-import { exportLine } from "../protocol/chain.ts";
+import { exportLine, type RoomHead } from "../protocol/chain.ts";
 import {
   CLOSE,
   type ClientFrame,
@@ -319,21 +319,32 @@ export class Room extends DurableObject<Env> {
     return { streams: this.#fallback.state() };
   }
 
-  /** The running hash of the log: the last event's seq and chain link. */
-  head(): { seq: number; chain: string } {
-    return this.#log.head;
+  /** The running hash of the log (the last event's seq and chain link) and what a signed head
+   * states with it: the retention policy, how far retention has gone, where digest scheme 2 began. */
+  head(): RoomHead {
+    return this.#log.headState();
   }
 
   /**
-   * Export lines (protocol/chain.ts) for events with seq in (after, until], at most `limit`, with
-   * cold ranges read back from R2. `last` is the last seq included.
+   * Export lines (protocol/chain.ts) for up to `limit` events after `after`, cold ranges read back
+   * from R2. `head` is the room's head taken with these rows when they reach the end of the log,
+   * else null: the export job pages until it gets one, so its head is never older than a line it
+   * wrote (a redaction that changed a line it read is then in the file too, and within the head).
    */
-  async exportRange(after: number, until: number, limit: number): Promise<{ lines: string[]; last: number }> {
+  async exportRange(
+    after: number,
+    limit: number,
+  ): Promise<{ lines: string[]; last: number; head: RoomHead | null }> {
     const roomId = this.#meta().roomId;
-    const rows = await this.#cold.fill(this.#log.rowsAfter(after, limit, Math.min(until, this.#log.lastSeq)));
+    // Rows and head in the same synchronous step: nothing can commit between them.
+    const stored = this.#log.exportRowsAfter(after, limit);
+    const head = this.#log.headState();
+    const last = stored.at(-1)?.seq ?? after;
+    const rows = await this.#cold.fill(stored);
     return {
-      lines: rows.map((r) => exportLine(roomId, r.seq, r.digest, r.chain, r.json)),
-      last: rows.at(-1)?.seq ?? after,
+      lines: rows.map((r) => exportLine(roomId, r)),
+      last,
+      head: last === head.seq ? head : null,
     };
   }
 

@@ -1,5 +1,6 @@
 /**
- * @module `npm start`: makes sure a dev signing key exists in .dev.vars (mode 0600, checked each run), builds the web client, applies D1
+ * @module `npm start`: makes sure .dev.vars holds the dev signing keys (mode 0600, checked each run),
+ * builds the web client, applies D1
  * migrations to the local state, and runs the whole system with `wrangler dev` on 127.0.0.1:PORT (default 8787).
  *
  * Environment:
@@ -59,9 +60,9 @@ function varFlags(): string[] {
 }
 
 const devVars = await ensureDevVars(resolve(root, ".dev.vars"));
-if (devVars.wroteKey) console.log("parley: wrote a new dev signing key to .dev.vars");
+for (const key of devVars.wroteKeys) console.log(`parley: wrote a new dev key ${key} to .dev.vars`);
 if (devVars.tightened)
-  console.log("parley: .dev.vars holds a signing key: made it readable by its owner only (0600)");
+  console.log("parley: .dev.vars holds signing keys: made it readable by its owner only (0600)");
 buildClient();
 applyMigrations();
 const child = spawn(

@@ -22,6 +22,7 @@ import { statsRoutes } from "./routes/stats.ts";
 import { tenantRoutes } from "./routes/tenant.ts";
 import { tokenRoutes } from "./routes/tokens.ts";
 import { userRoutes } from "./routes/users.ts";
+import { wellKnownRoutes } from "./routes/well-known.ts";
 import type { AppEnv } from "./types.ts";
 
 export const app = new Hono<AppEnv>();
@@ -35,6 +36,7 @@ app.use("*", observeRequests);
 app.use("*", refuseCrossSiteWrites);
 app.get("/healthz", (c) => c.json({ ok: true }));
 app.route("/auth", authRoutes);
+app.route("/.well-known", wellKnownRoutes);
 app.use("/api/*", requireIdentity);
 app.route("/api/me", meRoutes);
 app.route("/api/rooms", roomRoutes);

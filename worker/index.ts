@@ -7,6 +7,7 @@ import { env } from "cloudflare:workers";
 import { limitsOf } from "../config/limits.ts";
 import { app } from "./app.ts";
 import { readAuthConfig } from "./auth/config.ts";
+import { readExportKeys } from "./exports/keys.ts";
 import { consumeQueue } from "./queues.ts";
 import { checkResidency } from "./residency.ts";
 
@@ -15,10 +16,11 @@ export { Quota } from "../durable-objects/quota.ts";
 export { Room } from "../durable-objects/room.ts";
 
 // A misconfigured deployment (access mode without its Access applications, dev mode without a
-// key, a malformed origin, a limit out of its range) fails here, at start-up, rather than on some
-// later request.
+// key, a malformed origin, a limit out of its range, no valid export signing key) fails here, at
+// start-up, rather than on some later request.
 readAuthConfig(env);
 limitsOf(env);
+readExportKeys(env);
 checkResidency(env);
 
 export default {

@@ -3,18 +3,21 @@
  * tenant, as NDJSON with the hash chain (protocol/chain.ts) into R2, streaming it through a
  * multipart upload so no export is ever held whole in memory.
  *
- * Each room's events are read from its object in seq order up to the head taken when the room's
- * turn came, so every event up to that head appears exactly once, in order, followed by the head
- * line. Delivery is at least once: a job whose record is no longer `running` is skipped, and a
- * failed attempt aborts its upload; after the last attempt the record says `failed` with the error.
+ * Each room's events are read from its object in seq order until a page reaches the end of the log,
+ * and that page brings the room's head, taken with it: every event up to the head appears exactly
+ * once, in order, followed by the head line, signed with the deployment's key (keys.ts). Taking the
+ * head last means no line can show a redaction the head does not cover (docs/protocol.md). Delivery
+ * is at least once: a job whose record is no longer `running` is skipped, and a failed attempt
+ * aborts its upload; after the last attempt the record says `failed` with the error.
  */
 import { and, asc, eq } from "drizzle-orm";
 import { drizzle } from "drizzle-orm/d1";
-import { headLine } from "../../protocol/chain.ts";
+import { headLine, type RoomHead } from "../../protocol/chain.ts";
 import { exports, rooms } from "../db/schema.ts";
 import { log } from "../observability/log.ts";
 import { filesBucket } from "../residency.ts";
 import { roomStub } from "../rooms.ts";
+import { signRoomHead } from "./keys.ts";
 
 export interface ExportJob {
   exportId: string;
@@ -124,16 +127,21 @@ export async function runExport(env: Env, job: ExportJob): Promise<void> {
     let events = 0;
     for (const roomId of roomIds) {
       const stub = roomStub(env, job.tenantId, roomId);
-      const head = await stub.head();
       let after = 0;
-      while (after < head.seq) {
-        const page = await stub.exportRange(after, head.seq, PAGE_EVENTS);
-        if (page.last <= after) throw new Error(`room ${roomId} returned no events after ${after}`);
+      let head: RoomHead | null = null;
+      // A page reads at least one event unless it is the last, and a room appends far fewer events
+      // than a page holds in the time a page takes, so this ends.
+      while (!head) {
+        const page = await stub.exportRange(after, PAGE_EVENTS);
+        if (!page.head && page.last <= after)
+          throw new Error(`room ${roomId} returned no events after ${after}`);
         await out.write(page.lines.map((l) => `${l}\n`).join(""));
         events += page.lines.length;
         after = page.last;
+        head = page.head;
       }
-      await out.write(`${headLine(roomId, head.seq, head.chain)}\n`);
+      const signed = await signRoomHead(env, job.tenantId, roomId, head);
+      await out.write(`${headLine(signed.head, signed.jws)}\n`);
     }
     await upload.complete(await out.finish());
     await db

@@ -3,8 +3,10 @@
  * `{"roomId"?}` (one room, or the whole tenant) records the export and queues the job
  * (worker/exports/job.ts) → 202; `GET` lists them; `GET /:id` reports one; `GET /:id/download`
  * streams the NDJSON file as an attachment; `DELETE /:id` removes file and record. An export is
- * an admin's deliberate copy (often for a legal hold), so retention does not delete it: admins do. `GET /api/admin/rooms/:id/head` gives a room's live
- * head (seq and chain link), against which an auditor checks an export's head lines.
+ * an admin's deliberate copy (often for a legal hold), so retention does not delete it: admins do.
+ * `GET /api/admin/rooms/:id/head` gives a room's live head (seq and chain link, with what it states
+ * about retention and digest schemes) signed with the deployment's key, as an export's head lines
+ * are: an auditor checks an export against it, and an operator anchors it elsewhere.
  */
 import { and, desc, eq } from "drizzle-orm";
 import { drizzle } from "drizzle-orm/d1";
@@ -14,6 +16,7 @@ import { audit } from "../audit.ts";
 import type { Identity } from "../auth/identity.ts";
 import { exports, rooms } from "../db/schema.ts";
 import { ApiError } from "../errors.ts";
+import { signRoomHead } from "../exports/keys.ts";
 import { readJsonObject } from "../http.ts";
 import { newId } from "../ids.ts";
 import { filesBucket } from "../residency.ts";
@@ -125,5 +128,11 @@ export const exportRoutes = new Hono<AppEnv>()
     const me = admin(c);
     const room = await tenantRoom(c.env, me.tenantId, c.req.param("id"));
     if (!room) throw new ApiError("not_found", "no such room");
-    return c.json(await roomStub(c.env, me.tenantId, room.id).head());
+    const signed = await signRoomHead(
+      c.env,
+      me.tenantId,
+      room.id,
+      await roomStub(c.env, me.tenantId, room.id).head(),
+    );
+    return c.json({ ...signed.head, jws: signed.jws });
   });

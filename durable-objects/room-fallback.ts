@@ -8,6 +8,7 @@
  * A stream whose reader falls more than `MAX_BUFFERED_BYTES` behind is closed: the client
  * reconnects with its Last-Event-ID instead of the room buffering without bound.
  */
+import type { SseCloseFrame } from "../protocol/index.ts";
 
 const encoder = new TextEncoder();
 /** Bytes a slow SSE reader may have unread before its stream is closed. */
@@ -29,6 +30,10 @@ export function sseEvents(jsons: readonly string[]): string {
   let out = "";
   for (const json of jsons) out += `id: ${seqOf(json)}\nevent: event\ndata: ${json}\n\n`;
   return out;
+}
+
+export function sseClose(code: number, reason: string): string {
+  return `event: close\ndata: ${JSON.stringify({ type: "close", code, reason } satisfies SseCloseFrame)}\n\n`;
 }
 
 export function sseControl(type: "ready" | "gap", frame: object): string {
@@ -82,9 +87,16 @@ export class FallbackTransports {
     });
   }
 
-  /** The user lost access: their streams end and their polls wake to find out. */
-  revoke(userId: string): void {
-    for (const s of this.#streams) if (s.userId === userId) this.#close(s);
+  /** The user lost access: their streams end with an `event: close` frame carrying the socket's
+   * close code and reason (an SSE stream has no close code of its own, and a client that only saw
+   * the stream end would reconnect), and their polls wake to find out. */
+  revoke(userId: string, how: { code: number; reason: string }): void {
+    const last = sseClose(how.code, how.reason);
+    for (const s of this.#streams) {
+      if (s.userId !== userId) continue;
+      this.#write(s, last);
+      this.#close(s);
+    }
     const waiters = this.#waiters;
     this.#waiters = new Set();
     for (const wake of waiters) wake();

@@ -189,9 +189,9 @@ export class RoomSockets {
    * waiting when the upgrade response was coupled to the connection) that, after delivering that
    * first frame, goes on pumping from the connection even when the frame was a Close. So when
    * the room closes a socket whose peer has not sent a single frame yet, the peer's answering
-   * Close reaches `webSocketClose` but the connection is never ended: the peer, which by RFC 6455
+   * Close reaches `webSocketClose` but the connection is not ended: the peer, which by RFC 6455
    * waits for the server to close TCP, stays in CLOSING until its own timeout (Chromium 2 s,
-   * Node's `ws` 30 s). Once any frame (the auto-answered ping included) has gone through, the
+   * Node's `ws` 30 s) or until the runtime drops the socket (about 10 s locally). Once any frame (the auto-answered ping included) has gone through, the
    * pipe stops at a Close as it should, and every close completes in milliseconds. Where the close
    * is issued (an RPC such as `leave`, a socket's own handler, an alarm) does not matter: the 1008
    * of `strike` only ever looked different because it follows the peer's bad frames. Nothing the

@@ -20,7 +20,7 @@
  * - A user holds at most `maxStreamsPerUser` streams and waiting polls in a room.
  */
 import type { Limits } from "../config/limits.ts";
-import { type Failure, failure } from "../protocol/index.ts";
+import { type Failure, failure, type SseCloseFrame } from "../protocol/index.ts";
 
 const encoder = new TextEncoder();
 /** Comment lines keep idle streams open through proxies that time out silent connections. */
@@ -82,6 +82,10 @@ export function sseEvents(jsons: readonly string[]): string {
   let out = "";
   for (const json of jsons) out += sseEvent(seqOf(json), json);
   return out;
+}
+
+export function sseClose(code: number, reason: string): string {
+  return `event: close\ndata: ${JSON.stringify({ type: "close", code, reason } satisfies SseCloseFrame)}\n\n`;
 }
 
 export function sseControl(type: "ready" | "gap", frame: object): string {
@@ -192,9 +196,17 @@ export class FallbackTransports {
     });
   }
 
-  /** The user lost access: their streams end and their polls wake to find out. */
-  revoke(userId: string): void {
-    for (const s of this.#streams) if (s.userId === userId) this.#close(s);
+  /** The user lost access: their streams end with an `event: close` frame carrying the socket's
+   * close code and reason (an SSE stream has no close code of its own, and a client that only saw
+   * the stream end would reconnect), and their polls wake to find out. The frame is written past
+   * flow control: it is the stream's last, a few dozen bytes, and the writer closes right after. */
+  revoke(userId: string, how: { code: number; reason: string }): void {
+    const last = encoder.encode(sseClose(how.code, how.reason));
+    for (const s of this.#streams) {
+      if (s.userId !== userId) continue;
+      s.writer.write(last).catch(() => undefined);
+      this.#close(s);
+    }
     this.#wakeAll();
   }
 

@@ -185,15 +185,38 @@ export class RoomSockets {
     return "ok";
   }
 
-  /** Closes a socket with one of our codes. */
+  /**
+   * Closes a socket with one of our codes.
+   *
+   * Whether the closing handshake completes is not up to the room. In workerd a hibernatable
+   * socket's first frame from the peer goes through the runtime's WebSocket pipe in a state
+   * (kj's `WebSocketPipeImpl::BlockedReceive::tryPumpFrom`: the object's read loop was already
+   * waiting when the upgrade response was coupled to the connection) that, after delivering that
+   * first frame, goes on pumping from the connection even when the frame was a Close. So when
+   * the room closes a socket whose peer has not sent a single frame yet, the peer's answering
+   * Close reaches `webSocketClose` but the connection is not ended: the peer, which by RFC 6455
+   * waits for the server to close TCP, stays in CLOSING until its own timeout (Chromium 2 s,
+   * Node's `ws` 30 s) or until the runtime drops the socket (about 10 s locally). Once any frame (the auto-answered ping included) has gone through, the
+   * pipe stops at a Close as it should, and every close completes in milliseconds. Where the close
+   * is issued (an RPC such as `leave`, a socket's own handler, an alarm) does not matter: the 1008
+   * of `strike` only ever looked different because it follows the peer's bad frames. Nothing the
+   * object can call ends such a connection afterwards (`close()` after our own Close is a no-op,
+   * and the runtime keeps the socket until it is garbage-collected), so the fix is on the peer's
+   * side of the protocol: clients send `{"type":"ping"}` as their first frame (docs/protocol.md,
+   * close codes); the SDK does (client/sdk/transports.ts). test/system/close.test.ts measures it.
+   */
   close(ws: WebSocket, how: { code: number; reason: string }): void {
     this.forget(ws, how.code);
     closeQuietly(ws, how.code, how.reason);
   }
 
-  /** Closes every socket of a user (who left or was removed). */
+  /** Closes every socket of a user (who left or was removed). What is committed goes out first,
+   * so they see their own `member_leave` before the close, as a socket closed by `strike` does. */
   closeUser(userId: string, how: { code: number; reason: string }): void {
-    for (const ws of this.#ctx.getWebSockets(userId)) this.close(ws, how);
+    const sockets = this.#ctx.getWebSockets(userId);
+    if (sockets.length === 0) return;
+    this.flush();
+    for (const ws of sockets) this.close(ws, how);
   }
 
   /** Drops a socket's state as it closes (`code`: ours, or the peer's), and counts the close once: a

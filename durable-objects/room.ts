@@ -210,8 +210,10 @@ export class Room extends DurableObject<Env> {
     );
     this.#broadcast(result.json, result.seq);
     this.#appended("member_leave", 1, result.seq);
-    this.#fallback.revoke(userId);
-    this.#sockets.closeUser(userId, CLOSE.revoked);
+    // 4403's reason tells the client who ended its access ("left": itself, on any device).
+    const how = actor.id === userId ? CLOSE.left : CLOSE.removed;
+    this.#fallback.revoke(userId, how);
+    this.#sockets.closeUser(userId, how);
     return { ok: true, seq: result.seq };
   }
 

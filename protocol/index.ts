@@ -40,15 +40,42 @@ export interface HttpErrorBody {
   error: { code: ErrorCode; message: string; retryAfter?: number };
 }
 
-/** WebSocket close codes Parley uses, each with its reason. */
+/** WebSocket close codes Parley uses, each with its reason (docs/protocol.md, close codes). The
+ * reasons of 4403 are a named set clients may switch on: who ended the user's access. */
 export const CLOSE = {
   /** The client kept sending malformed frames. */
   policy: { code: 1008, reason: "too many bad frames" },
-  /** The user lost access to the room (left or was removed). */
+  /** The user left the room (from this device or another). */
+  left: { code: 4403, reason: "left" },
+  /** Someone else took the user out of the room (an admin, the room's creator; a revoked token). */
+  removed: { code: 4403, reason: "removed" },
+  /** The user is no longer a member for a reason the room cannot tell (found on a later frame). */
   revoked: { code: 4403, reason: "membership revoked" },
   /** The client stopped reading (flow control, docs/protocol.md): it reconnects with `after`. */
   slow: { code: 4008, reason: "slow consumer: reconnect with after" },
 } as const;
+
+/** Close code: the user's access to the room ended; final (never reconnect to that room). */
+export const CLOSE_REVOKED = 4403;
+/** Close code: the client stopped reading; resume at once with `after`. */
+export const CLOSE_SLOW = 4008;
+/** Close code: the client broke the protocol; reconnect only after backing off. */
+export const CLOSE_POLICY = 1008;
+
+/** Why a user's access to a room ended, as a 4403 close (or the SSE `close` frame) says it. */
+export type RevokedReason = "left" | "removed" | "revoked";
+
+export function revokedReason(reason: string): RevokedReason {
+  return reason === CLOSE.left.reason ? "left" : reason === CLOSE.removed.reason ? "removed" : "revoked";
+}
+
+/** The last frame of an SSE stream that the room ends because the user lost access:
+ * `event: close` with this as data (the stream's stand-in for a WebSocket close code). */
+export interface SseCloseFrame {
+  type: "close";
+  code: number;
+  reason: string;
+}
 
 /** Flow control (docs/protocol.md): a room socket opened with this query parameter confirms what it
  * reads with `{"type":"received","seq"}` at least every `RECEIVED_EVERY_BYTES` of event frames. */

@@ -2,6 +2,7 @@
 import { exports } from "cloudflare:workers";
 import {
   type Connection,
+  HttpError,
   RoomSession,
   type RoomSessionOptions,
   type SocketLike,
@@ -38,7 +39,9 @@ export class Network {
         }),
       );
       const ws = res.webSocket;
-      if (!ws) throw new Error(`upgrade refused: ${res.status}`);
+      // Like an opener that can see the refusal (Node's `ws`), unlike a browser: the status says
+      // whether retrying can help (403/404: the user has no access to the room).
+      if (!ws) throw new HttpError(res.status, "forbidden", `upgrade refused: ${res.status}`);
       ws.accept();
       this.#sockets.add(ws);
       ws.addEventListener("close", () => this.#sockets.delete(ws));

@@ -4,6 +4,7 @@
  * `IndexedDbOutboxStore` from ./outbox-idb.ts.
  */
 export { type Backoff, DEFAULT_BACKOFF, fullJitter } from "./backoff.ts";
+export { type CloseAction, closeAction, type StreamEnd } from "./close-policy.ts";
 export { type Connection, HttpError, request, requestJson } from "./http.ts";
 export { MemoryOutboxStore, type OutboxEntry, type OutboxStore } from "./outbox.ts";
 export { type MyStatus, PresenceSession, type PresenceSessionOptions } from "./presence.ts";
@@ -12,6 +13,7 @@ export {
   type NewCommand,
   RoomSession,
   type RoomSessionOptions,
+  type SessionEnded,
   type SessionState,
   type SessionStatus,
 } from "./room.ts";

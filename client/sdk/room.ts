@@ -13,14 +13,34 @@
  *   sent; after each `ready` every outbox entry is sent again, over the socket or over HTTP, until
  *   acknowledged. The server's idempotency on (author, clientId) answers a repeat with the original
  *   seq, and an event carrying a pending clientId settles it even if its ack was lost.
+ * - How a stream ended decides what comes next (close-policy.ts): when the user's access to the room
+ *   ends (4403, or a connection refused with 403/404) the session stops for good, fails what is
+ *   left in its outbox and says so through `onEnded`; 4008 resumes at once; 1008 backs off.
  */
-import type { ErrorCode, RoomEvent, SequencedCommand, ServerFrame, UserRef } from "../../protocol/index.ts";
+import {
+  type ErrorCode,
+  type RevokedReason,
+  type RoomEvent,
+  revokedReason,
+  type SequencedCommand,
+  type ServerFrame,
+  type UserRef,
+} from "../../protocol/index.ts";
 import { type Backoff, DEFAULT_BACKOFF, fullJitter } from "./backoff.ts";
+import { closeAction, type StreamEnd } from "./close-policy.ts";
 import { type Connection, HttpError, request, requestJson } from "./http.ts";
 import { MemoryOutboxStore, type OutboxEntry, type OutboxStore } from "./outbox.ts";
 import type { Transport, TransportFactory, TransportKind } from "./transports.ts";
 
 export type SessionState = "connecting" | "online" | "offline" | "closed";
+
+/** The session ended because the user's access to the room did (it will not reconnect). */
+export interface SessionEnded {
+  roomId: string;
+  /** "left": the user left (here or on another device); "removed": someone else took them out;
+   * "revoked": access ended for a reason the server did not name (a refused reconnect). */
+  reason: RevokedReason;
+}
 
 export interface SessionStatus {
   state: SessionState;
@@ -54,6 +74,8 @@ export interface RoomSessionOptions {
   onEvent?: (event: RoomEvent) => void;
   onStatus?: (status: SessionStatus) => void;
   onTyping?: (user: UserRef) => void;
+  /** Called once if the session ends because the user lost access to the room. */
+  onEnded?: (ended: SessionEnded) => void;
 }
 
 type Distributive<T> = T extends unknown ? Omit<T, "clientId"> : never;
@@ -67,6 +89,9 @@ interface Pending {
 }
 
 const HISTORY_PAGE = 200;
+/** After a 1008 the next reconnect waits at least as long as this many failed attempts would:
+ * with the default backoff, up to 4 s, doubling with each further 1008. */
+const POLICY_BACKOFF_ATTEMPT = 4;
 
 export class RoomSession {
   readonly roomId: string;
@@ -86,6 +111,7 @@ export class RoomSession {
   #networkDown = false;
   #networkUp: (() => void) | null = null;
   #retryTimer: ReturnType<typeof setTimeout> | null = null;
+  #ended: SessionEnded | null = null;
 
   constructor(opts: RoomSessionOptions) {
     this.#opts = opts;
@@ -100,6 +126,11 @@ export class RoomSession {
 
   get status(): SessionStatus {
     return this.#status;
+  }
+
+  /** Why the session ended for good (the user lost access to the room), or null. */
+  get ended(): SessionEnded | null {
+    return this.#ended;
   }
 
   /** The outbox as it stands (oldest first): what the UI shows as pending. */
@@ -129,6 +160,12 @@ export class RoomSession {
    * `acked` resolves with the event's seq, or rejects with a CommandError the server gave. */
   command(cmd: NewCommand): { clientId: string; acked: Promise<number> } {
     const clientId = newClientId();
+    if (this.#ended) {
+      // Access is gone: nothing is queued, persisted or sent to a room this user cannot reach.
+      const acked = Promise.reject(new CommandError("forbidden", "you no longer have access to this room"));
+      acked.catch(() => undefined);
+      return { clientId, acked };
+    }
     const entry: OutboxEntry = {
       roomId: this.roomId,
       clientId,
@@ -172,6 +209,21 @@ export class RoomSession {
     }
   }
 
+  /** The user's access to the room ended: stop for good, fail the outbox (it cannot be delivered
+   * to this room as this user), and tell the application once. */
+  #end(how: StreamEnd): void {
+    if (this.#ended) return;
+    const ended: SessionEnded = {
+      roomId: this.roomId,
+      reason: how.code !== undefined ? revokedReason(how.reason ?? "") : "revoked",
+    };
+    this.#ended = ended;
+    this.close();
+    for (const clientId of [...this.#pending.keys()])
+      this.#fail(clientId, new CommandError("forbidden", "you no longer have access to this room"));
+    this.#opts.onEnded?.(ended);
+  }
+
   close(): void {
     this.#closed = true;
     this.#networkUp?.();
@@ -199,16 +251,17 @@ export class RoomSession {
         if (this.#closed) break;
         this.#setStatus({ state: "connecting" });
       }
-      let ended!: () => void;
-      const done = new Promise<void>((resolve) => {
-        ended = resolve;
+      let ended!: (how?: StreamEnd) => void;
+      const done = new Promise<StreamEnd>((resolve) => {
+        ended = (how) => resolve(how ?? { reason: "closed by the session" });
       });
+      let how: StreamEnd;
       try {
         const factory = transports[kind];
         if (!factory) throw new Error("no transport");
         const transport = await factory(this.roomId, this.#lastSeq, {
           frame: (f) => this.#enqueue(f),
-          closed: () => ended(),
+          closed: (end) => ended(end),
         });
         if (this.#closed || this.#networkDown) {
           transport.close();
@@ -228,13 +281,12 @@ export class RoomSession {
                 ended();
               }, probeMs)
             : null;
-        await done;
+        how = await done;
         if (probe) clearTimeout(probe);
         this.#transport = null;
         this.#endTurn = null;
-        if (this.#wasReady) attempt = 0;
-        this.#wasReady = false;
-      } catch {
+      } catch (err) {
+        how = { reason: String(err), ...(err instanceof HttpError ? { status: err.status } : {}) };
         failures += 1;
         if (failures >= fallbackAfter && kind < transports.length - 1) {
           kind += 1;
@@ -242,8 +294,25 @@ export class RoomSession {
         }
       }
       if (this.#closed) break;
+      const action = closeAction(how);
+      if (action === "end") {
+        // Frames already received (their own member_leave, say) are handled before the end.
+        await this.#chain;
+        this.#end(how);
+        break;
+      }
+      const wasReady = this.#wasReady;
+      this.#wasReady = false;
+      if (wasReady && action !== "back-off") attempt = 0;
+      if (action === "back-off") attempt = Math.max(attempt, POLICY_BACKOFF_ATTEMPT);
       this.#setStatus({ state: "offline", transport: null });
       if (this.#networkDown) continue; // wait for the network, not for a backoff timer
+      // A reader cut for falling behind resumes at once (it was live: nothing is wrong with the
+      // connection); a 4008 on a connection that never got ready backs off like any failure.
+      if (action === "resume" && wasReady) {
+        this.#setStatus({ state: "connecting" });
+        continue;
+      }
       await this.#sleep(fullJitter(attempt++, random, backoff));
       if (!this.#closed) this.#setStatus({ state: "connecting" });
     }

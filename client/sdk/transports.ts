@@ -8,13 +8,16 @@ import {
   type ClientFrame,
   eventsOf,
   FLOW_PARAM,
+  PING_FRAME,
   parseServerFrame,
   Receipts,
   type RoomEvent,
   type ServerFrame,
+  type SseCloseFrame,
   utf8Bytes,
 } from "../../protocol/index.ts";
-import { type Connection, request } from "./http.ts";
+import type { StreamEnd } from "./close-policy.ts";
+import { type Connection, HttpError, request } from "./http.ts";
 import { SseParser } from "./sse.ts";
 
 export type TransportKind = "websocket" | "sse" | "poll";
@@ -22,8 +25,9 @@ export type TransportKind = "websocket" | "sse" | "poll";
 export interface TransportHandlers {
   /** Handles a frame; settles once the session has processed it (flow control confirms then). */
   frame(frame: ServerFrame): Promise<void> | void;
-  /** The transport ended (after having opened); the session reconnects. */
-  closed(reason: string): void;
+  /** The transport ended (after having opened); the session decides what next from how
+   * (close-policy.ts). */
+  closed(end: StreamEnd): void;
 }
 
 export interface Transport {
@@ -33,7 +37,8 @@ export interface Transport {
   close(): void;
 }
 
-/** Opens a transport resuming after `after`; rejects when it cannot connect at all. */
+/** Opens a transport resuming after `after`; rejects when it cannot connect at all (with an
+ * `HttpError` when the server refused it). */
 export type TransportFactory = (
   roomId: string,
   after: number,
@@ -45,10 +50,15 @@ export interface SocketLike {
   send(data: string): void;
   close(code?: number, reason?: string): void;
   addEventListener(type: "message", listener: (e: { data: unknown }) => void): void;
-  addEventListener(type: "close" | "error", listener: (e: unknown) => void): void;
+  addEventListener(
+    type: "close" | "error",
+    listener: (e: { code?: unknown; reason?: unknown }) => void,
+  ): void;
 }
 
-/** Opens an accepted socket to a path such as `/api/rooms/r_…/ws?after=5`. */
+/** Opens an accepted socket to a path such as `/api/rooms/r_…/ws?after=5`. An opener that can see
+ * why an upgrade was refused rejects with an `HttpError` of its status (a browser cannot: its
+ * sessions learn a 403/404 from the fallback transports instead). */
 export type SocketOpener = (path: string) => Promise<SocketLike>;
 
 /** The browser's opener: same-origin (or `baseUrl`) with the Access cookie. */
@@ -65,11 +75,18 @@ export function browserSocket(baseUrl: string): SocketOpener {
 export function websocketTransport(open: SocketOpener): TransportFactory {
   return async (roomId, after, h) => {
     const ws = await open(`/api/rooms/${roomId}/ws?after=${after}&${FLOW_PARAM}`);
+    // The first frame is always the ping, answered by the runtime without waking the room. It is
+    // what lets the server's closes (4403 when access ends, 4008, 1008) complete: in workerd a
+    // Close answering the server's before the peer has sent any frame leaves the connection open
+    // until the client gives up on it (durable-objects/room-sockets.ts, `close`).
+    try {
+      ws.send(PING_FRAME);
+    } catch {}
     let done = false;
-    const end = (reason: string) => {
+    const end = (how: StreamEnd) => {
       if (done) return;
       done = true;
-      h.closed(reason);
+      h.closed(how);
     };
     // Flow control (docs/protocol.md): event bytes processed since the last confirmation. A frame is
     // confirmed once the session has handled it, so a session that falls behind (paging a gap, a
@@ -91,8 +108,13 @@ export function websocketTransport(open: SocketOpener): TransportFactory {
         } catch {}
       });
     });
-    ws.addEventListener("close", () => end("socket closed"));
-    ws.addEventListener("error", () => end("socket error"));
+    ws.addEventListener("close", (e) =>
+      end({
+        ...(typeof e.code === "number" ? { code: e.code } : {}),
+        reason: typeof e.reason === "string" ? e.reason : "",
+      }),
+    );
+    ws.addEventListener("error", () => end({ reason: "socket error" }));
     return {
       kind: "websocket",
       send(frame) {
@@ -127,6 +149,8 @@ export function sseTransport(conn: Connection): TransportFactory {
     const reader = res.body.getReader();
     const parser = new SseParser();
     let done = false;
+    // The room ends a stream whose user lost access with `event: close` (the socket's close code).
+    let ending: StreamEnd = { reason: "event stream ended" };
     void (async () => {
       try {
         for (;;) {
@@ -137,13 +161,13 @@ export function sseTransport(conn: Connection): TransportFactory {
             else if (f.event === "ready" || f.event === "gap") {
               const frame = parseServerFrame(f.data);
               if (frame) h.frame(frame);
-            }
+            } else if (f.event === "close") ending = parseSseClose(f.data) ?? ending;
           }
         }
       } catch {}
       if (!done) {
         done = true;
-        h.closed("event stream ended");
+        h.closed(ending);
       }
     })();
     return {
@@ -190,10 +214,19 @@ export function pollTransport(conn: Connection, timeoutSeconds = 25): TransportF
         }
         if (!done) h.frame({ type: "ready", lastSeq: target });
         while (!done) deliver(await poll(cursor, timeoutSeconds));
-      } catch {}
+      } catch (err) {
+        // A poll refused because the user lost access (403/404) ends the session, not just the turn.
+        if (!done) {
+          done = true;
+          h.closed({
+            reason: "long poll failed",
+            ...(err instanceof HttpError ? { status: err.status } : {}),
+          });
+        }
+      }
       if (!done) {
         done = true;
-        h.closed("long poll failed");
+        h.closed({ reason: "long poll failed" });
       }
     })();
     return {
@@ -205,4 +238,15 @@ export function pollTransport(conn: Connection, timeoutSeconds = 25): TransportF
       },
     };
   };
+}
+
+function parseSseClose(data: string): StreamEnd | null {
+  try {
+    const frame = JSON.parse(data) as Partial<SseCloseFrame>;
+    return typeof frame.code === "number"
+      ? { code: frame.code, reason: typeof frame.reason === "string" ? frame.reason : "" }
+      : null;
+  } catch {
+    return null;
+  }
 }

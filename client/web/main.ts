@@ -7,7 +7,7 @@ import { HttpError } from "../sdk/index.ts";
 import { api } from "./api.ts";
 import { h } from "./dom.ts";
 import { AppState, type View } from "./state.ts";
-import { createBanner } from "./views/banner.ts";
+import { createBanner, createNotice } from "./views/banner.ts";
 import { createRoomView } from "./views/room-view.ts";
 import { createSearchView } from "./views/search.ts";
 import { createSidebar } from "./views/sidebar.ts";
@@ -106,9 +106,14 @@ async function boot(): Promise<void> {
   const go = (roomId: string) => show({ kind: "room", roomId }, true);
   const sidebar = createSidebar(state, go, (q) => show({ kind: "search", q }, true));
   const banner = createBanner(state);
+  const notice = createNotice(state);
   const skip = h("a", { class: "skip", attrs: { href: "#main" } }, "Skip to messages");
-  root.replaceChildren(skip, banner.el, h("div", { class: "layout" }, sidebar.el, main));
+  root.replaceChildren(skip, banner.el, notice.el, h("div", { class: "layout" }, sidebar.el, main));
   addEventListener("popstate", () => show(viewFromUrl(), false));
+  // Access to the room on screen ended (removed, or left on another device): leave it.
+  state.events.on("lost", (roomId) => {
+    if (state.view.kind === "room" && state.view.roomId === roomId) show({ kind: "empty" }, true);
+  });
 
   await state.start();
   if (initial.kind === "empty") {

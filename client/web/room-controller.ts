@@ -12,6 +12,7 @@ import {
   type OutboxStore,
   pollTransport,
   RoomSession,
+  type SessionEnded,
   type SessionStatus,
   sseTransport,
   websocketTransport,
@@ -36,7 +37,13 @@ export interface RoomChange {
 export class RoomController {
   readonly roomId: string;
   readonly timeline = new Timeline();
-  readonly events = new Emitter<{ change: RoomChange; status: SessionStatus; typing: UserRef[] }>();
+  readonly events = new Emitter<{
+    change: RoomChange;
+    status: SessionStatus;
+    typing: UserRef[];
+    /** The user lost access to the room; the session has stopped for good. */
+    ended: SessionEnded;
+  }>();
   /** Exists from the start, so commands issued while the first page loads are queued, not lost. */
   readonly session: RoomSession;
   #loading: Promise<void> | null = null;
@@ -56,6 +63,7 @@ export class RoomController {
       onEvent: (e) => this.#live(e),
       onStatus: (s) => this.events.emit("status", s),
       onTyping: (u) => this.#onTyping(u),
+      onEnded: (e) => this.events.emit("ended", e),
     });
   }
 

@@ -10,6 +10,7 @@ import {
   type MyStatus,
   type OutboxStore,
   PresenceSession,
+  type SessionEnded,
   type SessionStatus,
 } from "../sdk/index.ts";
 import { IndexedDbOutboxStore } from "../sdk/outbox-idb.ts";
@@ -27,6 +28,11 @@ export interface Connection {
   queued: number;
 }
 
+/** Something the user should be told that is not about the connection. */
+export interface Notice {
+  text: string;
+}
+
 /** How long to wait before refreshing the room list after activity (coalesces bursts). */
 const ROOMS_REFRESH_MS = 250;
 const MAX_WATCH = 500;
@@ -40,6 +46,9 @@ export class AppState {
     view: View;
     presence: string;
     connection: Connection;
+    notice: Notice;
+    /** The user lost access to a room (it has left `rooms`). */
+    lost: string;
   }>();
   rooms = new Map<string, RoomSummary>();
   view: View = { kind: "empty" };
@@ -52,6 +61,8 @@ export class AppState {
   #refresh: ReturnType<typeof setTimeout> | null = null;
   #online = typeof navigator === "undefined" ? true : navigator.onLine;
   #presenceUp = false;
+  /** Rooms this client is leaving itself: their 4403 is expected, not news. */
+  readonly #leaving = new Set<string>();
 
   constructor(me: Me) {
     this.me = me;
@@ -107,6 +118,7 @@ export class AppState {
         this.#statuses.set(roomId, s);
         this.#emitConnection();
       });
+      c.events.on("ended", (e) => this.#lost(e));
       c.events.on("change", ({ live }) => {
         for (const e of live) this.names.set(e.author.id, e.author.name);
         const room = this.rooms.get(roomId);
@@ -180,12 +192,45 @@ export class AppState {
   }
 
   async leave(roomId: string): Promise<void> {
-    await api.leave(roomId);
+    this.#leaving.add(roomId);
+    try {
+      await api.leave(roomId);
+    } finally {
+      this.#leaving.delete(roomId);
+    }
+    this.#drop(roomId);
+    await this.loadRooms();
+    if (this.view.kind === "room" && this.view.roomId === roomId) this.setView({ kind: "empty" });
+  }
+
+  /** The user's access to a room ended elsewhere (removed by someone, or left on another device):
+   * its session has stopped; the room leaves the list and the user is told. */
+  #lost(ended: SessionEnded): void {
+    const roomId = ended.roomId;
+    if (this.#leaving.has(roomId)) return;
+    const room = this.rooms.get(roomId);
+    const name = room ? `${room.kind === "dm" ? "" : "#"}${this.roomTitle(room)}` : "a room";
+    this.#drop(roomId);
+    this.rooms.delete(roomId);
+    this.events.emit("rooms", undefined);
+    this.events.emit("notice", {
+      text:
+        ended.reason === "left"
+          ? `You left ${name} on another device`
+          : ended.reason === "removed"
+            ? `You were removed from ${name}`
+            : `You no longer have access to ${name}`,
+    });
+    this.events.emit("lost", roomId);
+    this.#emitConnection();
+    // A public channel stays in the directory (not joined): the list comes back from the server.
+    this.refreshRooms();
+  }
+
+  #drop(roomId: string): void {
     this.controllers.get(roomId)?.close();
     this.controllers.delete(roomId);
     this.#statuses.delete(roomId);
-    await this.loadRooms();
-    if (this.view.kind === "room" && this.view.roomId === roomId) this.setView({ kind: "empty" });
   }
 
   async createRoom(body: { name?: string; kind: RoomSummary["kind"]; topic?: string; members?: string[] }) {

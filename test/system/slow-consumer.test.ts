@@ -15,6 +15,7 @@ import { DEFAULT_LIMITS } from "../../config/limits.ts";
 import {
   CLOSE,
   eventsOf,
+  PING_FRAME,
   parseServerFrame,
   Receipts,
   type RoomEvent,
@@ -40,12 +41,19 @@ class Reader {
   closed: number | null = null;
   confirming: boolean;
   readonly #receipts = new Receipts();
+  readonly #pinged: boolean;
   #waiters: (() => void)[] = [];
   readonly ws: WebSocket;
 
   constructor(url: string, token: string, confirming: boolean) {
     this.confirming = confirming;
     this.ws = new WebSocket(url, { headers: { "Cf-Access-Jwt-Assertion": token }, perMessageDeflate: false });
+    // Readers with flow control act like the SDK and send the ping first, which lets the room's
+    // close complete at once (docs/protocol.md, close codes). The legacy reader, a PROTOCOL.md v1
+    // client as written, sends nothing: its 4008 completes only when the runtime lets go of the
+    // connection (about 10 s here; durable-objects/room-sockets.ts, `close`).
+    this.#pinged = confirming;
+    if (confirming) this.ws.on("open", () => this.ws.send(PING_FRAME));
     this.ws.on("message", (data) => {
       const text = data.toString();
       const frame = parseServerFrame(text);
@@ -107,8 +115,15 @@ class Reader {
     await this.until(() => this.frames.slice(from).some((f) => f.type === "pong"), "the probe's pong");
   }
 
+  /** Replayed, and (for a reader that pinged first) its ping answered: no frame of the connect is
+   * left in flight to be mistaken for a later one. */
   ready(): Promise<void> {
-    return this.until(() => this.frames.some((f) => f.type === "ready"), "ready");
+    return this.until(
+      () =>
+        this.frames.some((f) => f.type === "ready") &&
+        (!this.#pinged || this.frames.some((f) => f.type === "pong")),
+      "ready",
+    );
   }
 }
 

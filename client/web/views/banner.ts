@@ -1,7 +1,8 @@
 /**
  * @module The connection banner: offline with the number of queued messages (at once), connecting
  * (only if it lasts: opening a room connects briefly, which is not news), and a short "back online"
- * after either was shown. Hidden while all is well.
+ * after either was shown. Hidden while all is well. Beside it, notices that are not about the
+ * connection ("You were removed from #room"), shown until dismissed or replaced by the next.
  */
 import { h } from "../dom.ts";
 import type { AppState, Connection } from "../state.ts";
@@ -56,5 +57,24 @@ export function createBanner(state: AppState) {
     }
   };
   state.events.on("connection", show);
+  return { el };
+}
+
+export function createNotice(state: AppState) {
+  const text = h("span", { class: "notice-text" });
+  const dismiss = h("button", { type: "button", class: "ghost", aria: { label: "Dismiss" } }, "Dismiss");
+  const el = h(
+    "div",
+    { class: "notice", role: "status", aria: { live: "polite" }, hidden: true },
+    text,
+    dismiss,
+  );
+  dismiss.addEventListener("click", () => {
+    el.hidden = true;
+  });
+  state.events.on("notice", (n) => {
+    text.textContent = n.text;
+    el.hidden = false;
+  });
   return { el };
 }

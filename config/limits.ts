@@ -9,9 +9,9 @@ export interface Limits {
    * at 32 MiB; a 16 KiB message plus JSON framing fits comfortably in 64 KiB, so anything larger
    * is abuse or a bug and is refused with `too_large` before it is parsed. */
   maxFrameBytes: number;
-  /** Largest message text in UTF-8 bytes (PROTOCOL.md: ≤ 16 KiB). */
+  /** Largest message text in UTF-8 bytes (docs/protocol.md: ≤ 16 KiB). */
   maxTextBytes: number;
-  /** Most events replayed on connect before the server answers `gap` instead (PROTOCOL.md: ≥ 500).
+  /** Most events replayed on connect before the server answers `gap` instead (docs/protocol.md: ≥ 500).
    * Bounded so that one reconnect cannot make the room's single thread serialise its whole log. */
   replayCap: number;
   /** Sustained commands per user per second in one room (token bucket). Generous for a human,
@@ -23,14 +23,14 @@ export interface Limits {
    * with a bug gets errors it can log; only one that keeps sending garbage is disconnected. */
   badFrameLimit: number;
   badFrameWindowMs: number;
-  /** Typing notices forwarded per user (PROTOCOL.md: at most one per 2 s). */
+  /** Typing notices forwarded per user (docs/protocol.md: at most one per 2 s). */
   typingIntervalMs: number;
-  /** History page size: default and ceiling (PROTOCOL.md: limit ≤ 200). */
+  /** History page size: default and ceiling (docs/protocol.md: limit ≤ 200). */
   historyDefaultLimit: number;
   historyMaxLimit: number;
   /** Attachment ids one message may reference. */
   maxAttachmentsPerMessage: number;
-  /** Emoji in a reaction (PROTOCOL.md: ≤ 32 chars). */
+  /** Emoji in a reaction (docs/protocol.md: ≤ 32 chars). */
   maxEmojiChars: number;
   /** Room name and topic lengths, in characters. */
   maxRoomNameChars: number;
@@ -65,9 +65,9 @@ export interface Limits {
   /** Lifetime of a dev login token, in seconds. */
   devTokenTtlSeconds: number;
   /** A user is offline when none of their sessions has sent a heartbeat for this long
-   * (PROTOCOL.md: 60 s; clients beat at least every 30 s, so one lost beat is tolerated). */
+   * (docs/protocol.md: 60 s; clients beat at least every 30 s, so one lost beat is tolerated). */
   presenceTimeoutMs: number;
-  /** Users one presence session may watch (PROTOCOL.md: ≤ 500). */
+  /** Users one presence session may watch (docs/protocol.md: ≤ 500). */
   maxWatch: number;
   /** Presence shards per tenant (users assigned by hash): one object holds every session of its
    * users, so a very large tenant spreads them over several. */
@@ -85,7 +85,7 @@ export interface Limits {
   /** Activity notices from a room to presence are coalesced over this window: one notice per
    * window per shard instead of one per message (a busy room would otherwise flood presence). */
   activityWindowMs: number;
-  /** Largest upload, in bytes (PROTOCOL.md leaves it to the deployment; 25 MiB by default). */
+  /** Largest upload, in bytes (docs/protocol.md leaves it to the deployment; 25 MiB by default). */
   maxAttachmentBytes: number;
   /** An upload no message references is deleted (object and row) this long after it was made. */
   attachmentGraceMs: number;
@@ -176,7 +176,7 @@ export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
 const OVERRIDES = {
   PARLEY_USER_COMMANDS_PER_SECOND: { key: "userCommandsPerSecond", min: 1, max: 1_000_000 },
   PARLEY_MAX_FRAME_BYTES: { key: "maxFrameBytes", min: 4096, max: 1024 * 1024 },
-  // PROTOCOL.md caps message text at 16 KiB: a deployment may lower it, not raise it.
+  // docs/protocol.md caps message text at 16 KiB: a deployment may lower it, not raise it.
   PARLEY_MAX_TEXT_BYTES: { key: "maxTextBytes", min: 1, max: 16 * 1024 },
   PARLEY_REPLAY_CAP: { key: "replayCap", min: 500, max: 100_000 },
   // Changing it moves users between shards: set it before a tenant's first sign-in.

@@ -1,5 +1,5 @@
 /**
- * @module The room's fallback transports (PROTOCOL.md): Server-Sent Events streams and long-poll
+ * @module The room's fallback transports (docs/protocol.md): Server-Sent Events streams and long-poll
  * waiters, for clients whose WebSockets cannot connect. Same order and the same events as the
  * socket: the room publishes each flushed batch here right after its sockets.
  *

@@ -8,7 +8,7 @@
  * - A socket opened with `flow=1` promises confirmations. Past `flowWindowBytes` it is *paused*:
  *   events wait in the log (SQLite), not in memory, and the next confirmation resumes it from its
  *   last seq. One paused longer than `flowStallMs` is closed (4008); the client resumes with `after`.
- * - A socket without `flow=1` (a PROTOCOL.md v1 client) never confirms, so nothing tells the room it
+ * - A socket without `flow=1` (a v1 client that predates flow control) never confirms, so nothing tells the room it
  *   reads: after `unconfirmedStreamBytes` it is closed (4008) and resumes with `after`.
  *
  * This module owns the bookkeeping; the room does the sending (room.ts, "fan-out").

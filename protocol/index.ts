@@ -1,5 +1,5 @@
 /**
- * @module Parley wire protocol v1 (shared/PROTOCOL.md): the one definition of every frame, event
+ * @module Parley wire protocol v1 (docs/protocol.md): the one definition of every frame, event
  * and error, shared by the worker, the Durable Objects, the SDK, the bench and the tests.
  * Parsers validate hostile input and return a typed value or an error; they never throw.
  */
@@ -490,7 +490,7 @@ export function parsePresenceFrame(
 }
 
 // ---------------------------------------------------------------------------------------------
-// HTTP resources (PROTOCOL.md "HTTP resources"): the shapes the worker answers with, written
+// HTTP resources (docs/protocol.md "HTTP resources"): the shapes the worker answers with, written
 // with `satisfies` there and read by the SDK and the web client.
 
 export const ROOM_KINDS = ["channel", "private", "dm"] as const;

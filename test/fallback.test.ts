@@ -1,4 +1,4 @@
-/** The fallback transports of PROTOCOL.md: Server-Sent Events and long polling, with the socket's
+/** The fallback transports of docs/protocol.md: Server-Sent Events and long polling, with the socket's
  * order and exactly-once semantics, membership checks and resume by Last-Event-ID. */
 import { abortAllDurableObjects, runInDurableObject } from "cloudflare:test";
 import { env } from "cloudflare:workers";

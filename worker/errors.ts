@@ -1,5 +1,5 @@
 /**
- * @module Request failures: thrown as `ApiError` anywhere in a handler and turned into PROTOCOL.md's
+ * @module Request failures: thrown as `ApiError` anywhere in a handler and turned into docs/protocol.md's
  * envelope `{"error":{"code","message"}}` by the app's single `onError`. Unexpected errors are
  * logged with context and answered with a generic `internal`: never a stack trace to a client.
  */

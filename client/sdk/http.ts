@@ -1,5 +1,5 @@
 /** @module The SDK's HTTP access to Parley: one place that adds the credential and turns error
- * envelopes (PROTOCOL.md) into typed failures. */
+ * envelopes (docs/protocol.md) into typed failures. */
 import type { ErrorCode } from "../../protocol/index.ts";
 
 export interface Connection {

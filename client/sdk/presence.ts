@@ -72,7 +72,7 @@ export class PresenceSession {
     this.#send({ type: "heartbeat", status });
   }
 
-  /** Replaces the watched set (at most 500 users, PROTOCOL.md). */
+  /** Replaces the watched set (at most 500 users, docs/protocol.md). */
   watch(users: string[]): void {
     this.#watched = [...new Set(users)];
     for (const user of this.presence.keys()) if (!this.#watched.includes(user)) this.presence.delete(user);

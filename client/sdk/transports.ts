@@ -1,6 +1,6 @@
 /**
  * @module The three ways a room session reaches its room, in order of preference: a WebSocket,
- * then Server-Sent Events, then long polling (PROTOCOL.md, fallback transports). Each delivers
+ * then Server-Sent Events, then long polling (docs/protocol.md, fallback transports). Each delivers
  * the socket's frames (events, ready, gap, acks, errors, typing) to the session; only the socket
  * carries commands, the others leave them to HTTP.
  */

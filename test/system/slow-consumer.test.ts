@@ -49,7 +49,7 @@ class Reader {
     this.confirming = confirming;
     this.ws = new WebSocket(url, { headers: { "Cf-Access-Jwt-Assertion": token }, perMessageDeflate: false });
     // Readers with flow control act like the SDK and send the ping first, which lets the room's
-    // close complete at once (docs/protocol.md, close codes). The legacy reader, a PROTOCOL.md v1
+    // close complete at once (docs/protocol.md, close codes). The legacy reader, a v1 client that predates flow control
     // client as written, sends nothing: its 4008 completes only when the runtime lets go of the
     // connection (about 10 s here; durable-objects/room-sockets.ts, `close`).
     this.#pinged = confirming;
@@ -168,7 +168,7 @@ describe("readers that stop reading their sockets", () => {
     const readers = {
       fast: socket(fast, true),
       paused: socket(paused, true),
-      legacy: socket(legacy, false), // no flow=1: a PROTOCOL.md v1 client
+      legacy: socket(legacy, false), // no flow=1: a v1 client that predates flow control
       stalled: socket(stalled, true),
     };
     // With flow=1, but confirming nothing until they read again.

@@ -3,11 +3,11 @@
  * (the HTTP command path) and parsePresenceFrame, over arbitrary strings and bytes, arbitrary JSON,
  * frames generated from a model, and model frames mutated in hostile ways.
  *
- * Every outcome is checked against a reference model written from PROTOCOL.md and docs/protocol.md
+ * Every outcome is checked against a reference model written from docs/protocol.md
  * (`expectClientFrame`, `expectCommand`, `expectPresenceFrame` below), not against the parser's code:
  * a parser never throws; it answers either ok with exactly the model's value (only known fields,
  * a value whose JSON parses back to itself and re-validates) or a failure with one of the codes the
- * model allows (`bad_request` or `too_large`, among PROTOCOL.md's codes) and the frame's clientId
+ * model allows (`bad_request` or `too_large`, among docs/protocol.md's codes) and the frame's clientId
  * when it had a valid one.
  */
 import fc from "fast-check";
@@ -42,10 +42,10 @@ const FIELD_LIMITS: Limits = {
   maxEmojiChars: DEFAULT_LIMITS.maxEmojiChars,
   maxWatch: DEFAULT_LIMITS.maxWatch,
 };
-/** PROTOCOL.md: clientId is 1–64 of [A-Za-z0-9_-]; user ids (watch) have the same shape. */
+/** docs/protocol.md: clientId is 1–64 of [A-Za-z0-9_-]; user ids (watch) have the same shape. */
 const ID = /^[A-Za-z0-9_-]{1,64}$/;
 const COMMANDS = ["send", "edit", "delete", "react"];
-/** What a parser may answer: the codes of PROTOCOL.md that describe a malformed frame. */
+/** What a parser may answer: the codes of docs/protocol.md that describe a malformed frame. */
 const PARSER_CODES = ["bad_request", "too_large"];
 
 const encoder = new TextEncoder();

@@ -73,7 +73,7 @@ describe("readLimits", () => {
   it("refuses values that are not numbers or outside their range", () => {
     expect(() => readLimits({ PARLEY_REPLAY_CAP: "100" })).toThrow(/PARLEY_REPLAY_CAP/);
     expect(() => readLimits({ PARLEY_USER_COMMANDS_PER_SECOND: "fast" })).toThrow(/integer/);
-    // PROTOCOL.md caps text at 16 KiB: a deployment may lower it, never raise it.
+    // docs/protocol.md caps text at 16 KiB: a deployment may lower it, never raise it.
     expect(() => readLimits({ PARLEY_MAX_TEXT_BYTES: "20000" })).toThrow(/PARLEY_MAX_TEXT_BYTES/);
   });
 

@@ -1,5 +1,5 @@
 /**
- * @module A room's log over HTTP (history and the command fallbacks of PROTOCOL.md) and its
+ * @module A room's log over HTTP (history and the command fallbacks of docs/protocol.md) and its
  * WebSocket stream. Every call is checked against the caller's tenant here and against the room's
  * membership inside the room object.
  */
@@ -14,7 +14,7 @@ import { checkSocketOrigin } from "../origins.ts";
 import { actorOf, findRoom, roomStub } from "../rooms.ts";
 import type { AppEnv } from "../types.ts";
 
-/** Longest long poll: under the idle timeouts of common proxies (PROTOCOL.md suggests 25 s). */
+/** Longest long poll: under the idle timeouts of common proxies (docs/protocol.md suggests 25 s). */
 const MAX_POLL_SECONDS = 25;
 
 async function stubFor(c: Context<AppEnv>) {
@@ -85,7 +85,7 @@ export const messageRoutes = new Hono<AppEnv>()
     if (!result.ok) throw ApiError.from(result);
     return c.json({ readSeq: result.readSeq });
   })
-  // Fallback transports (PROTOCOL.md): the same stream as the socket, for clients whose WebSockets
+  // Fallback transports (docs/protocol.md): the same stream as the socket, for clients whose WebSockets
   // cannot connect.
   .get("/:roomId/events", async (c) => {
     const me = c.get("identity");

@@ -25,7 +25,7 @@ type Person = { id: string; name: string; role: string };
 const MAX_MEMBERS_PER_REQUEST = 50; // one D1 query binds them all, and D1 allows 100 parameters
 const MAX_DM_MEMBERS = 9;
 
-/** Room as `GET /api/rooms` lists it (PROTOCOL.md), plus whether the caller has joined. */
+/** Room as `GET /api/rooms` lists it (docs/protocol.md), plus whether the caller has joined. */
 async function describe(env: Env, me: Identity, room: RoomRow, joined: boolean): Promise<RoomSummary> {
   const [summary, members] = await Promise.all([
     roomStub(env, room.tenantId, room.id).summary(me.userId),

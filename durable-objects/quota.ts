@@ -21,6 +21,7 @@ import { limitsOf } from "../config/limits.ts";
 import { type Failure, failure } from "../protocol/index.ts";
 import { tenantNamespace } from "../worker/residency.ts";
 import { type Bucket, takeFrom } from "./rate-limit.ts";
+import { migrate } from "./schema.ts";
 
 /** What a token bucket counts. */
 export type QuotaKind = "rooms" | "searches";
@@ -44,24 +45,7 @@ export class Quota extends DurableObject<Env> {
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     this.#sql = ctx.storage.sql;
-    this.#migrate();
-  }
-
-  #migrate(): void {
-    const exists = this.#sql.exec("SELECT COUNT(*) AS n FROM sqlite_master WHERE name = 'meta'").one()
-      .n as number;
-    const version = exists
-      ? Number(this.#sql.exec("SELECT value FROM meta WHERE key = 'schema_version'").toArray()[0]?.value ?? 0)
-      : 0;
-    for (let v = version; v < MIGRATIONS.length; v++) {
-      this.ctx.storage.transactionSync(() => {
-        this.#sql.exec(MIGRATIONS[v] as string);
-        this.#sql.exec(
-          "INSERT INTO meta (key, value) VALUES ('schema_version', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-          String(v + 1),
-        );
-      });
-    }
+    migrate(this.ctx.storage, MIGRATIONS);
   }
 
   // ---- RPC -----------------------------------------------------------------------------------

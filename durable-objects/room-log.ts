@@ -27,9 +27,10 @@ import {
   type RoomHead,
 } from "../protocol/chain.ts";
 import { RETENTION_AUTHOR, type RoomEvent } from "../protocol/index.ts";
+import { type Migration, migrate } from "./schema.ts";
 
 /** Versioned schema: each entry runs once, in order, recorded in `meta.schema_version`. */
-const MIGRATIONS: (string | ((sql: SqlStorage) => void))[] = [
+const MIGRATIONS: Migration[] = [
   `CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
    CREATE TABLE events (
      seq INTEGER PRIMARY KEY,
@@ -177,7 +178,7 @@ export class RoomLog {
   constructor(storage: DurableObjectStorage) {
     this.#storage = storage;
     this.#sql = storage.sql;
-    this.#migrate();
+    migrate(this.#storage, MIGRATIONS);
     this.#lastSeq = 0;
     this.#reload();
     this.#reconcile();
@@ -225,29 +226,6 @@ export class RoomLog {
 
   #scheme1(): number[][] {
     return JSON.parse(this.#metaValue("scheme1") ?? "[]") as number[][];
-  }
-
-  #migrate(): void {
-    const hasMeta = this.#one<{ n: number }>(
-      "SELECT COUNT(*) AS n FROM sqlite_master WHERE type = 'table' AND name = 'meta'",
-    );
-    let version = 0;
-    if (hasMeta?.n) {
-      version = Number(
-        this.#one<{ value: string }>("SELECT value FROM meta WHERE key = 'schema_version'")?.value ?? 0,
-      );
-    }
-    for (let v = version; v < MIGRATIONS.length; v++) {
-      this.#storage.transactionSync(() => {
-        const step = MIGRATIONS[v];
-        if (typeof step === "string") this.#sql.exec(step);
-        else step?.(this.#sql);
-        this.#sql.exec(
-          "INSERT INTO meta (key, value) VALUES ('schema_version', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-          String(v + 1),
-        );
-      });
-    }
   }
 
   #one<T extends Record<string, SqlStorageValue>>(

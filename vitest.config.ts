@@ -94,7 +94,14 @@ export default defineConfig({
         "pipeline",
         ["test/pipeline/**/*.test.ts"],
         "100000",
-        { PARLEY_HOT_EVENTS: "500", PARLEY_SEGMENT_EVENTS: "100", PARLEY_REPLAY_CAP: "500" },
+        {
+          PARLEY_HOT_EVENTS: "500",
+          PARLEY_SEGMENT_EVENTS: "100",
+          PARLEY_REPLAY_CAP: "500",
+          // Search shards that fill with a handful of messages (test/pipeline/search-generations).
+          PARLEY_SEARCH_SHARD_MESSAGES: "20",
+          PARLEY_SEARCH_PARTS: "2",
+        },
         { VERIFY_EXPORT_CLI: verifyCliBinding },
       ),
       workerd("access", ["test/access/**/*.test.ts"], "200", {

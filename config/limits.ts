@@ -106,6 +106,18 @@ export interface Limits {
    * a query (not per keystroke), so 20 back to back is a person refining a search, far fewer than
    * a script sweeping the archive. */
   searchesPerUserPerMinute: number;
+  /** Search parts per tenant (durable-objects/search.ts): a tenant's rooms are spread over this many
+   * search shard objects by a hash of the room id, and a query asks only the parts holding rooms the
+   * caller may read. Four parts keep each under ~250,000 messages for a tenant of a million, where
+   * a broad FTS5 query stays near 100 ms (docs/architecture.md). Fixed per tenant when it is first
+   * used, so changing it affects only tenants that have not searched or sent yet. */
+  searchParts: number;
+  /** Messages one search shard generation holds before the next generation of its part opens: about
+   * 0.5 GB of FTS5 index and rows at ~250 bytes a message, a twentieth of a Durable Object's 10 GB,
+   * and small enough that a generation's broad query stays fast. */
+  searchShardMessages: number;
+  /** Hits one search returns (each part returns at most this many, merged by rank). */
+  searchHits: number;
   /** Longest stored file name, in characters: enough for any real name, short enough for every
    * file system a download lands on (most cap a name at 255 bytes). */
   maxFilenameChars: number;
@@ -163,6 +175,9 @@ export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
   uploadsPerUserPerDay: 500,
   uploadBytesPerUserPerDay: 1024 * 1024 * 1024,
   searchesPerUserPerMinute: 20,
+  searchParts: 4,
+  searchShardMessages: 2_000_000,
+  searchHits: 50,
   outboxDrainDelayMs: 200,
   outboxBatch: 500,
   outboxMaxBackoffMs: 60_000,
@@ -206,6 +221,9 @@ const OVERRIDES = {
     max: 1024 * 1024 * 1024 * 1024,
   },
   PARLEY_USER_SEARCHES_PER_MINUTE: { key: "searchesPerUserPerMinute", min: 1, max: 1_000_000 },
+  PARLEY_SEARCH_PARTS: { key: "searchParts", min: 1, max: 64 },
+  // Small values exist for tests, which fill generations with a handful of messages.
+  PARLEY_SEARCH_SHARD_MESSAGES: { key: "searchShardMessages", min: 2, max: 20_000_000 },
 } as const satisfies Record<string, { key: keyof Limits; min: number; max: number }>;
 
 export type LimitVars = Partial<Record<keyof typeof OVERRIDES, string | undefined>>;

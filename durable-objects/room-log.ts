@@ -104,6 +104,11 @@ const MIGRATIONS: Migration[] = [
    ALTER TABLE events ADD COLUMN meta_hash TEXT;`,
 ];
 
+/** What the room keeps about its derived stores: `search_indexed` and `search_expired` are the
+ * seqs through which its search part has its events and its retention; `search_parts` the tenant's
+ * number of search parts (room-search.ts). */
+export type ShipKey = "search_indexed" | "search_expired" | "search_parts";
+
 export interface RoomMeta {
   tenantId: string;
   roomId: string;
@@ -243,6 +248,23 @@ export class RoomLog {
   /** The chain link of the last event: the log's running hash (GENESIS when empty). */
   get head(): { seq: number; chain: string } {
     return { seq: this.#lastSeq, chain: this.#chain };
+  }
+
+  // ---- shipping to the derived stores (docs/architecture.md, decision 2) ----------------------
+
+  /** A number the room keeps about its derived stores (a watermark: every event through it is
+   * confirmed there; or a cached setting), 0 when never set. */
+  counter(key: ShipKey): number {
+    return Number(this.#metaValue(key) ?? 0);
+  }
+
+  setCounter(key: ShipKey, value: number): void {
+    this.#setMetaValue(key, String(value));
+  }
+
+  /** Retention has turned every event through this seq into a tombstone (or found it so). */
+  get expiredThrough(): number {
+    return Number(this.#metaValue("expired_seq") ?? 0);
   }
 
   // ---- room metadata -----------------------------------------------------------------------

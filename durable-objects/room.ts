@@ -40,6 +40,7 @@ import { type Actor, applyCommand, type CommandResult, type CommandStores } from
 import { FallbackTransports, SSE_CHUNK_BYTES, type StreamState } from "./room-fallback.ts";
 import { type Member, RoomLog, type RoomMeta, type StoredRow } from "./room-log.ts";
 import { Outbox, queueBatches } from "./room-outbox.ts";
+import { SearchFeed } from "./room-search.ts";
 import { closeQuietly, RoomSockets, type SocketInfo, send, sendError } from "./room-sockets.ts";
 
 export type { SocketInfo } from "./room-sockets.ts";
@@ -103,6 +104,7 @@ export class Room extends DurableObject<Env> {
   readonly #sockets: RoomSockets;
   readonly #activity = new ActivityBatch();
   readonly #fallback: FallbackTransports;
+  readonly #search: SearchFeed;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -110,6 +112,13 @@ export class Room extends DurableObject<Env> {
     this.#log = new RoomLog(ctx.storage);
     this.#outbox = new Outbox(ctx.storage.sql);
     this.#cold = new ColdArchive(ctx.storage, () => filesBucket(env, this.#meta().tenantId));
+    this.#search = new SearchFeed({
+      env,
+      limits: this.#limits,
+      log: this.#log,
+      cold: this.#cold,
+      meta: () => this.#log.meta(),
+    });
     // After the log: its migrations create the attachments table.
     this.#attachments = new RoomAttachments(ctx.storage.sql);
     this.#stores = {
@@ -299,6 +308,18 @@ export class Room extends DurableObject<Env> {
     }
   }
 
+  /** Waits until the room's search part has everything committed so far (or a send failed), and
+   * says how far it has: for tests and the bench, which must not poll. */
+  async searchSettled(): Promise<{ lastSeq: number; indexedThrough: number; expiredThrough: number }> {
+    this.#search.kick();
+    await this.#search.settle();
+    return {
+      lastSeq: this.#log.lastSeq,
+      indexedThrough: this.#log.counter("search_indexed"),
+      expiredThrough: this.#log.counter("search_expired"),
+    };
+  }
+
   archiveState(): ArchiveState {
     return {
       lastSeq: this.#log.lastSeq,
@@ -363,6 +384,7 @@ export class Room extends DurableObject<Env> {
     const meta = this.#log.meta();
     if (!meta) return;
     await this.#step("outbox", () => this.#drain(meta));
+    await this.#step("search", () => this.#search.fromAlarm(Date.now()));
     await this.#step("cold", async () => {
       const range = this.#cold.nextRange(
         this.#limits,
@@ -398,6 +420,7 @@ export class Room extends DurableObject<Env> {
       });
       expired = result.expired;
       this.#housekeepingMore = result.more;
+      if (expired > 0) this.#search.kick();
     }
     await this.cleanupAttachments(now);
     this.ctx.storage.kv.put("housekeeping_at", now + this.#limits.housekeepingMs);
@@ -460,6 +483,8 @@ export class Room extends DurableObject<Env> {
     }
     if (this.#cold.nextRange(this.#limits, this.#outbox.archivedThrough(lastSeq), lastSeq)) times.push(now);
     if (this.#cold.hasDirty() || this.#housekeepingMore) times.push(now);
+    const search = this.#search.nextDue(now);
+    if (search !== null) times.push(search);
     if (this.#log.retentionDays !== null) {
       times.push(Number(this.ctx.storage.kv.get("housekeeping_at") ?? now));
     }
@@ -796,6 +821,8 @@ export class Room extends DurableObject<Env> {
 
   #broadcast(json: string, seq: number, mentioned: readonly string[] = []): void {
     this.#sockets.publish(seq, json);
+    // Findable a send after the commit (the output gate holds the send until the event is durable).
+    this.#search.kick();
     this.#wakeAt(Date.now() + this.#limits.outboxDrainDelayMs);
     if (this.#activity.add(seq, mentioned))
       setTimeout(() => this.#sendActivity(), this.#limits.activityWindowMs);

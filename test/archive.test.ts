@@ -4,7 +4,7 @@ import { describe, expect, it } from "vitest";
 import type { RoomEvent } from "../protocol/index.ts";
 import type { ArchiveMessage } from "../worker/archive/consumer.ts";
 import worker from "../worker/index.ts";
-import { api, createRoom, json, login, type User, unique } from "./helpers.ts";
+import { createRoom, login, type User, unique } from "./helpers.ts";
 
 let ids = 0;
 function batchOf(messages: ArchiveMessage[], attempts = 1) {
@@ -37,15 +37,6 @@ async function archived(tenantId: string, roomId: string) {
     .bind(tenantId, roomId)
     .all<{ seq: number; kind: string; text: string; deleted: number; json: string }>();
   return results;
-}
-
-async function search(
-  user: User,
-  q: string,
-  extra = "",
-): Promise<{ status: number; hits: { room: string; seq: number; snippet: string }[] }> {
-  const res = await api(user, "GET", `/api/search?q=${encodeURIComponent(q)}${extra}`);
-  return { status: res.status, hits: res.status === 200 ? (await res.json<{ hits: never[] }>()).hits : [] };
 }
 
 describe("the archive consumer", () => {
@@ -140,51 +131,5 @@ describe("the archive consumer", () => {
       expect(rows[4]?.json).not.toContain("regret");
       expect(rows[6]).toMatchObject({ text: "keep me", deleted: 0 });
     }
-  });
-});
-
-describe("search", () => {
-  it("finds archived messages ranked with highlighted, escaped snippets, and forgets deleted ones", async () => {
-    const ada = await login(unique("t"));
-    const roomId = await createRoom(ada);
-    const k = { tenantId: ada.tenant, roomId };
-    await deliver([
-      { ...k, event: message(ada, 1, "the quarterly <b>roadmap</b> review") },
-      { ...k, event: message(ada, 2, "lunch?") },
-      { ...k, event: message(ada, 3, "roadmap roadmap roadmap") },
-    ]);
-    const found = await search(ada, "roadmap");
-    expect(found.status).toBe(200);
-    expect(found.hits.map((h) => h.seq)).toEqual([3, 1]);
-    expect(found.hits[1]?.snippet).toBe("the quarterly &lt;b&gt;<mark>roadmap</mark>&lt;/b&gt; review");
-    await deliver([{ ...k, event: { kind: "delete", seq: 4, ts: 4_000, author: author(ada), target: 3 } }]);
-    expect((await search(ada, "roadmap")).hits.map((h) => h.seq)).toEqual([1]);
-  });
-
-  it("searches only rooms the caller belongs to now, never another tenant's", async () => {
-    const tenant = unique("t");
-    const ada = await login(tenant);
-    const bob = await login(tenant);
-    const secret = await json<{ id: string }>(
-      api(ada, "POST", "/api/rooms", { name: "secret", kind: "private", members: [bob.id] }),
-    );
-    await deliver([
-      { tenantId: tenant, roomId: secret.id, event: message(ada, 9, "merger codename falcon") },
-    ]);
-    expect((await search(bob, "falcon")).hits).toHaveLength(1);
-    await api(bob, "POST", `/api/rooms/${secret.id}/leave`);
-    expect((await search(bob, "falcon")).hits).toEqual([]);
-    const eve = await login(unique("t"));
-    expect((await search(eve, "falcon")).hits).toEqual([]);
-  });
-
-  it("answers 400, never 500, to input that is not valid FTS syntax", async () => {
-    const ada = await login(unique("t"));
-    for (const q of ['"unterminated', "a AND", "(", "NEAR(", "*", "col:umn"]) {
-      const res = await search(ada, q);
-      expect([200, 400], q).toContain(res.status);
-    }
-    expect((await search(ada, '"unterminated')).status).toBe(400);
-    expect((await search(ada, "")).status).toBe(400);
   });
 });

@@ -45,6 +45,8 @@ export type LogEvent =
   | Failure<"presence_relay_failed", { shard: number }>
   | Failure<"audit_write_failed", { room: string }>
   | Failure<"room_alarm_step_failed", { step: string }>
+  /** A room could not send its events to its search part; the alarm retries (durable-objects/room-search.ts). */
+  | Failure<"search_ship_failed", { room: string; attempts: number }>
   | Failure<"metrics_write_failed", Record<never, never>>
   /** A room socket that stopped reading was closed with 4008 (durable-objects/room-flow.ts). */
   | {
@@ -77,6 +79,7 @@ const LEVEL: { [E in LogEvent["event"]]: Level } = {
   attachment_discard_failed: "error",
   quota_release_failed: "warn",
   read_push_failed: "error",
+  search_ship_failed: "warn",
   activity_failed: "error",
   presence_relay_failed: "warn",
   audit_write_failed: "error",

@@ -1,18 +1,28 @@
 /**
- * @module `GET /api/search?q=&room=&author=&from=&to=`: full-text search (FTS5, ranked by bm25)
- * over the archive, only in rooms the caller belongs to now. Snippets come HTML-escaped with
- * matches in <mark>: message text never reaches a page unescaped.
+ * @module `GET /api/search?q=&room=&author=&from=&to=`: full-text search (FTS5, ranked by bm25) of
+ * the tenant's search shards (durable-objects/search.ts), only in rooms the caller belongs to now.
+ * The query goes to the parts that hold those rooms, each with its share of the room list, and
+ * their hits are merged by rank. Snippets come HTML-escaped with matches in <mark>: message text
+ * never reaches a page unescaped.
  */
+import { and, eq } from "drizzle-orm";
+import { drizzle } from "drizzle-orm/d1";
 import { Hono } from "hono";
+import { limitsOf } from "../../config/limits.ts";
+import {
+  partOf,
+  type SearchQuery,
+  type ShardHit,
+  SNIPPET_CLOSE,
+  SNIPPET_OPEN,
+  searchStub,
+} from "../../durable-objects/search.ts";
 import type { SearchHit } from "../../protocol/index.ts";
+import { memberships } from "../db/schema.ts";
 import { ApiError } from "../errors.ts";
 import { intParam } from "../http.ts";
 import { spend } from "../quota.ts";
 import type { AppEnv } from "../types.ts";
-
-const HITS = 50;
-const OPEN = "\uE000";
-const CLOSE = "\uE001";
 
 const escapeHtml = (s: string) =>
   s.replace(
@@ -20,14 +30,17 @@ const escapeHtml = (s: string) =>
     (ch) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[ch] as string,
   );
 
-interface Row {
-  room_id: string;
-  seq: number;
-  text: string;
-  author_id: string;
-  author_name: string;
-  ts: number;
-  snippet: string;
+/** Each tenant's number of search parts, as its part 0 fixed it: it never changes for a tenant, so
+ * an isolate asks once. */
+const partsOf = new Map<string, number>();
+
+async function tenantParts(env: Env, tenantId: string): Promise<number> {
+  const known = partsOf.get(tenantId);
+  if (known !== undefined) return known;
+  const root = { tenantId, part: 0, gen: 0 };
+  const { parts } = await searchStub(env, root).layout(root, limitsOf(env).searchParts);
+  partsOf.set(tenantId, parts);
+  return parts;
 }
 
 export const searchRoutes = new Hono<AppEnv>().get("/", async (c) => {
@@ -38,66 +51,49 @@ export const searchRoutes = new Hono<AppEnv>().get("/", async (c) => {
   const author = c.req.query("author");
   const from = intParam(c, "from");
   const to = intParam(c, "to");
-  const where = ["archive_fts MATCH ?", "a.tenant_id = ?", "a.deleted = 0"];
-  const params: (string | number)[] = [q, me.tenantId];
-  // Only rooms the caller belongs to now: leaving a room (or being removed) ends access at once.
-  where.push("a.room_id IN (SELECT room_id FROM memberships WHERE tenant_id = ? AND user_id = ?)");
-  params.push(me.tenantId, me.userId);
-  if (me.roomScope) {
-    where.push(`a.room_id IN (${me.roomScope.map(() => "?").join(",")})`);
-    params.push(...me.roomScope);
-  }
-  if (room) {
-    where.push("a.room_id = ?");
-    params.push(room);
-  }
-  if (author) {
-    where.push("a.author_id = ?");
-    params.push(author);
-  }
-  if (from !== undefined) {
-    where.push("a.ts >= ?");
-    params.push(from);
-  }
-  if (to !== undefined) {
-    where.push("a.ts <= ?");
-    params.push(to);
-  }
-  // Every check of the request above; a query that reaches D1 counts (an invalid FTS expression
-  // too: it is found out by running it).
+  // Every check of the request above; a query that reaches the shards counts (an invalid FTS
+  // expression too: it is found out by running it).
   await spend(c.env, me, "searches");
-  let rows: Row[];
-  // CROSS JOIN pins the order: the FTS match first, then its rows by rowid. Left to the planner, a
-  // SQLite build may scan the tenant's archive and probe FTS per row (39 s at 100k rows, measured
-  // with Node's SQLite, against 26 ms pinned).
-  try {
-    const result = await c.env.DB.prepare(
-      `SELECT a.room_id, a.seq, a.text, a.author_id, a.author_name, a.ts,
-              snippet(archive_fts, 0, '${OPEN}', '${CLOSE}', '…', 16) AS snippet
-       FROM archive_fts CROSS JOIN archived_events a ON a.rowid = archive_fts.rowid
-       WHERE ${where.join(" AND ")}
-       ORDER BY bm25(archive_fts) LIMIT ${HITS}`,
-    )
-      .bind(...params)
-      .all<Row>();
-    rows = result.results;
-  } catch (err) {
-    // User input that is not valid FTS5 syntax is the caller's mistake, never a 500.
-    if (
-      /fts5|syntax error|unterminated|no such column|unknown special query|malformed match/i.test(String(err))
-    ) {
-      throw new ApiError("bad_request", "q is not a valid search: quote words with special characters");
-    }
-    throw err;
+  // Only rooms the caller belongs to now: leaving a room (or being removed) ends access at once.
+  let rooms = (
+    await drizzle(c.env.DB)
+      .select({ roomId: memberships.roomId })
+      .from(memberships)
+      .where(and(eq(memberships.tenantId, me.tenantId), eq(memberships.userId, me.userId)))
+      .all()
+  ).map((r) => r.roomId);
+  if (me.roomScope) rooms = rooms.filter((r) => me.roomScope?.includes(r));
+  if (room !== undefined) rooms = rooms.filter((r) => r === room);
+  if (rooms.length === 0) return c.json({ hits: [] as SearchHit[] });
+
+  const limit = limitsOf(c.env).searchHits;
+  const parts = await tenantParts(c.env, me.tenantId);
+  const byPart = new Map<number, string[]>();
+  for (const r of rooms) {
+    const part = partOf(r, parts);
+    byPart.set(part, [...(byPart.get(part) ?? []), r]);
   }
+  const results = await Promise.all(
+    [...byPart].map(([part, partRooms]) => {
+      const at = { tenantId: me.tenantId, part, gen: 0 };
+      const query: SearchQuery = { q, rooms: partRooms, author, from, to, limit };
+      return searchStub(c.env, at).search(at, query);
+    }),
+  );
+  const hits: ShardHit[] = [];
+  for (const result of results) {
+    if (!result.ok) throw ApiError.from(result);
+    hits.push(...result.hits);
+  }
+  hits.sort((a, b) => a.rank - b.rank);
   return c.json({
-    hits: rows.map((r) => ({
-      room: r.room_id,
-      seq: r.seq,
-      text: r.text,
-      author: { id: r.author_id, name: r.author_name },
-      ts: r.ts,
-      snippet: escapeHtml(r.snippet).replaceAll(OPEN, "<mark>").replaceAll(CLOSE, "</mark>"),
+    hits: hits.slice(0, limit).map((h) => ({
+      room: h.room,
+      seq: h.seq,
+      text: h.text,
+      author: h.author,
+      ts: h.ts,
+      snippet: escapeHtml(h.snippet).replaceAll(SNIPPET_OPEN, "<mark>").replaceAll(SNIPPET_CLOSE, "</mark>"),
     })) satisfies SearchHit[],
   });
 });

@@ -1,0 +1,153 @@
+/**
+ * @module How a room keeps its search part current (docs/architecture.md, decisions 1 and 2): after
+ * each commit it sends the events its part has not confirmed, `(search_indexed, lastSeq]`, as
+ * search operations, and then its retention, `(search_expired, expiredThrough]`. The watermarks move
+ * only once the part has applied a batch, so a failure (or the object going away mid-send) leaves
+ * the rest to the next send: the alarm retries while the part is behind. Nothing is written per
+ * event; a batch moves a watermark once.
+ */
+import type { Limits } from "../config/limits.ts";
+import type { RoomEvent } from "../protocol/index.ts";
+import { log } from "../worker/observability/log.ts";
+import type { ColdArchive } from "./room-cold.ts";
+import type { RoomLog, RoomMeta } from "./room-log.ts";
+import { partOf, type SearchOp, type ShardAddress, searchStub } from "./search.ts";
+
+/** Events read per send: one RPC carries at most this many (each at most ~64 KiB of JSON). */
+const BATCH_EVENTS = 200;
+
+/** What an event changes in the index, or null (members, reactions, room updates, deleted ones). */
+export function searchOpOf(json: string): SearchOp | null {
+  const event = JSON.parse(json) as RoomEvent;
+  switch (event.kind) {
+    case "message":
+      // A message deleted before it was shipped is shipped as what it now is: nothing to find.
+      if (event.deleted || event.text.trim() === "") return null;
+      return { op: "put", seq: event.seq, ts: event.ts, author: event.author, text: event.text };
+    case "edit":
+      return event.deleted ? null : { op: "edit", seq: event.seq, target: event.target, text: event.text };
+    case "delete":
+      return { op: "delete", target: event.target };
+    default:
+      return null;
+  }
+}
+
+export interface SearchFeedDeps {
+  env: Env;
+  limits: Limits;
+  log: RoomLog;
+  cold: ColdArchive;
+  meta: () => RoomMeta | null;
+}
+
+export class SearchFeed {
+  readonly #deps: SearchFeedDeps;
+  #running: Promise<void> | null = null;
+  #again = false;
+  /** After a failed send, when the alarm should try again (backoff), else 0. */
+  #retryAt = 0;
+  #attempts = 0;
+
+  constructor(deps: SearchFeedDeps) {
+    this.#deps = deps;
+  }
+
+  /** Something was committed: send it now, or right after the send in flight. */
+  kick(): void {
+    if (this.#running) {
+      this.#again = true;
+      return;
+    }
+    this.#running = this.#run().finally(() => {
+      this.#running = null;
+      if (this.#again) {
+        this.#again = false;
+        this.kick();
+      }
+    });
+  }
+
+  /** Resolves once nothing is being sent (tests, and the alarm before it decides). */
+  async settle(): Promise<void> {
+    while (this.#running) await this.#running;
+  }
+
+  /** Whether the part lacks events or retention the room has. */
+  get behind(): boolean {
+    const { log: roomLog } = this.#deps;
+    return (
+      roomLog.counter("search_indexed") < roomLog.lastSeq ||
+      roomLog.counter("search_expired") < roomLog.expiredThrough
+    );
+  }
+
+  /** When the alarm should send next (null: nothing to send). */
+  nextDue(now: number): number | null {
+    return this.behind ? Math.max(now, this.#retryAt) : null;
+  }
+
+  /** One catch-up from the alarm, unless a send is in flight or backing off. */
+  async fromAlarm(now: number): Promise<void> {
+    if (this.#running || now < this.#retryAt || !this.behind) return this.settle();
+    this.kick();
+    return this.settle();
+  }
+
+  async #run(): Promise<void> {
+    const meta = this.#deps.meta();
+    if (!meta) return;
+    try {
+      while (await this.#sendBatch(meta)) {
+        // next batch
+      }
+      this.#attempts = 0;
+      this.#retryAt = 0;
+    } catch (err) {
+      this.#attempts += 1;
+      this.#retryAt =
+        Date.now() + Math.min(this.#deps.limits.outboxMaxBackoffMs, 1000 * 2 ** (this.#attempts - 1));
+      log({ event: "search_ship_failed", room: meta.roomId, attempts: this.#attempts, error: String(err) });
+    }
+  }
+
+  /** Sends one batch (events, then retention); true if there may be more. */
+  async #sendBatch(meta: RoomMeta): Promise<boolean> {
+    const { log: roomLog, cold } = this.#deps;
+    const indexed = roomLog.counter("search_indexed");
+    const lastSeq = roomLog.lastSeq;
+    if (indexed < lastSeq) {
+      const rows = await cold.fill(roomLog.rowsAfter(indexed, BATCH_EVENTS));
+      const through = rows.at(-1)?.seq ?? indexed;
+      const ops = rows.map((r) => searchOpOf(r.json)).filter((op): op is SearchOp => op !== null);
+      if (ops.length > 0) {
+        const at = await this.#address(meta);
+        await searchStub(this.#deps.env, at).index(at, meta.roomId, ops);
+      }
+      // Only forward: a concurrent send (there is none: one runs at a time) could not move it back.
+      if (through > roomLog.counter("search_indexed")) roomLog.setCounter("search_indexed", through);
+      return true;
+    }
+    const expired = roomLog.expiredThrough;
+    if (roomLog.counter("search_expired") < expired) {
+      const at = await this.#address(meta);
+      await searchStub(this.#deps.env, at).expire(at, meta.roomId, expired);
+      roomLog.setCounter("search_expired", expired);
+      return true;
+    }
+    return false;
+  }
+
+  /** The coordinator of this room's part. The tenant's number of parts is asked of part 0 once and
+   * kept: it never changes for a tenant. */
+  async #address(meta: RoomMeta): Promise<ShardAddress> {
+    const { log: roomLog, env, limits } = this.#deps;
+    let parts = roomLog.counter("search_parts");
+    if (parts === 0) {
+      const root = { tenantId: meta.tenantId, part: 0, gen: 0 };
+      parts = (await searchStub(env, root).layout(root, limits.searchParts)).parts;
+      roomLog.setCounter("search_parts", parts);
+    }
+    return { tenantId: meta.tenantId, part: partOf(meta.roomId, parts), gen: 0 };
+  }
+}

@@ -11,8 +11,8 @@
  *   hash are stored beside the digest; redaction destroys the nonce (deletion) or the nonce and the
  *   content hash (retention), never the layers a tombstone is checked from. Older events keep
  *   scheme 1 (`scheme` = 1); `meta.scheme1` lists their seq ranges for signed heads.
- * - Every event enters the outbox in its own transaction and leaves it only when the archive has
- *   confirmed it (room-outbox.ts).
+ * - The derived stores (search, the D1 history) are shipped to by watermark: every event through a
+ *   store's watermark is confirmed there (room-search.ts, room-archive.ts).
  * - An event moved to a cold segment in R2 keeps its row with `json = ''` (room-cold.ts): seq,
  *   kind, author, clientId, target and flags stay, so idempotency and command rules still hold.
  * - An expired event (retention) becomes a tombstone: kind `expired`, no content, same seq.
@@ -102,12 +102,54 @@ const MIGRATIONS: Migration[] = [
    ALTER TABLE events ADD COLUMN nonce TEXT;
    ALTER TABLE events ADD COLUMN content_hash TEXT;
    ALTER TABLE events ADD COLUMN meta_hash TEXT;`,
+  // v7: the D1 history is shipped by watermark (room-archive.ts), not by an outbox row per event.
+  // Whatever the outbox still held is unconfirmed: the watermarks start below its oldest row, so it
+  // is all sent again (the consumer is idempotent). Retention's tombstones waiting in the outbox
+  // start the tombstone watermark below the oldest of them.
+  (sql) => {
+    const value = (query: string) => sql.exec<{ v: number | null }>(query).one().v;
+    const lastSeq = value("SELECT MAX(seq) AS v FROM events") ?? 0;
+    const oldest = value("SELECT MIN(seq) AS v FROM outbox");
+    const confirmed = oldest === null ? lastSeq : oldest - 1;
+    const expiredSeq = Number(
+      sql.exec<{ value: string }>("SELECT value FROM meta WHERE key = 'expired_seq'").toArray()[0]?.value ??
+        0,
+    );
+    const oldestTombstone = value(
+      "SELECT MIN(o.seq) AS v FROM outbox o JOIN events e ON e.seq = o.seq WHERE e.kind = 'expired'",
+    );
+    const tombstones = oldestTombstone === null ? expiredSeq : Math.min(expiredSeq, oldestTombstone - 1);
+    for (const [key, v] of [
+      ["archive_confirmed", confirmed],
+      ["archive_sent", confirmed],
+      ["archive_expired", tombstones],
+      ["archive_expire_sent", tombstones],
+    ] as const) {
+      sql.exec(
+        "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        key,
+        String(v),
+      );
+    }
+    sql.exec(`DROP TABLE outbox;
+      CREATE TABLE archive_acks (from_seq INTEGER PRIMARY KEY, to_seq INTEGER NOT NULL);`);
+  },
 ];
 
-/** What the room keeps about its derived stores: `search_indexed` and `search_expired` are the
- * seqs through which its search part has its events and its retention; `search_parts` the tenant's
- * number of search parts (room-search.ts). */
-export type ShipKey = "search_indexed" | "search_expired" | "search_parts";
+/** What the room keeps about its derived stores. Search (room-search.ts): `search_indexed` and
+ * `search_expired`, the seqs through which its part has its events and its retention, and
+ * `search_parts`, the tenant's number of parts. The D1 history (room-archive.ts): the seqs through
+ * which events and retention's tombstones are confirmed, were sent, and when. */
+export type ShipKey =
+  | "search_indexed"
+  | "search_expired"
+  | "search_parts"
+  | "archive_confirmed"
+  | "archive_sent"
+  | "archive_sent_at"
+  | "archive_expired"
+  | "archive_expire_sent"
+  | "archive_expire_sent_at";
 
 export interface RoomMeta {
   tenantId: string;
@@ -148,6 +190,8 @@ export interface StoredRow {
   digest: string;
   chain: string;
   deleted: boolean;
+  /** The event's target (edit, delete, reaction), when the query asked for it. */
+  target?: number | null;
 }
 
 /** A message or edit with its text (and a message's attachments) removed, marked deleted. */
@@ -367,7 +411,6 @@ export class RoomLog {
         contentHash,
         metaHash,
       );
-      this.#sql.exec("INSERT INTO outbox (seq) VALUES (?)", seq);
       for (const userId of extras.mentions ?? []) {
         this.#sql.exec("INSERT OR IGNORE INTO mentions (user_id, seq) VALUES (?, ?)", userId, seq);
       }
@@ -428,8 +471,8 @@ export class RoomLog {
   /**
    * Retention: turns up to `limit` events written before `cutoffTs` into tombstones (kind
    * `expired`, no content; seq, ts, metadata hash, digest and chain stay), drops their reactions and
-   * mentions, records how far and up to which cutoff retention has gone (for signed heads), and puts
-   * them back in the outbox so the archive and search drop them too. Returns the expired messages'
+   * mentions, and records how far and up to which cutoff retention has gone (for signed heads, and
+   * the watermarks by which the D1 history and search drop them too). Returns the expired messages'
    * seqs, so their attachments can be deleted.
    */
   expireBefore(cutoffTs: number, limit: number): { expired: number; messages: number[]; more: boolean } {
@@ -460,10 +503,6 @@ export class RoomLog {
         );
         this.#sql.exec("DELETE FROM reactions WHERE target = ?", row.seq);
         this.#sql.exec("DELETE FROM mentions WHERE seq = ?", row.seq);
-        this.#sql.exec(
-          "INSERT INTO outbox (seq) VALUES (?) ON CONFLICT (seq) DO UPDATE SET sent_at = NULL",
-          row.seq,
-        );
       }
       this.#setMetaValue("expired_seq", String(through));
       if (expired > 0 && cutoffTs > Number(this.#metaValue("expired_before") ?? 0)) {
@@ -491,14 +530,33 @@ export class RoomLog {
    * event in a cold segment (room-cold.ts fills it in). */
   rowsAfter(after: number, limit: number, until = this.#lastSeq): StoredRow[] {
     return this.#sql
-      .exec<{ seq: number; json: string; digest: string; chain: string; deleted: number }>(
-        "SELECT seq, json, digest, chain, deleted FROM events WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?",
+      .exec<{
+        seq: number;
+        json: string;
+        digest: string;
+        chain: string;
+        deleted: number;
+        target: number | null;
+      }>(
+        "SELECT seq, json, digest, chain, deleted, target FROM events WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?",
         after,
         until,
         limit,
       )
       .toArray()
       .map((r) => ({ ...r, deleted: r.deleted === 1 }));
+  }
+
+  /** When each of these events was written (those the log holds a row for). */
+  timesOf(seqs: readonly number[]): Map<number, number> {
+    if (seqs.length === 0) return new Map();
+    const rows = this.#sql
+      .exec<{ seq: number; ts: number }>(
+        "SELECT seq, ts FROM events WHERE seq IN (SELECT value FROM json_each(?))",
+        JSON.stringify([...new Set(seqs)]),
+      )
+      .toArray();
+    return new Map(rows.map((r) => [r.seq, r.ts]));
   }
 
   /**

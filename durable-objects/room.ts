@@ -34,12 +34,12 @@ import { filesBucket } from "../worker/residency.ts";
 import { ActivityBatch } from "./activity.ts";
 import { presenceStub, shardOf } from "./presence.ts";
 import { RateLimiter } from "./rate-limit.ts";
+import { ArchiveFeed, type ArchiveState } from "./room-archive.ts";
 import { type AttachmentRecord, deleteStored, RoomAttachments } from "./room-attachments.ts";
 import { ColdArchive } from "./room-cold.ts";
 import { type Actor, applyCommand, type CommandResult, type CommandStores } from "./room-commands.ts";
 import { FallbackTransports, SSE_CHUNK_BYTES, type StreamState } from "./room-fallback.ts";
 import { type Member, RoomLog, type RoomMeta, type StoredRow } from "./room-log.ts";
-import { Outbox, queueBatches } from "./room-outbox.ts";
 import { SearchFeed } from "./room-search.ts";
 import { closeQuietly, RoomSockets, type SocketInfo, send, sendError } from "./room-sockets.ts";
 
@@ -58,17 +58,6 @@ export interface HistoryQuery {
   before?: number;
   after?: number;
   limit: number;
-}
-
-/** Where the room's derived copies stand (for operators, tests and the bench). */
-export interface ArchiveState {
-  lastSeq: number;
-  /** Every event up to here is confirmed in the D1 archive. */
-  archivedThrough: number;
-  outbox: number;
-  /** Every event up to here has its content in R2 segments. */
-  coldSeq: number;
-  head: { seq: number; chain: string };
 }
 
 const DAY_MS = 24 * 60 * 60 * 1000;
@@ -93,7 +82,7 @@ const CLEANUP_BATCH = 50;
 
 export class Room extends DurableObject<Env> {
   readonly #log: RoomLog;
-  readonly #outbox: Outbox;
+  readonly #archive: ArchiveFeed;
   readonly #cold: ColdArchive;
   readonly #attachments: RoomAttachments;
   readonly #stores: CommandStores;
@@ -110,8 +99,15 @@ export class Room extends DurableObject<Env> {
     super(ctx, env);
     this.#limits = limitsOf(env);
     this.#log = new RoomLog(ctx.storage);
-    this.#outbox = new Outbox(ctx.storage.sql);
     this.#cold = new ColdArchive(ctx.storage, () => filesBucket(env, this.#meta().tenantId));
+    this.#archive = new ArchiveFeed({
+      storage: ctx.storage,
+      limits: this.#limits,
+      log: this.#log,
+      cold: this.#cold,
+      // Read when sending (tests put a queue of their own in `env`).
+      queue: () => this.env.ROOM_EVENTS,
+    });
     this.#search = new SearchFeed({
       env,
       limits: this.#limits,
@@ -298,14 +294,10 @@ export class Room extends DurableObject<Env> {
 
   // ---- RPC: the derived stores -----------------------------------------------------------------
 
-  /** The archive consumer holds these events (idempotent; unknown seqs are ignored). */
-  confirmArchived(seqs: number[]): void {
-    this.#outbox.confirm(seqs);
-    if (
-      this.#cold.nextRange(this.#limits, this.#outbox.archivedThrough(this.#log.lastSeq), this.#log.lastSeq)
-    ) {
-      this.#wakeAt(Date.now());
-    }
+  /** The D1 history holds these events (and these retention tombstones). Idempotent: unknown or
+   * repeated seqs change nothing. */
+  confirmArchived(events: number[], tombstones: number[] = []): void {
+    if (this.#archive.confirm(events, tombstones)) this.#scheduleNext();
   }
 
   /** Waits until the room's search part has everything committed so far (or a send failed), and
@@ -320,14 +312,9 @@ export class Room extends DurableObject<Env> {
     };
   }
 
-  archiveState(): ArchiveState {
-    return {
-      lastSeq: this.#log.lastSeq,
-      archivedThrough: this.#outbox.archivedThrough(this.#log.lastSeq),
-      outbox: this.#outbox.size(),
-      coldSeq: this.#cold.coldSeq,
-      head: this.#log.head,
-    };
+  /** Where the room's D1 history and cold archive stand (operators, tests, the bench). */
+  archiveState(): ArchiveState & { coldSeq: number; head: { seq: number; chain: string } } {
+    return { ...this.#archive.state(), coldSeq: this.#cold.coldSeq, head: this.#log.head };
   }
 
   /** The tenant's retention policy (days to keep, or null: forever), applied by the next alarm. */
@@ -383,14 +370,10 @@ export class Room extends DurableObject<Env> {
     this.#alarmAt = null;
     const meta = this.#log.meta();
     if (!meta) return;
-    await this.#step("outbox", () => this.#drain(meta));
+    await this.#step("archive", () => this.#archive.drain(meta, Date.now()));
     await this.#step("search", () => this.#search.fromAlarm(Date.now()));
     await this.#step("cold", async () => {
-      const range = this.#cold.nextRange(
-        this.#limits,
-        this.#outbox.archivedThrough(this.#log.lastSeq),
-        this.#log.lastSeq,
-      );
+      const range = this.#cold.nextRange(this.#limits, this.#archive.archivedThrough, this.#log.lastSeq);
       if (range) await this.#cold.move(range, `${meta.tenantId}/rooms/${meta.roomId}`);
     });
     await this.#step("segments", () => this.#cold.rewriteOneDirty());
@@ -438,50 +421,14 @@ export class Room extends DurableObject<Env> {
     }
   }
 
-  /** Sends what is due in the outbox, oldest first, in batches within the queue's limits; a row is
-   * stamped sent only after its batch was accepted. A refused send backs off exponentially. */
-  async #drain(meta: RoomMeta): Promise<void> {
-    const kv = this.ctx.storage.kv;
-    const now = Date.now();
-    if (Number(kv.get("outbox_retry_at") ?? 0) > now) return;
-    const rows = this.#outbox.due(now, this.#limits.archiveResendMs, this.#limits.outboxBatch);
-    try {
-      for (const chunk of queueBatches(rows)) {
-        await this.env.ROOM_EVENTS.sendBatch(
-          chunk.map((r) => ({
-            body: { tenantId: meta.tenantId, roomId: meta.roomId, event: JSON.parse(r.json) },
-            contentType: "json" as const,
-          })),
-        );
-        this.#outbox.markSent(
-          chunk.map((r) => r.seq),
-          Date.now(),
-        );
-      }
-      kv.delete("outbox_attempts");
-      kv.delete("outbox_retry_at");
-    } catch (err) {
-      const attempts = Number(kv.get("outbox_attempts") ?? 0) + 1;
-      kv.put("outbox_attempts", attempts);
-      kv.put(
-        "outbox_retry_at",
-        Date.now() + Math.min(this.#limits.outboxMaxBackoffMs, 1000 * 2 ** (attempts - 1)),
-      );
-      throw err;
-    }
-  }
-
   /** Arms the alarm for the earliest work the stored state calls for. */
   #scheduleNext(): void {
     const now = Date.now();
     const lastSeq = this.#log.lastSeq;
     const times: number[] = [];
-    const due = this.#outbox.nextDue(this.#limits.archiveResendMs);
-    if (due !== null) {
-      const retryAt = Number(this.ctx.storage.kv.get("outbox_retry_at") ?? 0);
-      times.push(Math.max(due === 0 ? now : due, retryAt));
-    }
-    if (this.#cold.nextRange(this.#limits, this.#outbox.archivedThrough(lastSeq), lastSeq)) times.push(now);
+    const archive = this.#archive.nextDue(now);
+    if (archive !== null) times.push(archive);
+    if (this.#cold.nextRange(this.#limits, this.#archive.archivedThrough, lastSeq)) times.push(now);
     if (this.#cold.hasDirty() || this.#housekeepingMore) times.push(now);
     const search = this.#search.nextDue(now);
     if (search !== null) times.push(search);

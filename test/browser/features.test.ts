@@ -118,7 +118,7 @@ describe("the web client's message features", () => {
     // Only what is near the viewport is in the DOM.
     expect(await ada.page.locator(".room-main .msg").count()).toBeLessThan(100);
 
-    // The archive (search) is fed by the room's outbox through the queue: wait until it has it,
+    // Search is fed by the room right after each commit (its search shard): wait until it has it,
     // asking once a second, as a person might: Ada's searches are counted (20 at once, then 20 a
     // minute), and the one she then makes in the app must not find her quota spent by the test.
     await expect

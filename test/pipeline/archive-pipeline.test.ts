@@ -1,5 +1,5 @@
 /**
- * The derived stores end to end: the room's outbox to the queue (a fake queue the test controls,
+ * The derived stores end to end: the room's shipping by watermark to the queue (a fake queue the test controls,
  * installed in the room object, so delivery order and failures are chosen by the test), the
  * archive consumer, confirmation, resend, cold segments in R2, retention tombstones and exports.
  * This project runs with PARLEY_HOT_EVENTS=500 and PARLEY_SEGMENT_EVENTS=100.
@@ -75,16 +75,16 @@ async function deliver(messages: ArchiveMessage[], on: Env = env) {
   return getQueueResult(batch, ctx);
 }
 
-/** Runs alarms and delivers what they send until the room's outbox is empty. */
+/** Runs alarms and delivers what they send until the D1 history has everything of the room. */
 async function drainAll(stub: Stub, queue: FakeQueue): Promise<void> {
   for (let i = 0; i < 50; i++) {
     const state = await stub.archiveState();
-    if (state.outbox === 0) return;
+    if (state.pending === 0) return;
     await alarm(stub);
     const sent = queue.take();
     if (sent.length > 0) await deliver(sent);
   }
-  throw new Error("outbox did not drain");
+  throw new Error("the room did not catch up with the D1 history");
 }
 
 async function archivedRows(tenant: string, roomId: string) {
@@ -117,7 +117,7 @@ async function gunzipText(object: R2ObjectBody): Promise<string> {
   return new Response(object.body.pipeThrough(new DecompressionStream("gzip"))).text();
 }
 
-describe("the transactional outbox", () => {
+describe("shipping to the D1 history by watermark", () => {
   it("keeps events whose queue send failed, backs off, and sends them once the queue is back", async () => {
     const ada = await login(unique("t"));
     const roomId = await createRoom(ada);
@@ -130,9 +130,9 @@ describe("the transactional outbox", () => {
     await alarm(stub);
     const state = await stub.archiveState();
     expect(state.archivedThrough).toBeLessThan(seqs[0] as number);
-    expect(state.outbox).toBeGreaterThanOrEqual(5);
+    expect(state.pending).toBeGreaterThanOrEqual(5);
     const retryAt = await runInDurableObject(stub, (_r: Room, s) =>
-      Number(s.storage.kv.get("outbox_retry_at")),
+      Number(s.storage.kv.get("archive_retry_at")),
     );
     expect(retryAt).toBeGreaterThan(Date.now());
     expect(await runInDurableObject(stub, (_r: Room, s) => s.storage.getAlarm())).toBeGreaterThanOrEqual(
@@ -142,14 +142,14 @@ describe("the transactional outbox", () => {
 
     // The queue is back and the backoff has passed.
     queue.failing = false;
-    await runInDurableObject(stub, (_r: Room, s) => s.storage.kv.delete("outbox_retry_at"));
+    await runInDurableObject(stub, (_r: Room, s) => s.storage.kv.delete("archive_retry_at"));
     await alarm(stub);
     const sent = queue.take();
     expect(sent.filter((m) => seqs.includes(m.event.seq)).map((m) => m.event.seq)).toEqual(seqs);
     await deliver(sent);
     await drainAll(stub, queue);
     const after = await stub.archiveState();
-    expect(after).toMatchObject({ outbox: 0, archivedThrough: after.lastSeq });
+    expect(after).toMatchObject({ pending: 0, archivedThrough: after.lastSeq });
     expect((await archivedRows(ada.tenant, roomId)).map((r) => r.seq)).toEqual(
       Array.from({ length: after.lastSeq }, (_, i) => i + 1),
     );
@@ -170,7 +170,7 @@ describe("the transactional outbox", () => {
     expect(queue.take()).toEqual([]); // not due yet
 
     await runInDurableObject(stub, (_r: Room, s) => {
-      s.storage.sql.exec("UPDATE outbox SET sent_at = sent_at - 3600000");
+      s.storage.sql.exec("UPDATE meta SET value = value - 3600000 WHERE key = 'archive_sent_at'");
     });
     await alarm(stub);
     const again = queue.take();
@@ -184,7 +184,7 @@ describe("the transactional outbox", () => {
       "lost message 1",
       "lost message 2",
     ]);
-    expect(await stub.archiveState()).toMatchObject({ outbox: 0 });
+    expect(await stub.archiveState()).toMatchObject({ pending: 0 });
     client.close();
   });
 });
@@ -199,7 +199,7 @@ const downDb = new Proxy(env.DB, {
 });
 
 describe("a D1 outage during archiving", () => {
-  it("keeps every event in the outbox while D1 is down, then the archive catches up with each once", async () => {
+  it("keeps every event unconfirmed while D1 is down, then the archive catches up with each once", async () => {
     const ada = await login(unique("t"));
     const roomId = await createRoom(ada);
     const { stub, queue } = await withFakeQueue(ada, roomId);
@@ -216,18 +216,18 @@ describe("a D1 outage during archiving", () => {
     await alarm(stub);
     await deliver(queue.take(), { ...env, DB: downDb });
     const down = await stub.archiveState();
-    expect(down.outbox).toBe(down.lastSeq);
+    expect(down.pending).toBe(down.lastSeq);
     expect(down.archivedThrough).toBe(0);
     expect(await archivedRows(ada.tenant, roomId)).toEqual([]);
 
     // D1 is back. The queue's own retries were lost with the outage's batches (as a local queue
-    // dies with its process); the outbox resends what was never confirmed.
+    // dies with its process); the room resends what was never confirmed.
     await runInDurableObject(stub, (_r: Room, s) => {
-      s.storage.sql.exec("UPDATE outbox SET sent_at = sent_at - 3600000");
+      s.storage.sql.exec("UPDATE meta SET value = value - 3600000 WHERE key = 'archive_sent_at'");
     });
     await drainAll(stub, queue);
     const after = await stub.archiveState();
-    expect(after).toMatchObject({ outbox: 0, archivedThrough: after.lastSeq });
+    expect(after).toMatchObject({ pending: 0, archivedThrough: after.lastSeq });
     const rows = await archivedRows(ada.tenant, roomId);
     expect(rows.map((r) => r.seq)).toEqual(Array.from({ length: after.lastSeq }, (_, i) => i + 1));
     const texts = rows.filter((r) => r.kind === "message").map((r) => r.text);

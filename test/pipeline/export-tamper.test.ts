@@ -340,6 +340,11 @@ async function rewindToPreviousRelease(stub: DurableObjectStub<Room>): Promise<v
       sql.exec(`ALTER TABLE events DROP COLUMN ${column}`);
     }
     sql.exec("DELETE FROM meta WHERE key IN ('scheme1', 'checked_seq', 'expired_before', 'expired_checked')");
+    // v5 shipped through an outbox table, not by watermark (schema v7).
+    sql.exec(`DROP TABLE archive_acks;
+      DELETE FROM meta WHERE key LIKE 'archive_%';
+      CREATE TABLE outbox (seq INTEGER PRIMARY KEY, sent_at INTEGER);
+      CREATE INDEX outbox_sent ON outbox(sent_at);`);
     sql.exec("UPDATE meta SET value = '5' WHERE key = 'schema_version'");
   });
   await evictDurableObject(stub);
@@ -383,7 +388,6 @@ async function previousRelease(
         digest,
         sha256(`${last.chain}\n${seq}\n${digest}`),
       );
-      sql.exec("INSERT INTO outbox (seq) VALUES (?)", seq);
       seqs.push(seq);
     }
     for (const row of sql

@@ -8,25 +8,21 @@
  * configured attempts the queue moves it to the dead-letter queue. A batch is archived in one D1
  * round trip; only when that fails are its messages tried one by one.
  *
- * Each room is then told which of its events are archived (`Room.confirmArchived`), so they leave
- * its outbox; a room resends what stays unconfirmed. A tombstone (`expired`, from retention)
+ * Each room is then told which of its events (and which retention tombstones) are archived
+ * (`Room.confirmArchived`), so its watermarks move; a room resends what stays unconfirmed. A tombstone (`expired`, from retention)
  * replaces whatever was archived for its seq, and nothing archived later can bring the text back.
  */
 import { and, desc, eq, inArray, lt, type SQLWrapper, sql } from "drizzle-orm";
 import type { BatchItem } from "drizzle-orm/batch";
 import { type DrizzleD1Database, drizzle } from "drizzle-orm/d1";
 import { alias } from "drizzle-orm/sqlite-core";
+import type { ArchiveMessage } from "../../durable-objects/room-archive.ts";
 import type { RoomEvent } from "../../protocol/index.ts";
 import { archivedEvents } from "../db/schema.ts";
 import { log } from "../observability/log.ts";
 import { roomStub } from "../rooms.ts";
 
-/** What a room sends to the room-events queue for each event of its log. */
-export interface ArchiveMessage {
-  tenantId: string;
-  roomId: string;
-  event: RoomEvent;
-}
+export type { ArchiveMessage } from "../../durable-objects/room-archive.ts";
 
 const MAX_RETRY_DELAY_SECONDS = 300;
 
@@ -226,12 +222,22 @@ export async function consumeRoomEvents(
       message.retry({ delaySeconds: MAX_RETRY_DELAY_SECONDS });
     }
   }
-  const confirmed = new Map<string, { tenantId: string; roomId: string; seqs: number[] }>();
+  const confirmed = new Map<
+    string,
+    { tenantId: string; roomId: string; seqs: number[]; tombstones: number[] }
+  >();
   const archived = (m: Message<ArchiveMessage>) => {
     m.ack();
     const k = `${m.body.tenantId}:${m.body.roomId}`;
-    const room = confirmed.get(k) ?? { tenantId: m.body.tenantId, roomId: m.body.roomId, seqs: [] };
+    const room = confirmed.get(k) ?? {
+      tenantId: m.body.tenantId,
+      roomId: m.body.roomId,
+      seqs: [],
+      tombstones: [],
+    };
     room.seqs.push(m.body.event.seq);
+    // A tombstone confirms retention's watermark as well as the event's.
+    if (m.body.event.kind === "expired") room.tombstones.push(m.body.event.seq);
     confirmed.set(k, room);
   };
   try {
@@ -265,9 +271,9 @@ export async function consumeRoomEvents(
   }
   // A lost confirmation only means the room sends those events again later (harmless).
   await Promise.all(
-    [...confirmed.values()].map(({ tenantId, roomId, seqs }) =>
+    [...confirmed.values()].map(({ tenantId, roomId, seqs, tombstones }) =>
       roomStub(env, tenantId, roomId)
-        .confirmArchived(seqs)
+        .confirmArchived(seqs, tombstones)
         .catch((err: unknown) => log({ event: "archive_confirm_failed", room: roomId, error: String(err) })),
     ),
   );

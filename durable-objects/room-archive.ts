@@ -1,0 +1,247 @@
+/**
+ * @module How a room keeps its D1 history current (docs/architecture.md, decision 2): by watermark,
+ * not by outbox row. The log is ordered and gapless, so what the history has is a number:
+ * `archive_confirmed`, the seq through which the consumer has confirmed every event. The alarm
+ * sends `(archive_sent, lastSeq]` to the room-events queue and moves `archive_sent`; confirmations
+ * move `archive_confirmed` (ranges confirmed out of order wait in `archive_acks` until the gap
+ * below them closes). What stays unconfirmed `archiveResendMs` after it was sent is sent again from
+ * `archive_confirmed`: queues deliver at least once, a local queue dies with its process, and the
+ * consumer is idempotent on (tenant, room, seq). Retention has its own pair of watermarks: the
+ * tombstones of `(archive_expired, expiredThrough]` are sent until confirmed.
+ *
+ * Nothing is written per event: a send moves two counters, a confirmation one (or inserts a range).
+ */
+import type { Limits } from "../config/limits.ts";
+import type { RoomEvent } from "../protocol/index.ts";
+import type { ColdArchive } from "./room-cold.ts";
+import type { RoomLog, RoomMeta, StoredRow } from "./room-log.ts";
+
+/** What a room sends to the room-events queue for one event of its log. */
+export interface ArchiveMessage {
+  tenantId: string;
+  roomId: string;
+  event: RoomEvent;
+  /** For an edit, delete or reaction: when its target was written, so the history finds the
+   * target's row in whichever period (shard) holds it. */
+  targetTs?: number;
+}
+
+/** Where the room's D1 history stands (operators, tests, the bench). */
+export interface ArchiveState {
+  lastSeq: number;
+  /** Every event through here is confirmed in the D1 history. */
+  archivedThrough: number;
+  /** Every event through here has been sent (maybe not yet confirmed). */
+  sentThrough: number;
+  /** Retention's tombstones through here are confirmed in the D1 history. */
+  expiredArchivedThrough: number;
+  /** Events sent and not yet confirmed, or not yet sent (what a lost queue would have to resend). */
+  pending: number;
+}
+
+/** Queue limits: 100 messages and 256 KB per `sendBatch`, 128 KB per message (an event is at most
+ * about 70 KB: 16 KiB of text escaped, plus its envelope). */
+export function queueBatches<T extends { json: string }>(rows: readonly T[]): T[][] {
+  const batches: T[][] = [];
+  let batch: T[] = [];
+  let bytes = 0;
+  for (const row of rows) {
+    const size = row.json.length * 3 + 256;
+    if (batch.length > 0 && (batch.length >= 100 || bytes + size > 240_000)) {
+      batches.push(batch);
+      batch = [];
+      bytes = 0;
+    }
+    batch.push(row);
+    bytes += size;
+  }
+  if (batch.length > 0) batches.push(batch);
+  return batches;
+}
+
+/** Consecutive seqs as [from, to] ranges, in order. */
+export function rangesOf(seqs: readonly number[]): [number, number][] {
+  const sorted = [...new Set(seqs)].sort((a, b) => a - b);
+  const ranges: [number, number][] = [];
+  for (const seq of sorted) {
+    const last = ranges.at(-1);
+    if (last && seq === last[1] + 1) last[1] = seq;
+    else ranges.push([seq, seq]);
+  }
+  return ranges;
+}
+
+export interface ArchiveFeedDeps {
+  storage: DurableObjectStorage;
+  limits: Limits;
+  log: RoomLog;
+  cold: ColdArchive;
+  /** The queue the tenant's room events go to (env read when called, so tests can replace it). */
+  queue: () => Queue;
+}
+
+export class ArchiveFeed {
+  readonly #deps: ArchiveFeedDeps;
+
+  constructor(deps: ArchiveFeedDeps) {
+    this.#deps = deps;
+  }
+
+  get archivedThrough(): number {
+    return this.#deps.log.counter("archive_confirmed");
+  }
+
+  state(): ArchiveState {
+    const { log } = this.#deps;
+    const confirmed = log.counter("archive_confirmed");
+    const acked = this.#sql
+      .exec<{ n: number }>("SELECT COALESCE(SUM(to_seq - from_seq + 1), 0) AS n FROM archive_acks")
+      .one().n;
+    return {
+      lastSeq: log.lastSeq,
+      archivedThrough: confirmed,
+      sentThrough: log.counter("archive_sent"),
+      expiredArchivedThrough: log.counter("archive_expired"),
+      pending: log.lastSeq - confirmed - acked + (log.expiredThrough - log.counter("archive_expired")),
+    };
+  }
+
+  /**
+   * Sends what is due, oldest first, in queue batches: new events, then (after the resend timeout)
+   * what stayed unconfirmed, then retention's tombstones. A watermark moves only after its batch
+   * was accepted. A refused send backs off exponentially (the alarm comes back then).
+   */
+  async drain(meta: RoomMeta, now: number): Promise<void> {
+    const kv = this.#deps.storage.kv;
+    if (Number(kv.get("archive_retry_at") ?? 0) > now) return;
+    try {
+      await this.#sendEvents(meta, now);
+      await this.#sendTombstones(meta, now);
+      kv.delete("archive_attempts");
+      kv.delete("archive_retry_at");
+    } catch (err) {
+      const attempts = Number(kv.get("archive_attempts") ?? 0) + 1;
+      kv.put("archive_attempts", attempts);
+      kv.put(
+        "archive_retry_at",
+        Date.now() + Math.min(this.#deps.limits.outboxMaxBackoffMs, 1000 * 2 ** (attempts - 1)),
+      );
+      throw err;
+    }
+  }
+
+  /** The consumer holds these events (and these tombstones). Unknown or repeated seqs change
+   * nothing. Returns whether the confirmed watermark moved. */
+  confirm(events: readonly number[], tombstones: readonly number[] = []): boolean {
+    const { log, storage } = this.#deps;
+    return storage.transactionSync(() => {
+      const before = log.counter("archive_confirmed");
+      for (const [from, to] of rangesOf(events)) {
+        if (to <= log.counter("archive_confirmed")) continue;
+        this.#sql.exec(
+          "INSERT INTO archive_acks (from_seq, to_seq) VALUES (?, ?) ON CONFLICT (from_seq) DO UPDATE SET to_seq = MAX(to_seq, excluded.to_seq)",
+          from,
+          to,
+        );
+      }
+      // Close the gap: every range that starts at or below the watermark's next seq joins it.
+      let confirmed = before;
+      for (const r of this.#sql
+        .exec<{ from_seq: number; to_seq: number }>(
+          "SELECT from_seq, to_seq FROM archive_acks ORDER BY from_seq",
+        )
+        .toArray()) {
+        if (r.from_seq > confirmed + 1) break;
+        confirmed = Math.max(confirmed, r.to_seq);
+      }
+      if (confirmed > before) {
+        log.setCounter("archive_confirmed", confirmed);
+        this.#sql.exec("DELETE FROM archive_acks WHERE to_seq <= ?", confirmed);
+      }
+      // Tombstones are sent in order from `archive_expired`; the ones confirmed from there move it.
+      let expired = log.counter("archive_expired");
+      const done = new Set(tombstones);
+      while (done.has(expired + 1)) expired += 1;
+      if (expired > log.counter("archive_expired")) log.setCounter("archive_expired", expired);
+      return confirmed > before;
+    });
+  }
+
+  /** When the alarm should drain next (null: nothing to send or wait for). */
+  nextDue(now: number): number | null {
+    const { log, limits, storage } = this.#deps;
+    const retryAt = Number(storage.kv.get("archive_retry_at") ?? 0);
+    const times: number[] = [];
+    const sent = log.counter("archive_sent");
+    if (sent < log.lastSeq) times.push(now);
+    if (log.counter("archive_confirmed") < sent)
+      times.push(log.counter("archive_sent_at") + limits.archiveResendMs);
+    const expired = this.#tombstoneLimit();
+    if (log.counter("archive_expire_sent") < expired) times.push(now);
+    if (log.counter("archive_expired") < log.counter("archive_expire_sent"))
+      times.push(log.counter("archive_expire_sent_at") + limits.archiveResendMs);
+    return times.length === 0 ? null : Math.max(Math.min(...times), retryAt);
+  }
+
+  /** Tombstones to send on their own: those of events already sent. An event expired before it was
+   * ever sent goes out as its tombstone with the events (its row holds the tombstone now). */
+  #tombstoneLimit(): number {
+    const { log } = this.#deps;
+    return Math.min(
+      log.expiredThrough,
+      Math.max(log.counter("archive_sent"), log.counter("archive_confirmed")),
+    );
+  }
+
+  get #sql(): SqlStorage {
+    return this.#deps.storage.sql;
+  }
+
+  async #sendEvents(meta: RoomMeta, now: number): Promise<void> {
+    const { log, limits } = this.#deps;
+    const confirmed = log.counter("archive_confirmed");
+    let sent = log.counter("archive_sent");
+    // Unconfirmed for too long: send it all again from the confirmed watermark.
+    if (confirmed < sent && log.counter("archive_sent_at") + limits.archiveResendMs <= now) sent = confirmed;
+    if (sent >= log.lastSeq) return;
+    const rows = await this.#deps.cold.fill(log.rowsAfter(sent, limits.outboxBatch));
+    await this.#send(meta, rows);
+    const through = rows.at(-1)?.seq ?? sent;
+    log.setCounter("archive_sent", through);
+    log.setCounter("archive_sent_at", now);
+  }
+
+  async #sendTombstones(meta: RoomMeta, now: number): Promise<void> {
+    const { log, limits } = this.#deps;
+    const done = log.counter("archive_expired");
+    let sent = log.counter("archive_expire_sent");
+    if (done < sent && log.counter("archive_expire_sent_at") + limits.archiveResendMs <= now) sent = done;
+    const expired = this.#tombstoneLimit();
+    if (sent >= expired) return;
+    // Tombstones live in SQLite (a cold segment is rewritten without them), so no R2 read.
+    const rows = log.rowsAfter(sent, limits.outboxBatch, expired);
+    await this.#send(meta, rows);
+    log.setCounter("archive_expire_sent", rows.at(-1)?.seq ?? sent);
+    log.setCounter("archive_expire_sent_at", now);
+  }
+
+  async #send(meta: RoomMeta, rows: StoredRow[]): Promise<void> {
+    const targets = this.#deps.log.timesOf(
+      rows.map((r) => r.target).filter((t): t is number => t !== null && t !== undefined),
+    );
+    for (const chunk of queueBatches(rows)) {
+      await this.#deps.queue().sendBatch(
+        chunk.map((r) => {
+          const body: ArchiveMessage = {
+            tenantId: meta.tenantId,
+            roomId: meta.roomId,
+            event: JSON.parse(r.json),
+          };
+          const targetTs = r.target === null || r.target === undefined ? undefined : targets.get(r.target);
+          if (targetTs !== undefined) body.targetTs = targetTs;
+          return { body, contentType: "json" as const };
+        }),
+      );
+    }
+  }
+}

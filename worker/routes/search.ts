@@ -8,6 +8,7 @@ import type { SearchHit } from "../../protocol/index.ts";
 import { ApiError } from "../errors.ts";
 import { intParam } from "../http.ts";
 import { spend } from "../quota.ts";
+import { directoryDb } from "../residency.ts";
 import type { AppEnv } from "../types.ts";
 
 const HITS = 50;
@@ -71,13 +72,14 @@ export const searchRoutes = new Hono<AppEnv>().get("/", async (c) => {
   // SQLite build may scan the tenant's archive and probe FTS per row (39 s at 100k rows, measured
   // with Node's SQLite, against 26 ms pinned).
   try {
-    const result = await c.env.DB.prepare(
-      `SELECT a.room_id, a.seq, a.text, a.author_id, a.author_name, a.ts,
+    const result = await directoryDb(c.env, me.tenantId)
+      .prepare(
+        `SELECT a.room_id, a.seq, a.text, a.author_id, a.author_name, a.ts,
               snippet(archive_fts, 0, '${OPEN}', '${CLOSE}', '…', 16) AS snippet
        FROM archive_fts CROSS JOIN archived_events a ON a.rowid = archive_fts.rowid
        WHERE ${where.join(" AND ")}
        ORDER BY bm25(archive_fts) LIMIT ${HITS}`,
-    )
+      )
       .bind(...params)
       .all<Row>();
     rows = result.results;

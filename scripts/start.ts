@@ -8,6 +8,7 @@
  *   PARLEY_STATE_DIR          where local state persists (default .wrangler/state)
  *   INSPECTOR_PORT            wrangler's debugger port (set it when several runtimes start at once)
  *   PARLEY_*                  any limit variable of wrangler.toml, passed through as `--var`
+ *   TENANT_JURISDICTIONS      tenants pinned to a jurisdiction (JSON), passed through as `--var`
  */
 import { spawn, spawnSync } from "node:child_process";
 import { delimiter, dirname, resolve } from "node:path";
@@ -50,10 +51,13 @@ function applyMigrations(): void {
   if (status !== 0) process.exit(status);
 }
 
-/** Limit overrides from the environment, e.g. PARLEY_USER_COMMANDS_PER_SECOND=5000 npm start. */
+/** Limit overrides from the environment, e.g. PARLEY_USER_COMMANDS_PER_SECOND=5000 npm start, and
+ * tenants pinned to a jurisdiction: TENANT_JURISDICTIONS='{"acme":"eu"}' npm start. */
 function varFlags(): string[] {
+  const passed = (k: string) =>
+    (k.startsWith("PARLEY_") && k !== "PARLEY_STATE_DIR") || k === "TENANT_JURISDICTIONS";
   return Object.entries(process.env)
-    .filter(([k, v]) => k.startsWith("PARLEY_") && k !== "PARLEY_STATE_DIR" && v !== undefined)
+    .filter(([k, v]) => passed(k) && v !== undefined)
     .flatMap(([k, v]) => ["--var", `${k}:${v}`]);
 }
 

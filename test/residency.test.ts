@@ -172,10 +172,6 @@ function scenario(tenant: string): Promise<Scenario> {
 
 /** The directory rows a scenario leaves in its own database, and none anywhere else. */
 async function expectOnlyIn(home: D1Database, away: D1Database, s: Scenario) {
-  // The room writes the admin deletion's audit entry after it answered.
-  await eventually("the room's audit entry", async () =>
-    (await auditActions(home, s.tenant)).includes("message.deleted_by_admin"),
-  );
   expect(await rowsOf(home, s.tenant)).toMatchObject({
     tenants: 1,
     users: 3, // owner, member, the token's bot
@@ -186,6 +182,10 @@ async function expectOnlyIn(home: D1Database, away: D1Database, s: Scenario) {
     exports: 1,
     dead_letters: 1,
   });
+  // The room writes the admin deletion's audit entry after it answered.
+  await eventually("the room's audit entry", async () =>
+    (await auditActions(home, s.tenant)).includes("message.deleted_by_admin"),
+  );
   expect(await auditActions(home, s.tenant)).toEqual(
     expect.arrayContaining([
       "user.provisioned",

@@ -11,7 +11,7 @@
  */
 import { TENANT_ID } from "../../protocol/index.ts";
 import { log } from "../observability/log.ts";
-import { directoryDb } from "../residency.ts";
+import { directoryDb, directoryIn } from "../residency.ts";
 
 const MAX_RETRY_DELAY_SECONDS = 300;
 /** Room ids are `r_` plus 20 characters; anything much longer is not one, so it is not kept as one. */
@@ -74,9 +74,9 @@ function recordedKeys(body: unknown): LetterKeys {
 }
 
 /** The directory a letter is recorded in: its tenant's, or the default one when it names none. */
-export function letterDirectory(env: Env, body: unknown): D1Database {
+function letterDirectory(env: Env, body: unknown): D1Database {
   const { tenantId } = recordedKeys(body);
-  return tenantId === null ? env.DB : directoryDb(env, tenantId);
+  return tenantId === null ? directoryIn(env, undefined) : directoryDb(env, tenantId);
 }
 
 /** The statement that records one dead letter; a message id already recorded changes nothing. */

@@ -1,10 +1,10 @@
 /**
  * @module Tests run inside workerd with the real bindings of wrangler.toml (Durable Objects, D1).
  * Each run gets a fresh dev signing key, a fresh export signing key (Ed25519) and the D1
- * migrations, applied by test/setup.ts.
+ * migrations, applied by test/setup.ts to every directory database (DB, DB_EU).
  *
  * Projects differ only in configuration: "core" (dev auth, a high per-user command rate so
- * concurrency tests are never throttled); "limits" (1 command/s, so throttling tests never depend on
+ * concurrency tests are never throttled, two tenants pinned to the EU); "limits" (1 command/s, so throttling tests never depend on
  * machine speed, and small daily upload quotas); "pipeline" (small cold-archive thresholds); "access" (production auth: Cloudflare Access applications, an origin allow-list).
  * "scripts" runs Node-side scripts' tests in plain Node. "browser" is the other exception: plain Node driving chromium (test/browser) or raw TCP sockets
  * (test/system) against the real app (`npm start`'s server, started once per run by
@@ -25,9 +25,11 @@ const exportKey = JSON.stringify({ ...(await exportJWK(exportKeyPair.privateKey)
 // from .dev.vars, which wrangler prefers to the environment.)
 process.env.EXPORT_SIGNING_JWK ??= exportKey;
 
-/** Two Access applications (tenants acme and globex) and one whose key endpoint is down
- * (initech), as a production deployment would configure them. (workerd cannot run objects in a
- * jurisdiction, so residency is tested against a namespace double: test/unit/residency.test.ts.) */
+/** Two Access applications (tenants acme and globex, pinned to the EU) and one whose key endpoint
+ * is down (initech), as a production deployment would configure them. (workerd has no
+ * jurisdictions: a pinned tenant's objects run in the plain namespace there, worker/residency.ts;
+ * that the deployed path scopes them is tested against a namespace double,
+ * test/unit/residency.test.ts. Its directory is DB_EU, locally as deployed.) */
 const ACCESS_TENANTS = JSON.stringify([
   {
     id: "acme",
@@ -38,9 +40,18 @@ const ACCESS_TENANTS = JSON.stringify([
     admins: ["it@acme.test"],
     adminGroups: ["parley-admins"],
   },
-  { id: "globex", teamDomain: "https://globex.cloudflareaccess.com", aud: "globexaud0123456789abcd" },
+  {
+    id: "globex",
+    teamDomain: "https://globex.cloudflareaccess.com",
+    aud: "globexaud0123456789abcd",
+    jurisdiction: "eu",
+  },
   { id: "initech", teamDomain: "https://initech.cloudflareaccess.com", aud: "initechaud0123456789abc" },
 ]);
+
+/** The core project's tenants pinned to the EU by TENANT_JURISDICTIONS (the access project pins
+ * globex by ACCESS_TENANTS instead, so both ways are exercised). */
+const EU_TENANTS = { "eu-acme": "eu", "eu-umbrella": "eu" };
 
 function workerd(
   name: string,
@@ -79,7 +90,10 @@ export default defineConfig({
     // through a console spy, which still sees them.
     onConsoleLog: (line) => !line.startsWith('{"event":"request"'),
     projects: [
-      workerd("core", ["test/*.test.ts", "test/unit/**/*.test.ts"], "200"),
+      // Tenants pinned to the EU in dev mode (test/residency.test.ts): their directory is DB_EU.
+      workerd("core", ["test/*.test.ts", "test/unit/**/*.test.ts"], "200", {
+        TENANT_JURISDICTIONS: JSON.stringify(EU_TENANTS),
+      }),
       // Small daily upload quotas, so a test reaches them with a few small files; every other quota
       // keeps its default (the quota tests show the defaults refuse a burst).
       workerd("limits", ["test/limits/**/*.test.ts"], "1", {

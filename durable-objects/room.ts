@@ -30,7 +30,7 @@ import {
 } from "../protocol/index.ts";
 import { log } from "../worker/observability/log.ts";
 import { record } from "../worker/observability/metrics.ts";
-import { filesBucket } from "../worker/residency.ts";
+import { directoryDb, filesBucket } from "../worker/residency.ts";
 import { ActivityBatch } from "./activity.ts";
 import { presenceStub, shardOf } from "./presence.ts";
 import { RateLimiter } from "./rate-limit.ts";
@@ -496,7 +496,7 @@ export class Room extends DurableObject<Env> {
     for (;;) {
       const due = this.#attachments.takeDue(now, this.#limits.attachmentGraceMs, CLEANUP_BATCH);
       if (due.length === 0) return removed;
-      await deleteStored(bucket, this.env.DB, meta.tenantId, due);
+      await deleteStored(bucket, directoryDb(this.env, meta.tenantId), meta.tenantId, due);
       this.#attachments.forget(due.map((r) => r.id));
       removed += due.length;
       if (due.length < CLEANUP_BATCH) return removed;
@@ -706,15 +706,17 @@ export class Room extends DurableObject<Env> {
   #auditAdminDeletion(actor: Actor, target: number, author: string | undefined): void {
     const meta = this.#log.meta();
     if (!meta) return;
-    const entry = this.env.DB.prepare(
-      "INSERT INTO audit_log (tenant_id, actor_id, action, target, detail, at) VALUES (?, ?, 'message.deleted_by_admin', ?, ?, ?)",
-    ).bind(
-      meta.tenantId,
-      actor.id,
-      meta.roomId,
-      JSON.stringify({ seq: target, authorId: author ?? null }),
-      Date.now(),
-    );
+    const entry = directoryDb(this.env, meta.tenantId)
+      .prepare(
+        "INSERT INTO audit_log (tenant_id, actor_id, action, target, detail, at) VALUES (?, ?, 'message.deleted_by_admin', ?, ?, ?)",
+      )
+      .bind(
+        meta.tenantId,
+        actor.id,
+        meta.roomId,
+        JSON.stringify({ seq: target, authorId: author ?? null }),
+        Date.now(),
+      );
     this.ctx.waitUntil(
       entry.run().then(
         () => undefined,

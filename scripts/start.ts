@@ -1,18 +1,20 @@
 /**
  * @module `npm start`: makes sure .dev.vars holds the dev signing keys (mode 0600, checked each run),
- * builds the web client, applies D1
- * migrations to the local state, and runs the whole system with `wrangler dev` on 127.0.0.1:PORT (default 8787).
+ * builds the web client, applies the D1
+ * migrations to every local database (scripts/migrate.ts), and runs the whole system with `wrangler dev` on 127.0.0.1:PORT (default 8787).
  *
  * Environment:
  *   PORT                      port to listen on (default 8787)
  *   PARLEY_STATE_DIR          where local state persists (default .wrangler/state)
  *   INSPECTOR_PORT            wrangler's debugger port (set it when several runtimes start at once)
  *   PARLEY_*                  any limit variable of wrangler.toml, passed through as `--var`
+ *   TENANT_JURISDICTIONS      tenants pinned to a jurisdiction (JSON), passed through as `--var`
  */
 import { spawn, spawnSync } from "node:child_process";
 import { delimiter, dirname, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { ensureDevVars } from "./dev-vars.ts";
+import { migrateAll } from "./migrate.ts";
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 const port = process.env.PORT ?? "8787";
@@ -40,22 +42,22 @@ function buildClient(): void {
   }
 }
 
+/** Every D1 database of the local configuration: the directory of each jurisdiction (DB, DB_EU). */
 function applyMigrations(): void {
-  const result = spawnSync(
-    process.execPath,
-    [wrangler, "d1", "migrations", "apply", "DB", "--local", "--persist-to", stateDir],
-    { cwd: root, env: { ...childEnv, CI: "true" }, stdio: ["ignore", "inherit", "inherit"] },
-  );
-  if (result.status !== 0) {
-    console.error("parley: applying D1 migrations failed");
-    process.exit(result.status ?? 1);
-  }
+  const status = migrateAll(["--local", "--persist-to", stateDir], {
+    env: { ...childEnv, CI: "true" },
+    stdin: "ignore",
+  });
+  if (status !== 0) process.exit(status);
 }
 
-/** Limit overrides from the environment, e.g. PARLEY_USER_COMMANDS_PER_SECOND=5000 npm start. */
+/** Limit overrides from the environment, e.g. PARLEY_USER_COMMANDS_PER_SECOND=5000 npm start, and
+ * tenants pinned to a jurisdiction: TENANT_JURISDICTIONS='{"acme":"eu"}' npm start. */
 function varFlags(): string[] {
+  const passed = (k: string) =>
+    (k.startsWith("PARLEY_") && k !== "PARLEY_STATE_DIR") || k === "TENANT_JURISDICTIONS";
   return Object.entries(process.env)
-    .filter(([k, v]) => k.startsWith("PARLEY_") && k !== "PARLEY_STATE_DIR" && v !== undefined)
+    .filter(([k, v]) => passed(k) && v !== undefined)
     .flatMap(([k, v]) => ["--var", `${k}:${v}`]);
 }
 

@@ -4,6 +4,7 @@
  */
 import { type DrizzleD1Database, drizzle } from "drizzle-orm/d1";
 import { auditLog } from "./db/schema.ts";
+import { directoryDb } from "./residency.ts";
 
 export type AuditAction =
   | "user.provisioned"
@@ -42,12 +43,13 @@ export function auditEntry(
   });
 }
 
+/** Records one entry in the actor's tenant's directory. */
 export async function audit(
-  env: { DB: D1Database },
+  env: Env,
   actor: { tenantId: string; userId: string },
   action: AuditAction,
   target: string,
   detail: AuditDetail = {},
 ): Promise<void> {
-  await auditEntry(drizzle(env.DB), actor, action, target, detail);
+  await auditEntry(drizzle(directoryDb(env, actor.tenantId)), actor, action, target, detail);
 }

@@ -5,7 +5,7 @@ import type { Room } from "../durable-objects/room.ts";
 import type { Identity } from "./auth/identity.ts";
 import { memberships, rooms } from "./db/schema.ts";
 import { ApiError } from "./errors.ts";
-import { tenantNamespace } from "./residency.ts";
+import { directoryDb, tenantNamespace } from "./residency.ts";
 
 export type RoomRow = typeof rooms.$inferSelect;
 
@@ -18,7 +18,7 @@ export async function findRoom(env: Env, identity: Identity, roomId: string): Pr
   if (!/^r_[0-9a-z]{20}$/.test(roomId)) throw new ApiError("not_found", "no such room");
   if (identity.roomScope && !identity.roomScope.includes(roomId))
     throw new ApiError("not_found", "no such room");
-  const db = drizzle(env.DB);
+  const db = drizzle(directoryDb(env, identity.tenantId));
   const row = await db
     .select()
     .from(rooms)
@@ -57,7 +57,7 @@ export function actorOf(identity: Identity) {
  * vanishes for them at once and cannot be rejoined), then the object (a sequenced member_leave;
  * their sockets close). Retrying after a failure half-way finishes the job. */
 export async function unenroll(env: Env, room: RoomRow, userId: string, actor: { id: string; name: string }) {
-  await drizzle(env.DB)
+  await drizzle(directoryDb(env, room.tenantId))
     .delete(memberships)
     .where(and(eq(memberships.roomId, room.id), eq(memberships.userId, userId)));
   const result = await roomStub(env, room.tenantId, room.id).leave(userId, actor);
@@ -72,7 +72,7 @@ export async function pushMember(
   tenantId: string,
   user: { id: string; name: string; role: string },
 ) {
-  const joined = await drizzle(env.DB)
+  const joined = await drizzle(directoryDb(env, tenantId))
     .select({ roomId: memberships.roomId })
     .from(memberships)
     .where(and(eq(memberships.tenantId, tenantId), eq(memberships.userId, user.id)))

@@ -20,6 +20,7 @@ import type { ArchiveMessage } from "../../durable-objects/room-archive.ts";
 import type { RoomEvent } from "../../protocol/index.ts";
 import { archivedEvents } from "../db/schema.ts";
 import { log } from "../observability/log.ts";
+import { directoryDb } from "../residency.ts";
 import { roomStub } from "../rooms.ts";
 
 export type { ArchiveMessage } from "../../durable-objects/room-archive.ts";
@@ -212,11 +213,15 @@ export async function consumeRoomEvents(
   env: Env,
   _ctx?: ExecutionContext,
 ): Promise<void> {
-  const db = drizzle(env.DB);
-  const valid: Message<ArchiveMessage>[] = [];
+  // Each tenant's events go to its own directory database (worker/residency.ts).
+  const byDirectory = new Map<D1Database, Message<ArchiveMessage>[]>();
   for (const message of batch.messages) {
-    if (isArchiveMessage(message.body)) valid.push(message as Message<ArchiveMessage>);
-    else {
+    if (isArchiveMessage(message.body)) {
+      const directory = directoryDb(env, message.body.tenantId);
+      const list = byDirectory.get(directory) ?? [];
+      list.push(message as Message<ArchiveMessage>);
+      byDirectory.set(directory, list);
+    } else {
       // Malformed: retrying will not fix it, but the dead-letter queue keeps it for an admin.
       log({ event: "archive_malformed", id: message.id, attempts: message.attempts });
       message.retry({ delaySeconds: MAX_RETRY_DELAY_SECONDS });
@@ -240,32 +245,35 @@ export async function consumeRoomEvents(
     if (m.body.event.kind === "expired") room.tombstones.push(m.body.event.seq);
     confirmed.set(k, room);
   };
-  try {
-    // The whole batch in one D1 round trip (one transaction): the common case.
-    await runBatch(
-      db,
-      archiveStatements(
+  for (const [directory, valid] of byDirectory) {
+    const db = drizzle(directory);
+    try {
+      // The whole batch in one D1 round trip (one transaction): the common case.
+      await runBatch(
         db,
-        valid.map((m) => m.body),
-      ),
-    );
-    for (const m of valid) archived(m);
-  } catch {
-    // Something in the batch failed: one message at a time, so only the failing ones retry.
-    for (const m of valid) {
-      try {
-        await runBatch(db, archiveStatements(db, [m.body]));
-        archived(m);
-      } catch (err) {
-        const delaySeconds = Math.min(MAX_RETRY_DELAY_SECONDS, 2 ** m.attempts);
-        log({
-          event: "archive_failed",
-          room: m.body.roomId,
-          seq: m.body.event.seq,
-          attempts: m.attempts,
-          error: String(err),
-        });
-        m.retry({ delaySeconds });
+        archiveStatements(
+          db,
+          valid.map((m) => m.body),
+        ),
+      );
+      for (const m of valid) archived(m);
+    } catch {
+      // Something in the batch failed: one message at a time, so only the failing ones retry.
+      for (const m of valid) {
+        try {
+          await runBatch(db, archiveStatements(db, [m.body]));
+          archived(m);
+        } catch (err) {
+          const delaySeconds = Math.min(MAX_RETRY_DELAY_SECONDS, 2 ** m.attempts);
+          log({
+            event: "archive_failed",
+            room: m.body.roomId,
+            seq: m.body.event.seq,
+            attempts: m.attempts,
+            error: String(err),
+          });
+          m.retry({ delaySeconds });
+        }
       }
     }
   }

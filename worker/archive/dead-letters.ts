@@ -1,6 +1,8 @@
 /**
  * @module The dead-letter queue's consumer: records every message the room-events queue gave up on
  * in D1 (`dead_letters`), where a tenant admin lists and replays it (worker/routes/dead-letters.ts).
+ * A letter goes to the directory of the tenant it names (worker/residency.ts); one that names none
+ * to the default directory, for the operator.
  *
  * The DLQ delivers at least once too, so the write is idempotent on the queue's message id (a
  * redelivery, or the same batch twice, leaves one row). A message is acknowledged only after its
@@ -9,6 +11,7 @@
  */
 import { TENANT_ID } from "../../protocol/index.ts";
 import { log } from "../observability/log.ts";
+import { directoryDb, directoryIn } from "../residency.ts";
 
 const MAX_RETRY_DELAY_SECONDS = 300;
 /** Room ids are `r_` plus 20 characters; anything much longer is not one, so it is not kept as one. */
@@ -65,10 +68,21 @@ export function bodyText(body: unknown): { text: string; exact: boolean } {
   return { text: JSON.stringify({ unreadable: typeof body }), exact: false };
 }
 
+/** The keys a letter is recorded under: only those of a body kept as itself (see bodyText). */
+function recordedKeys(body: unknown): LetterKeys {
+  return bodyText(body).exact ? letterKeys(body) : { tenantId: null, roomId: null, seq: null };
+}
+
+/** The directory a letter is recorded in: its tenant's, or the default one when it names none. */
+function letterDirectory(env: Env, body: unknown): D1Database {
+  const { tenantId } = recordedKeys(body);
+  return tenantId === null ? directoryIn(env, undefined) : directoryDb(env, tenantId);
+}
+
 /** The statement that records one dead letter; a message id already recorded changes nothing. */
 export function recordStatement(db: D1Database, message: Message<unknown>, now: number): D1PreparedStatement {
-  const { text, exact } = bodyText(message.body);
-  const keys: LetterKeys = exact ? letterKeys(message.body) : { tenantId: null, roomId: null, seq: null };
+  const { text } = bodyText(message.body);
+  const keys = recordedKeys(message.body);
   return db
     .prepare(
       `INSERT INTO dead_letters (id, tenant_id, room_id, seq, body, attempts, received_at)
@@ -83,7 +97,7 @@ export async function consumeDeadLetters(batch: MessageBatch<unknown>, env: Env)
   // hold back the others.
   for (const message of batch.messages) {
     try {
-      await recordStatement(env.DB, message, Date.now()).run();
+      await recordStatement(letterDirectory(env, message.body), message, Date.now()).run();
       log({ event: "dead_letter_recorded", id: message.id, attempts: message.attempts });
       message.ack();
     } catch (err) {

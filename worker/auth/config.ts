@@ -22,7 +22,8 @@ export interface AccessTenant {
   /** Emails that are tenant admins, and identity-provider groups whose members are. */
   admins: string[];
   adminGroups: string[];
-  /** Pin the tenant's Durable Objects and files to a jurisdiction (e.g. "eu"). */
+  /** Pin the tenant's Durable Objects, files and directory to a jurisdiction (e.g. "eu"); also
+   * possible in TENANT_JURISDICTIONS (worker/residency.ts). */
   jurisdiction?: DurableObjectJurisdiction;
 }
 
@@ -44,7 +45,12 @@ export interface AuthVars {
 
 const TEAM_DOMAIN = /^https:\/\/[a-z0-9-]{1,63}\.cloudflareaccess\.com$/;
 const AUD = /^[A-Za-z0-9]{16,128}$/;
-const JURISDICTIONS = new Set(["eu", "fedramp", "fedramp-high"]);
+/** The jurisdictions a tenant may be pinned to (worker/residency.ts says which have their stores). */
+export const JURISDICTIONS: ReadonlySet<string> = new Set<DurableObjectJurisdiction>([
+  "eu",
+  "fedramp",
+  "fedramp-high",
+]);
 
 class ConfigError extends Error {}
 

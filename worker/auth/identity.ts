@@ -11,6 +11,7 @@ import { audit } from "../audit.ts";
 import { type Role, tenants, users } from "../db/schema.ts";
 import { ApiError } from "../errors.ts";
 import { newId } from "../ids.ts";
+import { directoryDb } from "../residency.ts";
 import { pushMember } from "../rooms.ts";
 import type { AppEnv } from "../types.ts";
 import { identityOfApiToken } from "./api-tokens.ts";
@@ -50,9 +51,10 @@ export interface Profile {
 
 const RANK: Record<Role, number> = { guest: 0, bot: 0, member: 1, admin: 2, owner: 3 };
 
-/** Finds or creates the tenant and the user of a profile; applies a configured admin promotion. */
-export async function provision(env: { DB: D1Database }, profile: Profile): Promise<Identity> {
-  const orm = drizzle(env.DB);
+/** Finds or creates the tenant and the user of a profile, in the tenant's directory; applies a
+ * configured admin promotion. */
+export async function provision(env: Env, profile: Profile): Promise<Identity> {
+  const orm = drizzle(directoryDb(env, profile.tenantId));
   const now = Date.now();
   const email = profile.email.toLowerCase();
   const find = () =>
@@ -83,7 +85,7 @@ export async function provision(env: { DB: D1Database }, profile: Profile): Prom
         by: "access-mapping",
       },
     );
-    await pushMember(env as Env, profile.tenantId, {
+    await pushMember(env, profile.tenantId, {
       id: found.user.id,
       name: found.user.name,
       role: mapped,
@@ -199,7 +201,7 @@ export const requireIdentity = createMiddleware<AppEnv>(async (c, next) => {
   // Bots: `Authorization: Bearer <api token>`.
   const bearer = /^Bearer (\S+)$/.exec(c.req.header("authorization") ?? "")?.[1];
   if (bearer) {
-    const bot = await identityOfApiToken(c.env.DB, bearer);
+    const bot = await identityOfApiToken(c.env, bearer);
     if (!bot) throw new ApiError("unauthorized", "invalid or revoked API token");
     c.set("identity", bot);
     await next();

@@ -15,7 +15,7 @@ import { drizzle } from "drizzle-orm/d1";
 import { headLine, type RoomHead } from "../../protocol/chain.ts";
 import { exports, rooms } from "../db/schema.ts";
 import { log } from "../observability/log.ts";
-import { filesBucket } from "../residency.ts";
+import { directoryDb, filesBucket } from "../residency.ts";
 import { roomStub } from "../rooms.ts";
 import { signRoomHead } from "./keys.ts";
 
@@ -49,7 +49,7 @@ export async function consumeExports(batch: MessageBatch<unknown>, env: Env): Pr
     } catch (err) {
       log({ event: "export_failed", export: job.exportId, attempts: message.attempts, error: String(err) });
       if (message.attempts >= EXPORT_ATTEMPTS) {
-        await drizzle(env.DB)
+        await drizzle(directoryDb(env, job.tenantId))
           .update(exports)
           .set({ status: "failed", error: String(err).slice(0, 500), finishedAt: Date.now() })
           .where(and(eq(exports.id, job.exportId), eq(exports.tenantId, job.tenantId)));
@@ -102,7 +102,7 @@ class PartWriter {
 }
 
 export async function runExport(env: Env, job: ExportJob): Promise<void> {
-  const db = drizzle(env.DB);
+  const db = drizzle(directoryDb(env, job.tenantId));
   const record = await db
     .select()
     .from(exports)

@@ -19,7 +19,7 @@ import { ApiError } from "../errors.ts";
 import { newId } from "../ids.ts";
 import { log } from "../observability/log.ts";
 import { reserveUpload } from "../quota.ts";
-import { filesBucket } from "../residency.ts";
+import { directoryDb, filesBucket } from "../residency.ts";
 import { findRoom, roomStub } from "../rooms.ts";
 import type { AppEnv } from "../types.ts";
 
@@ -144,7 +144,7 @@ export const attachmentRoutes = new Hono<AppEnv>()
           );
         throw err;
       }
-      await drizzle(c.env.DB).insert(attachments).values({
+      await drizzle(directoryDb(c.env, room.tenantId)).insert(attachments).values({
         id,
         tenantId: room.tenantId,
         roomId: room.id,
@@ -168,7 +168,7 @@ export const attachmentRoutes = new Hono<AppEnv>()
     const me = c.get("identity");
     const id = c.req.param("id");
     if (!ATTACHMENT_ID.test(id)) throw noSuchAttachment();
-    const row = await drizzle(c.env.DB)
+    const row = await drizzle(directoryDb(c.env, me.tenantId))
       .select({ roomId: attachments.roomId })
       .from(attachments)
       .where(and(eq(attachments.id, id), eq(attachments.tenantId, me.tenantId)))

@@ -5,6 +5,7 @@ import { Hono } from "hono";
 import { auditLog } from "../db/schema.ts";
 import { ApiError } from "../errors.ts";
 import { intParam } from "../http.ts";
+import { directoryDb } from "../residency.ts";
 import { ADMIN_ROLES } from "../rooms.ts";
 import type { AppEnv } from "../types.ts";
 
@@ -17,7 +18,7 @@ export const auditRoutes = new Hono<AppEnv>().get("/", async (c) => {
     before === undefined
       ? eq(auditLog.tenantId, me.tenantId)
       : and(eq(auditLog.tenantId, me.tenantId), lt(auditLog.id, before));
-  const rows = await drizzle(c.env.DB)
+  const rows = await drizzle(directoryDb(c.env, me.tenantId))
     .select()
     .from(auditLog)
     .where(where)

@@ -16,6 +16,7 @@ import { deadLetters } from "../db/schema.ts";
 import { ApiError } from "../errors.ts";
 import { intParam } from "../http.ts";
 import { log } from "../observability/log.ts";
+import { directoryDb } from "../residency.ts";
 import { ADMIN_ROLES } from "../rooms.ts";
 import type { AppEnv } from "../types.ts";
 
@@ -126,7 +127,7 @@ export const deadLetterRoutes = new Hono<AppEnv>()
                   and(eq(deadLetters.receivedAt, before.receivedAt), lt(deadLetters.id, before.id)),
                 ),
           );
-    const rows = await drizzle(c.env.DB)
+    const rows = await drizzle(directoryDb(c.env, me.tenantId))
       .select()
       .from(deadLetters)
       .where(where)
@@ -144,7 +145,7 @@ export const deadLetterRoutes = new Hono<AppEnv>()
   })
   .post("/replay", async (c) => {
     const me = admin(c);
-    const db = drizzle(c.env.DB);
+    const db = drizzle(directoryDb(c.env, me.tenantId));
     // Oldest first, so that repeated calls drain the letters in the order they failed.
     const letters = await db
       .select()
@@ -160,7 +161,7 @@ export const deadLetterRoutes = new Hono<AppEnv>()
     const me = admin(c);
     const id = c.req.param("id");
     if (!LETTER_ID.test(id)) throw new ApiError("not_found", "no such dead letter");
-    const db = drizzle(c.env.DB);
+    const db = drizzle(directoryDb(c.env, me.tenantId));
     const letter = await db
       .select()
       .from(deadLetters)

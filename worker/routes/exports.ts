@@ -19,7 +19,7 @@ import { ApiError } from "../errors.ts";
 import { signRoomHead } from "../exports/keys.ts";
 import { readJsonObject } from "../http.ts";
 import { newId } from "../ids.ts";
-import { filesBucket } from "../residency.ts";
+import { directoryDb, filesBucket } from "../residency.ts";
 import { ADMIN_ROLES, roomStub } from "../rooms.ts";
 import type { AppEnv } from "../types.ts";
 
@@ -31,7 +31,7 @@ function admin(c: Context<AppEnv>): Identity {
 
 async function tenantRoom(env: Env, tenantId: string, roomId: unknown) {
   if (typeof roomId !== "string" || !/^r_[0-9a-z]{20}$/.test(roomId)) return undefined;
-  return drizzle(env.DB)
+  return drizzle(directoryDb(env, tenantId))
     .select({ id: rooms.id })
     .from(rooms)
     .where(and(eq(rooms.id, roomId), eq(rooms.tenantId, tenantId)))
@@ -52,7 +52,7 @@ function view(r: typeof exports.$inferSelect) {
 }
 
 async function findExport(c: Context<AppEnv>, me: Identity) {
-  const row = await drizzle(c.env.DB)
+  const row = await drizzle(directoryDb(c.env, me.tenantId))
     .select()
     .from(exports)
     .where(and(eq(exports.id, c.req.param("id") ?? ""), eq(exports.tenantId, me.tenantId)))
@@ -81,14 +81,14 @@ export const exportRoutes = new Hono<AppEnv>()
       objectKey: `${me.tenantId}/exports/${id}.ndjson`,
       createdAt: Date.now(),
     };
-    await drizzle(c.env.DB).insert(exports).values(row);
+    await drizzle(directoryDb(c.env, me.tenantId)).insert(exports).values(row);
     await c.env.EXPORTS.send({ exportId: id, tenantId: me.tenantId }, { contentType: "json" });
     await audit(c.env, me, "export.requested", roomId ?? me.tenantId, { export: id });
     return c.json(view({ ...row, events: 0, bytes: 0, error: null, finishedAt: null }), 202);
   })
   .get("/exports", async (c) => {
     const me = admin(c);
-    const rows = await drizzle(c.env.DB)
+    const rows = await drizzle(directoryDb(c.env, me.tenantId))
       .select()
       .from(exports)
       .where(eq(exports.tenantId, me.tenantId))
@@ -120,7 +120,7 @@ export const exportRoutes = new Hono<AppEnv>()
     const row = await findExport(c, me);
     if (row.status === "running") throw new ApiError("conflict", "export is still running");
     await filesBucket(c.env, me.tenantId).delete(row.objectKey);
-    await drizzle(c.env.DB).delete(exports).where(eq(exports.id, row.id));
+    await drizzle(directoryDb(c.env, me.tenantId)).delete(exports).where(eq(exports.id, row.id));
     await audit(c.env, me, "export.deleted", row.roomId ?? me.tenantId, { export: row.id });
     return c.json({ ok: true });
   })

@@ -16,6 +16,7 @@ import { ApiError } from "../errors.ts";
 import { readJsonObject } from "../http.ts";
 import { newId } from "../ids.ts";
 import { spend } from "../quota.ts";
+import { directoryDb } from "../residency.ts";
 import { ADMIN_ROLES, findRoom, type RoomRow, roomStub, unenroll } from "../rooms.ts";
 import type { AppEnv } from "../types.ts";
 
@@ -48,7 +49,7 @@ async function describe(env: Env, me: Identity, room: RoomRow, joined: boolean):
 /** A dm's people, from its member key (sorted user ids), with their current names. */
 async function dmMembers(env: Env, tenantId: string, dmKey: string): Promise<UserRef[]> {
   const ids = dmKey.split(",");
-  return drizzle(env.DB)
+  return drizzle(directoryDb(env, tenantId))
     .select({ id: users.id, name: users.name })
     .from(users)
     .where(and(eq(users.tenantId, tenantId), inArray(users.id, ids)))
@@ -64,7 +65,7 @@ async function dmMembers(env: Env, tenantId: string, dmKey: string): Promise<Use
  */
 async function enroll(env: Env, room: RoomRow, given: Person[], actor: Person): Promise<string[]> {
   if (given.length === 0) return [];
-  const db = drizzle(env.DB);
+  const db = drizzle(directoryDb(env, room.tenantId));
   const ids = given.map((u) => u.id);
   const roles = new Map(
     (await db.select({ id: users.id, role: users.role }).from(users).where(inArray(users.id, ids)).all()).map(
@@ -115,7 +116,7 @@ async function tenantUsers(env: Env, me: Identity, ids: unknown): Promise<Person
   }
   const wanted = [...new Set(ids as string[])];
   if (wanted.length === 0) return [];
-  const found = await drizzle(env.DB)
+  const found = await drizzle(directoryDb(env, me.tenantId))
     .select({ id: users.id, name: users.name, role: users.role })
     .from(users)
     .where(and(eq(users.tenantId, me.tenantId), inArray(users.id, wanted)))
@@ -141,7 +142,7 @@ async function openDm(
     .map((u) => u.id)
     .sort()
     .join(",");
-  const db = drizzle(env.DB);
+  const db = drizzle(directoryDb(env, me.tenantId));
   const existing = () =>
     db
       .select()
@@ -183,7 +184,7 @@ async function openDm(
 export const roomRoutes = new Hono<AppEnv>()
   .get("/", async (c) => {
     const me = c.get("identity");
-    const db = drizzle(c.env.DB);
+    const db = drizzle(directoryDb(c.env, me.tenantId));
     const mine = db
       .select({ roomId: memberships.roomId })
       .from(memberships)
@@ -241,7 +242,7 @@ export const roomRoutes = new Hono<AppEnv>()
       createdAt: Date.now(),
       dmKey: null,
     };
-    await drizzle(c.env.DB).insert(rooms).values(room);
+    await drizzle(directoryDb(c.env, me.tenantId)).insert(rooms).values(room);
     const creator = personOf(me);
     await auditAdded(c.env, me, room.id, await enroll(c.env, room, [creator, ...invited], creator));
     return c.json(await describe(c.env, me, room, true), 201);
@@ -272,7 +273,7 @@ export const roomRoutes = new Hono<AppEnv>()
       fields.topic = body.topic;
     }
     if (Object.keys(fields).length === 0) throw new ApiError("bad_request", "give a name or a topic");
-    await drizzle(c.env.DB).update(rooms).set(fields).where(eq(rooms.id, room.id));
+    await drizzle(directoryDb(c.env, room.tenantId)).update(rooms).set(fields).where(eq(rooms.id, room.id));
     const { seq } = await roomStub(c.env, room.tenantId, room.id).update(fields, {
       id: me.userId,
       name: me.name,

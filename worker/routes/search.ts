@@ -22,6 +22,7 @@ import { memberships } from "../db/schema.ts";
 import { ApiError } from "../errors.ts";
 import { intParam } from "../http.ts";
 import { spend } from "../quota.ts";
+import { directoryDb } from "../residency.ts";
 import type { AppEnv } from "../types.ts";
 
 const escapeHtml = (s: string) =>
@@ -56,7 +57,7 @@ export const searchRoutes = new Hono<AppEnv>().get("/", async (c) => {
   await spend(c.env, me, "searches");
   // Only rooms the caller belongs to now: leaving a room (or being removed) ends access at once.
   let rooms = (
-    await drizzle(c.env.DB)
+    await drizzle(directoryDb(c.env, me.tenantId))
       .select({ roomId: memberships.roomId })
       .from(memberships)
       .where(and(eq(memberships.tenantId, me.tenantId), eq(memberships.userId, me.userId)))

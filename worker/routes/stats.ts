@@ -13,6 +13,7 @@ import { presenceStub } from "../../durable-objects/presence.ts";
 import { ROOM_KINDS } from "../../protocol/index.ts";
 import { archivedEvents, attachments, deadLetters, exports, ROLES, rooms, users } from "../db/schema.ts";
 import { ApiError } from "../errors.ts";
+import { directoryDb } from "../residency.ts";
 import { ADMIN_ROLES } from "../rooms.ts";
 import type { AppEnv } from "../types.ts";
 
@@ -50,7 +51,7 @@ export const statsRoutes = new Hono<AppEnv>().get("/", async (c) => {
   const me = c.get("identity");
   if (!ADMIN_ROLES.has(me.role)) throw new ApiError("forbidden", "only admins read the tenant's stats");
   const t = me.tenantId;
-  const db = drizzle(c.env.DB);
+  const db = drizzle(directoryDb(c.env, t));
   const isMessage = sql`${archivedEvents.kind} = 'message'`;
   const live = presenceOf(c.env, t);
   const [roomRows, userRows, [archive], [files], [letters], exportRows] = await db.batch([

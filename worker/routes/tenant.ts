@@ -13,6 +13,7 @@ import { audit } from "../audit.ts";
 import { rooms, tenants } from "../db/schema.ts";
 import { ApiError } from "../errors.ts";
 import { readJsonObject } from "../http.ts";
+import { directoryDb } from "../residency.ts";
 import { ADMIN_ROLES, roomStub } from "../rooms.ts";
 import type { AppEnv } from "../types.ts";
 
@@ -24,7 +25,11 @@ const PUSH_CONCURRENCY = 20;
 export const tenantRoutes = new Hono<AppEnv>()
   .get("/", async (c) => {
     const me = c.get("identity");
-    const row = await drizzle(c.env.DB).select().from(tenants).where(eq(tenants.id, me.tenantId)).get();
+    const row = await drizzle(directoryDb(c.env, me.tenantId))
+      .select()
+      .from(tenants)
+      .where(eq(tenants.id, me.tenantId))
+      .get();
     if (!row) throw new ApiError("not_found", "no such tenant");
     return c.json({ id: row.id, name: row.name, retentionDays: row.retentionDays });
   })
@@ -42,7 +47,7 @@ export const tenantRoutes = new Hono<AppEnv>()
         `retentionDays must be null (keep forever) or an integer from 1 to ${MAX_RETENTION_DAYS}`,
       );
     }
-    const db = drizzle(c.env.DB);
+    const db = drizzle(directoryDb(c.env, me.tenantId));
     await db.update(tenants).set({ retentionDays: days }).where(eq(tenants.id, me.tenantId));
     const ids = (
       await db.select({ id: rooms.id }).from(rooms).where(eq(rooms.tenantId, me.tenantId)).all()

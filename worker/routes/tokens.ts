@@ -12,6 +12,7 @@ import { apiTokens, memberships, rooms, users } from "../db/schema.ts";
 import { ApiError } from "../errors.ts";
 import { readJsonObject } from "../http.ts";
 import { newId } from "../ids.ts";
+import { directoryDb, jurisdictionOf } from "../residency.ts";
 import { ADMIN_ROLES, unenroll } from "../rooms.ts";
 import type { AppEnv } from "../types.ts";
 
@@ -41,7 +42,7 @@ export const tokenRoutes = new Hono<AppEnv>()
         throw new ApiError("bad_request", `rooms must be an array of 1-${MAX_SCOPED_ROOMS} room ids`);
       }
       scope = [...new Set(ids as string[])];
-      const found = await drizzle(c.env.DB)
+      const found = await drizzle(directoryDb(c.env, me.tenantId))
         .select({ id: rooms.id })
         .from(rooms)
         .where(and(eq(rooms.tenantId, me.tenantId), inArray(rooms.id, scope)))
@@ -51,8 +52,8 @@ export const tokenRoutes = new Hono<AppEnv>()
     const id = newId("k");
     const botId = newId("u");
     const now = Date.now();
-    const { token, hash } = await issueToken(id);
-    const db = drizzle(c.env.DB);
+    const { token, hash } = await issueToken(id, jurisdictionOf(c.env, me.tenantId));
+    const db = drizzle(directoryDb(c.env, me.tenantId));
     await db.batch([
       db.insert(users).values({
         id: botId,
@@ -79,7 +80,7 @@ export const tokenRoutes = new Hono<AppEnv>()
   })
   .get("/", async (c) => {
     const me = c.get("identity");
-    const rows = await drizzle(c.env.DB)
+    const rows = await drizzle(directoryDb(c.env, me.tenantId))
       .select()
       .from(apiTokens)
       .where(eq(apiTokens.tenantId, me.tenantId))
@@ -97,7 +98,7 @@ export const tokenRoutes = new Hono<AppEnv>()
   })
   .delete("/:tokenId", async (c) => {
     const me = c.get("identity");
-    const db = drizzle(c.env.DB);
+    const db = drizzle(directoryDb(c.env, me.tenantId));
     const token = await db
       .select()
       .from(apiTokens)

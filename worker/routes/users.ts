@@ -7,6 +7,7 @@ import { audit } from "../audit.ts";
 import { memberships, type Role, rooms, users } from "../db/schema.ts";
 import { ApiError } from "../errors.ts";
 import { readJsonObject } from "../http.ts";
+import { directoryDb } from "../residency.ts";
 import { ADMIN_ROLES, pushMember, unenroll } from "../rooms.ts";
 import type { AppEnv } from "../types.ts";
 
@@ -23,7 +24,7 @@ export const userRoutes = new Hono<AppEnv>()
     if (q.length > 100) throw new ApiError("bad_request", "q must be at most 100 characters");
     // instr, not LIKE: D1 caps LIKE patterns at 50 bytes, and q's own % and _ must match literally.
     const needle = q.toLowerCase();
-    const found = await drizzle(c.env.DB)
+    const found = await drizzle(directoryDb(c.env, me.tenantId))
       .select({ id: users.id, name: users.name, email: users.email, role: users.role })
       .from(users)
       .where(
@@ -44,7 +45,7 @@ export const userRoutes = new Hono<AppEnv>()
     const role = body.role as Role;
     if (!ASSIGNABLE.includes(role))
       throw new ApiError("bad_request", `role must be one of ${ASSIGNABLE.join(", ")}`);
-    const db = drizzle(c.env.DB);
+    const db = drizzle(directoryDb(c.env, me.tenantId));
     const user = await db
       .select()
       .from(users)

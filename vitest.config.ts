@@ -16,6 +16,7 @@ import { defineConfig } from "vitest/config";
 import { verifyCliBinding } from "./test/verify-cli.ts";
 
 const migrations = await readD1Migrations("./migrations");
+const historyMigrations = await readD1Migrations("./migrations/history");
 const { privateKey } = await generateKeyPair("RS256", { extractable: true });
 const devKey = JSON.stringify({ ...(await exportJWK(privateKey)), alg: "RS256", kid: "test" });
 const exportKeyPair = await generateKeyPair("Ed25519", { extractable: true });
@@ -67,6 +68,7 @@ function workerd(
         miniflare: {
           bindings: {
             TEST_MIGRATIONS: migrations,
+            TEST_HISTORY_MIGRATIONS: historyMigrations,
             AUTH_MODE: "dev",
             DEV_JWT_PRIVATE_JWK: devKey,
             EXPORT_SIGNING_JWK: exportKey,
@@ -115,6 +117,8 @@ export default defineConfig({
           // Search shards that fill with a handful of messages (test/pipeline/search-generations).
           PARLEY_SEARCH_SHARD_MESSAGES: "20",
           PARLEY_SEARCH_PARTS: "2",
+          // History shards that fill with a few large messages (test/pipeline/history-shards).
+          PARLEY_HISTORY_SHARD_BYTES: "65536",
         },
         { VERIFY_EXPORT_CLI: verifyCliBinding },
       ),

@@ -116,6 +116,14 @@ export interface Limits {
    * 0.5 GB of FTS5 index and rows at ~250 bytes a message, a twentieth of a Durable Object's 10 GB,
    * and small enough that a generation's broad query stays fast. */
   searchShardMessages: number;
+  /** D1 history (worker/history/placement.ts): a history shard past this many bytes takes no new
+   * period; its tenants' next periods go to other shards. 4 GB is 40% of D1's 10 GB cap, which
+   * leaves room for what is written between the check and the move, for the window's deletions to
+   * catch up, and for a restore; small values exist for tests. */
+  historyShardBytes: number;
+  /** Days of history the D1 shards keep (older rows are deleted by the scheduled job; R2 and the
+   * rooms keep everything). 90 days covers the queries people run across rooms (last quarter). */
+  historyDays: number;
   /** Hits one search returns (each part returns at most this many, merged by rank). */
   searchHits: number;
   /** Longest stored file name, in characters: enough for any real name, short enough for every
@@ -178,6 +186,8 @@ export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
   searchParts: 4,
   searchShardMessages: 2_000_000,
   searchHits: 50,
+  historyShardBytes: 4_000_000_000,
+  historyDays: 90,
   outboxDrainDelayMs: 200,
   outboxBatch: 500,
   outboxMaxBackoffMs: 60_000,
@@ -222,6 +232,8 @@ const OVERRIDES = {
   },
   PARLEY_USER_SEARCHES_PER_MINUTE: { key: "searchesPerUserPerMinute", min: 1, max: 1_000_000 },
   PARLEY_SEARCH_PARTS: { key: "searchParts", min: 1, max: 64 },
+  PARLEY_HISTORY_SHARD_BYTES: { key: "historyShardBytes", min: 16_384, max: 9_000_000_000 },
+  PARLEY_HISTORY_DAYS: { key: "historyDays", min: 1, max: 36_500 },
   // Small values exist for tests, which fill generations with a handful of messages.
   PARLEY_SEARCH_SHARD_MESSAGES: { key: "searchShardMessages", min: 2, max: 20_000_000 },
 } as const satisfies Record<string, { key: keyof Limits; min: number; max: number }>;

@@ -12,6 +12,9 @@
  * Nothing is written per event: a send moves two counters, a confirmation one (or inserts a range).
  */
 import type { Limits } from "../config/limits.ts";
+
+const DAY_MS = 24 * 60 * 60 * 1000;
+
 import type { RoomEvent } from "../protocol/index.ts";
 import type { ColdArchive } from "./room-cold.ts";
 import type { RoomLog, RoomMeta, StoredRow } from "./room-log.ts";
@@ -133,11 +136,15 @@ export class ArchiveFeed {
   /** The consumer holds these events (and these tombstones). Unknown or repeated seqs change
    * nothing. Returns whether the confirmed watermark moved. */
   confirm(events: readonly number[], tombstones: readonly number[] = []): boolean {
+    return this.#confirmRanges(rangesOf(events), rangesOf(tombstones));
+  }
+
+  #confirmRanges(events: readonly [number, number][], tombstones: readonly [number, number][]): boolean {
     const { log, storage } = this.#deps;
     return storage.transactionSync(() => {
       const before = log.counter("archive_confirmed");
-      for (const [from, to] of rangesOf(events)) {
-        if (to <= log.counter("archive_confirmed")) continue;
+      for (const [from, to] of events) {
+        if (to <= before) continue;
         this.#sql.exec(
           "INSERT INTO archive_acks (from_seq, to_seq) VALUES (?, ?) ON CONFLICT (from_seq) DO UPDATE SET to_seq = MAX(to_seq, excluded.to_seq)",
           from,
@@ -158,10 +165,9 @@ export class ArchiveFeed {
         log.setCounter("archive_confirmed", confirmed);
         this.#sql.exec("DELETE FROM archive_acks WHERE to_seq <= ?", confirmed);
       }
-      // Tombstones are sent in order from `archive_expired`; the ones confirmed from there move it.
+      // Tombstones are sent in order from `archive_expired`; confirmed ranges from there move it.
       let expired = log.counter("archive_expired");
-      const done = new Set(tombstones);
-      while (done.has(expired + 1)) expired += 1;
+      for (const [from, to] of tombstones) if (from <= expired + 1) expired = Math.max(expired, to);
       if (expired > log.counter("archive_expired")) log.setCounter("archive_expired", expired);
       return confirmed > before;
     });
@@ -181,6 +187,27 @@ export class ArchiveFeed {
     if (log.counter("archive_expired") < log.counter("archive_expire_sent"))
       times.push(log.counter("archive_expire_sent_at") + limits.archiveResendMs);
     return times.length === 0 ? null : Math.max(Math.min(...times), retryAt);
+  }
+
+  /**
+   * The D1 history keeps only its window (PARLEY_HISTORY_DAYS), so events older than it are not
+   * sent: they count as confirmed at once (a log shipped again after an upgrade sends only its
+   * window). Returns where sending starts now.
+   */
+  #skipOlderThanWindow(sent: number, until: number, now: number, what: "events" | "tombstones"): number {
+    const { log, limits } = this.#deps;
+    const first = log.firstSeqSince(sent, until, now - limits.historyDays * DAY_MS);
+    const through = first === null ? until : first - 1;
+    if (through <= sent) return sent;
+    const skipped: [number, number][] = [[sent + 1, through]];
+    if (what === "events") {
+      this.#confirmRanges(skipped, []);
+      log.setCounter("archive_sent", Math.max(log.counter("archive_sent"), through));
+    } else {
+      this.#confirmRanges([], skipped);
+      log.setCounter("archive_expire_sent", Math.max(log.counter("archive_expire_sent"), through));
+    }
+    return through;
   }
 
   /** Tombstones to send on their own: those of events already sent. An event expired before it was
@@ -204,6 +231,8 @@ export class ArchiveFeed {
     // Unconfirmed for too long: send it all again from the confirmed watermark.
     if (confirmed < sent && log.counter("archive_sent_at") + limits.archiveResendMs <= now) sent = confirmed;
     if (sent >= log.lastSeq) return;
+    sent = this.#skipOlderThanWindow(sent, log.lastSeq, now, "events");
+    if (sent >= log.lastSeq) return;
     const rows = await this.#deps.cold.fill(log.rowsAfter(sent, limits.outboxBatch));
     await this.#send(meta, rows);
     const through = rows.at(-1)?.seq ?? sent;
@@ -217,6 +246,8 @@ export class ArchiveFeed {
     let sent = log.counter("archive_expire_sent");
     if (done < sent && log.counter("archive_expire_sent_at") + limits.archiveResendMs <= now) sent = done;
     const expired = this.#tombstoneLimit();
+    if (sent >= expired) return;
+    sent = this.#skipOlderThanWindow(sent, expired, now, "tombstones");
     if (sent >= expired) return;
     // Tombstones live in SQLite (a cold segment is rewritten without them), so no R2 read.
     const rows = log.rowsAfter(sent, limits.outboxBatch, expired);

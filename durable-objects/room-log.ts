@@ -102,38 +102,12 @@ const MIGRATIONS: Migration[] = [
    ALTER TABLE events ADD COLUMN nonce TEXT;
    ALTER TABLE events ADD COLUMN content_hash TEXT;
    ALTER TABLE events ADD COLUMN meta_hash TEXT;`,
-  // v7: the D1 history is shipped by watermark (room-archive.ts), not by an outbox row per event.
-  // Whatever the outbox still held is unconfirmed: the watermarks start below its oldest row, so it
-  // is all sent again (the consumer is idempotent). Retention's tombstones waiting in the outbox
-  // start the tombstone watermark below the oldest of them.
-  (sql) => {
-    const value = (query: string) => sql.exec<{ v: number | null }>(query).one().v;
-    const lastSeq = value("SELECT MAX(seq) AS v FROM events") ?? 0;
-    const oldest = value("SELECT MIN(seq) AS v FROM outbox");
-    const confirmed = oldest === null ? lastSeq : oldest - 1;
-    const expiredSeq = Number(
-      sql.exec<{ value: string }>("SELECT value FROM meta WHERE key = 'expired_seq'").toArray()[0]?.value ??
-        0,
-    );
-    const oldestTombstone = value(
-      "SELECT MIN(o.seq) AS v FROM outbox o JOIN events e ON e.seq = o.seq WHERE e.kind = 'expired'",
-    );
-    const tombstones = oldestTombstone === null ? expiredSeq : Math.min(expiredSeq, oldestTombstone - 1);
-    for (const [key, v] of [
-      ["archive_confirmed", confirmed],
-      ["archive_sent", confirmed],
-      ["archive_expired", tombstones],
-      ["archive_expire_sent", tombstones],
-    ] as const) {
-      sql.exec(
-        "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-        key,
-        String(v),
-      );
-    }
-    sql.exec(`DROP TABLE outbox;
-      CREATE TABLE archive_acks (from_seq INTEGER PRIMARY KEY, to_seq INTEGER NOT NULL);`);
-  },
+  // v7: the D1 history is shipped by watermark (room-archive.ts), not by an outbox row per event,
+  // to history shards of its own (docs/architecture.md). Those start empty, so the watermarks start
+  // at 0: the room sends its log again (the part inside the history's window; room-archive.ts skips
+  // the rest), and the consumer is idempotent. Search, new too, starts from 0 the same way.
+  `DROP TABLE outbox;
+   CREATE TABLE archive_acks (from_seq INTEGER PRIMARY KEY, to_seq INTEGER NOT NULL);`,
 ];
 
 /** What the room keeps about its derived stores. Search (room-search.ts): `search_indexed` and
@@ -545,6 +519,19 @@ export class RoomLog {
       )
       .toArray()
       .map((r) => ({ ...r, deleted: r.deleted === 1 }));
+  }
+
+  /** The first seq after `after` (up to `until`) written at or after `ts`, or null. Events' times
+   * rise with their seqs, so this reads from `after` forward only as far as the first such event. */
+  firstSeqSince(after: number, until: number, ts: number): number | null {
+    return (
+      this.#one<{ seq: number | null }>(
+        "SELECT MIN(seq) AS seq FROM events WHERE seq > ? AND seq <= ? AND ts >= ?",
+        after,
+        until,
+        ts,
+      )?.seq ?? null
+    );
   }
 
   /** When each of these events was written (those the log holds a row for). */

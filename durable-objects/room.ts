@@ -312,6 +312,18 @@ export class Room extends DurableObject<Env> {
     };
   }
 
+  /** Brings the derived stores up to the log now: sends to search (and waits for it), and arms the
+   * alarm to send to the D1 history. What the catch-up route asks of idle rooms after an upgrade. */
+  async catchUp(): Promise<{ lastSeq: number; indexedThrough: number; archivedThrough: number }> {
+    const search = await this.searchSettled();
+    this.#wakeAt(Date.now());
+    return {
+      lastSeq: search.lastSeq,
+      indexedThrough: search.indexedThrough,
+      archivedThrough: this.#archive.archivedThrough,
+    };
+  }
+
   /** Where the room's D1 history and cold archive stand (operators, tests, the bench). */
   archiveState(): ArchiveState & { coldSeq: number; head: { seq: number; chain: string } } {
     return { ...this.#archive.state(), coldSeq: this.#cold.coldSeq, head: this.#log.head };

@@ -4,7 +4,7 @@ import { describe, expect, it } from "vitest";
 import type { RoomEvent } from "../protocol/index.ts";
 import type { ArchiveMessage } from "../worker/archive/consumer.ts";
 import worker from "../worker/index.ts";
-import { createRoom, login, type User, unique } from "./helpers.ts";
+import { createRoom, historyAll, historyDown, login, type User, unique } from "./helpers.ts";
 
 let ids = 0;
 function batchOf(messages: ArchiveMessage[], attempts = 1) {
@@ -21,22 +21,24 @@ async function deliver(messages: ArchiveMessage[], targetEnv: Env = env) {
   return getQueueResult(batch, ctx);
 }
 
+/** Events of today: the D1 history keeps a window (PARLEY_HISTORY_DAYS) and drops older ones. */
+const NOW = Date.now();
 const author = (u: User) => ({ id: u.id, name: u.name });
 const message = (u: User, seq: number, text: string): RoomEvent => ({
   kind: "message",
   seq,
-  ts: 1_000 + seq,
+  ts: NOW + seq,
   author: author(u),
   text,
 });
 
 async function archived(tenantId: string, roomId: string) {
-  const { results } = await env.DB.prepare(
-    "SELECT seq, kind, text, deleted, json FROM archived_events WHERE tenant_id = ? AND room_id = ? ORDER BY seq",
-  )
-    .bind(tenantId, roomId)
-    .all<{ seq: number; kind: string; text: string; deleted: number; json: string }>();
-  return results;
+  const rows = await historyAll<{ seq: number; kind: string; text: string; deleted: number; json: string }>(
+    "SELECT seq, kind, text, deleted, json FROM archived_events WHERE tenant_id = ? AND room_id = ?",
+    tenantId,
+    roomId,
+  );
+  return rows.sort((a, b) => a.seq - b.seq);
 }
 
 describe("the archive consumer", () => {
@@ -57,14 +59,7 @@ describe("the archive consumer", () => {
     const ada = await login(unique("t"));
     const roomId = await createRoom(ada);
     const msg = { tenantId: ada.tenant, roomId, event: message(ada, 1, "flaky") };
-    const failingDb = new Proxy(env.DB, {
-      get(target, prop) {
-        if (prop === "batch") return () => Promise.reject(new Error("D1_ERROR: simulated outage"));
-        const value = Reflect.get(target, prop);
-        return typeof value === "function" ? value.bind(target) : value;
-      },
-    });
-    const failed = await deliver([msg], { ...env, DB: failingDb });
+    const failed = await deliver([msg], historyDown(env));
     expect(failed.explicitAcks).toEqual([]);
     expect(failed.retryMessages).toMatchObject([{ msgId: expect.any(String) }]);
     expect(await archived(ada.tenant, roomId)).toEqual([]);
@@ -85,7 +80,7 @@ describe("the archive consumer", () => {
     const edit = (seq: number, target: number, text: string): RoomEvent => ({
       kind: "edit",
       seq,
-      ts: 2_000,
+      ts: NOW + 2_000,
       author: author(ada),
       target,
       text,
@@ -96,7 +91,9 @@ describe("the archive consumer", () => {
     await deliver([{ ...k, event: edit(2, 1, "second draft") }]);
     expect((await archived(ada.tenant, roomId)).find((r) => r.seq === 1)?.text).toBe("third draft");
     // A delete arriving before its message.
-    await deliver([{ ...k, event: { kind: "delete", seq: 5, ts: 3_000, author: author(ada), target: 4 } }]);
+    await deliver([
+      { ...k, event: { kind: "delete", seq: 5, ts: NOW + 3_000, author: author(ada), target: 4 } },
+    ]);
     await deliver([{ ...k, event: message(ada, 4, "regret this") }]);
     const rows = await archived(ada.tenant, roomId);
     expect(rows.find((r) => r.seq === 4)).toMatchObject({ text: "", deleted: 1 });
@@ -108,11 +105,11 @@ describe("the archive consumer", () => {
     const events = (roomId: string): ArchiveMessage[] =>
       [
         message(ada, 1, "first draft"),
-        { kind: "edit", seq: 2, ts: 2_000, author: author(ada), target: 1, text: "second draft" },
-        { kind: "edit", seq: 3, ts: 2_001, author: author(ada), target: 1, text: "third draft" },
+        { kind: "edit", seq: 2, ts: NOW + 2_000, author: author(ada), target: 1, text: "second draft" },
+        { kind: "edit", seq: 3, ts: NOW + 2_001, author: author(ada), target: 1, text: "third draft" },
         message(ada, 4, "regret this"),
-        { kind: "edit", seq: 5, ts: 2_002, author: author(ada), target: 4, text: "regret this more" },
-        { kind: "delete", seq: 6, ts: 3_000, author: author(ada), target: 4 },
+        { kind: "edit", seq: 5, ts: NOW + 2_002, author: author(ada), target: 4, text: "regret this more" },
+        { kind: "delete", seq: 6, ts: NOW + 3_000, author: author(ada), target: 4 },
         message(ada, 7, "keep me"),
       ].map((event) => ({ tenantId: ada.tenant, roomId, event: event as RoomEvent }));
     const orders: ((list: ArchiveMessage[]) => ArchiveMessage[])[] = [

@@ -2,7 +2,7 @@
  * @module Test clients that drive Parley through its public surface only: HTTP through the worker's
  * fetch handler and WebSockets through real upgrades, as an outside client would.
  */
-import { exports } from "cloudflare:workers";
+import { env, exports } from "cloudflare:workers";
 import {
   eventsOf,
   parseServerFrame,
@@ -11,6 +11,7 @@ import {
   type ServerFrame,
   utf8Bytes,
 } from "../protocol/index.ts";
+import { allHistoryShards } from "../worker/residency.ts";
 
 const ORIGIN = "http://parley.test";
 let counter = 0;
@@ -216,4 +217,35 @@ export class Client {
     if (frame?.type !== "ack") throw new Error(`send ${clientId} failed: ${JSON.stringify(frame)}`);
     return frame.seq;
   }
+}
+
+/** Runs a read on every D1 history shard and returns every row found (a row lives in one shard). */
+export async function historyAll<T>(query: string, ...binds: unknown[]): Promise<T[]> {
+  const out: T[] = [];
+  for (const { db } of allHistoryShards(env)) {
+    out.push(
+      ...(
+        await db
+          .prepare(query)
+          .bind(...binds)
+          .all<T>()
+      ).results,
+    );
+  }
+  return out;
+}
+
+/** `base` with every history shard failing its batches (a D1 outage). */
+export function historyDown(base: Env): Env {
+  const down = { ...base } as Record<string, unknown>;
+  for (const { name, db } of allHistoryShards(base)) {
+    down[name] = new Proxy(db, {
+      get(target, prop) {
+        if (prop === "batch") return () => Promise.reject(new Error("D1_ERROR: simulated outage"));
+        const value = Reflect.get(target, prop);
+        return typeof value === "function" ? value.bind(target) : value;
+      },
+    });
+  }
+  return down as unknown as Env;
 }

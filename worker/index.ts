@@ -8,6 +8,7 @@ import { limitsOf } from "../config/limits.ts";
 import { app } from "./app.ts";
 import { readAuthConfig } from "./auth/config.ts";
 import { readExportKeys } from "./exports/keys.ts";
+import { trimHistory } from "./history/window.ts";
 import { consumeQueue } from "./queues.ts";
 import { checkResidency } from "./residency.ts";
 
@@ -27,4 +28,8 @@ checkResidency(env);
 export default {
   fetch: app.fetch,
   queue: consumeQueue,
+  // The D1 history's window (wrangler.toml [triggers]).
+  scheduled: async (controller, env) => {
+    await trimHistory(env, controller.scheduledTime);
+  },
 } satisfies ExportedHandler<Env>;

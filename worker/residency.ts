@@ -3,8 +3,9 @@
  * (TENANT_JURISDICTIONS, or its Access configuration's `jurisdiction`) gets every Durable Object
  * through the jurisdiction-scoped namespace, every file in that jurisdiction's bucket, and its whole
  * directory (the tenant, its users, rooms, memberships, tokens, audit log, attachment and export
- * records, dead letters) in that jurisdiction's D1 database. Every namespace, bucket and database of
- * a tenant is chosen here, so nothing of a pinned tenant lands elsewhere.
+ * records, dead letters) in that jurisdiction's D1 database, and its history in that jurisdiction's
+ * history shards. Every namespace, bucket and database of a tenant is chosen here, so nothing of a
+ * pinned tenant lands elsewhere.
  */
 import { perEnv } from "../config/per-env.ts";
 import { TENANT_ID } from "../protocol/index.ts";
@@ -143,6 +144,56 @@ export function directoryDb(env: Env, tenantId: string): D1Database {
   return directoryIn(env, jurisdictionOf(env, tenantId));
 }
 
+/** A history shard: a D1 database bound as HISTORY_<n> (default jurisdiction) or HISTORY_<J>_<n>
+ * (e.g. HISTORY_EU_0). Which of a jurisdiction's shards holds a tenant's history, and when, is
+ * worker/history/placement.ts's. */
+export interface HistoryShard {
+  name: string;
+  db: D1Database;
+}
+
+const HISTORY_BINDING = /^HISTORY_(?:([A-Z]+)_)?(\d+)$/;
+
+/** Every history shard, by jurisdiction (undefined: the default), in binding order: found by name,
+ * so adding one is a binding in wrangler.toml and nothing else. */
+const historyOf = perEnv((env: Env): Map<Jurisdiction | undefined, HistoryShard[]> => {
+  const found = new Map<Jurisdiction | undefined, (HistoryShard & { n: number })[]>();
+  for (const [name, value] of Object.entries(env)) {
+    const m = HISTORY_BINDING.exec(name);
+    if (!m || typeof value !== "object" || value === null) continue;
+    const jurisdiction = m[1] === undefined ? undefined : (m[1].toLowerCase() as Jurisdiction);
+    found.set(jurisdiction, [
+      ...(found.get(jurisdiction) ?? []),
+      { name, db: value as D1Database, n: Number(m[2]) },
+    ]);
+  }
+  return new Map(
+    [...found].map(([j, shards]) => [
+      j,
+      shards.sort((a, b) => a.n - b.n).map(({ name, db }) => ({ name, db })),
+    ]),
+  );
+});
+
+/** The history shards of a jurisdiction (undefined: the default one). */
+export function historyShardsIn(env: Env, jurisdiction: Jurisdiction | undefined): HistoryShard[] {
+  return historyOf(env).get(jurisdiction) ?? [];
+}
+
+/** Every history shard this deployment binds, with its jurisdiction (the window's cleanup). */
+export function allHistoryShards(env: Env): (HistoryShard & { jurisdiction: Jurisdiction | undefined })[] {
+  return [...historyOf(env)].flatMap(([jurisdiction, shards]) => shards.map((s) => ({ ...s, jurisdiction })));
+}
+
+/** The history shard named `name` of a tenant's jurisdiction: never another jurisdiction's, even if
+ * a placement row said so. */
+export function historyShard(env: Env, tenantId: string, name: string): HistoryShard {
+  const shard = historyShardsIn(env, jurisdictionOf(env, tenantId)).find((s) => s.name === name);
+  if (!shard)
+    throw new Error(`tenant ${tenantId} is placed on ${name}, not a history shard of its jurisdiction`);
+  return shard;
+}
+
 /** Every directory database this deployment binds, the default one first: for the rare lookup that
  * cannot know its tenant first (an API token issued before tokens named their jurisdiction), and
  * for applying migrations to all of them. */
@@ -158,8 +209,10 @@ export function directories(env: Env): { jurisdiction: Jurisdiction | undefined;
 }
 
 /** Fails start-up on a malformed or contradictory pinning, and when a tenant is pinned to a
- * jurisdiction that has no files bucket or no directory database. */
+ * jurisdiction that has no files bucket, no directory database or no history shard. */
 export function checkResidency(env: Env): void {
+  if (historyShardsIn(env, undefined).length === 0)
+    throw new ResidencyError("this deployment binds no history shard (HISTORY_0, …)");
   for (const [tenant, jurisdiction] of residencyOf(env)) {
     const stores = STORES[jurisdiction];
     if (!stores) {
@@ -173,6 +226,11 @@ export function checkResidency(env: Env): void {
           `tenant ${tenant} is pinned to ${jurisdiction}, but this deployment does not bind ${binding}`,
         );
       }
+    }
+    if (historyShardsIn(env, jurisdiction).length === 0) {
+      throw new ResidencyError(
+        `tenant ${tenant} is pinned to ${jurisdiction}, but this deployment binds no history shard there (HISTORY_${jurisdiction.toUpperCase()}_0, …)`,
+      );
     }
   }
 }

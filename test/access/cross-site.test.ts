@@ -154,6 +154,7 @@ const FORGED: Record<string, (s: Setup) => Forged> = {
   "POST /api/tokens": () => ({ path: "/api/tokens", json: { name: "forged" } }),
   "DELETE /api/tokens/:tokenId": (s) => ({ path: `/api/tokens/${s.tokenId}` }),
   "PATCH /api/users/:userId": (s) => ({ path: `/api/users/${s.memberId}`, json: { role: "admin" } }),
+  "POST /api/admin/history/catch-up": () => ({ path: "/api/admin/history/catch-up" }),
 };
 
 /** The app's state-changing routes, from its own route table. */

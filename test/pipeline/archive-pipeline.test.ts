@@ -4,96 +4,36 @@
  * archive consumer, confirmation, resend, cold segments in R2, retention tombstones and exports.
  * This project runs with PARLEY_HOT_EVENTS=500 and PARLEY_SEGMENT_EVENTS=100.
  */
-import {
-  createExecutionContext,
-  createMessageBatch,
-  getQueueResult,
-  runInDurableObject,
-} from "cloudflare:test";
+import { runInDurableObject } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import type { Room } from "../../durable-objects/room.ts";
 import { verifyExport } from "../../protocol/export-verify.ts";
 import type { RoomEvent } from "../../protocol/index.ts";
-import type { ArchiveMessage } from "../../worker/archive/consumer.ts";
-import worker from "../../worker/index.ts";
-import { roomStub } from "../../worker/rooms.ts";
 import {
   api,
   authHeaders,
   Client,
   createRoom,
   fetchWorker,
+  historyAll,
+  historyDown,
   json,
   login,
   type User,
   unique,
 } from "../helpers.ts";
+import { alarm, deliver, drainAll, withFakeQueue } from "./queue.ts";
 
 const DAY = 24 * 60 * 60 * 1000;
 
-/** Stands in for the room-events queue inside one room object. */
-class FakeQueue {
-  sent: ArchiveMessage[] = [];
-  failing = false;
-  async send(body: ArchiveMessage): Promise<void> {
-    await this.sendBatch([{ body }]);
-  }
-  async sendBatch(messages: Iterable<{ body: ArchiveMessage }>): Promise<void> {
-    if (this.failing) throw new Error("queue unavailable (simulated)");
-    for (const m of messages) this.sent.push(m.body);
-  }
-  take(): ArchiveMessage[] {
-    const out = this.sent;
-    this.sent = [];
-    return out;
-  }
-}
-
-type Stub = DurableObjectStub<Room>;
-
-async function withFakeQueue(user: User, roomId: string): Promise<{ stub: Stub; queue: FakeQueue }> {
-  const stub = roomStub(env, user.tenant, roomId) as Stub;
-  const queue = new FakeQueue();
-  await runInDurableObject(stub, (room: Room) => {
-    const r = room as unknown as { env: Env };
-    r.env = { ...r.env, ROOM_EVENTS: queue as unknown as Queue };
-  });
-  return { stub, queue };
-}
-
-const alarm = (stub: Stub) => runInDurableObject(stub, (room: Room) => room.alarm());
-
-let ids = 0;
-async function deliver(messages: ArchiveMessage[], on: Env = env) {
-  const batch = createMessageBatch<unknown>(
-    "parley-room-events",
-    messages.map((body) => ({ id: `p${++ids}`, timestamp: new Date(), attempts: 1, body })),
-  );
-  const ctx = createExecutionContext();
-  await worker.queue(batch, on, ctx);
-  return getQueueResult(batch, ctx);
-}
-
-/** Runs alarms and delivers what they send until the D1 history has everything of the room. */
-async function drainAll(stub: Stub, queue: FakeQueue): Promise<void> {
-  for (let i = 0; i < 50; i++) {
-    const state = await stub.archiveState();
-    if (state.pending === 0) return;
-    await alarm(stub);
-    const sent = queue.take();
-    if (sent.length > 0) await deliver(sent);
-  }
-  throw new Error("the room did not catch up with the D1 history");
-}
-
 async function archivedRows(tenant: string, roomId: string) {
-  const { results } = await env.DB.prepare(
-    "SELECT seq, kind, text FROM archived_events WHERE tenant_id = ? AND room_id = ? ORDER BY seq",
-  )
-    .bind(tenant, roomId)
-    .all<{ seq: number; kind: string; text: string }>();
-  return results;
+  const rows = await historyAll<{ seq: number; kind: string; text: string }>(
+    "SELECT seq, kind, text FROM archived_events WHERE tenant_id = ? AND room_id = ?",
+    tenant,
+    roomId,
+  );
+  return rows.sort((a, b) => a.seq - b.seq);
 }
 
 async function history(user: User, roomId: string, query: string): Promise<RoomEvent[]> {
@@ -189,15 +129,6 @@ describe("shipping to the D1 history by watermark", () => {
   });
 });
 
-/** The archive's D1 during an outage: every batch write fails. */
-const downDb = new Proxy(env.DB, {
-  get(target, prop) {
-    if (prop === "batch") return () => Promise.reject(new Error("D1_ERROR: simulated outage"));
-    const value = Reflect.get(target, prop);
-    return typeof value === "function" ? value.bind(target) : value;
-  },
-});
-
 describe("a D1 outage during archiving", () => {
   it("keeps every event unconfirmed while D1 is down, then the archive catches up with each once", async () => {
     const ada = await login(unique("t"));
@@ -208,13 +139,13 @@ describe("a D1 outage during archiving", () => {
 
     const early = await sendMany(client, "early", 20);
     await alarm(stub);
-    const failed = await deliver(queue.take(), { ...env, DB: downDb });
+    const failed = await deliver(queue.take(), historyDown(env));
     expect(failed.explicitAcks).toEqual([]);
     expect(failed.retryMessages.length).toBeGreaterThanOrEqual(early.length);
     // Sending goes on during the outage; the room serves it as usual.
     const during = await sendMany(client, "during", 10);
     await alarm(stub);
-    await deliver(queue.take(), { ...env, DB: downDb });
+    await deliver(queue.take(), historyDown(env));
     const down = await stub.archiveState();
     expect(down.pending).toBe(down.lastSeq);
     expect(down.archivedThrough).toBe(0);
@@ -287,7 +218,7 @@ describe("cold segments, retention and export", () => {
     const text = await gunzipText((await env.FILES.get(segment?.key ?? "")) as R2ObjectBody);
     const line = text.split("\n").find((l) => l.startsWith(`{"seq":${victim},`));
     expect(JSON.parse(line ?? "{}")).toMatchObject({ seq: victim, text: "", deleted: true });
-    expect(text).not.toContain((original.get(victim) as { text: string }).text + '"');
+    expect(text).not.toContain(`${(original.get(victim) as { text: string }).text}"`);
 
     // Retention: exactly the events written before the cutoff become tombstones, everywhere.
     const cutoffTs = (original.get(150) as RoomEvent).ts + 1;
@@ -443,11 +374,12 @@ describe("cold segments, retention and export", () => {
       attachments: [{ id: newFile }],
     });
     await drainAll(stub, queue);
-    const archivedJson = await env.DB.prepare(
+    const [archivedJson] = await historyAll<{ json: string }>(
       "SELECT json FROM archived_events WHERE tenant_id = ? AND room_id = ? AND seq = ?",
-    )
-      .bind(ada.tenant, roomId, oldSeq)
-      .first<{ json: string }>();
+      ada.tenant,
+      roomId,
+      oldSeq,
+    );
     expect(archivedJson?.json).not.toContain(oldFile);
   });
 

@@ -59,7 +59,7 @@ const cases: [string, (t: string) => ArchiveMessage[]][] = [
 describe("archive statements", () => {
   for (const [name, make] of cases) {
     it(`stay within D1's ${D1_MAX_PARAMS} parameters and run as one batch: ${name}`, async () => {
-      const db = drizzle(env.DB);
+      const db = drizzle(env.HISTORY_0);
       const batch = make(unique("t"));
       const statements = archiveStatements(db, batch);
       const params = statements.map(
@@ -70,7 +70,7 @@ describe("archive statements", () => {
       if (!first) throw new Error("no statements");
       // Local D1 enforces the same limit: this fails if any statement binds too many.
       await db.batch([first, ...rest]);
-      const { results } = await env.DB.prepare(
+      const { results } = await env.HISTORY_0.prepare(
         "SELECT COUNT(*) AS n FROM archived_events WHERE tenant_id = ?",
       )
         .bind(batch[0]?.tenantId)

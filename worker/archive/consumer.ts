@@ -1,5 +1,6 @@
 /**
- * @module The room-events queue consumer: copies each room event into the D1 archive.
+ * @module The room-events queue consumer: copies each room event into the D1 history, on the
+ * shard its tenant's placement names (worker/history/placement.ts).
  *
  * Queues deliver at least once and in no guaranteed order, so every write is idempotent on
  * (tenant, room, seq) and order-independent: a message archived after its edit or its delete still
@@ -16,16 +17,18 @@ import { and, desc, eq, inArray, lt, type SQLWrapper, sql } from "drizzle-orm";
 import type { BatchItem } from "drizzle-orm/batch";
 import { type DrizzleD1Database, drizzle } from "drizzle-orm/d1";
 import { alias } from "drizzle-orm/sqlite-core";
+import { limitsOf } from "../../config/limits.ts";
 import type { ArchiveMessage } from "../../durable-objects/room-archive.ts";
 import type { RoomEvent } from "../../protocol/index.ts";
-import { archivedEvents } from "../db/schema.ts";
+import { archivedEvents } from "../db/history-schema.ts";
+import { noteWrite, placementsOf, shardAt, shardDb } from "../history/placement.ts";
 import { log } from "../observability/log.ts";
-import { directoryDb } from "../residency.ts";
 import { roomStub } from "../rooms.ts";
 
 export type { ArchiveMessage } from "../../durable-objects/room-archive.ts";
 
 const MAX_RETRY_DELAY_SECONDS = 300;
+const DAY_MS = 24 * 60 * 60 * 1000;
 
 function isArchiveMessage(body: unknown): body is ArchiveMessage {
   if (typeof body !== "object" || body === null) return false;
@@ -213,20 +216,8 @@ export async function consumeRoomEvents(
   env: Env,
   _ctx?: ExecutionContext,
 ): Promise<void> {
-  // Each tenant's events go to its own directory database (worker/residency.ts).
-  const byDirectory = new Map<D1Database, Message<ArchiveMessage>[]>();
-  for (const message of batch.messages) {
-    if (isArchiveMessage(message.body)) {
-      const directory = directoryDb(env, message.body.tenantId);
-      const list = byDirectory.get(directory) ?? [];
-      list.push(message as Message<ArchiveMessage>);
-      byDirectory.set(directory, list);
-    } else {
-      // Malformed: retrying will not fix it, but the dead-letter queue keeps it for an admin.
-      log({ event: "archive_malformed", id: message.id, attempts: message.attempts });
-      message.retry({ delaySeconds: MAX_RETRY_DELAY_SECONDS });
-    }
-  }
+  const now = Date.now();
+  const windowStart = now - limitsOf(env).historyDays * DAY_MS;
   const confirmed = new Map<
     string,
     { tenantId: string; roomId: string; seqs: number[]; tombstones: number[] }
@@ -245,21 +236,65 @@ export async function consumeRoomEvents(
     if (m.body.event.kind === "expired") room.tombstones.push(m.body.event.seq);
     confirmed.set(k, room);
   };
-  for (const [directory, valid] of byDirectory) {
-    const db = drizzle(directory);
+  // Each event goes to the history shard its tenant's placement names for its time (for an edit,
+  // deletion or reaction: its target's time, so a message and its changes share a shard).
+  const byShard = new Map<
+    string,
+    { db: D1Database; messages: Message<ArchiveMessage>[]; tenants: Set<string> }
+  >();
+  for (const message of batch.messages) {
+    if (!isArchiveMessage(message.body)) {
+      // Malformed: retrying will not fix it, but the dead-letter queue keeps it for an admin.
+      log({ event: "archive_malformed", id: message.id, attempts: message.attempts });
+      message.retry({ delaySeconds: MAX_RETRY_DELAY_SECONDS });
+      continue;
+    }
+    const m = message as Message<ArchiveMessage>;
+    const { tenantId, event, targetTs } = m.body;
+    const at = targetTs ?? event.ts;
+    // Older than the window (a log shipped again, a late retry): D1 keeps no such rows (the
+    // scheduled job deletes whatever is left of them), R2 and the room have them.
+    if (at < windowStart) {
+      archived(m);
+      continue;
+    }
+    try {
+      const name = shardAt(await placementsOf(env, tenantId, now), at);
+      const key = `${tenantId}\u0000${name}`;
+      const group = byShard.get(key) ?? {
+        db: shardDb(env, tenantId, name),
+        messages: [],
+        tenants: new Set(),
+      };
+      group.messages.push(m);
+      group.tenants.add(tenantId);
+      byShard.set(key, group);
+    } catch (err) {
+      log({
+        event: "archive_failed",
+        room: m.body.roomId,
+        seq: event.seq,
+        attempts: m.attempts,
+        error: String(err),
+      });
+      m.retry({ delaySeconds: Math.min(MAX_RETRY_DELAY_SECONDS, 2 ** m.attempts) });
+    }
+  }
+  for (const [key, { db: shard, messages, tenants }] of byShard) {
+    const db = drizzle(shard);
     try {
       // The whole batch in one D1 round trip (one transaction): the common case.
       await runBatch(
         db,
         archiveStatements(
           db,
-          valid.map((m) => m.body),
+          messages.map((m) => m.body),
         ),
       );
-      for (const m of valid) archived(m);
+      for (const m of messages) archived(m);
     } catch {
       // Something in the batch failed: one message at a time, so only the failing ones retry.
-      for (const m of valid) {
+      for (const m of messages) {
         try {
           await runBatch(db, archiveStatements(db, [m.body]));
           archived(m);
@@ -275,6 +310,13 @@ export async function consumeRoomEvents(
           m.retry({ delaySeconds });
         }
       }
+    }
+    // The shard's size after the write decides where its tenants' next periods go.
+    try {
+      const size = (await shard.prepare("SELECT 1").run()).meta.size_after;
+      await noteWrite(env, key.slice(key.indexOf("\u0000") + 1), size, [...tenants], now);
+    } catch (err) {
+      log({ event: "history_fill_check_failed", error: String(err) });
     }
   }
   // A lost confirmation only means the room sends those events again later (harmless).

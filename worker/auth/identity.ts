@@ -10,6 +10,7 @@ import { TENANT_ID } from "../../protocol/index.ts";
 import { audit } from "../audit.ts";
 import { type Role, tenants, users } from "../db/schema.ts";
 import { ApiError } from "../errors.ts";
+import { place } from "../history/placement.ts";
 import { newId } from "../ids.ts";
 import { directoryDb } from "../residency.ts";
 import { pushMember } from "../rooms.ts";
@@ -100,6 +101,8 @@ export async function provision(env: Env, profile: Profile): Promise<Identity> {
     .values({ id: profile.tenantId, name: profile.tenantName, createdAt: now })
     .onConflictDoNothing()
     .returning({ id: tenants.id });
+  // A new tenant is placed on a history shard of its jurisdiction at once (worker/history).
+  if (created.length > 0) await place(env, profile.tenantId, 0);
   const role: Role = profile.mappedRole ?? (created.length > 0 && profile.firstUserOwns ? "owner" : "member");
   await orm
     .insert(users)

@@ -1,7 +1,10 @@
 /**
- * @module The D1 schema (drizzle): the tenant directory and the cross-room index. Migrations in
- * migrations/ are generated from this file by `npm run db:generate` (drizzle-kit); never edit the
- * SQL by hand. Every table is keyed or filtered by tenant: a query without a tenant is a bug.
+ * @module The D1 schema (drizzle) of the directory, one database per jurisdiction (DB, DB_EU):
+ * tenants, users, rooms, memberships, tokens, audit, attachment and export records, dead letters and
+ * where each tenant's history lives. Migrations in migrations/ are generated from this file by
+ * `npm run db:generate` (drizzle-kit); never edit the SQL by hand (the FTS5 one, which drizzle
+ * cannot describe, is a `--custom` migration). The history shards have their own schema
+ * (history-schema.ts). Every table is keyed or filtered by tenant: a query without a tenant is a bug.
  */
 import { index, integer, primaryKey, sqliteTable, text, uniqueIndex } from "drizzle-orm/sqlite-core";
 import { ROOM_KINDS } from "../../protocol/index.ts";
@@ -118,11 +121,28 @@ export const auditLog = sqliteTable(
 );
 
 /**
- * The archive: every room event, copied from the room's log by the room-events queue consumer,
- * idempotently on (tenant, room, seq). `text` is the message's current text (edits applied by the
- * highest `text_seq`, cleared by a delete) and is what search indexes (archive_fts, migrations/0003).
+ * Where each tenant's D1 history lives (worker/history/placement.ts): from `from_ts` on, until the
+ * tenant's next placement, its events go to the history shard bound as `shard` (a binding name such
+ * as HISTORY_1) of its jurisdiction. A tenant is placed when it is created; a shard past its fill
+ * limit gets the tenant's next period on another shard.
  */
-export const archivedEvents = sqliteTable(
+export const historyPlacements = sqliteTable(
+  "history_placements",
+  {
+    tenantId: text("tenant_id").notNull(),
+    fromTs: integer("from_ts").notNull(),
+    shard: text("shard").notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.tenantId, t.fromTs] })],
+);
+
+/**
+ * The first round's archive (with its FTS5 index `archive_fts`, migrations/0003), which every tenant
+ * shared: nothing writes or reads it any more (the history shards and the search shards replaced
+ * it, docs/architecture.md). It stays one release, so that a rollback finds the tables its code
+ * expects (docs/deploy.md, "migrations only add"); the next release's migration drops both.
+ */
+export const legacyArchivedEvents = sqliteTable(
   "archived_events",
   {
     tenantId: text("tenant_id").notNull(),
@@ -140,8 +160,6 @@ export const archivedEvents = sqliteTable(
   },
   (t) => [
     primaryKey({ columns: [t.tenantId, t.roomId, t.seq] }),
-    // With seq last, the latest edit of a message (MAX(seq) by target) is read from the index alone;
-    // without it SQLite walked the room's primary key backwards: O(archived events) per message.
     index("archived_target").on(t.tenantId, t.roomId, t.target, t.seq),
   ],
 );

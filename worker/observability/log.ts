@@ -33,6 +33,12 @@ export type LogEvent =
   | { event: "archive_malformed"; id: string; attempts: number }
   | Failure<"archive_failed", { room: string; seq: number; attempts: number }>
   | Failure<"archive_confirm_failed", { room: string }>
+  /** A tenant's history moves on: its next period goes to another shard (worker/history/placement.ts). */
+  | { event: "history_tenant_moved"; tenant: string; from: string; to: string; bytes: number }
+  /** Every history shard of the tenant's jurisdiction is past its fill limit: add one. */
+  | { event: "history_shards_full"; tenant: string; shard: string; bytes: number }
+  | Failure<"history_fill_check_failed", Record<never, never>>
+  | Failure<"history_window_failed", { shard: string }>
   | { event: "dead_letter_recorded"; id: string; attempts: number }
   | Failure<"dead_letter_record_failed", { id: string; attempts: number }>
   | { event: "dead_letters_replayed"; tenant: string; count: number }
@@ -71,6 +77,10 @@ const LEVEL: { [E in LogEvent["event"]]: Level } = {
   archive_malformed: "error",
   archive_failed: "error",
   archive_confirm_failed: "error",
+  history_tenant_moved: "warn",
+  history_shards_full: "error",
+  history_fill_check_failed: "error",
+  history_window_failed: "error",
   dead_letter_recorded: "warn",
   dead_letter_record_failed: "error",
   dead_letters_replayed: "warn",

@@ -1,0 +1,52 @@
+/**
+ * The D1 history and search of a tenant pinned to the EU stay in the EU (vitest.config.ts pins
+ * `eu-umbrella`): its placement names an EU history shard, its events land in HISTORY_EU_* and in no
+ * default shard, and its search shards are reached through the EU namespace. The reverse for a
+ * tenant pinned nowhere.
+ */
+import { env } from "cloudflare:workers";
+import { describe, expect, it } from "vitest";
+import { allHistoryShards, directoryDb } from "../worker/residency.ts";
+import { roomStub } from "../worker/rooms.ts";
+import { Client, createRoom, login, unique } from "./helpers.ts";
+import { drainAll, withFakeQueue } from "./pipeline/queue.ts";
+
+async function shardsHolding(tenant: string): Promise<string[]> {
+  const names: string[] = [];
+  for (const { name, db } of allHistoryShards(env)) {
+    const row = await db
+      .prepare("SELECT COUNT(*) AS n FROM archived_events WHERE tenant_id = ?")
+      .bind(tenant)
+      .first<{ n: number }>();
+    if ((row?.n ?? 0) > 0) names.push(name);
+  }
+  return names;
+}
+
+describe("the D1 history of a pinned tenant", () => {
+  for (const [tenant, shards] of [
+    ["eu-umbrella", ["HISTORY_EU_0", "HISTORY_EU_1"]],
+    [unique("home"), ["HISTORY_0", "HISTORY_1"]],
+  ] as const) {
+    it(`stays on ${shards.join(" or ")} for ${tenant.startsWith("eu") ? "an EU tenant" : "a default tenant"}`, async () => {
+      const ada = await login(tenant);
+      const roomId = await createRoom(ada);
+      const { results } = await directoryDb(env, tenant)
+        .prepare("SELECT shard FROM history_placements WHERE tenant_id = ?")
+        .bind(tenant)
+        .all<{ shard: string }>();
+      expect(results.length).toBeGreaterThan(0);
+      for (const r of results) expect(shards).toContain(r.shard);
+      const { stub, queue } = await withFakeQueue(ada, roomId);
+      const client = await Client.open(ada, roomId);
+      await client.ready();
+      await client.sendMessage(unique("c"), "residency check");
+      await drainAll(stub, queue);
+      const holding = await shardsHolding(tenant);
+      expect(holding.length).toBe(1);
+      expect(shards).toContain(holding[0]);
+      expect((await roomStub(env, tenant, roomId).searchSettled()).indexedThrough).toBeGreaterThan(0);
+      client.close();
+    });
+  }
+});

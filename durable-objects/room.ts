@@ -30,7 +30,7 @@ import {
 } from "../protocol/index.ts";
 import { log } from "../worker/observability/log.ts";
 import { record } from "../worker/observability/metrics.ts";
-import { directoryDb, filesBucket } from "../worker/residency.ts";
+import { directoryDb, filesBucket, roomEventsQueue } from "../worker/residency.ts";
 import { ActivityBatch } from "./activity.ts";
 import { presenceStub, shardOf } from "./presence.ts";
 import { RateLimiter } from "./rate-limit.ts";
@@ -106,7 +106,7 @@ export class Room extends DurableObject<Env> {
       log: this.#log,
       cold: this.#cold,
       // Read when sending (tests put a queue of their own in `env`).
-      queue: () => this.env.ROOM_EVENTS,
+      queue: () => roomEventsQueue(this.env, this.#meta().tenantId),
     });
     this.#search = new SearchFeed({
       env,

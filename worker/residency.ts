@@ -3,8 +3,8 @@
  * (TENANT_JURISDICTIONS, or its Access configuration's `jurisdiction`) gets every Durable Object
  * through the jurisdiction-scoped namespace, every file in that jurisdiction's bucket, and its whole
  * directory (the tenant, its users, rooms, memberships, tokens, audit log, attachment and export
- * records, dead letters) in that jurisdiction's D1 database, and its history in that jurisdiction's
- * history shards. Every namespace, bucket and database of a tenant is chosen here, so nothing of a
+ * records, dead letters) in that jurisdiction's D1 database, its room events through that
+ * jurisdiction's queue, and its history in that jurisdiction's history shards. Every namespace, bucket and database of a tenant is chosen here, so nothing of a
  * pinned tenant lands elsewhere.
  */
 import { perEnv } from "../config/per-env.ts";
@@ -21,8 +21,11 @@ type BindingOf<T> = { [K in keyof Env]: Env[K] extends T ? K : never }[keyof Env
  * at start-up (`checkResidency`). Adding one: its bucket and database in wrangler.toml (every
  * environment), a line here, docs/deploy.md. */
 const STORES: Partial<
-  Record<Jurisdiction, { files: BindingOf<R2Bucket>; directory: BindingOf<D1Database> }>
-> = { eu: { files: "FILES_EU", directory: "DB_EU" } };
+  Record<
+    Jurisdiction,
+    { files: BindingOf<R2Bucket>; directory: BindingOf<D1Database>; roomEvents: BindingOf<Queue> }
+  >
+> = { eu: { files: "FILES_EU", directory: "DB_EU", roomEvents: "ROOM_EVENTS_EU" } };
 
 class ResidencyError extends Error {}
 
@@ -134,6 +137,12 @@ export function filesBucket(env: Env, tenantId: string): R2Bucket {
   return jurisdiction ? env[storesOf(jurisdiction).files] : env.FILES;
 }
 
+/** The queue a tenant's room events (message text) take on their way to its D1 history shards. */
+export function roomEventsQueue(env: Env, tenantId: string): Queue {
+  const jurisdiction = jurisdictionOf(env, tenantId);
+  return jurisdiction ? env[storesOf(jurisdiction).roomEvents] : env.ROOM_EVENTS;
+}
+
 /** The directory database of a jurisdiction (undefined: the default one). */
 export function directoryIn(env: Env, jurisdiction: Jurisdiction | undefined): D1Database {
   return jurisdiction ? env[storesOf(jurisdiction).directory] : env.DB;
@@ -220,7 +229,7 @@ export function checkResidency(env: Env): void {
         `tenant ${tenant} is pinned to ${jurisdiction}, which has no files bucket and directory database configured`,
       );
     }
-    for (const binding of [stores.files, stores.directory]) {
+    for (const binding of [stores.files, stores.directory, stores.roomEvents]) {
       if (!env[binding]) {
         throw new ResidencyError(
           `tenant ${tenant} is pinned to ${jurisdiction}, but this deployment does not bind ${binding}`,

@@ -41,7 +41,8 @@ export async function withFakeQueue(user: User, roomId: string): Promise<{ stub:
   const queue = new FakeQueue();
   await runInDurableObject(stub, (room: Room) => {
     const r = room as unknown as { env: Env };
-    r.env = { ...r.env, ROOM_EVENTS: queue as unknown as Queue };
+    // Whichever jurisdiction's queue the room's tenant takes.
+    r.env = { ...r.env, ROOM_EVENTS: queue as unknown as Queue, ROOM_EVENTS_EU: queue as unknown as Queue };
   });
   return { stub, queue };
 }

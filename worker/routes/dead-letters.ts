@@ -16,7 +16,7 @@ import { deadLetters } from "../db/schema.ts";
 import { ApiError } from "../errors.ts";
 import { intParam } from "../http.ts";
 import { log } from "../observability/log.ts";
-import { directoryDb } from "../residency.ts";
+import { directoryDb, roomEventsQueue } from "../residency.ts";
 import { ADMIN_ROLES } from "../rooms.ts";
 import type { AppEnv } from "../types.ts";
 
@@ -80,7 +80,7 @@ async function replay(env: Env, db: DrizzleD1Database, me: Identity, letters: Le
   let bytes = 0;
   const flush = async () => {
     if (chunk.length === 0) return;
-    await env.ROOM_EVENTS.sendBatch(
+    await roomEventsQueue(env, me.tenantId).sendBatch(
       chunk.map((l) => ({ body: JSON.parse(l.body) as unknown, contentType: "json" as const })),
     );
     const ids = JSON.stringify(chunk.map((l) => l.id));

@@ -6,7 +6,11 @@
  * sessions reconnect, resume and resend their outboxes on their own, waits until every outbox is
  * empty, then reads every room's log over HTTP and checks that every issued message is there
  * exactly once (at the seq it was acked with), with no gaps, and that what each session delivered
- * through `onEvent` is exactly the log's range it covered, once and in order.
+ * through `onEvent` is exactly the log's range it covered, once and in order. After the traffic it
+ * deletes a few acked messages and kills the runtime once more while they propagate; once the
+ * rooms report their search parts and D1 history shards caught up, it checks that every event of
+ * every log is in exactly one history shard with the log's text, every message is found by search
+ * exactly once by its own token, and no deleted message is found (scripts/chaos/stores.ts).
  *
  * Besides the senders, each room has readers that go away now and then for a few seconds (the
  * SDK's setNetwork(false), or a closed session followed by a new one started with `after`), so
@@ -29,6 +33,7 @@ import type { RoomEvent } from "../protocol/index.ts";
 import { Api, show, type User } from "./chaos/api.ts";
 import { ChaosClient, Ledger, newCounters, Violations } from "./chaos/client.ts";
 import { freePort, Runtime } from "./chaos/runtime.ts";
+import { checkStores, historyRows, waitForStores } from "./chaos/stores.ts";
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
@@ -93,6 +98,10 @@ const TIMEOUT_S = setting("timeout", 120 + SECONDS + KILLS * 30, 10);
 const START_TIMEOUT_MS = 60_000;
 const DRAIN_TIMEOUT_MS = 30_000;
 const RESYNC_TIMEOUT_MS = 20_000;
+/** How long the derived stores may take to catch up with the logs after the last restart. */
+const STORES_TIMEOUT_MS = 60_000;
+/** Acked messages deleted per room after the traffic, before a last kill. */
+const DELETES_PER_ROOM = 5;
 
 /** The schedule (kill moments, reader pauses) draws from its own generator, so a seed replays it. */
 const schedule = mulberry32(SEED);
@@ -259,6 +268,10 @@ async function run(): Promise<boolean> {
       PARLEY_USER_COMMANDS_PER_SECOND: "100000",
       PARLEY_REPLAY_CAP: "500",
       PARLEY_USER_ROOMS_PER_HOUR: "1000000",
+      // The derived stores' check searches every message, and what a kill took from the local
+      // queue is sent again after this (not the minute of the default).
+      PARLEY_USER_SEARCHES_PER_MINUTE: "1000000",
+      PARLEY_ARCHIVE_RESEND_MS: "2000",
     },
     startTimeoutMs: START_TIMEOUT_MS,
     log,
@@ -344,7 +357,111 @@ async function run(): Promise<boolean> {
   const stuck = clients.reduce((n, c) => n + c.waiting.size, 0);
   if (stuck > 0) violations.add("unacked", `${stuck} messages still in the outboxes after the drain`);
 
-  return verify(api, users, stuck);
+  // Deletions, then a kill while they travel to search and the D1 history.
+  const deleted = await deleteSome(api, users);
+  log(`deleted ${deleted} acked messages over HTTP; kill #${kills + 1} while they propagate`);
+  await rt.kill();
+  kills++;
+  await rt.start();
+  await resync();
+  // Every session comes back to the end of its room, the deletions included.
+  if (
+    !(await waitFor(
+      () => clients.every((c) => c.lastSeen >= (deletedTo.get(c.o.roomId) ?? 0)),
+      DRAIN_TIMEOUT_MS,
+    ))
+  ) {
+    log("not every session saw the deletions");
+  }
+
+  const logsOk = await verify(api, users, stuck);
+  const storesOk = await verifyStores(api, users);
+  return logsOk && storesOk;
+}
+
+/** Per room, the seq of its last deletion: where every session must get to after the last kill. */
+const deletedTo = new Map<string, number>();
+
+/** Deletes a few acked messages of each room (`DELETES_PER_ROOM`), each by its own sender. */
+async function deleteSome(api: Api, users: User[]): Promise<number> {
+  let n = 0;
+  for (const ledger of ledgers) {
+    const acked = [...ledger.acks.entries()];
+    for (let i = 0; i < DELETES_PER_ROOM && acked.length > 0; i++) {
+      const [clientId, seq] = acked.splice(Math.floor(schedule() * acked.length), 1)[0] as [string, number];
+      const sender = ledger.sent.get(clientId)?.sender ?? "";
+      const user = users[Number(/u(\d+)$/.exec(sender)?.[1] ?? -1)];
+      if (!user) continue;
+      const res = await api.request(user, "DELETE", `/api/rooms/${ledger.roomId}/messages/${seq}`);
+      if (res.status !== 201) throw new Error(`DELETE message ${seq} → ${res.status} ${show(res.body)}`);
+      ledger.deleted.add(clientId);
+      const deleteSeq = (res.body as { seq: number }).seq;
+      deletedTo.set(ledger.roomId, Math.max(deletedTo.get(ledger.roomId) ?? 0, deleteSeq));
+      n++;
+    }
+  }
+  return n;
+}
+
+/** The logs verify() read, by room: what the derived stores are checked against. */
+const logs = new Map<string, RoomEvent[]>();
+
+async function verifyStores(api: Api, users: User[]): Promise<boolean> {
+  const owner = users[0] as User;
+  const started = Date.now();
+  const states = await waitForStores(
+    api,
+    owner,
+    ledgers.map((l) => l.roomId),
+    STORES_TIMEOUT_MS,
+    log,
+  );
+  const behind = [...states.values()].filter(
+    (r) => r.indexedThrough < r.lastSeq || r.archivedThrough < r.lastSeq,
+  );
+  for (const r of behind) {
+    violations.add(
+      "stores-behind",
+      `${r.id}: search at ${r.indexedThrough}, history at ${r.archivedThrough}, log at ${r.lastSeq}`,
+    );
+  }
+  log(`derived stores caught up in ${((Date.now() - started) / 1000).toFixed(1)} s; checking them`);
+  const tokens = new Map<string, string>();
+  for (const ledger of ledgers) for (const [clientId, sent] of ledger.sent) tokens.set(clientId, sent.token);
+  const t = await checkStores({
+    api,
+    searcher: owner,
+    logs,
+    history: historyRows(root, stateDir, "chaos"),
+    tokens,
+    violations,
+  });
+  const rows: [string, string | number][] = [
+    ["rooms whose search and history caught up", `${states.size - behind.length} of ${ledgers.length}`],
+    [
+      "D1 history rows / missing / in two shards / wrong",
+      `${t.historyRows} / ${t.historyMissing} / ${t.historyDuplicated} / ${t.historyWrong}`,
+    ],
+    [
+      "messages searched / not found / found wrong or twice",
+      `${t.searched} / ${t.searchMissing} / ${t.searchDuplicated}`,
+    ],
+    ["deleted messages found by search", t.deletedFound],
+  ];
+  const width = Math.max(...rows.map(([k]) => k.length));
+  console.log("\nderived stores (search shards, D1 history shards)");
+  for (const [k, v] of rows) console.log(`  ${k.padEnd(width)}  ${v}`);
+  const failed =
+    behind.length > 0 ||
+    t.historyMissing +
+      t.historyDuplicated +
+      t.historyWrong +
+      t.searchMissing +
+      t.searchDuplicated +
+      t.deletedFound >
+      0;
+  console.log(`\nchaos stores: ${failed ? "FAIL" : "PASS"}`);
+  return !failed;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -388,6 +505,7 @@ async function verify(api: Api, users: User[], stuck: number): Promise<boolean> 
     const room = ledger.roomId;
     const { events, problems } = await api.history(reader, room, 0);
     for (const p of problems) violations.add("history", `${room}: ${p}`);
+    logs.set(room, events);
     t.logEvents += events.length;
     const bySeq = new Map<number, RoomEvent>();
     const seqsOf = new Map<string, number[]>();
@@ -427,9 +545,12 @@ async function verify(api: Api, users: User[], stuck: number): Promise<boolean> 
         t.duplicated += seqs.length - 1;
         violations.add("duplicated", `${room}: ${clientId} at seqs ${seqs.join(", ")}`);
       }
+      // A message deleted during the run keeps its seq without text; any other keeps its text.
+      const text = ledger.deleted.has(clientId) ? "" : sent.text;
       if (
         e.kind !== "message" ||
-        e.text !== sent.text ||
+        e.text !== text ||
+        (e.deleted === true) !== ledger.deleted.has(clientId) ||
         (sent.authorId !== "" && e.author?.id !== sent.authorId)
       ) {
         t.corrupted++;

@@ -18,6 +18,7 @@ import {
 } from "../../client/sdk/index.ts";
 import type { RoomEvent, ServerFrame } from "../../protocol/index.ts";
 import { type Api, show, type User } from "./api.ts";
+import { tokenOf } from "./stores.ts";
 
 /** What one room's clients learned, shared between them: the ground truth to check the log with. */
 export class Ledger {
@@ -29,7 +30,9 @@ export class Ledger {
   /** clientId → the seq of the first ack frame seen for it (a resend's ack must repeat it). */
   readonly ackFrames = new Map<string, number>();
   /** Every message issued: clientId → what the log must hold for it. */
-  readonly sent = new Map<string, { text: string; authorId: string; sender: string }>();
+  readonly sent = new Map<string, { text: string; authorId: string; sender: string; token: string }>();
+  /** clientIds of messages deleted during the run (their log entry keeps its seq, without text). */
+  readonly deleted = new Set<string>();
   /** clientIds the SDK put on a socket more than once: resent from its outbox after a reconnect. */
   readonly resent = new Set<string>();
   /** clientIds in an outbox once a killed runtime was gone: in flight at the kill, or issued while
@@ -322,9 +325,10 @@ export class ChaosClient {
   #issue(): void {
     const { ledger, user, key } = this.o;
     const n = ++this.issued;
-    const text = this.#text(n);
+    const token = tokenOf(key, n);
+    const text = this.#text(n, token);
     const { clientId, acked } = this.session.send(text);
-    ledger.sent.set(clientId, { text, authorId: user.id, sender: key });
+    ledger.sent.set(clientId, { text, authorId: user.id, sender: key, token });
     this.waiting.add(clientId);
     acked.then(
       (seq) => this.#acked(clientId, seq),
@@ -350,8 +354,9 @@ export class ChaosClient {
     violations.add("rejected", `${key}: ${clientId} refused with ${code}: ${show(String(err))}`);
   }
 
-  #text(n: number): string {
-    const words: string[] = [`chaos ${this.o.key} #${n}`];
+  /** A message's text: its sender and number, its own search token, then filler words. */
+  #text(n: number, token: string): string {
+    const words: string[] = [`chaos ${this.o.key} #${n} ${token}`];
     const count = Math.floor(this.o.random() * 12);
     for (let i = 0; i < count; i++) words.push(FILLER[Math.floor(this.o.random() * FILLER.length)] ?? "x");
     return words.join(" ");

@@ -138,8 +138,9 @@ export interface Limits {
   /** An event the archive has not confirmed this long after it was sent is sent again: queues
    * deliver at least once, but locally they live in memory and die with the process. */
   archiveResendMs: number;
-  /** Cold archive: the room keeps at least this many newest events in its SQLite (never fewer than
-   * `replayCap`, so a replay never reaches R2); older ones move to R2 segments of `segmentEvents`. */
+  /** The hot window: the room keeps the JSON of at least this many newest events in its SQLite
+   * (never fewer than `replayCap`, so a replay never reaches R2); older events are served from their
+   * segments in R2. Segments hold `segmentEvents` each, or fewer when sealed by age. */
   hotEvents: number;
   segmentEvents: number;
   /** R2 holds every room's complete history (docs/architecture.md, decision 4): the alarm seals the

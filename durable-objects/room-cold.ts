@@ -188,7 +188,7 @@ export class ColdArchive {
       throw new Error(`range ${range.from}-${range.to} is not whole in the log`);
     }
     const key = segmentKey(this.#deps.prefix(), range.from, range.to);
-    await this.#put(key, rows);
+    await this.#put(key, rows, range);
     const written = new Map(rows.map((r) => [r.seq, r.json]));
     const { lastTs, editTargets } = summary(rows);
     storage.transactionSync(() => {
@@ -313,7 +313,7 @@ export class ColdArchive {
           if (row) lines.push({ ...row, json: row.deleted ? scrubbedJson(line.row.json) : line.row.json });
           else lines.push(fullLine(seg, redact(line, redactions)).row);
         }
-        await this.#put(seg.key, lines);
+        await this.#put(seg.key, lines, seg);
         const { lastTs, editTargets } = summary(lines);
         this.#deps.storage.transactionSync(() => {
           this.#sql.exec(
@@ -520,13 +520,13 @@ export class ColdArchive {
       .map((r) => ({ from: r.from_seq, to: r.to_seq, key: r.object_key, dirty: r.dirty, lastTs: r.last_ts }));
   }
 
-  async #put(key: string, rows: readonly ExportRow[]): Promise<void> {
+  async #put(key: string, rows: readonly ExportRow[], range: { from: number; to: number }): Promise<void> {
     const body = new Blob([rows.map(segmentLine).join("\n"), "\n"])
       .stream()
       .pipeThrough(new CompressionStream("gzip"));
     await this.#deps.bucket().put(key, await new Response(body).arrayBuffer(), {
       httpMetadata: { contentType: "application/x-ndjson", contentEncoding: "gzip" },
-      customMetadata: { format: "2" },
+      customMetadata: { format: "2", from: String(range.from), to: String(range.to) },
     });
     this.#generation.set(key, (this.#generation.get(key) ?? 0) + 1);
     this.#cache.delete(key);

@@ -393,6 +393,47 @@ describe("reading a room past its floor", () => {
   });
 });
 
+describe("shipping from a watermark older than the floor", () => {
+  it("rebuilds search and the D1 history from R2 (an upgrade, a rebuild)", async () => {
+    const ada = await login(unique("t"), "Ada");
+    const roomId = await createRoom(ada);
+    const { stub, queue } = await withFakeQueue(ada, roomId);
+    // Neither store gets anything while the log runs past its floor: search's watermark is held
+    // ahead of the log, and what the room sends to the queue is never delivered.
+    await runInDurableObject(stub, (_r: Room, state) => {
+      state.storage.sql.exec(
+        "INSERT INTO meta (key, value) VALUES ('search_indexed', '1000000') ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+      );
+    });
+    const early = await send(ada, roomId, "the xylophonic early bird");
+    const client = await Client.open(ada, roomId);
+    await client.ready();
+    await sendMany(client, "v", 1200);
+    client.close();
+    const state = await settle(stub);
+    expect(state.floor).toBeGreaterThan(early);
+    queue.take();
+    expect(await searchFor(ada, "xylophonic")).toEqual([]);
+
+    // Both watermarks back to 0, as a rebuilt store (or the upgrade, docs/deploy.md) starts.
+    await runInDurableObject(stub, (_r: Room, s) => {
+      s.storage.sql.exec(
+        "UPDATE meta SET value = '0' WHERE key IN ('search_indexed', 'archive_confirmed', 'archive_sent', 'archive_sent_at')",
+      );
+    });
+    expect(await stub.searchSettled()).toMatchObject({ indexedThrough: state.lastSeq });
+    expect((await searchFor(ada, "xylophonic")).map((h) => h.seq)).toEqual([early]);
+    await drainAll(stub, queue);
+    const rows = await historyAll<{ seq: number; text: string }>(
+      "SELECT seq, text FROM archived_events WHERE tenant_id = ? AND room_id = ? ORDER BY seq",
+      ada.tenant,
+      roomId,
+    );
+    expect(rows.map((r) => r.seq)).toEqual(Array.from({ length: state.lastSeq }, (_, i) => i + 1));
+    expect(rows.find((r) => r.seq === early)?.text).toBe("the xylophonic early bird");
+  });
+});
+
 describe("commands on events older than the command window", () => {
   it("deletes a message below the floor: read from R2, then scrubbed from its segment, search and the D1 history", async () => {
     const ada = await login(unique("t"), "Ada");

@@ -444,7 +444,7 @@ export class ColdArchive {
     const floor = log.floor;
     let through = log.expiredThrough;
     while (through < floor) {
-      const segs = this.#segmentsOver(through + 1, floor).slice(0, 100);
+      const segs = this.#segmentsOver(through + 1, floor, 100);
       if (segs.length === 0) return through;
       for (const seg of segs) {
         const end = Math.min(seg.to, floor);
@@ -497,16 +497,18 @@ export class ColdArchive {
     return { expiredThrough: log.expiredThrough, deleted: log.redactions() };
   }
 
-  /** The segments holding any seq of [from, to], in order (the first is the last one starting at
-   * or before `from`: keyed by first seq, this reads the index, not the table). */
-  #segmentsOver(from: number, to: number): Segment[] {
+  /** The segments holding any seq of [from, to], in order, the first `limit` of them (-1: all).
+   * The first is the last one starting at or before `from`: keyed by first seq, this reads the
+   * index, not the table. */
+  #segmentsOver(from: number, to: number, limit = -1): Segment[] {
     return this.#segments(
       `SELECT from_seq, to_seq, object_key, dirty, last_ts FROM segments
        WHERE from_seq <= ? AND to_seq >= ? AND from_seq >= COALESCE((SELECT MAX(from_seq) FROM segments WHERE from_seq <= ?), 0)
-       ORDER BY from_seq`,
+       ORDER BY from_seq LIMIT ?`,
       to,
       from,
       from,
+      limit,
     );
   }
 

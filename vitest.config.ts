@@ -5,7 +5,7 @@
  *
  * Projects differ only in configuration: "core" (dev auth, a high per-user command rate so
  * concurrency tests are never throttled, two tenants pinned to the EU); "limits" (1 command/s, so throttling tests never depend on
- * machine speed, and small daily upload quotas); "pipeline" (small cold-archive thresholds); "access" (production auth: Cloudflare Access applications, an origin allow-list).
+ * machine speed, and small daily upload quotas); "pipeline" (small thresholds for segments and the room's windows); "access" (production auth: Cloudflare Access applications, an origin allow-list).
  * "scripts" runs Node-side scripts' tests in plain Node. "browser" is the other exception: plain Node driving chromium (test/browser) or raw TCP sockets
  * (test/system) against the real app (`npm start`'s server, started once per run by
  * test/browser/global-setup.ts).
@@ -103,7 +103,8 @@ export default defineConfig({
         PARLEY_USER_UPLOADS_PER_DAY: "5",
         PARLEY_USER_UPLOAD_BYTES_PER_DAY: "5000",
       }),
-      // Small cold-archive thresholds, so a test of a few hundred events reaches R2. Its exports can
+      // Small thresholds for segments and the room's windows, so a test of a few hundred events
+      // reaches R2, and one of a few thousand leaves events in R2 alone. Its exports can
       // hold real retention tombstones (a test may run a room's retention with a later clock), so
       // it may also run the verify-export CLI on them, in Node (test/verify-cli.ts).
       workerd(
@@ -114,6 +115,13 @@ export default defineConfig({
           PARLEY_HOT_EVENTS: "500",
           PARLEY_SEGMENT_EVENTS: "100",
           PARLEY_REPLAY_CAP: "500",
+          // Rows for the newest 1,000 events only, so a test of a few thousand events has events
+          // that live in R2 alone (test/pipeline/r2-window.test.ts).
+          PARLEY_COMMAND_WINDOW_EVENTS: "1000",
+          // Tests seal by age with a given clock (`room.seal(now)`); a minute is short next to the
+          // default hour yet longer than a test file runs, so no real alarm seals by age mid-test
+          // and where segments begin and end does not depend on the machine's speed.
+          PARLEY_SEAL_AFTER_MS: "60000",
           // Search shards that fill with a handful of messages (test/pipeline/search-generations).
           PARLEY_SEARCH_SHARD_MESSAGES: "20",
           PARLEY_SEARCH_PARTS: "2",

@@ -138,10 +138,23 @@ export interface Limits {
   /** An event the archive has not confirmed this long after it was sent is sent again: queues
    * deliver at least once, but locally they live in memory and die with the process. */
   archiveResendMs: number;
-  /** Cold archive: the room keeps at least this many newest events in its SQLite (never fewer than
-   * `replayCap`, so a replay never reaches R2); older ones move to R2 segments of `segmentEvents`. */
+  /** The hot window: the room keeps the JSON of at least this many newest events in its SQLite
+   * (never fewer than `replayCap`, so a replay never reaches R2); older events are served from their
+   * segments in R2. Segments hold `segmentEvents` each, or fewer when sealed by age. */
   hotEvents: number;
   segmentEvents: number;
+  /** R2 holds every room's complete history (docs/architecture.md, decision 4): the alarm seals the
+   * oldest unsealed events into a segment once `segmentEvents` of them are waiting, or once the
+   * oldest of them is this old, whichever comes first. An hour bounds what a quiet room has only in
+   * its own SQLite (the D1 history has it within seconds, so R2 is its second copy, not its first)
+   * while keeping a quiet room to at most 24 small segments a day. */
+  sealAfterMs: number;
+  /** The command window: the room keeps a slim row (ids, flags, commitments; ~100 bytes) for the
+   * newest this many events, and nothing for older ones, whose copy of record is their segment.
+   * Retries, edits and reactions work inside the window (a week of a very busy room at 200,000);
+   * deletes and replies read older targets back from R2. Never fewer than `hotEvents`. At ~100
+   * bytes a row it is ~20 MB of the object's 10 GB, whatever the room's age. */
+  commandWindowEvents: number;
   /** How often a room re-checks its retention policy and cleans up attachments. */
   housekeepingMs: number;
 }
@@ -194,6 +207,8 @@ export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
   archiveResendMs: 60_000,
   hotEvents: 20_000,
   segmentEvents: 1_000,
+  sealAfterMs: 60 * 60 * 1000,
+  commandWindowEvents: 200_000,
   housekeepingMs: 60 * 60 * 1000,
 });
 
@@ -212,6 +227,10 @@ const OVERRIDES = {
   PARLEY_ARCHIVE_RESEND_MS: { key: "archiveResendMs", min: 1000, max: 24 * 60 * 60 * 1000 },
   PARLEY_HOT_EVENTS: { key: "hotEvents", min: 500, max: 10_000_000 },
   PARLEY_SEGMENT_EVENTS: { key: "segmentEvents", min: 10, max: 100_000 },
+  // Small values exist for tests; a day at most, so R2 is never far behind a quiet room.
+  PARLEY_SEAL_AFTER_MS: { key: "sealAfterMs", min: 1000, max: 24 * 60 * 60 * 1000 },
+  // Raised to PARLEY_HOT_EVENTS when below it (in readLimits): the hot window's rows are rows.
+  PARLEY_COMMAND_WINDOW_EVENTS: { key: "commandWindowEvents", min: 500, max: 100_000_000 },
   // At least twice what a client may leave unconfirmed (RECEIVED_EVERY_BYTES), or a reader that
   // keeps up could be paused.
   PARLEY_FLOW_WINDOW_BYTES: { key: "flowWindowBytes", min: 512 * 1024, max: 64 * 1024 * 1024 },
@@ -260,6 +279,8 @@ export function readLimits(vars: LimitVars): Limits {
   limits.userCommandBurst = Math.max(DEFAULT_LIMITS.userCommandBurst, limits.userCommandsPerSecond * 2);
   // A replay is served from the room's SQLite, never from cold segments.
   limits.hotEvents = Math.max(limits.hotEvents, limits.replayCap);
+  // The hot window's events keep their rows (with their JSON), so the command window holds it.
+  limits.commandWindowEvents = Math.max(limits.commandWindowEvents, limits.hotEvents);
   // The text limit can never exceed what a frame can carry.
   limits.maxTextBytes = Math.min(limits.maxTextBytes, limits.maxFrameBytes - 1024);
   // A day's bytes that cannot hold one largest upload would refuse a valid file all day.

@@ -196,7 +196,7 @@ export class ArchiveFeed {
    */
   #skipOlderThanWindow(sent: number, until: number, now: number, what: "events" | "tombstones"): number {
     const { log, limits } = this.#deps;
-    const first = log.firstSeqSince(sent, until, now - limits.historyDays * DAY_MS);
+    const first = this.#deps.cold.firstSeqSince(sent, until, now - limits.historyDays * DAY_MS);
     const through = first === null ? until : first - 1;
     if (through <= sent) return sent;
     const skipped: [number, number][] = [[sent + 1, through]];
@@ -233,7 +233,7 @@ export class ArchiveFeed {
     if (sent >= log.lastSeq) return;
     sent = this.#skipOlderThanWindow(sent, log.lastSeq, now, "events");
     if (sent >= log.lastSeq) return;
-    const rows = await this.#deps.cold.fill(log.rowsAfter(sent, limits.outboxBatch));
+    const rows = await this.#deps.cold.readAfter(sent, limits.outboxBatch);
     await this.#send(meta, rows);
     const through = rows.at(-1)?.seq ?? sent;
     log.setCounter("archive_sent", through);
@@ -249,16 +249,17 @@ export class ArchiveFeed {
     if (sent >= expired) return;
     sent = this.#skipOlderThanWindow(sent, expired, now, "tombstones");
     if (sent >= expired) return;
-    // Tombstones live in SQLite (a cold segment is rewritten without them), so no R2 read.
-    const rows = log.rowsAfter(sent, limits.outboxBatch, expired);
+    // Below the command window they come from the segments, as retention left them.
+    const rows = await this.#deps.cold.readAfter(sent, limits.outboxBatch, expired);
     await this.#send(meta, rows);
     log.setCounter("archive_expire_sent", rows.at(-1)?.seq ?? sent);
     log.setCounter("archive_expire_sent_at", now);
   }
 
   async #send(meta: RoomMeta, rows: StoredRow[]): Promise<void> {
-    const targets = this.#deps.log.timesOf(
-      rows.map((r) => r.target).filter((t): t is number => t !== null && t !== undefined),
+    // A target older than the command window has no row: its time comes from its segment.
+    const targets = await this.#deps.cold.timesOf(
+      rows.map((r) => r.target).filter((t): t is number => t !== null),
     );
     for (const chunk of queueBatches(rows)) {
       await this.#deps.queue().sendBatch(
@@ -268,7 +269,7 @@ export class ArchiveFeed {
             roomId: meta.roomId,
             event: JSON.parse(r.json),
           };
-          const targetTs = r.target === null || r.target === undefined ? undefined : targets.get(r.target);
+          const targetTs = r.target === null ? undefined : targets.get(r.target);
           if (targetTs !== undefined) body.targetTs = targetTs;
           return { body, contentType: "json" as const };
         }),

@@ -129,6 +129,12 @@ export class RoomAttachments {
     this.#sql.exec("UPDATE attachments SET doomed = 1 WHERE seq = ?", seq);
   }
 
+  /** Dooms the attachments of every message in (after, through]: retention of events older than
+   * the room's command window, which it knows by range, not one by one. */
+  doomRange(after: number, through: number): void {
+    this.#sql.exec("UPDATE attachments SET doomed = 1 WHERE seq > ? AND seq <= ?", after, through);
+  }
+
   /** The attachment `userId` may download: referenced ones for any member, pending ones for their
    * uploader only, doomed ones for nobody. The caller checks membership. */
   readable(id: string, userId: string): AttachmentRecord | undefined {

@@ -4,7 +4,7 @@
  */
 import { type Failure, failure, mentionsIn, type SequencedCommand, type UserRef } from "../protocol/index.ts";
 import type { RoomAttachments } from "./room-attachments.ts";
-import type { AppendResult, RoomLog } from "./room-log.ts";
+import type { AppendResult, RoomLog, TargetRow } from "./room-log.ts";
 
 export interface Actor extends UserRef {
   /** The actor's tenant role: owners and admins may delete anyone's message. */
@@ -27,26 +27,66 @@ export interface CommandStores {
   maxAttachments: number;
 }
 
+/** Events older than the command window the rules need, read from their segments in R2 before the
+ * command runs (the room's `archivedTargetsOf`). */
+export type ArchivedTargets = ReadonlyMap<number, TargetRow>;
+
+/**
+ * The events older than the command window (at or below the log's floor, so without a row) that
+ * this command's rules read: a delete's target, a reply's thread root. Edits and reactions of such
+ * an event are refused without reading it, so they need none.
+ */
+export function archivedTargetsOf(log: RoomLog, cmd: SequencedCommand): number[] {
+  const seq = cmd.type === "delete" ? cmd.target : cmd.type === "send" ? cmd.threadRoot : undefined;
+  return seq !== undefined && seq <= log.floor ? [seq] : [];
+}
+
 /**
  * Applies one command: the idempotency check, the rules and the append run in one SQLite
- * transaction, so the seq is assigned together with the check on (author, clientId).
+ * transaction, so the seq is assigned together with the check on (author, clientId). `archived`
+ * holds what `archivedTargetsOf` named, read beforehand.
  */
 export function applyCommand(
   stores: CommandStores,
   actor: Actor,
   cmd: SequencedCommand,
   now: number,
+  archived: ArchivedTargets = new Map(),
 ): CommandResult {
-  return stores.log.transaction(() => decide(stores, actor, cmd, now));
+  return stores.log.transaction(() => decide(stores, actor, cmd, now, archived));
 }
 
-function decide(stores: CommandStores, actor: Actor, cmd: SequencedCommand, now: number): CommandResult {
+/** A message too old to change: edits and reactions reach back as far as the command window. */
+const TOO_OLD = "message too old to change";
+
+/**
+ * The event `seq` as the rules see it: its row, or for an event older than the command window what
+ * was read from its segment, brought up to date with what the log has learnt since the read (a
+ * delete appended, retention). Null when it is older and was not read.
+ */
+function targetOf(log: RoomLog, archived: ArchivedTargets, seq: number): TargetRow | undefined | null {
+  if (seq > log.floor) return log.target(seq);
+  const read = archived.get(seq);
+  if (!read) return null;
+  const now = log.belowFloor(seq);
+  if (now.expired) return { ...read, kind: "expired", deleted: true };
+  return now.deleted ? { ...read, deleted: true } : read;
+}
+
+function decide(
+  stores: CommandStores,
+  actor: Actor,
+  cmd: SequencedCommand,
+  now: number,
+  archived: ArchivedTargets,
+): CommandResult {
   const { log, attachments } = stores;
   const fail = (code: Failure["code"], message: string): CommandResult => ({
     ...failure(code, message),
     clientId: cmd.clientId,
   });
-  // A retry of a command that already committed answers its original seq, whatever happened since.
+  // A retry of a command that already committed answers its original seq, whatever happened since
+  // (within the command window: an older one has no row left to find, docs/protocol.md).
   const existing = log.seqForClientId(actor.id, cmd.clientId);
   if (existing !== undefined) return { ok: true, created: false, seq: existing };
 
@@ -54,7 +94,8 @@ function decide(stores: CommandStores, actor: Actor, cmd: SequencedCommand, now:
   switch (cmd.type) {
     case "send": {
       if (cmd.threadRoot !== undefined) {
-        const root = log.target(cmd.threadRoot);
+        const root = targetOf(log, archived, cmd.threadRoot);
+        if (root === null) return fail("conflict", TOO_OLD);
         if (root?.kind !== "message") return fail("not_found", `no message ${cmd.threadRoot} to reply to`);
         if (root.threadRoot !== null) return fail("bad_request", "threadRoot must be a top-level message");
       }
@@ -80,6 +121,7 @@ function decide(stores: CommandStores, actor: Actor, cmd: SequencedCommand, now:
       };
     }
     case "edit": {
+      if (cmd.target <= log.floor) return fail("conflict", TOO_OLD);
       const target = log.target(cmd.target);
       if (target?.kind !== "message") return fail("not_found", `no message ${cmd.target}`);
       if (target.authorId !== actor.id) return fail("forbidden", "only the author may edit a message");
@@ -97,7 +139,8 @@ function decide(stores: CommandStores, actor: Actor, cmd: SequencedCommand, now:
       };
     }
     case "delete": {
-      const target = log.target(cmd.target);
+      const target = targetOf(log, archived, cmd.target);
+      if (target === null) return fail("conflict", TOO_OLD);
       if (target?.kind !== "message") return fail("not_found", `no message ${cmd.target}`);
       if (target.authorId !== actor.id && !ADMIN_ROLES.has(actor.role)) {
         return fail("forbidden", "only the author or an admin may delete a message");
@@ -119,6 +162,7 @@ function decide(stores: CommandStores, actor: Actor, cmd: SequencedCommand, now:
       };
     }
     case "react": {
+      if (cmd.target <= log.floor) return fail("conflict", TOO_OLD);
       const target = log.target(cmd.target);
       if (target?.kind !== "message") return fail("not_found", `no message ${cmd.target}`);
       if (target.deleted) return fail("conflict", `message ${cmd.target} was deleted`);

@@ -13,8 +13,11 @@
  *   scheme 1 (`scheme` = 1); `meta.scheme1` lists their seq ranges for signed heads.
  * - The derived stores (search, the D1 history) are shipped to by watermark: every event through a
  *   store's watermark is confirmed there (room-search.ts, room-archive.ts).
- * - An event moved to a cold segment in R2 keeps its row with `json = ''` (room-cold.ts): seq,
- *   kind, author, clientId, target and flags stay, so idempotency and command rules still hold.
+ * - Every event is sealed into a segment in R2 soon after it is appended (room-cold.ts), with its
+ *   commitments. Past the hot window its row keeps `json = ''` (a slim row: seq, kind, author,
+ *   clientId, target, flags, digest, chain, commitments), so idempotency and command rules hold
+ *   without R2. Past the command window (`floor`) it has no row at all: its segment is its copy
+ *   of record, and reactions and mentions of it go with the row.
  * - An expired event (retention) becomes a tombstone: kind `expired`, no content, same seq.
  */
 import {
@@ -108,7 +111,68 @@ const MIGRATIONS: Migration[] = [
   // the rest), and the consumer is idempotent. Search, new too, starts from 0 the same way.
   `DROP TABLE outbox;
    CREATE TABLE archive_acks (from_seq INTEGER PRIMARY KEY, to_seq INTEGER NOT NULL);`,
+  // v8: R2 holds the complete history (docs/architecture.md, decision 4). Segments are sealed as
+  // soon as they are due, carry each event's commitments (format 2: protocol/chain.ts
+  // segmentLine) and keep retention's tombstones; rows older than the command window go. Segments
+  // of the old format (the event's JSON alone) are rewritten from the rows, which are all still
+  // here; `redactions` lists messages deleted while older than the command window until their
+  // segments are rewritten; `sealed_seq` starts where the old release had moved ranges to.
+  `ALTER TABLE segments ADD COLUMN format INTEGER NOT NULL DEFAULT 1;
+   ALTER TABLE segments ADD COLUMN last_ts INTEGER NOT NULL DEFAULT 0;
+   ALTER TABLE segments ADD COLUMN edit_targets TEXT NOT NULL DEFAULT '[]';
+   CREATE INDEX segments_dirty ON segments(from_seq) WHERE dirty > 0;
+   CREATE TABLE redactions (seq INTEGER PRIMARY KEY);
+   UPDATE segments SET dirty = dirty + 1,
+     last_ts = COALESCE((SELECT ts FROM events WHERE events.seq = segments.to_seq), 0);
+   INSERT INTO meta (key, value) SELECT 'sealed_seq', value FROM meta WHERE key = 'cold_seq';`,
+  // v8, continued: the old release deleted a segment once all its events had expired (their
+  // tombstones stayed in rows). Such ranges get a segment again, written from those rows.
+  (sql) => {
+    const meta = new Map(
+      sql
+        .exec<{ key: string; value: string }>("SELECT key, value FROM meta")
+        .toArray()
+        .map((r) => [r.key, r.value]),
+    );
+    const sealed = Number(meta.get("cold_seq") ?? 0);
+    const tenant = meta.get("tenantId");
+    const room = meta.get("roomId");
+    if (sealed === 0 || tenant === undefined || room === undefined) return;
+    const covered = sql
+      .exec<{ from_seq: number; to_seq: number }>("SELECT from_seq, to_seq FROM segments ORDER BY from_seq")
+      .toArray();
+    const gaps: [number, number][] = [];
+    let next = 1;
+    for (const seg of covered) {
+      if (seg.from_seq > next) gaps.push([next, seg.from_seq - 1]);
+      next = Math.max(next, seg.to_seq + 1);
+    }
+    if (next <= sealed) gaps.push([next, sealed]);
+    for (const [from, to] of gaps) {
+      for (let f = from; f <= to; f += LEGACY_GAP_EVENTS) {
+        const t = Math.min(to, f + LEGACY_GAP_EVENTS - 1);
+        const lastTs =
+          sql.exec<{ ts: number }>("SELECT ts FROM events WHERE seq = ?", t).toArray()[0]?.ts ?? 0;
+        sql.exec(
+          "INSERT INTO segments (from_seq, to_seq, object_key, dirty, last_ts) VALUES (?, ?, ?, 1, ?)",
+          f,
+          t,
+          segmentKey(`${tenant}/rooms/${room}`, f, t),
+          lastTs,
+        );
+      }
+    }
+  },
 ];
+
+/** Events per segment rebuilt for a range the old release had deleted (see migration v8). */
+const LEGACY_GAP_EVENTS = 1000;
+
+/** A segment's R2 key: `<tenant>/rooms/<room>/segments/<from>-<to>.ndjson.gz`, `from` zero-padded
+ * so that a listing sorts in seq order. */
+export function segmentKey(prefix: string, from: number, to: number): string {
+  return `${prefix}/segments/${String(from).padStart(12, "0")}-${to}.ndjson.gz`;
+}
 
 /** What the room keeps about its derived stores. Search (room-search.ts): `search_indexed` and
  * `search_expired`, the seqs through which its part has its events and its retention, and
@@ -157,15 +221,13 @@ export interface AppendExtras {
   apply?: (seq: number) => void;
 }
 
-/** An event as the log stores it. `json` is '' while the event's content lives in a cold segment. */
-export interface StoredRow {
-  seq: number;
-  json: string;
-  digest: string;
-  chain: string;
+/** An event as the log stores it, with its commitment (protocol/chain.ts): `json` is '' for a
+ * slim row (past the hot window: room-cold.ts fills it in from the event's segment). The same shape
+ * comes back from a segment for an event older than the command window. */
+export interface StoredRow extends ExportRow {
   deleted: boolean;
-  /** The event's target (edit, delete, reaction), when the query asked for it. */
-  target?: number | null;
+  /** The event's target (edit, delete, reaction), else null. */
+  target: number | null;
 }
 
 /** A message or edit with its text (and a message's attachments) removed, marked deleted. */
@@ -184,11 +246,6 @@ export function tombstoneJson(seq: number, ts: number): string {
   return JSON.stringify({ seq, kind: "expired", ts, author: RETENTION_AUTHOR } satisfies RoomEvent);
 }
 
-/** An event as the export reads it: its commitment besides its JSON ('' while cold). */
-export interface ExportStoredRow extends ExportRow {
-  deleted: boolean;
-}
-
 export type AppendResult = { created: true; seq: number; json: string } | { created: false; seq: number };
 
 export class RoomLog {
@@ -196,6 +253,9 @@ export class RoomLog {
   readonly #storage: DurableObjectStorage;
   #lastSeq: number;
   #chain = GENESIS;
+  /** Every event through this seq has no row (older than the command window): mirrors
+   * `meta.floor_seq`, which only `pruneThrough` moves. */
+  #floor = 0;
   #members: Map<string, Member> | null = null;
 
   constructor(storage: DurableObjectStorage) {
@@ -266,6 +326,28 @@ export class RoomLog {
   /** The chain link of the last event: the log's running hash (GENESIS when empty). */
   get head(): { seq: number; chain: string } {
     return { seq: this.#lastSeq, chain: this.#chain };
+  }
+
+  /** Events through this seq are older than the command window and have no row: their segments in
+   * R2 are their copy of record (room-cold.ts). 0 until the window first moves on. */
+  get floor(): number {
+    return this.#floor;
+  }
+
+  /**
+   * Drops the rows of every event through `seq` (older than the command window, each sealed into a
+   * clean segment: the caller, room-cold.ts, checks), and the reactions and mentions of those
+   * events, and records the new floor. Idempotent; never moves the floor back.
+   */
+  pruneThrough(seq: number): void {
+    this.transaction(() => {
+      if (seq <= this.#floor) return;
+      this.#sql.exec("DELETE FROM events WHERE seq > ? AND seq <= ?", this.#floor, seq);
+      this.#sql.exec("DELETE FROM reactions WHERE target <= ?", seq);
+      this.#sql.exec("DELETE FROM mentions WHERE seq <= ?", seq);
+      this.#setMetaValue("floor_seq", String(seq));
+      this.#floor = seq;
+    });
   }
 
   // ---- shipping to the derived stores (docs/architecture.md, decision 2) ----------------------
@@ -345,6 +427,7 @@ export class RoomLog {
     );
     this.#lastSeq = last?.seq ?? 0;
     this.#chain = last?.chain || GENESIS;
+    this.#floor = Number(this.#metaValue("floor_seq") ?? 0);
     this.#members = null;
   }
 
@@ -415,10 +498,37 @@ export class RoomLog {
     };
   }
 
-  /** Removes a message's text (and its edits' text) from the log; the seqs stay, and so does the
-   * content hash a tombstone is checked from, while the nonce goes with the text. Call inside `append`.
-   * For events already in a cold segment the row is flagged, which readers apply at once, and the
-   * segment is marked for rewriting without the text (room-cold.ts). */
+  /** What the log knows now, without R2, about an event older than the command window: whether
+   * retention has reached it, and whether a delete of it (a message) was appended. A command that
+   * read the event from its segment checks this again in its transaction (room-commands.ts). */
+  belowFloor(seq: number): { expired: boolean; deleted: boolean } {
+    return {
+      expired: seq <= this.expiredThrough,
+      deleted:
+        this.#one("SELECT 1 AS x FROM redactions WHERE seq = ?", seq) !== undefined ||
+        this.#one("SELECT 1 AS x FROM events WHERE target = ? AND kind = 'delete'", seq) !== undefined,
+    };
+  }
+
+  /** Messages deleted while older than the command window whose segments are not all rewritten
+   * yet: readers scrub them (and their edits) from the segments' lines meanwhile. */
+  redactions(): Set<number> {
+    return new Set(
+      this.#sql
+        .exec<{ seq: number }>("SELECT seq FROM redactions")
+        .toArray()
+        .map((r) => r.seq),
+    );
+  }
+
+  /**
+   * Removes a message's text (and its edits' text) from the log; the seqs stay, and so does the
+   * content hash a tombstone is checked from, while the nonce goes with the text. Call inside
+   * `append`. A row's segment is marked for rewriting without the text (room-cold.ts); readers of
+   * a slim row apply its flag at once. A message older than the command window has no row: it is
+   * recorded in `redactions`, and its segment and the segments holding edits of it (each segment
+   * lists the messages its edits target) are marked for rewriting.
+   */
   scrubMessage(target: number): void {
     for (const row of this.#sql
       .exec<{ seq: number; json: string }>(
@@ -427,19 +537,39 @@ export class RoomLog {
         target,
       )
       .toArray()) {
-      if (row.json === "") this.#markSegmentDirty(row.seq);
+      this.#markSegmentDirty(row.seq);
       this.#sql.exec(
         "UPDATE events SET json = ?, deleted = 1, nonce = NULL WHERE seq = ?",
         row.json === "" ? "" : scrubbedJson(row.json),
         row.seq,
       );
     }
+    if (target <= this.#floor) {
+      this.#sql.exec("INSERT OR IGNORE INTO redactions (seq) VALUES (?)", target);
+      this.#markSegmentDirty(target);
+      // Edits of it older than the window: only in segments after its own, up to the floor.
+      this.#sql.exec(
+        `UPDATE segments SET dirty = dirty + 1 WHERE from_seq > ? AND from_seq <= ?
+           AND EXISTS (SELECT 1 FROM json_each(segments.edit_targets) WHERE value = ?)`,
+        target,
+        this.#floor,
+        target,
+      );
+    }
     this.#sql.exec("DELETE FROM reactions WHERE target = ?", target);
     this.#sql.exec("DELETE FROM mentions WHERE seq = ?", target);
   }
 
-  #markSegmentDirty(seq: number): void {
-    this.#sql.exec("UPDATE segments SET dirty = dirty + 1 WHERE from_seq <= ? AND to_seq >= ?", seq, seq);
+  /** Marks the segments holding any seq of [from, to] for rewriting. Segments are contiguous and
+   * keyed by their first seq, so the first is the last one starting at or before `from`. */
+  #markSegmentDirty(from: number, to = from): void {
+    this.#sql.exec(
+      `UPDATE segments SET dirty = dirty + 1 WHERE from_seq <= ? AND to_seq >= ? AND from_seq >= COALESCE(
+         (SELECT MAX(from_seq) FROM segments WHERE from_seq <= ?), 0)`,
+      to,
+      from,
+      from,
+    );
   }
 
   /**
@@ -447,12 +577,14 @@ export class RoomLog {
    * `expired`, no content; seq, ts, metadata hash, digest and chain stay), drops their reactions and
    * mentions, and records how far and up to which cutoff retention has gone (for signed heads, and
    * the watermarks by which the D1 history and search drop them too). Returns the expired messages'
-   * seqs, so their attachments can be deleted.
+   * seqs, so their attachments can be deleted. Rows only: while retention has not reached the floor,
+   * `expireThrough` first takes it through the events older than the command window.
    */
   expireBefore(cutoffTs: number, limit: number): { expired: number; messages: number[]; more: boolean } {
     return this.transaction(() => {
       // Events expire in seq order (their ts rises with seq), from where the last pass stopped.
       const from = Number(this.#metaValue("expired_seq") ?? 0);
+      if (from < this.#floor) return { expired: 0, messages: [], more: false };
       const rows = this.#sql
         .exec<{ seq: number; kind: string; ts: number; json: string }>(
           "SELECT seq, kind, ts, json FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
@@ -469,7 +601,6 @@ export class RoomLog {
         if (row.kind === "expired") continue;
         expired += 1;
         if (row.kind === "message") messages.push(row.seq);
-        if (row.json === "") this.#markSegmentDirty(row.seq);
         this.#sql.exec(
           "UPDATE events SET kind = 'expired', json = ?, deleted = 1, target = NULL, thread_root = NULL, nonce = NULL, content_hash = NULL WHERE seq = ?",
           tombstoneJson(row.seq, row.ts),
@@ -478,6 +609,8 @@ export class RoomLog {
         this.#sql.exec("DELETE FROM reactions WHERE target = ?", row.seq);
         this.#sql.exec("DELETE FROM mentions WHERE seq = ?", row.seq);
       }
+      // Sealed events among them: their segments are rewritten with the tombstones.
+      if (through > from) this.#markSegmentDirty(from + 1, through);
       this.#setMetaValue("expired_seq", String(through));
       if (expired > 0 && cutoffTs > Number(this.#metaValue("expired_before") ?? 0)) {
         this.#setMetaValue("expired_before", String(cutoffTs));
@@ -485,6 +618,26 @@ export class RoomLog {
       // Expired by this code, so within `expired_before` already: nothing for `#reconcile` to read.
       this.#setMetaValue("expired_checked", String(through));
       return { expired, messages, more: rows.length === limit && through === rows.at(-1)?.seq };
+    });
+  }
+
+  /**
+   * Retention of events older than the command window (no rows: room-cold.ts found in their
+   * segments that every event in (from, through] was written before `cutoffTs`). Moves the
+   * watermark from `from` (if retention has not moved meanwhile) and marks their segments for
+   * rewriting with the tombstones, which readers apply from the watermark until then. Returns how
+   * many events expired (every one after the watermark is unexpired: it only moves forward).
+   */
+  expireThrough(from: number, through: number, cutoffTs: number): number {
+    return this.transaction(() => {
+      if (this.expiredThrough !== from || through <= from || through > this.#floor) return 0;
+      this.#markSegmentDirty(from + 1, through);
+      this.#setMetaValue("expired_seq", String(through));
+      if (cutoffTs > Number(this.#metaValue("expired_before") ?? 0)) {
+        this.#setMetaValue("expired_before", String(cutoffTs));
+      }
+      this.#setMetaValue("expired_checked", String(through));
+      return through - from;
     });
   }
 
@@ -500,9 +653,28 @@ export class RoomLog {
     );
   }
 
-  /** Events with seq in (after, until], ascending, at most `limit`, as stored: `json` is '' for an
-   * event in a cold segment (room-cold.ts fills it in). */
+  /** Events with seq in (after, until], ascending, at most `limit`, as stored: rows of the command
+   * window only (none at or below `floor`), `json` '' for a slim row. room-cold.ts reads the rest. */
   rowsAfter(after: number, limit: number, until = this.#lastSeq): StoredRow[] {
+    return this.#rows("seq > ? AND seq <= ? ORDER BY seq LIMIT ?", after, until, limit);
+  }
+
+  /** Rows with seq < before, the newest `limit` of them, ascending; as `rowsAfter`. */
+  rowsBefore(before: number, limit: number): StoredRow[] {
+    return this.#rows("seq < ? ORDER BY seq DESC LIMIT ?", before, limit).reverse();
+  }
+
+  /** The rows of [from, to] (what a segment of that range is written from). */
+  rowsIn(from: number, to: number): StoredRow[] {
+    return this.#rows("seq >= ? AND seq <= ? ORDER BY seq", from, to);
+  }
+
+  /** When this event was written, if it has a row. */
+  tsOf(seq: number): number | undefined {
+    return this.#one<{ ts: number }>("SELECT ts FROM events WHERE seq = ?", seq)?.ts;
+  }
+
+  #rows(where: string, ...params: SqlStorageValue[]): StoredRow[] {
     return this.#sql
       .exec<{
         seq: number;
@@ -511,14 +683,27 @@ export class RoomLog {
         chain: string;
         deleted: number;
         target: number | null;
+        scheme: number;
+        nonce: string | null;
+        content_hash: string | null;
+        meta_hash: string | null;
       }>(
-        "SELECT seq, json, digest, chain, deleted, target FROM events WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?",
-        after,
-        until,
-        limit,
+        `SELECT seq, json, digest, chain, deleted, target, scheme, nonce, content_hash, meta_hash FROM events WHERE ${where}`,
+        ...params,
       )
       .toArray()
-      .map((r) => ({ ...r, deleted: r.deleted === 1 }));
+      .map((r) => ({
+        seq: r.seq,
+        json: r.json,
+        digest: r.digest,
+        chain: r.chain,
+        deleted: r.deleted === 1,
+        target: r.target,
+        scheme: r.scheme === 2 ? 2 : 1,
+        nonce: r.nonce,
+        contentHash: r.content_hash,
+        metaHash: r.meta_hash,
+      }));
   }
 
   /** The first seq after `after` (up to `until`) written at or after `ts`, or null. Events' times
@@ -575,39 +760,6 @@ export class RoomLog {
       .map((r) => ({ seq: r.seq, json: r.json, deleted: r.deleted === 1 }));
   }
 
-  /** Events with seq > after, ascending, at most `limit`, with their commitments, for an export;
-   * cold ones as in `rowsAfter`. */
-  exportRowsAfter(after: number, limit: number): ExportStoredRow[] {
-    return this.#sql
-      .exec<{
-        seq: number;
-        json: string;
-        digest: string;
-        chain: string;
-        deleted: number;
-        scheme: number;
-        nonce: string | null;
-        content_hash: string | null;
-        meta_hash: string | null;
-      }>(
-        "SELECT seq, json, digest, chain, deleted, scheme, nonce, content_hash, meta_hash FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
-        after,
-        limit,
-      )
-      .toArray()
-      .map((r) => ({
-        seq: r.seq,
-        json: r.json,
-        digest: r.digest,
-        chain: r.chain,
-        deleted: r.deleted === 1,
-        scheme: r.scheme === 2 ? 2 : 1,
-        nonce: r.nonce,
-        contentHash: r.content_hash,
-        metaHash: r.meta_hash,
-      }));
-  }
-
   /** What a signed head states about the log now (protocol/chain.ts RoomHead). */
   headState(): RoomHead {
     return {
@@ -631,19 +783,6 @@ export class RoomLog {
         maxRows,
       )?.n ?? 0
     );
-  }
-
-  /** Events with seq < before, the newest `limit` of them, ascending; cold ones as in `rowsAfter`. */
-  rowsBefore(before: number, limit: number): StoredRow[] {
-    return this.#sql
-      .exec<{ seq: number; json: string; digest: string; chain: string; deleted: number }>(
-        "SELECT seq, json, digest, chain, deleted FROM events WHERE seq < ? ORDER BY seq DESC LIMIT ?",
-        before,
-        limit,
-      )
-      .toArray()
-      .map((r) => ({ ...r, deleted: r.deleted === 1 }))
-      .reverse();
   }
 
   // ---- reactions ---------------------------------------------------------------------------

@@ -117,7 +117,8 @@ export class SearchFeed {
     const indexed = roomLog.counter("search_indexed");
     const lastSeq = roomLog.lastSeq;
     if (indexed < lastSeq) {
-      const rows = await cold.fill(roomLog.rowsAfter(indexed, BATCH_EVENTS));
+      // From a watermark older than the command window (a rebuild, an upgrade): read from R2.
+      const rows = await cold.readAfter(indexed, BATCH_EVENTS);
       const through = rows.at(-1)?.seq ?? indexed;
       const ops = rows.map((r) => searchOpOf(r.json)).filter((op): op is SearchOp => op !== null);
       if (ops.length > 0) {

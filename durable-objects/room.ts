@@ -37,9 +37,16 @@ import { RateLimiter } from "./rate-limit.ts";
 import { ArchiveFeed, type ArchiveState } from "./room-archive.ts";
 import { type AttachmentRecord, deleteStored, RoomAttachments } from "./room-attachments.ts";
 import { ColdArchive } from "./room-cold.ts";
-import { type Actor, applyCommand, type CommandResult, type CommandStores } from "./room-commands.ts";
+import {
+  type Actor,
+  type ArchivedTargets,
+  applyCommand,
+  archivedTargetsOf,
+  type CommandResult,
+  type CommandStores,
+} from "./room-commands.ts";
 import { FallbackTransports, SSE_CHUNK_BYTES, type StreamState } from "./room-fallback.ts";
-import { type Member, RoomLog, type RoomMeta, type StoredRow } from "./room-log.ts";
+import { type Member, RoomLog, type RoomMeta, type StoredRow, type TargetRow } from "./room-log.ts";
 import { SearchFeed } from "./room-search.ts";
 import { closeQuietly, RoomSockets, type SocketInfo, send, sendError } from "./room-sockets.ts";
 
@@ -80,6 +87,10 @@ const KIND_OF: { [T in SequencedCommand["type"]]: RoomEvent["kind"] } = {
 /** Attachments deleted per cleanup round: one R2 delete and one D1 statement each. */
 const CLEANUP_BATCH = 50;
 
+/** Dirty segments one alarm pass rewrites (a read and a write of R2 each); the alarm comes back at
+ * once for the rest, so retention reaching many old segments never holds one pass long. */
+const REWRITES_PER_PASS = 4;
+
 export class Room extends DurableObject<Env> {
   readonly #log: RoomLog;
   readonly #archive: ArchiveFeed;
@@ -94,12 +105,21 @@ export class Room extends DurableObject<Env> {
   readonly #activity = new ActivityBatch();
   readonly #fallback: FallbackTransports;
   readonly #search: SearchFeed;
+  /** Per user, the command waiting for R2 that their next commands wait behind (see `#apply`). */
+  readonly #inFlight = new Map<string, Promise<void>>();
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     this.#limits = limitsOf(env);
     this.#log = new RoomLog(ctx.storage);
-    this.#cold = new ColdArchive(ctx.storage, () => filesBucket(env, this.#meta().tenantId));
+    this.#cold = new ColdArchive({
+      storage: ctx.storage,
+      log: this.#log,
+      limits: this.#limits,
+      // Read when used (tests put a bucket of their own in `env`, as they do a queue).
+      bucket: () => filesBucket(this.env, this.#meta().tenantId),
+      prefix: () => `${this.#meta().tenantId}/rooms/${this.#meta().roomId}`,
+    });
     this.#archive = new ArchiveFeed({
       storage: ctx.storage,
       limits: this.#limits,
@@ -223,30 +243,31 @@ export class Room extends DurableObject<Env> {
   }
 
   /** A sequenced command over HTTP: the same rules, limits and idempotency as over a socket. */
-  command(actor: Actor, cmd: SequencedCommand): CommandResult {
+  async command(actor: Actor, cmd: SequencedCommand): Promise<CommandResult> {
     const refused = this.#admit(actor.id);
-    const result: CommandResult = refused ? { ...refused, clientId: cmd.clientId } : this.#apply(actor, cmd);
+    const result: CommandResult = refused
+      ? { ...refused, clientId: cmd.clientId }
+      : await this.#apply(actor, cmd);
     if (!result.ok) this.#refused(result.code, cmd.type, "http");
     return result;
   }
 
   /** A page of the log as the JSON body `{"events":[…],"hasMore"}`, built from the stored JSON;
-   * pages older than the room's SQLite holds are read back from the cold segments in R2. */
+   * what the room's SQLite no longer holds is read back from the segments in R2. */
   async history(userId: string, q: HistoryQuery): Promise<{ ok: true; body: string } | Failure> {
     if (!this.#log.member(userId)) return failure("forbidden", "join the room to read it");
     const limit = q.limit;
     let rows: StoredRow[];
     let hasMore: boolean;
     if (q.after !== undefined) {
-      rows = this.#log.rowsAfter(q.after, limit + 1);
+      rows = await this.#cold.readAfter(q.after, limit + 1);
       hasMore = rows.length > limit;
       if (hasMore) rows.pop();
     } else {
-      rows = this.#log.rowsBefore(q.before ?? this.#log.lastSeq + 1, limit + 1);
+      rows = await this.#cold.readBefore(q.before ?? this.#log.lastSeq + 1, limit + 1);
       hasMore = rows.length > limit;
       if (hasMore) rows.shift();
     }
-    rows = await this.#cold.fill(rows);
     return { ok: true, body: `{"events":[${rows.map((r) => r.json).join(",")}],"hasMore":${hasMore}}` };
   }
 
@@ -324,9 +345,24 @@ export class Room extends DurableObject<Env> {
     };
   }
 
-  /** Where the room's D1 history and cold archive stand (operators, tests, the bench). */
-  archiveState(): ArchiveState & { coldSeq: number; head: { seq: number; chain: string } } {
-    return { ...this.#archive.state(), coldSeq: this.#cold.coldSeq, head: this.#log.head };
+  /** Where the room's D1 history and its segments in R2 stand (operators, tests, the bench):
+   * `sealedSeq`, every event through it is in R2; `coldSeq`, past the hot window (no JSON in
+   * SQLite); `floor`, past the command window (no row); `dirtySegments`, waiting for a rewrite. */
+  archiveState(): ArchiveState & {
+    sealedSeq: number;
+    coldSeq: number;
+    floor: number;
+    dirtySegments: number;
+    head: { seq: number; chain: string };
+  } {
+    return {
+      ...this.#archive.state(),
+      sealedSeq: this.#cold.sealedSeq,
+      coldSeq: this.#cold.coldSeq,
+      floor: this.#log.floor,
+      dirtySegments: this.#cold.dirtySegments,
+      head: this.#log.head,
+    };
   }
 
   /** The tenant's retention policy (days to keep, or null: forever), applied by the next alarm. */
@@ -348,18 +384,24 @@ export class Room extends DurableObject<Env> {
   }
 
   /**
-   * Export lines (protocol/chain.ts) for up to `limit` events after `after`, cold ranges read back
-   * from R2. `head` is the room's head taken with these rows when they reach the end of the log,
-   * else null: the export job pages until it gets one, so its head is never older than a line it
-   * wrote (a redaction that changed a line it read is then in the file too, and within the head).
+   * Export lines (protocol/chain.ts) for up to `limit` events after `after`, what SQLite no longer
+   * holds read back from R2. `head` is the room's head taken with these rows when they reach the end
+   * of the log, else null: the export job pages until it gets one, so its head is never older than a
+   * line it wrote (a redaction that changed a line it read is then in the file too, and within the
+   * head). A page that starts older than the command window ends at the floor, without a head.
    */
   async exportRange(
     after: number,
     limit: number,
   ): Promise<{ lines: string[]; last: number; head: RoomHead | null }> {
     const roomId = this.#meta().roomId;
+    const floor = this.#log.floor;
+    if (after < floor) {
+      const rows = await this.#cold.readAfter(after, limit, floor);
+      return { lines: rows.map((r) => exportLine(roomId, r)), last: rows.at(-1)?.seq ?? after, head: null };
+    }
     // Rows and head in the same synchronous step: nothing can commit between them.
-    const stored = this.#log.exportRowsAfter(after, limit);
+    const stored = this.#log.rowsAfter(after, limit);
     const head = this.#log.headState();
     const last = stored.at(-1)?.seq ?? after;
     const rows = await this.#cold.fill(stored);
@@ -370,13 +412,13 @@ export class Room extends DurableObject<Env> {
     };
   }
 
-  // ---- the alarm: outbox, cold archive, retention ---------------------------------------------
+  // ---- the alarm: derived stores, segments, retention -------------------------------------------
 
   /**
    * One pass of the room's background work, each step bounded and independent of the others'
-   * failures: drain the outbox to the queue, move one range to a cold segment, rewrite one dirty
-   * segment, apply retention. Then re-arm for whatever is left. Alarms are at-least-once and every
-   * step is idempotent.
+   * failures: ship to the D1 history and to search, seal what is due into segments (and let the
+   * hot and command windows move on), rewrite dirty segments, apply retention. Then re-arm for
+   * whatever is left. Alarms are at-least-once and every step is idempotent.
    */
   override async alarm(): Promise<void> {
     this.#alarmAt = null;
@@ -384,11 +426,15 @@ export class Room extends DurableObject<Env> {
     if (!meta) return;
     await this.#step("archive", () => this.#archive.drain(meta, Date.now()));
     await this.#step("search", () => this.#search.fromAlarm(Date.now()));
-    await this.#step("cold", async () => {
-      const range = this.#cold.nextRange(this.#limits, this.#archive.archivedThrough, this.#log.lastSeq);
-      if (range) await this.#cold.move(range, `${meta.tenantId}/rooms/${meta.roomId}`);
-    });
-    await this.#step("segments", () => this.#cold.rewriteOneDirty());
+    // R2 failed lately: leave it alone until the backoff ends (the alarm is armed for then).
+    if (this.#cold.retryAt <= Date.now()) {
+      await this.#step("seal", () => this.#cold.maintain(Date.now()));
+      await this.#step("segments", async () => {
+        for (let i = 0; i < REWRITES_PER_PASS && (await this.#cold.rewriteOneDirty()); i++) {
+          // next dirty segment
+        }
+      });
+    }
     await this.#step("housekeeping", async () => {
       const now = Date.now();
       const retentionDue =
@@ -400,20 +446,47 @@ export class Room extends DurableObject<Env> {
     this.#scheduleNext();
   }
 
+  /** Sealing as the alarm does it, with a given clock (tests): what is due at `now` goes to R2, and
+   * the hot and command windows move on. Returns where the segments stand then. */
+  async seal(now: number): Promise<{ sealedSeq: number; coldSeq: number; floor: number }> {
+    await this.#cold.maintain(now);
+    this.#scheduleNext();
+    return { sealedSeq: this.#cold.sealedSeq, coldSeq: this.#cold.coldSeq, floor: this.#log.floor };
+  }
+
   /** Retention: events older than the policy become tombstones (and leave D1, search and R2 through
-   * the outbox and segment rewrites), their files are doomed, and files due for cleanup are
-   * deleted. Public so tests can run it with a given clock. */
+   * the watermarks and segment rewrites), their files are doomed, and files due for cleanup are
+   * deleted. Events older than the command window expire first, found in their segments. Public so
+   * tests can run it with a given clock. */
   async housekeep(now: number): Promise<{ expired: number }> {
     const days = this.#log.retentionDays;
     let expired = 0;
     if (days !== null) {
+      const cutoff = now - days * DAY_MS;
+      const from = this.#log.expiredThrough;
+      let through = from;
+      try {
+        through = await this.#cold.expiryPoint(cutoff);
+      } catch (err) {
+        // R2 could not be read: the events older than the command window wait for the next pass
+        // (within `housekeepingMs`), and so do the newer ones, which expire only after them.
+        log({ event: "room_alarm_step_failed", step: "retention", error: String(err) });
+      }
+      if (through > from) {
+        expired += this.#log.transaction(() => {
+          const n = this.#log.expireThrough(from, through, cutoff);
+          // Files of expired messages go with them (attachments belong to messages only).
+          if (n > 0) this.#attachments.doomRange(from, through);
+          return n;
+        });
+      }
       const result = this.#log.transaction(() => {
-        const r = this.#log.expireBefore(now - days * DAY_MS, 1000);
+        const r = this.#log.expireBefore(cutoff, 1000);
         // Files of expired messages go with them.
         for (const seq of r.messages) this.#attachments.doomMessage(seq);
         return r;
       });
-      expired = result.expired;
+      expired += result.expired;
       this.#housekeepingMore = result.more;
       if (expired > 0) this.#search.kick();
     }
@@ -436,12 +509,12 @@ export class Room extends DurableObject<Env> {
   /** Arms the alarm for the earliest work the stored state calls for. */
   #scheduleNext(): void {
     const now = Date.now();
-    const lastSeq = this.#log.lastSeq;
     const times: number[] = [];
     const archive = this.#archive.nextDue(now);
     if (archive !== null) times.push(archive);
-    if (this.#cold.nextRange(this.#limits, this.#archive.archivedThrough, lastSeq)) times.push(now);
-    if (this.#cold.hasDirty() || this.#housekeepingMore) times.push(now);
+    const segments = this.#cold.nextDue(now);
+    if (segments !== null) times.push(segments);
+    if (this.#housekeepingMore) times.push(now);
     const search = this.#search.nextDue(now);
     if (search !== null) times.push(search);
     if (this.#log.retentionDays !== null) {
@@ -537,13 +610,15 @@ export class Room extends DurableObject<Env> {
         return failure("bad_request", `after ${after} is beyond the log (lastSeq ${lastSeq})`);
       const left = deadline - Date.now();
       if (lastSeq > after || left <= 0) {
-        // Cold rows weigh nothing in SQLite's sum (their JSON is in R2): the budget is applied
-        // again once they are filled in.
-        const rows = (
-          await this.#cold.fill(
-            this.#log.jsonAfter(after, lastSeq, this.#limits.maxEventsPerFrame, SSE_CHUNK_BYTES),
-          )
-        ).filter(withinBudget(SSE_CHUNK_BYTES));
+        // Slim rows weigh nothing in SQLite's sum (their JSON is in R2), and events older than the
+        // command window have no row: the budget is applied again once they are read.
+        const read =
+          after < this.#log.floor
+            ? await this.#cold.readAfter(after, this.#limits.maxEventsPerFrame, lastSeq)
+            : await this.#cold.fill(
+                this.#log.jsonAfter(after, lastSeq, this.#limits.maxEventsPerFrame, SSE_CHUNK_BYTES),
+              );
+        const rows = read.filter(withinBudget(SSE_CHUNK_BYTES));
         return { ok: true, body: `{"events":[${rows.map((r) => r.json).join(",")}],"lastSeq":${lastSeq}}` };
       }
       if (!admitted) {
@@ -622,7 +697,7 @@ export class Room extends DurableObject<Env> {
       this.#sockets.strike(ws);
       return;
     }
-    this.#onFrame(ws, info, parsed.value);
+    await this.#onFrame(ws, info, parsed.value);
   }
 
   override async webSocketClose(ws: WebSocket, code: number, reason: string): Promise<void> {
@@ -638,7 +713,8 @@ export class Room extends DurableObject<Env> {
 
   // ---- frames ------------------------------------------------------------------------------
 
-  #onFrame(ws: WebSocket, info: SocketInfo, frame: ClientFrame): void {
+  /** Handles one frame; a promise only when a command waits for R2 (see `#apply`). */
+  #onFrame(ws: WebSocket, info: SocketInfo, frame: ClientFrame): undefined | Promise<void> {
     // Authorization on every command: a member removed since connecting is refused and closed.
     if (!this.#log.member(info.id)) {
       this.#sockets.close(ws, CLOSE.revoked);
@@ -674,27 +750,77 @@ export class Room extends DurableObject<Env> {
       }
       default: {
         const result = this.#apply(info, frame);
-        if (!result.ok) {
-          sendError(ws, result.code, result.message, result.clientId);
-          this.#refused(result.code, frame.type, "ws");
-          break;
-        }
-        // The ack waits behind the event in the same flush, so a sender sees its event, then its
-        // ack; either way the output gate holds both until the write is durable.
-        this.#sockets.queueAck(
-          ws,
-          JSON.stringify({ type: "ack", clientId: frame.clientId, seq: result.seq } satisfies ServerFrame),
-        );
+        if (result instanceof Promise) return result.then((r) => this.#answer(ws, frame, r));
+        this.#answer(ws, frame, result);
       }
     }
   }
 
-  #apply(actor: Actor, cmd: SequencedCommand): CommandResult {
+  #answer(ws: WebSocket, cmd: SequencedCommand, result: CommandResult): void {
+    if (!result.ok) {
+      sendError(ws, result.code, result.message, result.clientId);
+      this.#refused(result.code, cmd.type, "ws");
+      return;
+    }
+    // The ack waits behind the event in the same flush, so a sender sees its event, then its ack;
+    // either way the output gate holds both until the write is durable.
+    this.#sockets.queueAck(
+      ws,
+      JSON.stringify({ type: "ack", clientId: cmd.clientId, seq: result.seq } satisfies ServerFrame),
+    );
+  }
+
+  /**
+   * Runs a command now, or, when its rules need an event older than the command window (a delete's
+   * target, a reply's thread root: read from R2), once that is read. A user's commands commit in
+   * the order they came: while one of theirs waits for R2, their next ones wait behind it.
+   */
+  #apply(actor: Actor, cmd: SequencedCommand): CommandResult | Promise<CommandResult> {
+    const waiting = this.#inFlight.get(actor.id);
+    if (!waiting && archivedTargetsOf(this.#log, cmd).length === 0)
+      return this.#applyNow(actor, cmd, new Map());
+    const run = (waiting ?? Promise.resolve()).then(async () => {
+      let archived: ArchivedTargets = new Map();
+      // A retry is answered from its row before any rule, so it needs nothing from R2.
+      if (this.#log.seqForClientId(actor.id, cmd.clientId) === undefined) {
+        try {
+          archived = await this.#readArchived(archivedTargetsOf(this.#log, cmd));
+        } catch (err) {
+          log({ event: "room_archive_read_failed", room: this.#meta().roomId, error: String(err) });
+          return {
+            ...failure("internal", "could not read the room's archive; try again"),
+            clientId: cmd.clientId,
+          };
+        }
+      }
+      return this.#applyNow(actor, cmd, archived);
+    });
+    const tail = run.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.#inFlight.set(actor.id, tail);
+    void tail.then(() => {
+      if (this.#inFlight.get(actor.id) === tail) this.#inFlight.delete(actor.id);
+    });
+    return run;
+  }
+
+  async #readArchived(seqs: readonly number[]): Promise<ArchivedTargets> {
+    const read = new Map<number, TargetRow>();
+    for (const seq of seqs) {
+      const target = await this.#cold.targetOf(seq);
+      if (target) read.set(seq, target);
+    }
+    return read;
+  }
+
+  #applyNow(actor: Actor, cmd: SequencedCommand, archived: ArchivedTargets): CommandResult {
     const member = this.#log.member(actor.id);
     if (!member) return { ...failure("forbidden", "join the room first"), clientId: cmd.clientId };
     // The role that authorizes is the member's current one (updated by `updateMember` when an admin
     // changes it), not the one the socket was opened with.
-    const result = applyCommand(this.#stores, { ...actor, role: member.role }, cmd, Date.now());
+    const result = applyCommand(this.#stores, { ...actor, role: member.role }, cmd, Date.now(), archived);
     if (result.ok && result.created && cmd.type === "delete" && result.targetAuthor !== actor.id) {
       this.#auditAdminDeletion(actor, cmd.target, result.targetAuthor);
     }

@@ -317,18 +317,73 @@ export interface ExportRow {
  * the event as exported needs for its digest to be recomputed, and nothing more.
  */
 export function exportLine(room: string, row: ExportRow): string {
-  const head = `{"room":${JSON.stringify(room)},"seq":${row.seq}`;
+  return `{"room":${JSON.stringify(room)},${lineFields(row)}}`;
+}
+
+/**
+ * A line of a room's history segment in R2 (docs/protocol.md, "Archive"): an export line without
+ * its room, `{"seq","v"?,"digest","chain",<evidence>?,"event"}`. It carries what an export needs of
+ * the event, so the segment alone (no row in the room) still yields its export line.
+ */
+export function segmentLine(row: ExportRow): string {
+  return `{${lineFields(row)}}`;
+}
+
+function lineFields(row: ExportRow): string {
   const tail = `"digest":"${row.digest}","chain":"${row.chain}"`;
-  if (row.scheme === 1) return `${head},${tail},"event":${row.json}}`;
+  if (row.scheme === 1) return `"seq":${row.seq},${tail},"event":${row.json}`;
+  const [key, value] = evidenceOf(row);
+  if (value === null) throw new Error(`event ${row.seq} has no stored ${key}`);
+  return `"seq":${row.seq},"v":2,${tail},"${key}":"${value}","event":${row.json}`;
+}
+
+/** The evidence a scheme-2 event's line carries in its present state (see `exportLine`). */
+function evidenceOf(row: ExportRow): ["nonce" | "contentHash" | "metaHash", string | null] {
   const state = stateOf(JSON.parse(row.json) as RoomEvent);
-  const [key, value] =
-    state === "plain"
-      ? ["nonce", row.nonce]
-      : state === "deleted"
-        ? ["contentHash", row.contentHash]
-        : ["metaHash", row.metaHash];
-  if (value === null) throw new Error(`event ${row.seq} (${state}) has no stored ${key}`);
-  return `${head},"v":2,${tail},"${key}":"${value}","event":${row.json}}`;
+  return state === "plain"
+    ? ["nonce", row.nonce]
+    : state === "deleted"
+      ? ["contentHash", row.contentHash]
+      : ["metaHash", row.metaHash];
+}
+
+/**
+ * Reads a segment line back (`segmentLine`), or a line of the segments written before it existed,
+ * which held the event's JSON alone (then `digest` is ''). The event's JSON is returned byte for
+ * byte as written; the evidence of its state is the one commitment field that is not null.
+ */
+export function parseSegmentLine(line: string): ExportRow {
+  // An event has no `event` field, and a `"` inside a string is escaped: only the new form has this.
+  const at = line.indexOf(',"event":');
+  if (at < 0) {
+    const event = JSON.parse(line) as { seq: unknown };
+    if (!isSeq(event.seq)) throw new Error("segment line without a seq");
+    return {
+      seq: event.seq,
+      json: line,
+      digest: "",
+      chain: "",
+      scheme: 1,
+      nonce: null,
+      contentHash: null,
+      metaHash: null,
+    };
+  }
+  // The fields before the event are numbers and hex, so the first `,"event":` is the key's.
+  const head = JSON.parse(`${line.slice(0, at)}}`) as Record<string, unknown>;
+  const { seq, digest, chain } = head;
+  if (!isSeq(seq) || !isHash(digest) || !isHash(chain)) throw new Error("malformed segment line");
+  const text = (v: unknown): string | null => (typeof v === "string" ? v : null);
+  return {
+    seq,
+    json: line.slice(at + ',"event":'.length, -1),
+    digest,
+    chain,
+    scheme: head.v === 2 ? 2 : 1,
+    nonce: text(head.nonce),
+    contentHash: text(head.contentHash),
+    metaHash: text(head.metaHash),
+  };
 }
 
 // ---- heads ------------------------------------------------------------------------------------

@@ -171,7 +171,7 @@ describe("a D1 outage during archiving", () => {
 });
 
 describe("cold segments, retention and export", () => {
-  it("moves old ranges to R2, serves them back, scrubs a deleted message there, and expires by age", async () => {
+  it("seals every range to R2, serves old ones back, scrubs a deleted message there, and expires by age", async () => {
     const ada = await login(unique("t"));
     const roomId = await createRoom(ada);
     const { stub, queue } = await withFakeQueue(ada, roomId);
@@ -182,12 +182,18 @@ describe("cold segments, retention and export", () => {
     const original = new Map(client.events.map((e) => [e.seq, e]));
     await drainAll(stub, queue);
 
-    // Replays never read R2: the hot window is at least the replay cap.
+    // Every full range is sealed (R2 holds the history, not only its old part); replays never read
+    // R2, as the JSON of the hot window (at least the replay cap) stays in SQLite.
     for (let i = 0; i < 10 && (await stub.archiveState()).coldSeq < 200; i++) await alarm(stub);
     const state = await stub.archiveState();
-    expect(state.coldSeq).toBe(200);
+    expect(state).toMatchObject({ sealedSeq: 700, coldSeq: 200, floor: 0 });
     const prefix = `${ada.tenant}/rooms/${roomId}/segments/`;
-    expect((await env.FILES.list({ prefix })).objects).toHaveLength(2);
+    expect((await env.FILES.list({ prefix })).objects.map((o) => o.key.slice(prefix.length))).toEqual(
+      Array.from(
+        { length: 7 },
+        (_, i) => `${String(i * 100 + 1).padStart(12, "0")}-${i * 100 + 100}.ndjson.gz`,
+      ),
+    );
     const emptied = await runInDurableObject(
       stub,
       (_r: Room, s) =>
@@ -217,7 +223,13 @@ describe("cold segments, retention and export", () => {
     const segment = (await env.FILES.list({ prefix })).objects.find((o) => o.key.includes("000000000001-"));
     const text = await gunzipText((await env.FILES.get(segment?.key ?? "")) as R2ObjectBody);
     const line = text.split("\n").find((l) => l.startsWith(`{"seq":${victim},`));
-    expect(JSON.parse(line ?? "{}")).toMatchObject({ seq: victim, text: "", deleted: true });
+    // A line carries what an export needs besides the event: a deleted one, its content hash.
+    expect(JSON.parse(line ?? "{}")).toMatchObject({
+      seq: victim,
+      v: 2,
+      contentHash: expect.stringMatching(/^[0-9a-f]{64}$/),
+      event: { seq: victim, text: "", deleted: true },
+    });
     expect(text).not.toContain(`${(original.get(victim) as { text: string }).text}"`);
 
     // Retention: exactly the events written before the cutoff become tombstones, everywhere.
@@ -247,15 +259,28 @@ describe("cold segments, retention and export", () => {
     const rows = await archivedRows(ada.tenant, roomId);
     expect(rows.filter((r) => r.kind === "expired").map((r) => r.seq)).toEqual(expiring);
     expect(rows.filter((r) => r.kind === "expired" && r.text !== "")).toEqual([]);
-    // Segment 1–100 held only expired events: deleted. 101–200 keeps only what did not expire.
+    // R2 keeps the whole history, retention's tombstones included (each with the metadata hash it
+    // is checked from): segment 1–100 now holds only tombstones, 101–200 tombstones up to the cutoff.
     const left = (await env.FILES.list({ prefix })).objects.map((o) => o.key);
-    expect(left.some((k) => k.includes("000000000001-"))).toBe(false);
-    const second = await gunzipText((await env.FILES.get(left[0] ?? "")) as R2ObjectBody);
-    const kept = second
-      .split("\n")
-      .filter(Boolean)
-      .map((l) => (JSON.parse(l) as RoomEvent).seq);
-    expect(kept).toEqual(Array.from({ length: 100 }, (_, i) => i + 101).filter((s) => !expiring.includes(s)));
+    expect(left).toHaveLength(7);
+    for (const [key, from] of [
+      [left[0], 1],
+      [left[1], 101],
+    ] as const) {
+      const lines = (await gunzipText((await env.FILES.get(key ?? "")) as R2ObjectBody))
+        .split("\n")
+        .filter(Boolean)
+        .map((l) => JSON.parse(l) as { seq: number; metaHash?: string; event: RoomEvent });
+      expect(lines.map((l) => l.seq)).toEqual(Array.from({ length: 100 }, (_, i) => i + from));
+      for (const l of lines) {
+        if (!expiring.includes(l.seq)) continue;
+        expect(l.event).toEqual(all.find((e) => e.seq === l.seq));
+        expect(l.metaHash).toMatch(/^[0-9a-f]{64}$/);
+      }
+      expect(lines.filter((l) => !expiring.includes(l.seq)).every((l) => l.event.kind !== "expired")).toBe(
+        true,
+      );
+    }
     client.close();
 
     // Export: every event exactly once, in order, verifiable, ending on the live head.

@@ -26,6 +26,7 @@ import {
 } from "../export-forgery.ts";
 import { api, createRoom, fetchWorker, join, json, login, type User, unique } from "../helpers.ts";
 import type { CliRun } from "../verify-cli.ts";
+import { undoSchemaV8 } from "./legacy-room.ts";
 
 const DAY = 24 * 60 * 60 * 1000;
 
@@ -345,6 +346,7 @@ async function rewindToPreviousRelease(stub: DurableObjectStub<Room>): Promise<v
       DELETE FROM meta WHERE key LIKE 'archive_%';
       CREATE TABLE outbox (seq INTEGER PRIMARY KEY, sent_at INTEGER);
       CREATE INDEX outbox_sent ON outbox(sent_at);`);
+    undoSchemaV8(sql);
     sql.exec("UPDATE meta SET value = '5' WHERE key = 'schema_version'");
   });
   await evictDurableObject(stub);

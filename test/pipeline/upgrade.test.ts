@@ -15,6 +15,7 @@ import type { SearchHit } from "../../protocol/index.ts";
 import { allHistoryShards } from "../../worker/residency.ts";
 import { roomStub } from "../../worker/rooms.ts";
 import { api, createRoom, historyAll, json, login, type User, unique } from "../helpers.ts";
+import { undoSchemaV8 } from "./legacy-room.ts";
 import { drainAll, type Stub, withFakeQueue } from "./queue.ts";
 
 async function search(user: User, q: string): Promise<SearchHit[]> {
@@ -54,6 +55,7 @@ async function asLeftByPreviousRelease(user: User, roomId: string, stub: Stub): 
       DELETE FROM meta WHERE key LIKE 'search_%' OR key LIKE 'archive_%';
       CREATE TABLE outbox (seq INTEGER PRIMARY KEY, sent_at INTEGER);
       CREATE INDEX outbox_sent ON outbox(sent_at);`);
+    undoSchemaV8(sql);
     sql.exec("UPDATE meta SET value = '6' WHERE key = 'schema_version'");
     state.storage.kv.put("archive_retry_at", Date.now() + 3_600_000);
   });

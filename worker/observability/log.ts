@@ -51,6 +51,9 @@ export type LogEvent =
   | Failure<"presence_relay_failed", { shard: number }>
   | Failure<"audit_write_failed", { room: string }>
   | Failure<"room_alarm_step_failed", { step: string }>
+  /** A delete or reply older than the command window could not read its target from R2; the
+   * command was refused with `internal` and changed nothing (durable-objects/room-cold.ts). */
+  | Failure<"room_archive_read_failed", { room: string }>
   /** A room could not send its events to its search part; the alarm retries (durable-objects/room-search.ts). */
   | Failure<"search_ship_failed", { room: string; attempts: number }>
   | Failure<"metrics_write_failed", Record<never, never>>
@@ -94,6 +97,7 @@ const LEVEL: { [E in LogEvent["event"]]: Level } = {
   presence_relay_failed: "warn",
   audit_write_failed: "error",
   room_alarm_step_failed: "error",
+  room_archive_read_failed: "error",
   metrics_write_failed: "warn",
 };
 

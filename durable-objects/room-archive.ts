@@ -178,8 +178,13 @@ export class ArchiveFeed {
     const { log, limits, storage } = this.#deps;
     const retryAt = Number(storage.kv.get("archive_retry_at") ?? 0);
     const times: number[] = [];
+    // New events wait `outboxDrainDelayMs` after the last send, so that a busy room sends one
+    // batch per pass instead of a pass per commit; a full batch goes at once.
     const sent = log.counter("archive_sent");
-    if (sent < log.lastSeq) times.push(now);
+    const unsent = log.lastSeq - sent;
+    if (unsent >= limits.outboxBatch) times.push(now);
+    else if (unsent > 0)
+      times.push(Math.max(now, log.counter("archive_sent_at") + limits.outboxDrainDelayMs));
     if (log.counter("archive_confirmed") < sent)
       times.push(log.counter("archive_sent_at") + limits.archiveResendMs);
     const expired = this.#tombstoneLimit();

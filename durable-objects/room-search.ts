@@ -15,6 +15,8 @@ import { partOf, type SearchOp, type ShardAddress, searchStub } from "./search.t
 
 /** Events read per send: one RPC carries at most this many (each at most ~64 KiB of JSON). */
 const BATCH_EVENTS = 200;
+/** While a send is in flight the alarm checks back this much later (see `nextDue`). */
+const RECHECK_MS = 1000;
 
 /** What an event changes in the index, or null (members, reactions, room updates, deleted ones). */
 export function searchOpOf(json: string): SearchOp | null {
@@ -48,17 +50,35 @@ export class SearchFeed {
   /** After a failed send, when the alarm should try again (backoff), else 0. */
   #retryAt = 0;
   #attempts = 0;
+  /** When the last send started, and the timer that starts the next one once
+   * `searchShipIntervalMs` has passed since (a busy room's commits meanwhile go in one RPC). */
+  #lastStart = 0;
+  #timer: ReturnType<typeof setTimeout> | null = null;
 
   constructor(deps: SearchFeedDeps) {
     this.#deps = deps;
   }
 
-  /** Something was committed: send it now, or right after the send in flight. */
-  kick(): void {
+  /** Something was committed: send it now, or once the send in flight is done and the interval
+   * since it started has passed. `now` skips the interval (a caller that waits for the part). */
+  kick(now = false): void {
     if (this.#running) {
       this.#again = true;
       return;
     }
+    const wait = now ? 0 : this.#lastStart + this.#deps.limits.searchShipIntervalMs - Date.now();
+    if (wait > 0) {
+      this.#timer ??= setTimeout(() => {
+        this.#timer = null;
+        this.kick();
+      }, wait);
+      return;
+    }
+    if (this.#timer) {
+      clearTimeout(this.#timer);
+      this.#timer = null;
+    }
+    this.#lastStart = Date.now();
     this.#running = this.#run().finally(() => {
       this.#running = null;
       if (this.#again) {
@@ -70,7 +90,11 @@ export class SearchFeed {
 
   /** Resolves once nothing is being sent (tests, and the alarm before it decides). */
   async settle(): Promise<void> {
-    while (this.#running) await this.#running;
+    for (;;) {
+      if (this.#running) await this.#running;
+      else if (this.#timer) this.kick(true);
+      else return;
+    }
   }
 
   /** Whether the part lacks events or retention the room has. */
@@ -82,15 +106,22 @@ export class SearchFeed {
     );
   }
 
-  /** When the alarm should send next (null: nothing to send). */
+  /**
+   * When the alarm should send next (null: nothing to send). A send in flight or about to start
+   * will see to what is behind: the alarm only checks back later, in case this instance goes away
+   * first. Armed for now instead, every alarm would re-arm the next at once while a busy room's
+   * part is behind, and the alarm would run back to back.
+   */
   nextDue(now: number): number | null {
-    return this.behind ? Math.max(now, this.#retryAt) : null;
+    if (!this.behind) return null;
+    if (this.#running || this.#timer) return now + RECHECK_MS;
+    return Math.max(now, this.#retryAt);
   }
 
   /** One catch-up from the alarm, unless a send is in flight or backing off. */
   async fromAlarm(now: number): Promise<void> {
     if (this.#running || now < this.#retryAt || !this.behind) return this.settle();
-    this.kick();
+    this.kick(true);
     return this.settle();
   }
 

@@ -324,7 +324,7 @@ export class Room extends DurableObject<Env> {
   /** Waits until the room's search part has everything committed so far (or a send failed), and
    * says how far it has: for tests and the bench, which must not poll. */
   async searchSettled(): Promise<{ lastSeq: number; indexedThrough: number; expiredThrough: number }> {
-    this.#search.kick();
+    this.#search.kick(true);
     await this.#search.settle();
     return {
       lastSeq: this.#log.lastSeq,

@@ -257,6 +257,9 @@ export class RoomLog {
    * `meta.floor_seq`, which only `pruneThrough` moves. */
   #floor = 0;
   #members: Map<string, Member> | null = null;
+  /** The room's tenant, id, name and kind, read on every command: loaded on first use
+   * (`undefined` until then), written through by `setMeta`, forgotten on a rollback (`#reload`). */
+  #roomMeta: RoomMeta | null | undefined = undefined;
 
   constructor(storage: DurableObjectStorage) {
     this.#storage = storage;
@@ -370,14 +373,25 @@ export class RoomLog {
   // ---- room metadata -----------------------------------------------------------------------
 
   meta(): RoomMeta | null {
-    const rows = this.#sql.exec<{ key: string; value: string }>("SELECT key, value FROM meta").toArray();
-    const m = Object.fromEntries(rows.map((r) => [r.key, r.value]));
-    if (!m.tenantId || !m.roomId) return null;
-    return { tenantId: m.tenantId, roomId: m.roomId, name: m.name ?? "", kind: m.kind ?? "channel" };
+    if (this.#roomMeta === undefined) {
+      const m = Object.fromEntries(
+        this.#sql
+          .exec<{ key: string; value: string }>(
+            "SELECT key, value FROM meta WHERE key IN ('tenantId', 'roomId', 'name', 'kind')",
+          )
+          .toArray()
+          .map((r) => [r.key, r.value]),
+      );
+      this.#roomMeta =
+        m.tenantId && m.roomId
+          ? { tenantId: m.tenantId, roomId: m.roomId, name: m.name ?? "", kind: m.kind ?? "channel" }
+          : null;
+    }
+    return this.#roomMeta === null ? null : { ...this.#roomMeta };
   }
 
   setMeta(meta: RoomMeta): void {
-    this.#storage.transactionSync(() => {
+    this.transaction(() => {
       for (const [key, value] of Object.entries(meta)) {
         this.#sql.exec(
           "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
@@ -385,6 +399,7 @@ export class RoomLog {
           value,
         );
       }
+      this.#roomMeta = { ...meta };
     });
   }
 
@@ -422,6 +437,7 @@ export class RoomLog {
   }
 
   #reload(): void {
+    this.#roomMeta = undefined;
     const last = this.#one<{ seq: number; chain: string }>(
       "SELECT seq, chain FROM events ORDER BY seq DESC LIMIT 1",
     );

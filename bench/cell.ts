@@ -73,6 +73,10 @@ export interface CellResult {
   /** CPU used during the sending phase, as a fraction of one core. */
   clientCpu: number;
   serverCpu: number | null;
+  /** CPU milliseconds of all the server's workerd processes from the first send to the end of the
+   * drain (work the server defers past its acks, such as shipping to derived stores, included
+   * as far as it is done by then); null when the server's processes are not ours to read. */
+  serverCpuMs: number | null;
   clientBound: boolean;
   memory?: MemoryResult;
 }
@@ -547,6 +551,7 @@ export async function runCell(
     ackLatency: null,
     clientCpu: 0,
     serverCpu: null,
+    serverCpuMs: null,
     clientBound: false,
   };
   try {
@@ -587,6 +592,8 @@ export async function runCell(
 
     result.drainEnd = await drainCells([cell], opts.drainMs, opts.stallMs);
     result.drainMs = now() - sendEnd;
+    const srv2 = workerdSnapshot(target.server);
+    result.serverCpuMs = srv0.count > 0 ? (srv2.ticks - srv0.ticks) * 10 : null;
 
     // Accounting.
     const wallMs = sendEnd - start;

@@ -37,6 +37,13 @@ if (process.argv.slice(2).includes("--client")) {
   process.exit();
 }
 
+// `--fanout`: the 10-receiver cells for this design, the pre-shards design and BareDurable
+// (bench/fanout.ts), its own servers and "## Fan-out, old vs new" section.
+if (process.argv.slice(2).includes("--fanout")) {
+  await (await import("./fanout.ts")).runFanout(process.argv.slice(2));
+  process.exit();
+}
+
 // `--archive`: the archive lag and search bench (bench/archive.ts), likewise on its own server; it
 // writes only the "## Archive" section.
 if (process.argv.slice(2).includes("--archive")) {

@@ -69,6 +69,7 @@ export const SIDE_SECTIONS = [
   "## Idle sockets",
   "## Soak",
   "## Slow consumers",
+  "## Fan-out, old vs new",
 ] as const;
 
 /** The side sections `file` holds now (each from its heading to the next `## `), in file order. */

@@ -15,6 +15,8 @@ import { partOf, type SearchOp, type ShardAddress, searchStub } from "./search.t
 
 /** Events read per send: one RPC carries at most this many (each at most ~64 KiB of JSON). */
 const BATCH_EVENTS = 200;
+/** Committed events kept in memory for the next send (a part that far behind is read from the log). */
+const RECENT_EVENTS = 4 * BATCH_EVENTS;
 /** While a send is in flight the alarm checks back this much later (see `nextDue`). */
 const RECHECK_MS = 1000;
 
@@ -54,9 +56,22 @@ export class SearchFeed {
    * `searchShipIntervalMs` has passed since (a busy room's commits meanwhile go in one RPC). */
   #lastStart = 0;
   #timer: ReturnType<typeof setTimeout> | null = null;
+  /** Events committed by this instance and not yet confirmed by the part (seq → JSON), so that a
+   * send need not read back from SQLite what the room has just written; bounded, and a send whose
+   * range it does not cover whole reads the log as before. */
+  readonly #recent = new Map<number, string>();
+  /** The tenant's number of parts once known (it never changes for a tenant). */
+  #parts = 0;
 
   constructor(deps: SearchFeedDeps) {
     this.#deps = deps;
+  }
+
+  /** The room committed this event (its JSON as stored): keep it for the next send, and send. */
+  committed(seq: number, json: string): void {
+    if (this.#recent.size >= RECENT_EVENTS) this.#recent.clear();
+    this.#recent.set(seq, json);
+    this.kick();
   }
 
   /** Something was committed: send it now, or once the send in flight is done and the interval
@@ -148,8 +163,9 @@ export class SearchFeed {
     const indexed = roomLog.counter("search_indexed");
     const lastSeq = roomLog.lastSeq;
     if (indexed < lastSeq) {
-      // From a watermark older than the command window (a rebuild, an upgrade): read from R2.
-      const rows = await cold.readAfter(indexed, BATCH_EVENTS);
+      // What this instance committed since the watermark, from memory; otherwise from the log (and,
+      // from a watermark older than the command window, a rebuild or an upgrade, from R2).
+      const rows = this.#recentAfter(indexed, lastSeq) ?? (await cold.readAfter(indexed, BATCH_EVENTS));
       const through = rows.at(-1)?.seq ?? indexed;
       const ops = rows.map((r) => searchOpOf(r.json)).filter((op): op is SearchOp => op !== null);
       if (ops.length > 0) {
@@ -158,6 +174,7 @@ export class SearchFeed {
       }
       // Only forward: a concurrent send (there is none: one runs at a time) could not move it back.
       if (through > roomLog.counter("search_indexed")) roomLog.setCounter("search_indexed", through);
+      for (const seq of this.#recent.keys()) if (seq <= through) this.#recent.delete(seq);
       return true;
     }
     const expired = roomLog.expiredThrough;
@@ -170,16 +187,29 @@ export class SearchFeed {
     return false;
   }
 
+  /** The events (after, lastSeq], at most a batch, if this instance holds every one of them. A
+   * message deleted since is sent as it was, then its deletion: the part ends the same. */
+  #recentAfter(after: number, lastSeq: number): { seq: number; json: string }[] | null {
+    const rows: { seq: number; json: string }[] = [];
+    for (let seq = after + 1; seq <= Math.min(lastSeq, after + BATCH_EVENTS); seq++) {
+      const json = this.#recent.get(seq);
+      if (json === undefined) return null;
+      rows.push({ seq, json });
+    }
+    return rows;
+  }
+
   /** The coordinator of this room's part. The tenant's number of parts is asked of part 0 once and
    * kept: it never changes for a tenant. */
   async #address(meta: RoomMeta): Promise<ShardAddress> {
     const { log: roomLog, env, limits } = this.#deps;
-    let parts = roomLog.counter("search_parts");
+    let parts = this.#parts || roomLog.counter("search_parts");
     if (parts === 0) {
       const root = { tenantId: meta.tenantId, part: 0, gen: 0 };
       parts = (await searchStub(env, root).layout(root, limits.searchParts)).parts;
       roomLog.setCounter("search_parts", parts);
     }
+    this.#parts = parts;
     return { tenantId: meta.tenantId, part: partOf(meta.roomId, parts), gen: 0 };
   }
 }

@@ -909,7 +909,7 @@ export class Room extends DurableObject<Env> {
   #broadcast(json: string, seq: number, mentioned: readonly string[] = []): void {
     this.#sockets.publish(seq, json);
     // Findable a send after the commit (the output gate holds the send until the event is durable).
-    this.#search.kick();
+    this.#search.committed(seq, json);
     this.#wakeAt(Date.now() + this.#limits.outboxDrainDelayMs);
     if (this.#activity.add(seq, mentioned))
       setTimeout(() => this.#sendActivity(), this.#limits.activityWindowMs);

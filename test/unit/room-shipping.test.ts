@@ -148,4 +148,48 @@ describe("shipping to search", () => {
       expect(search.behind).toBe(false);
     });
   });
+
+  it("sends what the room just committed from memory, and reads the log for what it does not hold", async () => {
+    await inRoom(2, async (log) => {
+      const part = heldPart();
+      const meta: RoomMeta = { tenantId: "shipping", roomId: "r_recent", name: "s", kind: "channel" };
+      let logReads = 0;
+      const cold = {
+        readAfter: async (after: number, limit: number) => {
+          logReads += 1;
+          return log.rowsAfter(after, limit);
+        },
+      } as unknown as ColdArchive;
+      const limits = { ...DEFAULT_LIMITS, searchShipIntervalMs: 60_000 };
+      const search = new SearchFeed({ env: part.env, limits, log, cold, meta: () => meta });
+      // Events 1 and 2 were committed by an earlier instance: read from the log.
+      search.kick(true);
+      await vi.waitFor(() => expect(part.calls).toHaveLength(1));
+      part.releases.shift()?.();
+      await search.settle();
+      expect(logReads).toBe(1);
+      // Events this instance commits go from memory.
+      for (let i = 0; i < 3; i++) {
+        const { seq, json } = log.append({
+          kind: "message",
+          ts: 1_700_000_200_000 + i,
+          author,
+          clientId: `recent-${i}`,
+          text: `r${i}`,
+        });
+        search.committed(seq, json);
+      }
+      const settled = search.settle();
+      await vi.waitFor(() => expect(part.calls).toHaveLength(2));
+      part.releases.shift()?.();
+      await settled;
+      expect(part.calls[1]?.map((op) => (op.op === "put" ? `${op.seq}:${op.text}` : op.op))).toEqual([
+        "3:r0",
+        "4:r1",
+        "5:r2",
+      ]);
+      expect(logReads).toBe(1);
+      expect(search.behind).toBe(false);
+    });
+  });
 });

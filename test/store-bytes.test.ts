@@ -38,14 +38,25 @@ function messages(n: number): string[] {
   return Array.from({ length: n }, () => Array.from({ length: 3 + Math.floor(rand() * 38) }, word).join(" "));
 }
 
+/** Sends every text over the socket, 50 at a time, as a client does: a send refused with
+ * `rate_limited` (the core project allows 200 commands a second) goes again after `retryAfter`. */
 async function sendAll(client: Client, texts: string[], prefix: string): Promise<void> {
-  for (let done = 0; done < texts.length; ) {
-    const from = client.acks().length;
-    const chunk = Math.min(50, texts.length - done);
-    for (let i = 0; i < chunk; i++)
-      client.send({ type: "send", clientId: `${prefix}${done + i}`, text: texts[done + i] as string });
-    await client.until((c) => c.acks().length >= from + chunk, `${chunk} acks`);
-    done += chunk;
+  let pending = texts.map((text, i) => ({ clientId: `${prefix}${i}`, text }));
+  while (pending.length > 0) {
+    const chunk = pending.slice(0, 50);
+    const ids = new Set(chunk.map((m) => m.clientId));
+    const from = client.frames.length;
+    for (const m of chunk) client.send({ type: "send", ...m });
+    const answers = () =>
+      client.frames
+        .slice(from)
+        .filter((f) => (f.type === "ack" || f.type === "error") && ids.has(f.clientId ?? ""));
+    await client.until(() => answers().length >= chunk.length, `${chunk.length} answers`, 60_000);
+    const refused = answers().filter((f) => f.type === "error");
+    for (const f of refused) expect(f).toMatchObject({ code: "rate_limited" });
+    const again = new Set(refused.map((f) => f.clientId));
+    pending = [...chunk.filter((m) => again.has(m.clientId)), ...pending.slice(chunk.length)];
+    if (refused.length > 0) await new Promise((r) => setTimeout(r, 1000));
   }
 }
 

@@ -44,10 +44,18 @@ if (process.argv.slice(2).includes("--archive")) {
   process.exit();
 }
 
+// `--pipeline`: the derived stores of issue 14, old design beside new (bench/pipeline.ts): lag to
+// search and to D1, rows written per message by store and table, cost at published prices; its own
+// servers and harnesses, and only the "## Pipeline" section.
+if (process.argv.slice(2).includes("--pipeline")) {
+  await (await import("./pipeline.ts")).runPipeline(process.argv.slice(2));
+  process.exit();
+}
+
 // `--rooms`, `--idle`, `--soak`: many rooms at once (bench/rooms.ts), idle hibernatable sockets in
 // one room (bench/idle.ts), a minute of steady load (bench/soak.ts); each starts and stops its own
-// servers and writes only its own section. After --presence and --archive, whose own `--rooms`
-// takes a value.
+// servers and writes only its own section. After --presence, --archive and --pipeline, whose own
+// `--rooms` takes a value.
 if (process.argv.slice(2).includes("--soak")) {
   await (await import("./soak.ts")).runSoak(process.argv.slice(2));
   process.exit();

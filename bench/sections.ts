@@ -64,6 +64,7 @@ export const SIDE_SECTIONS = [
   "## Presence",
   "## Upload",
   "## Archive",
+  "## Pipeline",
   "## Web client",
   "## Many rooms",
   "## Idle sockets",

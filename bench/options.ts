@@ -39,7 +39,7 @@ const USAGE = `usage: npm run bench -- [--quick] [--duration S] [--receivers 10,
        [--budget S] [--out FILE] [--parley-url http://127.0.0.1:8787]
 Every flag also reads BENCH_<FLAG> from the environment (e.g. BENCH_DURATION=3).
 Other benches: npm run bench -- --presence [--help]   (bench/presence.ts)
-               npm run bench -- --archive [--quick]   (bench/archive.ts)
+               npm run bench -- --pipeline [--quick]  (bench/pipeline.ts: issue 14, old design beside new)
                npm run bench -- --rooms [--help]      (bench/rooms.ts: 50 rooms × 40 clients at once)
                npm run bench -- --idle [--help]       (bench/idle.ts: 2,000 idle sockets in one room)
                npm run bench -- --soak [--help]       (bench/soak.ts: 2,000 sockets, 50 rooms, 60 s)`;

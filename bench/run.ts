@@ -44,16 +44,17 @@ if (process.argv.slice(2).includes("--fanout")) {
   process.exit();
 }
 
-// `--archive`: the archive lag and search bench (bench/archive.ts), likewise on its own server; it
-// writes only the "## Archive" section.
-if (process.argv.slice(2).includes("--archive")) {
-  await (await import("./archive.ts")).runArchive(process.argv.slice(2));
+// `--pipeline`: the derived stores of issue 14, old design beside new (bench/pipeline.ts): lag to
+// search and to D1, rows written per message by store and table, cost at published prices; its own
+// servers and harnesses, and only the "## Pipeline" section.
+if (process.argv.slice(2).includes("--pipeline")) {
+  await (await import("./pipeline.ts")).runPipeline(process.argv.slice(2));
   process.exit();
 }
 
 // `--rooms`, `--idle`, `--soak`: many rooms at once (bench/rooms.ts), idle hibernatable sockets in
 // one room (bench/idle.ts), a minute of steady load (bench/soak.ts); each starts and stops its own
-// servers and writes only its own section. After --presence and --archive, whose own `--rooms`
+// servers and writes only its own section. After --presence and --pipeline, whose own `--rooms`
 // takes a value.
 if (process.argv.slice(2).includes("--soak")) {
   await (await import("./soak.ts")).runSoak(process.argv.slice(2));
@@ -201,7 +202,7 @@ async function main(): Promise<void> {
   });
   process.stdout.write(`${report}\n`);
   const out = resolve(root, opts.out);
-  // The side benches' sections (presence, archive, web client, …) come from other runs: keep them.
+  // The side benches' sections (presence, pipeline, web client, …) come from other runs: keep them.
   const side = sideSections(out);
   writeFileSync(out, side ? `${report}\n\n${side}\n` : `${report}\n`);
   log(`wrote ${out} (${((performance.now() - began) / 1000).toFixed(0)} s in all)`);

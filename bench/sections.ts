@@ -1,5 +1,5 @@
 /**
- * @module The side benches' sections of bench/results.md (presence, archive, upload): the facts
+ * @module The side benches' sections of bench/results.md (presence, pipeline, upload, …): the facts
  * each section opens with, and replacing one section in place.
  */
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
@@ -63,7 +63,7 @@ export function publishSection(
 export const SIDE_SECTIONS = [
   "## Presence",
   "## Upload",
-  "## Archive",
+  "## Pipeline",
   "## Web client",
   "## Many rooms",
   "## Idle sockets",

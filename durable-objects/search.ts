@@ -117,6 +117,9 @@ export function searchStub(env: Env, at: ShardAddress) {
 
 export class SearchShard extends DurableObject<Env> {
   readonly #sql: SqlStorage;
+  /** Messages in this generation: counted once per instance (one pass over the smallest index),
+   * then kept as puts, deletions and retention change it; null until counted. */
+  #docs: number | null = null;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -199,7 +202,7 @@ export class SearchShard extends DurableObject<Env> {
    */
   apply(roomId: string, ops: SearchOp[]): { left: number[] } {
     const capacity = limitsOf(this.env).searchShardMessages;
-    return this.ctx.storage.transactionSync(() => {
+    const result = this.ctx.storage.transactionSync(() => {
       let count = this.#count();
       const left: number[] = [];
       for (const op of ops) {
@@ -241,22 +244,26 @@ export class SearchShard extends DurableObject<Env> {
             break;
         }
       }
-      this.#setMeta("count", String(count));
-      return { left };
+      return { count, left };
     });
+    // Kept in memory only once the transaction has committed (a write per call would be a row
+    // per flush, billed).
+    this.#docs = result.count;
+    return { left: result.left };
   }
 
   expireLocal(roomId: string, throughSeq: number): { removed: number } {
-    return this.ctx.storage.transactionSync(() => {
+    const result = this.ctx.storage.transactionSync(() => {
       const removed = this.#sql.exec(
         "DELETE FROM docs WHERE room = ? AND seq <= ?",
         roomId,
         throughSeq,
       ).rowsWritten;
-      // rowsWritten counts the FTS index's writes too: recount rather than subtract.
-      this.#setMeta("count", String(this.#sql.exec<{ n: number }>("SELECT COUNT(*) AS n FROM docs").one().n));
       return { removed };
     });
+    // rowsWritten counts the FTS index's writes too: recount (on the next use) rather than subtract.
+    this.#docs = null;
+    return result;
   }
 
   searchLocal(query: SearchQuery): { ok: true; hits: ShardHit[] } | Failure {
@@ -365,7 +372,8 @@ export class SearchShard extends DurableObject<Env> {
   }
 
   #count(): number {
-    return Number(this.#meta("count") ?? 0);
+    this.#docs ??= this.#sql.exec<{ n: number }>("SELECT COUNT(*) AS n FROM docs").one().n;
+    return this.#docs;
   }
 
   #meta(key: string): string | null {

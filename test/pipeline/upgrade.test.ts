@@ -41,8 +41,9 @@ async function asLeftByPreviousRelease(user: User, roomId: string, stub: Stub): 
   const at = { tenantId: user.tenant, part: partOf(roomId, parts), gen: 0 };
   await runInDurableObject(searchStub(env, at), (_shard: SearchShard, state) => {
     state.storage.sql.exec("DELETE FROM docs WHERE room = ?", roomId);
-    state.storage.sql.exec("UPDATE meta SET value = '0' WHERE key = 'count'");
   });
+  // The part counts its messages once per instance: a new one counts what is left.
+  await evictDurableObject(searchStub(env, at));
   for (const { db } of allHistoryShards(env)) {
     await db
       .prepare("DELETE FROM archived_events WHERE tenant_id = ? AND room_id = ?")

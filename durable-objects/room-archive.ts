@@ -16,6 +16,7 @@ import type { Limits } from "../config/limits.ts";
 const DAY_MS = 24 * 60 * 60 * 1000;
 
 import type { RoomEvent } from "../protocol/index.ts";
+import { log as logEvent } from "../worker/observability/log.ts";
 import type { ColdArchive } from "./room-cold.ts";
 import type { RoomLog, RoomMeta, StoredRow } from "./room-log.ts";
 
@@ -81,13 +82,53 @@ export interface ArchiveFeedDeps {
   cold: ColdArchive;
   /** The queue the tenant's room events go to (env read when called, so tests can replace it). */
   queue: () => Queue;
+  /** The room's name and tenant (null before it is set up). */
+  meta: () => RoomMeta | null;
+  /** After a pass from the timer: the room re-arms its alarm for what is left (a backoff). */
+  reschedule: () => void;
 }
 
 export class ArchiveFeed {
   readonly #deps: ArchiveFeedDeps;
+  /** When this instance last sent events: the next pass waits `outboxDrainDelayMs` after it (0
+   * after a restart: the first pass goes at once). */
+  #lastSendAt = 0;
+  /** The pass a commit asked for, on a timer: an alarm per commit would be a billed row written
+   * per message. The room keeps an alarm armed as the net for an instance that goes away first. */
+  #timer: ReturnType<typeof setTimeout> | null = null;
+  /** Passes run one after another (the timer's and the alarm's). */
+  #chain: Promise<void> = Promise.resolve();
 
   constructor(deps: ArchiveFeedDeps) {
     this.#deps = deps;
+  }
+
+  /** The room committed: a pass one drain delay after the last send (one timer at a time). */
+  kick(): void {
+    if (this.#timer) return;
+    const wait = Math.max(0, this.#lastSendAt + this.#deps.limits.outboxDrainDelayMs - Date.now());
+    this.#timer = setTimeout(() => {
+      this.#timer = null;
+      void this.#fromTimer();
+    }, wait);
+  }
+
+  async #fromTimer(): Promise<void> {
+    const meta = this.#deps.meta();
+    if (!meta) return;
+    const { log, storage } = this.#deps;
+    const before = log.counter("archive_sent");
+    try {
+      await this.drain(meta, Date.now());
+    } catch (err) {
+      logEvent({ event: "room_alarm_step_failed", step: "archive", error: String(err) });
+    }
+    this.#deps.reschedule();
+    // A pass sends at most `outboxBatch`: more waiting goes after the delay. A pass that moved
+    // nothing (backing off, or nothing it may send) leaves the rest to the alarm: no timer loop.
+    const sent = log.counter("archive_sent");
+    const backingOff = Number(storage.kv.get("archive_retry_at") ?? 0) > Date.now();
+    if (sent > before && sent < log.lastSeq && !backingOff) this.kick();
   }
 
   get archivedThrough(): number {
@@ -114,7 +155,13 @@ export class ArchiveFeed {
    * what stayed unconfirmed, then retention's tombstones. A watermark moves only after its batch
    * was accepted. A refused send backs off exponentially (the alarm comes back then).
    */
-  async drain(meta: RoomMeta, now: number): Promise<void> {
+  drain(meta: RoomMeta, now: number): Promise<void> {
+    const pass = this.#chain.then(() => this.#drain(meta, now));
+    this.#chain = pass.catch(() => {});
+    return pass;
+  }
+
+  async #drain(meta: RoomMeta, now: number): Promise<void> {
     const kv = this.#deps.storage.kv;
     if (Number(kv.get("archive_retry_at") ?? 0) > now) return;
     try {
@@ -164,6 +211,8 @@ export class ArchiveFeed {
       if (confirmed > before) {
         log.setCounter("archive_confirmed", confirmed);
         this.#sql.exec("DELETE FROM archive_acks WHERE to_seq <= ?", confirmed);
+        // Progress: what is still outstanding waits `archiveResendMs` from now.
+        if (confirmed < log.counter("archive_sent")) log.setCounter("archive_sent_at", Date.now());
       }
       // Tombstones are sent in order from `archive_expired`; confirmed ranges from there move it.
       let expired = log.counter("archive_expired");
@@ -179,12 +228,13 @@ export class ArchiveFeed {
     const retryAt = Number(storage.kv.get("archive_retry_at") ?? 0);
     const times: number[] = [];
     // New events wait `outboxDrainDelayMs` after the last send, so that a busy room sends one
-    // batch per pass instead of a pass per commit; a full batch goes at once.
+    // batch per pass instead of a pass per commit; a full batch goes at once. While the timer is set
+    // it sends them: the alarm is only the net (see `kick`).
     const sent = log.counter("archive_sent");
     const unsent = log.lastSeq - sent;
-    if (unsent >= limits.outboxBatch) times.push(now);
-    else if (unsent > 0)
-      times.push(Math.max(now, log.counter("archive_sent_at") + limits.outboxDrainDelayMs));
+    if (this.#timer && unsent > 0) times.push(now + limits.archiveResendMs);
+    else if (unsent >= limits.outboxBatch) times.push(now);
+    else if (unsent > 0) times.push(Math.max(now, this.#lastSendAt + limits.outboxDrainDelayMs));
     if (log.counter("archive_confirmed") < sent)
       times.push(log.counter("archive_sent_at") + limits.archiveResendMs);
     const expired = this.#tombstoneLimit();
@@ -233,16 +283,23 @@ export class ArchiveFeed {
     const { log, limits } = this.#deps;
     const confirmed = log.counter("archive_confirmed");
     let sent = log.counter("archive_sent");
-    // Unconfirmed for too long: send it all again from the confirmed watermark.
-    if (confirmed < sent && log.counter("archive_sent_at") + limits.archiveResendMs <= now) sent = confirmed;
+    // `archive_sent_at` is when the history last made progress while something was outstanding:
+    // set by a send that starts the wait, moved by each confirmation (`#confirmRanges`). No
+    // progress for `archiveResendMs`: send it all again from the confirmed watermark.
+    let starts = confirmed >= sent;
+    if (!starts && log.counter("archive_sent_at") + limits.archiveResendMs <= now) {
+      sent = confirmed;
+      starts = true;
+    }
     if (sent >= log.lastSeq) return;
     sent = this.#skipOlderThanWindow(sent, log.lastSeq, now, "events");
     if (sent >= log.lastSeq) return;
     const rows = await this.#deps.cold.readAfter(sent, limits.outboxBatch);
     await this.#send(meta, rows);
+    this.#lastSendAt = now;
     const through = rows.at(-1)?.seq ?? sent;
     log.setCounter("archive_sent", through);
-    log.setCounter("archive_sent_at", now);
+    if (starts) log.setCounter("archive_sent_at", now);
   }
 
   async #sendTombstones(meta: RoomMeta, now: number): Promise<void> {

@@ -17,8 +17,9 @@ import { partOf, type SearchOp, type ShardAddress, searchStub } from "./search.t
 const BATCH_EVENTS = 200;
 /** Committed events kept in memory for the next send (a part that far behind is read from the log). */
 const RECENT_EVENTS = 4 * BATCH_EVENTS;
-/** While a send is in flight the alarm checks back this much later (see `nextDue`). */
-const RECHECK_MS = 1000;
+/** While a send is in flight or due the alarm checks back this much later (see `nextDue`): the
+ * room's net alarm (armed at each commit) is due by then anyway. */
+const RECHECK_MS = 60_000;
 
 /** What an event changes in the index, or null (members, reactions, room updates, deleted ones). */
 export function searchOpOf(json: string): SearchOp | null {

@@ -127,6 +127,8 @@ export class Room extends DurableObject<Env> {
       cold: this.#cold,
       // Read when sending (tests put a queue of their own in `env`).
       queue: () => roomEventsQueue(this.env, this.#meta().tenantId),
+      meta: () => this.#log.meta(),
+      reschedule: () => this.#scheduleNext(),
     });
     this.#search = new SearchFeed({
       env,
@@ -910,7 +912,10 @@ export class Room extends DurableObject<Env> {
     this.#sockets.publish(seq, json);
     // Findable a send after the commit (the output gate holds the send until the event is durable).
     this.#search.committed(seq, json);
-    this.#wakeAt(Date.now() + this.#limits.outboxDrainDelayMs);
+    this.#archive.kick();
+    // The net under both feeds' timers, for an instance that goes away before they fire: an alarm
+    // already armed before then costs nothing more (one row when it is armed).
+    this.#wakeAt(Date.now() + this.#limits.archiveResendMs);
     if (this.#activity.add(seq, mentioned))
       setTimeout(() => this.#sendActivity(), this.#limits.activityWindowMs);
   }

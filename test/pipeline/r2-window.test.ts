@@ -774,6 +774,9 @@ describe("upgrading a room of the previous release", () => {
       const body = new Blob([kept.join("\n"), "\n"]).stream().pipeThrough(new CompressionStream("gzip"));
       await env.FILES.put(prefix + name, await new Response(body).arrayBuffer());
     }
+    // The running instance's segment work is held off while its schema is rolled back under it (a
+    // shipping timer may still fire before the eviction; its alarm pass must not seal then).
+    await holdRewrites(stub, true);
     await runInDurableObject(stub, (_room: Room, state) => {
       const sql = state.storage.sql;
       sql.exec("DELETE FROM segments WHERE from_seq > 200 OR from_seq = 1");
@@ -781,6 +784,7 @@ describe("upgrading a room of the previous release", () => {
       sql.exec("UPDATE meta SET value = '7' WHERE key = 'schema_version'");
     });
     await evictDurableObject(stub);
+    await holdRewrites(stub, false);
 
     // The next start migrates, the alarm rewrites and seals: every segment in the new format, every
     // event once, retention's tombstones included.

@@ -36,7 +36,6 @@ function inRoom(events: number, fn: (log: RoomLog, storage: DurableObjectStorage
   });
 }
 
-const noCold = {} as ColdArchive;
 /** The part of the cold archive search reads from: the log's rows (nothing is sealed here). */
 const coldOf = (log: RoomLog) =>
   ({
@@ -45,33 +44,90 @@ const coldOf = (log: RoomLog) =>
 
 describe("shipping to the D1 history", () => {
   const limits: Limits = { ...DEFAULT_LIMITS, outboxDrainDelayMs: 200, outboxBatch: 10 };
-  const feed = (log: RoomLog, storage: DurableObjectStorage) =>
-    new ArchiveFeed({ storage, limits, log, cold: noCold, queue: () => env.ROOM_EVENTS });
+  const meta: RoomMeta = { tenantId: "shipping", roomId: "r_archive", name: "s", kind: "channel" };
+  /** A feed on the room's storage with a queue that records what it is sent (seqs per batch). */
+  function feed(log: RoomLog, storage: DurableObjectStorage) {
+    const batches: number[][] = [];
+    const queue = {
+      sendBatch: async (messages: Iterable<{ body: { event: { seq: number } } }>) => {
+        batches.push([...messages].map((m) => m.body.event.seq));
+      },
+    } as unknown as Queue;
+    const cold = {
+      readAfter: async (after: number, limit: number) => log.rowsAfter(after, limit),
+      timesOf: async () => new Map<number, number>(),
+      // Every event is inside the D1 history's window.
+      firstSeqSince: (after: number) => after + 1,
+    } as unknown as ColdArchive;
+    const archive = new ArchiveFeed({
+      storage,
+      limits,
+      log,
+      cold,
+      queue: () => queue,
+      meta: () => meta,
+      reschedule: () => {},
+    });
+    return { archive, batches };
+  }
+  const append = (log: RoomLog, n: number, prefix: string) => {
+    for (let i = 0; i < n; i++)
+      log.append({
+        kind: "message",
+        ts: Date.now(),
+        author,
+        clientId: `${prefix}${i}`,
+        text: `${prefix}${i}`,
+      });
+  };
 
-  it("sends new events a drain delay after the last send, not at once after every commit", async () => {
+  it("sends a busy room's new events one drain delay after the last send, in one pass", async () => {
     await inRoom(5, async (log, storage) => {
-      const archive = feed(log, storage);
-      const now = 1_800_000_000_000;
-      // Never sent: due now.
+      const { archive, batches } = feed(log, storage);
+      const now = Date.now();
+      // Never sent by this instance: due now.
       expect(archive.nextDue(now)).toBe(now);
-      // Sent through 3 just now, 2 more committed since: due once the delay has passed.
-      log.setCounter("archive_sent", 3);
-      log.setCounter("archive_confirmed", 3);
-      log.setCounter("archive_sent_at", now - 50);
-      expect(archive.nextDue(now)).toBe(now - 50 + 200);
-      // Long after the last send: now.
+      await archive.drain(meta, now);
+      expect(batches).toEqual([[1, 2, 3, 4, 5]]);
+      // Two more commits just after: due once the delay has passed, not at once.
+      append(log, 2, "more");
+      expect(archive.nextDue(now + 50)).toBe(now + 200);
       expect(archive.nextDue(now + 1000)).toBe(now + 1000);
+      // Each commit kicks the feed; one timer sends both in one pass.
+      archive.kick();
+      archive.kick();
+      await vi.waitFor(() => expect(batches).toHaveLength(2));
+      expect(batches[1]).toEqual([6, 7]);
     });
   });
 
   it("sends a full batch at once", async () => {
-    await inRoom(15, async (log, storage) => {
-      const archive = feed(log, storage);
-      const now = 1_800_000_000_000;
-      log.setCounter("archive_sent", 5);
-      log.setCounter("archive_confirmed", 5);
-      log.setCounter("archive_sent_at", now - 1);
-      expect(archive.nextDue(now)).toBe(now);
+    await inRoom(5, async (log, storage) => {
+      const { archive } = feed(log, storage);
+      const now = Date.now();
+      await archive.drain(meta, now);
+      append(log, 12, "burst");
+      expect(archive.nextDue(now + 1)).toBe(now + 1);
+    });
+  });
+
+  it("waits for the history's confirmations from its last progress, and resends nothing still on time", async () => {
+    await inRoom(5, async (log, storage) => {
+      const { archive, batches } = feed(log, storage);
+      const long = Date.now() - limits.archiveResendMs - 1000;
+      await archive.drain(meta, long);
+      append(log, 3, "later");
+      await archive.drain(meta, long + 250);
+      expect(batches).toEqual([
+        [1, 2, 3, 4, 5],
+        [6, 7, 8],
+      ]);
+      // The first batch is confirmed now: the rest is late only from now on.
+      archive.confirm([1, 2, 3, 4, 5]);
+      append(log, 1, "last");
+      await archive.drain(meta, Date.now());
+      expect(batches.at(-1)).toEqual([9]);
+      expect(batches).toHaveLength(3);
     });
   });
 });

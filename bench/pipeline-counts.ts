@@ -19,36 +19,11 @@ import {
 } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
+import type { HarnessPlan, Tally } from "./workerd/plan.ts";
+
+export type { HarnessPlan, Tally } from "./workerd/plan.ts";
 
 const here = dirname(fileURLToPath(import.meta.url));
-
-/** What the harness does (see its module comment). */
-export interface HarnessPlan {
-  design: string;
-  rooms: number;
-  members: number;
-  fill: number;
-  burst: number;
-  paced: number;
-  intervalMs: number;
-  window: number;
-  edits: number;
-  reactions: number;
-  deletes: number;
-  texts: string[];
-}
-
-export interface Tally {
-  store: string;
-  owner: string;
-  table: string;
-  op: string;
-  via: string;
-  calls: number;
-  rowsRead: number;
-  rowsWritten: number;
-  bytes: number;
-}
 
 export interface Sizes {
   objects: Record<string, number>;
@@ -166,6 +141,7 @@ export async function runHarness(
   try {
     copyFileSync(resolve(here, "workerd/pipeline-harness.ts"), join(dir, "pipeline.harness.ts"));
     copyFileSync(resolve(here, "workerd/ledger.ts"), join(dir, "ledger.ts"));
+    copyFileSync(resolve(here, "workerd/plan.ts"), join(dir, "plan.ts"));
     writeFileSync(join(dir, "vitest.config.mts"), configSource(tree, dir, vars));
     const planFile = join(dir, "plan.json");
     const outFile = join(dir, "result.json");

@@ -22,6 +22,9 @@
 import { runInDurableObject } from "cloudflare:test";
 import { DurableObject } from "cloudflare:workers";
 import { AsyncLocalStorage } from "node:async_hooks";
+import type { Tally } from "./plan.ts";
+
+export type { Tally } from "./plan.ts";
 
 /** Who is running: a Durable Object class (and the instance) with the entry point that started it,
  * the worker's queue or scheduled handler, or the harness itself (never counted). */
@@ -35,19 +38,6 @@ export const als = new AsyncLocalStorage<Running>();
 const running = (): Running => als.getStore() ?? { cls: "Worker", via: "fetch", self: null };
 const counting = (): boolean => als.getStore() !== HARNESS;
 
-/** One line of the ledger: a store, its owner (object class or binding), the table or resource,
- * the operation, and the step that did it. */
-export interface Tally {
-  store: string;
-  owner: string;
-  table: string;
-  op: string;
-  via: string;
-  calls: number;
-  rowsRead: number;
-  rowsWritten: number;
-  bytes: number;
-}
 const ledger = new Map<string, Tally>();
 
 function tally(

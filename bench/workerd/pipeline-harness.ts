@@ -32,26 +32,12 @@ import {
   stubOf,
   type Tally,
 } from "./ledger.ts";
+import type { HarnessPlan } from "./plan.ts";
 
 // ---- what the generated config passes in ------------------------------------------------------
 
-interface Plan {
-  design: string;
-  rooms: number;
-  members: number;
-  fill: number;
-  burst: number;
-  paced: number;
-  intervalMs: number;
-  window: number;
-  edits: number;
-  reactions: number;
-  deletes: number;
-  texts: string[];
-}
-
 const bindings = env as unknown as Record<string, unknown>;
-const plan = JSON.parse(String(bindings.BENCH_PLAN)) as Plan;
+const plan = JSON.parse(String(bindings.BENCH_PLAN)) as HarnessPlan;
 const sink = bindings.BENCH_SINK as Fetcher;
 instrument(main as unknown as Record<string, unknown>, bindings);
 const handlers = main.default as unknown as Record<

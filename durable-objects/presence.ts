@@ -4,9 +4,13 @@
  * derives each user's status from their sessions' heartbeats, and tells watchers about changes.
  *
  * A user is online (or away/dnd) while any session has sent a heartbeat within the timeout, and
- * offline after it. Expiry runs from a persisted schedule (`expiries`) and one alarm at its earliest
- * row, never from timers that would keep the object awake; alarms are at-least-once, so handling
- * one is idempotent. Status changes cross shards by relay: watchers of a user may sit on any shard.
+ * offline after it. A heartbeat lives in its socket's attachment and writes nothing to storage
+ * unless the user's status changes: the stored row is the status and, once a session closes, its
+ * last heartbeat. Expiry runs from one alarm, armed while anyone is present, at the earliest
+ * moment someone could go offline but at most every quarter of the timeout; it re-derives the
+ * present users' status from their sockets. Never timers that would keep the object awake; alarms
+ * are at-least-once, so handling one is idempotent. Status changes cross shards by relay: watchers
+ * of a user may sit on any shard.
  *
  * What one client can make presence send is bounded: a session's status changes come from a token
  * bucket (a refused change gets `rate_limited` and changes nothing), and a shard tells watchers of
@@ -47,6 +51,8 @@ const MIGRATIONS = [
    CREATE TABLE expiries (user_id TEXT PRIMARY KEY, at INTEGER NOT NULL);
    CREATE INDEX expiries_at ON expiries(at);
    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);`,
+  // Expiry no longer has a row per user, rewritten by every heartbeat: the alarm sweeps.
+  "DROP TABLE expiries;",
 ];
 
 export class Presence extends DurableObject<Env> {
@@ -170,18 +176,53 @@ export class Presence extends DurableObject<Env> {
 
   // ---- status --------------------------------------------------------------------------------
 
-  /** Recomputes a user's status from their fresh sessions; persists and announces a change, and
-   * keeps the expiry schedule (and the alarm) at the moment they would go offline. */
-  async #refresh(userId: string): Promise<void> {
+  /** Recomputes a user's status from their fresh sessions, and persists and announces it if it
+   * changed. A heartbeat that changes nothing writes nothing. */
+  async #refresh(userId: string, sweep = false): Promise<{ freshUntil: number }> {
+    const before = this.#sql
+      .exec<{ status: string; last_seen: number | null }>(
+        "SELECT status, last_seen FROM users WHERE user_id = ?",
+        userId,
+      )
+      .toArray()[0];
+    // The sweep keeps what closed sessions said until their heartbeat is as old as the timeout
+    // (closing does not make a user offline); a heartbeat decides from the open sessions.
+    const { status, beat, freshUntil } = this.#derive(userId, Date.now(), sweep ? before : undefined);
+    if (before?.status === status) return { freshUntil };
+    const lastSeen = Math.max(before?.last_seen ?? 0, beat) || null;
+    this.#sql.exec(
+      "INSERT INTO users (user_id, status, last_seen) VALUES (?, ?, ?) ON CONFLICT (user_id) DO UPDATE SET status = excluded.status, last_seen = excluded.last_seen",
+      userId,
+      status,
+      lastSeen,
+    );
+    this.#announce({ user: userId, status, lastSeen });
+    if (!sweep) await this.#scheduleAlarm(status === "offline" ? null : freshUntil);
+    return { freshUntil };
+  }
+
+  /** A user's status from their sessions that beat within the timeout, and their latest heartbeat
+   * over all their open sessions (0 with none). */
+  #derive(
+    userId: string,
+    now: number,
+    held?: { status: string; last_seen: number | null },
+  ): { status: PresenceStatus; beat: number; freshUntil: number } {
     const timeout = limitsOf(this.env).presenceTimeoutMs;
-    const now = Date.now();
-    let latest = 0;
+    let beat = 0;
+    let freshUntil = 0;
     const statuses = new Set<string>();
+    if (held && held.status !== "offline" && (held.last_seen ?? 0) + timeout > now) {
+      statuses.add(held.status === "online" ? "active" : held.status);
+      freshUntil = (held.last_seen ?? 0) + timeout;
+    }
     for (const ws of this.ctx.getWebSockets(userId)) {
       const s = this.#info(ws);
-      if (!s || now - s.beatAt >= timeout) continue;
+      if (!s) continue;
+      beat = Math.max(beat, s.beatAt);
+      if (now - s.beatAt >= timeout) continue;
       statuses.add(s.status);
-      latest = Math.max(latest, s.beatAt);
+      freshUntil = Math.max(freshUntil, s.beatAt + timeout);
     }
     const status: PresenceStatus =
       statuses.size === 0
@@ -191,52 +232,40 @@ export class Presence extends DurableObject<Env> {
           : statuses.has("active")
             ? "online"
             : "away";
-    const before = this.#sql
-      .exec<{ status: string; last_seen: number | null }>(
-        "SELECT status, last_seen FROM users WHERE user_id = ?",
-        userId,
-      )
-      .toArray()[0];
-    const lastSeen = status === "offline" ? (before?.last_seen ?? null) : latest;
-    this.ctx.storage.transactionSync(() => {
-      this.#sql.exec(
-        "INSERT INTO users (user_id, status, last_seen) VALUES (?, ?, ?) ON CONFLICT (user_id) DO UPDATE SET status = excluded.status, last_seen = excluded.last_seen",
-        userId,
-        status,
-        lastSeen,
-      );
-      if (status === "offline") this.#sql.exec("DELETE FROM expiries WHERE user_id = ?", userId);
-      else {
-        this.#sql.exec(
-          "INSERT INTO expiries (user_id, at) VALUES (?, ?) ON CONFLICT (user_id) DO UPDATE SET at = excluded.at",
-          userId,
-          latest + timeout,
-        );
-      }
-    });
-    if (before?.status !== status) this.#announce({ user: userId, status, lastSeen });
-    await this.#scheduleAlarm();
+    return { status, beat, freshUntil };
   }
 
-  /** One alarm for both schedules: the earliest expiry, and the relay window when one is open. */
-  async #scheduleAlarm(): Promise<void> {
-    const expiry = this.#sql.exec<{ at: number | null }>("SELECT MIN(at) AS at FROM expiries").one().at;
-    const next =
-      expiry === null ? this.#relayAt : this.#relayAt === null ? expiry : Math.min(expiry, this.#relayAt);
-    if (next === null) await this.ctx.storage.deleteAlarm();
-    else if ((await this.ctx.storage.getAlarm()) !== next) await this.ctx.storage.setAlarm(next);
+  /** One alarm for both schedules: the relay window when one is open, and the sweep while anyone
+   * is present (`expiry`: when someone could go offline, if the caller knows). It is only ever
+   * moved earlier here; the alarm itself sets the next sweep. */
+  async #scheduleAlarm(expiry: number | null = null): Promise<void> {
+    const wanted = Math.min(this.#relayAt ?? Infinity, expiry ?? Infinity);
+    if (wanted === Infinity) return;
+    const current = await this.ctx.storage.getAlarm();
+    if (current === null || wanted < current) await this.ctx.storage.setAlarm(wanted);
   }
 
   /** Users whose last heartbeat is older than the timeout go offline; then every pending change
-   * (theirs included) is relayed. Idempotent. */
+   * (theirs included) is relayed; then the next sweep: when the first present user could go
+   * offline, but not sooner than a quarter of the timeout from now (a busy shard sweeps at that
+   * pace, whatever its number of users). Idempotent. */
   override async alarm(): Promise<void> {
-    const due = this.#sql
-      .exec<{ user_id: string }>("SELECT user_id FROM expiries WHERE at <= ?", Date.now())
+    const now = Date.now();
+    const timeout = limitsOf(this.env).presenceTimeoutMs;
+    let next = Infinity;
+    const present = this.#sql
+      .exec<{ user_id: string }>("SELECT user_id FROM users WHERE status != 'offline'")
       .toArray()
       .map((r) => r.user_id);
-    for (const userId of due) await this.#refresh(userId);
+    for (const userId of present) {
+      const { freshUntil } = await this.#refresh(userId, true);
+      if (freshUntil > now) next = Math.min(next, freshUntil);
+    }
     await this.#relay();
-    await this.#scheduleAlarm();
+    // A relay that failed is due again at the end of its next window.
+    const sweep = next === Infinity ? Infinity : Math.max(next, now + timeout / 4);
+    const at = Math.min(sweep, this.#relayAt ?? Infinity);
+    if (at !== Infinity) await this.ctx.storage.setAlarm(at);
   }
 
   /** Records a change of one of this shard's users for the next relay (the latest per user). */
@@ -334,10 +363,12 @@ export class Presence extends DurableObject<Env> {
           id,
         )
         .toArray()[0];
+      // A present user's latest heartbeat is in their sessions' attachments, not in storage.
+      const beat = row && row.status !== "offline" ? this.#derive(id, Date.now()).beat : 0;
       return {
         user: id,
         status: (row?.status as PresenceStatus) ?? "offline",
-        lastSeen: row?.last_seen ?? null,
+        lastSeen: Math.max(row?.last_seen ?? 0, beat) || null,
       };
     });
   }
@@ -412,7 +443,16 @@ export class Presence extends DurableObject<Env> {
   /** Forgets a closed session. Counted once per socket: an error may be followed by a close. */
   #drop(ws: WebSocket, code: number): void {
     const info = this.#sessions.get(ws) ?? (ws.deserializeAttachment() as SessionInfo | null) ?? undefined;
-    if (info) this.#unwatch(ws, info);
+    if (info) {
+      this.#unwatch(ws, info);
+      // Its last heartbeat outlives it: the user's lastSeen once every session is gone.
+      this.#sql.exec(
+        "UPDATE users SET last_seen = ? WHERE user_id = ? AND COALESCE(last_seen, 0) < ?",
+        info.beatAt,
+        info.userId,
+        info.beatAt,
+      );
+    }
     this.#sessions.delete(ws);
     if (!info || this.#closed.has(ws)) return;
     this.#closed.add(ws);

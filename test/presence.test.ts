@@ -1,4 +1,4 @@
-import { runDurableObjectAlarm } from "cloudflare:test";
+import { runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { DEFAULT_LIMITS } from "../config/limits.ts";
@@ -117,6 +117,37 @@ describe("presence", () => {
       status: "offline",
       lastSeen: offline.lastSeen,
     });
+  });
+
+  it("writes nothing for a heartbeat that changes no status, and writes a change", async () => {
+    const ada = await login(unique("t"));
+    const phone = await Session.open(ada);
+    await phone.sync();
+    const stub = presenceStub(env, ada.tenant, shardOf(ada.id, SHARDS));
+    // Every statement that writes, and every alarm change, the shard makes from here on.
+    const writes: string[] = [];
+    await runInDurableObject(stub, (_shard: unknown, state) => {
+      const sql = state.storage.sql;
+      const exec = sql.exec.bind(sql);
+      sql.exec = ((query: string, ...binds: SqlStorageValue[]) => {
+        if (!/^\s*(SELECT|PRAGMA)/i.test(query)) writes.push(query.trim().split(/\s+/).slice(0, 3).join(" "));
+        return exec(query, ...binds);
+      }) as typeof sql.exec;
+      const storage = state.storage as { setAlarm: DurableObjectStorage["setAlarm"] };
+      const setAlarm = storage.setAlarm.bind(storage);
+      storage.setAlarm = (...args) => {
+        writes.push("setAlarm");
+        return setAlarm(...args);
+      };
+    });
+    for (let i = 0; i < 10; i++) phone.send({ type: "heartbeat", status: "active" });
+    await phone.sync();
+    expect(writes).toEqual([]);
+    // A change is written (and the counting sees it).
+    phone.send({ type: "heartbeat", status: "away" });
+    await phone.sync();
+    expect(writes.length).toBeGreaterThan(0);
+    phone.close();
   });
 
   it("reports away and dnd across shards, dnd winning over another device's active", async () => {

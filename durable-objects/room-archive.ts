@@ -4,7 +4,7 @@
  * `archive_confirmed`, the seq through which the consumer has confirmed every event. The alarm
  * sends `(archive_sent, lastSeq]` to the room-events queue and moves `archive_sent`; confirmations
  * move `archive_confirmed` (ranges confirmed out of order wait in `archive_acks` until the gap
- * below them closes). What stays unconfirmed `archiveResendMs` after it was sent is sent again from
+ * below them closes). What stays unconfirmed `archiveResendMs` after the history's last progress is sent again from
  * `archive_confirmed`: queues deliver at least once, a local queue dies with its process, and the
  * consumer is idempotent on (tenant, room, seq). Retention has its own pair of watermarks: the
  * tombstones of `(archive_expired, expiredThrough]` are sent until confirmed.
@@ -211,8 +211,10 @@ export class ArchiveFeed {
       if (confirmed > before) {
         log.setCounter("archive_confirmed", confirmed);
         this.#sql.exec("DELETE FROM archive_acks WHERE to_seq <= ?", confirmed);
-        // Progress: what is still outstanding waits `archiveResendMs` from now.
+        // Progress: what is still outstanding waits `archiveResendMs` from now, and a resend
+        // after that waits the plain timeout again.
         if (confirmed < log.counter("archive_sent")) log.setCounter("archive_sent_at", Date.now());
+        if (storage.kv.get("archive_resends") !== undefined) storage.kv.delete("archive_resends");
       }
       // Tombstones are sent in order from `archive_expired`; confirmed ranges from there move it.
       let expired = log.counter("archive_expired");
@@ -236,7 +238,7 @@ export class ArchiveFeed {
     else if (unsent >= limits.outboxBatch) times.push(now);
     else if (unsent > 0) times.push(Math.max(now, this.#lastSendAt + limits.outboxDrainDelayMs));
     if (log.counter("archive_confirmed") < sent)
-      times.push(log.counter("archive_sent_at") + limits.archiveResendMs);
+      times.push(log.counter("archive_sent_at") + this.#resendWait());
     const expired = this.#tombstoneLimit();
     if (log.counter("archive_expire_sent") < expired) times.push(now);
     if (log.counter("archive_expired") < log.counter("archive_expire_sent"))
@@ -275,6 +277,13 @@ export class ArchiveFeed {
     );
   }
 
+  /** How long unconfirmed events wait for progress before they are sent again: the timeout,
+   * doubled for each resend since the history last made progress (at most 64 times it). */
+  #resendWait(): number {
+    const resends = Number(this.#deps.storage.kv.get("archive_resends") ?? 0);
+    return this.#deps.limits.archiveResendMs * 2 ** Math.min(resends, 6);
+  }
+
   get #sql(): SqlStorage {
     return this.#deps.storage.sql;
   }
@@ -287,9 +296,13 @@ export class ArchiveFeed {
     // set by a send that starts the wait, moved by each confirmation (`#confirmRanges`). No
     // progress for `archiveResendMs`: send it all again from the confirmed watermark.
     let starts = confirmed >= sent;
-    if (!starts && log.counter("archive_sent_at") + limits.archiveResendMs <= now) {
+    if (!starts && log.counter("archive_sent_at") + this.#resendWait() <= now) {
       sent = confirmed;
       starts = true;
+      // A history that is only slow (a consumer far behind) would get every resend on top of its
+      // backlog: each resend without progress waits twice as long as the one before.
+      const kv = this.#deps.storage.kv;
+      kv.put("archive_resends", Number(kv.get("archive_resends") ?? 0) + 1);
     }
     if (sent >= log.lastSeq) return;
     sent = this.#skipOlderThanWindow(sent, log.lastSeq, now, "events");

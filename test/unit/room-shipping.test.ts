@@ -130,6 +130,26 @@ describe("shipping to the D1 history", () => {
       expect(batches).toHaveLength(3);
     });
   });
+  it("waits twice as long before each resend while the history makes no progress", async () => {
+    await inRoom(5, async (log, storage) => {
+      const { archive, batches } = feed(log, storage);
+      const wait = limits.archiveResendMs;
+      const t0 = Date.now() - 100 * wait;
+      await archive.drain(meta, t0);
+      await archive.drain(meta, t0 + wait); // nothing confirmed for a timeout: resent
+      await archive.drain(meta, t0 + 2 * wait); // one timeout later: not yet, it waits two now
+      expect(batches).toHaveLength(2);
+      await archive.drain(meta, t0 + 3 * wait);
+      expect(batches).toEqual([
+        [1, 2, 3, 4, 5],
+        [1, 2, 3, 4, 5],
+        [1, 2, 3, 4, 5],
+      ]);
+      // Progress resets the wait.
+      archive.confirm([1, 2, 3, 4, 5]);
+      expect(storage.kv.get("archive_resends")).toBeUndefined();
+    });
+  });
 });
 
 describe("shipping to search", () => {

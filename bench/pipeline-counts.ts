@@ -19,37 +19,11 @@ import {
 } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import type { HarnessPlan, Tally } from "./workerd/plan.ts";
+import type { HarnessPlan, HarnessResult } from "./workerd/plan.ts";
 
-export type { HarnessPlan, Tally } from "./workerd/plan.ts";
+export type { HarnessPlan, HarnessResult, PhaseResult, Sizes, Tally } from "./workerd/plan.ts";
 
 const here = dirname(fileURLToPath(import.meta.url));
-
-export interface Sizes {
-  objects: Record<string, number>;
-  rooms: { events: number; rowsHeld: number };
-  searchDocs: number;
-  d1: Record<string, number>;
-  r2: { objects: number; bytes: number };
-}
-
-export interface PhaseResult {
-  name: string;
-  units: number;
-  seconds: number;
-  tallies: Tally[];
-  sizesBefore: Sizes;
-  sizesAfter: Sizes;
-}
-
-export interface HarnessResult {
-  design: string;
-  phases: PhaseResult[];
-  checks: Record<string, number>;
-  seconds: number;
-  /** The limits the harness ran with (PARLEY_* bindings). */
-  vars: Record<string, string>;
-}
 
 /** Harness runs still going: stopped by `stopHarnesses` (on a signal, or past the budget). */
 const children = new Set<number>();

@@ -30,9 +30,8 @@ import {
   objectNames,
   snapshot,
   stubOf,
-  type Tally,
 } from "./ledger.ts";
-import type { HarnessPlan } from "./plan.ts";
+import type { HarnessPlan, PhaseResult, Sizes } from "./plan.ts";
 
 // ---- what the generated config passes in ------------------------------------------------------
 
@@ -229,18 +228,6 @@ async function quiet(rooms: BenchRoom[], timeoutMs = 180_000): Promise<void> {
   }
 }
 
-interface Sizes {
-  /** SQLite bytes of the room objects and of the search shards. */
-  objects: Record<string, number>;
-  /** The rooms' events, and how many of them still have a row (the new design's floor drops the
-   * rows of events older than its command window). */
-  rooms: { events: number; rowsHeld: number };
-  /** Messages the search shards hold. */
-  searchDocs: number;
-  d1: Record<string, number>;
-  r2: { objects: number; bytes: number };
-}
-
 async function sizes(rooms: BenchRoom[]): Promise<Sizes> {
   const objects: Record<string, number> = {};
   const add = (k: string, n: number) => {
@@ -289,16 +276,6 @@ async function sizes(rooms: BenchRoom[]): Promise<Sizes> {
     }
   });
   return { objects, rooms: { events, rowsHeld }, searchDocs, d1, r2: { objects: count, bytes } };
-}
-
-interface PhaseResult {
-  name: string;
-  /** Commands sent in the phase (messages, edits, reactions, deletions), or rows trimmed. */
-  units: number;
-  seconds: number;
-  tallies: Tally[];
-  sizesBefore: Sizes;
-  sizesAfter: Sizes;
 }
 
 // ---- the run ------------------------------------------------------------------------------------

@@ -33,3 +33,35 @@ export interface Tally {
   rowsWritten: number;
   bytes: number;
 }
+
+/** What the stores hold at a moment of the run. */
+export interface Sizes {
+  /** SQLite bytes of the room objects and of the search shards. */
+  objects: Record<string, number>;
+  /** The rooms' events, and how many of them still have a row (the new design's floor drops the
+   * rows of events older than its command window). */
+  rooms: { events: number; rowsHeld: number };
+  /** Messages the search shards hold. */
+  searchDocs: number;
+  d1: Record<string, number>;
+  r2: { objects: number; bytes: number };
+}
+
+export interface PhaseResult {
+  name: string;
+  /** Commands sent in the phase (messages, edits, reactions, deletions), or rows trimmed. */
+  units: number;
+  seconds: number;
+  tallies: Tally[];
+  sizesBefore: Sizes;
+  sizesAfter: Sizes;
+}
+
+export interface HarnessResult {
+  design: string;
+  phases: PhaseResult[];
+  checks: Record<string, number>;
+  seconds: number;
+  /** The limits the harness ran with (PARLEY_* bindings). */
+  vars: Record<string, string>;
+}

@@ -1,5 +1,5 @@
 /**
- * @module The side benches' sections of bench/results.md (presence, archive, upload): the facts
+ * @module The side benches' sections of bench/results.md (presence, archive, upload, search at scale, …): the facts
  * each section opens with, and replacing one section in place.
  */
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
@@ -69,6 +69,7 @@ export const SIDE_SECTIONS = [
   "## Idle sockets",
   "## Soak",
   "## Slow consumers",
+  "## Search at scale",
 ] as const;
 
 /** The side sections `file` holds now (each from its heading to the next `## `), in file order. */

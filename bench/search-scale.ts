@@ -47,6 +47,17 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
  */
 const DEFAULT_SCALE = 0.3;
 
+/**
+ * Limits for both designs' servers, beside startParley's raised per-user quotas. A room resends
+ * what its D1 history has not confirmed `PARLEY_ARCHIVE_RESEND_MS` (60 s) after sending it, for a
+ * queue that lost it. Locally the queue's consumer shares the one runtime thread that the fill
+ * saturates, so it falls more than 60 s behind and every room resends everything unconfirmed, which
+ * feeds on itself: a default run's 312,000 events became 1.52 M queue messages, and the server was
+ * still consuming them 5 minutes after the fill, during the searches. Nothing is lost in a run
+ * without restarts, so the bench waits an hour before resending.
+ */
+const SERVER_ENV = { PARLEY_ARCHIVE_RESEND_MS: String(60 * 60 * 1000) };
+
 export type Design = "old" | "new";
 export type Case = "one" | "tenants";
 
@@ -222,7 +233,7 @@ export interface SearchScaleResults {
  * Waits until the server's workerd processes use under a tenth of a core over 2 s (the queue,
  * its consumer, sealing and the alarms have caught up), for at most `maxMs`.
  */
-async function settle(server: Server, maxMs = 300_000): Promise<{ seconds: number; settled: boolean }> {
+async function settle(server: Server, maxMs = 420_000): Promise<{ seconds: number; settled: boolean }> {
   const t0 = performance.now();
   let prev = workerdSnapshot(server).ticks;
   while (performance.now() - t0 < maxMs) {
@@ -273,9 +284,16 @@ class Runner {
   readonly stateDirs: string[] = [];
   readonly logFiles: string[] = [];
 
+  /** Set on SIGINT/SIGTERM/SIGHUP: the group stops the servers, and no phase starts another. */
+  aborted = false;
+
   constructor(o: SearchScaleOptions, group: ServerGroup) {
     this.o = o;
     this.group = group;
+    for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const)
+      process.on(signal, () => {
+        this.aborted = true;
+      });
   }
 
   overBudget(): boolean {
@@ -286,7 +304,12 @@ class Runner {
   async start(design: Design, name: string, stateDir: string): Promise<Server> {
     const appRoot = design === "new" ? root : oldDesignRoot("pre-shards", log);
     log(`starting the ${design} design (${name})`);
-    const server = await startParley(appRoot, logDir, { stateDir, name: `search-scale-${name}` });
+    if (this.aborted) throw new Error("stopped by a signal");
+    const server = await startParley(appRoot, logDir, {
+      stateDir,
+      name: `search-scale-${name}`,
+      env: SERVER_ENV,
+    });
     this.group.track(server);
     this.logFiles.push(server.logFile);
     return server;

@@ -42,7 +42,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
  * The default run fills 0.3 × the issue's messages (300,000 in one tenant, 10 × 30,000). The current
  * design's real pipeline costs the local runtime's one thread about 1.1–1.5 ms of CPU per message
  * (430–670 msg/s measured on this 2-core machine, 100 rooms × 64 sends in flight), so the issue's
- * 2,000,000 would take 50–80 minutes of filling alone; at 0.3 the whole run stays near 40 minutes.
+ * 2,000,000 would take 50–80 minutes of filling alone; at 0.3 the whole run took 30 minutes.
  * `--scale 1` runs the issue's figures.
  */
 const DEFAULT_SCALE = 0.3;

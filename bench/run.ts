@@ -52,6 +52,13 @@ if (process.argv.slice(2).includes("--pipeline")) {
   process.exit();
 }
 
+// `--search-scale`: search latency at a million messages and across tenants, the previous design
+// beside this one (bench/search-scale.ts); its own servers and "## Search at scale" section.
+if (process.argv.slice(2).includes("--search-scale")) {
+  await (await import("./search-scale.ts")).runSearchScale(process.argv.slice(2));
+  process.exit();
+}
+
 // `--rooms`, `--idle`, `--soak`: many rooms at once (bench/rooms.ts), idle hibernatable sockets in
 // one room (bench/idle.ts), a minute of steady load (bench/soak.ts); each starts and stops its own
 // servers and writes only its own section. After --presence and --pipeline, whose own `--rooms`

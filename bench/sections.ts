@@ -1,5 +1,6 @@
 /**
- * @module The side benches' sections of bench/results.md (presence, pipeline, upload, …): the facts
+ * @module The side benches' sections of bench/results.md (presence, pipeline, upload, search at
+ * scale, …): the facts
  * each section opens with, and replacing one section in place.
  */
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
@@ -70,6 +71,7 @@ export const SIDE_SECTIONS = [
   "## Soak",
   "## Slow consumers",
   "## Fan-out, old vs new",
+  "## Search at scale",
 ] as const;
 
 /** The side sections `file` holds now (each from its heading to the next `## `), in file order. */

@@ -37,7 +37,12 @@ export interface Corpus {
  * at 300,000 words the least frequent ones occur a few times in 15 M words of text.
  */
 export function makeCorpus(size = 300_000, s = 1.05, seed = 1234): Corpus {
-  const random = mulberry32(seed);
+  return corpusFrom(size, s, mulberry32(seed));
+}
+
+/** A corpus as `makeCorpus` makes it, drawing its made-up words from `random` (which a caller may
+ * go on drawing from). */
+export function corpusFrom(size: number, s: number, random: () => number): Corpus {
   const words = [...new Set(COMMON.map((w) => w.replace(/'/g, "")))];
   const seen = new Set(words);
   while (words.length < size) {

@@ -3,6 +3,7 @@
  * fetch handler and WebSockets through real upgrades, as an outside client would.
  */
 import { env, exports } from "cloudflare:workers";
+import { expect } from "vitest";
 import {
   eventsOf,
   parseServerFrame,
@@ -248,4 +249,27 @@ export function historyDown(base: Env): Env {
     });
   }
   return down as unknown as Env;
+}
+
+/** workerd's clock moves only across I/O: wait for the next millisecond. */
+export async function after(ts: number): Promise<void> {
+  while (Date.now() <= ts) await new Promise((r) => setTimeout(r, 1));
+}
+
+/** Requests an export, waits (bounded) for the local exports queue to run it, downloads it. */
+export async function exportRoom(user: User, roomId: string): Promise<string> {
+  const res = await api(user, "POST", "/api/admin/exports", { roomId });
+  expect(res.status).toBe(202);
+  const { id } = await json<{ id: string }>(res);
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    const s = await json<{ status: string; error: string | null }>(
+      api(user, "GET", `/api/admin/exports/${id}`),
+    );
+    if (s.status === "done") break;
+    if (s.status === "failed") throw new Error(`export failed: ${s.error}`);
+    if (Date.now() > deadline) throw new Error("export did not finish in 30 s");
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return (await api(user, "GET", `/api/admin/exports/${id}/download`)).text();
 }

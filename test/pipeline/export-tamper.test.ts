@@ -24,7 +24,18 @@ import {
   parseLines,
   serialize,
 } from "../export-forgery.ts";
-import { api, createRoom, fetchWorker, join, json, login, type User, unique } from "../helpers.ts";
+import {
+  after,
+  api,
+  createRoom,
+  exportRoom,
+  fetchWorker,
+  join,
+  json,
+  login,
+  type User,
+  unique,
+} from "../helpers.ts";
 import type { CliRun } from "../verify-cli.ts";
 import { undoSchemaV8 } from "./legacy-room.ts";
 
@@ -63,29 +74,6 @@ async function tsOf(user: User, roomId: string, seq: number): Promise<number> {
     api(user, "GET", `/api/rooms/${roomId}/messages?after=${seq - 1}&limit=1`),
   );
   return page.events[0]?.ts ?? Number.NaN;
-}
-
-/** workerd's clock moves only across I/O: wait for the next millisecond. */
-async function after(ts: number): Promise<void> {
-  while (Date.now() <= ts) await new Promise((r) => setTimeout(r, 1));
-}
-
-/** Requests an export, waits (bounded) for the local exports queue to run it, downloads it. */
-async function exportRoom(user: User, roomId: string): Promise<string> {
-  const res = await api(user, "POST", "/api/admin/exports", { roomId });
-  expect(res.status).toBe(202);
-  const { id } = await json<{ id: string }>(res);
-  const deadline = Date.now() + 30_000;
-  for (;;) {
-    const s = await json<{ status: string; error: string | null }>(
-      api(user, "GET", `/api/admin/exports/${id}`),
-    );
-    if (s.status === "done") break;
-    if (s.status === "failed") throw new Error(`export failed: ${s.error}`);
-    if (Date.now() > deadline) throw new Error("export did not finish in 30 s");
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  return (await api(user, "GET", `/api/admin/exports/${id}/download`)).text();
 }
 
 async function publishedKeys(): Promise<{ keys: (JWK & { kid: string })[] }> {

@@ -15,9 +15,11 @@ import { verifyExport } from "../../protocol/export-verify.ts";
 import type { RoomEvent, SearchHit } from "../../protocol/index.ts";
 import { roomStub } from "../../worker/rooms.ts";
 import {
+  after,
   api,
   Client,
   createRoom,
+  exportRoom,
   fetchWorker,
   historyAll,
   join,
@@ -161,23 +163,6 @@ async function cli(text: string, keys: unknown): Promise<CliRun> {
   return res.json<CliRun>();
 }
 
-async function exportRoom(user: User, roomId: string): Promise<string> {
-  const res = await api(user, "POST", "/api/admin/exports", { roomId });
-  expect(res.status).toBe(202);
-  const { id } = await json<{ id: string }>(res);
-  const deadline = Date.now() + 30_000;
-  for (;;) {
-    const s = await json<{ status: string; error: string | null }>(
-      api(user, "GET", `/api/admin/exports/${id}`),
-    );
-    if (s.status === "done") break;
-    if (s.status === "failed") throw new Error(`export failed: ${s.error}`);
-    if (Date.now() > deadline) throw new Error("export did not finish in 30 s");
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  return (await api(user, "GET", `/api/admin/exports/${id}/download`)).text();
-}
-
 /** Exports the room and runs `npm run verify-export -- --keys <published keys>` on the file. */
 async function exportVerified(user: User, roomId: string) {
   const text = await exportRoom(user, roomId);
@@ -197,11 +182,6 @@ async function searchFor(user: User, q: string): Promise<SearchHit[]> {
   const res = await api(user, "GET", `/api/search?q=${encodeURIComponent(q)}`);
   expect(res.status).toBe(200);
   return (await res.json<{ hits: SearchHit[] }>()).hits;
-}
-
-/** workerd's clock moves only across I/O: wait for the next millisecond. */
-async function after(ts: number): Promise<void> {
-  while (Date.now() <= ts) await new Promise((r) => setTimeout(r, 1));
 }
 
 /** A room of `n` messages by `ada` (plus her join), settled: its floor has risen when n > 1,100. */

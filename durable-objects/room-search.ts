@@ -75,18 +75,19 @@ export class SearchFeed {
     this.kick();
   }
 
-  /** Something was committed: send it now, or once the send in flight is done and the interval
-   * since it started has passed. `now` skips the interval (a caller that waits for the part). */
+  /** Something was committed: send it on a timer, once the send in flight is done and the interval
+   * since it started has passed; a quiet room's timer is 0 ms, so its send starts after the turn
+   * that committed, behind the fan-out. `now` sends at once (a caller that waits for the part). */
   kick(now = false): void {
     if (this.#running) {
       this.#again = true;
       return;
     }
-    const wait = now ? 0 : this.#lastStart + this.#deps.limits.searchShipIntervalMs - Date.now();
-    if (wait > 0) {
+    if (!now) {
+      const wait = Math.max(0, this.#lastStart + this.#deps.limits.searchShipIntervalMs - Date.now());
       this.#timer ??= setTimeout(() => {
         this.#timer = null;
-        this.kick();
+        this.kick(true);
       }, wait);
       return;
     }

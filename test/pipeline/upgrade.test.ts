@@ -32,6 +32,10 @@ async function send(user: User, roomId: string, text: string): Promise<number> {
 /** What the previous release left: the room at schema v6 with an outbox, no watermarks, and no
  * copies in the new stores (they did not exist). The alarm is held off, as an idle room's is. */
 async function asLeftByPreviousRelease(user: User, roomId: string, stub: Stub): Promise<void> {
+  // The room learns its tenant's number of parts on its first send to search. It keeps its
+  // watermarks in memory and writes them behind: a fresh instance has none to write over the edit.
+  await stub.searchSettled();
+  await evictDurableObject(stub);
   const parts = await runInDurableObject(stub, (_room: Room, state) =>
     Number(
       state.storage.sql.exec<{ value: string }>("SELECT value FROM meta WHERE key = 'search_parts'").one()

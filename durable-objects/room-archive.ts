@@ -98,6 +98,8 @@ export class ArchiveFeed {
   #timer: ReturnType<typeof setTimeout> | null = null;
   /** Passes run one after another (the timer's and the alarm's). */
   #chain: Promise<void> = Promise.resolve();
+  /** Whether `archive_acks` holds ranges beyond a gap (null: not known since this instance began). */
+  #gapped: boolean | null = null;
 
   constructor(deps: ArchiveFeedDeps) {
     this.#deps = deps;
@@ -188,29 +190,41 @@ export class ArchiveFeed {
 
   #confirmRanges(events: readonly [number, number][], tombstones: readonly [number, number][]): boolean {
     const { log, storage } = this.#deps;
-    return storage.transactionSync(() => {
+    return log.transaction(() => {
       const before = log.counter("archive_confirmed");
+      // In order (the common case), a range joins the watermark in memory; one beyond a gap waits
+      // in `archive_acks` (a row) until the gap below it closes.
+      let confirmed = before;
       for (const [from, to] of events) {
-        if (to <= before) continue;
+        if (to <= confirmed) continue;
+        if (from <= confirmed + 1) {
+          confirmed = to;
+          continue;
+        }
         this.#sql.exec(
           "INSERT INTO archive_acks (from_seq, to_seq) VALUES (?, ?) ON CONFLICT (from_seq) DO UPDATE SET to_seq = MAX(to_seq, excluded.to_seq)",
           from,
           to,
         );
+        this.#gapped = true;
       }
-      // Close the gap: every range that starts at or below the watermark's next seq joins it.
-      let confirmed = before;
-      for (const r of this.#sql
-        .exec<{ from_seq: number; to_seq: number }>(
-          "SELECT from_seq, to_seq FROM archive_acks ORDER BY from_seq",
-        )
-        .toArray()) {
-        if (r.from_seq > confirmed + 1) break;
-        confirmed = Math.max(confirmed, r.to_seq);
+      if (this.#gapped !== false) {
+        // Close the gap: every waiting range that starts at or below the watermark's next seq joins it.
+        const waiting = this.#sql
+          .exec<{ from_seq: number; to_seq: number }>(
+            "SELECT from_seq, to_seq FROM archive_acks ORDER BY from_seq",
+          )
+          .toArray();
+        for (const r of waiting) {
+          if (r.from_seq > confirmed + 1) break;
+          confirmed = Math.max(confirmed, r.to_seq);
+        }
+        if (waiting.some((r) => r.to_seq <= confirmed))
+          this.#sql.exec("DELETE FROM archive_acks WHERE to_seq <= ?", confirmed);
+        this.#gapped = waiting.some((r) => r.to_seq > confirmed);
       }
       if (confirmed > before) {
         log.setCounter("archive_confirmed", confirmed);
-        this.#sql.exec("DELETE FROM archive_acks WHERE to_seq <= ?", confirmed);
         // Progress: what is still outstanding waits `archiveResendMs` from now, and a resend
         // after that waits the plain timeout again.
         if (confirmed < log.counter("archive_sent")) log.setCounter("archive_sent_at", Date.now());

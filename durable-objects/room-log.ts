@@ -189,6 +189,15 @@ export type ShipKey =
   | "archive_expire_sent"
   | "archive_expire_sent_at";
 
+/** The watermarks `setCounter` writes behind, and how long at most it waits to write them. */
+const WRITTEN_BEHIND: ReadonlySet<ShipKey> = new Set([
+  "search_indexed",
+  "archive_confirmed",
+  "archive_sent",
+  "archive_sent_at",
+]);
+const COUNTERS_WRITE_MS = 1000;
+
 export interface RoomMeta {
   tenantId: string;
   roomId: string;
@@ -260,6 +269,10 @@ export class RoomLog {
   /** The room's tenant, id, name and kind, read on every command: loaded on first use
    * (`undefined` until then), written through by `setMeta`, forgotten on a rollback (`#reload`). */
   #roomMeta: RoomMeta | null | undefined = undefined;
+  /** Counters as last read or set (see `setCounter`), and the watermarks not written yet. */
+  readonly #counters = new Map<ShipKey, number>();
+  readonly #dirtyCounters = new Set<ShipKey>();
+  #countersTimer: ReturnType<typeof setTimeout> | null = null;
 
   constructor(storage: DurableObjectStorage) {
     this.#storage = storage;
@@ -358,11 +371,46 @@ export class RoomLog {
   /** A number the room keeps about its derived stores (a watermark: every event through it is
    * confirmed there; or a cached setting), 0 when never set. */
   counter(key: ShipKey): number {
-    return Number(this.#metaValue(key) ?? 0);
+    let value = this.#counters.get(key);
+    if (value === undefined) {
+      value = Number(this.#metaValue(key) ?? 0);
+      this.#counters.set(key, value);
+    }
+    return value;
   }
 
+  /**
+   * Sets a counter. A watermark (`WRITTEN_BEHIND`) is kept in memory and written at most once per
+   * `COUNTERS_WRITE_MS`, not per send: a row per flush is most of what a quiet room writes per
+   * message. What a crash loses is at most that long of progress, which the room then sends again
+   * (both stores apply a resend idempotently). Other counters are written at once.
+   */
   setCounter(key: ShipKey, value: number): void {
-    this.#setMetaValue(key, String(value));
+    this.#counters.set(key, value);
+    if (!WRITTEN_BEHIND.has(key)) {
+      this.#setMetaValue(key, String(value));
+      return;
+    }
+    this.#dirtyCounters.add(key);
+    this.#countersTimer ??= setTimeout(() => this.writeCounters(), COUNTERS_WRITE_MS);
+  }
+
+  /** Writes the watermarks changed since the last write (one row each); from then on counters are
+   * read from storage again (once each), so what storage holds is what the room goes by. */
+  writeCounters(): void {
+    if (this.#countersTimer) clearTimeout(this.#countersTimer);
+    this.#countersTimer = null;
+    const dirty = [...this.#dirtyCounters].map((key) => [key, this.counter(key)] as const);
+    this.#dirtyCounters.clear();
+    this.#counters.clear();
+    if (dirty.length === 0) return;
+    try {
+      this.transaction(() => {
+        for (const [key, value] of dirty) this.#setMetaValue(key, String(value));
+      });
+    } catch {
+      // Not written: the stored watermarks stay older, so the room sends that much again.
+    }
   }
 
   /** Retention has turned every event through this seq into a tombstone (or found it so). */
@@ -438,6 +486,10 @@ export class RoomLog {
 
   #reload(): void {
     this.#roomMeta = undefined;
+    // A rolled-back transaction may have set counters: read them again (a watermark read back
+    // older than it was only makes the room send something again).
+    this.#counters.clear();
+    this.#dirtyCounters.clear();
     const last = this.#one<{ seq: number; chain: string }>(
       "SELECT seq, chain FROM events ORDER BY seq DESC LIMIT 1",
     );

@@ -323,6 +323,12 @@ export class Room extends DurableObject<Env> {
     if (this.#archive.confirm(events, tombstones)) this.#scheduleNext();
   }
 
+  /** Writes the derived stores' watermarks now (the room writes them behind, at most a second
+   * late) and goes by what storage holds from then on: before a planned restart, or to edit them. */
+  writeWatermarks(): void {
+    this.#log.writeCounters();
+  }
+
   /** Waits until the room's search part has everything committed so far (or a send failed), and
    * says how far it has: for tests and the bench, which must not poll. */
   async searchSettled(): Promise<{ lastSeq: number; indexedThrough: number; expiredThrough: number }> {

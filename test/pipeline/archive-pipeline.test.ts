@@ -109,6 +109,7 @@ describe("shipping to the D1 history by watermark", () => {
     await alarm(stub);
     expect(queue.take()).toEqual([]); // not due yet
 
+    await stub.writeWatermarks();
     await runInDurableObject(stub, (_r: Room, s) => {
       s.storage.sql.exec("UPDATE meta SET value = value - 3600000 WHERE key = 'archive_sent_at'");
     });
@@ -153,6 +154,7 @@ describe("a D1 outage during archiving", () => {
 
     // D1 is back. The queue's own retries were lost with the outage's batches (as a local queue
     // dies with its process); the room resends what was never confirmed.
+    await stub.writeWatermarks();
     await runInDurableObject(stub, (_r: Room, s) => {
       s.storage.sql.exec("UPDATE meta SET value = value - 3600000 WHERE key = 'archive_sent_at'");
     });

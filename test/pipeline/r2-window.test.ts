@@ -380,6 +380,7 @@ describe("shipping from a watermark older than the floor", () => {
     const { stub, queue } = await withFakeQueue(ada, roomId);
     // Neither store gets anything while the log runs past its floor: search's watermark is held
     // ahead of the log, and what the room sends to the queue is never delivered.
+    await stub.writeWatermarks();
     await runInDurableObject(stub, (_r: Room, state) => {
       state.storage.sql.exec(
         "INSERT INTO meta (key, value) VALUES ('search_indexed', '1000000') ON CONFLICT (key) DO UPDATE SET value = excluded.value",
@@ -396,6 +397,7 @@ describe("shipping from a watermark older than the floor", () => {
     expect(await searchFor(ada, "xylophonic")).toEqual([]);
 
     // Both watermarks back to 0, as a rebuilt store (or the upgrade, docs/deploy.md) starts.
+    await stub.writeWatermarks();
     await runInDurableObject(stub, (_r: Room, s) => {
       s.storage.sql.exec(
         "UPDATE meta SET value = '0' WHERE key IN ('search_indexed', 'archive_confirmed', 'archive_sent', 'archive_sent_at')",

@@ -9,7 +9,8 @@
  * consumer is idempotent on (tenant, room, seq). Retention has its own pair of watermarks: the
  * tombstones of `(archive_expired, expiredThrough]` are sent until confirmed.
  *
- * Nothing is written per event: a send moves two counters, a confirmation one (or inserts a range).
+ * Nothing is written per event, nor per send: the watermarks live in memory and are written behind,
+ * at most once a second (RoomLog.setCounter); only a range confirmed beyond a gap takes a row.
  */
 import type { Limits } from "../config/limits.ts";
 

@@ -4,7 +4,7 @@
  * search operations, and then its retention, `(search_expired, expiredThrough]`. The watermarks move
  * only once the part has applied a batch, so a failure (or the object going away mid-send) leaves
  * the rest to the next send: the alarm retries while the part is behind. Nothing is written per
- * event; a batch moves a watermark once.
+ * event or per batch: the watermark is written behind, at most once a second (RoomLog.setCounter).
  */
 import type { Limits } from "../config/limits.ts";
 import type { RoomEvent } from "../protocol/index.ts";

@@ -17,6 +17,9 @@ export interface Server {
   port: number;
   baseUrl: string;
   logFile: string;
+  /** The name (`comm`) of the processes that hold its sockets: "workerd" (the default) for the
+   * servers under wrangler dev, "node" for the Socket.IO ceiling, which is the spawned process. */
+  comm?: string;
   stop(): Promise<void>;
 }
 
@@ -145,7 +148,9 @@ function rssOf(pid: number): number {
 
 /**
  * wrangler dev runs two workerd processes: a proxy bound to the public port, and the runtime of the
- * worker itself (its entry socket on an ephemeral port). Both hold every WebSocket.
+ * worker itself (its entry socket on an ephemeral port). Both hold every WebSocket. A server whose
+ * `comm` is not workerd (the Socket.IO ceiling) is the spawned process itself: all of it counts as
+ * the runtime.
  */
 export function workerdSnapshot(server: Server): WorkerdSnapshot {
   let rssTotal = 0;
@@ -153,8 +158,10 @@ export function workerdSnapshot(server: Server): WorkerdSnapshot {
   let ticks = 0;
   let count = 0;
   if (server.pid <= 0) return { rssTotal, rssRuntime, ticks, count };
-  for (const p of descendants(server.pid)) {
-    if (p.comm !== "workerd") continue;
+  const comm = server.comm ?? "workerd";
+  const self = comm === "workerd" ? null : readStat(server.pid);
+  for (const p of self ? [self, ...descendants(server.pid)] : descendants(server.pid)) {
+    if (p.comm !== comm) continue;
     const rss = rssOf(p.pid);
     rssTotal += rss;
     ticks += p.ticks;
@@ -229,6 +236,7 @@ interface StartSpec {
   ownsState: boolean;
   healthPath: string;
   timeoutMs: number;
+  comm?: string;
 }
 
 async function start(spec: StartSpec): Promise<Server> {
@@ -258,6 +266,7 @@ async function start(spec: StartSpec): Promise<Server> {
     port: spec.port,
     baseUrl: `http://127.0.0.1:${spec.port}`,
     logFile,
+    ...(spec.comm ? { comm: spec.comm } : {}),
     async stop() {
       if (stopped) return;
       stopped = true;
@@ -307,6 +316,29 @@ export async function startCeiling(root: string, logDir: string, label: string):
     ownsState: true,
     healthPath: "/healthz",
     timeoutMs: 60_000,
+  });
+}
+
+/**
+ * The Socket.IO + SQLite ceiling (bench/ceiling/socketio.ts): one Node process, this checkout's
+ * Node, its database in a temporary directory that `stop()` removes.
+ */
+export async function startSocketio(root: string, logDir: string): Promise<Server> {
+  const port = await freePort();
+  const stateDir = mkdtempSync(join(tmpdir(), "parley-bench-socketio-"));
+  return start({
+    name: "ceiling-socketio",
+    root,
+    logDir,
+    command: process.execPath,
+    args: ["bench/ceiling/socketio.ts"],
+    env: { PORT: String(port), SOCKETIO_DB: join(stateDir, "log.sqlite") },
+    port,
+    stateDir,
+    ownsState: true,
+    healthPath: "/healthz",
+    timeoutMs: 30_000,
+    comm: "node",
   });
 }
 

@@ -132,11 +132,25 @@ export function aggregate(rs: CellResult[]): Agg | undefined {
 /** Every run of every cell, by `specKey` and then by server. */
 export type RepeatResults<W extends string> = Map<string, Map<W, CellResult[]>>;
 
+/** A 1 s warm-up cell (10 × 1, ack-paced) per server, not reported: the first cell on a fresh
+ * server pays for compiling and opening storage. Throws if one fails. */
+export async function warmUp<W extends string>(
+  targets: [W, Target][],
+  o: RepeatOptions,
+  runId: string,
+): Promise<void> {
+  const warm: Options = { ...o.cell, durationMs: 1000, drainMs: 2000, stallMs: 1000 };
+  for (const [who, target] of targets) {
+    const spec: CellSpec = { mode: "ack", receivers: 10, senders: 1 };
+    const r = await runCell(target, spec, warm, `${runId}-warm-${who}`, false);
+    if (!r.ok) throw new Error(`warm-up of ${target.label} failed: ${r.error}`);
+  }
+}
+
 /**
- * A 1 s warm-up cell (10 × 1, ack-paced) per server, not reported (the first cell on a fresh server
- * pays for compiling and opening storage), then `specs` × `repeats` runs, the servers' order
- * rotated by run and cell. A cell that would start after `budgetMs` (from `began`) is skipped and
- * said so in `failures`, as is a run that failed.
+ * The warm-up (unless `warm` is false: the caller ran it), then `specs` × `repeats` runs, the
+ * servers' order rotated by run and cell. A cell that would start after `budgetMs` (from `began`)
+ * is skipped and said so in `failures`, as is a run that failed.
  */
 export async function runRepeats<W extends string>(
   targets: [W, Target][],
@@ -146,19 +160,10 @@ export async function runRepeats<W extends string>(
   began: number,
   failures: string[],
   log: (msg: string) => void,
+  warm = true,
 ): Promise<RepeatResults<W>> {
   const results: RepeatResults<W> = new Map();
-  const warm: Options = { ...o.cell, durationMs: 1000, drainMs: 2000, stallMs: 1000 };
-  for (const [who, target] of targets) {
-    const r = await runCell(
-      target,
-      { mode: "ack", receivers: 10, senders: 1 },
-      warm,
-      `${runId}-warm-${who}`,
-      false,
-    );
-    if (!r.ok) throw new Error(`warm-up of ${target.label} failed: ${r.error}`);
-  }
+  if (warm) await warmUp(targets, o, runId);
   for (let rep = 0; rep < o.repeats; rep++) {
     for (const [s, spec] of specs.entries()) {
       for (let t = 0; t < targets.length; t++) {

@@ -4,7 +4,7 @@
  * with a seq and broadcasts it) and Socket.IO + SQLite (bench/ceiling/socketio.ts: one Node process
  * that fsyncs each message before broadcasting it). Rooms of N receivers × S senders, each cell
  * ack-paced (delivered/s) and at a fixed total rate (p50), repeated with the servers' order rotated
- * (bench/repeats.ts); then, per server, `--sockets` receivers and a sender connected to one room:
+ * (bench/repeats.ts); before them, per server, `--sockets` receivers and a sender connected to one room:
  * the time to open them, memory per connected socket, and per socket after an idle spell (reusing
  * the idle bench's hold and wake, bench/idle.ts). Writes the `## Small rooms` section of
  * bench/results.md. See bench/README.md.
@@ -15,18 +15,7 @@ import type { CellSpec } from "./cell.ts";
 import { terminateFleets } from "./fleet.ts";
 import { evicted, type Held, hold, type IdleRun, perSocket, wake } from "./idle.ts";
 import { sideFlags } from "./options.ts";
-import {
-  type Agg,
-  aggregate,
-  anyBad,
-  REPEAT_FLAGS,
-  type RepeatOptions,
-  type RepeatResults,
-  repeatOptions,
-  runRepeats,
-  specKey,
-  times,
-} from "./repeats.ts";
+import * as repeats from "./repeats.ts";
 import { int, ms } from "./report.ts";
 import { publishSection, type SectionFacts, sectionFacts } from "./sections.ts";
 import { ServerGroup } from "./servers.ts";
@@ -42,7 +31,7 @@ const USAGE = `usage: npm run bench -- --small [--quick] [--rooms 10x1,10x10,100
        [--modes ack,rate] [--duration 5] [--repeats 2] [--rate 20] [--window 8] [--drain 5]
        [--sockets 500] [--wait 20] [--budget 1200] [--out bench/results.md]`;
 
-interface SmallOptions extends RepeatOptions {
+interface SmallOptions extends repeats.RepeatOptions {
   /** Receivers × senders of each room, in table order. */
   rooms: [number, number][];
   /** Receivers connected for the connect-time and memory part (plus one sender). */
@@ -57,7 +46,7 @@ function parseSmall(argv: string[]): SmallOptions {
     rooms: { type: "string" },
     sockets: { type: "string" },
     wait: { type: "string" },
-    ...REPEAT_FLAGS,
+    ...repeats.REPEAT_FLAGS,
   });
   const quick = values.quick === true;
   const rooms = (values.rooms ?? (quick ? "10x1,10x10,100x10" : "10x1,10x10,100x1,100x10,500x10"))
@@ -67,7 +56,7 @@ function parseSmall(argv: string[]): SmallOptions {
       if (!m) throw new Error(`--rooms: ${pair} is not RECEIVERSxSENDERS\n${USAGE}`);
       return [num(m[1], "rooms", 0, 1, 2000), num(m[2], "rooms", 0, 1, 100)];
     });
-  const o = repeatOptions(
+  const o = repeats.repeatOptions(
     values,
     num,
     USAGE,
@@ -96,7 +85,7 @@ export async function runSmall(argv: string[]): Promise<void> {
   const specs: CellSpec[] = o.cell.modes.flatMap((mode) =>
     o.rooms.map(([receivers, senders]) => ({ mode, receivers, senders })),
   );
-  let results: RepeatResults<Who> = new Map();
+  let results: repeats.RepeatResults<Who> = new Map();
   const idle: IdleRun[] = [];
   log(
     `${o.cell.quick ? "quick" : "full"} run: rooms ${o.rooms.map(([r, s]) => `${r}x${s}`).join(",")}, modes ${o.cell.modes.join(",")}, ${o.cell.durationMs / 1000} s × ${o.repeats} runs per cell; ${o.sockets} sockets, ${o.waitMs / 1000} s idle`,
@@ -111,19 +100,21 @@ export async function runSmall(argv: string[]): Promise<void> {
     if (started.length < WHO.length) throw new Error(failures.join("; "));
     const targets = started.map((t): [Who, Target] => [t.name as Who, t]);
     log(`servers up after ${((performance.now() - began) / 1000).toFixed(1)} s`);
-    results = await runRepeats(targets, specs, o, runId, began, failures, log);
+    await repeats.warmUp(targets, o, runId);
+    // Sockets and memory first, on servers that have only run the warm-up: after the 500-receiver
+    // cells, their allocators would hand the new sockets memory those cells freed.
     if (o.sockets > 0) idle.push(...(await connectAndIdle(targets, o, runId, failures)));
+    results = await repeats.runRepeats(targets, specs, o, runId, began, failures, log, false);
   } catch (err) {
     failures.push(err instanceof Error ? err.message : String(err));
     log(`error: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
   } finally {
-    log("stopping servers");
     await group.stop();
   }
   const section = render(o, specs, results, idle, sectionFacts(argv, began), failures);
   publishSection(resolve(root, o.cell.out), section, SMALL_HEADING, log);
   const idleBad = idle.some((r) => !r.ok || r.lost > 0 || r.duplicated > 0 || r.reordered > 0);
-  if (results.size === 0 || anyBad(results) || idleBad) process.exitCode = 1;
+  if (results.size === 0 || repeats.anyBad(results) || idleBad) process.exitCode = 1;
 }
 
 /**
@@ -167,19 +158,19 @@ async function connectAndIdle(
 function render(
   o: SmallOptions,
   specs: CellSpec[],
-  results: RepeatResults<Who>,
+  results: repeats.RepeatResults<Who>,
   idle: IdleRun[],
   facts: SectionFacts,
   failures: string[],
 ): string {
   const c = o.cell;
-  const agg = (spec: CellSpec | undefined, who: Who): Agg | undefined =>
-    spec ? aggregate(results.get(specKey(spec))?.get(who) ?? []) : undefined;
+  const agg = (spec: CellSpec | undefined, who: Who): repeats.Agg | undefined =>
+    spec ? repeats.aggregate(results.get(repeats.specKey(spec))?.get(who) ?? []) : undefined;
   const find = (mode: "ack" | "rate", r: number, s: number) =>
     specs.find((x) => x.mode === mode && x.receivers === r && x.senders === s);
-  const evs = (a: Agg | undefined) => (a ? `${int(a.evs)}${a.flags}` : "–");
-  const p50 = (a: Agg | undefined) => (a ? `${ms(a.p50)}${a.flags}` : "–");
-  const integrity = (a: Agg | undefined) => (a ? `${a.lost}/${a.dup}/${a.reord}` : "–");
+  const evs = (a: repeats.Agg | undefined) => (a ? `${int(a.evs)}${a.flags}` : "–");
+  const p50 = (a: repeats.Agg | undefined) => (a ? `${ms(a.p50)}${a.flags}` : "–");
+  const integrity = (a: repeats.Agg | undefined) => (a ? `${a.lost}/${a.dup}/${a.reord}` : "–");
   const out = [
     SMALL_HEADING,
     "",
@@ -195,12 +186,12 @@ function render(
     const rate = find("rate", r, s);
     const [pa, da, sa] = WHO.map((w) => agg(ack, w));
     const [pr, dr, sr] = WHO.map((w) => agg(rate, w));
-    const sum = (a: Agg | undefined, b: Agg | undefined) =>
+    const sum = (a: repeats.Agg | undefined, b: repeats.Agg | undefined) =>
       a || b
         ? `${(a?.lost ?? 0) + (b?.lost ?? 0)}/${(a?.dup ?? 0) + (b?.dup ?? 0)}/${(a?.reord ?? 0) + (b?.reord ?? 0)}`
         : integrity(undefined);
     out.push(
-      `| ${r} × ${s} | ${evs(pa)} | ${evs(da)} | ${evs(sa)} | ${times(pa?.evs, da?.evs)} | ${times(pa?.evs, sa?.evs)} | ${p50(pr)} / ${p50(dr)} / ${p50(sr)} | ${times(pr?.p50, dr?.p50)} | ${sum(pa, pr)} · ${sum(da, dr)} · ${sum(sa, sr)} |`,
+      `| ${r} × ${s} | ${evs(pa)} | ${evs(da)} | ${evs(sa)} | ${repeats.times(pa?.evs, da?.evs)} | ${repeats.times(pa?.evs, sa?.evs)} | ${p50(pr)} / ${p50(dr)} / ${p50(sr)} | ${repeats.times(pr?.p50, dr?.p50)} | ${sum(pa, pr)} · ${sum(da, dr)} · ${sum(sa, sr)} |`,
     );
   }
   out.push(
@@ -230,7 +221,7 @@ function render(
     const kib = (x: number | undefined) => (x === undefined ? "–" : x.toFixed(1));
     out.push(
       "",
-      `**Connecting ${int(o.sockets)} sockets, memory per socket.** Per server, ${int(o.sockets)} receivers and 1 sender (each its own connection; on Parley each its own user, signed in and joined beforehand) open on one fresh room, at most 32 handshakes in flight, after the cells above. Connect = opening them all (Parley and Socket.IO: until each socket's ready frame). Memory per active socket = (RSS 1 s after connecting − RSS before) ÷ sockets; per idle socket = the same after ${o.waitMs / 1000} s without traffic (a Durable Object whose only connections are hibernatable sockets is evicted after 10 s). RSS is over the server's processes: both workerd processes of \`wrangler dev\` (its proxy and the runtime hold every socket), or the Socket.IO Node process; "runtime" leaves out wrangler's proxy, which a deployed object does not pay.`,
+      `**Connecting ${int(o.sockets)} sockets, memory per socket.** Per server, ${int(o.sockets)} receivers and 1 sender (each its own connection; on Parley each its own user, signed in and joined beforehand) open on one fresh room, at most 32 handshakes in flight, after the warm-up and before the cells above (so that the allocators cannot hand them memory those cells freed). Connect = opening them all (Parley and Socket.IO: until each socket's ready frame). Memory per active socket = (RSS 1 s after connecting − RSS before) ÷ sockets; per idle socket = the same after ${o.waitMs / 1000} s without traffic (a Durable Object whose only connections are hibernatable sockets is evicted after 10 s). RSS is over the server's processes: both workerd processes of \`wrangler dev\` (its proxy and the runtime hold every socket), or the Socket.IO Node process; "runtime" leaves out wrangler's proxy, which a deployed object does not pay.`,
       "",
       "| server | sockets | connect s | per active socket KiB (all / runtime) | per idle socket KiB (all / runtime) | wake message to all, last ms | evicted while idle? | lost/dup/reord |",
       "|---|---:|---:|---|---|---:|---|---|",
@@ -249,8 +240,8 @@ function render(
     }
     out.push(
       "",
-      `Parley ÷ BareDurable: connect ${times(connect(p), connect(d))}, memory per active socket ${times(active(p, false), active(d, false))} (runtime ${times(active(p, true), active(d, true))}), per idle socket ${times(perSocket(p, false), perSocket(d, false))} (runtime ${times(perSocket(p, true), perSocket(d, true))}).`,
-      `Parley ÷ Socket.IO + SQLite: connect ${times(connect(p), connect(s))}, memory per active socket (runtime) ${times(active(p, true), active(s, true))}, per idle socket (runtime) ${times(perSocket(p, true), perSocket(s, true))}. A Node process's RSS grows in steps (its heap is reserved ahead), so its per-socket figures are coarse at this count.`,
+      `Parley ÷ BareDurable: connect ${repeats.times(connect(p), connect(d))}, memory per active socket ${repeats.times(active(p, false), active(d, false))} (runtime ${repeats.times(active(p, true), active(d, true))}), per idle socket ${repeats.times(perSocket(p, false), perSocket(d, false))} (runtime ${repeats.times(perSocket(p, true), perSocket(d, true))}).`,
+      `Parley ÷ Socket.IO + SQLite: connect ${repeats.times(connect(p), connect(s))}, memory per active socket (runtime) ${repeats.times(active(p, true), active(s, true))}, per idle socket (runtime) ${repeats.times(perSocket(p, true), perSocket(s, true))}. A Node process's RSS grows in steps (its heap is reserved ahead), so its per-socket figures are coarse at this count.`,
     );
   }
   if (failures.length > 0) out.push("", ...failures.map((f) => `- ${f}`));

@@ -64,12 +64,18 @@ const io = new Server(http, {
   maxHttpBufferSize: 16 * 1024 * 1024,
 });
 
-io.on("connection", (socket) => {
+// Before the namespace CONNECT is answered: a refused socket gets CONNECT_ERROR, never a ready.
+io.use((socket, next) => {
   const room = socket.handshake.query.room;
-  if (typeof room !== "string" || !ROOM.test(room)) {
-    socket.disconnect(true);
-    return;
-  }
+  next(
+    typeof room === "string" && ROOM.test(room)
+      ? undefined
+      : new Error("room must match [A-Za-z0-9_-]{1,128}"),
+  );
+});
+
+io.on("connection", (socket) => {
+  const room = socket.handshake.query.room as string;
   socket.join(room);
   socket.on("send", (frame: unknown) => {
     if (typeof frame !== "object" || frame === null) return;

@@ -81,6 +81,9 @@ export interface CellResult {
   serverCpuMs: number | null;
   clientBound: boolean;
   memory?: MemoryResult;
+  /** Cores used by processes outside the bench and its servers while the cell ran (set by the
+   * repeated benches, bench/repeats.ts): other work on the machine that the cell competed with. */
+  otherCpu?: number;
 }
 
 const MAX_INFLIGHT_RATE_MODE = 2000;

@@ -7,6 +7,7 @@
  */
 import { type CellResult, type CellSpec, runCell } from "./cell.ts";
 import { MODES, type Mode, type Options } from "./options.ts";
+import { cpuTicks } from "./servers.ts";
 import type { Target } from "./targets.ts";
 
 /** The flags both repeated benches take (with `sideFlags`), besides their own. */
@@ -99,6 +100,9 @@ export interface Agg {
   reord: number;
   /** Median server CPU ms per acknowledged message over the whole cell (drain included). */
   cpuPerMsg: number;
+  /** Median and most cores other processes on the machine used during the runs. */
+  otherCpu: number;
+  otherCpuMax: number;
   runs: number;
   failed: number;
   /** † a run was client-bound, ‡ a run was overloaded. */
@@ -123,6 +127,8 @@ export function aggregate(rs: CellResult[]): Agg | undefined {
     cpuPerMsg: median(
       ok.map((r) => (r.serverCpuMs === null || r.acked === 0 ? Number.NaN : r.serverCpuMs / r.acked)),
     ),
+    otherCpu: median(ok.map((r) => r.otherCpu ?? Number.NaN)),
+    otherCpuMax: Math.max(...ok.map((r) => r.otherCpu ?? Number.NaN)),
     runs: ok.length,
     failed: rs.length - ok.length,
     flags: `${ok.some((r) => r.clientBound) ? "†" : ""}${ok.some((r) => r.overloaded) ? "‡" : ""}`,
@@ -172,13 +178,18 @@ export async function runRepeats<W extends string>(
           failures.push(`skipped ${specKey(spec)} ${target.label} run ${rep + 1}: time budget spent`);
           continue;
         }
+        const t0 = performance.now();
+        const cpu0 = cpuTicks(process.pid);
         const r = await runCell(target, spec, o.cell, `${runId}-r${rep}-c${s}-${who}`, false);
+        const cpu1 = cpuTicks(process.pid);
+        const seconds = (performance.now() - t0) / 1000;
+        r.otherCpu = Math.max(0, cpu1.machine - cpu0.machine - (cpu1.tree - cpu0.tree)) / 100 / seconds;
         if (!r.ok) failures.push(`${specKey(spec)} ${target.label} run ${rep + 1}: ${r.error}`);
         const row = results.get(specKey(spec)) ?? new Map<W, CellResult[]>();
         row.set(who, [...(row.get(who) ?? []), r]);
         results.set(specKey(spec), row);
         log(
-          `run ${rep + 1} ${specKey(spec)} ${target.label}: ${r.ok ? `${Math.round(evs(r))} ev/s, p50 ${r.latency ? r.latency.p50.toFixed(1) : "–"} p99 ${r.latency ? r.latency.p99.toFixed(1) : "–"} ms, ${r.serverCpuMs !== null && r.acked > 0 ? (r.serverCpuMs / r.acked).toFixed(2) : "–"} CPU ms/msg, client CPU ${Math.round(r.clientCpu * 100)}%, lost/dup/reord ${r.lost}/${r.duplicated}/${r.reordered}` : `FAILED ${r.error}`}`,
+          `run ${rep + 1} ${specKey(spec)} ${target.label}: ${r.ok ? `${Math.round(evs(r))} ev/s, p50 ${r.latency ? r.latency.p50.toFixed(1) : "–"} p99 ${r.latency ? r.latency.p99.toFixed(1) : "–"} ms, ${r.serverCpuMs !== null && r.acked > 0 ? (r.serverCpuMs / r.acked).toFixed(2) : "–"} CPU ms/msg, client CPU ${Math.round(r.clientCpu * 100)}%, other processes ${Math.round((r.otherCpu ?? 0) * 100)}%, lost/dup/reord ${r.lost}/${r.duplicated}/${r.reordered}` : `FAILED ${r.error}`}`,
         );
       }
     }

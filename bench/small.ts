@@ -178,8 +178,8 @@ function render(
     `- Each cell: ${c.durationMs / 1000} s of sending, then a drain of at most ${c.drainMs / 1000} s, in a fresh room. **Ack-paced** (delivered/s): each sender keeps at most ${c.window} unacknowledged sends. **Fixed rate** (p50): ${c.rate} msg/s in total across the senders. Every cell ran ${o.repeats} time(s), the three servers interleaved in an order rotated per cell and per run, after a 1 s warm-up cell each; figures are medians over the runs, lost/dup/reord summed over them (both modes).`,
     "- **Parley** is this checkout under `wrangler dev` (`npm start`'s runtime, fresh state). **BareDurable** (bench/ceiling/index.ts) is a Durable Object, also under `wrangler dev`, that inserts each frame into its SQLite under seq = previous + 1 and broadcasts it; the runtime holds the broadcast until the write is durable. **Socket.IO + SQLite** (bench/ceiling/socketio.ts) is one Node process: Socket.IO 4 on the WebSocket transport, each message inserted with its seq into node:sqlite (WAL, `synchronous=FULL`: the WAL is fsynced before the insert returns), then emitted to the room. Both ceilings echo to the sender, which takes its copy as its ack.",
     "",
-    "| room (recv × send) | Parley delivered/s | BareDurable delivered/s | Socket.IO + SQLite delivered/s | Parley × BareDurable | Parley × Socket.IO + SQLite | p50 at fixed rate ms: Parley / BareDurable / Socket.IO | p50 Parley × BareDurable | lost/dup/reord P · D · S |",
-    "|---|---:|---:|---:|---:|---:|---|---:|---|",
+    "| room (recv × send) | Parley delivered/s | BareDurable delivered/s | Socket.IO + SQLite delivered/s | Parley × BareDurable | Parley × Socket.IO + SQLite | p50 at fixed rate ms: Parley / BareDurable / Socket.IO | p50 Parley × BareDurable | lost/dup/reord P · D · S | other load, cores: ack-paced P · D · S (most) |",
+    "|---|---:|---:|---:|---:|---:|---|---:|---|---|",
   ];
   for (const [r, s] of o.rooms) {
     const ack = find("ack", r, s);
@@ -190,13 +190,14 @@ function render(
       a || b
         ? `${(a?.lost ?? 0) + (b?.lost ?? 0)}/${(a?.dup ?? 0) + (b?.dup ?? 0)}/${(a?.reord ?? 0) + (b?.reord ?? 0)}`
         : integrity(undefined);
+    const other = (a: repeats.Agg | undefined) => (a ? a.otherCpuMax.toFixed(2) : "–");
     out.push(
-      `| ${r} × ${s} | ${evs(pa)} | ${evs(da)} | ${evs(sa)} | ${repeats.times(pa?.evs, da?.evs)} | ${repeats.times(pa?.evs, sa?.evs)} | ${p50(pr)} / ${p50(dr)} / ${p50(sr)} | ${repeats.times(pr?.p50, dr?.p50)} | ${sum(pa, pr)} · ${sum(da, dr)} · ${sum(sa, sr)} |`,
+      `| ${r} × ${s} | ${evs(pa)} | ${evs(da)} | ${evs(sa)} | ${repeats.times(pa?.evs, da?.evs)} | ${repeats.times(pa?.evs, sa?.evs)} | ${p50(pr)} / ${p50(dr)} / ${p50(sr)} | ${repeats.times(pr?.p50, dr?.p50)} | ${sum(pa, pr)} · ${sum(da, dr)} · ${sum(sa, sr)} | ${other(pa)} · ${other(da)} · ${other(sa)} |`,
     );
   }
   out.push(
     "",
-    "`delivered/s` = unique (receiver, message) deliveries per second, from the first send to the last delivery. p50 = receive time − send time carried in the message, over every delivery of the fixed-rate cell. `lost/dup/reord`, per (receiver, message): lost = acknowledged but never received, dup = received again, reord = received after a later seq. × = Parley ÷ the ceiling (above 1× Parley delivers more; in the p50 column above 1× Parley is slower). † = client-bound in at least one run: the bench's one Node process used more than 80% of a core while sending, so the figure measures the client as much as the server (the client shares the 2 cores with every server). ‡ = overloaded in at least one run (fell behind: still delivering when the drain ran out, or at a fixed rate under 95% acked or more than 1 s to drain).",
+    "`delivered/s` = unique (receiver, message) deliveries per second, from the first send to the last delivery. p50 = receive time − send time carried in the message, over every delivery of the fixed-rate cell. `lost/dup/reord`, per (receiver, message): lost = acknowledged but never received, dup = received again, reord = received after a later seq. × = Parley ÷ the ceiling (above 1× Parley delivers more; in the p50 column above 1× Parley is slower). † = client-bound in at least one run: the bench's one Node process used more than 80% of a core while sending, so the figure measures the client as much as the server (the client shares the 2 cores with every server). ‡ = overloaded in at least one run (fell behind: still delivering when the drain ran out, or at a fixed rate under 95% acked or more than 1 s to drain). Other load = cores that processes other than the bench and its servers (other sessions' tests and builds) used while a cell ran, the most over its runs: the two cores are shared, and a run beside such work is slower for it.",
   );
   const spread = o.rooms.flatMap(([r, s]) =>
     WHO.map((w) => {

@@ -7,7 +7,9 @@
  * one (by the room's seq, or by the sender's counter for BareBroadcast, which has no seq) is
  * reordered, and an acknowledged message a receiver never got is lost (counted per receiver).
  * Parley acknowledges with `ack`; the ceilings echo the frame to everyone, the sender included, and
- * the sender takes its own message as its ack.
+ * the sender takes its own message as its ack. The Socket.IO ceiling is spoken in Engine.IO v4
+ * framing over the same WebSocket client: the frame goes out as a `send` event
+ * (`42["send",<frame>]`) and comes back as an `event` (`42["event",{"seq":N,"frame":<frame>}]`).
  */
 import WebSocket from "ws";
 import { eventsOf, parseServerFrame, Receipts } from "../protocol/index.ts";
@@ -79,6 +81,9 @@ export interface CellResult {
   serverCpuMs: number | null;
   clientBound: boolean;
   memory?: MemoryResult;
+  /** Cores used by processes outside the bench and its servers while the cell ran (set by the
+   * repeated benches, bench/repeats.ts): other work on the machine that the cell competed with. */
+  otherCpu?: number;
 }
 
 const MAX_INFLIGHT_RATE_MODE = 2000;
@@ -195,7 +200,8 @@ export class Cell {
     const text = JSON.stringify({ s: sender.index, c, t, m: FILLER + this.padding });
     sender.sentAt.set(c, t);
     sender.inflight++;
-    ws.send(JSON.stringify({ type: "send", clientId: `s${sender.index}c${c}`, text }));
+    const frame = JSON.stringify({ type: "send", clientId: `s${sender.index}c${c}`, text });
+    ws.send(this.kind === "socketio" ? `42["send",${frame}]` : frame);
     return true;
   }
 
@@ -285,13 +291,15 @@ export class Cell {
       }
     }
     type Sent = { text?: unknown; clientId?: unknown };
-    let o: Sent & { seq?: unknown; frame?: Sent };
+    type Echo = Sent & { seq?: unknown; frame?: Sent };
+    let o: Echo | undefined;
     try {
-      o = JSON.parse(raw);
+      o = this.kind === "socketio" ? (JSON.parse(raw.slice(2)) as [string, Echo])[1] : JSON.parse(raw);
     } catch {
       return 0;
     }
-    const inner = this.kind === "durable" ? o.frame : o;
+    if (!o) return 0;
+    const inner = this.kind === "bare" ? o : o.frame;
     if (!inner) return 0;
     const p = payloadOf(inner.text);
     if (!p) return 0;
@@ -341,7 +349,9 @@ export class Cell {
       const receipts = new Receipts();
       ws.on("message", (data: Buffer, isBinary: boolean) => {
         if (isBinary) return;
-        const seq = this.onFrame(data.toString(), r, s, done);
+        const raw = data.toString();
+        if (this.kind === "socketio" && !engineIoEvent(ws, raw, done, fail)) return;
+        const seq = this.onFrame(raw, r, s, done);
         const due = seq === 0 ? null : receipts.handled(data.length, seq);
         if (due) ws.send(JSON.stringify(due));
       });
@@ -390,6 +400,26 @@ export class Cell {
     await Promise.race([closed, sleep(3000)]);
     for (const ws of this.sockets) if (ws.readyState !== WebSocket.CLOSED) ws.terminate();
   }
+}
+
+/**
+ * Engine.IO v4 framing of the Socket.IO ceiling: answers the open packet (`0{…}`) with the default
+ * namespace's CONNECT (`40`) and each ping (`2`) with a pong (`3`); the CONNECT's answer (`40{…}`)
+ * makes the socket ready, a CONNECT_ERROR (`44…`) fails it. True for an event packet (`42…`), which
+ * is the cell's to read.
+ */
+function engineIoEvent(
+  ws: WebSocket,
+  raw: string,
+  ready: (lastSeq: number) => void,
+  fail: (err: Error) => void,
+): boolean {
+  if (raw.startsWith("42")) return true;
+  if (raw === "2") ws.send("3");
+  else if (raw.startsWith("40")) ready(0);
+  else if (raw.startsWith("0")) ws.send("40");
+  else if (raw.startsWith("44")) fail(new Error(`Socket.IO refused the connection: ${raw.slice(2, 200)}`));
+  return false;
 }
 
 /**

@@ -9,9 +9,21 @@
  */
 import { dirname, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import { type CellResult, type CellSpec, runCell } from "./cell.ts";
+import type { CellSpec } from "./cell.ts";
 import { oldDesignRoot } from "./old.ts";
-import { MODES, type Mode, type Options, sideFlags } from "./options.ts";
+import { sideFlags } from "./options.ts";
+import {
+  type Agg,
+  aggregate,
+  anyBad,
+  REPEAT_FLAGS,
+  type RepeatOptions,
+  type RepeatResults,
+  repeatOptions,
+  runRepeats,
+  specKey,
+  times,
+} from "./repeats.ts";
 import { ms } from "./report.ts";
 import { publishSection, sectionFacts } from "./sections.ts";
 import { type Server, startCeiling, startParley, stopAllSync } from "./servers.ts";
@@ -25,51 +37,25 @@ const USAGE = `usage: npm run bench -- --fanout [--quick] [--receivers 10] [--se
        [--duration 5] [--repeats 3] [--rate 200] [--window 8] [--drain 5] [--budget 900]
        [--out bench/results.md]`;
 
-interface FanoutOptions {
-  cell: Options;
-  repeats: number;
-}
-
-function parseFanout(argv: string[]): FanoutOptions {
+function parseFanout(argv: string[]): RepeatOptions {
   const { values, num } = sideFlags(argv, USAGE, {
     fanout: { type: "boolean" },
-    quick: { type: "boolean" },
     receivers: { type: "string" },
     senders: { type: "string" },
-    modes: { type: "string" },
-    duration: { type: "string" },
-    repeats: { type: "string" },
-    rate: { type: "string" },
-    window: { type: "string" },
-    drain: { type: "string" },
-    budget: { type: "string" },
-    out: { type: "string" },
+    ...REPEAT_FLAGS,
   });
-  const quick = values.quick === true;
   const ints = (v: string | undefined, name: string, def: number[]) =>
     v === undefined ? def : v.split(",").map((s) => num(s.trim(), name, 0, 1, 1000));
-  const modes = (values.modes ?? "ack,rate").split(",").map((m) => m.trim()) as Mode[];
-  for (const m of modes) if (!MODES.includes(m)) throw new Error(`--modes: unknown ${m}\n${USAGE}`);
-  const drain = num(values.drain, "drain", quick ? 3 : 5, 1, 60);
-  return {
-    repeats: num(values.repeats, "repeats", quick ? 1 : 3, 1, 20),
-    cell: {
-      quick,
-      durationMs: num(values.duration, "duration", quick ? 2 : 5, 1, 60) * 1000,
+  return repeatOptions(
+    values,
+    num,
+    USAGE,
+    { repeats: [3, 1], rate: 200, budget: [900, 240] },
+    {
       receivers: ints(values.receivers, "receivers", [10]),
       senders: ints(values.senders, "senders", [1, 10]),
-      modes,
-      targets: [],
-      window: num(values.window, "window", 8, 1, 1000),
-      rate: num(values.rate, "rate", 200, 1, 100_000),
-      drainMs: drain * 1000,
-      stallMs: Math.min(2000, drain * 1000),
-      clientBound: 0.8,
-      budgetMs: num(values.budget, "budget", quick ? 240 : 900, 10, 7200) * 1000,
-      out: values.out ?? "bench/results.md",
-      parleyUrl: undefined,
     },
-  };
+  );
 }
 
 type Who = "new" | "old" | "durable";
@@ -79,67 +65,10 @@ const LABEL: Record<Who, string> = {
   durable: "BareDurable",
 };
 
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  const n = s.length;
-  return n === 0
-    ? Number.NaN
-    : n % 2
-      ? (s[(n - 1) / 2] as number)
-      : ((s[n / 2 - 1] as number) + (s[n / 2] as number)) / 2;
-};
-const evs = (r: CellResult) => r.delivered / (r.elapsedMs / 1000);
-const x = (a: number, b: number) =>
-  Number.isFinite(a) && Number.isFinite(b) && b > 0 ? `${(a / b).toFixed(2)}×` : "–";
-
-function key(spec: CellSpec): string {
-  return `${spec.mode}/${spec.receivers}/${spec.senders}`;
-}
-
-interface Agg {
-  evs: number;
-  evsMin: number;
-  evsMax: number;
-  p50: number;
-  p95: number;
-  p99: number;
-  lost: number;
-  dup: number;
-  reord: number;
-  /** Median workerd CPU ms per acknowledged message over the whole cell (drain included). */
-  cpuPerMsg: number;
-  runs: number;
-  failed: number;
-  flags: string;
-}
-
-function aggregate(rs: CellResult[]): Agg | undefined {
-  const ok = rs.filter((r) => r.ok && r.latency);
-  if (ok.length === 0) return undefined;
-  const t = ok.map(evs);
-  return {
-    evs: median(t),
-    evsMin: Math.min(...t),
-    evsMax: Math.max(...t),
-    p50: median(ok.map((r) => r.latency?.p50 ?? Number.NaN)),
-    p95: median(ok.map((r) => r.latency?.p95 ?? Number.NaN)),
-    p99: median(ok.map((r) => r.latency?.p99 ?? Number.NaN)),
-    lost: ok.reduce((a, r) => a + r.lost, 0),
-    dup: ok.reduce((a, r) => a + r.duplicated, 0),
-    reord: ok.reduce((a, r) => a + r.reordered, 0),
-    cpuPerMsg: median(
-      ok.map((r) => (r.serverCpuMs === null || r.acked === 0 ? Number.NaN : r.serverCpuMs / r.acked)),
-    ),
-    runs: ok.length,
-    failed: rs.length - ok.length,
-    flags: `${ok.some((r) => r.clientBound) ? "†" : ""}${ok.some((r) => r.overloaded) ? "‡" : ""}`,
-  };
-}
-
 function render(
-  o: FanoutOptions,
+  o: RepeatOptions,
   specs: CellSpec[],
-  results: Map<string, Map<Who, CellResult[]>>,
+  results: RepeatResults<Who>,
   facts: ReturnType<typeof sectionFacts>,
   failures: string[],
 ): string {
@@ -162,12 +91,12 @@ function render(
   const cellInt = (a: Agg | undefined) => (a ? `${a.lost}/${a.dup}/${a.reord}` : "–");
   const cellCpu = (a: Agg | undefined) => (a && Number.isFinite(a.cpuPerMsg) ? a.cpuPerMsg.toFixed(2) : "–");
   for (const spec of specs) {
-    const row = results.get(key(spec));
+    const row = results.get(specKey(spec));
     const n = aggregate(row?.get("new") ?? []);
     const p = aggregate(row?.get("old") ?? []);
     const d = aggregate(row?.get("durable") ?? []);
     out.push(
-      `| ${spec.mode === "ack" ? "A" : "B"} | ${spec.receivers} | ${spec.senders} | ${cellEvs(n)} | ${cellEvs(p)} | ${cellEvs(d)} | ${x(n?.evs ?? Number.NaN, p?.evs ?? Number.NaN)} | ${x(n?.evs ?? Number.NaN, d?.evs ?? Number.NaN)} | ${x(p?.evs ?? Number.NaN, d?.evs ?? Number.NaN)} | ${cellLat(n)} | ${cellLat(p)} | ${cellLat(d)} | ${x(n?.p99 ?? Number.NaN, p?.p99 ?? Number.NaN)} | ${cellCpu(n)} · ${cellCpu(p)} · ${cellCpu(d)} | ${cellInt(n)} · ${cellInt(p)} · ${cellInt(d)} |`,
+      `| ${spec.mode === "ack" ? "A" : "B"} | ${spec.receivers} | ${spec.senders} | ${cellEvs(n)} | ${cellEvs(p)} | ${cellEvs(d)} | ${times(n?.evs, p?.evs)} | ${times(n?.evs, d?.evs)} | ${times(p?.evs, d?.evs)} | ${cellLat(n)} | ${cellLat(p)} | ${cellLat(d)} | ${times(n?.p99, p?.p99)} | ${cellCpu(n)} · ${cellCpu(p)} · ${cellCpu(d)} | ${cellInt(n)} · ${cellInt(p)} · ${cellInt(d)} |`,
     );
   }
   out.push(
@@ -192,7 +121,7 @@ export async function runFanout(argv: string[]): Promise<void> {
   const logDir = resolve(root, "bench/out");
   const runId = `f${Date.now().toString(36)}`;
   const failures: string[] = [];
-  const results = new Map<string, Map<Who, CellResult[]>>();
+  let results: RepeatResults<Who> = new Map();
   const specs: CellSpec[] = [];
   for (const mode of o.cell.modes)
     for (const receivers of o.cell.receivers)
@@ -211,43 +140,11 @@ export async function runFanout(argv: string[]): Promise<void> {
       ["old", { ...parleyTarget(old, `${runId}o`), label: LABEL.old }],
       ["durable", ceilingTarget("durable", durable)],
     ];
-    const warm: Options = { ...o.cell, durationMs: 1000, drainMs: 2000, stallMs: 1000 };
-    for (const [who, target] of targets) {
-      const r = await runCell(
-        target,
-        { mode: "ack", receivers: 10, senders: 1 },
-        warm,
-        `${runId}-warm-${who}`,
-        false,
-      );
-      if (!r.ok) throw new Error(`warm-up of ${LABEL[who]} failed: ${r.error}`);
-    }
-    for (let rep = 0; rep < o.repeats; rep++) {
-      for (const [s, spec] of specs.entries()) {
-        for (let t = 0; t < targets.length; t++) {
-          const [who, target] = targets[(t + rep + s) % targets.length] as [Who, Target];
-          if (performance.now() - began > o.cell.budgetMs) {
-            failures.push(`skipped ${key(spec)} ${LABEL[who]} run ${rep + 1}: time budget spent`);
-            continue;
-          }
-          const r = await runCell(target, spec, o.cell, `${runId}-r${rep}-c${s}-${who}`, false);
-          if (!r.ok) failures.push(`${key(spec)} ${LABEL[who]} run ${rep + 1}: ${r.error}`);
-          const row = results.get(key(spec)) ?? new Map<Who, CellResult[]>();
-          row.set(who, [...(row.get(who) ?? []), r]);
-          results.set(key(spec), row);
-          log(
-            `run ${rep + 1} ${key(spec)} ${LABEL[who]}: ${r.ok ? `${Math.round(evs(r))} ev/s, p99 ${r.latency ? r.latency.p99.toFixed(1) : "–"} ms, ${r.serverCpuMs !== null && r.acked > 0 ? (r.serverCpuMs / r.acked).toFixed(2) : "–"} CPU ms/msg, lost/dup/reord ${r.lost}/${r.duplicated}/${r.reordered}` : `FAILED ${r.error}`}`,
-          );
-        }
-      }
-    }
+    results = await runRepeats(targets, specs, o, runId, began, failures, log);
   } finally {
     await Promise.all(servers.map((s) => s.stop()));
   }
   const section = render(o, specs, results, sectionFacts(argv, began), failures);
   publishSection(resolve(root, o.cell.out), section, FANOUT_HEADING, log);
-  const bad = [...results.values()]
-    .flatMap((m) => [...m.values()].flat())
-    .some((r) => !r.ok || r.lost + r.duplicated + r.reordered > 0);
-  if (bad) process.exitCode = 1;
+  if (anyBad(results)) process.exitCode = 1;
 }

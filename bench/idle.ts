@@ -77,13 +77,15 @@ interface Probe {
   ack: number | null;
 }
 
-interface IdleRun {
+export interface IdleRun {
   target: Target;
   ok: boolean;
   error?: string;
   /** Sockets connected to the room (receivers, the sender and, on Parley, the witness). */
   sockets: number;
   setupMs: number;
+  /** Opening the sockets alone (the room already prepared: Parley's users signed in and joined). */
+  connectMs: number;
   before?: WorkerdSnapshot;
   connected?: WorkerdSnapshot;
   idle?: WorkerdSnapshot;
@@ -117,7 +119,7 @@ async function probe(cell: Cell): Promise<Probe> {
   return { message: cell.latency.summary(), ack: cell.ackLatency.summary()?.max ?? null };
 }
 
-interface Held {
+export interface Held {
   run: IdleRun;
   cell: Cell;
   room: string;
@@ -126,14 +128,20 @@ interface Held {
   reloads: number;
 }
 
-/** Connects one target's room: receivers, the sender, and on Parley the witness, which then empties
- * its bucket. Memory is read before the sockets open and after they all are. */
-async function hold(target: Target, opts: IdleOptions, runId: string): Promise<Held> {
+/** Connects one target's room: receivers, the sender, and on Parley (unless `witness` is false) the
+ * witness, which then empties its bucket. Memory is read before the sockets open and after they all are. */
+export async function hold(
+  target: Target,
+  opts: Pick<IdleOptions, "sockets">,
+  runId: string,
+  witness = target.name === "parley",
+): Promise<Held> {
   const run: IdleRun = {
     target,
     ok: false,
-    sockets: opts.sockets + 1 + (target.name === "parley" ? 1 : 0),
+    sockets: opts.sockets + 1 + (witness ? 1 : 0),
     setupMs: 0,
+    connectMs: 0,
     idleSeconds: 0,
     lost: 0,
     duplicated: 0,
@@ -151,8 +159,10 @@ async function hold(target: Target, opts: IdleOptions, runId: string): Promise<H
   try {
     const prepared = await prepareRooms(target, [cell], name);
     run.before = workerdSnapshot(target.server);
+    const opening = performance.now();
     await openRooms(target, [cell], prepared);
-    if (target.name === "parley") {
+    run.connectMs = performance.now() - opening;
+    if (witness) {
       const after = (cell.receivers[0] as { lastSeq: number }).lastSeq;
       held.witness = await Witness.open((prepared[0] as (typeof prepared)[0]).receiver(0, after));
       run.witness = {
@@ -177,7 +187,7 @@ async function hold(target: Target, opts: IdleOptions, runId: string): Promise<H
 }
 
 /** After the idle spell: memory, the wake and warm messages, the witness's second burst. */
-async function wake(held: Held): Promise<void> {
+export async function wake(held: Held): Promise<void> {
   const { run, cell, witness } = held;
   const { target } = run;
   run.idle = workerdSnapshot(target.server);
@@ -287,13 +297,13 @@ export async function runIdle(argv: string[]): Promise<void> {
 const mib = (b: number) => (b / 1048576).toFixed(1);
 
 /** KiB per socket between two snapshots (all workerd, or the runtime only). */
-function perSocket(r: IdleRun | undefined, runtime: boolean): number | undefined {
+export function perSocket(r: IdleRun | undefined, runtime: boolean): number | undefined {
   if (!r?.ok || !r.before || !r.idle) return undefined;
   const delta = runtime ? r.idle.rssRuntime - r.before.rssRuntime : r.idle.rssTotal - r.before.rssTotal;
   return delta / 1024 / r.sockets;
 }
 
-function evicted(r: IdleRun): string {
+export function evicted(r: IdleRun): string {
   return r.target.name === "parley"
     ? witnessVerdict(r.witness)
     : incarnationVerdict(r.info1, r.info2, r.idleSeconds);

@@ -5,9 +5,11 @@
 import { type ParseArgsConfig, parseArgs } from "node:util";
 
 export type Mode = "ack" | "rate";
-export type TargetName = "parley" | "durable" | "bare";
+export type TargetName = "parley" | "durable" | "bare" | "socketio";
 
-export const TARGETS: readonly TargetName[] = ["parley", "durable", "bare"];
+export const TARGETS: readonly TargetName[] = ["parley", "durable", "bare", "socketio"];
+/** What the main bench runs unless `--targets` says otherwise (the Socket.IO ceiling is `--small`'s). */
+const DEFAULT_TARGETS = "parley,durable,bare";
 export const MODES: readonly Mode[] = ["ack", "rate"];
 
 export interface Options {
@@ -44,7 +46,8 @@ Other benches: npm run bench -- --presence [--help]   (bench/presence.ts)
                npm run bench -- --idle [--help]       (bench/idle.ts: 2,000 idle sockets in one room)
                npm run bench -- --soak [--help]       (bench/soak.ts: 2,000 sockets, 50 rooms, 60 s)
                npm run bench -- --search-scale [--help] (bench/search-scale.ts: search latency at scale, old vs new)
-               npm run bench -- --fanout [--help]     (bench/fanout.ts: the 10-receiver room, old vs new)`;
+               npm run bench -- --fanout [--help]     (bench/fanout.ts: the 10-receiver room, old vs new)
+               npm run bench -- --small [--help]      (bench/small.ts: small rooms beside BareDurable and Socket.IO)`;
 
 function list(value: string, name: string): number[] {
   const out = value.split(",").map((s) => Number(s.trim()));
@@ -112,7 +115,7 @@ export function parseOptions(argv: string[]): Options {
     receivers: list(get("receivers") ?? (quick ? "10,100" : "10,100,500,1000"), "receivers"),
     senders: list(get("senders") ?? "1,10", "senders"),
     modes: names(get("modes") ?? "ack,rate", MODES, "modes"),
-    targets: names(get("targets") ?? TARGETS.join(","), TARGETS, "targets"),
+    targets: names(get("targets") ?? DEFAULT_TARGETS, TARGETS, "targets"),
     window,
     rate: positive(get("rate") ?? "200", "rate"),
     drainMs: drain * 1000,

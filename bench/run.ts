@@ -44,6 +44,13 @@ if (process.argv.slice(2).includes("--fanout")) {
   process.exit();
 }
 
+// `--small`: issue 15's small-room table, Parley beside BareDurable and Socket.IO + SQLite
+// (bench/small.ts), with connect time and memory per socket; its own servers and "## Small rooms".
+if (process.argv.slice(2).includes("--small")) {
+  await (await import("./small.ts")).runSmall(process.argv.slice(2));
+  process.exit();
+}
+
 // `--pipeline`: the derived stores of issue 14, old design beside new (bench/pipeline.ts): lag to
 // search and to D1, rows written per message by store and table, cost at published prices; its own
 // servers and harnesses, and only the "## Pipeline" section.

@@ -71,6 +71,7 @@ export const SIDE_SECTIONS = [
   "## Soak",
   "## Slow consumers",
   "## Fan-out, old vs new",
+  "## Small rooms",
   "## Search at scale",
 ] as const;
 

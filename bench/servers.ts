@@ -17,6 +17,9 @@ export interface Server {
   port: number;
   baseUrl: string;
   logFile: string;
+  /** The name (`comm`) of the processes that hold its sockets: "workerd" (the default) for the
+   * servers under wrangler dev, "node" for the Socket.IO ceiling, which is the spawned process. */
+  comm?: string;
   stop(): Promise<void>;
 }
 
@@ -124,6 +127,23 @@ export function descendants(root: number): ProcInfo[] {
   return out;
 }
 
+/**
+ * CPU ticks (1/100 s) used so far by the whole machine (every core: in processes, and stolen by
+ * the hypervisor) and by `root` with its live descendants: their difference over an interval is
+ * the CPU that other processes on the machine took meanwhile.
+ */
+export function cpuTicks(root: number): { machine: number; tree: number } {
+  let machine = 0;
+  try {
+    const fields = readFileSync("/proc/stat", "utf8").split("\n", 1)[0]?.trim().split(/\s+/).slice(1) ?? [];
+    // user nice system idle iowait irq softirq steal: user, nice, system and steal. Interrupts are
+    // left out: the kernel serves the bench's own loopback traffic there, in no process's ticks.
+    machine = fields.slice(0, 8).reduce((sum, v, i) => (i <= 2 || i === 7 ? sum + Number(v) : sum), 0);
+  } catch {}
+  const tree = [readStat(root), ...descendants(root)].reduce((sum, p) => sum + (p?.ticks ?? 0), 0);
+  return { machine, tree };
+}
+
 export interface WorkerdSnapshot {
   /** RSS of all workerd processes of the server, in bytes. */
   rssTotal: number;
@@ -145,7 +165,9 @@ function rssOf(pid: number): number {
 
 /**
  * wrangler dev runs two workerd processes: a proxy bound to the public port, and the runtime of the
- * worker itself (its entry socket on an ephemeral port). Both hold every WebSocket.
+ * worker itself (its entry socket on an ephemeral port). Both hold every WebSocket. A server whose
+ * `comm` is not workerd (the Socket.IO ceiling) is the spawned process itself: all of it counts as
+ * the runtime.
  */
 export function workerdSnapshot(server: Server): WorkerdSnapshot {
   let rssTotal = 0;
@@ -153,8 +175,10 @@ export function workerdSnapshot(server: Server): WorkerdSnapshot {
   let ticks = 0;
   let count = 0;
   if (server.pid <= 0) return { rssTotal, rssRuntime, ticks, count };
-  for (const p of descendants(server.pid)) {
-    if (p.comm !== "workerd") continue;
+  const comm = server.comm ?? "workerd";
+  const self = comm === "workerd" ? null : readStat(server.pid);
+  for (const p of self ? [self, ...descendants(server.pid)] : descendants(server.pid)) {
+    if (p.comm !== comm) continue;
     const rss = rssOf(p.pid);
     rssTotal += rss;
     ticks += p.ticks;
@@ -229,6 +253,7 @@ interface StartSpec {
   ownsState: boolean;
   healthPath: string;
   timeoutMs: number;
+  comm?: string;
 }
 
 async function start(spec: StartSpec): Promise<Server> {
@@ -258,6 +283,7 @@ async function start(spec: StartSpec): Promise<Server> {
     port: spec.port,
     baseUrl: `http://127.0.0.1:${spec.port}`,
     logFile,
+    ...(spec.comm ? { comm: spec.comm } : {}),
     async stop() {
       if (stopped) return;
       stopped = true;
@@ -307,6 +333,29 @@ export async function startCeiling(root: string, logDir: string, label: string):
     ownsState: true,
     healthPath: "/healthz",
     timeoutMs: 60_000,
+  });
+}
+
+/**
+ * The Socket.IO + SQLite ceiling (bench/ceiling/socketio.ts): one Node process, this checkout's
+ * Node, its database in a temporary directory that `stop()` removes.
+ */
+export async function startSocketio(root: string, logDir: string): Promise<Server> {
+  const port = await freePort();
+  const stateDir = mkdtempSync(join(tmpdir(), "parley-bench-socketio-"));
+  return start({
+    name: "ceiling-socketio",
+    root,
+    logDir,
+    command: process.execPath,
+    args: ["bench/ceiling/socketio.ts"],
+    env: { PORT: String(port), SOCKETIO_DB: join(stateDir, "log.sqlite") },
+    port,
+    stateDir,
+    ownsState: true,
+    healthPath: "/healthz",
+    timeoutMs: 30_000,
+    comm: "node",
   });
 }
 

@@ -1,11 +1,11 @@
 /**
  * @module What the bench talks to. Each target prepares a fresh room for a cell and says where
  * every simulated client connects. Parley goes through its public API (dev login, create room,
- * join, WebSocket with the token header); the ceilings only need an object name.
+ * join, WebSocket with the token header); the ceilings only need an object (or, Socket.IO, a room) name.
  */
 import { FLOW_PARAM } from "../protocol/index.ts";
 import { TARGETS, type TargetName } from "./options.ts";
-import { externalServer, type Server, startCeiling, startParley } from "./servers.ts";
+import { externalServer, type Server, startCeiling, startParley, startSocketio } from "./servers.ts";
 
 export interface Endpoint {
   url: string;
@@ -21,7 +21,8 @@ export interface Target {
   name: TargetName;
   label: string;
   server: Server;
-  /** Parley answers `ready` after its replay; a ceiling socket is ready once open. */
+  /** Parley answers `ready` after its replay, Socket.IO its namespace CONNECT; a Durable Object
+   * ceiling's socket is ready once open. */
   hasReady: boolean;
   prepare(roomName: string, receivers: number, senders: number): Promise<PreparedRoom>;
 }
@@ -30,6 +31,7 @@ export const LABELS: Record<TargetName, string> = {
   parley: "Parley",
   durable: "BareDurable",
   bare: "BareBroadcast",
+  socketio: "Socket.IO + SQLite",
 };
 
 /** Runs `fn` over `items` with at most `limit` calls in flight. */
@@ -59,6 +61,24 @@ export function ceilingTarget(name: "durable" | "bare", server: Server): Target 
     hasReady: false,
     async prepare(roomName) {
       const url = `${wsBase}/${name}/${roomName}/ws`;
+      return { receiver: () => ({ url, headers: {} }), sender: () => ({ url, headers: {} }) };
+    },
+  };
+}
+
+/**
+ * The Socket.IO ceiling, spoken over a plain WebSocket in Engine.IO v4 framing (see cell.ts): the
+ * same client code and per-frame cost as the other targets, instead of socket.io-client's.
+ */
+export function socketioTarget(server: Server): Target {
+  const wsBase = server.baseUrl.replace(/^http/, "ws");
+  return {
+    name: "socketio",
+    label: LABELS.socketio,
+    server,
+    hasReady: true,
+    async prepare(roomName) {
+      const url = `${wsBase}/socket.io/?EIO=4&transport=websocket&room=${encodeURIComponent(roomName)}`;
       return { receiver: () => ({ url, headers: {} }), sender: () => ({ url, headers: {} }) };
     },
   };
@@ -196,6 +216,7 @@ export async function startTargets(
     return server;
   };
   const starting = wanted.map(async (name): Promise<Target> => {
+    if (name === "socketio") return socketioTarget(await retry(() => startSocketio(o.root, o.logDir)));
     if (name !== "parley")
       return ceilingTarget(name, await retry(() => startCeiling(o.root, o.logDir, name)));
     if (!o.parleyUrl)

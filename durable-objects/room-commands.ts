@@ -73,7 +73,35 @@ function targetOf(log: RoomLog, archived: ArchivedTargets, seq: number): TargetR
   return now.deleted ? { ...read, deleted: true } : read;
 }
 
+/**
+ * A retry of a command that already committed answers its original seq, whatever happened since
+ * (within the command window: an older one has no row left to find, docs/protocol.md). The rules
+ * run first and the lookup only when they refuse or the append meets the unique index on (author,
+ * clientId): a first send, nearly every command, pays no query for being new.
+ */
 function decide(
+  stores: CommandStores,
+  actor: Actor,
+  cmd: SequencedCommand,
+  now: number,
+  archived: ArchivedTargets,
+): CommandResult {
+  const retried = () => {
+    const seq = stores.log.seqForClientId(actor.id, cmd.clientId);
+    return seq === undefined ? undefined : ({ ok: true, created: false, seq } as const);
+  };
+  let result: CommandResult;
+  try {
+    result = rules(stores, actor, cmd, now, archived);
+  } catch (err) {
+    const earlier = retried();
+    if (earlier) return earlier;
+    throw err;
+  }
+  return result.ok ? result : (retried() ?? result);
+}
+
+function rules(
   stores: CommandStores,
   actor: Actor,
   cmd: SequencedCommand,
@@ -85,11 +113,6 @@ function decide(
     ...failure(code, message),
     clientId: cmd.clientId,
   });
-  // A retry of a command that already committed answers its original seq, whatever happened since
-  // (within the command window: an older one has no row left to find, docs/protocol.md).
-  const existing = log.seqForClientId(actor.id, cmd.clientId);
-  if (existing !== undefined) return { ok: true, created: false, seq: existing };
-
   const author: UserRef = { id: actor.id, name: actor.name };
   switch (cmd.type) {
     case "send": {

@@ -170,6 +170,43 @@ describe("the log over HTTP", () => {
     expect((await api(alice, "DELETE", `/api/rooms/${roomId}/messages/abc`)).status).toBe(400);
   });
 
+  it("answers a retry with its original seq even where the rules would now refuse it, and appends nothing", async () => {
+    const alice = await login(unique("t"));
+    const roomId = await createRoom(alice);
+    const post = (clientId: string, text: string) =>
+      api(alice, "POST", `/api/rooms/${roomId}/messages`, { clientId, text });
+    const { seq } = await json<{ seq: number }>(post("m1", "hello"));
+    const react = () =>
+      api(alice, "POST", `/api/rooms/${roomId}/messages/${seq}/reactions`, {
+        clientId: "r1",
+        emoji: "👍",
+        on: true,
+      });
+    const reacted = await json<{ seq: number }>(react());
+    const edit = () =>
+      api(alice, "PATCH", `/api/rooms/${roomId}/messages/${seq}`, { clientId: "e1", text: "hello!" });
+    const edited = await json<{ seq: number }>(edit());
+    const deleted = await json<{ seq: number }>(
+      api(alice, "DELETE", `/api/rooms/${roomId}/messages/${seq}?clientId=d1`),
+    );
+    const log = await json<{ events: { seq: number }[] }>(api(alice, "GET", `/api/rooms/${roomId}/messages`));
+    const lastSeq = log.events.at(-1)?.seq;
+    // The message is deleted now: an edit or a reaction of it would be refused, a repeat of the same
+    // text would be a new message. Their retries answer what they did the first time.
+    const again = [await react(), await edit(), await post("m1", "hello, changed")];
+    expect(again.map((r) => r.status)).toEqual([200, 200, 200]);
+    expect(await Promise.all(again.map((r) => r.json()))).toEqual([
+      { seq: reacted.seq },
+      { seq: edited.seq },
+      { seq },
+    ]);
+    expect(deleted.seq).toBe(lastSeq);
+    const after = await json<{ events: unknown[] }>(
+      api(alice, "GET", `/api/rooms/${roomId}/messages?after=${lastSeq}`),
+    );
+    expect(after.events).toEqual([]);
+  });
+
   it("pages history with before/after/limit and reports hasMore", async () => {
     const alice = await login(unique("t"));
     const roomId = await createRoom(alice); // seq 1 is the member_join

@@ -9,31 +9,64 @@ import { directoryDb, tenantNamespace } from "./residency.ts";
 
 export type RoomRow = typeof rooms.$inferSelect;
 
+/** What never changes about a room once it exists: rooms are never deleted, and neither their
+ * tenant nor their kind changes (name and topic do, and are not here). */
+export type RoomFacts = Pick<RoomRow, "id" | "tenantId" | "kind">;
+
+/** Facts of rooms this isolate has looked up, by `<tenantId>:<roomId>`: a socket's connect and a
+ * command over HTTP then need no directory query to find a channel. Bounded; the oldest go first. */
+const known = new Map<string, RoomFacts>();
+const KNOWN_ROOMS = 10_000;
+
+function remember(row: RoomFacts): void {
+  if (known.size >= KNOWN_ROOMS) known.delete(known.keys().next().value as string);
+  known.set(`${row.tenantId}:${row.id}`, { id: row.id, tenantId: row.tenantId, kind: row.kind });
+}
+
 /**
  * The room with this id that the caller may see, or 404: another tenant's room, a private room
  * or dm the caller is not in, and (for guests) any room they were not invited to are all
  * indistinguishable from a room that does not exist.
  */
 export async function findRoom(env: Env, identity: Identity, roomId: string): Promise<RoomRow> {
-  if (!/^r_[0-9a-z]{20}$/.test(roomId)) throw new ApiError("not_found", "no such room");
-  if (identity.roomScope && !identity.roomScope.includes(roomId))
-    throw new ApiError("not_found", "no such room");
-  const db = drizzle(directoryDb(env, identity.tenantId));
-  const row = await db
+  checkScope(identity, roomId);
+  const row = await drizzle(directoryDb(env, identity.tenantId))
     .select()
     .from(rooms)
     .where(and(eq(rooms.id, roomId), eq(rooms.tenantId, identity.tenantId)))
     .get();
   if (!row) throw new ApiError("not_found", "no such room");
-  if (row.kind !== "channel" || identity.role === "guest") {
-    const member = await db
-      .select({ userId: memberships.userId })
-      .from(memberships)
-      .where(and(eq(memberships.roomId, roomId), eq(memberships.userId, identity.userId)))
-      .get();
-    if (!member) throw new ApiError("not_found", "no such room");
-  }
+  remember(row);
+  await checkMember(env, identity, row);
   return row;
+}
+
+/** As `findRoom`, for a caller that needs only the room's facts (to reach its object): a channel
+ * this isolate has seen needs no query. The room object checks membership again, as it does on
+ * every command. */
+export async function reachRoom(env: Env, identity: Identity, roomId: string): Promise<RoomFacts> {
+  checkScope(identity, roomId);
+  const facts = known.get(`${identity.tenantId}:${roomId}`);
+  if (!facts) return findRoom(env, identity, roomId);
+  await checkMember(env, identity, facts);
+  return facts;
+}
+
+function checkScope(identity: Identity, roomId: string): void {
+  if (!/^r_[0-9a-z]{20}$/.test(roomId)) throw new ApiError("not_found", "no such room");
+  if (identity.roomScope && !identity.roomScope.includes(roomId))
+    throw new ApiError("not_found", "no such room");
+}
+
+/** Private rooms and dms (and every room, for guests) are visible to their members only. */
+async function checkMember(env: Env, identity: Identity, room: RoomFacts): Promise<void> {
+  if (room.kind === "channel" && identity.role !== "guest") return;
+  const member = await drizzle(directoryDb(env, identity.tenantId))
+    .select({ userId: memberships.userId })
+    .from(memberships)
+    .where(and(eq(memberships.roomId, room.id), eq(memberships.userId, identity.userId)))
+    .get();
+  if (!member) throw new ApiError("not_found", "no such room");
 }
 
 /** The namespace a tenant's rooms live in (see residency.ts). */

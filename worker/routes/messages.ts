@@ -11,7 +11,7 @@ import { isClientId, isSeq, parseCommand, type SequencedCommand } from "../../pr
 import { ApiError } from "../errors.ts";
 import { intParam, readJsonObject } from "../http.ts";
 import { checkSocketOrigin } from "../origins.ts";
-import { actorOf, findRoom, roomStub } from "../rooms.ts";
+import { actorOf, reachRoom, roomStub } from "../rooms.ts";
 import type { AppEnv } from "../types.ts";
 
 /** Longest long poll: under the idle timeouts of common proxies (docs/protocol.md suggests 25 s). */
@@ -19,7 +19,7 @@ const MAX_POLL_SECONDS = 25;
 
 async function stubFor(c: Context<AppEnv>) {
   const me = c.get("identity");
-  const room = await findRoom(c.env, me, c.req.param("roomId") ?? "");
+  const room = await reachRoom(c.env, me, c.req.param("roomId") ?? "");
   return roomStub(c.env, room.tenantId, room.id);
 }
 

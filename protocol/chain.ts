@@ -22,7 +22,7 @@
  *   recomputes the digest from what is shown, so a tombstone can only be the tombstone of what was
  *   there.
  */
-import { createHash, randomBytes } from "node:crypto";
+import { createHash } from "node:crypto";
 import { isSeq, RETENTION_AUTHOR, type RoomEvent } from "./index.ts";
 
 export const GENESIS = "0".repeat(64);
@@ -54,9 +54,14 @@ export function isNonce(v: unknown): v is string {
   return typeof v === "string" && NONCE.test(v);
 }
 
-/** 16 random bytes, hex: the secret that makes a content hash impossible to reverse by guessing. */
+const HEX_BYTE = Array.from({ length: 256 }, (_, b) => b.toString(16).padStart(2, "0"));
+
+/** 16 random bytes, hex: the secret that makes a content hash impossible to reverse by guessing.
+ * Web Crypto's generator, not `randomBytes`: a fifth of the time in workerd, once per event. */
 export function newNonce(): string {
-  return randomBytes(16).toString("hex");
+  let hex = "";
+  for (const b of crypto.getRandomValues(new Uint8Array(16))) hex += HEX_BYTE[b];
+  return hex;
 }
 
 // ---- what each kind commits to ---------------------------------------------------------------

@@ -47,26 +47,21 @@ test("the tags a clone may lack fall back to their commits", () => {
 });
 
 test("busy time is priced as duration at 128 MB", () => {
+  const empty = {
+    objects: {},
+    rooms: { events: 0, rowsHeld: 0 },
+    searchDocs: 0,
+    d1: {},
+    r2: { objects: 0, bytes: 0 },
+  };
   const tally = { store: "DO duration", owner: "Room", table: "-", op: "busy", via: "-" };
   const phase = {
     name: "paced",
     units: 10,
     seconds: 1,
     tallies: [{ ...tally, calls: 10, rowsRead: 0, rowsWritten: 0, bytes: 0, ms: 50 }],
-    sizesBefore: {
-      objects: {},
-      rooms: { events: 0, rowsHeld: 0 },
-      searchDocs: 0,
-      d1: {},
-      r2: { objects: 0, bytes: 0 },
-    },
-    sizesAfter: {
-      objects: {},
-      rooms: { events: 0, rowsHeld: 0 },
-      searchDocs: 0,
-      d1: {},
-      r2: { objects: 0, bytes: 0 },
-    },
+    sizesBefore: empty,
+    sizesAfter: empty,
   };
   const u = usageOf(phase);
   expect(u.doBusyMs).toBe(5);

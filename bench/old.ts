@@ -14,9 +14,15 @@ const root = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 /** The last commit of the single-D1 design: one archive database, its FTS5 index, the outbox. */
 export const PRE_SHARDS = "13b8b736701b800ef2f24d471a4f9f7e6fed48db";
 
+/** The last commit before issue 15's small-room work (tag `pre-small`). */
+export const PRE_SMALL = "d7e60095a1cfef76fa39c7b624aa7e47ec600909";
+
+/** What a tag stands for where the clone fetched no tags. */
+const KNOWN_TAGS: Record<string, string> = { "pre-shards": PRE_SHARDS, "pre-small": PRE_SMALL };
+
 /**
- * The directory of a ready checkout of `rev` (a tag, falling back to PRE_SHARDS when the tag is
- * missing, as in a fresh clone that fetched no tags): `BENCH_OLD_ROOT` if set, otherwise
+ * The directory of a ready checkout of `rev` (a tag, falling back to its commit in KNOWN_TAGS when
+ * the tag is missing, as in a fresh clone that fetched no tags): `BENCH_OLD_ROOT` if set, otherwise
  * `../parley-<name>` beside this checkout, created and installed if absent.
  */
 export function oldDesignRoot(rev = "pre-shards", log: (msg: string) => void = () => {}): string {
@@ -45,14 +51,16 @@ export function oldDesignRoot(rev = "pre-shards", log: (msg: string) => void = (
   return dir;
 }
 
-function resolveRev(rev: string): string {
+/** The commit `rev` names here (see `oldDesignRoot` for the fallback). */
+export function resolveRev(rev: string): string {
   try {
     return execFileSync("git", ["-C", root, "rev-parse", "--verify", `${rev}^{commit}`], {
       encoding: "utf8",
       stdio: ["ignore", "pipe", "ignore"],
     }).trim();
   } catch {
-    if (rev === "pre-shards") return PRE_SHARDS;
+    const known = KNOWN_TAGS[rev];
+    if (known) return known;
     throw new Error(`no such revision: ${rev}`);
   }
 }

@@ -91,7 +91,13 @@ export interface Usage {
   r2ClassB: number;
   r2BytesPut: number;
   workersRequests: number;
+  /** Milliseconds Durable Objects were busy (ledger.ts: a request's start to its settling, the union
+   * per object), every class together. */
+  doBusyMs: number;
 }
+
+/** The memory duration is billed at, whatever an object uses: 128 MB (the Durable Objects pricing page). */
+export const DO_MEMORY_GB = 0.128;
 
 const sum = (tallies: Tally[], pick: (t: Tally) => number, where: (t: Tally) => boolean = () => true) =>
   tallies.filter(where).reduce((n, t) => n + pick(t), 0);
@@ -171,6 +177,13 @@ export function usageOf(phase: PhaseResult, units = phase.units): Usage {
         t,
         (x) => x.calls,
         (x) => x.store === "Workers",
+      ),
+    ),
+    doBusyMs: per(
+      sum(
+        t,
+        (x) => x.ms,
+        (x) => x.store === "DO duration",
       ),
     ),
   };
@@ -255,6 +268,11 @@ export function writeCost(u: Usage, deferred: { rowsWritten: number; rowsRead: n
   });
   const lines = [
     line("Durable Objects requests", u.doRequests, PRICES.doRequest),
+    line(
+      "Durable Objects duration, lower bound (busy time × 128 MB, GB-s)",
+      (u.doBusyMs / 1000) * DO_MEMORY_GB,
+      PRICES.doDuration,
+    ),
     line("Durable Objects rows written", u.doRowsWritten, PRICES.doRowWritten),
     line("Durable Objects rows read", u.doRowsRead, PRICES.doRowRead),
     line("D1 rows written", u.d1RowsWritten, PRICES.d1RowWritten),

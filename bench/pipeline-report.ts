@@ -19,8 +19,14 @@ import {
 } from "./pipeline-cost.ts";
 import type { HarnessResult, PhaseResult, Tally } from "./pipeline-counts.ts";
 import type { LagResult } from "./pipeline-lag.ts";
-import type { SectionFacts } from "./sections.ts";
+import { type SectionFacts, SMALL_ROOM_COST } from "./sections.ts";
 import type { LatencySummary } from "./stats.ts";
+
+/** The section a run writes: `## Pipeline` against pre-shards (issue 14's comparison), otherwise
+ * one named after the comparison, so that a run against another revision keeps issue 14's. */
+export function pipelineHeading(old: string): string {
+  return old === "pre-shards" ? "## Pipeline" : `${SMALL_ROOM_COST}${old} vs now`;
+}
 
 type Design = "old" | "new";
 const DESIGNS: readonly Design[] = ["old", "new"];
@@ -28,7 +34,8 @@ const DESIGNS: readonly Design[] = ["old", "new"];
 export interface PipelineReport {
   facts: SectionFacts;
   opts: PipelineOptions;
-  old: { root: string; revision: string; tag: string };
+  /** The old side: its checkout, HEAD there, the revision asked for (`--old`), and its commit. */
+  old: { root: string; revision: string; name: string; tag: string };
   revision: string;
   lag: Partial<Record<Design, LagResult>>;
   counts: Partial<Record<Design, HarnessResult>>;
@@ -41,6 +48,13 @@ const RETENTION: Record<Design, Retention> = {
   old: { room: 12, search: 12, d1: 12, r2: 12 },
   new: { room: 12, search: 12, d1: 3, r2: 12 },
 };
+
+/** What the report calls each side: old and new against pre-shards (issue 14's section), otherwise
+ * the revision's name and "now". */
+const nameOf = (r: PipelineReport, d: Design): string =>
+  r.old.name === "pre-shards" ? d : d === "old" ? r.old.name : "now";
+const heads = (r: PipelineReport, names: string[]): string[] =>
+  names.flatMap((n) => DESIGNS.map((d) => `${nameOf(r, d)}, ${n}`));
 
 const fmt = (n: number, digits = 0) =>
   n.toLocaleString("en-US", { minimumFractionDigits: digits, maximumFractionDigits: digits });
@@ -75,11 +89,11 @@ function renderLag(r: PipelineReport, lines: string[]): void {
   for (const d of DESIGNS) {
     const l = r.lag[d];
     if (!l) {
-      lines.push(`| ${d} | no result | | | | |`);
+      lines.push(`| ${nameOf(r, d)} | no result | | | | |`);
       continue;
     }
     lines.push(
-      `| ${d} | ${l.acked} / ${l.sent} | ${lat(l.search.lag)} | ${l.search.missing} | ${lat(l.d1.lag)} | ${l.d1.missing} |`,
+      `| ${nameOf(r, d)} | ${l.acked} / ${l.sent} | ${lat(l.search.lag)} | ${l.search.missing} | ${lat(l.d1.lag)} | ${l.d1.missing} |`,
     );
   }
   lines.push("");
@@ -87,7 +101,7 @@ function renderLag(r: PipelineReport, lines: string[]): void {
     const l = r.lag[d];
     if (!l) continue;
     lines.push(
-      `- ${d}: ack p50 / p99 ${two(l.ack)} ms; one search request p50 / p99 ${two(l.searchRequest)} ms (${fmt(l.searchRequests)} requests); ${fmt(l.d1Polls)} D1 reads of ${l.d1Files} local file(s) with \`archived_events\` (the probes were in ${l.d1FilesWithProbes}); workerd CPU ${l.serverCpuMsPerMessage.toFixed(1)} ms per message; errors: ${tally(l.errors)}.`,
+      `- ${nameOf(r, d)}: ack p50 / p99 ${two(l.ack)} ms; one search request p50 / p99 ${two(l.searchRequest)} ms (${fmt(l.searchRequests)} requests); ${fmt(l.d1Polls)} D1 reads of ${l.d1Files} local file(s) with \`archived_events\` (the probes were in ${l.d1FilesWithProbes}); workerd CPU ${l.serverCpuMsPerMessage.toFixed(1)} ms per message; errors: ${tally(l.errors)}.`,
     );
   }
   lines.push(
@@ -136,6 +150,7 @@ function summaryRows(cols: ReturnType<typeof columns>): Row[] {
     { label: "  of which search shards", values: f(byOwner("SearchShard")) },
     { label: "  of which other objects (presence, quota)", values: f(others) },
     { label: "Durable Object rows read", values: f((u) => u.doRowsRead) },
+    { label: "Durable Object busy ms (all objects; duration's lower bound)", values: f((u) => u.doBusyMs) },
     { label: "**D1 rows written**", values: f((u) => u.d1RowsWritten) },
     { label: "D1 rows read", values: f((u) => u.d1RowsRead) },
     { label: "**Durable Object requests billed**", values: f((u) => u.doRequests) },
@@ -218,24 +233,18 @@ function renderCounts(r: PipelineReport, lines: string[]): void {
   const v = r.opts.vars;
   lines.push("### What a message writes, by store and table", "");
   lines.push(
-    `Counted inside workerd (\`@cloudflare/vitest-plugin\`, both designs at once, each in its own checkout; bench/workerd/pipeline-harness.ts), by wrapping the runtime's own APIs: every \`sql.exec\` cursor's \`rowsWritten\`/\`rowsRead\` by statement and table, KV calls and \`setAlarm\` (billed as rows), each D1 statement's \`meta.rows_written\`/\`rows_read\`, queue sends, deliveries and acks, R2 operations, and every call into a Durable Object from outside it (an RPC, an alarm, a WebSocket message). Traffic goes through the public surface only: ${p.rooms} channels of one tenant with ${p.members} members each; in each room one member's socket sends. A fill of ${fmt(p.fill)} messages per room (not reported) takes every room past its windows, then the measured phases: **burst**, ${fmt(p.burst)} messages per room as fast as acks allow (at most ${p.window} unacknowledged); **paced**, ${fmt(p.paced)} per room, one every ${p.intervalMs} ms in each room (a conversation: every message is its own flush, alarm and batch; the rooms staggered); then ${p.edits} edits, ${p.reactions} reactions and ${p.deletes} deletions per room, paced the same. Between phases the harness waits until every room's archive has confirmed everything and no alarm is due within 5 s. Limits: \`PARLEY_HOT_EVENTS\`=${v.PARLEY_HOT_EVENTS}, \`PARLEY_COMMAND_WINDOW_EVENTS\`=${v.PARLEY_COMMAND_WINDOW_EVENTS} (the old design has no such window), \`PARLEY_SEGMENT_EVENTS\`=${v.PARLEY_SEGMENT_EVENTS}: the windows are scaled down alike in both designs so that rooms pass them (what passing costs per event does not depend on their size)${v.PARLEY_SEGMENT_EVENTS === "1000" ? "; segments keep their default size, so each phase of 1,000 messages a room seals one segment per room in both designs" : ""}. Figures are per message (per command for edits, reactions, deletions).`,
+    `Counted inside workerd (\`@cloudflare/vitest-plugin\`, both designs at once, each in its own checkout; bench/workerd/pipeline-harness.ts), by wrapping the runtime's own APIs: every \`sql.exec\` cursor's \`rowsWritten\`/\`rowsRead\` by statement and table, KV calls and \`setAlarm\` (billed as rows), each D1 statement's \`meta.rows_written\`/\`rows_read\`, queue sends, deliveries and acks, R2 operations, and every call into a Durable Object from outside it (an RPC, an alarm, a WebSocket message). Traffic goes through the public surface only: ${p.rooms} channels of one tenant with ${p.members} members each; in each room one member's socket sends${p.readersMark ? `, and every other member's socket (${p.members - 1} per room) sends \`{"type":"read","seq"}\` with the newest seq of each frame of events it receives, as the web client's open room view does (its incoming WebSocket messages, billed 20:1, are in the request lines)` : ""}. A fill of ${fmt(p.fill)} messages per room (not reported) takes every room past its windows, then the measured phases: **burst**, ${fmt(p.burst)} messages per room as fast as acks allow (at most ${p.window} unacknowledged); **paced**, ${fmt(p.paced)} per room, one every ${p.intervalMs} ms in each room (a conversation: every message is its own flush, alarm and batch; the rooms staggered); then ${p.edits} edits, ${p.reactions} reactions and ${p.deletes} deletions per room, paced the same. Between phases the harness waits until every room's archive has confirmed everything and no alarm is due within 5 s. Limits: \`PARLEY_HOT_EVENTS\`=${v.PARLEY_HOT_EVENTS}, \`PARLEY_COMMAND_WINDOW_EVENTS\`=${v.PARLEY_COMMAND_WINDOW_EVENTS}${r.old.name === "pre-shards" ? " (the old design has no such window)" : ""}, \`PARLEY_SEGMENT_EVENTS\`=${v.PARLEY_SEGMENT_EVENTS}: the windows are scaled down alike in both designs so that rooms pass them (what passing costs per event does not depend on their size)${v.PARLEY_SEGMENT_EVENTS === "1000" ? "; segments keep their default size, so each phase of 1,000 messages a room seals one segment per room in both designs" : ""}. Figures are per message (per command for edits, reactions, deletions).`,
     "",
   );
   const cols = columns(r, ["paced", "burst"]);
-  lines.push(
-    ...table(["per message", "old, paced", "new, paced", "old, burst", "new, burst"], summaryRows(cols)),
-    "",
-  );
+  lines.push(...table(["per message", ...heads(r, ["paced", "burst"])], summaryRows(cols)), "");
   lines.push("Requests and operations by what made them (per message):", "");
-  lines.push(
-    ...table(["operation", "old, paced", "new, paced", "old, burst", "new, burst"], operationRows(cols)),
-    "",
-  );
+  lines.push(...table(["operation", ...heads(r, ["paced", "burst"])], operationRows(cols)), "");
   for (const d of DESIGNS) {
     const paced = phase(r.counts[d], "paced");
     if (!paced) continue;
     lines.push(
-      `Rows written per message, ${d} design, by store, table and step (\`meta[key]\`: a row of the object's key-value table; step: the entry point that wrote it):`,
+      `Rows written per message, ${r.old.name === "pre-shards" ? `${d} design` : nameOf(r, d)}, by store, table and step (\`meta[key]\`: a row of the object's key-value table; step: the entry point that wrote it):`,
       "",
     );
     lines.push(
@@ -258,7 +267,7 @@ function renderCounts(r: PipelineReport, lines: string[]): void {
   lines.push("Per edit, reaction and deletion (paced):", "");
   lines.push(
     ...table(
-      ["per command", "old, edit", "new, edit", "old, react", "new, react", "old, delete", "new, delete"],
+      ["per command", ...heads(r, ["edit", "react", "delete"])],
       summaryRows(cmd).filter((row) => !row.label.startsWith("  ")),
     ),
     "",
@@ -272,7 +281,7 @@ function renderCounts(r: PipelineReport, lines: string[]): void {
       .map(([k, n]) => `${k} ${fmt(n)}`)
       .join(", ");
     lines.push(
-      `- ${d}: bytes gained per message past the windows: room SQLite ${fmt(s.roomPerMessage)} B (it holds ${fmt(s.roomPerRowHeld)} B per event it still has a row for), search shards ${fmt(s.searchPerMessage)} B, D1 ${fmt(s.d1PerMessage)} B, R2 ${fmt(s.r2PerMessage)} B. ${w ? `The D1 history's window (its scheduled job, run once 91 days on) wrote ${per(w.rowsWritten)} and read ${per(w.rowsRead)} rows per row it deleted. ` : ""}At the end: ${checks}. Harness ${fmt(c.seconds)} s.`,
+      `- ${nameOf(r, d)}: bytes gained per message past the windows: room SQLite ${fmt(s.roomPerMessage)} B (it holds ${fmt(s.roomPerRowHeld)} B per event it still has a row for), search shards ${fmt(s.searchPerMessage)} B, D1 ${fmt(s.d1PerMessage)} B, R2 ${fmt(s.r2PerMessage)} B. ${w ? `The D1 history's window (its scheduled job, run once 91 days on) wrote ${per(w.rowsWritten)} and read ${per(w.rowsRead)} rows per row it deleted. ` : ""}At the end: ${checks}. Harness ${fmt(c.seconds)} s.`,
     );
   }
   lines.push("");
@@ -303,7 +312,7 @@ function renderCost(r: PipelineReport, lines: string[]): void {
     "",
   );
   lines.push(
-    "| line | old: usage per message | old | new: usage per message | new |",
+    `| line | ${nameOf(r, "old")}: usage per message | ${nameOf(r, "old")} | ${nameOf(r, "new")}: usage per message | ${nameOf(r, "new")} |`,
     "|---|---|---|---|---|",
   );
   const longer = paced.new.write.length >= paced.old.write.length ? paced.new.write : paced.old.write;
@@ -327,7 +336,10 @@ function renderCost(r: PipelineReport, lines: string[]): void {
     "Holding 1,000,000 messages for a month (bytes per message measured above × GB-month price; GB = 10⁹ bytes):",
     "",
   );
-  lines.push("| store | old: GB | old per month | new: GB | new per month |", "|---|---|---|---|---|");
+  lines.push(
+    `| store | ${nameOf(r, "old")}: GB | ${nameOf(r, "old")} per month | ${nameOf(r, "new")}: GB | ${nameOf(r, "new")} per month |`,
+    "|---|---|---|---|---|",
+  );
   for (let i = 0; i < paced.old.storage.length; i++) {
     const a = paced.old.storage[i] as CostLine;
     const b = paced.new.storage[i] as CostLine;
@@ -337,19 +349,23 @@ function renderCost(r: PipelineReport, lines: string[]): void {
   }
   lines.push(
     `| **per month** | | **${usd(total(paced.old.storage))}** | | **${usd(total(paced.new.storage))}** |`,
-    `| **first 12 months: write path once + storage** | | **${usd(yearCost(paced.old.write, paced.old.storage, RETENTION.old))}** | | **${usd(yearCost(paced.new.write, paced.new.storage, RETENTION.new))}** |`,
+    `| **first 12 months: write path once + storage** | | **${usd(yearCost(paced.old.write, paced.old.storage, r.old.name === "pre-shards" ? RETENTION.old : RETENTION.new))}** | | **${usd(yearCost(paced.new.write, paced.new.storage, RETENTION.new))}** |`,
     "",
   );
   lines.push(
-    "Assumptions: each room has 10 members, one of whom is sending; receivers add nothing billed per message (outgoing WebSocket messages are free) and their read markers, the same in both designs, are left out. Messages are 3–40 words of chat text (bench/text.ts). Paced is a conversation (every message its own flush, alarm and queue batch entry); burst is a room sending as fast as acks allow, where flushes carry several messages. The consumer's batches hold what 10 rooms send in a second; with more rooms they fill up (to 100), which lowers only the Workers-request line. Twelve months: the old design keeps every store for the year; the new design's D1 history keeps 90 days (3 months). Storage is what each store gains per message once rooms are past their windows; a new-design room below its command window (200,000 events by default, which most rooms stay below for a long time) still keeps a row per event, and grows like the old design's room (the old design's room line), which would add that line × 12 to the new design's year. Free allowances are left out (marginal cost). Durable Objects duration is left out: it is billed by wall-clock time an object is active, which a local run cannot measure; the new design adds a search shard that is active while it indexes (one RPC per flush). Workers CPU is left out for the same reason (the lag section gives local workerd CPU per message, all objects together, for comparison).",
+    `Assumptions: each room has ${r.opts.plan.members} members, one of whom is sending; ${r.opts.plan.readersMark ? "every other member marks each frame it receives read over its socket (counted above: their WebSocket messages, 20:1, and whatever the read markers write); receiving itself adds nothing billed (outgoing WebSocket messages are free)" : "receivers add nothing billed per message (outgoing WebSocket messages are free) and their read markers are left out (run with `--readers-mark` to count them)"}. ${r.old.name === "pre-shards" ? "" : `Both sides keep D1 history for 90 days in the twelve-month figure (${r.old.name} has the history window too). `}Messages are 3–40 words of chat text (bench/text.ts). Paced is a conversation (every message its own flush, alarm and queue batch entry); burst is a room sending as fast as acks allow, where flushes carry several messages. The consumer's batches hold what 10 rooms send in a second; with more rooms they fill up (to 100), which lowers only the Workers-request line. Twelve months: the old design keeps every store for the year; the new design's D1 history keeps 90 days (3 months). Storage is what each store gains per message once rooms are past their windows; a new-design room below its command window (200,000 events by default, which most rooms stay below for a long time) still keeps a row per event, and grows like the old design's room (the old design's room line), which would add that line × 12 to the new design's year. Free allowances are left out (marginal cost). Durable Objects duration is billed at 128 MB for the wall-clock time an object is running or idle in memory but unable to hibernate (pricing page); the line above is a **lower bound**: the time from each request's start (RPC, alarm, WebSocket message) to its result settling, the union per object, measured on workerd's clock on this machine (shared, 2 cores, every object in one isolate) × 128 MB. It misses JS that runs without awaiting I/O (workerd's clock moves only across I/O), work after a handler returns (a flush on a timer, the output gate), and time an object stays unable to hibernate between messages (a pending timer keeps it billed); a room that cannot hibernate between paced messages would pay up to the whole interval (${r.opts.plan.intervalMs} ms × 128 MB = ${((r.opts.plan.intervalMs / 1000) * 0.128).toFixed(4)} GB-s, $${((r.opts.plan.intervalMs / 1000) * 0.128 * PRICES.doDuration.usd).toFixed(2)} per million messages at this pace). Workers CPU is left out: a local run cannot measure it as billed (the lag section, when run, gives local workerd CPU per message, all objects together).`,
     "",
   );
 }
 
 export function renderPipeline(r: PipelineReport): string {
-  const lines: string[] = ["## Pipeline", ""];
+  const lines: string[] = [pipelineHeading(r.old.name), ""];
+  const sides =
+    r.old.name === "pre-shards"
+      ? `Old design: tag \`pre-shards\` (${r.old.tag.slice(0, 12)}), checked out at ${r.old.root} (HEAD ${r.old.revision}); new design: this checkout (${r.revision}).`
+      : `Before: \`${r.old.name}\` (${r.old.tag.slice(0, 12)}), checked out at ${r.old.root} (HEAD ${r.old.revision}), in the columns headed ${r.old.name}; now: this checkout (${r.revision}), in the columns headed now.`;
   lines.push(
-    `${r.facts.date} · \`${r.facts.command}\` · ${r.facts.machine} · ${r.facts.total} s in all. Old design: tag \`pre-shards\` (${r.old.tag.slice(0, 12)}), checked out at ${r.old.root} (HEAD ${r.old.revision}); new design: this checkout (${r.revision}).${r.opts.quick ? " **Quick run: small counts (segments of 10 events), not representative.**" : ""}`,
+    `${r.facts.date} · \`${r.facts.command}\` · ${r.facts.machine} · ${r.facts.total} s in all. ${sides}${r.opts.quick ? " **Quick run: small counts (segments of 10 events), not representative.**" : ""}`,
     "",
   );
   if (r.opts.only !== "counts") renderLag(r, lines);

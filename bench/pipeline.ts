@@ -10,8 +10,10 @@
  *    designs at once;
  * 3. cost (bench/pipeline-cost.ts): those counts at Cloudflare's published prices.
  *
- * The report is printed and replaces only the `## Pipeline` section of bench/results.md. See
- * bench/README.md, "Pipeline".
+ * `--old <rev>` measures another revision as the old side (issue 15: `pre-small`); its section is
+ * then `## Small-room cost, <rev> vs now`. `--readers-mark` has every member but the sender hold a
+ * room socket and send read markers, as the web client does. The report is printed and replaces
+ * only its own section of bench/results.md. See bench/README.md, "Pipeline".
  */
 import { execFileSync } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
@@ -19,11 +21,11 @@ import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import type WebSocket from "ws";
-import { oldDesignRoot, PRE_SHARDS } from "./old.ts";
+import { oldDesignRoot, resolveRev } from "./old.ts";
 import { sideFlags } from "./options.ts";
 import { type HarnessPlan, type HarnessResult, runHarness, stopHarnesses } from "./pipeline-counts.ts";
 import { type LagOptions, type LagResult, measureLag } from "./pipeline-lag.ts";
-import { renderPipeline } from "./pipeline-report.ts";
+import { pipelineHeading, renderPipeline } from "./pipeline-report.ts";
 import { publishSection, sectionFacts } from "./sections.ts";
 import { ServerGroup, startParley } from "./servers.ts";
 import { chatText } from "./text.ts";
@@ -36,6 +38,8 @@ export type Design = (typeof DESIGNS)[number];
 
 export interface PipelineOptions {
   quick: boolean;
+  /** The revision measured beside this checkout (a tag or commit; `pre-shards` unless `--old`). */
+  old: string;
   only: "lag" | "counts" | null;
   lag: LagOptions;
   plan: Omit<HarnessPlan, "design" | "texts">;
@@ -48,7 +52,7 @@ export interface PipelineOptions {
 const USAGE = `usage: npm run bench -- --pipeline [--quick] [--only lag|counts]
        [--messages 300] [--rate 10] [--poll 10] [--d1-poll 5] [--lag-timeout 20]
        [--rooms 10] [--members 10] [--fill 2000] [--burst 1000] [--paced 1000] [--interval 300]
-       [--commands 50] [--budget 1500] [--out bench/results.md]`;
+       [--commands 50] [--readers-mark] [--old pre-shards] [--budget 1500] [--out bench/results.md]`;
 
 export function parsePipelineOptions(argv: string[]): PipelineOptions {
   const { values, num } = sideFlags(argv, USAGE, {
@@ -67,6 +71,8 @@ export function parsePipelineOptions(argv: string[]): PipelineOptions {
     paced: { type: "string" },
     interval: { type: "string" },
     commands: { type: "string" },
+    "readers-mark": { type: "boolean" },
+    old: { type: "string" },
     budget: { type: "string" },
     out: { type: "string" },
   });
@@ -77,8 +83,11 @@ export function parsePipelineOptions(argv: string[]): PipelineOptions {
   const int = (v: string | undefined, name: string, def: number, min: number, max: number) =>
     Math.round(num(v, name, def, min, max));
   const commands = int(values.commands, "commands", quick ? 3 : 50, 0, 1000);
+  const old = values.old ?? "pre-shards";
+  if (!/^[\w./-]{1,100}$/.test(old)) throw new Error(`--old: a tag or commit\n${USAGE}`);
   return {
     quick,
+    old,
     only,
     lag: {
       messages: int(values.messages, "messages", quick ? 40 : 300, 1, 10_000),
@@ -98,6 +107,7 @@ export function parsePipelineOptions(argv: string[]): PipelineOptions {
       edits: commands,
       reactions: commands,
       deletes: commands,
+      readersMark: values["readers-mark"] === true,
     },
     // The room's windows scaled down (the same for both designs) so that a room passes them within
     // the run: what passing costs per event does not depend on the window's size. Segments keep
@@ -138,7 +148,7 @@ export async function runPipeline(argv: string[]): Promise<void> {
     for (const dir of stateDirs) rmSync(dir, { recursive: true, force: true });
   });
   const failures: string[] = [];
-  const trees: Record<Design, string> = { old: oldDesignRoot("pre-shards", log), new: root };
+  const trees: Record<Design, string> = { old: oldDesignRoot(opts.old, log), new: root };
   const lag: Partial<Record<Design, LagResult>> = {};
   const counts: Partial<Record<Design, HarnessResult>> = {};
   log(`${opts.quick ? "quick" : "full"} run; old design at ${trees.old}`);
@@ -201,13 +211,13 @@ export async function runPipeline(argv: string[]): Promise<void> {
   const section = renderPipeline({
     facts: sectionFacts(argv, began),
     opts,
-    old: { root: trees.old, revision: revision(trees.old), tag: PRE_SHARDS },
+    old: { root: trees.old, revision: revision(trees.old), name: opts.old, tag: resolveRev(opts.old) },
     revision: revision(root),
     lag,
     counts,
     failures,
   });
-  publishSection(resolve(root, opts.out), section, "## Pipeline", log);
+  publishSection(resolve(root, opts.out), section, pipelineHeading(opts.old), log);
   const lagMissing = opts.only !== "counts" && DESIGNS.some((d) => !lag[d]);
   const countsMissing = opts.only !== "lag" && DESIGNS.some((d) => !counts[d]);
   if (lagMissing || countsMissing) process.exitCode = 1;

@@ -75,6 +75,10 @@ export const SIDE_SECTIONS = [
   "## Search at scale",
 ] as const;
 
+/** How the pipeline bench's sections against a revision other than pre-shards begin
+ * (`--pipeline --old <rev>`: one section per revision compared), kept like SIDE_SECTIONS. */
+export const SMALL_ROOM_COST = "## Small-room cost, ";
+
 /** The side sections `file` holds now (each from its heading to the next `## `), in file order. */
 export function sideSections(file: string): string {
   if (!existsSync(file)) return "";
@@ -82,7 +86,8 @@ export function sideSections(file: string): string {
   const out: string[] = [];
   let keep = false;
   for (const line of lines) {
-    if (/^## /.test(line)) keep = (SIDE_SECTIONS as readonly string[]).includes(line.trim());
+    if (/^## /.test(line))
+      keep = (SIDE_SECTIONS as readonly string[]).includes(line.trim()) || line.startsWith(SMALL_ROOM_COST);
     if (keep) out.push(line);
   }
   return out.join("\n").replace(/\s+$/, "");

@@ -41,19 +41,20 @@ const counting = (): boolean => als.getStore() !== HARNESS;
 const ledger = new Map<string, Tally>();
 
 function tally(
-  t: Omit<Tally, "calls" | "rowsRead" | "rowsWritten" | "bytes">,
-  add: { calls?: number; rowsRead?: number; rowsWritten?: number; bytes?: number },
+  t: Omit<Tally, "calls" | "rowsRead" | "rowsWritten" | "bytes" | "ms">,
+  add: { calls?: number; rowsRead?: number; rowsWritten?: number; bytes?: number; ms?: number },
 ): void {
   const key = [t.store, t.owner, t.table, t.op, t.via].join("\t");
   let e = ledger.get(key);
   if (!e) {
-    e = { ...t, calls: 0, rowsRead: 0, rowsWritten: 0, bytes: 0 };
+    e = { ...t, calls: 0, rowsRead: 0, rowsWritten: 0, bytes: 0, ms: 0 };
     ledger.set(key, e);
   }
   e.calls += add.calls ?? 0;
   e.rowsRead += add.rowsRead ?? 0;
   e.rowsWritten += add.rowsWritten ?? 0;
   e.bytes += add.bytes ?? 0;
+  e.ms += add.ms ?? 0;
 }
 
 /** The operation and table a statement targets (the first one of a multi-statement string). */
@@ -137,10 +138,46 @@ function patchClasses(main: Record<string, unknown>): void {
         if (outer?.self === this) return original.apply(this, args);
         // (Where it came from is not known here: a context does not cross an RPC.)
         tally({ store: "DO requests", owner: cls, table: "-", op: key, via: "-" }, { calls: 1 });
-        return als.run({ cls, via: key, self: this }, () => original.apply(this, args));
+        const end = busy(this, cls);
+        try {
+          const result = als.run({ cls, via: key, self: this }, () => original.apply(this, args));
+          if (result instanceof Promise) result.then(end, end);
+          else end();
+          return result;
+        } catch (err) {
+          end();
+          throw err;
+        }
       };
     }
   }
+}
+
+/**
+ * Busy time, for the duration estimate: from a request's start until its result settles, the
+ * union per object (overlapping requests to one object are billed once). A lower bound of what is
+ * billed: workerd's clock moves only across I/O, so JS that runs without awaiting shows no time,
+ * and an object that cannot hibernate between requests (a pending timer) is billed while idle too.
+ */
+const active = new WeakMap<object, { n: number; since: number }>();
+function busy(self: object, cls: string): () => void {
+  let a = active.get(self);
+  if (!a) {
+    a = { n: 0, since: 0 };
+    active.set(self, a);
+  }
+  if (a.n++ === 0) a.since = performance.now();
+  const entry = a;
+  let done = false;
+  return () => {
+    if (done) return;
+    done = true;
+    if (--entry.n === 0)
+      tally(
+        { store: "DO duration", owner: cls, table: "-", op: "busy", via: "-" },
+        { calls: 1, ms: performance.now() - entry.since },
+      );
+  };
 }
 
 // ---- Durable Object storage: SQL, KV, alarms ---------------------------------------------------
@@ -440,8 +477,9 @@ export function diff(after: Map<string, Tally>, before: Map<string, Tally>): Tal
       rowsRead: a.rowsRead - (b?.rowsRead ?? 0),
       rowsWritten: a.rowsWritten - (b?.rowsWritten ?? 0),
       bytes: a.bytes - (b?.bytes ?? 0),
+      ms: a.ms - (b?.ms ?? 0),
     };
-    if (d.calls || d.rowsRead || d.rowsWritten || d.bytes) out.push(d);
+    if (d.calls || d.rowsRead || d.rowsWritten || d.bytes || d.ms) out.push(d);
   }
   return out;
 }

@@ -7,7 +7,8 @@
  *
  * Only what both designs share is used: dev sign-in, `POST /api/rooms`, `/join`, the room socket,
  * and the rooms' `archiveState()`. The flow (the plan comes as a binding of the generated config):
- * `rooms` channels of one tenant with `members` members each, one member's socket sending in each;
+ * `rooms` channels of one tenant with `members` members each, one member's socket sending in each
+ * (with `readersMark`, every other member's socket marking what it receives read);
  * a fill at the ack-window pace, then the measured phases: a burst of `burst` messages per room,
  * `paced` messages per room one every `intervalMs`, then edits, reactions and deletions paced the
  * same, and, where the worker has a scheduled handler (the D1 history's window), one run of it 91
@@ -142,9 +143,58 @@ class Sender {
   }
 }
 
+/**
+ * A member with the room open (`--readers-mark`): for each frame of events it receives it sends
+ * `{"type":"read","seq"}` with the newest seq, as the web client's room view does, never backwards.
+ */
+class Reader {
+  readonly #ws: WebSocket;
+  #marked = 0;
+  reads = 0;
+  errors = 0;
+
+  private constructor(ws: WebSocket) {
+    this.#ws = ws;
+    ws.addEventListener("message", (e) => {
+      const frame = JSON.parse(String(e.data)) as {
+        type: string;
+        event?: { seq: number };
+        events?: { seq: number }[];
+      };
+      if (frame.type === "error") this.errors++;
+      const seq =
+        frame.type === "event"
+          ? frame.event?.seq
+          : frame.type === "events"
+            ? frame.events?.at(-1)?.seq
+            : undefined;
+      if (typeof seq !== "number" || seq <= this.#marked) return;
+      this.#marked = seq;
+      this.reads++;
+      ws.send(JSON.stringify({ type: "read", seq }));
+    });
+  }
+
+  static async open(user: User, roomId: string): Promise<Reader> {
+    const res = await exports.default.fetch(
+      new Request(`${ORIGIN}/api/rooms/${roomId}/ws?after=0`, {
+        headers: { upgrade: "websocket", "cf-access-jwt-assertion": user.token },
+      }),
+    );
+    if (!res.webSocket) throw new Error(`reader upgrade refused: ${res.status}`);
+    res.webSocket.accept();
+    return new Reader(res.webSocket);
+  }
+
+  close(): void {
+    this.#ws.close(1000, "done");
+  }
+}
+
 interface BenchRoom {
   id: string;
   sender: Sender;
+  readers: Reader[];
   tenant: string;
 }
 
@@ -306,9 +356,13 @@ it("counts what each message costs in every store", async () => {
     for (const u of users) if (u !== owner) await call("POST", `/api/rooms/${id}/join`, u.token);
     // The storage prototypes are patched on the first object the harness enters.
     await inObject(stubOf("ROOM", `${tenant}:${id}`), () => undefined);
-    rooms.push({ id, tenant, sender: await Sender.open(owner, id, `r${r}`) });
+    const readers: Reader[] = [];
+    if (plan.readersMark) for (const u of users) if (u !== owner) readers.push(await Reader.open(u, id));
+    rooms.push({ id, tenant, readers, sender: await Sender.open(owner, id, `r${r}`) });
   }
-  progress(`${rooms.length} rooms of ${plan.members} members ready`);
+  progress(
+    `${rooms.length} rooms of ${plan.members} members ready${plan.readersMark ? `, ${plan.members - 1} marking reads in each` : ""}`,
+  );
 
   const phases: PhaseResult[] = [];
   const phase = async (name: string, units: number, work: () => Promise<void>): Promise<void> => {
@@ -383,6 +437,10 @@ it("counts what each message costs in every store", async () => {
       rooms.reduce((n, r) => n + r.sender.seqs.length, 0) + [...pacedSeqs.values()].flat().length,
     refusals: rooms.reduce((n, r) => n + r.sender.errors, 0),
   };
+  if (plan.readersMark) {
+    checks.readMarksSent = rooms.reduce((n, r) => n + r.readers.reduce((m, x) => m + x.reads, 0), 0);
+    checks.readerErrors = rooms.reduce((n, r) => n + r.readers.reduce((m, x) => m + x.errors, 0), 0);
+  }
   await als.run(HARNESS, async () => {
     for (const [name, value] of Object.entries(bindings)) {
       if (!d1Names.has((value as { fetcher?: unknown })?.fetcher)) continue;
@@ -415,7 +473,10 @@ it("counts what each message costs in every store", async () => {
       (i) => (i as { archiveState(): ArchiveStateLike }).archiveState().lastSeq,
     );
   checks.roomEvents = lastSeqs;
-  for (const room of rooms) room.sender.close();
+  for (const room of rooms) {
+    room.sender.close();
+    for (const reader of room.readers) reader.close();
+  }
 
   await sink.fetch("http://sink/result", {
     method: "POST",

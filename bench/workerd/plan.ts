@@ -17,6 +17,9 @@ export interface HarnessPlan {
   edits: number;
   reactions: number;
   deletes: number;
+  /** Every member but the sender holds a room socket and sends `{"type":"read","seq"}` for each
+   * frame of events it receives, as the web client does while a room is open. */
+  readersMark: boolean;
   texts: string[];
 }
 
@@ -32,6 +35,8 @@ export interface Tally {
   rowsRead: number;
   rowsWritten: number;
   bytes: number;
+  /** "DO duration" lines only: milliseconds an object was busy (see ledger.ts). */
+  ms: number;
 }
 
 /** What the stores hold at a moment of the run. */

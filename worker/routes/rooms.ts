@@ -8,6 +8,7 @@ import { and, eq, inArray, or } from "drizzle-orm";
 import { drizzle } from "drizzle-orm/d1";
 import { Hono } from "hono";
 import { limitsOf } from "../../config/limits.ts";
+import { presenceStub, shardOf } from "../../durable-objects/presence.ts";
 import { ROOM_KINDS, type RoomKind, type RoomSummary, type UserRef } from "../../protocol/index.ts";
 import { audit } from "../audit.ts";
 import type { Identity } from "../auth/identity.ts";
@@ -26,10 +27,19 @@ type Person = { id: string; name: string; role: string };
 const MAX_MEMBERS_PER_REQUEST = 50; // one D1 query binds them all, and D1 allows 100 parameters
 const MAX_DM_MEMBERS = 9;
 
-/** Room as `GET /api/rooms` lists it (docs/protocol.md), plus whether the caller has joined. */
-async function describe(env: Env, me: Identity, room: RoomRow, joined: boolean): Promise<RoomSummary> {
+type Counts = Pick<RoomSummary, "lastSeq" | "readSeq" | "unread" | "mentions">;
+
+/** Room as `GET /api/rooms` lists it (docs/protocol.md), plus whether the caller has joined; the
+ * counts asked of the room itself (one room: create, join, update), unless given. */
+async function describe(
+  env: Env,
+  me: Identity,
+  room: RoomRow,
+  joined: boolean,
+  counts?: Counts,
+): Promise<RoomSummary> {
   const [summary, members] = await Promise.all([
-    roomStub(env, room.tenantId, room.id).summary(me.userId),
+    counts ?? roomStub(env, room.tenantId, room.id).summary(me.userId),
     room.kind === "dm" && room.dmKey ? dmMembers(env, room.tenantId, room.dmKey) : undefined,
   ]);
   return {
@@ -44,6 +54,37 @@ async function describe(env: Env, me: Identity, room: RoomRow, joined: boolean):
     mentions: summary.mentions,
     ...(members ? { members } : {}),
   };
+}
+
+/**
+ * The counts of every listed room from one place: the caller's inbox, in their presence shard
+ * (docs/architecture.md, decision 6), one RPC whatever the number of rooms. A room the inbox does
+ * not have yet, or a joined one where it has no marker of the caller (an upgrade, a shard that lost
+ * it, a join half done), is asked itself, which also sends the inbox what it lacked.
+ */
+async function countsOf(env: Env, me: Identity, visible: RoomRow[], joined: Set<string>) {
+  const shard = shardOf(me.userId, limitsOf(env).presenceShards);
+  const inbox = await presenceStub(env, me.tenantId, shard).inboxList(
+    me.userId,
+    visible.map((r) => r.id),
+  );
+  const counts = new Map<string, Counts>();
+  await Promise.all(
+    visible.map(async (room) => {
+      const entry = inbox[room.id];
+      if (entry && (entry.readSeq !== null || !joined.has(room.id))) {
+        counts.set(room.id, {
+          lastSeq: entry.lastSeq,
+          readSeq: entry.readSeq ?? 0,
+          unread: entry.unread,
+          mentions: entry.mentions,
+        });
+        return;
+      }
+      counts.set(room.id, await roomStub(env, room.tenantId, room.id).inboxSummary(me.userId));
+    }),
+  );
+  return counts;
 }
 
 /** A dm's people, from its member key (sorted user ids), with their current names. */
@@ -200,8 +241,11 @@ export const roomRoutes = new Hono<AppEnv>()
       .orderBy(rooms.name)
       .all();
     if (me.roomScope) visible = visible.filter((r) => me.roomScope?.includes(r.id));
+    const counts = await countsOf(c.env, me, visible, joinedIds);
     return c.json(
-      await Promise.all(visible.map((room) => describe(c.env, me, room, joinedIds.has(room.id)))),
+      await Promise.all(
+        visible.map((room) => describe(c.env, me, room, joinedIds.has(room.id), counts.get(room.id))),
+      ),
     );
   })
   .post("/", async (c) => {

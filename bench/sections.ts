@@ -72,6 +72,7 @@ export const SIDE_SECTIONS = [
   "## Slow consumers",
   "## Fan-out, old vs new",
   "## Search at scale",
+  "## Room list",
 ] as const;
 
 /** The side sections `file` holds now (each from its heading to the next `## `), in file order. */

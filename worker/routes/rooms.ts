@@ -4,7 +4,7 @@
  * D1 keeps the directory's copy. Adding goes D1 then object, removing goes object then D1, so a
  * failure half-way leaves a user with less access, never more, and retrying the same call repairs it.
  */
-import { and, eq, inArray, or } from "drizzle-orm";
+import { and, eq, inArray, or, sql } from "drizzle-orm";
 import { drizzle } from "drizzle-orm/d1";
 import { Hono } from "hono";
 import { limitsOf } from "../../config/limits.ts";
@@ -36,11 +36,15 @@ async function describe(
   me: Identity,
   room: RoomRow,
   joined: boolean,
-  counts?: Counts,
+  known?: { counts?: Counts; names: Map<string, string> },
 ): Promise<RoomSummary> {
   const [summary, members] = await Promise.all([
-    counts ?? roomStub(env, room.tenantId, room.id).summary(me.userId),
-    room.kind === "dm" && room.dmKey ? dmMembers(env, room.tenantId, room.dmKey) : undefined,
+    known?.counts ?? roomStub(env, room.tenantId, room.id).summary(me.userId),
+    room.kind === "dm" && room.dmKey
+      ? known
+        ? dmPeople(room.dmKey, known.names)
+        : dmMembers(env, room.tenantId, room.dmKey)
+      : undefined,
   ]);
   return {
     id: room.id,
@@ -85,6 +89,35 @@ async function countsOf(env: Env, me: Identity, visible: RoomRow[], joined: Set<
     }),
   );
   return counts;
+}
+
+/** The names of the people of every dm listed, in one query (not one per dm). */
+async function dmNames(env: Env, tenantId: string, listed: RoomRow[]): Promise<Map<string, string>> {
+  const ids = [...new Set(listed.flatMap((r) => (r.kind === "dm" && r.dmKey ? r.dmKey.split(",") : [])))];
+  if (ids.length === 0) return new Map();
+  const rows = await drizzle(directoryDb(env, tenantId))
+    .select({ id: users.id, name: users.name })
+    .from(users)
+    // One bound parameter, however many dms: D1 allows 100 per statement.
+    .where(
+      and(
+        eq(users.tenantId, tenantId),
+        sql`${users.id} IN (SELECT value FROM json_each(${JSON.stringify(ids)}))`,
+      ),
+    )
+    .all();
+  return new Map(rows.map((u) => [u.id, u.name]));
+}
+
+/** A dm's people from the names found, sorted by name as `dmMembers` sorts them. */
+function dmPeople(dmKey: string, names: Map<string, string>): UserRef[] {
+  return dmKey
+    .split(",")
+    .flatMap((id) => {
+      const name = names.get(id);
+      return name === undefined ? [] : [{ id, name }];
+    })
+    .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
 }
 
 /** A dm's people, from its member key (sorted user ids), with their current names. */
@@ -230,21 +263,30 @@ export const roomRoutes = new Hono<AppEnv>()
       .select({ roomId: memberships.roomId })
       .from(memberships)
       .where(and(eq(memberships.tenantId, me.tenantId), eq(memberships.userId, me.userId)));
-    const joinedIds = new Set((await mine.all()).map((r) => r.roomId));
     // Channels are visible to the tenant's members; guests see only rooms they were invited to.
     const visibleTo =
       me.role === "guest" ? inArray(rooms.id, mine) : or(eq(rooms.kind, "channel"), inArray(rooms.id, mine));
-    let visible = await db
-      .select()
-      .from(rooms)
-      .where(and(eq(rooms.tenantId, me.tenantId), visibleTo))
-      .orderBy(rooms.name)
-      .all();
-    if (me.roomScope) visible = visible.filter((r) => me.roomScope?.includes(r.id));
-    const counts = await countsOf(c.env, me, visible, joinedIds);
+    // Independent queries, at once (the rooms' query has the memberships as a subquery).
+    const [joinedRows, all] = await Promise.all([
+      mine.all(),
+      db
+        .select()
+        .from(rooms)
+        .where(and(eq(rooms.tenantId, me.tenantId), visibleTo))
+        .orderBy(rooms.name)
+        .all(),
+    ]);
+    const joinedIds = new Set(joinedRows.map((r) => r.roomId));
+    const visible = me.roomScope ? all.filter((r) => me.roomScope?.includes(r.id)) : all;
+    const [counts, names] = await Promise.all([
+      countsOf(c.env, me, visible, joinedIds),
+      dmNames(c.env, me.tenantId, visible),
+    ]);
     return c.json(
       await Promise.all(
-        visible.map((room) => describe(c.env, me, room, joinedIds.has(room.id), counts.get(room.id))),
+        visible.map((room) =>
+          describe(c.env, me, room, joinedIds.has(room.id), { counts: counts.get(room.id), names }),
+        ),
       ),
     );
   })

@@ -285,4 +285,23 @@ describe("the room list from the inbox", () => {
     // After ada's marker: bob's 2 (one deleted) and cyd's 2, then bob's new one; two mention her.
     expect(listed).toMatchObject({ unread: 4, mentions: 2 });
   });
+
+  it("lists each dm with its people by name, as creating it answers", async () => {
+    const w = await world();
+    const [ada, bob, cyd] = w.people as [User, User, User];
+    const made = [
+      await json<{ id: string; members: unknown }>(
+        api(ada, "POST", "/api/rooms", { kind: "dm", members: [bob.id] }),
+      ),
+      await json<{ id: string; members: unknown }>(
+        api(cyd, "POST", "/api/rooms", { kind: "dm", members: [ada.id, bob.id] }),
+      ),
+    ];
+    const listed = await json<{ id: string; members?: unknown }[]>(api(ada, "GET", "/api/rooms"));
+    for (const dm of made) {
+      expect(listed.find((r) => r.id === dm.id)?.members).toEqual(dm.members);
+      expect((dm.members as unknown[]).length).toBeGreaterThan(1);
+    }
+    await expectExact(w);
+  });
 });

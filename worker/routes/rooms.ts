@@ -29,35 +29,29 @@ const MAX_DM_MEMBERS = 9;
 
 type Counts = Pick<RoomSummary, "lastSeq" | "readSeq" | "unread" | "mentions">;
 
-/** Room as `GET /api/rooms` lists it (docs/protocol.md), plus whether the caller has joined; the
- * counts asked of the room itself (one room: create, join, update), unless given. */
-async function describe(
-  env: Env,
-  me: Identity,
-  room: RoomRow,
-  joined: boolean,
-  known?: { counts?: Counts; names: Map<string, string> },
-): Promise<RoomSummary> {
-  const [summary, members] = await Promise.all([
-    known?.counts ?? roomStub(env, room.tenantId, room.id).summary(me.userId),
-    room.kind === "dm" && room.dmKey
-      ? known
-        ? dmPeople(room.dmKey, known.names)
-        : dmMembers(env, room.tenantId, room.dmKey)
-      : undefined,
-  ]);
+/** Room as `GET /api/rooms` lists it (docs/protocol.md), plus whether the caller has joined. */
+function roomView(room: RoomRow, joined: boolean, counts: Counts, members?: UserRef[]): RoomSummary {
   return {
     id: room.id,
     name: room.name,
     kind: room.kind,
     topic: room.topic,
     joined,
-    lastSeq: summary.lastSeq,
-    readSeq: summary.readSeq,
-    unread: summary.unread,
-    mentions: summary.mentions,
+    lastSeq: counts.lastSeq,
+    readSeq: counts.readSeq,
+    unread: counts.unread,
+    mentions: counts.mentions,
     ...(members ? { members } : {}),
   };
+}
+
+/** One room's view, its counts asked of the room itself (create, join, update answer it). */
+async function describe(env: Env, me: Identity, room: RoomRow, joined: boolean): Promise<RoomSummary> {
+  const [summary, members] = await Promise.all([
+    roomStub(env, room.tenantId, room.id).summary(me.userId),
+    room.kind === "dm" && room.dmKey ? dmMembers(env, room.tenantId, room.dmKey) : undefined,
+  ]);
+  return roomView(room, joined, summary, members);
 }
 
 /**
@@ -73,20 +67,22 @@ async function countsOf(env: Env, me: Identity, visible: RoomRow[], joined: Set<
     visible.map((r) => r.id),
   );
   const counts = new Map<string, Counts>();
+  const missing: RoomRow[] = [];
+  for (const room of visible) {
+    const entry = inbox[room.id];
+    if (entry && (entry.readSeq !== null || !joined.has(room.id)))
+      counts.set(room.id, {
+        lastSeq: entry.lastSeq,
+        readSeq: entry.readSeq ?? 0,
+        unread: entry.unread,
+        mentions: entry.mentions,
+      });
+    else missing.push(room);
+  }
   await Promise.all(
-    visible.map(async (room) => {
-      const entry = inbox[room.id];
-      if (entry && (entry.readSeq !== null || !joined.has(room.id))) {
-        counts.set(room.id, {
-          lastSeq: entry.lastSeq,
-          readSeq: entry.readSeq ?? 0,
-          unread: entry.unread,
-          mentions: entry.mentions,
-        });
-        return;
-      }
-      counts.set(room.id, await roomStub(env, room.tenantId, room.id).inboxSummary(me.userId));
-    }),
+    missing.map(async (room) =>
+      counts.set(room.id, await roomStub(env, room.tenantId, room.id).inboxSummary(me.userId)),
+    ),
   );
   return counts;
 }
@@ -266,26 +262,30 @@ export const roomRoutes = new Hono<AppEnv>()
     // Channels are visible to the tenant's members; guests see only rooms they were invited to.
     const visibleTo =
       me.role === "guest" ? inArray(rooms.id, mine) : or(eq(rooms.kind, "channel"), inArray(rooms.id, mine));
-    // Independent queries, at once (the rooms' query has the memberships as a subquery).
-    const [joinedRows, all] = await Promise.all([
-      mine.all(),
-      db
-        .select()
-        .from(rooms)
-        .where(and(eq(rooms.tenantId, me.tenantId), visibleTo))
-        .orderBy(rooms.name)
-        .all(),
-    ]);
-    const joinedIds = new Set(joinedRows.map((r) => r.roomId));
+    // One query: each visible room with whether the caller has joined it.
+    const listed = await db
+      .select({
+        room: rooms,
+        joined: sql<number>`EXISTS (SELECT 1 FROM ${memberships} WHERE ${memberships.tenantId} = ${me.tenantId} AND ${memberships.roomId} = ${rooms.id} AND ${memberships.userId} = ${me.userId})`,
+      })
+      .from(rooms)
+      .where(and(eq(rooms.tenantId, me.tenantId), visibleTo))
+      .orderBy(rooms.name)
+      .all();
+    const all = listed.map((r) => r.room);
+    const joinedIds = new Set(listed.filter((r) => r.joined).map((r) => r.room.id));
     const visible = me.roomScope ? all.filter((r) => me.roomScope?.includes(r.id)) : all;
     const [counts, names] = await Promise.all([
       countsOf(c.env, me, visible, joinedIds),
       dmNames(c.env, me.tenantId, visible),
     ]);
     return c.json(
-      await Promise.all(
-        visible.map((room) =>
-          describe(c.env, me, room, joinedIds.has(room.id), { counts: counts.get(room.id), names }),
+      visible.map((room) =>
+        roomView(
+          room,
+          joinedIds.has(room.id),
+          counts.get(room.id) as Counts,
+          room.kind === "dm" && room.dmKey ? dmPeople(room.dmKey, names) : undefined,
         ),
       ),
     );

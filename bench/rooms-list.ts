@@ -12,7 +12,7 @@ import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { oldDesignRoot } from "./old.ts";
 import { publishSection, sectionFacts } from "./sections.ts";
-import { type Server, startParley, stopAllSync } from "./servers.ts";
+import { type Server, ServerGroup, startParley } from "./servers.ts";
 import { type LatencySummary, Samples } from "./stats.ts";
 import { api, pool } from "./targets.ts";
 
@@ -157,14 +157,8 @@ function render(o: ListOptions, rows: Row[], facts: ReturnType<typeof sectionFac
 export async function runRoomsList(argv: string[]): Promise<void> {
   const began = performance.now();
   const o = parseListOptions(argv);
-  const servers: Server[] = [];
-  process.on("exit", stopAllSync);
-  for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
-    process.on(signal, () => {
-      log(`${signal}: stopping servers`);
-      Promise.all(servers.map((s) => s.stop())).finally(() => process.exit(130));
-    });
-  }
+  // Stops the servers on a signal or after an hour (a full run takes about 8 minutes).
+  const group = new ServerGroup(log, 60 * 60 * 1000);
   const logDir = resolve(root, "bench/out");
   const runId = `l${Date.now().toString(36)}`;
   const rows: Row[] = [];
@@ -176,13 +170,13 @@ export async function runRoomsList(argv: string[]): Promise<void> {
         name: `parley-rooms-list-${design}`,
         tempPrefix: `parley-bench-list-${design}-`,
       });
-      servers.push(server);
+      group.track(server);
       rows.push(...(await measure(server, design, o, runId)));
       // One server at a time: the other design's runtime would share the machine's two cores.
-      await servers.pop()?.stop();
+      await server.stop();
     }
   } finally {
-    await Promise.all(servers.map((s) => s.stop()));
+    await group.stop();
   }
   publishSection(o.out, render(o, rows, sectionFacts(argv, began)), ROOMS_LIST_HEADING, log);
 }

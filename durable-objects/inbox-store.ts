@@ -140,26 +140,8 @@ export class InboxStore {
       for (const s of push.snapshots) this.#putReader(room, s);
       for (const user of push.removed) this.#forgetReader(room, user);
       // A user's rows are kept only while they have a marker here: one without is sent whole.
-      for (const [user, seq] of push.own)
-        this.#sql.exec(
-          "INSERT OR IGNORE INTO inbox_own (user_id, room_id, seq) SELECT ?, ?, ? WHERE EXISTS (SELECT 1 FROM inbox_readers WHERE user_id = ? AND room_id = ? AND read_seq < ?)",
-          user,
-          room,
-          seq,
-          user,
-          room,
-          seq,
-        );
-      for (const [user, seq] of push.mentions)
-        this.#sql.exec(
-          "INSERT OR IGNORE INTO inbox_mentions (user_id, room_id, seq) SELECT ?, ?, ? WHERE EXISTS (SELECT 1 FROM inbox_readers WHERE user_id = ? AND room_id = ? AND read_seq < ?)",
-          user,
-          room,
-          seq,
-          user,
-          room,
-          seq,
-        );
+      for (const [user, seq] of push.own) this.#addAfterMarker("inbox_own", room, user, seq);
+      for (const [user, seq] of push.mentions) this.#addAfterMarker("inbox_mentions", room, user, seq);
       // After the inserts: a message deleted in the same range goes with its mentions.
       for (const [seq, author] of push.deleted) {
         if (seq <= push.floor) continue;
@@ -236,6 +218,19 @@ export class InboxStore {
       };
     }
     return out;
+  }
+
+  /** A row of `table` (own messages or mentions) for a seq after the user's marker here. */
+  #addAfterMarker(table: "inbox_own" | "inbox_mentions", room: string, user: string, seq: number): void {
+    this.#sql.exec(
+      `INSERT OR IGNORE INTO ${table} (user_id, room_id, seq) SELECT ?, ?, ? WHERE EXISTS (SELECT 1 FROM inbox_readers WHERE user_id = ? AND room_id = ? AND read_seq < ?)`,
+      user,
+      room,
+      seq,
+      user,
+      room,
+      seq,
+    );
   }
 
   #checkTenant(tenantId: string): void {

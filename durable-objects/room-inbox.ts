@@ -13,6 +13,7 @@
  */
 import type { Limits } from "../config/limits.ts";
 import { log } from "../worker/observability/log.ts";
+import { Gather } from "./gather.ts";
 import type { InboxAnswer, InboxMarker, InboxPush, InboxSnapshot } from "./inbox-store.ts";
 import { presenceStub, shardOf } from "./presence.ts";
 import type { RoomLog, RoomMeta } from "./room-log.ts";
@@ -54,10 +55,8 @@ export class InboxFeed {
   /** Until a cycle has run clean since this instance started (or since a failure): the alarm then
    * pushes, so what an earlier instance committed and did not push gets there. */
   #unchecked = true;
-  #running: Promise<void> | null = null;
-  #again = false;
-  #timer: ReturnType<typeof setTimeout> | null = null;
-  #lastStart = 0;
+  /** Pushes, at most every `inboxShipIntervalMs`, never before a failed one's backoff ends. */
+  readonly #gather: Gather;
   #retryAt = 0;
   #attempts = 0;
   /** Socket `read` frames not written yet: the highest per user (decision 7). */
@@ -67,6 +66,11 @@ export class InboxFeed {
   constructor(deps: InboxFeedDeps) {
     this.#deps = deps;
     this.#coveredFrom = deps.log.lastSeq;
+    this.#gather = new Gather(
+      () => this.#cycle(),
+      () => deps.limits.inboxShipIntervalMs,
+      () => this.#retryAt,
+    );
   }
 
   // ---- commits and membership -----------------------------------------------------------------
@@ -178,41 +182,13 @@ export class InboxFeed {
   /** Something changed: push now, or once the cycle in flight is done and the interval since it
    * started has passed. `now` skips the interval. */
   kick(now = false): void {
-    if (this.#running) {
-      this.#again = true;
-      return;
-    }
-    const at = Math.max(now ? 0 : this.#lastStart + this.#deps.limits.inboxShipIntervalMs, this.#retryAt);
-    const wait = at - Date.now();
-    if (wait > 0) {
-      this.#timer ??= setTimeout(() => {
-        this.#timer = null;
-        this.kick();
-      }, wait);
-      return;
-    }
-    if (this.#timer) {
-      clearTimeout(this.#timer);
-      this.#timer = null;
-    }
-    this.#lastStart = Date.now();
-    this.#running = this.#cycle().finally(() => {
-      this.#running = null;
-      if (this.#again) {
-        this.#again = false;
-        this.kick();
-      }
-    });
+    this.#gather.kick(now);
   }
 
   /** Resolves once nothing is being pushed or due (a push backing off after a failure is left to
    * its timer and the alarm). */
-  async settle(): Promise<void> {
-    for (;;) {
-      if (this.#running) await this.#running;
-      else if (this.#timer && this.#retryAt <= Date.now()) this.kick(true);
-      else return;
-    }
+  settle(): Promise<void> {
+    return this.#gather.settle();
   }
 
   /** Held markers written and everything pushed (tests and the bench, which must not poll). */
@@ -249,10 +225,8 @@ export class InboxFeed {
       this.#retryAt =
         Date.now() + Math.min(this.#deps.limits.outboxMaxBackoffMs, 1000 * 2 ** (this.#attempts - 1));
       this.#deps.wakeAt(this.#retryAt);
-      this.#timer ??= setTimeout(() => {
-        this.#timer = null;
-        this.kick();
-      }, this.#retryAt - Date.now());
+      // Again once the backoff ends (the gatherer waits for it).
+      this.kick();
       log({
         event: "inbox_push_failed",
         room: meta.roomId,
@@ -334,7 +308,7 @@ export class InboxFeed {
       for (const id of answer.missing) this.#add(this.#snapshots, n, id);
     }
     // Still not done: the next cycle goes on from where this one got.
-    this.#again = true;
+    this.kick();
   }
 
   /** What a shard said of itself: how far it has the room (or nothing), and whether its markers

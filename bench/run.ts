@@ -66,6 +66,13 @@ if (process.argv.slice(2).includes("--search-scale")) {
   process.exit();
 }
 
+// `--rooms-list`: `GET /api/rooms` for a user in 10/100/500 rooms beside `GET /api/me`, this design
+// and `pre-small` (bench/rooms-list.ts); its own servers and "## Room list" section.
+if (process.argv.slice(2).includes("--rooms-list")) {
+  await (await import("./rooms-list.ts")).runRoomsList(process.argv.slice(2));
+  process.exit();
+}
+
 // `--rooms`, `--idle`, `--soak`: many rooms at once (bench/rooms.ts), idle hibernatable sockets in
 // one room (bench/idle.ts), a minute of steady load (bench/soak.ts); each starts and stops its own
 // servers and writes only its own section. After --presence and --pipeline, whose own `--rooms`

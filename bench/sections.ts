@@ -73,6 +73,7 @@ export const SIDE_SECTIONS = [
   "## Fan-out, old vs new",
   "## Small rooms",
   "## Search at scale",
+  "## Room list",
 ] as const;
 
 /** How the pipeline bench's sections against a revision other than pre-shards begin

@@ -131,6 +131,17 @@ export interface Limits {
    * one per flush. 20 ms adds at most that to "findable after the ack" (bound: 100 ms p99) and
    * caps a room at 50 index RPCs a second. */
   searchShipIntervalMs: number;
+  /** The least time between two pushes of a room to its members' inboxes (the counts of
+   * `GET /api/rooms`, durable-objects/room-inbox.ts): an idle room pushes at once, a busy one
+   * gathers what it commits meanwhile into one RPC per presence shard, so a room sends at most 50
+   * a second per shard whatever its traffic, and the list lags a socket's ack by at most this. */
+  inboxShipIntervalMs: number;
+  /** How long a socket's `read` frame is held before it is written, with every other held marker of
+   * the room in one transaction: a reader scrolling through a busy room sends a frame per screen,
+   * and a row each would be the room's busiest writes after messages. A second keeps what a crash
+   * can lose to the last second of reading (the SDK sends its marker again on reconnect) and is
+   * shorter than anyone switches device. */
+  readFlushMs: number;
   /** Longest stored file name, in characters: enough for any real name, short enough for every
    * file system a download lands on (most cap a name at 255 bytes). */
   maxFilenameChars: number;
@@ -205,6 +216,8 @@ export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
   searchShardMessages: 2_000_000,
   searchHits: 50,
   searchShipIntervalMs: 20,
+  inboxShipIntervalMs: 20,
+  readFlushMs: 1000,
   historyShardBytes: 4_000_000_000,
   historyDays: 90,
   outboxDrainDelayMs: 200,

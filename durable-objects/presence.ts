@@ -23,6 +23,13 @@ import { type PresenceServerFrame, type PresenceStatus, parsePresenceFrame } fro
 import { log } from "../worker/observability/log.ts";
 import { record } from "../worker/observability/metrics.ts";
 import { tenantNamespace } from "../worker/residency.ts";
+import {
+  INBOX_MIGRATIONS,
+  type InboxAnswer,
+  type InboxEntry,
+  type InboxPush,
+  InboxStore,
+} from "./inbox-store.ts";
 import { type Bucket, takeFrom } from "./rate-limit.ts";
 import { migrate } from "./schema.ts";
 
@@ -53,6 +60,8 @@ const MIGRATIONS = [
    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);`,
   // Expiry no longer has a row per user, rewritten by every heartbeat: the alarm sweeps.
   "DROP TABLE expiries;",
+  // The inbox of this shard's users (inbox-store.ts).
+  ...INBOX_MIGRATIONS,
 ];
 
 export class Presence extends DurableObject<Env> {
@@ -71,11 +80,13 @@ export class Presence extends DurableObject<Env> {
    * watch or change), and keeping it out of storage keeps a status change at the writes it had. */
   readonly #relays = new Map<string, PresenceChange>();
   #relayAt: number | null = null;
+  readonly #inbox: InboxStore;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     this.#sql = ctx.storage.sql;
     migrate(this.ctx.storage, MIGRATIONS);
+    this.#inbox = new InboxStore(ctx.storage);
   }
 
   // ---- sockets -------------------------------------------------------------------------------
@@ -352,6 +363,16 @@ export class Presence extends DurableObject<Env> {
       } satisfies PresenceServerFrame);
       for (const ws of sockets) sendRaw(ws, frame);
     }
+  }
+
+  /** A room's push to the inbox of this shard's users (inbox-store.ts). */
+  inboxApply(push: InboxPush): InboxAnswer {
+    return this.#inbox.apply(push);
+  }
+
+  /** `GET /api/rooms`'s counts for one of this shard's users, for the rooms the inbox has. */
+  inboxList(userId: string, roomIds: string[]): Record<string, InboxEntry> {
+    return this.#inbox.list(userId, roomIds);
   }
 
   /** Current presence of users held by this shard (unknown users are offline, never seen). */

@@ -163,6 +163,14 @@ const MIGRATIONS: Migration[] = [
       }
     }
   },
+  // v9: `msgs`, the number of messages through this event (its own row: no row more per message),
+  // so the inbox (room-inbox.ts) counts the messages between two seqs as a difference. Rows already
+  // here count from the oldest one: only differences above the command window's floor and
+  // retention are ever used, and there every row's kind is still what it was.
+  `ALTER TABLE events ADD COLUMN msgs INTEGER NOT NULL DEFAULT 0;
+   UPDATE events SET msgs = c.n FROM (
+     SELECT seq, SUM(kind = 'message') OVER (ORDER BY seq ROWS UNBOUNDED PRECEDING) AS n FROM events
+   ) AS c WHERE c.seq = events.seq;`,
 ];
 
 /** Events per segment rebuilt for a range the old release had deleted (see migration v8). */
@@ -262,6 +270,8 @@ export class RoomLog {
   readonly #storage: DurableObjectStorage;
   #lastSeq: number;
   #chain = GENESIS;
+  /** Messages through `lastSeq` (the last row's `msgs`). */
+  #msgs = 0;
   /** Every event through this seq has no row (older than the command window): mirrors
    * `meta.floor_seq`, which only `pruneThrough` moves. */
   #floor = 0;
@@ -490,11 +500,12 @@ export class RoomLog {
     // older than it was only makes the room send something again).
     this.#counters.clear();
     this.#dirtyCounters.clear();
-    const last = this.#one<{ seq: number; chain: string }>(
-      "SELECT seq, chain FROM events ORDER BY seq DESC LIMIT 1",
+    const last = this.#one<{ seq: number; chain: string; msgs: number }>(
+      "SELECT seq, chain, msgs FROM events ORDER BY seq DESC LIMIT 1",
     );
     this.#lastSeq = last?.seq ?? 0;
     this.#chain = last?.chain || GENESIS;
+    this.#msgs = last?.msgs ?? 0;
     this.#floor = Number(this.#metaValue("floor_seq") ?? 0);
     this.#members = null;
   }
@@ -520,8 +531,9 @@ export class RoomLog {
       const threadRoot = full.kind === "message" ? (full.threadRoot ?? null) : null;
       const { nonce, contentHash, metaHash, digest } = commit(full);
       const chain = chainNext(this.#chain, seq, digest);
+      const msgs = this.#msgs + (full.kind === "message" ? 1 : 0);
       this.#sql.exec(
-        "INSERT INTO events (seq, kind, author_id, client_id, target, thread_root, ts, json, digest, chain, scheme, nonce, content_hash, meta_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 2, ?, ?, ?)",
+        "INSERT INTO events (seq, kind, author_id, client_id, target, thread_root, ts, json, digest, chain, scheme, nonce, content_hash, meta_hash, msgs) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 2, ?, ?, ?, ?)",
         seq,
         full.kind,
         full.author.id,
@@ -535,6 +547,7 @@ export class RoomLog {
         nonce,
         contentHash,
         metaHash,
+        msgs,
       );
       for (const userId of extras.mentions ?? []) {
         this.#sql.exec("INSERT OR IGNORE INTO mentions (user_id, seq) VALUES (?, ?)", userId, seq);
@@ -544,6 +557,7 @@ export class RoomLog {
       // reloads it (see `transaction`).
       this.#lastSeq = seq;
       this.#chain = chain;
+      this.#msgs = msgs;
       return { created: true as const, seq, json };
     });
   }
@@ -922,10 +936,28 @@ export class RoomLog {
     this.#members = null;
   }
 
-  /** Moves the user's read marker forward to `seq`; never backwards. Returns the marker now. */
+  /** Moves the user's read marker forward to `seq`; never backwards (a marker it would not move
+   * writes nothing). Returns the marker now. */
   markRead(userId: string, seq: number): number {
-    this.#sql.exec("UPDATE members SET read_seq = MAX(read_seq, ?) WHERE user_id = ?", seq, userId);
+    this.#sql.exec("UPDATE members SET read_seq = ? WHERE user_id = ? AND read_seq < ?", seq, userId, seq);
     return this.readSeq(userId);
+  }
+
+  /** The number of messages with seq ≤ `seq` (deleted ones too), counted from the oldest row when
+   * the log was upgraded to count them: differences are exact from the floor up. Null below the
+   * floor (no row), where nothing is counted (see `unread`). */
+  messagesThrough(seq: number): number | null {
+    if (seq >= this.#lastSeq) return this.#msgs;
+    const row = this.#one<{ seq: number; msgs: number; kind: string }>(
+      "SELECT seq, msgs, kind FROM events WHERE seq >= ? ORDER BY seq LIMIT 1",
+      seq,
+    );
+    if (!row) return null;
+    if (row.seq === seq) return row.msgs;
+    // `seq` has no row: only the floor itself, whose next row is not expired (else retention, not
+    // the floor, bounds the count) and so still has its kind.
+    if (seq !== this.#floor || row.seq !== seq + 1 || row.kind === "expired") return null;
+    return row.msgs - (row.kind === "message" ? 1 : 0);
   }
 
   readSeq(userId: string): number {

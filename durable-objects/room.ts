@@ -46,6 +46,7 @@ import {
   type CommandStores,
 } from "./room-commands.ts";
 import { FallbackTransports, SSE_CHUNK_BYTES, type StreamState } from "./room-fallback.ts";
+import { InboxFeed } from "./room-inbox.ts";
 import { type Member, RoomLog, type RoomMeta, type StoredRow, type TargetRow } from "./room-log.ts";
 import { SearchFeed } from "./room-search.ts";
 import { closeQuietly, RoomSockets, type SocketInfo, send, sendError } from "./room-sockets.ts";
@@ -105,6 +106,7 @@ export class Room extends DurableObject<Env> {
   readonly #activity = new ActivityBatch();
   readonly #fallback: FallbackTransports;
   readonly #search: SearchFeed;
+  readonly #inbox: InboxFeed;
   /** Per user, the command waiting for R2 that their next commands wait behind (see `#apply`). */
   readonly #inFlight = new Map<string, Promise<void>>();
 
@@ -136,6 +138,15 @@ export class Room extends DurableObject<Env> {
       log: this.#log,
       cold: this.#cold,
       meta: () => this.#log.meta(),
+    });
+    this.#inbox = new InboxFeed({
+      env,
+      limits: this.#limits,
+      log: this.#log,
+      sql: ctx.storage.sql,
+      meta: () => this.#log.meta(),
+      wakeAt: (at) => this.#wakeAt(at),
+      waitUntil: (p) => ctx.waitUntil(p),
     });
     // After the log: its migrations create the attachments table.
     this.#attachments = new RoomAttachments(ctx.storage.sql);
@@ -204,7 +215,7 @@ export class Room extends DurableObject<Env> {
    * them) for each who is not a member yet, all in one transaction. Existing members are skipped.
    * Rate-limited per actor like one command. Returns the ids that joined.
    */
-  join(members: Member[], actor: UserRef): { ok: true; joined: string[] } | Failure {
+  async join(members: Member[], actor: UserRef): Promise<{ ok: true; joined: string[] } | Failure> {
     const newcomers = members.filter(
       (m, i) => !this.#log.member(m.id) && members.findIndex((o) => o.id === m.id) === i,
     );
@@ -223,12 +234,15 @@ export class Room extends DurableObject<Env> {
     for (const result of appended) this.#broadcast(result.json, result.seq);
     const last = appended.at(-1);
     if (last) this.#appended("member_join", appended.length, last.seq);
+    // Answered once the newcomers' inboxes have the room (a room list right after shows it).
+    this.#inbox.membersChanged(newcomers.map((m) => m.id));
+    await this.#inbox.settle();
     return { ok: true, joined: newcomers.map((m) => m.id) };
   }
 
   /** Removes a member (a sequenced `member_leave`) and closes their sockets at once. Never
    * rate-limited: losing access must not wait (re-joining is limited, which bounds join/leave loops). */
-  leave(userId: string, actor: UserRef): { ok: true; seq: number | null } | Failure {
+  async leave(userId: string, actor: UserRef): Promise<{ ok: true; seq: number | null } | Failure> {
     const member = this.#log.member(userId);
     if (!member) return { ok: true, seq: null };
     const result = this.#log.append(
@@ -241,6 +255,8 @@ export class Room extends DurableObject<Env> {
     const how = actor.id === userId ? CLOSE.left : CLOSE.removed;
     this.#fallback.revoke(userId, how);
     this.#sockets.closeUser(userId, how);
+    this.#inbox.membersChanged([userId]);
+    await this.#inbox.settle();
     return { ok: true, seq: result.seq };
   }
 
@@ -251,6 +267,8 @@ export class Room extends DurableObject<Env> {
       ? { ...refused, clientId: cmd.clientId }
       : await this.#apply(actor, cmd);
     if (!result.ok) this.#refused(result.code, cmd.type, "http");
+    // Over HTTP the answer waits for the inboxes (a room list after it counts the event).
+    else await this.#inbox.settle();
     return result;
   }
 
@@ -273,23 +291,21 @@ export class Room extends DurableObject<Env> {
     return { ok: true, body: `{"events":[${rows.map((r) => r.json).join(",")}],"hasMore":${hasMore}}` };
   }
 
-  /** Moves the caller's read marker (never backwards). */
-  markRead(userId: string, seq: number): { ok: true; readSeq: number } | Failure {
+  /** Moves the caller's read marker (never backwards): written before the answer, which waits
+   * for the user's inbox too (`PUT /api/rooms/:id/read`). */
+  async markRead(userId: string, seq: number): Promise<{ ok: true; readSeq: number } | Failure> {
+    const refused = this.#readRefused(userId, seq);
+    if (refused) return refused;
+    const readSeq = this.#inbox.readNow(userId, seq);
+    await this.#inbox.settle();
+    return { ok: true, readSeq };
+  }
+
+  #readRefused(userId: string, seq: number): Failure | null {
     if (!this.#log.member(userId)) return failure("forbidden", "join the room first");
     if (seq > this.#log.lastSeq)
       return failure("bad_request", `seq ${seq} is beyond the log (lastSeq ${this.#log.lastSeq})`);
-    const before = this.#log.readSeq(userId);
-    const readSeq = this.#log.markRead(userId, seq);
-    const meta = this.#log.meta();
-    if (readSeq > before && meta) {
-      const shard = shardOf(userId, this.#limits.presenceShards);
-      this.ctx.waitUntil(
-        presenceStub(this.env, meta.tenantId, shard)
-          .readMoved(userId, meta.roomId, readSeq)
-          .catch((err: unknown) => log({ event: "read_push_failed", room: meta.roomId, error: String(err) })),
-      );
-    }
-    return { ok: true, readSeq };
+    return null;
   }
 
   summary(userId: string): RoomSummary {
@@ -298,8 +314,23 @@ export class Room extends DurableObject<Env> {
     return { lastSeq, ...this.#log.unread(userId) };
   }
 
+  /** The summary, for a room list whose inbox lacked this room or this member (an upgrade, a shard
+   * that lost it): answered as before, and the user's shard is sent what it lacks, so the next list
+   * finds it there (docs/architecture.md, decision 6). */
+  async inboxSummary(userId: string): Promise<RoomSummary> {
+    const summary = this.summary(userId);
+    await this.#inbox.fill(userId);
+    return summary;
+  }
+
+  /** Writes the held read markers and waits until every inbox has what the room has (tests and
+   * the bench, which must not poll). */
+  async inboxSettled(): Promise<void> {
+    await this.#inbox.settleAll();
+  }
+
   /** Renames the room or changes its topic: a sequenced `room_update` with the changed fields. */
-  update(fields: { name?: string; topic?: string }, actor: UserRef): { seq: number | null } {
+  async update(fields: { name?: string; topic?: string }, actor: UserRef): Promise<{ seq: number | null }> {
     const meta = this.#log.meta();
     if (!meta) throw new Error("room not initialised");
     const changed: { name?: string; topic?: string } = {};
@@ -312,6 +343,7 @@ export class Room extends DurableObject<Env> {
     );
     this.#broadcast(result.json, result.seq);
     this.#appended("room_update", 1, result.seq);
+    await this.#inbox.settle();
     return { seq: result.seq };
   }
 
@@ -451,6 +483,8 @@ export class Room extends DurableObject<Env> {
       const filesDue = (this.#attachments.nextDue(now, this.#limits.attachmentGraceMs) ?? Infinity) <= now;
       if (retentionDue || filesDue) await this.housekeep(now);
     });
+    // After sealing and retention, which move the floor the counts start from.
+    await this.#step("inbox", () => this.#inbox.fromAlarm());
     this.#scheduleNext();
   }
 
@@ -458,6 +492,7 @@ export class Room extends DurableObject<Env> {
    * the hot and command windows move on. Returns where the segments stand then. */
   async seal(now: number): Promise<{ sealedSeq: number; coldSeq: number; floor: number }> {
     await this.#cold.maintain(now);
+    this.#inbox.changed();
     this.#scheduleNext();
     return { sealedSeq: this.#cold.sealedSeq, coldSeq: this.#cold.coldSeq, floor: this.#log.floor };
   }
@@ -499,6 +534,7 @@ export class Room extends DurableObject<Env> {
       if (expired > 0) this.#search.kick();
     }
     await this.cleanupAttachments(now);
+    if (expired > 0) this.#inbox.changed();
     this.ctx.storage.kv.put("housekeeping_at", now + this.#limits.housekeepingMs);
     if (expired > 0 || this.#housekeepingMore) this.#wakeAt(Date.now());
     return { expired };
@@ -530,6 +566,8 @@ export class Room extends DurableObject<Env> {
     }
     const files = this.#attachments.nextDue(now, this.#limits.attachmentGraceMs);
     if (files !== null) times.push(files);
+    const inbox = this.#inbox.nextDue(now);
+    if (inbox !== null) times.push(inbox);
     if (times.length > 0) this.#wakeAt(Math.min(...times));
   }
 
@@ -749,11 +787,12 @@ export class Room extends DurableObject<Env> {
         this.#sockets.typing(ws, info);
         break;
       case "read": {
-        const result = this.markRead(info.id, frame.seq);
-        if (!result.ok) {
-          sendError(ws, result.code, result.message);
-          this.#refused(result.code, "read", "ws");
-        }
+        // No reply: held and written with the others within `readFlushMs` (decision 7).
+        const refused = this.#readRefused(info.id, frame.seq);
+        if (refused) {
+          sendError(ws, refused.code, refused.message);
+          this.#refused(refused.code, "read", "ws");
+        } else this.#inbox.readLater(info.id, frame.seq);
         break;
       }
       default: {
@@ -918,6 +957,7 @@ export class Room extends DurableObject<Env> {
     this.#sockets.publish(seq, json);
     // Findable a send after the commit (the output gate holds the send until the event is durable).
     this.#search.committed(seq, json);
+    this.#inbox.committed(seq, mentioned);
     this.#archive.kick();
     // The net under both feeds' timers, for an instance that goes away before they fire: an alarm
     // already armed before then costs nothing more (one row when it is armed).

@@ -256,6 +256,17 @@ export async function after(ts: number): Promise<void> {
   while (Date.now() <= ts) await new Promise((r) => setTimeout(r, 1));
 }
 
+/** The room's Durable Object, as the worker names it. */
+export function roomObject(tenant: string, roomId: string) {
+  return env.ROOM.get(env.ROOM.idFromName(`${tenant}:${roomId}`));
+}
+
+/** Waits until the room has written the read markers its sockets sent (it holds them up to
+ * `readFlushMs`) and every inbox has what the room has (docs/architecture.md, decisions 6 and 7). */
+export async function settleInbox(tenant: string, roomId: string): Promise<void> {
+  await roomObject(tenant, roomId).inboxSettled();
+}
+
 /** Requests an export, waits (bounded) for the local exports queue to run it, downloads it. */
 export async function exportRoom(user: User, roomId: string): Promise<string> {
   const res = await api(user, "POST", "/api/admin/exports", { roomId });

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { api, Client, createRoom, fetchWorker, join, json, login, unique } from "./helpers.ts";
+import { api, Client, createRoom, fetchWorker, join, json, login, settleInbox, unique } from "./helpers.ts";
 
 interface RoomView {
   id: string;
@@ -253,6 +253,8 @@ describe("the log over HTTP", () => {
     socket.send({ type: "read", seq: 6 });
     socket.send({ type: "ping" });
     await socket.next("pong");
+    // A socket's read frames are held and written together within a second (protocol.md).
+    await settleInbox(bob.tenant, roomId);
     expect(await view()).toMatchObject({ readSeq: 7, unread: 0, mentions: 0 });
     expect((await api(bob, "PUT", `/api/rooms/${roomId}/read`, { seq: 99 })).status).toBe(400);
   });

@@ -99,6 +99,8 @@ export class RoomSession {
   readonly #opts: RoomSessionOptions;
   readonly #store: OutboxStore;
   readonly #pending = new Map<string, Pending>();
+  /** The highest read marker the application set in this session (0: none). */
+  #readSeq = 0;
   #transport: Transport | null = null;
   #status: SessionStatus = { state: "connecting", transport: null, queued: 0 };
   #chain: Promise<void> = Promise.resolve();
@@ -184,8 +186,11 @@ export class RoomSession {
     return this.#transport?.send({ type: "typing" }) ?? false;
   }
 
-  /** Moves the read marker (over the socket, or HTTP otherwise). */
+  /** Moves the read marker (over the socket, or HTTP otherwise). A socket's `read` frame may be
+   * lost with the room's last second before a crash (docs/protocol.md), so the highest marker is
+   * sent again after every reconnect. */
   async read(seq: number): Promise<void> {
+    this.#readSeq = Math.max(this.#readSeq, seq);
     if (this.#transport?.send({ type: "read", seq })) return;
     await request(this.#opts.conn, "PUT", `/api/rooms/${this.roomId}/read`, { seq });
   }
@@ -363,6 +368,8 @@ export class RoomSession {
         if (this.#closed) break;
         this.#wasReady = true;
         this.#setStatus({ state: "online", transport: this.#transport?.kind ?? null });
+        // Idempotent (a marker never moves back): the room writes it only if it had lost it.
+        if (this.#readSeq > 0) this.#transport?.send({ type: "read", seq: this.#readSeq });
         for (const p of this.#pending.values()) await this.#transmit(p);
         break;
       case "ack":

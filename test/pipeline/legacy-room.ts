@@ -6,10 +6,16 @@
 
 /** Removes schema v8's additions from a room's SQLite (run inside the room object). */
 export function undoSchemaV8(sql: SqlStorage): void {
+  undoSchemaV9(sql);
   sql.exec(`DROP INDEX segments_dirty;
     DROP TABLE redactions;
     ALTER TABLE segments DROP COLUMN format;
     ALTER TABLE segments DROP COLUMN last_ts;
     ALTER TABLE segments DROP COLUMN edit_targets;
     DELETE FROM meta WHERE key IN ('sealed_seq', 'floor_seq', 'sealing');`);
+}
+
+/** Undoes schema v9 (the count of messages through each event, for the inbox). */
+export function undoSchemaV9(sql: SqlStorage): void {
+  sql.exec("ALTER TABLE events DROP COLUMN msgs");
 }

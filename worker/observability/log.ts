@@ -47,6 +47,7 @@ export type LogEvent =
   | Failure<"attachment_discard_failed", { room: string; id: string }>
   | Failure<"quota_release_failed", { room: string; id: string }>
   | Failure<"read_push_failed", { room: string }>
+  | Failure<"inbox_push_failed", { room: string; attempts: number }>
   | Failure<"activity_failed", { room: string }>
   | Failure<"presence_relay_failed", { shard: number }>
   | Failure<"audit_write_failed", { room: string }>
@@ -92,6 +93,7 @@ const LEVEL: { [E in LogEvent["event"]]: Level } = {
   attachment_discard_failed: "error",
   quota_release_failed: "warn",
   read_push_failed: "error",
+  inbox_push_failed: "warn",
   search_ship_failed: "warn",
   activity_failed: "error",
   presence_relay_failed: "warn",

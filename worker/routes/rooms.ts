@@ -4,10 +4,11 @@
  * D1 keeps the directory's copy. Adding goes D1 then object, removing goes object then D1, so a
  * failure half-way leaves a user with less access, never more, and retrying the same call repairs it.
  */
-import { and, eq, inArray, or } from "drizzle-orm";
+import { and, eq, inArray, or, sql } from "drizzle-orm";
 import { drizzle } from "drizzle-orm/d1";
 import { Hono } from "hono";
 import { limitsOf } from "../../config/limits.ts";
+import { presenceStub, shardOf } from "../../durable-objects/presence.ts";
 import { ROOM_KINDS, type RoomKind, type RoomSummary, type UserRef } from "../../protocol/index.ts";
 import { audit } from "../audit.ts";
 import type { Identity } from "../auth/identity.ts";
@@ -26,24 +27,93 @@ type Person = { id: string; name: string; role: string };
 const MAX_MEMBERS_PER_REQUEST = 50; // one D1 query binds them all, and D1 allows 100 parameters
 const MAX_DM_MEMBERS = 9;
 
+type Counts = Pick<RoomSummary, "lastSeq" | "readSeq" | "unread" | "mentions">;
+
 /** Room as `GET /api/rooms` lists it (docs/protocol.md), plus whether the caller has joined. */
-async function describe(env: Env, me: Identity, room: RoomRow, joined: boolean): Promise<RoomSummary> {
-  const [summary, members] = await Promise.all([
-    roomStub(env, room.tenantId, room.id).summary(me.userId),
-    room.kind === "dm" && room.dmKey ? dmMembers(env, room.tenantId, room.dmKey) : undefined,
-  ]);
+function roomView(room: RoomRow, joined: boolean, counts: Counts, members?: UserRef[]): RoomSummary {
   return {
     id: room.id,
     name: room.name,
     kind: room.kind,
     topic: room.topic,
     joined,
-    lastSeq: summary.lastSeq,
-    readSeq: summary.readSeq,
-    unread: summary.unread,
-    mentions: summary.mentions,
+    lastSeq: counts.lastSeq,
+    readSeq: counts.readSeq,
+    unread: counts.unread,
+    mentions: counts.mentions,
     ...(members ? { members } : {}),
   };
+}
+
+/** One room's view, its counts asked of the room itself (create, join, update answer it). */
+async function describe(env: Env, me: Identity, room: RoomRow, joined: boolean): Promise<RoomSummary> {
+  const [summary, members] = await Promise.all([
+    roomStub(env, room.tenantId, room.id).summary(me.userId),
+    room.kind === "dm" && room.dmKey ? dmMembers(env, room.tenantId, room.dmKey) : undefined,
+  ]);
+  return roomView(room, joined, summary, members);
+}
+
+/**
+ * The counts of every listed room from one place: the caller's inbox, in their presence shard
+ * (docs/architecture.md, decision 6), one RPC whatever the number of rooms. A room the inbox does
+ * not have yet, or a joined one where it has no marker of the caller (an upgrade, a shard that lost
+ * it, a join half done), is asked itself, which also sends the inbox what it lacked.
+ */
+async function countsOf(env: Env, me: Identity, visible: RoomRow[], joined: Set<string>) {
+  const shard = shardOf(me.userId, limitsOf(env).presenceShards);
+  const inbox = await presenceStub(env, me.tenantId, shard).inboxList(
+    me.userId,
+    visible.map((r) => r.id),
+  );
+  const counts = new Map<string, Counts>();
+  const missing: RoomRow[] = [];
+  for (const room of visible) {
+    const entry = inbox[room.id];
+    if (entry && (entry.readSeq !== null || !joined.has(room.id)))
+      counts.set(room.id, {
+        lastSeq: entry.lastSeq,
+        readSeq: entry.readSeq ?? 0,
+        unread: entry.unread,
+        mentions: entry.mentions,
+      });
+    else missing.push(room);
+  }
+  await Promise.all(
+    missing.map(async (room) =>
+      counts.set(room.id, await roomStub(env, room.tenantId, room.id).inboxSummary(me.userId)),
+    ),
+  );
+  return counts;
+}
+
+/** The names of the people of every dm listed, in one query (not one per dm). */
+async function dmNames(env: Env, tenantId: string, listed: RoomRow[]): Promise<Map<string, string>> {
+  const ids = [...new Set(listed.flatMap((r) => (r.kind === "dm" && r.dmKey ? r.dmKey.split(",") : [])))];
+  if (ids.length === 0) return new Map();
+  const rows = await drizzle(directoryDb(env, tenantId))
+    .select({ id: users.id, name: users.name })
+    .from(users)
+    // One bound parameter, however many dms: D1 allows 100 per statement.
+    .where(
+      and(
+        eq(users.tenantId, tenantId),
+        sql`${users.id} IN (SELECT value FROM json_each(${JSON.stringify(ids)}))`,
+      ),
+    )
+    .all();
+  return new Map(rows.map((u) => [u.id, u.name]));
+}
+
+/** A dm's people from the names found, sorted by name as `dmMembers` sorts them. */
+function dmPeople(dmKey: string, names: Map<string, string>): UserRef[] {
+  return dmKey
+    .split(",")
+    .flatMap((id) => {
+      const name = names.get(id);
+      return name === undefined ? [] : [{ id, name }];
+    })
+    .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
 }
 
 /** A dm's people, from its member key (sorted user ids), with their current names. */
@@ -189,19 +259,35 @@ export const roomRoutes = new Hono<AppEnv>()
       .select({ roomId: memberships.roomId })
       .from(memberships)
       .where(and(eq(memberships.tenantId, me.tenantId), eq(memberships.userId, me.userId)));
-    const joinedIds = new Set((await mine.all()).map((r) => r.roomId));
     // Channels are visible to the tenant's members; guests see only rooms they were invited to.
     const visibleTo =
       me.role === "guest" ? inArray(rooms.id, mine) : or(eq(rooms.kind, "channel"), inArray(rooms.id, mine));
-    let visible = await db
-      .select()
+    // One query: each visible room with whether the caller has joined it.
+    const listed = await db
+      .select({
+        room: rooms,
+        joined: sql<number>`EXISTS (SELECT 1 FROM ${memberships} WHERE ${memberships.tenantId} = ${me.tenantId} AND ${memberships.roomId} = ${rooms.id} AND ${memberships.userId} = ${me.userId})`,
+      })
       .from(rooms)
       .where(and(eq(rooms.tenantId, me.tenantId), visibleTo))
       .orderBy(rooms.name)
       .all();
-    if (me.roomScope) visible = visible.filter((r) => me.roomScope?.includes(r.id));
+    const all = listed.map((r) => r.room);
+    const joinedIds = new Set(listed.filter((r) => r.joined).map((r) => r.room.id));
+    const visible = me.roomScope ? all.filter((r) => me.roomScope?.includes(r.id)) : all;
+    const [counts, names] = await Promise.all([
+      countsOf(c.env, me, visible, joinedIds),
+      dmNames(c.env, me.tenantId, visible),
+    ]);
     return c.json(
-      await Promise.all(visible.map((room) => describe(c.env, me, room, joinedIds.has(room.id)))),
+      visible.map((room) =>
+        roomView(
+          room,
+          joinedIds.has(room.id),
+          counts.get(room.id) as Counts,
+          room.kind === "dm" && room.dmKey ? dmPeople(room.dmKey, names) : undefined,
+        ),
+      ),
     );
   })
   .post("/", async (c) => {

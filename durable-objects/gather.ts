@@ -1,0 +1,71 @@
+/**
+ * @module A sender that gathers: it sends at once when idle, and otherwise once the send in flight
+ * is done and `interval` has passed since it started, so a busy room's commits meanwhile go out in
+ * one send, not one each. Also never before `notBefore` (a backoff after a failure). Used by the
+ * room's inbox feed (room-inbox.ts); room-search.ts keeps its own, which main has since changed.
+ */
+export class Gather {
+  readonly #send: () => Promise<void>;
+  readonly #interval: () => number;
+  readonly #notBefore: () => number;
+  #running: Promise<void> | null = null;
+  #again = false;
+  #timer: ReturnType<typeof setTimeout> | null = null;
+  #lastStart = 0;
+
+  constructor(send: () => Promise<void>, interval: () => number, notBefore: () => number = () => 0) {
+    this.#send = send;
+    this.#interval = interval;
+    this.#notBefore = notBefore;
+  }
+
+  /** A send is in flight. */
+  get inFlight(): boolean {
+    return this.#running !== null;
+  }
+
+  /** A send is in flight or waiting for its time. */
+  get busy(): boolean {
+    return this.#running !== null || this.#timer !== null;
+  }
+
+  /** Something is to send: now, or when its time comes. `now` skips the interval (a caller that
+   * waits for the send), not `notBefore`. */
+  kick(now = false): void {
+    if (this.#running) {
+      this.#again = true;
+      return;
+    }
+    const at = Math.max(now ? 0 : this.#lastStart + this.#interval(), this.#notBefore());
+    const wait = at - Date.now();
+    if (wait > 0) {
+      this.#timer ??= setTimeout(() => {
+        this.#timer = null;
+        this.kick();
+      }, wait);
+      return;
+    }
+    if (this.#timer) {
+      clearTimeout(this.#timer);
+      this.#timer = null;
+    }
+    this.#lastStart = Date.now();
+    this.#running = this.#send().finally(() => {
+      this.#running = null;
+      if (this.#again) {
+        this.#again = false;
+        this.kick();
+      }
+    });
+  }
+
+  /** Resolves once nothing is being sent or waiting for the interval (a send waiting for
+   * `notBefore` is left to its timer). */
+  async settle(): Promise<void> {
+    for (;;) {
+      if (this.#running) await this.#running;
+      else if (this.#timer && this.#notBefore() <= Date.now()) this.kick(true);
+      else return;
+    }
+  }
+}

@@ -1,0 +1,307 @@
+/**
+ * The room list from the inbox (docs/architecture.md, decision 6): after any sequence of sends
+ * (with mentions), deletes, reads (forwards and backwards, over HTTP and sockets), joins, leaves,
+ * retention and evictions across a few rooms, `GET /api/rooms` says exactly what each room's own
+ * `summary` says, and says it from the inbox. A room that goes away between its commit and its push,
+ * an inbox that lost a room, and a room log from before the inbox all converge.
+ */
+import { evictDurableObject, runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
+import { env } from "cloudflare:workers";
+import fc from "fast-check";
+import { describe, expect, it } from "vitest";
+import { limitsOf } from "../config/limits.ts";
+import { presenceStub, shardOf } from "../durable-objects/presence.ts";
+import { RoomAttachments } from "../durable-objects/room-attachments.ts";
+import { applyCommand } from "../durable-objects/room-commands.ts";
+import { RoomLog } from "../durable-objects/room-log.ts";
+import { api, Client, json, login, roomObject, settleInbox, type User, unique } from "./helpers.ts";
+
+const DAY_MS = 24 * 60 * 60 * 1000;
+
+interface Listed {
+  id: string;
+  joined: boolean;
+  lastSeq: number;
+  readSeq: number;
+  unread: number;
+  mentions: number;
+}
+
+/** A tenant with three people and three rooms: two channels and a private room. */
+async function world() {
+  const tenant = unique("t");
+  const people = [await login(tenant), await login(tenant), await login(tenant)];
+  const [ada, bob] = people as [User, User, User];
+  const make = async (by: User, body: Record<string, unknown>) =>
+    (await json<{ id: string }>(api(by, "POST", "/api/rooms", { name: unique("room"), ...body }))).id;
+  const rooms = [
+    await make(ada, { kind: "channel" }),
+    await make(bob, { kind: "channel", members: [ada.id] }),
+    await make(ada, { kind: "private", members: [bob.id] }),
+  ];
+  return { tenant, people, rooms };
+}
+
+/** Every listed room of every person, as `GET /api/rooms` says and as the room itself says; and
+ * the inbox must hold each of them (so the list did not ask the rooms). */
+async function expectExact(w: { tenant: string; people: User[]; rooms: string[] }): Promise<void> {
+  for (const room of w.rooms) await settleInbox(w.tenant, room);
+  const shards = limitsOf(env).presenceShards;
+  for (const person of w.people) {
+    const listed = (await json<Listed[]>(api(person, "GET", "/api/rooms"))).filter((r) =>
+      w.rooms.includes(r.id),
+    );
+    const inbox = await presenceStub(env, w.tenant, shardOf(person.id, shards)).inboxList(
+      person.id,
+      listed.map((r) => r.id),
+    );
+    for (const r of listed) {
+      const truth = await roomObject(w.tenant, r.id).summary(person.id);
+      const got = { lastSeq: r.lastSeq, readSeq: r.readSeq, unread: r.unread, mentions: r.mentions };
+      expect(got, `${person.id} in ${r.id}`).toEqual(truth);
+      const entry = inbox[r.id];
+      expect(entry, `inbox of ${person.id} has ${r.id}`).toBeDefined();
+      if (r.joined) expect(entry?.readSeq, `${person.id}'s marker in ${r.id}`).not.toBeNull();
+    }
+  }
+}
+
+type Op =
+  | { kind: "send"; by: number; room: number; mention: number }
+  | { kind: "delete"; by: number; room: number; pick: number }
+  | { kind: "read"; by: number; room: number; pick: number; socket: boolean }
+  | { kind: "join" | "leave"; by: number; room: number }
+  | { kind: "expire" | "evict"; room: number };
+
+const who = fc.integer({ min: 0, max: 2 });
+const op: fc.Arbitrary<Op> = fc.oneof(
+  {
+    weight: 5,
+    arbitrary: fc.record({
+      kind: fc.constant("send" as const),
+      by: who,
+      room: who,
+      mention: fc.integer({ min: 0, max: 3 }),
+    }),
+  },
+  {
+    weight: 2,
+    arbitrary: fc.record({ kind: fc.constant("delete" as const), by: who, room: who, pick: fc.nat() }),
+  },
+  {
+    weight: 3,
+    arbitrary: fc.record({
+      kind: fc.constant("read" as const),
+      by: who,
+      room: who,
+      pick: fc.nat(),
+      socket: fc.boolean(),
+    }),
+  },
+  {
+    weight: 1,
+    arbitrary: fc.record({ kind: fc.constantFrom("join" as const, "leave" as const), by: who, room: who }),
+  },
+  {
+    weight: 1,
+    arbitrary: fc.record({ kind: fc.constantFrom("expire" as const, "evict" as const), room: who }),
+  },
+);
+
+describe("the room list from the inbox", () => {
+  it("says exactly what each room says after any sends, deletes, reads, joins, leaves, retention and evictions", async () => {
+    await fc.assert(
+      fc.asyncProperty(fc.array(op, { minLength: 4, maxLength: 20 }), async (ops) => {
+        const w = await world();
+        const sent = new Map<string, number[]>(w.rooms.map((r) => [r, []]));
+        let n = 0;
+        for (const o of ops) {
+          const room = w.rooms[o.room] as string;
+          const stub = roomObject(w.tenant, room);
+          if (o.kind === "send") {
+            const by = w.people[o.by] as User;
+            const target = w.people[o.mention];
+            const text = target ? `hi @<${target.id}>` : "hi";
+            const res = await api(by, "POST", `/api/rooms/${room}/messages`, { clientId: `c${n++}`, text });
+            if (res.status === 201) sent.get(room)?.push((await json<{ seq: number }>(res)).seq);
+          } else if (o.kind === "delete") {
+            const seqs = sent.get(room) ?? [];
+            if (seqs.length > 0)
+              await api(
+                w.people[o.by] as User,
+                "DELETE",
+                `/api/rooms/${room}/messages/${seqs[o.pick % seqs.length]}`,
+              );
+          } else if (o.kind === "read") {
+            const by = w.people[o.by] as User;
+            const { lastSeq } = await stub.summary(by.id);
+            const seq = 1 + (o.pick % Math.max(1, lastSeq));
+            if (o.socket && (await stub.isMember(by.id))) {
+              const socket = await Client.open(by, room, lastSeq);
+              await socket.ready();
+              socket.send({ type: "read", seq });
+              socket.send({ type: "ping" });
+              await socket.next("pong");
+              socket.close();
+            } else await api(by, "PUT", `/api/rooms/${room}/read`, { seq });
+          } else if (o.kind === "join" || o.kind === "leave") {
+            await api(w.people[o.by] as User, "POST", `/api/rooms/${room}/${o.kind}`);
+          } else if (o.kind === "expire") {
+            // Retention of a day, run two days on: everything so far expires.
+            await stub.setRetention(1);
+            await stub.housekeep(Date.now() + 2 * DAY_MS);
+          } else {
+            // Whatever it held or had in flight goes with it (a read frame held, say: then neither
+            // the room nor the list has it).
+            await evictDurableObject(stub);
+          }
+          await expectExact(w);
+        }
+      }),
+      { numRuns: 20 },
+    );
+  });
+
+  it("counts a commit whose room went away before pushing it, from the alarm of the next instance", async () => {
+    const w = await world();
+    const [ada, bob] = w.people as [User, User, User];
+    const room = w.rooms[1] as string;
+    const stub = roomObject(w.tenant, room);
+    await api(bob, "POST", `/api/rooms/${room}/messages`, { clientId: "first", text: "one" });
+    await expectExact(w);
+    // Commits as the room makes them (and the alarm its commit arms), but no push: the instance
+    // that made them is gone before it could send.
+    await evictDurableObject(stub);
+    await runInDurableObject(stub, (_room, state) => {
+      const roomLog = new RoomLog(state.storage);
+      const stores = {
+        log: roomLog,
+        attachments: new RoomAttachments(state.storage.sql),
+        maxAttachments: 10,
+      };
+      const by = { id: bob.id, name: bob.name, role: "member" };
+      for (const [i, text] of ["two", `three @<${ada.id}>`, "four"].entries()) {
+        const r = applyCommand(stores, by, { type: "send", clientId: `lost-${i}`, text }, Date.now());
+        if (!r.ok) throw new Error(r.message);
+      }
+      const deleted = applyCommand(
+        stores,
+        by,
+        { type: "delete", clientId: "lost-d", target: roomLog.lastSeq },
+        Date.now(),
+      );
+      if (!deleted.ok) throw new Error(deleted.message);
+      // A marker written, not pushed: ada read through "two".
+      roomLog.transaction(() => roomLog.markRead(ada.id, roomLog.lastSeq - 3));
+      void state.storage.setAlarm(Date.now() + 60_000);
+    });
+    await evictDurableObject(stub);
+    const stale = (await json<Listed[]>(api(ada, "GET", "/api/rooms"))).find((r) => r.id === room);
+    const truth = await stub.summary(ada.id);
+    // The inbox does not have them yet: this is the gap the alarm closes.
+    expect(stale?.lastSeq).toBeLessThan(truth.lastSeq);
+    // The alarm (the net the commits armed) runs in a new instance, which pushes what it finds.
+    expect(await runDurableObjectAlarm(stub)).toBe(true);
+    const now = (await json<Listed[]>(api(ada, "GET", "/api/rooms"))).find((r) => r.id === room);
+    expect(now).toMatchObject({
+      lastSeq: truth.lastSeq,
+      unread: truth.unread,
+      mentions: 1,
+      readSeq: truth.readSeq,
+    });
+    await expectExact(w);
+  });
+
+  it("fills a room the inbox lost (or never had) once from the room itself, then lists it from the inbox", async () => {
+    const w = await world();
+    const [ada, bob] = w.people as [User, User, User];
+    for (const [i, room] of w.rooms.entries())
+      await api(bob, "POST", `/api/rooms/${room}/messages`, { clientId: `m${i}`, text: `hey @<${ada.id}>` });
+    await expectExact(w);
+    // Every shard forgets everything (an upgrade from before the inbox, or a lost shard).
+    const shards = limitsOf(env).presenceShards;
+    for (let s = 0; s < shards; s++)
+      await runInDurableObject(presenceStub(env, w.tenant, s), (_p, state) => {
+        for (const t of ["inbox_rooms", "inbox_readers", "inbox_own", "inbox_mentions", "inbox_deleted"])
+          state.storage.sql.exec(`DELETE FROM ${t}`);
+      });
+    const inbox = presenceStub(env, w.tenant, shardOf(ada.id, shards));
+    expect(await inbox.inboxList(ada.id, w.rooms)).toEqual({});
+    // The first list asks the rooms (and is exact); each room sends the shard what it lacks.
+    const first = await json<Listed[]>(api(ada, "GET", "/api/rooms"));
+    for (const room of w.rooms)
+      expect(first.find((r) => r.id === room)).toMatchObject(
+        await roomObject(w.tenant, room).summary(ada.id),
+      );
+    const filled = await inbox.inboxList(ada.id, w.rooms);
+    expect(Object.keys(filled).sort()).toEqual([...w.rooms].sort());
+    // Bob is in the second and third rooms only: his mentions of ada count there.
+    expect(w.rooms.map((r) => filled[r]?.mentions)).toEqual([0, 1, 1]);
+    await expectExact(w);
+  });
+
+  it("counts exactly in a room whose log was written before messages were counted (the upgrade)", async () => {
+    const w = await world();
+    const [ada, bob, cyd] = w.people as [User, User, User];
+    const room = w.rooms[0] as string;
+    await api(bob, "POST", `/api/rooms/${room}/join`);
+    await api(cyd, "POST", `/api/rooms/${room}/join`);
+    const seqs: number[] = [];
+    for (let i = 0; i < 6; i++) {
+      const by = [ada, bob, cyd][i % 3] as User;
+      const text = i === 4 ? `cc @<${ada.id}>` : `m${i}`;
+      seqs.push(
+        (
+          await json<{ seq: number }>(
+            api(by, "POST", `/api/rooms/${room}/messages`, { clientId: `u${i}`, text }),
+          )
+        ).seq,
+      );
+    }
+    await api(ada, "DELETE", `/api/rooms/${room}/messages/${seqs[1]}`);
+    await api(ada, "PUT", `/api/rooms/${room}/read`, { seq: seqs[0] });
+    // Back to the schema before the count: no `msgs` column, and no inbox anywhere.
+    const stub = roomObject(w.tenant, room);
+    await evictDurableObject(stub);
+    await runInDurableObject(stub, (_room, state) => {
+      const version = state.storage.sql
+        .exec<{ value: string }>("SELECT value FROM meta WHERE key = 'schema_version'")
+        .one().value;
+      state.storage.sql.exec("ALTER TABLE events DROP COLUMN msgs");
+      state.storage.sql.exec(
+        "UPDATE meta SET value = ? WHERE key = 'schema_version'",
+        String(Number(version) - 1),
+      );
+    });
+    await evictDurableObject(stub);
+    for (let s = 0; s < limitsOf(env).presenceShards; s++)
+      await runInDurableObject(presenceStub(env, w.tenant, s), (_p, state) => {
+        state.storage.sql.exec("DELETE FROM inbox_rooms WHERE room_id = ?", room);
+      });
+    await expectExact(w);
+    await api(bob, "POST", `/api/rooms/${room}/messages`, { clientId: "after", text: `and @<${ada.id}>` });
+    await expectExact(w);
+    const listed = (await json<Listed[]>(api(ada, "GET", "/api/rooms"))).find((r) => r.id === room);
+    // After ada's marker: bob's 2 (one deleted) and cyd's 2, then bob's new one; two mention her.
+    expect(listed).toMatchObject({ unread: 4, mentions: 2 });
+  });
+
+  it("lists each dm with its people by name, as creating it answers", async () => {
+    const w = await world();
+    const [ada, bob, cyd] = w.people as [User, User, User];
+    const made = [
+      await json<{ id: string; members: unknown }>(
+        api(ada, "POST", "/api/rooms", { kind: "dm", members: [bob.id] }),
+      ),
+      await json<{ id: string; members: unknown }>(
+        api(cyd, "POST", "/api/rooms", { kind: "dm", members: [ada.id, bob.id] }),
+      ),
+    ];
+    const listed = await json<{ id: string; members?: unknown }[]>(api(ada, "GET", "/api/rooms"));
+    for (const dm of made) {
+      expect(listed.find((r) => r.id === dm.id)?.members).toEqual(dm.members);
+      expect((dm.members as unknown[]).length).toBeGreaterThan(1);
+    }
+    await expectExact(w);
+  });
+});

@@ -1,0 +1,115 @@
+/**
+ * Read markers coalesced per user (docs/architecture.md, decision 7): a socket's `read` frames are
+ * held and written together, a row per user whatever the number of frames, never backwards; a
+ * frame lost with the room is sent again by the SDK after it reconnects.
+ */
+import { evictDurableObject, runInDurableObject } from "cloudflare:test";
+import { describe, expect, it } from "vitest";
+import { type SocketOpener, websocketTransport } from "../client/sdk/index.ts";
+import { api, Client, createRoom, join, json, login, roomObject, settleInbox, unique } from "./helpers.ts";
+import { Network, session, until } from "./sdk-helpers.ts";
+
+type Cursor = { rowsWritten: number };
+/** Rows written by statements on the members table (where markers live), while counting. */
+let markerRows = 0;
+let patched = false;
+
+/** Counts the rows each `UPDATE members` writes, from the SQL cursors (patched once per file). */
+async function countMarkerWrites(stub: DurableObjectStub): Promise<void> {
+  await runInDurableObject(stub, (_room, state) => {
+    if (patched) return;
+    patched = true;
+    const proto = Object.getPrototypeOf(state.storage.sql) as { exec: (...a: unknown[]) => Cursor };
+    const exec = proto.exec;
+    proto.exec = function (this: unknown, query: unknown, ...params: unknown[]): Cursor {
+      const cursor = exec.call(this, query, ...params);
+      // A write is done when exec returns.
+      if (String(query).startsWith("UPDATE members")) markerRows += cursor.rowsWritten;
+      return cursor;
+    };
+  });
+}
+
+describe("read markers", () => {
+  it("writes one row for many read frames of a user, at the highest, never backwards", async () => {
+    const tenant = unique("t");
+    const ada = await login(tenant);
+    const bob = await login(tenant);
+    const roomId = await createRoom(bob);
+    await join(ada, roomId);
+    for (let i = 0; i < 10; i++)
+      await api(bob, "POST", `/api/rooms/${roomId}/messages`, { clientId: `m${i}`, text: `m${i}` });
+    const stub = roomObject(tenant, roomId);
+    const { lastSeq } = await stub.summary(ada.id);
+    await countMarkerWrites(stub);
+    markerRows = 0;
+    const socket = await Client.open(ada, roomId, lastSeq);
+    await socket.ready();
+    // Fifty frames, out of order, the highest among them in the middle.
+    const seqs = Array.from({ length: 50 }, (_, i) => 1 + ((i * 7) % lastSeq));
+    for (const seq of seqs) socket.send({ type: "read", seq });
+    socket.send({ type: "ping" });
+    await socket.next("pong");
+    await settleInbox(tenant, roomId);
+    expect(markerRows).toBe(1);
+    expect(await stub.summary(ada.id)).toMatchObject({ readSeq: lastSeq, unread: 0 });
+    const listed = await json<{ id: string; readSeq: number; unread: number }[]>(
+      api(ada, "GET", "/api/rooms"),
+    );
+    expect(listed.find((r) => r.id === roomId)).toMatchObject({ readSeq: lastSeq, unread: 0 });
+
+    // Behind the marker: nothing written, nothing moves.
+    for (const seq of [1, 3, lastSeq - 1]) socket.send({ type: "read", seq });
+    socket.send({ type: "ping" });
+    await socket.next("pong", socket.frames.length);
+    await settleInbox(tenant, roomId);
+    expect(markerRows).toBe(1);
+    expect((await stub.summary(ada.id)).readSeq).toBe(lastSeq);
+    // Over HTTP a marker is written before the answer: readable at once.
+    expect(await json(api(ada, "PUT", `/api/rooms/${roomId}/read`, { seq: 2 }))).toEqual({
+      readSeq: lastSeq,
+    });
+    socket.close();
+  });
+
+  it("ends with the marker the SDK set: it sends it again after a reconnect, when the room may have lost it", async () => {
+    const tenant = unique("t");
+    const ada = await login(tenant);
+    const bob = await login(tenant);
+    const roomId = await createRoom(bob);
+    await join(ada, roomId);
+    for (let i = 0; i < 3; i++)
+      await api(bob, "POST", `/api/rooms/${roomId}/messages`, { clientId: `m${i}`, text: `m${i}` });
+    const net = new Network();
+    // Every frame the SDK writes to a socket, in order.
+    const written: string[] = [];
+    const opener = net.opener(ada);
+    const recording: SocketOpener = async (path) => {
+      const ws = await opener(path);
+      const send = ws.send.bind(ws);
+      ws.send = (data: string) => {
+        written.push(data);
+        send(data);
+      };
+      return ws;
+    };
+    const a = session(ada, roomId, [websocketTransport(recording)], { conn: net.conn(ada) });
+    await a.s.start();
+    await until(() => a.s.status.state === "online" && a.s.lastSeq > 0, "ada caught up");
+    const seq = a.s.lastSeq;
+    await a.s.read(seq);
+    // The room goes away (its sockets with it), whether or not it wrote what it held by then.
+    net.cut();
+    await evictDurableObject(roomObject(tenant, roomId));
+    await until(() => a.s.status.state !== "online", "ada offline");
+    const before = written.length;
+    net.down = false;
+    await until(() => a.s.status.state === "online", "ada back");
+    // A command after the reconnect: acked once the room has had every frame sent before it.
+    await a.s.send("back").acked;
+    expect(written.slice(before).map((f) => JSON.parse(f))).toContainEqual({ type: "read", seq });
+    await settleInbox(tenant, roomId);
+    expect((await roomObject(tenant, roomId).summary(ada.id)).readSeq).toBe(seq);
+    a.s.close();
+  });
+});

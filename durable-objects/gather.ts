@@ -1,5 +1,5 @@
 /**
- * @module A sender that gathers: it sends at once when idle, and otherwise once the send in flight
+ * @module A sender that gathers: it sends right after the current turn when idle, and otherwise once the send in flight
  * is done and `interval` has passed since it started, so a busy room's commits meanwhile go out in
  * one send, not one each. Also never before `notBefore` (a backoff after a failure). Used by the
  * room's inbox feed (room-inbox.ts); room-search.ts keeps its own, which main has since changed.
@@ -38,11 +38,16 @@ export class Gather {
     }
     const at = Math.max(now ? 0 : this.#lastStart + this.#interval(), this.#notBefore());
     const wait = at - Date.now();
-    if (wait > 0) {
-      this.#timer ??= setTimeout(() => {
-        this.#timer = null;
-        this.kick();
-      }, wait);
+    // Only a caller that waits sends in its own turn: otherwise even an idle room's send starts on
+    // a timer, after the turn that committed, so that it never delays that turn's fan-out.
+    if (wait > 0 || !now) {
+      this.#timer ??= setTimeout(
+        () => {
+          this.#timer = null;
+          this.kick(true);
+        },
+        Math.max(0, wait),
+      );
       return;
     }
     if (this.#timer) {

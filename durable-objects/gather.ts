@@ -1,8 +1,8 @@
 /**
- * @module A sender that gathers: it sends right after the current turn when idle, and otherwise once the send in flight
- * is done and `interval` has passed since it started, so a busy room's commits meanwhile go out in
- * one send, not one each. Also never before `notBefore` (a backoff after a failure). Used by the
- * room's inbox feed (room-inbox.ts); room-search.ts keeps its own, which main has since changed.
+ * @module A sender that gathers: it sends right after the current turn when idle, and otherwise
+ * once the send in flight is done and `interval` has passed since it started, so a busy room's
+ * commits meanwhile go out in one send, not one each. Also never before `notBefore` (a backoff after a failure). Used by the
+ * room's inbox and search feeds (room-inbox.ts, room-search.ts).
  */
 export class Gather {
   readonly #send: () => Promise<void>;

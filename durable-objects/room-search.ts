@@ -9,6 +9,7 @@
 import type { Limits } from "../config/limits.ts";
 import type { RoomEvent } from "../protocol/index.ts";
 import { log } from "../worker/observability/log.ts";
+import { Gather } from "./gather.ts";
 import type { ColdArchive } from "./room-cold.ts";
 import type { RoomLog, RoomMeta } from "./room-log.ts";
 import { partOf, type SearchOp, type ShardAddress, searchStub } from "./search.ts";
@@ -48,15 +49,11 @@ export interface SearchFeedDeps {
 
 export class SearchFeed {
   readonly #deps: SearchFeedDeps;
-  #running: Promise<void> | null = null;
-  #again = false;
+  /** Sends one at a time, at most every `searchShipIntervalMs` while busy (gather.ts). */
+  readonly #gather: Gather;
   /** After a failed send, when the alarm should try again (backoff), else 0. */
   #retryAt = 0;
   #attempts = 0;
-  /** When the last send started, and the timer that starts the next one once
-   * `searchShipIntervalMs` has passed since (a busy room's commits meanwhile go in one RPC). */
-  #lastStart = 0;
-  #timer: ReturnType<typeof setTimeout> | null = null;
   /** Events committed by this instance and not yet confirmed by the part (seq → JSON), so that a
    * send need not read back from SQLite what the room has just written; bounded, and a send whose
    * range it does not cover whole reads the log as before. */
@@ -66,6 +63,10 @@ export class SearchFeed {
 
   constructor(deps: SearchFeedDeps) {
     this.#deps = deps;
+    this.#gather = new Gather(
+      () => this.#run(),
+      () => deps.limits.searchShipIntervalMs,
+    );
   }
 
   /** The room committed this event (its JSON as stored): keep it for the next send, and send. */
@@ -75,43 +76,15 @@ export class SearchFeed {
     this.kick();
   }
 
-  /** Something was committed: send it on a timer, once the send in flight is done and the interval
-   * since it started has passed; a quiet room's timer is 0 ms, so its send starts after the turn
-   * that committed, behind the fan-out. `now` sends at once (a caller that waits for the part). */
+  /** Something was committed: send it after this turn, or once the send in flight is done and the
+   * interval since it started has passed. `now` sends at once (a caller that waits for the part). */
   kick(now = false): void {
-    if (this.#running) {
-      this.#again = true;
-      return;
-    }
-    if (!now) {
-      const wait = Math.max(0, this.#lastStart + this.#deps.limits.searchShipIntervalMs - Date.now());
-      this.#timer ??= setTimeout(() => {
-        this.#timer = null;
-        this.kick(true);
-      }, wait);
-      return;
-    }
-    if (this.#timer) {
-      clearTimeout(this.#timer);
-      this.#timer = null;
-    }
-    this.#lastStart = Date.now();
-    this.#running = this.#run().finally(() => {
-      this.#running = null;
-      if (this.#again) {
-        this.#again = false;
-        this.kick();
-      }
-    });
+    this.#gather.kick(now);
   }
 
   /** Resolves once nothing is being sent (tests, and the alarm before it decides). */
-  async settle(): Promise<void> {
-    for (;;) {
-      if (this.#running) await this.#running;
-      else if (this.#timer) this.kick(true);
-      else return;
-    }
+  settle(): Promise<void> {
+    return this.#gather.settle();
   }
 
   /** Whether the part lacks events or retention the room has. */
@@ -131,13 +104,13 @@ export class SearchFeed {
    */
   nextDue(now: number): number | null {
     if (!this.behind) return null;
-    if (this.#running || this.#timer) return now + RECHECK_MS;
+    if (this.#gather.busy) return now + RECHECK_MS;
     return Math.max(now, this.#retryAt);
   }
 
   /** One catch-up from the alarm, unless a send is in flight or backing off. */
   async fromAlarm(now: number): Promise<void> {
-    if (this.#running || now < this.#retryAt || !this.behind) return this.settle();
+    if (this.#gather.inFlight || now < this.#retryAt || !this.behind) return this.settle();
     this.kick(true);
     return this.settle();
   }

@@ -45,9 +45,14 @@ const FLOW_ESTIMATE_ROWS = 1000;
 /** Acks a paused socket may have waiting (a rate-limited sender's burst is far less); past it the
  * socket is closed as slow. */
 const MAX_HELD_ACKS = 1000;
-/** A flush within this long of the previous one means the room is busy: coalesce on a timer.
- * workerd's clock moves only between events, so two frames of one burst read the same time. */
+/**
+ * A commit within this long of the previous flush (plus `BUSY_FLUSH_MS_PER_SOCKET` for each socket
+ * that flush wrote to) means the room is busy: coalesce on a timer. workerd's clock stands still
+ * while an event runs, so the next frame of a burst reads a time about one flush later: a flush to
+ * 500 sockets takes tens of milliseconds, and frames that waited behind it must go out together.
+ */
 const BUSY_FLUSH_MS = 2;
+const BUSY_FLUSH_MS_PER_SOCKET = 0.1;
 
 export class RoomSockets {
   readonly #ctx: DurableObjectState;
@@ -70,6 +75,7 @@ export class RoomSockets {
   #flushScheduled = false;
   /** When the last flush ran (see `#scheduleFlush`). */
   #lastFlushAt = 0;
+  #lastFlushSockets = 0;
 
   constructor(ctx: DurableObjectState, host: SocketHost) {
     this.#ctx = ctx;
@@ -250,7 +256,9 @@ export class RoomSockets {
     const limits = this.#host.limits;
     const frames = eventFrames(events, limits);
     const now = Date.now();
-    for (const ws of this.#ctx.getWebSockets()) {
+    const sockets = this.#ctx.getWebSockets();
+    this.#lastFlushSockets = sockets.length;
+    for (const ws of sockets) {
       const state = this.#flowOf(ws);
       if (!state) continue;
       if (!state.paused) this.#write(ws, state, frames);
@@ -266,14 +274,16 @@ export class RoomSockets {
 
   /**
    * A quiet room flushes at the end of the turn that committed: a timer, even of 0 ms, costs a
-   * message several milliseconds in workerd. A busy one (the last flush within `BUSY_FLUSH_MS`)
+   * message several milliseconds in workerd. A busy one (the last flush within `BUSY_FLUSH_MS`, more
+   * in a room of many sockets)
    * waits for a 0 ms timer, so that the frames arriving meanwhile leave in the same frame per
    * socket: per-frame cost is what fan-out pays.
    */
   #scheduleFlush(): void {
     if (this.#flushScheduled) return;
     this.#flushScheduled = true;
-    if (Date.now() - this.#lastFlushAt >= BUSY_FLUSH_MS) queueMicrotask(() => this.flush());
+    const busyMs = BUSY_FLUSH_MS + this.#lastFlushSockets * BUSY_FLUSH_MS_PER_SOCKET;
+    if (Date.now() - this.#lastFlushAt >= busyMs) queueMicrotask(() => this.flush());
     else setTimeout(() => this.flush(), 0);
   }
 

@@ -89,6 +89,9 @@ export const INBOX_MIGRATIONS: Migration[] = [
      user_id TEXT NOT NULL, room_id TEXT NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (user_id, room_id, seq)
    ) WITHOUT ROWID;
    CREATE INDEX inbox_mentions_room ON inbox_mentions(room_id, seq);`,
+  // Each push drops the own messages at or below the room's floor: by room, not by a scan of every
+  // room's rows (18,000 rows read per message in a shard whose senders rarely read).
+  "CREATE INDEX inbox_own_room ON inbox_own(room_id, seq);",
 ];
 
 export class InboxStore {

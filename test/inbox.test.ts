@@ -305,3 +305,23 @@ describe("the room list from the inbox", () => {
     await expectExact(w);
   });
 });
+
+describe("the inbox's cost per push", () => {
+  it("drops a room's rows below its floor by an index, not by scanning every room's rows", async () => {
+    const tenant = unique("t");
+    const plans = await runInDurableObject(presenceStub(env, tenant, 0), (_p, state) =>
+      ["inbox_own", "inbox_mentions", "inbox_deleted"].map((table) =>
+        state.storage.sql
+          .exec<{ detail: string }>(
+            `EXPLAIN QUERY PLAN DELETE FROM ${table} WHERE room_id = ? AND seq <= ?`,
+            "r",
+            1,
+          )
+          .toArray()
+          .map((r) => r.detail)
+          .join("; "),
+      ),
+    );
+    for (const plan of plans) expect(plan).not.toMatch(/^SCAN/);
+  });
+});

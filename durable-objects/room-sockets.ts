@@ -73,9 +73,9 @@ export class RoomSockets {
   #pending: { seq: number; json: string }[] = [];
   #pendingAcks = new Map<WebSocket, string[]>();
   #flushScheduled = false;
-  /** When the last flush ran (see `#scheduleFlush`). */
-  #lastFlushAt = 0;
-  #lastFlushSockets = 0;
+  /** Until when a new commit finds the room busy: the last flush's time plus its window (see
+   * `#scheduleFlush`). */
+  #busyUntil = 0;
 
   constructor(ctx: DurableObjectState, host: SocketHost) {
     this.#ctx = ctx;
@@ -247,7 +247,8 @@ export class RoomSockets {
    * per socket (per-frame cost dominates fan-out), then each socket's acks. */
   flush(): void {
     this.#flushScheduled = false;
-    this.#lastFlushAt = Date.now();
+    const now = Date.now();
+    this.#busyUntil = now + BUSY_FLUSH_MS;
     if (this.#pending.length === 0 && this.#pendingAcks.size === 0) return;
     const events = this.#pending;
     const acks = this.#pendingAcks;
@@ -255,9 +256,8 @@ export class RoomSockets {
     this.#pendingAcks = new Map();
     const limits = this.#host.limits;
     const frames = eventFrames(events, limits);
-    const now = Date.now();
     const sockets = this.#ctx.getWebSockets();
-    this.#lastFlushSockets = sockets.length;
+    this.#busyUntil += sockets.length * BUSY_FLUSH_MS_PER_SOCKET;
     for (const ws of sockets) {
       const state = this.#flowOf(ws);
       if (!state) continue;
@@ -274,16 +274,14 @@ export class RoomSockets {
 
   /**
    * A quiet room flushes at the end of the turn that committed: a timer, even of 0 ms, costs a
-   * message several milliseconds in workerd. A busy one (the last flush within `BUSY_FLUSH_MS`, more
-   * in a room of many sockets)
-   * waits for a 0 ms timer, so that the frames arriving meanwhile leave in the same frame per
-   * socket: per-frame cost is what fan-out pays.
+   * message several milliseconds in workerd. A busy one (the last flush within `BUSY_FLUSH_MS`,
+   * more in a room of many sockets) waits for a 0 ms timer, so that the frames arriving meanwhile
+   * leave in the same frame per socket: per-frame cost is what fan-out pays.
    */
   #scheduleFlush(): void {
     if (this.#flushScheduled) return;
     this.#flushScheduled = true;
-    const busyMs = BUSY_FLUSH_MS + this.#lastFlushSockets * BUSY_FLUSH_MS_PER_SOCKET;
-    if (Date.now() - this.#lastFlushAt >= busyMs) queueMicrotask(() => this.flush());
+    if (Date.now() >= this.#busyUntil) queueMicrotask(() => this.flush());
     else setTimeout(() => this.flush(), 0);
   }
 

@@ -76,6 +76,7 @@ export class RoomSockets {
   /** Until when a new commit finds the room busy: the last flush's time plus its window (see
    * `#scheduleFlush`). */
   #busyUntil = 0;
+  #count: number | null = null;
 
   constructor(ctx: DurableObjectState, host: SocketHost) {
     this.#ctx = ctx;
@@ -84,8 +85,11 @@ export class RoomSockets {
     this.#flushedSeq = host.log.lastSeq;
   }
 
+  /** Sockets connected, for the metrics: counted once per life and on each open, recounted after a
+   * close (listing every socket on every open made opening N sockets cost N²). */
   get count(): number {
-    return this.#ctx.getWebSockets().length;
+    this.#count ??= this.#ctx.getWebSockets().length;
+    return this.#count;
   }
 
   /** Every event up to here has been written to the sockets and published (`flush`). */
@@ -100,6 +104,8 @@ export class RoomSockets {
    * client confirms what it reads (`flow=1`).
    */
   open(ws: WebSocket, info: SocketInfo, after: number, flow: boolean): void {
+    // The room accepted it (`ctx.acceptWebSocket`) before calling here.
+    if (this.#count !== null) this.#count++;
     // Everything already committed goes to the existing sockets first, so this socket's replay and
     // the live stream after it neither overlap nor leave a hole.
     this.flush();
@@ -234,6 +240,7 @@ export class RoomSockets {
    * socket we close is reported closed again when the peer's Close frame arrives. (The set lives in
    * memory, so a hibernation between the two counts that socket twice; rare enough for a metric.) */
   forget(ws: WebSocket, code: number): void {
+    this.#count = null;
     this.#info.delete(ws);
     this.#flow.delete(ws);
     this.#strikes.delete(ws);

@@ -77,6 +77,8 @@ export class ColdArchive {
   readonly #generation = new Map<string, number>();
   /** Sealing and rewriting run one at a time (the alarm, and tests calling in with their clock). */
   #exclusive: Promise<unknown> = Promise.resolve();
+  /** `meta` values read since they were last written: every socket's open asks for `coldSeq`. */
+  readonly #metaRead = new Map<string, string | undefined>();
 
   constructor(deps: ColdArchiveDeps) {
     this.#deps = deps;
@@ -205,6 +207,7 @@ export class ColdArchive {
         );
         this.#setMeta("sealed_seq", String(range.to));
       }
+      this.#metaRead.delete("sealing");
       this.#sql.exec("DELETE FROM meta WHERE key = 'sealing'");
     });
   }
@@ -564,10 +567,17 @@ export class ColdArchive {
   }
 
   #meta(key: string): string | undefined {
-    return this.#sql.exec<{ value: string }>("SELECT value FROM meta WHERE key = ?", key).toArray()[0]?.value;
+    if (this.#metaRead.has(key)) return this.#metaRead.get(key);
+    const value = this.#sql
+      .exec<{ value: string }>("SELECT value FROM meta WHERE key = ?", key)
+      .toArray()[0]?.value;
+    this.#metaRead.set(key, value);
+    return value;
   }
 
   #setMeta(key: string, value: string): void {
+    // Forgotten, not replaced: a transaction that rolls back must not leave its value here.
+    this.#metaRead.delete(key);
     this.#sql.exec(
       "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
       key,

@@ -2,8 +2,8 @@
  * @module Who is calling: reads the token (Access header or cookie), verifies it, and provisions the
  * tenant and user just in time from the claims. Every /api route runs behind `requireIdentity`.
  */
-import { and, eq } from "drizzle-orm";
-import { drizzle } from "drizzle-orm/d1";
+import { and, eq, sql } from "drizzle-orm";
+import { type DrizzleD1Database, drizzle } from "drizzle-orm/d1";
 import { getCookie } from "hono/cookie";
 import { createMiddleware } from "hono/factory";
 import { TENANT_ID } from "../../protocol/index.ts";
@@ -52,19 +52,36 @@ export interface Profile {
 
 const RANK: Record<Role, number> = { guest: 0, bot: 0, member: 1, admin: 2, owner: 3 };
 
+/** The lookup every request makes, built once per directory database (building a drizzle query
+ * costs about as much as running it locally). */
+function userLookup(orm: DrizzleD1Database) {
+  return orm
+    .select({ user: users, tenantName: tenants.name })
+    .from(users)
+    .innerJoin(tenants, eq(tenants.id, users.tenantId))
+    .where(and(eq(users.tenantId, sql.placeholder("tenantId")), eq(users.email, sql.placeholder("email"))))
+    .prepare();
+}
+const lookups = new WeakMap<D1Database, { orm: DrizzleD1Database; find: ReturnType<typeof userLookup> }>();
+
+function directoryOf(env: Env, tenantId: string) {
+  const db = directoryDb(env, tenantId);
+  let entry = lookups.get(db);
+  if (!entry) {
+    const orm = drizzle(db);
+    entry = { orm, find: userLookup(orm) };
+    lookups.set(db, entry);
+  }
+  return entry;
+}
+
 /** Finds or creates the tenant and the user of a profile, in the tenant's directory; applies a
  * configured admin promotion. */
 export async function provision(env: Env, profile: Profile): Promise<Identity> {
-  const orm = drizzle(directoryDb(env, profile.tenantId));
+  const { orm, find: lookup } = directoryOf(env, profile.tenantId);
   const now = Date.now();
   const email = profile.email.toLowerCase();
-  const find = () =>
-    orm
-      .select({ user: users, tenantName: tenants.name })
-      .from(users)
-      .innerJoin(tenants, eq(tenants.id, users.tenantId))
-      .where(and(eq(users.tenantId, profile.tenantId), eq(users.email, email)))
-      .get();
+  const find = () => lookup.get({ tenantId: profile.tenantId, email });
   const found = await find();
   if (found) {
     const mapped = profile.mappedRole;

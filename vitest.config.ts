@@ -28,7 +28,7 @@ process.env.EXPORT_SIGNING_JWK ??= exportKey;
 
 /** Two Access applications (tenants acme and globex, pinned to the EU) and one whose key endpoint
  * is down (initech), as a production deployment would configure them. (workerd has no
- * jurisdictions: a pinned tenant's objects run in the plain namespace there, worker/residency.ts;
+ * jurisdictions: a pinned tenant's objects run in the plain namespace there, platform/residency.ts;
  * that the deployed path scopes them is tested against a namespace double,
  * test/unit/residency.test.ts. Its directory is DB_EU, locally as deployed.) */
 const ACCESS_TENANTS = JSON.stringify([

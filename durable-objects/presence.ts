@@ -19,10 +19,10 @@
  */
 import { DurableObject } from "cloudflare:workers";
 import { limitsOf } from "../config/limits.ts";
+import { log } from "../platform/log.ts";
+import { record } from "../platform/metrics.ts";
+import { tenantNamespace } from "../platform/residency.ts";
 import { type PresenceServerFrame, type PresenceStatus, parsePresenceFrame } from "../protocol/index.ts";
-import { log } from "../worker/observability/log.ts";
-import { record } from "../worker/observability/metrics.ts";
-import { tenantNamespace } from "../worker/residency.ts";
 import {
   INBOX_MIGRATIONS,
   type InboxAnswer,

@@ -18,8 +18,8 @@
  */
 import { DurableObject } from "cloudflare:workers";
 import { limitsOf } from "../config/limits.ts";
+import { tenantNamespace } from "../platform/residency.ts";
 import { type Failure, failure } from "../protocol/index.ts";
-import { tenantNamespace } from "../worker/residency.ts";
 import { type Bucket, takeFrom } from "./rate-limit.ts";
 import { migrate } from "./schema.ts";
 

@@ -16,8 +16,8 @@ import type { Limits } from "../config/limits.ts";
 
 const DAY_MS = 24 * 60 * 60 * 1000;
 
+import { log as logEvent } from "../platform/log.ts";
 import type { RoomEvent } from "../protocol/index.ts";
-import { log as logEvent } from "../worker/observability/log.ts";
 import type { ColdArchive } from "./room-cold.ts";
 import type { RoomLog, RoomMeta, StoredRow } from "./room-log.ts";
 

@@ -2,13 +2,21 @@
  * @module The rules of the room's sequenced commands (send, edit, delete, react): who may do what
  * to which target. Every outcome is a value of `CommandResult`; nothing invalid reaches the log.
  */
-import { type Failure, failure, mentionsIn, type SequencedCommand, type UserRef } from "../protocol/index.ts";
+import {
+  type Failure,
+  failure,
+  isAdmin,
+  mentionsIn,
+  type Role,
+  type SequencedCommand,
+  type UserRef,
+} from "../protocol/index.ts";
 import type { RoomAttachments } from "./room-attachments.ts";
 import type { AppendResult, RoomLog, TargetRow } from "./room-log.ts";
 
 export interface Actor extends UserRef {
   /** The actor's tenant role: owners and admins may delete anyone's message. */
-  role: string;
+  role: Role;
 }
 
 /** `targetAuthor`: for a delete that was created, whose message it was (for the audit log);
@@ -16,8 +24,6 @@ export interface Actor extends UserRef {
 export type CommandResult =
   | ({ ok: true; targetAuthor?: string; mentioned?: string[] } & AppendResult)
   | (Failure & { clientId: string });
-
-const ADMIN_ROLES = new Set(["owner", "admin"]);
 
 /** The room's stores a command reads and writes; all in the same SQLite, so one transaction. */
 export interface CommandStores {
@@ -165,7 +171,7 @@ function rules(
       const target = targetOf(log, archived, cmd.target);
       if (target === null) return fail("conflict", TOO_OLD);
       if (target?.kind !== "message") return fail("not_found", `no message ${cmd.target}`);
-      if (target.authorId !== actor.id && !ADMIN_ROLES.has(actor.role)) {
+      if (target.authorId !== actor.id && !isAdmin(actor.role)) {
         return fail("forbidden", "only the author or an admin may delete a message");
       }
       if (target.deleted) return fail("conflict", `message ${cmd.target} was already deleted`);

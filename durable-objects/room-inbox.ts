@@ -12,7 +12,7 @@
  * sends the gap from its log, the markers that differ, or a full snapshot.
  */
 import type { Limits } from "../config/limits.ts";
-import { log } from "../worker/observability/log.ts";
+import { log } from "../platform/log.ts";
 import { Gather } from "./gather.ts";
 import type { InboxAnswer, InboxMarker, InboxPush, InboxSnapshot } from "./inbox-store.ts";
 import { presenceStub, shardOf } from "./presence.ts";

@@ -29,7 +29,7 @@ import {
   mergeRanges,
   type RoomHead,
 } from "../protocol/chain.ts";
-import { RETENTION_AUTHOR, type RoomEvent } from "../protocol/index.ts";
+import { isRole, RETENTION_AUTHOR, type Role, type RoomEvent } from "../protocol/index.ts";
 import { type Migration, migrate } from "./schema.ts";
 
 /** Versioned schema: each entry runs once, in order, recorded in `meta.schema_version`. */
@@ -216,7 +216,7 @@ export interface RoomMeta {
 export interface Member {
   id: string;
   name: string;
-  role: string;
+  role: Role;
 }
 
 /** What a stored message looks like to the command rules. */
@@ -905,7 +905,8 @@ export class RoomLog {
         this.#sql
           .exec<{ user_id: string; name: string; role: string }>("SELECT user_id, name, role FROM members")
           .toArray()
-          .map((r) => [r.user_id, { id: r.user_id, name: r.name, role: r.role }]),
+          // Only roles are ever written here; anything else would be damage, and gets the least.
+          .map((r) => [r.user_id, { id: r.user_id, name: r.name, role: isRole(r.role) ? r.role : "guest" }]),
       );
     }
     return this.#members;

@@ -7,8 +7,8 @@
  * event or per batch: the watermark is written behind, at most once a second (RoomLog.setCounter).
  */
 import type { Limits } from "../config/limits.ts";
+import { log } from "../platform/log.ts";
 import type { RoomEvent } from "../protocol/index.ts";
-import { log } from "../worker/observability/log.ts";
 import { Gather } from "./gather.ts";
 import type { ColdArchive } from "./room-cold.ts";
 import type { RoomLog, RoomMeta } from "./room-log.ts";

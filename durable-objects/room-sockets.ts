@@ -6,8 +6,8 @@
  * survive hibernation; what this module keeps in memory is rebuilt from their attachments.
  */
 import type { Limits } from "../config/limits.ts";
+import { log } from "../platform/log.ts";
 import { CLOSE, type ErrorCode, type ServerFrame, utf8Bytes } from "../protocol/index.ts";
-import { log } from "../worker/observability/log.ts";
 import type { Actor } from "./room-commands.ts";
 import { type FlowAttachment, FlowState } from "./room-flow.ts";
 import type { RoomLog } from "./room-log.ts";

@@ -11,6 +11,9 @@
  */
 import { DurableObject } from "cloudflare:workers";
 import { type Limits, limitsOf } from "../config/limits.ts";
+import { log } from "../platform/log.ts";
+import { record } from "../platform/metrics.ts";
+import { directoryDb, filesBucket, roomEventsQueue } from "../platform/residency.ts";
 import { exportLine, type RoomHead } from "../protocol/chain.ts";
 import {
   CLOSE,
@@ -28,9 +31,6 @@ import {
   type UserRef,
   utf8Bytes,
 } from "../protocol/index.ts";
-import { log } from "../worker/observability/log.ts";
-import { record } from "../worker/observability/metrics.ts";
-import { directoryDb, filesBucket, roomEventsQueue } from "../worker/residency.ts";
 import { ActivityBatch } from "./activity.ts";
 import { presenceStub, shardOf } from "./presence.ts";
 import { RateLimiter } from "./rate-limit.ts";
@@ -910,7 +910,7 @@ export class Room extends DurableObject<Env> {
     );
   }
 
-  // ---- metrics (worker/observability/metrics.ts) --------------------------------------------
+  // ---- metrics (platform/metrics.ts) --------------------------------------------
 
   /** One `append` point per call that appended (`count` events, the last at `seq`), not per event. */
   #appended(kind: RoomEvent["kind"], count: number, seq: number): void {

@@ -17,8 +17,8 @@
  */
 import { DurableObject } from "cloudflare:workers";
 import { limitsOf } from "../config/limits.ts";
+import { tenantNamespace } from "../platform/residency.ts";
 import { type Failure, failure, type UserRef } from "../protocol/index.ts";
-import { tenantNamespace } from "../worker/residency.ts";
 import { migrate } from "./schema.ts";
 
 /** What a room sends for one event that changes the index. */

@@ -496,8 +496,22 @@ export function parsePresenceFrame(
 export const ROOM_KINDS = ["channel", "private", "dm"] as const;
 export type RoomKind = (typeof ROOM_KINDS)[number];
 
+/** A person's role in their tenant (docs/protocol.md, "Roles"): what the directory stores, what
+ * every command is authorized by. */
+export const ROLES = ["owner", "admin", "member", "guest", "bot"] as const;
+export type Role = (typeof ROLES)[number];
+
+export function isRole(value: unknown): value is Role {
+  return typeof value === "string" && (ROLES as readonly string[]).includes(value);
+}
+
+/** The roles that administer a tenant. */
+export function isAdmin(role: Role): boolean {
+  return role === "owner" || role === "admin";
+}
+
 export interface Me {
-  user: { id: string; email: string; name: string; role: string };
+  user: { id: string; email: string; name: string; role: Role };
   tenant: { id: string; name: string };
 }
 
@@ -521,7 +535,7 @@ export interface DirectoryUser {
   id: string;
   name: string;
   email: string;
-  role: string;
+  role: Role;
 }
 
 export interface SearchHit {

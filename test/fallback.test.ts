@@ -7,7 +7,7 @@ import { type SseFrame, SseParser } from "../client/sdk/index.ts";
 import { DEFAULT_LIMITS } from "../config/limits.ts";
 import type { Room } from "../durable-objects/room.ts";
 import type { RoomEvent } from "../protocol/index.ts";
-import { roomStub } from "../worker/rooms.ts";
+import { roomStub } from "../worker/stubs.ts";
 import {
   api,
   authHeaders,

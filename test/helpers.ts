@@ -4,6 +4,7 @@
  */
 import { env, exports } from "cloudflare:workers";
 import { expect } from "vitest";
+import { allHistoryShards } from "../platform/residency.ts";
 import {
   eventsOf,
   parseServerFrame,
@@ -12,7 +13,6 @@ import {
   type ServerFrame,
   utf8Bytes,
 } from "../protocol/index.ts";
-import { allHistoryShards } from "../worker/residency.ts";
 
 const ORIGIN = "http://parley.test";
 let counter = 0;

@@ -9,8 +9,8 @@ import { runInDurableObject } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import type { Room } from "../durable-objects/room.ts";
-import { allHistoryShards, directoryDb } from "../worker/residency.ts";
-import { roomStub } from "../worker/rooms.ts";
+import { allHistoryShards, directoryDb } from "../platform/residency.ts";
+import { roomStub } from "../worker/stubs.ts";
 import { Client, createRoom, login, unique } from "./helpers.ts";
 import { alarm, deliver, FakeQueue, type Stub } from "./pipeline/queue.ts";
 

@@ -179,7 +179,7 @@ describe("the room list from the inbox", () => {
         attachments: new RoomAttachments(state.storage.sql),
         maxAttachments: 10,
       };
-      const by = { id: bob.id, name: bob.name, role: "member" };
+      const by = { id: bob.id, name: bob.name, role: "member" as const };
       for (const [i, text] of ["two", `three @<${ada.id}>`, "four"].entries()) {
         const r = applyCommand(stores, by, { type: "send", clientId: `lost-${i}`, text }, Date.now());
         if (!r.ok) throw new Error(r.message);

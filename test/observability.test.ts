@@ -8,13 +8,13 @@ import { env } from "cloudflare:workers";
 import { Hono } from "hono";
 import { afterEach, describe, expect, it, type MockInstance, vi } from "vitest";
 import type { Room } from "../durable-objects/room.ts";
+import type { LogEvent } from "../platform/log.ts";
+import { record } from "../platform/metrics.ts";
 import type { RoomEvent } from "../protocol/index.ts";
 import { onError } from "../worker/errors.ts";
 import worker from "../worker/index.ts";
-import type { LogEvent } from "../worker/observability/log.ts";
-import { record } from "../worker/observability/metrics.ts";
 import { observeRequests } from "../worker/observability/request.ts";
-import { roomStub } from "../worker/rooms.ts";
+import { roomStub } from "../worker/stubs.ts";
 import type { AppEnv } from "../worker/types.ts";
 import {
   api,

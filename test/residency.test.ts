@@ -1,5 +1,5 @@
 /**
- * One directory per jurisdiction (worker/residency.ts): everything of a tenant pinned to the EU
+ * One directory per jurisdiction (platform/residency.ts): everything of a tenant pinned to the EU
  * (vitest.config.ts pins `eu-acme` and `eu-umbrella` with TENANT_JURISDICTIONS) lands in DB_EU and
  * nothing of it in DB, and the reverse for a tenant pinned nowhere. Driven through HTTP and the
  * queue handler; both databases are then read directly.
@@ -8,7 +8,7 @@ import { createExecutionContext, createMessageBatch, getQueueResult } from "clou
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import worker from "../worker/index.ts";
-import { roomStub } from "../worker/rooms.ts";
+import { roomStub } from "../worker/stubs.ts";
 import {
   api,
   authHeaders,

@@ -181,7 +181,7 @@ describe("replay on reconnect", () => {
     // the per-user burst, so the rate limiter is not involved.
     const stub = env.ROOM.get(env.ROOM.idFromName(`${users[0]!.tenant}:${roomId}`));
     for (let u = 0; u < 3; u++) {
-      const actor = { id: users[u]!.id, name: users[u]!.name, role: "member" };
+      const actor = { id: users[u]!.id, name: users[u]!.name, role: "member" as const };
       for (let i = 0; i < 340; i++) {
         const r = await stub.command(actor, { type: "send", clientId: `fill-${i}`, text: `m${i}` });
         expect(r.ok).toBe(true);

@@ -9,7 +9,7 @@ import { describe, expect, it } from "vitest";
 import type { Room } from "../durable-objects/room.ts";
 import { partOf, type SearchShard, searchStub } from "../durable-objects/search.ts";
 import type { SearchHit } from "../protocol/index.ts";
-import { roomStub } from "../worker/rooms.ts";
+import { roomStub } from "../worker/stubs.ts";
 import { api, Client, createRoom, join, json, login, type User, unique } from "./helpers.ts";
 
 async function search(user: User, q: string, extra = ""): Promise<{ status: number; hits: SearchHit[] }> {

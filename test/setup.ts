@@ -1,6 +1,6 @@
 import { applyD1Migrations } from "cloudflare:test";
 import { env } from "cloudflare:workers";
-import { allHistoryShards, directories } from "../worker/residency.ts";
+import { allHistoryShards, directories } from "../platform/residency.ts";
 
 // Every directory database (DB, DB_EU, …) takes the same migrations, as `npm start` applies them.
 for (const { db } of directories(env)) await applyD1Migrations(db, env.TEST_MIGRATIONS);

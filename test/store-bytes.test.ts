@@ -11,8 +11,8 @@ import { env } from "cloudflare:workers";
 import { describe, expect, it, vi } from "vitest";
 import type { Room } from "../durable-objects/room.ts";
 import { partOf, type SearchShard, searchStub } from "../durable-objects/search.ts";
-import { allHistoryShards } from "../worker/residency.ts";
-import { roomStub } from "../worker/rooms.ts";
+import { allHistoryShards } from "../platform/residency.ts";
+import { roomStub } from "../worker/stubs.ts";
 import { Client, createRoom, login, unique } from "./helpers.ts";
 
 const MESSAGES = 2000;

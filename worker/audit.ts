@@ -3,8 +3,8 @@
  * message text or tokens. Admins read it through `GET /api/audit`.
  */
 import { type DrizzleD1Database, drizzle } from "drizzle-orm/d1";
+import { directoryDb } from "../platform/residency.ts";
 import { auditLog } from "./db/schema.ts";
-import { directoryDb } from "./residency.ts";
 
 export type AuditAction =
   | "user.provisioned"

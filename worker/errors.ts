@@ -4,8 +4,8 @@
  * logged with context and answered with a generic `internal`: never a stack trace to a client.
  */
 import type { Context } from "hono";
+import { log } from "../platform/log.ts";
 import { ERROR_STATUS, type ErrorCode, type Failure, type HttpErrorBody } from "../protocol/index.ts";
-import { log } from "./observability/log.ts";
 import type { AppEnv } from "./types.ts";
 
 export class ApiError extends Error {

@@ -5,12 +5,12 @@
  */
 import { env } from "cloudflare:workers";
 import { limitsOf } from "../config/limits.ts";
+import { readAuthConfig } from "../platform/auth-config.ts";
+import { checkResidency } from "../platform/residency.ts";
 import { app } from "./app.ts";
-import { readAuthConfig } from "./auth/config.ts";
 import { readExportKeys } from "./exports/keys.ts";
 import { trimHistory } from "./history/window.ts";
 import { consumeQueue } from "./queues.ts";
-import { checkResidency } from "./residency.ts";
 
 export { Presence } from "../durable-objects/presence.ts";
 export { Quota } from "../durable-objects/quota.ts";

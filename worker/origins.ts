@@ -1,7 +1,7 @@
 /** @module Which pages may act for a signed-in browser: the exact allow-list of origins. */
 import type { Context } from "hono";
 import { createMiddleware } from "hono/factory";
-import { authConfigOf } from "./auth/config.ts";
+import { authConfigOf } from "../platform/auth-config.ts";
 import { ApiError } from "./errors.ts";
 import type { AppEnv } from "./types.ts";
 

@@ -3,11 +3,12 @@
  * batch's queue name (by its suffix, so every environment's queues are served). Each batch is
  * measured (`queue_batch`: size, redeliveries, time, outcome).
  */
+
+import { log } from "../platform/log.ts";
+import { record } from "../platform/metrics.ts";
 import { consumeRoomEvents } from "./archive/consumer.ts";
 import { consumeDeadLetters } from "./archive/dead-letters.ts";
 import { consumeExports } from "./exports/job.ts";
-import { log } from "./observability/log.ts";
-import { record } from "./observability/metrics.ts";
 
 /** Queue names end with these; environments prefix them (`parley-staging-room-events`). The
  * dead-letter suffix is checked first, since it ends the room-events name too. */

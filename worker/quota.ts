@@ -3,9 +3,10 @@
  * request asks first, and a refusal is thrown as `rate_limited` with `retryAfter` (and HTTP
  * `Retry-After`) before the route has changed anything.
  */
-import { type QuotaKind, quotaStub } from "../durable-objects/quota.ts";
-import type { Identity } from "./auth/identity.ts";
+
+import type { Identity } from "../platform/identity.ts";
 import { ApiError } from "./errors.ts";
+import { type QuotaKind, quotaStub } from "./stubs.ts";
 
 /** Takes one room creation or search from the caller's quota, or throws the refusal. */
 export async function spend(env: Env, me: Identity, kind: QuotaKind): Promise<void> {

@@ -1,11 +1,12 @@
 /** @module Finding a tenant's room in the directory and reaching its Durable Object. */
 import { and, eq } from "drizzle-orm";
 import { drizzle } from "drizzle-orm/d1";
-import type { Room } from "../durable-objects/room.ts";
-import type { Identity } from "./auth/identity.ts";
+import type { Identity } from "../platform/identity.ts";
+import { directoryDb } from "../platform/residency.ts";
+import type { Role } from "../protocol/index.ts";
 import { memberships, rooms } from "./db/schema.ts";
 import { ApiError } from "./errors.ts";
-import { directoryDb, tenantNamespace } from "./residency.ts";
+import { roomStub } from "./stubs.ts";
 
 export type RoomRow = typeof rooms.$inferSelect;
 
@@ -69,17 +70,6 @@ async function checkMember(env: Env, identity: Identity, room: RoomFacts): Promi
   if (!member) throw new ApiError("not_found", "no such room");
 }
 
-/** The namespace a tenant's rooms live in (see residency.ts). */
-export function roomNamespace(env: Env, tenantId: string): DurableObjectNamespace<Room> {
-  return tenantNamespace(env, env.ROOM, tenantId);
-}
-
-/** Every Durable Object name starts with the tenant id. */
-export function roomStub(env: Env, tenantId: string, roomId: string) {
-  const namespace = roomNamespace(env, tenantId);
-  return namespace.get(namespace.idFromName(`${tenantId}:${roomId}`));
-}
-
 export const ADMIN_ROLES: ReadonlySet<string> = new Set(["owner", "admin"]);
 
 export function actorOf(identity: Identity) {
@@ -100,11 +90,7 @@ export async function unenroll(env: Env, room: RoomRow, userId: string, actor: {
 
 /** Pushes a user's directory role and name to every room they are in, so each room authorizes by
  * the current role. Idempotent: repeating it after a partial failure repairs the rooms it missed. */
-export async function pushMember(
-  env: Env,
-  tenantId: string,
-  user: { id: string; name: string; role: string },
-) {
+export async function pushMember(env: Env, tenantId: string, user: { id: string; name: string; role: Role }) {
   const joined = await drizzle(directoryDb(env, tenantId))
     .select({ roomId: memberships.roomId })
     .from(memberships)

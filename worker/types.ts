@@ -1,5 +1,5 @@
 /** @module The Hono environment every route shares: bindings from `wrangler types`, per-request variables. */
-import type { Identity } from "./auth/identity.ts";
+import type { Identity } from "../platform/identity.ts";
 
 export interface AppEnv {
   Bindings: Env;

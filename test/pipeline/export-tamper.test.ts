@@ -13,7 +13,7 @@ import { createHash } from "node:crypto";
 import { CompactSign, calculateJwkThumbprint, exportJWK, generateKeyPair, type JWK } from "jose";
 import { beforeAll, describe, expect, it } from "vitest";
 import type { Room } from "../../durable-objects/room.ts";
-import { roomStub } from "../../worker/rooms.ts";
+import { roomStub } from "../../worker/stubs.ts";
 import {
   editHead,
   findEvent,

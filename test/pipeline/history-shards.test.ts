@@ -6,9 +6,9 @@
 import { createScheduledController } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
+import { allHistoryShards, directoryDb } from "../../platform/residency.ts";
 import type { RoomEvent } from "../../protocol/index.ts";
 import worker from "../../worker/index.ts";
-import { allHistoryShards, directoryDb } from "../../worker/residency.ts";
 import { api, Client, createRoom, login, type User, unique } from "../helpers.ts";
 import { deliver, drainAll, withFakeQueue } from "./queue.ts";
 

@@ -13,7 +13,7 @@ import { env } from "cloudflare:workers";
 import type { Room } from "../../durable-objects/room.ts";
 import type { ArchiveMessage } from "../../worker/archive/consumer.ts";
 import worker from "../../worker/index.ts";
-import { roomStub } from "../../worker/rooms.ts";
+import { roomStub } from "../../worker/stubs.ts";
 import type { User } from "../helpers.ts";
 
 /** Stands in for the room-events queue inside one room object. */

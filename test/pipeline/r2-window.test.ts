@@ -13,7 +13,7 @@ import { describe, expect, it } from "vitest";
 import type { Room } from "../../durable-objects/room.ts";
 import { verifyExport } from "../../protocol/export-verify.ts";
 import type { RoomEvent, SearchHit } from "../../protocol/index.ts";
-import { roomStub } from "../../worker/rooms.ts";
+import { roomStub } from "../../worker/stubs.ts";
 import {
   after,
   api,

@@ -9,7 +9,7 @@ import { describe, expect, it } from "vitest";
 import type { Room } from "../../durable-objects/room.ts";
 import { partOf, type SearchShard, searchStub } from "../../durable-objects/search.ts";
 import type { SearchHit } from "../../protocol/index.ts";
-import { roomStub } from "../../worker/rooms.ts";
+import { roomStub } from "../../worker/stubs.ts";
 import { api, createRoom, login, type User, unique } from "../helpers.ts";
 
 const DAY = 24 * 60 * 60 * 1000;

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { readAuthConfig } from "../../worker/auth/config.ts";
+import { readAuthConfig } from "../../platform/auth-config.ts";
 
 const tenant = {
   id: "acme",

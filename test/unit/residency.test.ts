@@ -8,8 +8,8 @@ import {
   jurisdictionOf,
   parseTenantJurisdictions,
   tenantNamespace,
-} from "../../worker/residency.ts";
-import { roomNamespace, roomStub } from "../../worker/rooms.ts";
+} from "../../platform/residency.ts";
+import { roomNamespace, roomStub } from "../../worker/stubs.ts";
 
 // workerd does not implement jurisdictions ("Jurisdiction restrictions are not implemented in
 // workerd"), so the namespace is a double that records which namespace produced each id.

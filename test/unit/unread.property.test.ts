@@ -35,7 +35,11 @@ describe("unread and mention counts", () => {
         run += 1;
         const stub = env.ROOM.get(env.ROOM.idFromName(`unit:unread-${run}`));
         await runInDurableObject(stub, (_room, state) => {
-          const people = ["u_reader", "u_alice", "u_bob"].map((id) => ({ id, name: id, role: "admin" }));
+          const people = ["u_reader", "u_alice", "u_bob"].map((id) => ({
+            id,
+            name: id,
+            role: "admin" as const,
+          }));
           let log = new RoomLog(state.storage);
           const attachments = new RoomAttachments(state.storage.sql);
           const stores = () => ({ log, attachments, maxAttachments: 10 });

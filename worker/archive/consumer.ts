@@ -18,14 +18,13 @@ import type { BatchItem } from "drizzle-orm/batch";
 import { type DrizzleD1Database, drizzle } from "drizzle-orm/d1";
 import { alias } from "drizzle-orm/sqlite-core";
 import { limitsOf } from "../../config/limits.ts";
-import type { ArchiveMessage } from "../../durable-objects/room-archive.ts";
+import { log } from "../../platform/log.ts";
 import type { RoomEvent } from "../../protocol/index.ts";
 import { archivedEvents } from "../db/history-schema.ts";
 import { noteWrite, placementsOf, shardAt, shardDb } from "../history/placement.ts";
-import { log } from "../observability/log.ts";
-import { roomStub } from "../rooms.ts";
+import { type ArchiveMessage, roomStub } from "../stubs.ts";
 
-export type { ArchiveMessage } from "../../durable-objects/room-archive.ts";
+export type { ArchiveMessage } from "../stubs.ts";
 
 const MAX_RETRY_DELAY_SECONDS = 300;
 const DAY_MS = 24 * 60 * 60 * 1000;

@@ -1,7 +1,7 @@
 /**
  * @module The dead-letter queue's consumer: records every message the room-events queue gave up on
  * in D1 (`dead_letters`), where a tenant admin lists and replays it (worker/routes/dead-letters.ts).
- * A letter goes to the directory of the tenant it names (worker/residency.ts); one that names none
+ * A letter goes to the directory of the tenant it names (platform/residency.ts); one that names none
  * to the default directory, for the operator.
  *
  * The DLQ delivers at least once too, so the write is idempotent on the queue's message id (a
@@ -9,9 +9,10 @@
  * row is written: a D1 failure retries it with backoff, so nothing the archive gave up on is lost
  * on the way to the table.
  */
+
+import { log } from "../../platform/log.ts";
+import { directoryDb, directoryIn } from "../../platform/residency.ts";
 import { TENANT_ID } from "../../protocol/index.ts";
-import { log } from "../observability/log.ts";
-import { directoryDb, directoryIn } from "../residency.ts";
 
 const MAX_RETRY_DELAY_SECONDS = 300;
 /** Room ids are `r_` plus 20 characters; anything much longer is not one, so it is not kept as one. */

@@ -1,16 +1,16 @@
 /**
  * @module API tokens for bots: `pk_<id>_<secret>`, or `pk_<jurisdiction>_<id>_<secret>` for a tenant
  * pinned to a jurisdiction (`pk_eu_k_…`), created by a tenant admin and shown once. The prefix names
- * the directory database that holds the token (worker/residency.ts), so a bearer request asks one
+ * the directory database that holds the token (platform/residency.ts), so a bearer request asks one
  * database, not every one. Only a SHA-256 hash is stored; a presented token is found by its id and
  * compared in constant time. Each token acts as its own bot user, optionally limited to some rooms.
  */
 import { and, eq, isNull } from "drizzle-orm";
 import { drizzle } from "drizzle-orm/d1";
+import { JURISDICTIONS } from "../../platform/auth-config.ts";
+import type { Identity } from "../../platform/identity.ts";
+import { directories, type Jurisdiction, jurisdictionOf } from "../../platform/residency.ts";
 import { apiTokens, tenants, users } from "../db/schema.ts";
-import { directories, type Jurisdiction, jurisdictionOf } from "../residency.ts";
-import { JURISDICTIONS } from "./config.ts";
-import type { Identity } from "./identity.ts";
 
 /** `pk_`, the jurisdiction if any, the token id, the secret (32 random bytes, base64url). No
  * jurisdiction is `k` (a token id's start), so a token reads one way only. */

@@ -6,30 +6,19 @@ import { and, eq, sql } from "drizzle-orm";
 import { type DrizzleD1Database, drizzle } from "drizzle-orm/d1";
 import { getCookie } from "hono/cookie";
 import { createMiddleware } from "hono/factory";
-import { TENANT_ID } from "../../protocol/index.ts";
+import { authConfigOf } from "../../platform/auth-config.ts";
+import type { Identity } from "../../platform/identity.ts";
+import { directoryDb } from "../../platform/residency.ts";
+import { type Role, TENANT_ID } from "../../protocol/index.ts";
 import { audit } from "../audit.ts";
-import { type Role, tenants, users } from "../db/schema.ts";
+import { tenants, users } from "../db/schema.ts";
 import { ApiError } from "../errors.ts";
 import { place } from "../history/placement.ts";
 import { newId } from "../ids.ts";
-import { directoryDb } from "../residency.ts";
 import { pushMember } from "../rooms.ts";
 import type { AppEnv } from "../types.ts";
 import { identityOfApiToken } from "./api-tokens.ts";
-import { authConfigOf } from "./config.ts";
 import { TokenError, type Verified, verifyToken } from "./tokens.ts";
-
-/** The caller as every handler and Durable Object sees it. */
-export interface Identity {
-  userId: string;
-  email: string;
-  name: string;
-  role: Role;
-  tenantId: string;
-  tenantName: string;
-  /** An API token limited to some rooms: every other room answers 404. */
-  roomScope?: string[];
-}
 
 export const ACCESS_HEADER = "cf-access-jwt-assertion";
 export const ACCESS_COOKIE = "CF_Authorization";

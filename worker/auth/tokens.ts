@@ -20,7 +20,7 @@ import {
   jwtVerify,
   SignJWT,
 } from "jose";
-import type { AccessTenant, AuthConfig } from "./config.ts";
+import type { AccessTenant, AuthConfig } from "../../platform/auth-config.ts";
 
 /** Allowed clock skew between the token's issuer and this edge, in seconds. */
 const CLOCK_TOLERANCE_SECONDS = 60;

@@ -7,7 +7,7 @@
  * (history-schema.ts). Every table is keyed or filtered by tenant: a query without a tenant is a bug.
  */
 import { index, integer, primaryKey, sqliteTable, text, uniqueIndex } from "drizzle-orm/sqlite-core";
-import { ROOM_KINDS } from "../../protocol/index.ts";
+import { ROLES, ROOM_KINDS } from "../../protocol/index.ts";
 
 export const tenants = sqliteTable("tenants", {
   id: text("id").primaryKey(),
@@ -17,9 +17,6 @@ export const tenants = sqliteTable("tenants", {
    * their seqs); null keeps history forever. Pushed to every room object when changed. */
   retentionDays: integer("retention_days"),
 });
-
-export const ROLES = ["owner", "admin", "member", "guest", "bot"] as const;
-export type Role = (typeof ROLES)[number];
 
 export const users = sqliteTable(
   "users",

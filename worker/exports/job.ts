@@ -12,11 +12,11 @@
  */
 import { and, asc, eq } from "drizzle-orm";
 import { drizzle } from "drizzle-orm/d1";
+import { log } from "../../platform/log.ts";
+import { directoryDb, filesBucket } from "../../platform/residency.ts";
 import { headLine, type RoomHead } from "../../protocol/chain.ts";
 import { exports, rooms } from "../db/schema.ts";
-import { log } from "../observability/log.ts";
-import { directoryDb, filesBucket } from "../residency.ts";
-import { roomStub } from "../rooms.ts";
+import { roomStub } from "../stubs.ts";
 import { signRoomHead } from "./keys.ts";
 
 export interface ExportJob {

@@ -10,15 +10,15 @@
 import { asc, eq } from "drizzle-orm";
 import { drizzle } from "drizzle-orm/d1";
 import { limitsOf } from "../../config/limits.ts";
-import { historyPlacements } from "../db/schema.ts";
-import { log } from "../observability/log.ts";
+import { log } from "../../platform/log.ts";
 import {
   directoryDb,
   type HistoryShard,
   historyShard,
   historyShardsIn,
   jurisdictionOf,
-} from "../residency.ts";
+} from "../../platform/residency.ts";
+import { historyPlacements } from "../db/schema.ts";
 
 export interface Placement {
   fromTs: number;

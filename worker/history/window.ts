@@ -6,8 +6,8 @@
  * that runs out of time. R2 and the rooms keep everything; older history pages come from there.
  */
 import { limitsOf } from "../../config/limits.ts";
-import { log } from "../observability/log.ts";
-import { allHistoryShards, directories } from "../residency.ts";
+import { log } from "../../platform/log.ts";
+import { allHistoryShards, directories } from "../../platform/residency.ts";
 
 const DAY_MS = 24 * 60 * 60 * 1000;
 /** Rows deleted per statement, and statements per shard per run: a statement stays well within

@@ -7,9 +7,9 @@
 import type { Context } from "hono";
 import { createMiddleware } from "hono/factory";
 import { matchedRoutes } from "hono/route";
+import { log } from "../../platform/log.ts";
+import { record } from "../../platform/metrics.ts";
 import type { AppEnv } from "../types.ts";
-import { log } from "./log.ts";
-import { record } from "./metrics.ts";
 
 export const REQUEST_ID_HEADER = "x-request-id";
 

@@ -2,10 +2,10 @@
 import { and, desc, eq, lt } from "drizzle-orm";
 import { drizzle } from "drizzle-orm/d1";
 import { Hono } from "hono";
+import { directoryDb } from "../../platform/residency.ts";
 import { auditLog } from "../db/schema.ts";
 import { ApiError } from "../errors.ts";
 import { intParam } from "../http.ts";
-import { directoryDb } from "../residency.ts";
 import { ADMIN_ROLES } from "../rooms.ts";
 import type { AppEnv } from "../types.ts";
 

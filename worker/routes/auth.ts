@@ -3,8 +3,8 @@
 import { Hono } from "hono";
 import { setCookie } from "hono/cookie";
 import { limitsOf } from "../../config/limits.ts";
+import { authConfigOf } from "../../platform/auth-config.ts";
 import { TENANT_ID } from "../../protocol/index.ts";
-import { authConfigOf } from "../auth/config.ts";
 import { ACCESS_COOKIE, EMAIL, MAX_NAME_CHARS, provision } from "../auth/identity.ts";
 import { mintDevToken } from "../auth/tokens.ts";
 import { ApiError } from "../errors.ts";

@@ -8,11 +8,12 @@
 import { and, asc, eq, gt } from "drizzle-orm";
 import { drizzle } from "drizzle-orm/d1";
 import { Hono } from "hono";
+import { directoryDb } from "../../platform/residency.ts";
 import { rooms } from "../db/schema.ts";
 import { ApiError } from "../errors.ts";
 import { intParam } from "../http.ts";
-import { directoryDb } from "../residency.ts";
-import { ADMIN_ROLES, roomStub } from "../rooms.ts";
+import { ADMIN_ROLES } from "../rooms.ts";
+import { roomStub } from "../stubs.ts";
 import type { AppEnv } from "../types.ts";
 
 /** Rooms woken per request, and at once: each wake may send a batch to search and arm an alarm. */

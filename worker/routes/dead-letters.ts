@@ -10,13 +10,13 @@
 import { and, count, desc, eq, lt, or, sql } from "drizzle-orm";
 import { type DrizzleD1Database, drizzle } from "drizzle-orm/d1";
 import { type Context, Hono } from "hono";
+import type { Identity } from "../../platform/identity.ts";
+import { log } from "../../platform/log.ts";
+import { directoryDb, roomEventsQueue } from "../../platform/residency.ts";
 import { auditEntry } from "../audit.ts";
-import type { Identity } from "../auth/identity.ts";
 import { deadLetters } from "../db/schema.ts";
 import { ApiError } from "../errors.ts";
 import { intParam } from "../http.ts";
-import { log } from "../observability/log.ts";
-import { directoryDb, roomEventsQueue } from "../residency.ts";
 import { ADMIN_ROLES } from "../rooms.ts";
 import type { AppEnv } from "../types.ts";
 

@@ -12,15 +12,16 @@ import { and, desc, eq } from "drizzle-orm";
 import { drizzle } from "drizzle-orm/d1";
 import { type Context, Hono } from "hono";
 import { limitsOf } from "../../config/limits.ts";
+import type { Identity } from "../../platform/identity.ts";
+import { directoryDb, filesBucket } from "../../platform/residency.ts";
 import { audit } from "../audit.ts";
-import type { Identity } from "../auth/identity.ts";
 import { exports, rooms } from "../db/schema.ts";
 import { ApiError } from "../errors.ts";
 import { signRoomHead } from "../exports/keys.ts";
 import { readJsonObject } from "../http.ts";
 import { newId } from "../ids.ts";
-import { directoryDb, filesBucket } from "../residency.ts";
-import { ADMIN_ROLES, roomStub } from "../rooms.ts";
+import { ADMIN_ROLES } from "../rooms.ts";
+import { roomStub } from "../stubs.ts";
 import type { AppEnv } from "../types.ts";
 
 function admin(c: Context<AppEnv>): Identity {

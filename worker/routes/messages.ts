@@ -5,13 +5,12 @@
  */
 import { type Context, Hono } from "hono";
 import { limitsOf } from "../../config/limits.ts";
-import { encodeIdentity, IDENTITY_HEADER } from "../../durable-objects/room.ts";
-import type { CommandResult } from "../../durable-objects/room-commands.ts";
 import { isClientId, isSeq, parseCommand, type SequencedCommand } from "../../protocol/index.ts";
 import { ApiError } from "../errors.ts";
 import { intParam, readJsonObject } from "../http.ts";
 import { checkSocketOrigin } from "../origins.ts";
-import { actorOf, reachRoom, roomStub } from "../rooms.ts";
+import { actorOf, reachRoom } from "../rooms.ts";
+import { type CommandResult, encodeIdentity, IDENTITY_HEADER, roomStub } from "../stubs.ts";
 import type { AppEnv } from "../types.ts";
 
 /** Longest long poll: under the idle timeouts of common proxies (docs/protocol.md suggests 25 s). */

@@ -1,9 +1,9 @@
 /** @module `GET /api/presence/ws`: a session's presence socket, on its user's shard of the tenant. */
 import { Hono } from "hono";
 import { limitsOf } from "../../config/limits.ts";
-import { PRESENCE_IDENTITY_HEADER, presenceStub, shardOf } from "../../durable-objects/presence.ts";
 import { ApiError } from "../errors.ts";
 import { checkSocketOrigin } from "../origins.ts";
+import { PRESENCE_IDENTITY_HEADER, presenceStub, shardOf } from "../stubs.ts";
 import type { AppEnv } from "../types.ts";
 
 export const presenceRoutes = new Hono<AppEnv>().get("/ws", async (c) => {

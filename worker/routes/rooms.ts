@@ -8,20 +8,26 @@ import { and, eq, inArray, or, sql } from "drizzle-orm";
 import { drizzle } from "drizzle-orm/d1";
 import { Hono } from "hono";
 import { limitsOf } from "../../config/limits.ts";
-import { presenceStub, shardOf } from "../../durable-objects/presence.ts";
-import { ROOM_KINDS, type RoomKind, type RoomSummary, type UserRef } from "../../protocol/index.ts";
+import type { Identity } from "../../platform/identity.ts";
+import { directoryDb } from "../../platform/residency.ts";
+import {
+  ROOM_KINDS,
+  type Role,
+  type RoomKind,
+  type RoomSummary,
+  type UserRef,
+} from "../../protocol/index.ts";
 import { audit } from "../audit.ts";
-import type { Identity } from "../auth/identity.ts";
 import { memberships, rooms, tenants, users } from "../db/schema.ts";
 import { ApiError } from "../errors.ts";
 import { readJsonObject } from "../http.ts";
 import { newId } from "../ids.ts";
 import { spend } from "../quota.ts";
-import { directoryDb } from "../residency.ts";
-import { ADMIN_ROLES, findRoom, type RoomRow, roomStub, unenroll } from "../rooms.ts";
+import { ADMIN_ROLES, findRoom, type RoomRow, unenroll } from "../rooms.ts";
+import { presenceStub, roomStub, shardOf } from "../stubs.ts";
 import type { AppEnv } from "../types.ts";
 
-type Person = { id: string; name: string; role: string };
+type Person = { id: string; name: string; role: Role };
 
 /** Most users one request may add to a room (`members` on create), and the size of a group dm. */
 const MAX_MEMBERS_PER_REQUEST = 50; // one D1 query binds them all, and D1 allows 100 parameters

@@ -9,6 +9,12 @@ import { and, eq } from "drizzle-orm";
 import { drizzle } from "drizzle-orm/d1";
 import { Hono } from "hono";
 import { limitsOf } from "../../config/limits.ts";
+import { directoryDb } from "../../platform/residency.ts";
+import type { SearchHit } from "../../protocol/index.ts";
+import { memberships } from "../db/schema.ts";
+import { ApiError } from "../errors.ts";
+import { intParam } from "../http.ts";
+import { spend } from "../quota.ts";
 import {
   partOf,
   type SearchQuery,
@@ -16,13 +22,7 @@ import {
   SNIPPET_CLOSE,
   SNIPPET_OPEN,
   searchStub,
-} from "../../durable-objects/search.ts";
-import type { SearchHit } from "../../protocol/index.ts";
-import { memberships } from "../db/schema.ts";
-import { ApiError } from "../errors.ts";
-import { intParam } from "../http.ts";
-import { spend } from "../quota.ts";
-import { directoryDb } from "../residency.ts";
+} from "../stubs.ts";
 import type { AppEnv } from "../types.ts";
 
 const escapeHtml = (s: string) =>

@@ -9,14 +9,14 @@ import { count, eq, sql } from "drizzle-orm";
 import { drizzle } from "drizzle-orm/d1";
 import { Hono } from "hono";
 import { limitsOf } from "../../config/limits.ts";
-import { presenceStub } from "../../durable-objects/presence.ts";
-import { ROOM_KINDS } from "../../protocol/index.ts";
+import { directoryDb } from "../../platform/residency.ts";
+import { ROLES, ROOM_KINDS } from "../../protocol/index.ts";
 import { archivedEvents } from "../db/history-schema.ts";
-import { attachments, deadLetters, exports, ROLES, rooms, users } from "../db/schema.ts";
+import { attachments, deadLetters, exports, rooms, users } from "../db/schema.ts";
 import { ApiError } from "../errors.ts";
 import { placementsOf, shardDb } from "../history/placement.ts";
-import { directoryDb } from "../residency.ts";
 import { ADMIN_ROLES } from "../rooms.ts";
+import { presenceStub } from "../stubs.ts";
 import type { AppEnv } from "../types.ts";
 
 const EXPORT_STATUSES = ["running", "done", "failed"] as const;

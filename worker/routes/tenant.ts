@@ -9,12 +9,13 @@ import { eq } from "drizzle-orm";
 import { drizzle } from "drizzle-orm/d1";
 import { Hono } from "hono";
 import { limitsOf } from "../../config/limits.ts";
+import { directoryDb } from "../../platform/residency.ts";
 import { audit } from "../audit.ts";
 import { rooms, tenants } from "../db/schema.ts";
 import { ApiError } from "../errors.ts";
 import { readJsonObject } from "../http.ts";
-import { directoryDb } from "../residency.ts";
-import { ADMIN_ROLES, roomStub } from "../rooms.ts";
+import { ADMIN_ROLES } from "../rooms.ts";
+import { roomStub } from "../stubs.ts";
 import type { AppEnv } from "../types.ts";
 
 /** A hundred years: long enough for any legal hold, short enough to stay a safe integer in ms. */

@@ -6,13 +6,13 @@ import { and, eq, inArray } from "drizzle-orm";
 import { drizzle } from "drizzle-orm/d1";
 import { Hono } from "hono";
 import { limitsOf } from "../../config/limits.ts";
+import { directoryDb, jurisdictionOf } from "../../platform/residency.ts";
 import { audit } from "../audit.ts";
 import { issueToken } from "../auth/api-tokens.ts";
 import { apiTokens, memberships, rooms, users } from "../db/schema.ts";
 import { ApiError } from "../errors.ts";
 import { readJsonObject } from "../http.ts";
 import { newId } from "../ids.ts";
-import { directoryDb, jurisdictionOf } from "../residency.ts";
 import { ADMIN_ROLES, unenroll } from "../rooms.ts";
 import type { AppEnv } from "../types.ts";
 

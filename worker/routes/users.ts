@@ -3,11 +3,12 @@ import { and, eq, or, sql } from "drizzle-orm";
 import { drizzle } from "drizzle-orm/d1";
 import { Hono } from "hono";
 import { limitsOf } from "../../config/limits.ts";
+import { directoryDb } from "../../platform/residency.ts";
+import { isRole, type Role } from "../../protocol/index.ts";
 import { audit } from "../audit.ts";
-import { memberships, type Role, rooms, users } from "../db/schema.ts";
+import { memberships, rooms, users } from "../db/schema.ts";
 import { ApiError } from "../errors.ts";
 import { readJsonObject } from "../http.ts";
-import { directoryDb } from "../residency.ts";
 import { ADMIN_ROLES, pushMember, unenroll } from "../rooms.ts";
 import type { AppEnv } from "../types.ts";
 
@@ -42,8 +43,8 @@ export const userRoutes = new Hono<AppEnv>()
     const me = c.get("identity");
     if (!ADMIN_ROLES.has(me.role)) throw new ApiError("forbidden", "only admins change roles");
     const body = await readJsonObject(c, limitsOf(c.env).maxJsonBodyBytes);
-    const role = body.role as Role;
-    if (!ASSIGNABLE.includes(role))
+    const role = body.role;
+    if (!isRole(role) || !ASSIGNABLE.includes(role))
       throw new ApiError("bad_request", `role must be one of ${ASSIGNABLE.join(", ")}`);
     const db = drizzle(directoryDb(c.env, me.tenantId));
     const user = await db

@@ -4,8 +4,8 @@
  * to open WebSockets. Read once per isolate; a configuration mistake throws, so a misconfigured
  * deployment fails at start-up (worker/index.ts) instead of running open or half-configured.
  */
-import { perEnv } from "../../config/per-env.ts";
-import { TENANT_ID } from "../../protocol/index.ts";
+import { perEnv } from "../config/per-env.ts";
+import { TENANT_ID } from "../protocol/index.ts";
 
 export type AuthMode = "dev" | "access";
 
@@ -23,7 +23,7 @@ export interface AccessTenant {
   admins: string[];
   adminGroups: string[];
   /** Pin the tenant's Durable Objects, files and directory to a jurisdiction (e.g. "eu"); also
-   * possible in TENANT_JURISDICTIONS (worker/residency.ts). */
+   * possible in TENANT_JURISDICTIONS (platform/residency.ts). */
   jurisdiction?: DurableObjectJurisdiction;
 }
 
@@ -45,7 +45,7 @@ export interface AuthVars {
 
 const TEAM_DOMAIN = /^https:\/\/[a-z0-9-]{1,63}\.cloudflareaccess\.com$/;
 const AUD = /^[A-Za-z0-9]{16,128}$/;
-/** The jurisdictions a tenant may be pinned to (worker/residency.ts says which have their stores). */
+/** The jurisdictions a tenant may be pinned to (platform/residency.ts says which have their stores). */
 export const JURISDICTIONS: ReadonlySet<string> = new Set<DurableObjectJurisdiction>([
   "eu",
   "fedramp",

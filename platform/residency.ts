@@ -9,7 +9,7 @@
  */
 import { perEnv } from "../config/per-env.ts";
 import { TENANT_ID } from "../protocol/index.ts";
-import { authConfigOf, JURISDICTIONS } from "./auth/config.ts";
+import { authConfigOf, JURISDICTIONS } from "./auth-config.ts";
 
 export type Jurisdiction = DurableObjectJurisdiction;
 

@@ -8,7 +8,7 @@
  * value, so a busy tenant is sampled down without drowning a quiet one. Queries therefore weight
  * by `_sample_interval`.
  */
-import type { ClientFrame, ErrorCode, RoomEvent } from "../../protocol/index.ts";
+import type { ClientFrame, ErrorCode, RoomEvent } from "../protocol/index.ts";
 import { log } from "./log.ts";
 
 export type Metric =

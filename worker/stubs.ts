@@ -1,0 +1,34 @@
+/**
+ * @module The worker's one way in to the Durable Objects: typed stubs by name, and the types and
+ * constants of the objects' RPCs and requests that routes need. No other worker module imports
+ * durable-objects/ (worker/index.ts only exports the classes to the runtime); biome.json enforces
+ * it. Every object's name starts with its tenant's id, and each lives in its tenant's namespace
+ * (platform/residency.ts).
+ */
+import type { Room } from "../durable-objects/room.ts";
+import { tenantNamespace } from "../platform/residency.ts";
+
+export { PRESENCE_IDENTITY_HEADER, presenceStub, shardOf } from "../durable-objects/presence.ts";
+export { type QuotaKind, quotaStub } from "../durable-objects/quota.ts";
+export { encodeIdentity, IDENTITY_HEADER } from "../durable-objects/room.ts";
+export type { ArchiveMessage } from "../durable-objects/room-archive.ts";
+export { type AttachmentRecord, attachmentKey } from "../durable-objects/room-attachments.ts";
+export type { CommandResult } from "../durable-objects/room-commands.ts";
+export {
+  partOf,
+  type SearchQuery,
+  type ShardHit,
+  SNIPPET_CLOSE,
+  SNIPPET_OPEN,
+  searchStub,
+} from "../durable-objects/search.ts";
+
+/** The namespace a tenant's rooms live in. */
+export function roomNamespace(env: Env, tenantId: string): DurableObjectNamespace<Room> {
+  return tenantNamespace(env, env.ROOM, tenantId);
+}
+
+export function roomStub(env: Env, tenantId: string, roomId: string) {
+  const namespace = roomNamespace(env, tenantId);
+  return namespace.get(namespace.idFromName(`${tenantId}:${roomId}`));
+}

@@ -22,7 +22,12 @@ import { limitsOf } from "../config/limits.ts";
 import { log } from "../platform/log.ts";
 import { record } from "../platform/metrics.ts";
 import { tenantNamespace } from "../platform/residency.ts";
-import { type PresenceServerFrame, type PresenceStatus, parsePresenceFrame } from "../protocol/index.ts";
+import {
+  errorResponse,
+  type PresenceServerFrame,
+  type PresenceStatus,
+  parsePresenceFrame,
+} from "../protocol/index.ts";
 import {
   INBOX_MIGRATIONS,
   type InboxAnswer,
@@ -101,8 +106,7 @@ export class Presence extends DurableObject<Env> {
     } catch {
       who = null;
     }
-    if (!who)
-      return Response.json({ error: { code: "unauthorized", message: "no identity" } }, { status: 401 });
+    if (!who) return errorResponse("unauthorized", "no identity");
     const [client, server] = Object.values(new WebSocketPair()) as [WebSocket, WebSocket];
     this.ctx.acceptWebSocket(server, [who.userId]);
     const info: SessionInfo = { ...who, status: "active", beatAt: Date.now(), watch: [] };

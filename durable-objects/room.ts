@@ -18,8 +18,8 @@ import { exportLine, type RoomHead } from "../protocol/chain.ts";
 import {
   CLOSE,
   type ClientFrame,
-  ERROR_STATUS,
   type ErrorCode,
+  errorResponse,
   type Failure,
   failure,
   PING_FRAME,
@@ -679,21 +679,22 @@ export class Room extends DurableObject<Env> {
   override async fetch(request: Request): Promise<Response> {
     if (new URL(request.url).pathname.endsWith("/events")) return this.#openEventStream(request);
     if (request.headers.get("upgrade")?.toLowerCase() !== "websocket") {
-      return jsonError("bad_request", "expected a WebSocket upgrade");
+      return errorResponse("bad_request", "expected a WebSocket upgrade");
     }
     const info = parseIdentity(request.headers.get(IDENTITY_HEADER));
     const meta = this.#log.meta();
-    if (!info || !meta || meta.tenantId !== info.tenantId) return jsonError("not_found", "no such room");
+    if (!info || !meta || meta.tenantId !== info.tenantId) return errorResponse("not_found", "no such room");
     const member = this.#log.member(info.id);
-    if (!member) return jsonError("forbidden", "join the room before connecting");
+    if (!member) return errorResponse("forbidden", "join the room before connecting");
 
     const params = new URL(request.url).searchParams;
     const afterParam = params.get("after") ?? "0";
     const after = /^\d{1,15}$/.test(afterParam) ? Number(afterParam) : Number.NaN;
     const lastSeq = this.#log.lastSeq;
-    if (!Number.isSafeInteger(after)) return jsonError("bad_request", "after must be a non-negative integer");
+    if (!Number.isSafeInteger(after))
+      return errorResponse("bad_request", "after must be a non-negative integer");
     if (after > lastSeq)
-      return jsonError("bad_request", `after ${after} is beyond the log (lastSeq ${lastSeq})`);
+      return errorResponse("bad_request", `after ${after} is beyond the log (lastSeq ${lastSeq})`);
 
     const [client, server] = Object.values(new WebSocketPair()) as [WebSocket, WebSocket];
     this.ctx.acceptWebSocket(server, [info.id]);
@@ -714,16 +715,17 @@ export class Room extends DurableObject<Env> {
   #openEventStream(request: Request): Response {
     const info = parseIdentity(request.headers.get(IDENTITY_HEADER));
     const meta = this.#log.meta();
-    if (!info || !meta || meta.tenantId !== info.tenantId) return jsonError("not_found", "no such room");
-    if (!this.#log.member(info.id)) return jsonError("forbidden", "join the room before connecting");
+    if (!info || !meta || meta.tenantId !== info.tenantId) return errorResponse("not_found", "no such room");
+    if (!this.#log.member(info.id)) return errorResponse("forbidden", "join the room before connecting");
     const raw = request.headers.get("last-event-id") ?? new URL(request.url).searchParams.get("after") ?? "0";
     const after = /^\d{1,15}$/.test(raw) ? Number(raw) : Number.NaN;
     const lastSeq = this.#log.lastSeq;
-    if (!Number.isSafeInteger(after)) return jsonError("bad_request", "after must be a non-negative integer");
+    if (!Number.isSafeInteger(after))
+      return errorResponse("bad_request", "after must be a non-negative integer");
     if (after > lastSeq)
-      return jsonError("bad_request", `after ${after} is beyond the log (lastSeq ${lastSeq})`);
+      return errorResponse("bad_request", `after ${after} is beyond the log (lastSeq ${lastSeq})`);
     const refused = this.#fallback.admit(info.id);
-    if (refused) return jsonError(refused.code, refused.message, refused.retryAfter);
+    if (refused) return errorResponse(refused.code, refused.message, refused.retryAfter);
     // As for a socket: what is committed goes out first, so replay and live stream meet exactly.
     this.#sockets.flush();
     const gap = lastSeq - after > this.#limits.replayCap || after < this.#cold.coldSeq;
@@ -1005,17 +1007,6 @@ function parseIdentity(raw: string | null): SocketInfo | null {
   } catch {
     return null;
   }
-}
-
-/** The error envelope (with `retryAfter` and `Retry-After` when given), as worker/errors.ts
- * answers: the worker passes the object's response through unchanged. */
-function jsonError(code: ErrorCode, message: string, retryAfter?: number): Response {
-  if (retryAfter === undefined)
-    return Response.json({ error: { code, message } }, { status: ERROR_STATUS[code] });
-  return Response.json(
-    { error: { code, message, retryAfter } },
-    { status: ERROR_STATUS[code], headers: { "retry-after": String(Math.ceil(retryAfter)) } },
-  );
 }
 
 /** A filter keeping rows while the JSON before each is under `bytes` (so at least one, and the

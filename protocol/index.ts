@@ -40,6 +40,18 @@ export interface HttpErrorBody {
   error: { code: ErrorCode; message: string; retryAfter?: number };
 }
 
+/** The one builder of an HTTP refusal, for the worker and the objects alike (the worker passes an
+ * object's response through unchanged): the envelope, its status, and `Retry-After` (whole seconds)
+ * beside `retryAfter`. */
+export function errorResponse(code: ErrorCode, message: string, retryAfter?: number): Response {
+  const body: HttpErrorBody = {
+    error: retryAfter === undefined ? { code, message } : { code, message, retryAfter },
+  };
+  const headers: Record<string, string> = { "content-type": "application/json; charset=utf-8" };
+  if (retryAfter !== undefined) headers["retry-after"] = String(Math.ceil(retryAfter));
+  return new Response(JSON.stringify(body), { status: ERROR_STATUS[code], headers });
+}
+
 /** WebSocket close codes Parley uses, each with its reason (docs/protocol.md, close codes). The
  * reasons of 4403 are a named set clients may switch on: who ended the user's access. */
 export const CLOSE = {

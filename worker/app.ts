@@ -4,8 +4,9 @@
  * prove a rule holds for every state-changing route.
  */
 import { Hono } from "hono";
+import { errorResponse } from "../protocol/index.ts";
 import { requireIdentity } from "./auth/identity.ts";
-import { errorResponse, onError } from "./errors.ts";
+import { onError } from "./errors.ts";
 import { observeRequests } from "./observability/request.ts";
 import { refuseCrossSiteWrites } from "./origins.ts";
 import { attachmentRoutes } from "./routes/attachments.ts";

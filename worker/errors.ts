@@ -5,7 +5,7 @@
  */
 import type { Context } from "hono";
 import { log } from "../platform/log.ts";
-import { ERROR_STATUS, type ErrorCode, type Failure, type HttpErrorBody } from "../protocol/index.ts";
+import { type ErrorCode, errorResponse, type Failure } from "../protocol/index.ts";
 import type { AppEnv } from "./types.ts";
 
 export class ApiError extends Error {
@@ -19,15 +19,6 @@ export class ApiError extends Error {
   static from(f: Failure): ApiError {
     return new ApiError(f.code, f.message, f.retryAfter);
   }
-}
-
-export function errorResponse(code: ErrorCode, message: string, retryAfter?: number): Response {
-  const body: HttpErrorBody = {
-    error: retryAfter === undefined ? { code, message } : { code, message, retryAfter },
-  };
-  const headers: Record<string, string> = { "content-type": "application/json; charset=utf-8" };
-  if (retryAfter !== undefined) headers["retry-after"] = String(Math.ceil(retryAfter));
-  return new Response(JSON.stringify(body), { status: ERROR_STATUS[code], headers });
 }
 
 /** The request id (worker/observability/request.ts) ties the error line to the request line and to

@@ -70,8 +70,6 @@ async function checkMember(env: Env, identity: Identity, room: RoomFacts): Promi
   if (!member) throw new ApiError("not_found", "no such room");
 }
 
-export const ADMIN_ROLES: ReadonlySet<string> = new Set(["owner", "admin"]);
-
 export function actorOf(identity: Identity) {
   return { id: identity.userId, name: identity.name, role: identity.role };
 }

@@ -3,15 +3,14 @@ import { and, desc, eq, lt } from "drizzle-orm";
 import { drizzle } from "drizzle-orm/d1";
 import { Hono } from "hono";
 import { directoryDb } from "../../platform/residency.ts";
+import { requireAdmin } from "../auth/admin.ts";
 import { auditLog } from "../db/schema.ts";
-import { ApiError } from "../errors.ts";
 import { intParam } from "../http.ts";
-import { ADMIN_ROLES } from "../rooms.ts";
 import type { AppEnv } from "../types.ts";
 
 export const auditRoutes = new Hono<AppEnv>().get("/", async (c) => {
   const me = c.get("identity");
-  if (!ADMIN_ROLES.has(me.role)) throw new ApiError("forbidden", "only admins read the audit log");
+  requireAdmin(me, "read the audit log");
   const before = intParam(c, "before", { min: 1 });
   const limit = intParam(c, "limit", { min: 1, max: 200 }) ?? 50;
   const where =

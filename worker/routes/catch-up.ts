@@ -9,10 +9,10 @@ import { and, asc, eq, gt } from "drizzle-orm";
 import { drizzle } from "drizzle-orm/d1";
 import { Hono } from "hono";
 import { directoryDb } from "../../platform/residency.ts";
+import { requireAdmin } from "../auth/admin.ts";
 import { rooms } from "../db/schema.ts";
 import { ApiError } from "../errors.ts";
 import { intParam } from "../http.ts";
-import { ADMIN_ROLES } from "../rooms.ts";
 import { roomStub } from "../stubs.ts";
 import type { AppEnv } from "../types.ts";
 
@@ -22,7 +22,7 @@ const AT_ONCE = 10;
 
 export const catchUpRoutes = new Hono<AppEnv>().post("/catch-up", async (c) => {
   const me = c.get("identity");
-  if (!ADMIN_ROLES.has(me.role)) throw new ApiError("forbidden", "only admins run the history catch-up");
+  requireAdmin(me, "run the history catch-up");
   const after = c.req.query("after") ?? "";
   if (after !== "" && !/^r_[0-9a-z]{20}$/.test(after))
     throw new ApiError("bad_request", "after must be a room id");

@@ -14,10 +14,10 @@ import type { Identity } from "../../platform/identity.ts";
 import { log } from "../../platform/log.ts";
 import { directoryDb, roomEventsQueue } from "../../platform/residency.ts";
 import { auditEntry } from "../audit.ts";
+import { requireAdmin } from "../auth/admin.ts";
 import { deadLetters } from "../db/schema.ts";
 import { ApiError } from "../errors.ts";
 import { intParam } from "../http.ts";
-import { ADMIN_ROLES } from "../rooms.ts";
 import type { AppEnv } from "../types.ts";
 
 type Letter = typeof deadLetters.$inferSelect;
@@ -36,7 +36,7 @@ const LETTER_ID = /^[A-Za-z0-9_-]{1,128}$/;
 
 function admin(c: Context<AppEnv>): Identity {
   const me = c.get("identity");
-  if (!ADMIN_ROLES.has(me.role)) throw new ApiError("forbidden", "only admins manage dead letters");
+  requireAdmin(me, "manage dead letters");
   return me;
 }
 

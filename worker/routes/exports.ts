@@ -15,18 +15,18 @@ import { limitsOf } from "../../config/limits.ts";
 import type { Identity } from "../../platform/identity.ts";
 import { directoryDb, filesBucket } from "../../platform/residency.ts";
 import { audit } from "../audit.ts";
+import { requireAdmin } from "../auth/admin.ts";
 import { exports, rooms } from "../db/schema.ts";
 import { ApiError } from "../errors.ts";
 import { signRoomHead } from "../exports/keys.ts";
 import { readJsonObject } from "../http.ts";
 import { newId } from "../ids.ts";
-import { ADMIN_ROLES } from "../rooms.ts";
 import { roomStub } from "../stubs.ts";
 import type { AppEnv } from "../types.ts";
 
 function admin(c: Context<AppEnv>): Identity {
   const me = c.get("identity");
-  if (!ADMIN_ROLES.has(me.role)) throw new ApiError("forbidden", "only admins export history");
+  requireAdmin(me, "export history");
   return me;
 }
 

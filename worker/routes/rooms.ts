@@ -11,6 +11,7 @@ import { limitsOf } from "../../config/limits.ts";
 import type { Identity } from "../../platform/identity.ts";
 import { directoryDb } from "../../platform/residency.ts";
 import {
+  isAdmin,
   ROOM_KINDS,
   type Role,
   type RoomKind,
@@ -23,7 +24,7 @@ import { ApiError } from "../errors.ts";
 import { readJsonObject } from "../http.ts";
 import { newId } from "../ids.ts";
 import { spend } from "../quota.ts";
-import { ADMIN_ROLES, findRoom, type RoomRow, unenroll } from "../rooms.ts";
+import { findRoom, type RoomRow, unenroll } from "../rooms.ts";
 import { presenceStub, roomStub, shardOf } from "../stubs.ts";
 import type { AppEnv } from "../types.ts";
 
@@ -342,7 +343,7 @@ export const roomRoutes = new Hono<AppEnv>()
   .patch("/:roomId", async (c) => {
     const me = c.get("identity");
     const room = await findRoom(c.env, me, c.req.param("roomId"));
-    if (room.createdBy !== me.userId && !ADMIN_ROLES.has(me.role)) {
+    if (room.createdBy !== me.userId && !isAdmin(me.role)) {
       throw new ApiError("forbidden", "only the room's creator or an admin manages it");
     }
     const limits = limitsOf(c.env);
@@ -396,7 +397,7 @@ export const roomRoutes = new Hono<AppEnv>()
     if (room.kind === "dm")
       throw new ApiError("bad_request", "a dm's people are fixed: open a new dm with everyone");
     const stub = roomStub(c.env, room.tenantId, room.id);
-    if (!(await stub.isMember(me.userId)) && !ADMIN_ROLES.has(me.role)) {
+    if (!(await stub.isMember(me.userId)) && !isAdmin(me.role)) {
       throw new ApiError("forbidden", "only members and admins may add people to a room");
     }
     const body = await readJsonObject(c, limitsOf(c.env).maxJsonBodyBytes);
@@ -409,7 +410,7 @@ export const roomRoutes = new Hono<AppEnv>()
     const me = c.get("identity");
     const room = await findRoom(c.env, me, c.req.param("roomId"));
     const userId = c.req.param("userId");
-    if (userId !== me.userId && !ADMIN_ROLES.has(me.role))
+    if (userId !== me.userId && !isAdmin(me.role))
       throw new ApiError("forbidden", "only admins remove others");
     await tenantUsers(c.env, me, [userId]);
     if (await unenroll(c.env, room, userId, { id: me.userId, name: me.name })) {

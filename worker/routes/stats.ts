@@ -11,11 +11,10 @@ import { Hono } from "hono";
 import { limitsOf } from "../../config/limits.ts";
 import { directoryDb } from "../../platform/residency.ts";
 import { ROLES, ROOM_KINDS } from "../../protocol/index.ts";
+import { requireAdmin } from "../auth/admin.ts";
 import { archivedEvents } from "../db/history-schema.ts";
 import { attachments, deadLetters, exports, rooms, users } from "../db/schema.ts";
-import { ApiError } from "../errors.ts";
 import { placementsOf, shardDb } from "../history/placement.ts";
-import { ADMIN_ROLES } from "../rooms.ts";
 import { presenceStub } from "../stubs.ts";
 import type { AppEnv } from "../types.ts";
 
@@ -78,7 +77,7 @@ async function archiveCounts(env: Env, tenantId: string) {
 
 export const statsRoutes = new Hono<AppEnv>().get("/", async (c) => {
   const me = c.get("identity");
-  if (!ADMIN_ROLES.has(me.role)) throw new ApiError("forbidden", "only admins read the tenant's stats");
+  requireAdmin(me, "read the tenant's stats");
   const t = me.tenantId;
   const db = drizzle(directoryDb(c.env, t));
   const live = presenceOf(c.env, t);

@@ -11,10 +11,10 @@ import { Hono } from "hono";
 import { limitsOf } from "../../config/limits.ts";
 import { directoryDb } from "../../platform/residency.ts";
 import { audit } from "../audit.ts";
+import { requireAdmin } from "../auth/admin.ts";
 import { rooms, tenants } from "../db/schema.ts";
 import { ApiError } from "../errors.ts";
 import { readJsonObject } from "../http.ts";
-import { ADMIN_ROLES } from "../rooms.ts";
 import { roomStub } from "../stubs.ts";
 import type { AppEnv } from "../types.ts";
 
@@ -36,7 +36,7 @@ export const tenantRoutes = new Hono<AppEnv>()
   })
   .patch("/", async (c) => {
     const me = c.get("identity");
-    if (!ADMIN_ROLES.has(me.role)) throw new ApiError("forbidden", "only admins set the retention policy");
+    requireAdmin(me, "set the retention policy");
     const body = await readJsonObject(c, limitsOf(c.env).maxJsonBodyBytes);
     const days = body.retentionDays;
     if (

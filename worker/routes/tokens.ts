@@ -8,20 +8,20 @@ import { Hono } from "hono";
 import { limitsOf } from "../../config/limits.ts";
 import { directoryDb, jurisdictionOf } from "../../platform/residency.ts";
 import { audit } from "../audit.ts";
+import { requireAdmin } from "../auth/admin.ts";
 import { issueToken } from "../auth/api-tokens.ts";
 import { apiTokens, memberships, rooms, users } from "../db/schema.ts";
 import { ApiError } from "../errors.ts";
 import { readJsonObject } from "../http.ts";
 import { newId } from "../ids.ts";
-import { ADMIN_ROLES, unenroll } from "../rooms.ts";
+import { unenroll } from "../rooms.ts";
 import type { AppEnv } from "../types.ts";
 
 const MAX_SCOPED_ROOMS = 50; // one D1 query binds them all, and D1 allows 100 parameters
 
 export const tokenRoutes = new Hono<AppEnv>()
   .use(async (c, next) => {
-    if (!ADMIN_ROLES.has(c.get("identity").role))
-      throw new ApiError("forbidden", "only admins manage API tokens");
+    requireAdmin(c.get("identity"), "manage API tokens");
     await next();
   })
   .post("/", async (c) => {

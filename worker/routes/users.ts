@@ -6,10 +6,11 @@ import { limitsOf } from "../../config/limits.ts";
 import { directoryDb } from "../../platform/residency.ts";
 import { isRole, type Role } from "../../protocol/index.ts";
 import { audit } from "../audit.ts";
+import { requireAdmin } from "../auth/admin.ts";
 import { memberships, rooms, users } from "../db/schema.ts";
 import { ApiError } from "../errors.ts";
 import { readJsonObject } from "../http.ts";
-import { ADMIN_ROLES, pushMember, unenroll } from "../rooms.ts";
+import { pushMember, unenroll } from "../rooms.ts";
 import type { AppEnv } from "../types.ts";
 
 const DIRECTORY_PAGE = 20;
@@ -41,7 +42,7 @@ export const userRoutes = new Hono<AppEnv>()
   })
   .patch("/:userId", async (c) => {
     const me = c.get("identity");
-    if (!ADMIN_ROLES.has(me.role)) throw new ApiError("forbidden", "only admins change roles");
+    requireAdmin(me, "change roles");
     const body = await readJsonObject(c, limitsOf(c.env).maxJsonBodyBytes);
     const role = body.role;
     if (!isRole(role) || !ASSIGNABLE.includes(role))

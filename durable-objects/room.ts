@@ -50,6 +50,7 @@ import { InboxFeed } from "./room-inbox.ts";
 import { type Member, RoomLog, type RoomMeta, type StoredRow, type TargetRow } from "./room-log.ts";
 import { SearchFeed } from "./room-search.ts";
 import { closeQuietly, RoomSockets, type SocketInfo, send, sendError } from "./room-sockets.ts";
+import { Scheduler } from "./scheduler.ts";
 
 export type { SocketInfo } from "./room-sockets.ts";
 
@@ -92,6 +93,9 @@ const CLEANUP_BATCH = 50;
  * once for the rest, so retention reaching many old segments never holds one pass long. */
 const REWRITES_PER_PASS = 4;
 
+/** The room's alarm tasks, in the order an alarm runs them (see `#tasks`). */
+type RoomTask = "archive" | "search" | "seal" | "segments" | "housekeeping" | "inbox";
+
 export class Room extends DurableObject<Env> {
   readonly #log: RoomLog;
   readonly #archive: ArchiveFeed;
@@ -99,8 +103,8 @@ export class Room extends DurableObject<Env> {
   readonly #attachments: RoomAttachments;
   readonly #stores: CommandStores;
   readonly #limits: Limits;
-  /** When the alarm is set for (null: none); known after the constructor's first read. */
-  #alarmAt: number | null = null;
+  /** The alarm's tasks, each due by what is stored (durable-objects/scheduler.ts). */
+  readonly #scheduler: Scheduler<RoomTask>;
   readonly #rate: RateLimiter;
   readonly #sockets: RoomSockets;
   readonly #activity = new ActivityBatch();
@@ -181,14 +185,86 @@ export class Room extends DurableObject<Env> {
       },
       published: (jsons) => this.#fallback.publish(jsons),
     });
+    this.#scheduler = this.#tasks(ctx);
     // Pings are answered by the runtime without waking a hibernated room.
     ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair(PING_FRAME, PONG_FRAME));
     // Work left by an earlier life (an outbox not drained, a segment not rewritten) is resumed:
     // the alarm is re-derived from the stored state.
     void ctx.blockConcurrencyWhile(async () => {
-      this.#alarmAt = await ctx.storage.getAlarm();
+      await this.#scheduler.load();
       this.#scheduleNext();
     });
+  }
+
+  /**
+   * The room's background work, in the order one alarm runs it: ship to the D1 history and to
+   * search, seal what is due into segments (so the hot and command windows move on), rewrite dirty
+   * segments, apply retention and clean up files, then the inbox counts (after sealing and
+   * retention, which move the floor they start from). Each task is bounded and idempotent, and
+   * says from what its module has stored when it needs the alarm. All but housekeeping run on every
+   * alarm and do whatever is possible then (a send a timer was about to make, a resend whose wait
+   * an operator or a test cut short): the alarm is their net, not their clock.
+   */
+  #tasks(ctx: DurableObjectState): Scheduler<RoomTask> {
+    const failed = (step: RoomTask, err: unknown) =>
+      log({ event: "room_alarm_step_failed", step, error: String(err) });
+    const scheduler = new Scheduler<RoomTask>(ctx.storage, failed);
+    scheduler.add("archive", {
+      due: (now) => this.#archive.nextDue(now),
+      run: async (now) => {
+        const meta = this.#log.meta();
+        if (meta) await this.#archive.drain(meta, now);
+      },
+      everyAlarm: true,
+    });
+    scheduler.add("search", {
+      due: (now) => this.#search.nextDue(now),
+      run: (now) => this.#search.fromAlarm(now),
+      everyAlarm: true,
+    });
+    // After a failed upload or read of R2, sealing and rewriting wait for the backoff to end.
+    scheduler.add("seal", {
+      due: (now) => this.#cold.nextDue(now),
+      run: async (now) => {
+        if (this.#cold.retryAt <= now) await this.#cold.maintain(now);
+      },
+      everyAlarm: true,
+    });
+    scheduler.add("segments", {
+      due: (now) => (this.#cold.hasDirty() ? Math.max(now, this.#cold.retryAt) : null),
+      run: async (now) => {
+        if (this.#cold.retryAt > now) return;
+        for (let i = 0; i < REWRITES_PER_PASS && (await this.#cold.rewriteOneDirty()); i++) {
+          // next dirty segment
+        }
+      },
+      everyAlarm: true,
+    });
+    scheduler.add("housekeeping", {
+      due: (now) => this.#housekeepingDue(now),
+      run: (now) => this.housekeep(now),
+    });
+    // A new instance checks each member's shard once (what an earlier one left unpushed) and
+    // flushes held read markers; the inbox arms the alarm itself only to retry a failed push.
+    scheduler.add("inbox", {
+      due: (now) => this.#inbox.nextDue(now),
+      run: () => this.#inbox.fromAlarm(),
+      everyAlarm: true,
+    });
+    return scheduler;
+  }
+
+  /** Retention (when the room has a policy: at the stored time, or at once while a pass left
+   * more), or the next file whose grace period ends. */
+  #housekeepingDue(now: number): number | null {
+    let due = this.#attachments.nextDue(now, this.#limits.attachmentGraceMs);
+    if (this.#log.retentionDays !== null) {
+      const retention = this.#housekeepingMore
+        ? now
+        : Number(this.ctx.storage.kv.get("housekeeping_at") ?? now);
+      due = due === null ? retention : Math.min(due, retention);
+    }
+    return due;
   }
 
   #meta(): RoomMeta {
@@ -461,31 +537,8 @@ export class Room extends DurableObject<Env> {
    * whatever is left. Alarms are at-least-once and every step is idempotent.
    */
   override async alarm(): Promise<void> {
-    this.#alarmAt = null;
-    const meta = this.#log.meta();
-    if (!meta) return;
-    await this.#step("archive", () => this.#archive.drain(meta, Date.now()));
-    await this.#step("search", () => this.#search.fromAlarm(Date.now()));
-    // R2 failed lately: leave it alone until the backoff ends (the alarm is armed for then).
-    if (this.#cold.retryAt <= Date.now()) {
-      await this.#step("seal", () => this.#cold.maintain(Date.now()));
-      await this.#step("segments", async () => {
-        for (let i = 0; i < REWRITES_PER_PASS && (await this.#cold.rewriteOneDirty()); i++) {
-          // next dirty segment
-        }
-      });
-    }
-    await this.#step("housekeeping", async () => {
-      const now = Date.now();
-      const retentionDue =
-        this.#log.retentionDays !== null &&
-        (this.#housekeepingMore || Number(this.ctx.storage.kv.get("housekeeping_at") ?? 0) <= now);
-      const filesDue = (this.#attachments.nextDue(now, this.#limits.attachmentGraceMs) ?? Infinity) <= now;
-      if (retentionDue || filesDue) await this.housekeep(now);
-    });
-    // After sealing and retention, which move the floor the counts start from.
-    await this.#step("inbox", () => this.#inbox.fromAlarm());
-    this.#scheduleNext();
+    if (!this.#log.meta()) return;
+    await this.#scheduler.alarm();
   }
 
   /** Sealing as the alarm does it, with a given clock (tests): what is due at `now` goes to R2, and
@@ -542,40 +595,13 @@ export class Room extends DurableObject<Env> {
 
   #housekeepingMore = false;
 
-  async #step(name: string, work: () => Promise<unknown>): Promise<void> {
-    try {
-      await work();
-    } catch (err) {
-      log({ event: "room_alarm_step_failed", step: name, error: String(err) });
-    }
-  }
-
   /** Arms the alarm for the earliest work the stored state calls for. */
   #scheduleNext(): void {
-    const now = Date.now();
-    const times: number[] = [];
-    const archive = this.#archive.nextDue(now);
-    if (archive !== null) times.push(archive);
-    const segments = this.#cold.nextDue(now);
-    if (segments !== null) times.push(segments);
-    if (this.#housekeepingMore) times.push(now);
-    const search = this.#search.nextDue(now);
-    if (search !== null) times.push(search);
-    if (this.#log.retentionDays !== null) {
-      times.push(Number(this.ctx.storage.kv.get("housekeeping_at") ?? now));
-    }
-    const files = this.#attachments.nextDue(now, this.#limits.attachmentGraceMs);
-    if (files !== null) times.push(files);
-    const inbox = this.#inbox.nextDue(now);
-    if (inbox !== null) times.push(inbox);
-    if (times.length > 0) this.#wakeAt(Math.min(...times));
+    this.#scheduler.schedule(Date.now());
   }
 
-  /** Makes sure the alarm fires by `at` (an earlier alarm already does). */
   #wakeAt(at: number): void {
-    if (this.#alarmAt !== null && this.#alarmAt <= at) return;
-    this.#alarmAt = at;
-    void this.ctx.storage.setAlarm(at);
+    this.#scheduler.wakeAt(at);
   }
 
   /** Records a member's new role or name (no event: roles are not part of the log). */

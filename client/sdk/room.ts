@@ -17,6 +17,7 @@
  *   ends (4403, or a connection refused with 403/404) the session stops for good, fails what is
  *   left in its outbox and says so through `onEnded`; 4008 resumes at once; 1008 backs off.
  */
+import { commandRequest } from "../../protocol/commands.ts";
 import {
   type ErrorCode,
   type RevokedReason,
@@ -449,37 +450,10 @@ export class RoomSession {
     }
   }
 
+  /** The command over HTTP, in the form the registry gives it (protocol/commands.ts). */
   async #overHttp(cmd: SequencedCommand): Promise<number> {
-    const base = `/api/rooms/${this.roomId}/messages`;
-    const conn = this.#opts.conn;
-    const { seq } = await (async () => {
-      switch (cmd.type) {
-        case "send":
-          return requestJson<{ seq: number }>(conn, "POST", base, {
-            clientId: cmd.clientId,
-            text: cmd.text,
-            ...(cmd.threadRoot !== undefined ? { threadRoot: cmd.threadRoot } : {}),
-            ...(cmd.attachments ? { attachments: cmd.attachments } : {}),
-          });
-        case "edit":
-          return requestJson<{ seq: number }>(conn, "PATCH", `${base}/${cmd.target}`, {
-            clientId: cmd.clientId,
-            text: cmd.text,
-          });
-        case "delete":
-          return requestJson<{ seq: number }>(
-            conn,
-            "DELETE",
-            `${base}/${cmd.target}?clientId=${cmd.clientId}`,
-          );
-        case "react":
-          return requestJson<{ seq: number }>(conn, "POST", `${base}/${cmd.target}/reactions`, {
-            clientId: cmd.clientId,
-            emoji: cmd.emoji,
-            on: cmd.on,
-          });
-      }
-    })();
+    const req = commandRequest(this.roomId, cmd);
+    const { seq } = await requestJson<{ seq: number }>(this.#opts.conn, req.method, req.path, req.body);
     return seq;
   }
 

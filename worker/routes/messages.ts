@@ -5,7 +5,8 @@
  */
 import { type Context, Hono } from "hono";
 import { limitsOf } from "../../config/limits.ts";
-import { isClientId, isSeq, parseCommand, type SequencedCommand } from "../../protocol/index.ts";
+import { COMMAND_TYPES, COMMANDS, type CommandType } from "../../protocol/commands.ts";
+import { isSeq, parseCommand } from "../../protocol/index.ts";
 import { ApiError } from "../errors.ts";
 import { intParam, readJsonObject } from "../http.ts";
 import { checkSocketOrigin } from "../origins.ts";
@@ -29,12 +30,22 @@ function seqParam(c: Context<AppEnv>): number {
   return seq;
 }
 
+/** A command's fields as its HTTP form carries them (protocol/commands.ts): the JSON body or the
+ * query string, plus the target from the path. */
+async function commandFields(c: Context<AppEnv>, type: CommandType): Promise<Record<string, unknown>> {
+  const http = COMMANDS[type].http;
+  const fields: Record<string, unknown> =
+    http.fields === "body" ? await readJsonObject(c, limitsOf(c.env)[http.bodyLimit]) : { ...c.req.query() };
+  if (http.path.includes(":seq")) fields.target = seqParam(c);
+  // Without a clientId a repeat answers 409 instead of the original seq (parseCommand checks one
+  // that is given).
+  if (http.clientIdOptional && fields.clientId === undefined)
+    fields.clientId = `http-${type}-${crypto.randomUUID()}`;
+  return fields;
+}
+
 /** Parses a command from fields, runs it in the room, and answers 201 (created) or 200 (a retry). */
-async function runCommand(
-  c: Context<AppEnv>,
-  type: SequencedCommand["type"],
-  fields: Record<string, unknown>,
-) {
+async function runCommand(c: Context<AppEnv>, type: CommandType, fields: Record<string, unknown>) {
   const parsed = parseCommand(type, fields, limitsOf(c.env));
   if (!parsed.ok) throw ApiError.from(parsed);
   const stub = await stubFor(c);
@@ -43,7 +54,15 @@ async function runCommand(
   return c.json({ seq: result.seq }, result.created ? 201 : 200);
 }
 
-export const messageRoutes = new Hono<AppEnv>()
+export const messageRoutes = new Hono<AppEnv>();
+
+// The sequenced commands, each at the HTTP form the registry gives it.
+for (const type of COMMAND_TYPES) {
+  const { method, path } = COMMANDS[type].http;
+  messageRoutes.on(method, `/:roomId${path}`, async (c) => runCommand(c, type, await commandFields(c, type)));
+}
+
+messageRoutes
   .get("/:roomId/messages", async (c) => {
     const limits = limitsOf(c.env);
     const before = intParam(c, "before", { min: 1 });
@@ -55,26 +74,6 @@ export const messageRoutes = new Hono<AppEnv>()
     const page = await stub.history(c.get("identity").userId, { before, after, limit });
     if (!page.ok) throw ApiError.from(page);
     return c.body(page.body, 200, { "content-type": "application/json; charset=utf-8" });
-  })
-  .post("/:roomId/messages", async (c) => {
-    const body = await readJsonObject(c, limitsOf(c.env).maxFrameBytes);
-    return runCommand(c, "send", body);
-  })
-  .patch("/:roomId/messages/:seq", async (c) => {
-    const body = await readJsonObject(c, limitsOf(c.env).maxFrameBytes);
-    return runCommand(c, "edit", { ...body, target: seqParam(c) });
-  })
-  .delete("/:roomId/messages/:seq", async (c) => {
-    // clientId is optional here: without one, a repeated DELETE answers 409 instead of the original seq.
-    const given = c.req.query("clientId");
-    if (given !== undefined && !isClientId(given))
-      throw new ApiError("bad_request", "clientId must be 1-64 characters of [A-Za-z0-9_-]");
-    const clientId = given ?? `http-delete-${crypto.randomUUID()}`;
-    return runCommand(c, "delete", { clientId, target: seqParam(c) });
-  })
-  .post("/:roomId/messages/:seq/reactions", async (c) => {
-    const body = await readJsonObject(c, limitsOf(c.env).maxJsonBodyBytes);
-    return runCommand(c, "react", { ...body, target: seqParam(c) });
   })
   .put("/:roomId/read", async (c) => {
     const body = await readJsonObject(c, limitsOf(c.env).maxJsonBodyBytes);

@@ -23,14 +23,8 @@
 import type { Limits } from "../config/limits.ts";
 import { type ExportRow, parseSegmentLine, recommit, segmentLine, stateOf } from "../protocol/chain.ts";
 import type { RoomEvent } from "../protocol/index.ts";
-import {
-  type RoomLog,
-  type StoredRow,
-  scrubbedJson,
-  segmentKey,
-  type TargetRow,
-  tombstoneJson,
-} from "./room-log.ts";
+import { type RoomLog, type StoredRow, scrubbedJson, type TargetRow, tombstoneJson } from "./room-log.ts";
+import { segmentKey } from "./room-schema.ts";
 
 interface Segment {
   from: number;

@@ -9,7 +9,8 @@ import { runInDurableObject } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import { DEFAULT_LIMITS } from "../../config/limits.ts";
-import { RoomLog, segmentKey } from "../../durable-objects/room-log.ts";
+import { RoomLog } from "../../durable-objects/room-log.ts";
+import { segmentKey } from "../../durable-objects/room-schema.ts";
 
 const EVENTS = 4000;
 const COLUMNS =

@@ -50,18 +50,12 @@ import { InboxFeed } from "./room-inbox.ts";
 import { type Member, RoomLog, type RoomMeta, type StoredRow, type TargetRow } from "./room-log.ts";
 import { SearchFeed } from "./room-search.ts";
 import { closeQuietly, RoomSockets, type SocketInfo, send, sendError } from "./room-sockets.ts";
+import { parseStreamRequest, type StreamOpening } from "./room-streams.ts";
 import { Scheduler } from "./scheduler.ts";
 
 export type { SocketInfo } from "./room-sockets.ts";
 
-/** Header through which the worker hands the authenticated caller to the object. The worker always
- * overwrites it, and only the worker can reach the object, so a client cannot forge it. The value is
- * URI-encoded JSON: header values are bytes, names are Unicode. */
-export const IDENTITY_HEADER = "x-parley-identity";
-
-export function encodeIdentity(info: SocketInfo): string {
-  return encodeURIComponent(JSON.stringify(info));
-}
+export { encodeIdentity, IDENTITY_HEADER } from "./room-streams.ts";
 
 export interface HistoryQuery {
   before?: number;
@@ -702,29 +696,27 @@ export class Room extends DurableObject<Env> {
     }
   }
 
+  /** The streams: a WebSocket upgrade, or SSE at `…/events` (room-streams.ts parses both). */
   override async fetch(request: Request): Promise<Response> {
-    if (new URL(request.url).pathname.endsWith("/events")) return this.#openEventStream(request);
-    if (request.headers.get("upgrade")?.toLowerCase() !== "websocket") {
+    const sse = new URL(request.url).pathname.endsWith("/events");
+    if (!sse && request.headers.get("upgrade")?.toLowerCase() !== "websocket") {
       return errorResponse("bad_request", "expected a WebSocket upgrade");
     }
-    const info = parseIdentity(request.headers.get(IDENTITY_HEADER));
-    const meta = this.#log.meta();
-    if (!info || !meta || meta.tenantId !== info.tenantId) return errorResponse("not_found", "no such room");
-    const member = this.#log.member(info.id);
-    if (!member) return errorResponse("forbidden", "join the room before connecting");
+    const room = {
+      meta: this.#log.meta(),
+      lastSeq: this.#log.lastSeq,
+      isMember: (id: string) => this.#log.member(id) !== undefined,
+    };
+    const opening = parseStreamRequest(request, room, sse ? "sse" : "ws");
+    if (!opening.ok) return opening.response;
+    return sse ? this.#openEventStream(opening) : this.#openSocket(opening);
+  }
 
-    const params = new URL(request.url).searchParams;
-    const afterParam = params.get("after") ?? "0";
-    const after = /^\d{1,15}$/.test(afterParam) ? Number(afterParam) : Number.NaN;
-    const lastSeq = this.#log.lastSeq;
-    if (!Number.isSafeInteger(after))
-      return errorResponse("bad_request", "after must be a non-negative integer");
-    if (after > lastSeq)
-      return errorResponse("bad_request", `after ${after} is beyond the log (lastSeq ${lastSeq})`);
-
+  #openSocket({ info, after, flow }: StreamOpening): Response {
+    const meta = this.#meta();
     const [client, server] = Object.values(new WebSocketPair()) as [WebSocket, WebSocket];
     this.ctx.acceptWebSocket(server, [info.id]);
-    this.#sockets.open(server, info, after, params.get("flow") === "1");
+    this.#sockets.open(server, info, after, flow);
     record(this.env, {
       name: "ws_open",
       tenant: meta.tenantId,
@@ -735,21 +727,10 @@ export class Room extends DurableObject<Env> {
     return new Response(null, { status: 101, webSocket: client });
   }
 
-  /** SSE: the same replay, `ready`/`gap` and live events as a socket, with `Last-Event-ID` taking
-   * precedence over `after` on a reconnect. The replay is written as the reader takes it
-   * (room-fallback.ts), never built whole. */
-  #openEventStream(request: Request): Response {
-    const info = parseIdentity(request.headers.get(IDENTITY_HEADER));
-    const meta = this.#log.meta();
-    if (!info || !meta || meta.tenantId !== info.tenantId) return errorResponse("not_found", "no such room");
-    if (!this.#log.member(info.id)) return errorResponse("forbidden", "join the room before connecting");
-    const raw = request.headers.get("last-event-id") ?? new URL(request.url).searchParams.get("after") ?? "0";
-    const after = /^\d{1,15}$/.test(raw) ? Number(raw) : Number.NaN;
+  /** SSE: the same replay, `ready`/`gap` and live events as a socket. The replay is written as the
+   * reader takes it (room-fallback.ts), never built whole. */
+  #openEventStream({ info, after }: StreamOpening): Response {
     const lastSeq = this.#log.lastSeq;
-    if (!Number.isSafeInteger(after))
-      return errorResponse("bad_request", "after must be a non-negative integer");
-    if (after > lastSeq)
-      return errorResponse("bad_request", `after ${after} is beyond the log (lastSeq ${lastSeq})`);
     const refused = this.#fallback.admit(info.id);
     if (refused) return errorResponse(refused.code, refused.message, refused.retryAfter);
     // As for a socket: what is committed goes out first, so replay and live stream meet exactly.
@@ -1014,24 +995,6 @@ export class Room extends DurableObject<Env> {
           .catch((err: unknown) => log({ event: "activity_failed", room: meta.roomId, error: String(err) })),
       );
     }
-  }
-}
-
-function parseIdentity(raw: string | null): SocketInfo | null {
-  if (!raw) return null;
-  try {
-    const o = JSON.parse(decodeURIComponent(raw)) as Partial<SocketInfo>;
-    if (
-      typeof o.id !== "string" ||
-      typeof o.name !== "string" ||
-      typeof o.role !== "string" ||
-      typeof o.tenantId !== "string"
-    ) {
-      return null;
-    }
-    return { id: o.id, name: o.name, role: o.role, tenantId: o.tenantId };
-  } catch {
-    return null;
   }
 }
 

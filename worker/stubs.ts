@@ -10,10 +10,10 @@ import { tenantNamespace } from "../platform/residency.ts";
 
 export { PRESENCE_IDENTITY_HEADER, presenceStub, shardOf } from "../durable-objects/presence.ts";
 export { type QuotaKind, quotaStub } from "../durable-objects/quota.ts";
-export { encodeIdentity, IDENTITY_HEADER } from "../durable-objects/room-streams.ts";
 export type { ArchiveMessage } from "../durable-objects/room-archive.ts";
 export { type AttachmentRecord, attachmentKey } from "../durable-objects/room-attachments.ts";
 export type { CommandResult } from "../durable-objects/room-commands.ts";
+export { encodeIdentity, IDENTITY_HEADER } from "../durable-objects/room-streams.ts";
 export {
   partOf,
   type SearchQuery,

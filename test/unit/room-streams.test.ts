@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { encodeIdentity, IDENTITY_HEADER, parseStreamRequest } from "../../durable-objects/room-streams.ts";
+import type { HttpErrorBody } from "../../protocol/index.ts";
 
 // durable-objects/room-streams.ts: the one parser of a request that opens a WebSocket or SSE stream.
 
@@ -18,7 +19,7 @@ function opening(query: string, headers: Record<string, string> = {}, identity: 
 
 async function refusal(r: ReturnType<typeof parseStreamRequest>) {
   if (r.ok) throw new Error("expected a refusal");
-  return { status: r.response.status, body: await r.response.json() };
+  return { status: r.response.status, body: (await r.response.json()) as HttpErrorBody };
 }
 
 describe("a stream's opening request", () => {

@@ -2,7 +2,7 @@
  * @module Test clients that drive Parley through its public surface only: HTTP through the worker's
  * fetch handler and WebSockets through real upgrades, as an outside client would.
  */
-import { env, exports } from "cloudflare:workers";
+import { env } from "cloudflare:workers";
 import { expect } from "vitest";
 import { allHistoryShards } from "../platform/residency.ts";
 import {
@@ -14,17 +14,16 @@ import {
   utf8Bytes,
 } from "../protocol/index.ts";
 
-const ORIGIN = "http://parley.test";
+import { authHeaders, FrameSocket, fetchWorker } from "./frame-socket.ts";
+
+export { authHeaders, fetchWorker };
+
 let counter = 0;
 
 /** A name no other test in the file uses (storage is isolated per file, not per test). */
 export function unique(prefix: string): string {
   counter += 1;
   return `${prefix}${counter}${Math.random().toString(36).slice(2, 8)}`;
-}
-
-export function fetchWorker(path: string, init?: RequestInit): Promise<Response> {
-  return exports.default.fetch(new Request(`${ORIGIN}${path}`, init));
 }
 
 export interface User {
@@ -44,13 +43,6 @@ export async function login(tenant: string, name = unique("user")): Promise<User
   const { token } = (await res.json()) as { token: string };
   const me = (await (await api({ token } as User, "GET", "/api/me")).json()) as { user: { id: string } };
   return { token, id: me.user.id, name, tenant };
-}
-
-/** How a client presents its credential: API tokens (`pk_…`) as Bearer, Access tokens in their header. */
-export function authHeaders(token: string): Record<string, string> {
-  return token.startsWith("pk_")
-    ? { authorization: `Bearer ${token}` }
-    : { "cf-access-jwt-assertion": token };
 }
 
 export function api(
@@ -97,27 +89,19 @@ export async function roomWith(n: number): Promise<{ roomId: string; users: User
   return { roomId, users };
 }
 
-/** A protocol client on one WebSocket: records every frame and lets a test wait for a condition. */
-export class Client {
-  readonly frames: ServerFrame[] = [];
+/** A room client on one WebSocket (frame-socket.ts): records every frame and event, confirms
+ * what it reads when flow control asks it to, and lets a test wait for a condition. */
+export class Client extends FrameSocket<ServerFrame> {
   readonly events: RoomEvent[] = [];
-  closed: { code: number; reason: string } | null = null;
   /** UTF-8 bytes of the event frames received. */
   eventBytes = 0;
   /** Flow control (sockets opened with `flow=1`): confirms with `received` as the SDK does; false
    * never confirms (a reader that fell behind). */
   confirming = false;
   readonly #receipts = new Receipts();
-  readonly #ws: WebSocket;
-  #waiters: (() => void)[] = [];
 
   private constructor(ws: WebSocket) {
-    this.#ws = ws;
-    ws.addEventListener("message", (e) => {
-      const text = typeof e.data === "string" ? e.data : "";
-      const frame = parseServerFrame(text);
-      if (!frame) throw new Error(`server sent a frame that is not JSON: ${String(e.data)}`);
-      this.frames.push(frame);
+    super(ws, parseServerFrame, (frame, text) => {
       const events = eventsOf(frame);
       this.events.push(...events);
       if (events.length > 0) {
@@ -126,11 +110,6 @@ export class Client {
         const due = this.confirming ? this.#receipts.handled(bytes, (events.at(-1) as RoomEvent).seq) : null;
         if (due) this.send(due);
       }
-      this.#wake();
-    });
-    ws.addEventListener("close", (e) => {
-      this.closed = { code: e.code, reason: e.reason };
-      this.#wake();
     });
   }
 
@@ -141,48 +120,11 @@ export class Client {
   }
 
   static async open(user: Pick<User, "token">, roomId: string, after = 0, query = ""): Promise<Client> {
-    const res = await Client.upgrade(user, roomId, `after=${after}${query}`);
-    if (!res.webSocket) throw new Error(`upgrade refused: ${res.status} ${await res.text()}`);
-    res.webSocket.accept();
-    return new Client(res.webSocket);
+    return new Client(await FrameSocket.socket(`/api/rooms/${roomId}/ws?after=${after}${query}`, user.token));
   }
 
   static upgrade(user: Pick<User, "token">, roomId: string, query = "after=0"): Promise<Response> {
-    return fetchWorker(`/api/rooms/${roomId}/ws?${query}`, {
-      headers: { upgrade: "websocket", ...authHeaders(user.token) },
-    });
-  }
-
-  send(frame: unknown): void {
-    this.#ws.send(typeof frame === "string" ? frame : JSON.stringify(frame));
-  }
-
-  close(): void {
-    this.#ws.close(1000, "bye");
-  }
-
-  #wake(): void {
-    const waiters = this.#waiters;
-    this.#waiters = [];
-    for (const w of waiters) w();
-  }
-
-  /** Resolves when `check` holds after some frame; fails (never hangs) after `ms`. */
-  async until(check: (c: Client) => boolean, what: string, ms = 15_000): Promise<void> {
-    const deadline = Date.now() + ms;
-    while (!check(this)) {
-      if (this.closed && !check(this))
-        throw new Error(`socket closed (${this.closed.code}) while waiting for ${what}`);
-      const remaining = deadline - Date.now();
-      if (remaining <= 0) throw new Error(`timed out waiting for ${what}`);
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, remaining);
-        this.#waiters.push(() => {
-          clearTimeout(timer);
-          resolve();
-        });
-      });
-    }
+    return FrameSocket.request(`/api/rooms/${roomId}/ws?${query}`, user.token);
   }
 
   ready(): Promise<void> {
@@ -191,8 +133,10 @@ export class Client {
 
   /** Waits for the frame of a given type whose index is past `from`, and returns it. */
   async next<T extends ServerFrame["type"]>(type: T, from = 0): Promise<Extract<ServerFrame, { type: T }>> {
-    await this.until((c) => c.frames.slice(from).some((f) => f.type === type), `a ${type} frame`);
-    return this.frames.slice(from).find((f) => f.type === type) as Extract<ServerFrame, { type: T }>;
+    return (await this.find((f) => f.type === type, `a ${type} frame`, from)) as Extract<
+      ServerFrame,
+      { type: T }
+    >;
   }
 
   acks(): Extract<ServerFrame, { type: "ack" }>[] {

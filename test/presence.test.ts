@@ -4,58 +4,22 @@ import { afterEach, describe, expect, it, vi } from "vitest";
 import { DEFAULT_LIMITS } from "../config/limits.ts";
 import { presenceStub, shardOf } from "../durable-objects/presence.ts";
 import { parseServerFrame } from "../protocol/index.ts";
-import { api, authHeaders, fetchWorker, json, login, type User, unique } from "./helpers.ts";
+import { FrameSocket } from "./frame-socket.ts";
+import { api, json, login, type User, unique } from "./helpers.ts";
 
 type Frame = Record<string, unknown> & { type: string };
 
-/** A presence session: records frames, lets a test wait for one. */
-class Session {
-  readonly frames: Frame[] = [];
-  closed = false;
-  readonly #ws: WebSocket;
-  #waiters: (() => void)[] = [];
+/** A presence session (frame-socket.ts): records frames, lets a test wait for one. */
+class Session extends FrameSocket<Frame> {
   private constructor(ws: WebSocket) {
-    this.#ws = ws;
-    ws.addEventListener("message", (e) => {
-      this.frames.push(parseServerFrame(String(e.data)) as unknown as Frame);
-      for (const w of this.#waiters.splice(0)) w();
-    });
-    ws.addEventListener("close", () => {
-      this.closed = true;
-      for (const w of this.#waiters.splice(0)) w();
-    });
+    super(ws, (text) => parseServerFrame(text) as unknown as Frame | null);
   }
   static async open(user: User): Promise<Session> {
-    const res = await fetchWorker("/api/presence/ws", {
-      headers: { upgrade: "websocket", ...authHeaders(user.token) },
-    });
-    if (!res.webSocket) throw new Error(`presence upgrade refused: ${res.status}`);
-    res.webSocket.accept();
-    return new Session(res.webSocket);
-  }
-  send(frame: unknown): void {
-    this.#ws.send(JSON.stringify(frame));
-  }
-  close(): void {
-    this.#ws.close(1000, "bye");
+    return new Session(await FrameSocket.socket("/api/presence/ws", user.token));
   }
   /** Resolves with the first frame after index `from` that matches; fails (never hangs) after 10 s. */
-  async next(match: (f: Frame) => boolean, from = 0): Promise<Frame> {
-    const deadline = Date.now() + 10_000;
-    for (;;) {
-      const found = this.frames.slice(from).find(match);
-      if (found) return found;
-      if (this.closed) throw new Error("session closed");
-      const left = deadline - Date.now();
-      if (left <= 0) throw new Error("timed out waiting for a presence frame");
-      await new Promise<void>((resolve) => {
-        const t = setTimeout(resolve, left);
-        this.#waiters.push(() => {
-          clearTimeout(t);
-          resolve();
-        });
-      });
-    }
+  next(match: (f: Frame) => boolean, from = 0): Promise<Frame> {
+    return this.find(match, "a presence frame", from, 10_000);
   }
   /** A ping round trip: every earlier frame of this session has been processed. */
   async sync(): Promise<void> {
@@ -246,7 +210,7 @@ describe("presence", () => {
     s.send("{nope");
     await s.next((f) => f.type === "error", s.frames.findIndex((f) => f.type === "error") + 1);
     await s.sync();
-    expect(s.closed).toBe(false);
+    expect(s.closed).toBeNull();
   });
 
   it("never reveals presence across tenants", async () => {

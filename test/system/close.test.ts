@@ -15,74 +15,14 @@ import {
   type SocketLike,
   websocketTransport,
 } from "../../client/sdk/index.ts";
-import { CLOSE, PING_FRAME, parseServerFrame, type ServerFrame } from "../../protocol/index.ts";
+import { CLOSE } from "../../protocol/index.ts";
 import { Api, type User } from "../../scripts/chaos/api.ts";
 // The app's base URL is provided by the global setup (declared there).
 import type {} from "../browser/global-setup.ts";
+import { NodeRoomSocket } from "./node-socket.ts";
 
 /** The issue's bound: a removed client learns it within a second. */
 const PROMPT_MS = 1_000;
-
-/** A room socket over TCP that sends the ping first and records when things happened. */
-class Peer {
-  readonly frames: ServerFrame[] = [];
-  readonly ws: WebSocket;
-  lastFrameAt = 0;
-  closed: { code: number; reason: string; at: number } | null = null;
-  #waiters: (() => void)[] = [];
-
-  constructor(url: string, headers: Record<string, string>) {
-    this.ws = new WebSocket(url, { headers, perMessageDeflate: false });
-    this.ws.on("open", () => this.ws.send(PING_FRAME));
-    this.ws.on("message", (data) => {
-      const frame = parseServerFrame(data.toString());
-      if (frame) this.frames.push(frame);
-      this.lastFrameAt = performance.now();
-      this.#wake();
-    });
-    this.ws.on("close", (code, reason) => {
-      this.closed = { code, reason: reason.toString(), at: performance.now() };
-      this.#wake();
-    });
-    this.ws.on("error", () => undefined);
-  }
-
-  #wake(): void {
-    const w = this.#waiters;
-    this.#waiters = [];
-    for (const f of w) f();
-  }
-
-  /** Waits for `check`; gives up after `ms` (the test then fails with what it was waiting for). */
-  async until(check: () => boolean, what: string, ms = 35_000): Promise<void> {
-    const deadline = performance.now() + ms;
-    while (!check()) {
-      const left = deadline - performance.now();
-      if (left <= 0) throw new Error(`timed out waiting for ${what}`);
-      await new Promise<void>((resolve) => {
-        const t = setTimeout(resolve, left);
-        this.#waiters.push(() => {
-          clearTimeout(t);
-          resolve();
-        });
-      });
-    }
-  }
-
-  /** Connected, replayed, and its ping answered: the state every test closes it from. */
-  async live(): Promise<void> {
-    await this.until(
-      () => this.frames.some((f) => f.type === "ready") && this.frames.some((f) => f.type === "pong"),
-      "ready and the pong",
-    );
-  }
-
-  /** Milliseconds from `since` to the `close` event (it must have come). */
-  closeAfter(since: number): number {
-    if (!this.closed) throw new Error("not closed");
-    return Math.round(this.closed.at - since);
-  }
-}
 
 describe("closes the room issues, over TCP", () => {
   const base = inject("baseUrl");
@@ -95,7 +35,10 @@ describe("closes the room issues, over TCP", () => {
   const figures: string[] = [];
 
   const peer = (roomId: string, headers: Record<string, string>, query = "") => {
-    const p = new Peer(`${wsBase}/api/rooms/${roomId}/ws?after=0${query}`, headers);
+    const p = new NodeRoomSocket(`${wsBase}/api/rooms/${roomId}/ws?after=0${query}`, {
+      headers,
+      pingFirst: true,
+    });
     open.push(p.ws);
     return p;
   };
@@ -126,7 +69,7 @@ describe("closes the room issues, over TCP", () => {
     await api.login(bob);
     const roomId = await roomWith(bob, "removal");
     const p = peer(roomId, as(bob));
-    await p.live();
+    await p.ready();
     const t0 = performance.now();
     const res = await api.request(admin, "DELETE", `/api/rooms/${roomId}/members/${bob.id}`);
     expect(res.status).toBe(200);
@@ -144,7 +87,7 @@ describe("closes the room issues, over TCP", () => {
     await api.login(cleo);
     const roomId = await roomWith(cleo, "leaving");
     const p = peer(roomId, as(cleo));
-    await p.live();
+    await p.ready();
     const t0 = performance.now();
     expect((await api.request(cleo, "POST", `/api/rooms/${roomId}/leave`)).status).toBe(200);
     await p.until(() => p.closed !== null, "the close");
@@ -163,7 +106,7 @@ describe("closes the room issues, over TCP", () => {
     const joined = await fetch(`${base}/api/rooms/${roomId}/join`, { method: "POST", headers: auth });
     expect(joined.status).toBe(200);
     const p = peer(roomId, auth);
-    await p.live();
+    await p.ready();
     const t0 = performance.now();
     expect((await api.request(admin, "DELETE", `/api/tokens/${bot.id}`)).status).toBe(200);
     await p.until(() => p.closed !== null, "the close");
@@ -177,7 +120,7 @@ describe("closes the room issues, over TCP", () => {
     await api.login(dan);
     const roomId = await roomWith(dan, "strikes");
     const p = peer(roomId, as(dan));
-    await p.live();
+    await p.ready();
     const t0 = performance.now();
     for (let i = 0; i < 10; i++) p.ws.send("not json");
     await p.until(() => p.closed !== null, "the close");
@@ -191,7 +134,7 @@ describe("closes the room issues, over TCP", () => {
     await api.login(eve);
     const roomId = await roomWith(eve, "budget");
     const p = peer(roomId, as(eve)); // no flow=1: closed after the app's 1 MiB budget
-    await p.live();
+    await p.ready();
     const text = "z".repeat(12 * 1024);
     for (let i = 0; i < 100 && p.closed === null; i++) {
       const res = await api.request(admin, "POST", `/api/rooms/${roomId}/messages`, {

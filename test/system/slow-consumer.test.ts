@@ -10,21 +10,12 @@
  * of 10 s (PARLEY_FLOW_STALL_MS; 30 s by default), so that the test sends less and waits less.
  */
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
-import WebSocket from "ws";
 import { DEFAULT_LIMITS } from "../../config/limits.ts";
-import {
-  CLOSE,
-  eventsOf,
-  PING_FRAME,
-  parseServerFrame,
-  Receipts,
-  type RoomEvent,
-  type ServerFrame,
-  utf8Bytes,
-} from "../../protocol/index.ts";
+import { CLOSE } from "../../protocol/index.ts";
 import { Api, type User } from "../../scripts/chaos/api.ts";
 // The app's base URL is provided by the global setup (declared there).
 import type {} from "../browser/global-setup.ts";
+import { NodeRoomSocket } from "./node-socket.ts";
 
 const WINDOW = DEFAULT_LIMITS.flowWindowBytes;
 const BUDGET = 1024 * 1024;
@@ -32,100 +23,6 @@ const FRAME = DEFAULT_LIMITS.maxOutFrameChars + 64;
 const STALL_MS = 10_000;
 const TEXT = "y".repeat(12 * 1024);
 const MESSAGES = 150; // 1.8 MiB: past both the window and the budget
-
-/** A room socket from Node, over real TCP: records frames, confirms like the SDK when asked to. */
-class Reader {
-  readonly frames: ServerFrame[] = [];
-  readonly events: RoomEvent[] = [];
-  eventBytes = 0;
-  closed: number | null = null;
-  confirming: boolean;
-  readonly #receipts = new Receipts();
-  readonly #pinged: boolean;
-  #waiters: (() => void)[] = [];
-  readonly ws: WebSocket;
-
-  constructor(url: string, token: string, confirming: boolean) {
-    this.confirming = confirming;
-    this.ws = new WebSocket(url, { headers: { "Cf-Access-Jwt-Assertion": token }, perMessageDeflate: false });
-    // Readers with flow control act like the SDK and send the ping first, which lets the room's
-    // close complete at once (docs/protocol.md, close codes). The legacy reader, a v1 client that predates flow control
-    // client as written, sends nothing: its 4008 completes only when the runtime lets go of the
-    // connection (about 10 s here; durable-objects/room-sockets.ts, `close`).
-    this.#pinged = confirming;
-    if (confirming) this.ws.on("open", () => this.ws.send(PING_FRAME));
-    this.ws.on("message", (data) => {
-      const text = data.toString();
-      const frame = parseServerFrame(text);
-      if (!frame) throw new Error(`not a frame: ${text.slice(0, 80)}`);
-      this.frames.push(frame);
-      const events = eventsOf(frame);
-      this.events.push(...events);
-      if (events.length > 0) {
-        const bytes = utf8Bytes(text);
-        this.eventBytes += bytes;
-        const due = this.confirming ? this.#receipts.handled(bytes, (events.at(-1) as RoomEvent).seq) : null;
-        if (due) this.ws.send(JSON.stringify(due));
-      }
-      this.#wake();
-    });
-    this.ws.on("close", (code) => {
-      this.closed = code;
-      this.#wake();
-    });
-    this.ws.on("error", () => undefined);
-  }
-
-  confirm(): void {
-    const last = this.events.at(-1);
-    if (last) this.ws.send(JSON.stringify(this.#receipts.confirm(last.seq)));
-  }
-
-  get lastSeq(): number {
-    return this.events.at(-1)?.seq ?? 0;
-  }
-
-  #wake(): void {
-    const w = this.#waiters;
-    this.#waiters = [];
-    for (const f of w) f();
-  }
-
-  async until(check: () => boolean, what: string, ms = 30_000): Promise<void> {
-    const deadline = Date.now() + ms;
-    while (!check()) {
-      if (this.closed !== null) throw new Error(`socket closed (${this.closed}) while waiting for ${what}`);
-      const left = deadline - Date.now();
-      if (left <= 0) throw new Error(`timed out waiting for ${what}`);
-      await new Promise<void>((resolve) => {
-        const t = setTimeout(resolve, Math.min(left, 250));
-        this.#waiters.push(() => {
-          clearTimeout(t);
-          resolve();
-        });
-      });
-    }
-  }
-
-  /** Waits until everything the room wrote before now has been read: a ping that is not the exact
-   * auto-answered frame goes through the room, so its pong comes after all of it. */
-  async drained(): Promise<void> {
-    const from = this.frames.length;
-    this.ws.send(JSON.stringify({ type: "ping", probe: from }));
-    await this.until(() => this.frames.slice(from).some((f) => f.type === "pong"), "the probe's pong");
-  }
-
-  /** Replayed, and (for a reader that pinged first) its ping answered: no frame of the connect is
-   * left in flight to be mistaken for a later one. */
-  ready(): Promise<void> {
-    return this.until(
-      () =>
-        this.frames.some((f) => f.type === "ready") &&
-        (!this.#pinged || this.frames.some((f) => f.type === "pong")),
-      "ready",
-    );
-  }
-}
 
 const range = (from: number, to: number) => Array.from({ length: to - from + 1 }, (_, i) => from + i);
 const seqs = (r: Reader) => r.events.map((e) => e.seq);
@@ -143,10 +40,18 @@ describe("readers that stop reading their sockets", () => {
   }));
   const [sender, fast, paused, legacy, stalled] = people as [User, User, User, User, User];
   let roomId = "";
-  const open: Reader[] = [];
+  const open: NodeRoomSocket[] = [];
   const socket = (u: User, flow: boolean, after = 0) => {
     const url = `${base.replace(/^http/, "ws")}/api/rooms/${roomId}/ws?after=${after}${flow ? "&flow=1" : ""}`;
-    const r = new Reader(url, u.token, flow);
+    // Readers with flow control act like the SDK and send the ping first, which lets the room's
+    // close complete at once (docs/protocol.md, close codes). The legacy reader, a v1 client that
+    // predates flow control, sends nothing: its 4008 completes only when the runtime lets go of the
+    // connection (about 10 s here; durable-objects/room-sockets.ts, `close`).
+    const r = new NodeRoomSocket(url, {
+      headers: { "Cf-Access-Jwt-Assertion": u.token },
+      pingFirst: flow,
+      confirming: flow,
+    });
     open.push(r);
     return r;
   };
@@ -213,7 +118,7 @@ describe("readers that stop reading their sockets", () => {
     // The reader without flow control was closed at its budget; it resumes with `after`.
     readers.legacy.ws.resume();
     await readers.legacy.until(() => readers.legacy.closed !== null, "the legacy reader's close");
-    expect(readers.legacy.closed).toBe(CLOSE.slow.code);
+    expect(readers.legacy.closed?.code).toBe(CLOSE.slow.code);
     expect(readers.legacy.eventBytes).toBeGreaterThan(BUDGET);
     expect(readers.legacy.eventBytes).toBeLessThanOrEqual(BUDGET + FRAME);
     const resumed = socket(legacy, false, readers.legacy.lastSeq);
@@ -230,7 +135,7 @@ describe("readers that stop reading their sockets", () => {
     await readers.fast.until(() => readers.fast.lastSeq >= last + 1, "the trigger message");
     readers.stalled.ws.resume();
     await readers.stalled.until(() => readers.stalled.closed !== null, "the stalled reader's close");
-    expect(readers.stalled.closed).toBe(CLOSE.slow.code);
+    expect(readers.stalled.closed?.code).toBe(CLOSE.slow.code);
     expect(readers.stalled.eventBytes).toBeLessThanOrEqual(WINDOW + FRAME);
     const back = socket(stalled, true, readers.stalled.lastSeq);
     await back.until(() => back.lastSeq >= last + 1, "the stalled reader resumes");

@@ -1,0 +1,130 @@
+/**
+ * @module The Node tests' one protocol client: a room socket over real TCP (the `ws` package) that
+ * records every frame and when it came, confirms what it reads when flow control asks it to (as the
+ * SDK does), and lets a test wait for a condition, failing (never hanging) after a deadline. The
+ * workerd tests' counterpart is test/frame-socket.ts.
+ */
+import WebSocket from "ws";
+import {
+  eventsOf,
+  PING_FRAME,
+  parseServerFrame,
+  Receipts,
+  type RoomEvent,
+  type ServerFrame,
+  utf8Bytes,
+} from "../../protocol/index.ts";
+
+export interface NodeSocketOptions {
+  headers: Record<string, string>;
+  /** Send the exact ping frame first, as the SDK does (it lets a room's close complete at once). */
+  pingFirst?: boolean;
+  /** Confirm what it reads (`received`, flow control). */
+  confirming?: boolean;
+}
+
+export class NodeRoomSocket {
+  readonly frames: ServerFrame[] = [];
+  readonly events: RoomEvent[] = [];
+  eventBytes = 0;
+  /** performance.now() of the last frame. */
+  lastFrameAt = 0;
+  closed: { code: number; reason: string; at: number } | null = null;
+  confirming: boolean;
+  readonly pinged: boolean;
+  readonly ws: WebSocket;
+  readonly #receipts = new Receipts();
+  #waiters: (() => void)[] = [];
+
+  constructor(url: string, o: NodeSocketOptions) {
+    this.confirming = o.confirming ?? false;
+    this.pinged = o.pingFirst ?? false;
+    this.ws = new WebSocket(url, { headers: o.headers, perMessageDeflate: false });
+    if (this.pinged) this.ws.on("open", () => this.ws.send(PING_FRAME));
+    this.ws.on("message", (data) => {
+      const text = data.toString();
+      const frame = parseServerFrame(text);
+      if (!frame) throw new Error(`not a frame: ${text.slice(0, 80)}`);
+      this.frames.push(frame);
+      this.lastFrameAt = performance.now();
+      const events = eventsOf(frame);
+      this.events.push(...events);
+      if (events.length > 0) {
+        const bytes = utf8Bytes(text);
+        this.eventBytes += bytes;
+        const due = this.confirming ? this.#receipts.handled(bytes, (events.at(-1) as RoomEvent).seq) : null;
+        if (due) this.send(due);
+      }
+      this.#wake();
+    });
+    this.ws.on("close", (code, reason) => {
+      this.closed = { code, reason: reason.toString(), at: performance.now() };
+      this.#wake();
+    });
+    this.ws.on("error", () => undefined);
+  }
+
+  send(frame: unknown): void {
+    this.ws.send(typeof frame === "string" ? frame : JSON.stringify(frame));
+  }
+
+  /** Confirms every event received so far (`{"type":"received"}`, flow control). */
+  confirm(): void {
+    const last = this.events.at(-1);
+    if (last) this.send(this.#receipts.confirm(last.seq));
+  }
+
+  /** Milliseconds from `since` (a performance.now()) to the `close` event, which must have come. */
+  closeAfter(since: number): number {
+    if (!this.closed) throw new Error("not closed");
+    return Math.round(this.closed.at - since);
+  }
+
+  get lastSeq(): number {
+    return this.events.at(-1)?.seq ?? 0;
+  }
+
+  #wake(): void {
+    const w = this.#waiters;
+    this.#waiters = [];
+    for (const f of w) f();
+  }
+
+  /** Waits for `check`; gives up after `ms`, or when the socket closes first unless `closing` (a
+   * test waiting for the close itself). */
+  async until(check: () => boolean, what: string, ms = 30_000, closing = false): Promise<void> {
+    const deadline = performance.now() + ms;
+    while (!check()) {
+      if (this.closed !== null && !closing)
+        throw new Error(`socket closed (${this.closed.code}) while waiting for ${what}`);
+      const left = deadline - performance.now();
+      if (left <= 0) throw new Error(`timed out waiting for ${what}`);
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, left);
+        this.#waiters.push(() => {
+          clearTimeout(t);
+          resolve();
+        });
+      });
+    }
+  }
+
+  /** Replayed, and (for a socket that pinged first) its ping answered: no frame of the connect is
+   * left in flight to be mistaken for a later one. */
+  ready(): Promise<void> {
+    return this.until(
+      () =>
+        this.frames.some((f) => f.type === "ready") &&
+        (!this.pinged || this.frames.some((f) => f.type === "pong")),
+      "ready",
+    );
+  }
+
+  /** Waits until everything the room wrote before now has been read: a ping that is not the exact
+   * auto-answered frame goes through the room, so its pong comes after all of it. */
+  async drained(): Promise<void> {
+    const from = this.frames.length;
+    this.send({ type: "ping", probe: from });
+    await this.until(() => this.frames.slice(from).some((f) => f.type === "pong"), "the probe's pong");
+  }
+}

@@ -67,6 +67,14 @@ export const CLOSE = {
   slow: { code: 4008, reason: "slow consumer: reconnect with after" },
 } as const;
 
+/** The closes a client makes itself (the SDK): both normal, told apart by reason in the logs. */
+export const CLIENT_CLOSE = {
+  /** The application closed the session. */
+  bye: { code: 1000, reason: "bye" },
+  /** The device went offline; the session reconnects when it is back. */
+  offline: { code: 1000, reason: "offline" },
+} as const;
+
 /** Close code: the user's access to the room ended; final (never reconnect to that room). */
 export const CLOSE_REVOKED = 4403;
 /** Close code: the client stopped reading; resume at once with `after`. */

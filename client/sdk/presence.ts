@@ -7,7 +7,12 @@
  * server refuses as too frequent (`rate_limited`) is said again after its `retryAfter`, so the
  * latest status always gets through.
  */
-import type { PresenceClientFrame, PresenceServerFrame, PresenceStatus } from "../../protocol/index.ts";
+import {
+  CLIENT_CLOSE,
+  type PresenceClientFrame,
+  type PresenceServerFrame,
+  type PresenceStatus,
+} from "../../protocol/index.ts";
 import { type Backoff, DEFAULT_BACKOFF, fullJitter } from "./backoff.ts";
 import type { SocketLike, SocketOpener } from "./transports.ts";
 
@@ -86,7 +91,7 @@ export class PresenceSession {
     this.#networkDown = !online;
     if (!online) {
       try {
-        this.#socket?.close(1000, "offline");
+        this.#socket?.close(CLIENT_CLOSE.offline.code, CLIENT_CLOSE.offline.reason);
       } catch {}
     } else {
       this.#networkUp?.();
@@ -99,7 +104,7 @@ export class PresenceSession {
     this.#networkUp?.();
     this.#stopHeartbeat();
     try {
-      this.#socket?.close(1000, "bye");
+      this.#socket?.close(CLIENT_CLOSE.bye.code, CLIENT_CLOSE.bye.reason);
     } catch {}
     this.#socket = null;
     this.#wake?.();
@@ -125,7 +130,7 @@ export class PresenceSession {
       try {
         const socket = await this.#opts.open("/api/presence/ws");
         if (this.#closed || this.#networkDown) {
-          socket.close(1000, "bye");
+          socket.close(CLIENT_CLOSE.bye.code, CLIENT_CLOSE.bye.reason);
           if (this.#closed) break;
           continue;
         }

@@ -5,6 +5,7 @@
  * carries commands, the others leave them to HTTP.
  */
 import {
+  CLIENT_CLOSE,
   type ClientFrame,
   eventsOf,
   FLOW_PARAM,
@@ -128,7 +129,7 @@ export function websocketTransport(open: SocketOpener): TransportFactory {
       close() {
         done = true;
         try {
-          ws.close(1000, "bye");
+          ws.close(CLIENT_CLOSE.bye.code, CLIENT_CLOSE.bye.reason);
         } catch {}
       },
     };

@@ -5,16 +5,10 @@
 import { env } from "cloudflare:workers";
 import { expect } from "vitest";
 import { allHistoryShards } from "../platform/residency.ts";
-import {
-  eventsOf,
-  parseServerFrame,
-  Receipts,
-  type RoomEvent,
-  type ServerFrame,
-  utf8Bytes,
-} from "../protocol/index.ts";
+import { parseServerFrame, type RoomEvent, type ServerFrame } from "../protocol/index.ts";
 
 import { authHeaders, FrameSocket, fetchWorker } from "./frame-socket.ts";
+import { RoomReading } from "./room-reading.ts";
 
 export { authHeaders, fetchWorker };
 
@@ -92,31 +86,37 @@ export async function roomWith(n: number): Promise<{ roomId: string; users: User
 /** A room client on one WebSocket (frame-socket.ts): records every frame and event, confirms
  * what it reads when flow control asks it to, and lets a test wait for a condition. */
 export class Client extends FrameSocket<ServerFrame> {
-  readonly events: RoomEvent[] = [];
-  /** UTF-8 bytes of the event frames received. */
-  eventBytes = 0;
-  /** Flow control (sockets opened with `flow=1`): confirms with `received` as the SDK does; false
-   * never confirms (a reader that fell behind). */
-  confirming = false;
-  readonly #receipts = new Receipts();
+  /** The events read, their bytes, and flow control's receipts (room-reading.ts). */
+  readonly reading = new RoomReading();
 
   private constructor(ws: WebSocket) {
     super(ws, parseServerFrame, (frame, text) => {
-      const events = eventsOf(frame);
-      this.events.push(...events);
-      if (events.length > 0) {
-        const bytes = utf8Bytes(text);
-        this.eventBytes += bytes;
-        const due = this.confirming ? this.#receipts.handled(bytes, (events.at(-1) as RoomEvent).seq) : null;
-        if (due) this.send(due);
-      }
+      const due = this.reading.read(frame, text);
+      if (due) this.send(due);
     });
+  }
+
+  get events(): RoomEvent[] {
+    return this.reading.events;
+  }
+
+  get eventBytes(): number {
+    return this.reading.eventBytes;
+  }
+
+  /** Flow control (sockets opened with `flow=1`): confirms with `received` as the SDK does. */
+  get confirming(): boolean {
+    return this.reading.confirming;
+  }
+
+  set confirming(on: boolean) {
+    this.reading.confirming = on;
   }
 
   /** Confirms every event received so far (`{"type":"received"}`, flow control). */
   confirm(): void {
-    const last = this.events.at(-1);
-    if (last) this.send(this.#receipts.confirm(last.seq));
+    const due = this.reading.confirmAll();
+    if (due) this.send(due);
   }
 
   static async open(user: Pick<User, "token">, roomId: string, after = 0, query = ""): Promise<Client> {

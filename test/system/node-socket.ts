@@ -5,15 +5,8 @@
  * workerd tests' counterpart is test/frame-socket.ts.
  */
 import WebSocket from "ws";
-import {
-  eventsOf,
-  PING_FRAME,
-  parseServerFrame,
-  Receipts,
-  type RoomEvent,
-  type ServerFrame,
-  utf8Bytes,
-} from "../../protocol/index.ts";
+import { PING_FRAME, parseServerFrame, type RoomEvent, type ServerFrame } from "../../protocol/index.ts";
+import { RoomReading } from "../room-reading.ts";
 
 export interface NodeSocketOptions {
   headers: Record<string, string>;
@@ -25,19 +18,17 @@ export interface NodeSocketOptions {
 
 export class NodeRoomSocket {
   readonly frames: ServerFrame[] = [];
-  readonly events: RoomEvent[] = [];
-  eventBytes = 0;
   /** performance.now() of the last frame. */
   lastFrameAt = 0;
   closed: { code: number; reason: string; at: number } | null = null;
-  confirming: boolean;
+  /** The events read, their bytes, and flow control's receipts (../room-reading.ts). */
+  readonly reading: RoomReading;
   readonly pinged: boolean;
   readonly ws: WebSocket;
-  readonly #receipts = new Receipts();
   #waiters: (() => void)[] = [];
 
   constructor(url: string, o: NodeSocketOptions) {
-    this.confirming = o.confirming ?? false;
+    this.reading = new RoomReading(o.confirming ?? false);
     this.pinged = o.pingFirst ?? false;
     this.ws = new WebSocket(url, { headers: o.headers, perMessageDeflate: false });
     if (this.pinged) this.ws.on("open", () => this.ws.send(PING_FRAME));
@@ -47,14 +38,8 @@ export class NodeRoomSocket {
       if (!frame) throw new Error(`not a frame: ${text.slice(0, 80)}`);
       this.frames.push(frame);
       this.lastFrameAt = performance.now();
-      const events = eventsOf(frame);
-      this.events.push(...events);
-      if (events.length > 0) {
-        const bytes = utf8Bytes(text);
-        this.eventBytes += bytes;
-        const due = this.confirming ? this.#receipts.handled(bytes, (events.at(-1) as RoomEvent).seq) : null;
-        if (due) this.send(due);
-      }
+      const due = this.reading.read(frame, text);
+      if (due) this.send(due);
       this.#wake();
     });
     this.ws.on("close", (code, reason) => {
@@ -70,8 +55,25 @@ export class NodeRoomSocket {
 
   /** Confirms every event received so far (`{"type":"received"}`, flow control). */
   confirm(): void {
-    const last = this.events.at(-1);
-    if (last) this.send(this.#receipts.confirm(last.seq));
+    const due = this.reading.confirmAll();
+    if (due) this.send(due);
+  }
+
+  get events(): RoomEvent[] {
+    return this.reading.events;
+  }
+
+  get eventBytes(): number {
+    return this.reading.eventBytes;
+  }
+
+  /** Whether it confirms what it reads (flow control); a test stops and resumes it. */
+  get confirming(): boolean {
+    return this.reading.confirming;
+  }
+
+  set confirming(on: boolean) {
+    this.reading.confirming = on;
   }
 
   /** Milliseconds from `since` (a performance.now()) to the `close` event, which must have come. */
@@ -81,7 +83,7 @@ export class NodeRoomSocket {
   }
 
   get lastSeq(): number {
-    return this.events.at(-1)?.seq ?? 0;
+    return this.reading.lastSeq;
   }
 
   #wake(): void {

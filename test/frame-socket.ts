@@ -6,6 +6,7 @@
  * checkouts, which do not have this file.)
  */
 import { exports } from "cloudflare:workers";
+import { Waits } from "./waits.ts";
 
 const ORIGIN = "http://parley.test";
 
@@ -25,7 +26,7 @@ export class FrameSocket<F> {
   readonly frames: F[] = [];
   closed: { code: number; reason: string } | null = null;
   readonly #ws: WebSocket;
-  #waiters: (() => void)[] = [];
+  readonly #waits = new Waits();
 
   /** `parse` turns a text frame into the protocol's frame (null: not one, which fails the test);
    * `received` sees each frame with its text after it is recorded. */
@@ -42,11 +43,11 @@ export class FrameSocket<F> {
         throw new Error(`server sent a frame that is not one: ${String(e.data).slice(0, 200)}`);
       this.frames.push(frame);
       received?.(frame, text);
-      this.#wake();
+      this.#waits.wake();
     });
     ws.addEventListener("close", (e) => {
       this.closed = { code: e.code, reason: e.reason };
-      this.#wake();
+      this.#waits.wake();
     });
   }
 
@@ -72,29 +73,15 @@ export class FrameSocket<F> {
     this.#ws.close(code, reason);
   }
 
-  #wake(): void {
-    const waiters = this.#waiters;
-    this.#waiters = [];
-    for (const w of waiters) w();
-  }
-
   /** Resolves when `check` holds after some frame; fails (never hangs) after `ms`, or when the
    * socket closes first. */
   async until(check: (s: this) => boolean, what: string, ms = 15_000): Promise<void> {
-    const deadline = Date.now() + ms;
-    while (!check(this)) {
-      if (this.closed && !check(this))
-        throw new Error(`socket closed (${this.closed.code}) while waiting for ${what}`);
-      const remaining = deadline - Date.now();
-      if (remaining <= 0) throw new Error(`timed out waiting for ${what}`);
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, remaining);
-        this.#waiters.push(() => {
-          clearTimeout(timer);
-          resolve();
-        });
-      });
-    }
+    await this.#waits.until(
+      () => check(this),
+      what,
+      ms,
+      () => this.closed?.code ?? null,
+    );
   }
 
   /** The first frame after index `from` that `match` accepts, once there is one. */

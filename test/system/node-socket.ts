@@ -7,6 +7,7 @@
 import WebSocket from "ws";
 import { PING_FRAME, parseServerFrame, type RoomEvent, type ServerFrame } from "../../protocol/index.ts";
 import { RoomReading } from "../room-reading.ts";
+import { Waits } from "../waits.ts";
 
 export interface NodeSocketOptions {
   headers: Record<string, string>;
@@ -25,7 +26,7 @@ export class NodeRoomSocket {
   readonly reading: RoomReading;
   readonly pinged: boolean;
   readonly ws: WebSocket;
-  #waiters: (() => void)[] = [];
+  readonly #waits = new Waits();
 
   constructor(url: string, o: NodeSocketOptions) {
     this.reading = new RoomReading(o.confirming ?? false);
@@ -40,11 +41,11 @@ export class NodeRoomSocket {
       this.lastFrameAt = performance.now();
       const due = this.reading.read(frame, text);
       if (due) this.send(due);
-      this.#wake();
+      this.#waits.wake();
     });
     this.ws.on("close", (code, reason) => {
       this.closed = { code, reason: reason.toString(), at: performance.now() };
-      this.#wake();
+      this.#waits.wake();
     });
     this.ws.on("error", () => undefined);
   }
@@ -86,29 +87,10 @@ export class NodeRoomSocket {
     return this.reading.lastSeq;
   }
 
-  #wake(): void {
-    const w = this.#waiters;
-    this.#waiters = [];
-    for (const f of w) f();
-  }
-
-  /** Waits for `check`; gives up after `ms`, or when the socket closes first unless `closing` (a
-   * test waiting for the close itself). */
-  async until(check: () => boolean, what: string, ms = 30_000, closing = false): Promise<void> {
-    const deadline = performance.now() + ms;
-    while (!check()) {
-      if (this.closed !== null && !closing)
-        throw new Error(`socket closed (${this.closed.code}) while waiting for ${what}`);
-      const left = deadline - performance.now();
-      if (left <= 0) throw new Error(`timed out waiting for ${what}`);
-      await new Promise<void>((resolve) => {
-        const t = setTimeout(resolve, left);
-        this.#waiters.push(() => {
-          clearTimeout(t);
-          resolve();
-        });
-      });
-    }
+  /** Waits for `check`; gives up after `ms`, or when the socket closes first while `check` still
+   * fails. */
+  async until(check: () => boolean, what: string, ms = 30_000): Promise<void> {
+    await this.#waits.until(check, what, ms, () => this.closed?.code ?? null);
   }
 
   /** Replayed, and (for a socket that pinged first) its ping answered: no frame of the connect is

@@ -225,7 +225,8 @@ export class Room extends DurableObject<Env> {
       everyAlarm: true,
     });
     scheduler.add("segments", {
-      due: (now) => (this.#cold.hasDirty() ? Math.max(now, this.#cold.retryAt) : null),
+      // The seal task's due time already covers dirty segments (`ColdArchive.nextDue`).
+      due: () => null,
       run: async (now) => {
         if (this.#cold.retryAt > now) return;
         for (let i = 0; i < REWRITES_PER_PASS && (await this.#cold.rewriteOneDirty()); i++) {

@@ -81,9 +81,10 @@ function targetOf(log: RoomLog, archived: ArchivedTargets, seq: number): TargetR
 
 /**
  * A retry of a command that already committed answers its original seq, whatever happened since
- * (within the command window: an older one has no row left to find, docs/protocol.md). The rules
- * run first and the lookup only when they refuse or the append meets the unique index on (author,
- * clientId): a first send, nearly every command, pays no query for being new.
+ * (within the command window: an older one has no row left to find, docs/protocol.md). The append
+ * answers it when the rules pass again (`appendOnce`); when they refuse (a repeated reaction, a
+ * delete of what the first try deleted), the log is asked whether the clientId is taken, so a
+ * first command, nearly every one, pays no query for being new.
  */
 function decide(
   stores: CommandStores,
@@ -92,19 +93,10 @@ function decide(
   now: number,
   archived: ArchivedTargets,
 ): CommandResult {
-  const retried = () => {
-    const seq = stores.log.seqForClientId(actor.id, cmd.clientId);
-    return seq === undefined ? undefined : ({ ok: true, created: false, seq } as const);
-  };
-  let result: CommandResult;
-  try {
-    result = rules(stores, actor, cmd, now, archived);
-  } catch (err) {
-    const earlier = retried();
-    if (earlier) return earlier;
-    throw err;
-  }
-  return result.ok ? result : (retried() ?? result);
+  const result = rules(stores, actor, cmd, now, archived);
+  if (result.ok) return result;
+  const seq = stores.log.seqForClientId(actor.id, cmd.clientId);
+  return seq === undefined ? result : { ok: true, created: false, seq };
 }
 
 function rules(
@@ -146,7 +138,7 @@ function rules(
       return {
         ok: true,
         mentioned: mentions,
-        ...log.append(event, { mentions, apply: (seq) => attachments.attach(ids, seq) }),
+        ...log.appendOnce(event, { mentions, apply: (seq) => attachments.attach(ids, seq) }),
       };
     }
     case "edit": {
@@ -157,7 +149,7 @@ function rules(
       if (target.deleted) return fail("conflict", `message ${cmd.target} was deleted`);
       return {
         ok: true,
-        ...log.append({
+        ...log.appendOnce({
           kind: "edit",
           ts: now,
           author,
@@ -178,7 +170,7 @@ function rules(
       return {
         ok: true,
         targetAuthor: target.authorId,
-        ...log.append(
+        ...log.appendOnce(
           { kind: "delete", ts: now, author, clientId: cmd.clientId, target: cmd.target },
           {
             // The message's attachments go with its text: doomed now, deleted by the next cleanup.
@@ -200,7 +192,7 @@ function rules(
       }
       return {
         ok: true,
-        ...log.append(
+        ...log.appendOnce(
           {
             kind: "reaction",
             ts: now,

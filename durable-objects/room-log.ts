@@ -355,11 +355,26 @@ export class RoomLog {
 
   /**
    * Appends one event with the next seq. The insert and `extras.apply` commit together or not at
-   * all (then `lastSeq` is unchanged). A command calls this inside the same `transaction` as its
-   * idempotency check (room-commands.ts); the unique index on (author, clientId) backs that check:
-   * a second insert of the same pair throws and rolls back instead of creating a duplicate.
+   * all (then `lastSeq` is unchanged). For events that cannot repeat one (joins, leaves, room
+   * updates): a second event with the same (author, clientId) throws and changes nothing.
    */
   append(event: NewEvent, extras: AppendExtras = {}): AppendResult & { created: true } {
+    const result = this.#append(event, extras);
+    if (!result.created) throw new Error(`clientId ${event.clientId} already has event ${result.seq}`);
+    return result;
+  }
+
+  /**
+   * Appends a client's command event, unless its author already has an event with this clientId:
+   * then nothing is written and the answer is that event's seq (`created: false`). The unique
+   * index on (author, clientId) decides it inside the insert, so a first command, nearly every
+   * one, pays no lookup for being new (room-commands.ts runs this in its own transaction).
+   */
+  appendOnce(event: NewEvent & { clientId: string }, extras: AppendExtras = {}): AppendResult {
+    return this.#append(event, extras);
+  }
+
+  #append(event: NewEvent, extras: AppendExtras): AppendResult {
     return this.transaction(() => {
       const seq = this.#lastSeq + 1;
       const full = { seq, ...event } as RoomEvent;
@@ -375,8 +390,8 @@ export class RoomLog {
       const { nonce, contentHash, metaHash, digest } = commit(full);
       const chain = chainNext(this.#chain, seq, digest);
       const msgs = this.#msgs + (full.kind === "message" ? 1 : 0);
-      this.#sql.exec(
-        "INSERT INTO events (seq, kind, author_id, client_id, target, thread_root, ts, json, digest, chain, scheme, nonce, content_hash, meta_hash, msgs) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 2, ?, ?, ?, ?)",
+      const inserted = this.#sql.exec(
+        "INSERT INTO events (seq, kind, author_id, client_id, target, thread_root, ts, json, digest, chain, scheme, nonce, content_hash, meta_hash, msgs) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 2, ?, ?, ?, ?) ON CONFLICT (author_id, client_id) WHERE client_id IS NOT NULL DO NOTHING",
         seq,
         full.kind,
         full.author.id,
@@ -391,7 +406,13 @@ export class RoomLog {
         contentHash,
         metaHash,
         msgs,
-      );
+      ).rowsWritten;
+      if (inserted === 0) {
+        const earlier =
+          full.clientId === undefined ? undefined : this.seqForClientId(full.author.id, full.clientId);
+        if (earlier === undefined) throw new Error(`event ${seq} was not inserted`);
+        return { created: false as const, seq: earlier };
+      }
       for (const userId of extras.mentions ?? []) {
         this.#sql.exec("INSERT OR IGNORE INTO mentions (user_id, seq) VALUES (?, ?)", userId, seq);
       }

@@ -41,6 +41,13 @@ describe("RoomLog (the room's SQLite)", () => {
         log.append({ kind: "message", ts: 3, author: { id: "u_b", name: "B" }, clientId: "same", text: "b" })
           .seq,
       ).toBe(2);
+      // A command's append answers the earlier event instead, and writes nothing.
+      expect(log.appendOnce({ kind: "message", ts: 4, author, clientId: "same", text: "retry" })).toEqual({
+        created: false,
+        seq: 1,
+      });
+      expect(log.lastSeq).toBe(2);
+      expect(log.rowsAfter(0, 10).map((r) => JSON.parse(r.json).text)).toEqual(["one", "b"]);
     });
   });
 

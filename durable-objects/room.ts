@@ -15,6 +15,7 @@ import { log } from "../platform/log.ts";
 import { record } from "../platform/metrics.ts";
 import { directoryDb, filesBucket, roomEventsQueue } from "../platform/residency.ts";
 import { exportLine, type RoomHead } from "../protocol/chain.ts";
+import { COMMANDS } from "../protocol/commands.ts";
 import {
   CLOSE,
   type ClientFrame,
@@ -71,14 +72,6 @@ export interface RoomSummary {
   unread: number;
   mentions: number;
 }
-
-/** The event kind each sequenced command appends (for the `append` metric). */
-const KIND_OF: { [T in SequencedCommand["type"]]: RoomEvent["kind"] } = {
-  send: "message",
-  edit: "edit",
-  delete: "delete",
-  react: "reaction",
-};
 
 /** Attachments deleted per cleanup round: one R2 delete and one D1 statement each. */
 const CLEANUP_BATCH = 50;
@@ -883,7 +876,7 @@ export class Room extends DurableObject<Env> {
     }
     if (result.ok && result.created) {
       this.#broadcast(result.json, result.seq, result.mentioned);
-      this.#appended(KIND_OF[cmd.type], 1, result.seq);
+      this.#appended(COMMANDS[cmd.type].kind, 1, result.seq);
     }
     // A delete may leave a cold segment to rewrite and attachments to remove.
     if (result.ok && result.created && cmd.type === "delete") this.#scheduleNext();

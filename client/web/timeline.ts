@@ -139,7 +139,9 @@ export class Timeline {
         this.#insert(event.seq);
         return [];
       }
-      case "expired":
+      default:
+        // An expired event, or a kind this build does not know: a newer server may append kinds an
+        // open tab (or an installed app) predates, and a client ignores them (docs/protocol.md).
         return [];
     }
   }

@@ -47,6 +47,14 @@ function fold(events: RoomEvent[]) {
 }
 
 describe("the timeline model", () => {
+  it("ignores an event kind it does not know, as a client built before that kind must", () => {
+    const t = new Timeline();
+    const later = { seq: 11, kind: "from_a_newer_server", ts: T0, author: ada, target: 2 };
+    expect(t.apply(later as unknown as RoomEvent)).toEqual([]);
+    const { root } = fold([...log(), later as unknown as RoomEvent]);
+    expect(root).toMatchObject({ text: "hello, edited twice", deleted: false });
+  });
+
   it("folds edits, deletes, reactions and replies into their messages", () => {
     const { root, doomed, rows } = fold(log());
     expect(root).toEqual({

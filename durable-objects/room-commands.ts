@@ -1,5 +1,5 @@
 /**
- * @module The rules of the room's sequenced commands (send, edit, delete, react): who may do what
+ * @module The rules of the room's sequenced commands (send, edit, delete, react, pin): who may do what
  * to which target. Every outcome is a value of `CommandResult`; nothing invalid reaches the log.
  */
 import {
@@ -204,6 +204,25 @@ function rules(
           },
           { apply: () => log.setReaction(cmd.target, actor.id, cmd.emoji, cmd.on) },
         ),
+      };
+    }
+    case "pin": {
+      // Any member may pin or unpin; a pin that changes nothing is appended too (the latest pin
+      // event of a message decides, so a repeat is harmless), which spares a lookup.
+      if (cmd.target <= log.floor) return fail("conflict", TOO_OLD);
+      const target = log.target(cmd.target);
+      if (target?.kind !== "message") return fail("not_found", `no message ${cmd.target}`);
+      if (target.deleted) return fail("conflict", `message ${cmd.target} was deleted`);
+      return {
+        ok: true,
+        ...log.appendOnce({
+          kind: "pin",
+          ts: now,
+          author,
+          clientId: cmd.clientId,
+          target: cmd.target,
+          on: cmd.on,
+        }),
       };
     }
   }

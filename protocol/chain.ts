@@ -110,6 +110,13 @@ const KINDS = {
     ],
     content: [{ key: "emoji", type: "string" }],
   },
+  pin: {
+    meta: [
+      { key: "target", type: "seq" },
+      { key: "on", type: "boolean" },
+    ],
+    content: [],
+  },
   member_join: { meta: [{ key: "user", type: "user" }], content: [] },
   member_leave: { meta: [{ key: "user", type: "user" }], content: [] },
   room_update: {

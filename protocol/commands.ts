@@ -53,6 +53,10 @@ export const COMMANDS: { readonly [T in CommandType]: CommandSpec } = {
     kind: "reaction",
     http: { method: "POST", path: "/messages/:seq/reactions", fields: "body", bodyLimit: "maxJsonBodyBytes" },
   },
+  pin: {
+    kind: "pin",
+    http: { method: "POST", path: "/messages/:seq/pin", fields: "body", bodyLimit: "maxJsonBodyBytes" },
+  },
 };
 
 export const COMMAND_TYPES = Object.keys(COMMANDS) as CommandType[];

@@ -167,6 +167,12 @@ export interface ReactionEvent extends EventBase {
   emoji: string;
   on: boolean;
 }
+/** A message pinned to the room (`on`) or unpinned; per message, the latest pin event decides. */
+export interface PinEvent extends EventBase {
+  kind: "pin";
+  target: number;
+  on: boolean;
+}
 export interface MemberEvent extends EventBase {
   kind: "member_join" | "member_leave";
   user: UserRef;
@@ -192,6 +198,7 @@ export type RoomEvent =
   | EditEvent
   | DeleteEvent
   | ReactionEvent
+  | PinEvent
   | MemberEvent
   | RoomUpdateEvent;
 
@@ -223,8 +230,14 @@ export interface ReactCommand {
   emoji: string;
   on: boolean;
 }
+export interface PinCommand {
+  type: "pin";
+  clientId: string;
+  target: number;
+  on: boolean;
+}
 /** Commands that become sequenced events, and so carry a `clientId` for idempotency. */
-export type SequencedCommand = SendCommand | EditCommand | DeleteCommand | ReactCommand;
+export type SequencedCommand = SendCommand | EditCommand | DeleteCommand | ReactCommand | PinCommand;
 
 export type ClientFrame =
   | SequencedCommand
@@ -377,6 +390,10 @@ export function parseCommand(
       if (typeof o.on !== "boolean") return bad("on must be a boolean", clientId);
       return { ok: true, value: { type: "react", clientId, target: o.target, emoji, on: o.on } };
     }
+    case "pin":
+      if (!isSeq(o.target)) return bad("target must be a seq", clientId);
+      if (typeof o.on !== "boolean") return bad("on must be a boolean", clientId);
+      return { ok: true, value: { type: "pin", clientId, target: o.target, on: o.on } };
     default:
       return bad(`unknown command type ${JSON.stringify(type).slice(0, 40)}`);
   }
@@ -423,6 +440,7 @@ export function parseClientFrame(raw: string | ArrayBuffer, limits: FieldLimits)
     case "edit":
     case "delete":
     case "react":
+    case "pin":
       return parseCommand(o.type, o, limits);
     default:
       return bad(

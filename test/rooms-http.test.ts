@@ -170,6 +170,49 @@ describe("the log over HTTP", () => {
     expect((await api(alice, "DELETE", `/api/rooms/${roomId}/messages/abc`)).status).toBe(400);
   });
 
+  it("pins and unpins a message over a socket and over HTTP, for any member, as sequenced events", async () => {
+    const tenant = unique("t");
+    const alice = await login(tenant);
+    const bob = await login(tenant);
+    const eve = await login(tenant);
+    const roomId = await createRoom(alice);
+    await join(bob, roomId);
+    const { seq } = await json<{ seq: number }>(
+      api(alice, "POST", `/api/rooms/${roomId}/messages`, { clientId: "m", text: "the plan" }),
+    );
+    const socket = await Client.open(bob, roomId, seq);
+    await socket.ready();
+    socket.send({ type: "pin", clientId: "p1", target: seq, on: true });
+    const ack = await socket.next("ack");
+    expect(ack).toMatchObject({ clientId: "p1", seq: seq + 1 });
+    const pin = (body: Record<string, unknown>, user = alice, target: number | string = seq) =>
+      api(user, "POST", `/api/rooms/${roomId}/messages/${target}/pin`, body);
+    const unpinned = await pin({ clientId: "p2", on: false });
+    expect(unpinned.status).toBe(201);
+    expect(await json(unpinned)).toEqual({ seq: seq + 2 });
+    const retried = await pin({ clientId: "p2", on: false });
+    expect([retried.status, await json(retried)]).toEqual([200, { seq: seq + 2 }]);
+    await socket.until((c) => c.events.length === 2, "both pin events");
+    expect(socket.events).toMatchObject([
+      { seq: seq + 1, kind: "pin", target: seq, on: true, author: { id: bob.id }, clientId: "p1" },
+      { seq: seq + 2, kind: "pin", target: seq, on: false, author: { id: alice.id }, clientId: "p2" },
+    ]);
+
+    // Refused, and nothing appended: not a member, not a message, a bad field, a deleted message.
+    expect((await pin({ clientId: "x1", on: true }, eve)).status).toBe(403);
+    expect((await pin({ clientId: "x2", on: true }, alice, 1)).status).toBe(404); // the member_join
+    expect((await pin({ clientId: "x3", on: "yes" })).status).toBe(400);
+    expect((await pin({ clientId: "x4", on: true }, alice, "abc")).status).toBe(400);
+    socket.send({ type: "pin", clientId: "x5", target: seq });
+    expect(await socket.next("error")).toMatchObject({ code: "bad_request", clientId: "x5" });
+    await api(alice, "DELETE", `/api/rooms/${roomId}/messages/${seq}?clientId=d`);
+    expect((await pin({ clientId: "x6", on: true })).status).toBe(409);
+    const tail = await json<{ events: { kind: string }[] }>(
+      api(alice, "GET", `/api/rooms/${roomId}/messages?after=${seq + 2}`),
+    );
+    expect(tail.events.map((e) => e.kind)).toEqual(["delete"]);
+  });
+
   it("answers a retry with its original seq even where the rules would now refuse it, and appends nothing", async () => {
     const alice = await login(unique("t"));
     const roomId = await createRoom(alice);

@@ -1,11 +1,12 @@
 /**
  * @module One room's timeline as the web client shows it: the room's events folded into messages
- * (edits, deletes and reactions applied to their targets, replies counted on their thread roots),
+ * (edits, deletes, reactions and pins applied to their targets, replies counted on their thread roots),
  * plus which stretches of the log are loaded. Pure (no DOM), so it is unit-tested directly.
  *
  * Events arrive in any order: live ones in seq order, history pages backwards, a jump from search
  * somewhere in the middle. Folding is therefore order-independent: the latest edit by seq wins, a
- * delete wins, and for each (emoji, user) the reaction toggle with the highest seq decides. A
+ * delete wins, and for each (emoji, user) the reaction toggle with the highest seq decides, as does
+ * the pin event with the highest seq for a message. A
  * modification whose target is not loaded yet waits and applies when the target arrives.
  */
 import type { AttachmentRef, RoomEvent, UserRef } from "../../protocol/index.ts";
@@ -23,6 +24,8 @@ export interface MessageView {
   reactions: Map<string, UserRef[]>;
   /** Replies in this message's thread (loaded ones). */
   replies: number[];
+  /** Who pinned the message to the room, while it is pinned. */
+  pinnedBy?: UserRef;
 }
 
 /** A non-message event worth a line in the list (joins, leaves, renames). */
@@ -55,6 +58,7 @@ export class Timeline {
   #edits = new Map<number, { seq: number; text: string }>();
   #deleted = new Set<number>();
   #toggles = new Map<number, Map<string, Toggle>>();
+  #pins = new Map<number, Toggle>();
   #replies = new Map<number, Set<number>>();
   #version = 0;
 
@@ -129,6 +133,12 @@ export class Timeline {
         const current = toggles.get(key);
         if (!current || current.seq < event.seq)
           toggles.set(key, { seq: event.seq, on: event.on, user: event.author });
+        return this.#touch(event.target);
+      }
+      case "pin": {
+        const current = this.#pins.get(event.target);
+        if (!current || current.seq < event.seq)
+          this.#pins.set(event.target, { seq: event.seq, on: event.on, user: event.author });
         return this.#touch(event.target);
       }
       case "member_join":
@@ -257,6 +267,9 @@ export class Timeline {
       reactions.set(emoji, users);
     }
     view.reactions = reactions;
+    const pin = this.#pins.get(view.seq);
+    if (pin?.on && !view.deleted) view.pinnedBy = pin.user;
+    else delete view.pinnedBy;
   }
 }
 

@@ -72,6 +72,17 @@ describe("the web client's message features", () => {
     await onBob.getByRole("button", { name: "React 👍" }).click();
     await msg(ada.page, "a message to work with").locator(".reaction", { hasText: "👍 1" }).waitFor();
 
+    // Bob pins it to the room; Ada sees who pinned it, unpins it, and Bob sees the pin go.
+    await onBob.hover();
+    expect(await onBob.locator(".pinned").count()).toBe(0);
+    await onBob.getByRole("button", { name: "Pin", exact: true }).click();
+    await onBob.locator(".pinned", { hasText: "Pinned by Bob" }).waitFor();
+    const onAda = msg(ada.page, "a message to work with");
+    await onAda.locator(".pinned", { hasText: "Pinned by Bob" }).waitFor();
+    await onAda.hover();
+    await onAda.getByRole("button", { name: "Unpin" }).click();
+    await onBob.locator(".pinned").waitFor({ state: "detached" });
+
     // Bob replies in a thread; Ada sees the reply count and opens the thread.
     await onBob.hover();
     await onBob.getByRole("button", { name: "Reply in thread" }).click();

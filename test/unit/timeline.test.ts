@@ -47,6 +47,25 @@ function fold(events: RoomEvent[]) {
 }
 
 describe("the timeline model", () => {
+  it("shows a message pinned by the pin event with the highest seq, in any arrival order", () => {
+    const pins: RoomEvent[] = [
+      { seq: 11, kind: "pin", ts: T0 + 10_000, author: bob, target: 2, on: true },
+      { seq: 12, kind: "pin", ts: T0 + 11_000, author: ada, target: 2, on: false },
+      { seq: 13, kind: "pin", ts: T0 + 12_000, author: ada, target: 2, on: true },
+      { seq: 14, kind: "pin", ts: T0 + 13_000, author: bob, target: 8, on: true },
+    ];
+    for (const order of [[...log(), ...pins], [...pins].reverse().concat(log().reverse())]) {
+      const t = new Timeline();
+      for (const e of order) t.apply(e);
+      expect(t.messages.get(2)?.pinnedBy).toEqual(ada);
+      // A deleted message shows no pin.
+      expect(t.messages.get(8)?.pinnedBy).toBeUndefined();
+    }
+    const t = new Timeline();
+    for (const e of [...log(), ...pins.slice(0, 2)]) t.apply(e);
+    expect(t.messages.get(2)?.pinnedBy).toBeUndefined();
+  });
+
   it("ignores an event kind it does not know, as a client built before that kind must", () => {
     const t = new Timeline();
     const later = { seq: 11, kind: "from_a_newer_server", ts: T0, author: ada, target: 2 };

@@ -1,7 +1,7 @@
 /**
  * @module One message as a DOM element: author, time, safe markdown, attachments (images previewed,
- * everything downloadable), reactions, thread summary, and its actions (react, reply in thread,
- * edit and delete for its author). Text reaches the DOM only as text nodes (dom.ts, markdown.ts).
+ * everything downloadable), reactions, thread summary, whether it is pinned, and its actions (react,
+ * reply in thread, pin, edit and delete for its author). Text reaches the DOM only as text nodes (dom.ts, markdown.ts).
  */
 import { attachmentUrl } from "../api.ts";
 import { formatBytes, formatTime, h } from "../dom.ts";
@@ -17,6 +17,7 @@ export interface MessageContext {
   nameOf(id: string): string;
   presenceOf(id: string): string;
   react(seq: number, emoji: string, on: boolean): void;
+  pin(seq: number, on: boolean): void;
   openThread?(seq: number): void;
   edit(seq: number, text: string): void;
   remove(seq: number): void;
@@ -61,6 +62,9 @@ export function renderMessage(m: MessageView, ctx: MessageContext, continued: bo
         h("time", { attrs: { datetime: new Date(m.ts).toISOString() } }, formatTime(m.ts)),
       ),
     );
+  }
+  if (m.pinnedBy && !m.deleted) {
+    body.append(h("div", { class: "pinned muted" }, `📌 Pinned by ${m.pinnedBy.name}`));
   }
   const text = h("div", { class: "text" });
   if (m.deleted) text.append(h("em", { class: "muted" }, "This message was deleted."));
@@ -166,6 +170,20 @@ function actions(m: MessageView, ctx: MessageContext, mine: boolean, row: HTMLEl
       ),
     );
   }
+  const pin = m.pinnedBy ? "Unpin" : "Pin";
+  bar.append(
+    h(
+      "button",
+      {
+        type: "button",
+        class: "icon",
+        title: `${pin} to the room`,
+        aria: { label: pin },
+        on: { click: () => ctx.pin(m.seq, !m.pinnedBy) },
+      },
+      pin,
+    ),
+  );
   if (mine) {
     bar.append(
       h(

@@ -50,6 +50,7 @@ export function createRoomView(state: AppState, room: RoomSummary, focusSeq?: nu
     nameOf: (id) => state.nameOf(id),
     presenceOf: (id) => state.presenceOf(id),
     react: (seq, emoji, on) => void c.session.command({ type: "react", target: seq, emoji, on }),
+    pin: (seq, on) => void c.session.command({ type: "pin", target: seq, on }),
     openThread: (seq) => openThread(seq),
     edit: (seq, text) => void c.session.command({ type: "edit", target: seq, text }),
     remove: (seq) => void c.session.command({ type: "delete", target: seq }),

@@ -36,7 +36,7 @@ import { ActivityBatch } from "./activity.ts";
 import { presenceStub, shardOf } from "./presence.ts";
 import { RateLimiter } from "./rate-limit.ts";
 import { ArchiveFeed, type ArchiveState } from "./room-archive.ts";
-import { type AttachmentRecord, deleteStored, RoomAttachments } from "./room-attachments.ts";
+import { type AttachmentRecord, RoomAttachments } from "./room-attachments.ts";
 import { ColdArchive } from "./room-cold.ts";
 import {
   type Actor,
@@ -49,10 +49,10 @@ import {
 import { FallbackTransports, SSE_CHUNK_BYTES, type StreamState } from "./room-fallback.ts";
 import { InboxFeed } from "./room-inbox.ts";
 import { type Member, RoomLog, type RoomMeta, type StoredRow, type TargetRow } from "./room-log.ts";
+import { RoomMaintenance } from "./room-maintenance.ts";
 import { SearchFeed } from "./room-search.ts";
 import { closeQuietly, RoomSockets, type SocketInfo, send, sendError } from "./room-sockets.ts";
 import { parseStreamRequest, type StreamOpening } from "./room-streams.ts";
-import { Scheduler } from "./scheduler.ts";
 
 export type { SocketInfo } from "./room-sockets.ts";
 
@@ -64,24 +64,12 @@ export interface HistoryQuery {
   limit: number;
 }
 
-const DAY_MS = 24 * 60 * 60 * 1000;
-
 export interface RoomSummary {
   lastSeq: number;
   readSeq: number;
   unread: number;
   mentions: number;
 }
-
-/** Attachments deleted per cleanup round: one R2 delete and one D1 statement each. */
-const CLEANUP_BATCH = 50;
-
-/** Dirty segments one alarm pass rewrites (a read and a write of R2 each); the alarm comes back at
- * once for the rest, so retention reaching many old segments never holds one pass long. */
-const REWRITES_PER_PASS = 4;
-
-/** The room's alarm tasks, in the order an alarm runs them (see `#tasks`). */
-type RoomTask = "archive" | "search" | "seal" | "segments" | "housekeeping" | "inbox";
 
 export class Room extends DurableObject<Env> {
   readonly #log: RoomLog;
@@ -90,8 +78,9 @@ export class Room extends DurableObject<Env> {
   readonly #attachments: RoomAttachments;
   readonly #stores: CommandStores;
   readonly #limits: Limits;
-  /** The alarm's tasks, each due by what is stored (durable-objects/scheduler.ts). */
-  readonly #scheduler: Scheduler<RoomTask>;
+  /** The background work on the alarm (room-maintenance.ts). Not an RPC method: tests reach it
+   * through `runInDurableObject` to run a step with a given clock. */
+  readonly maintenance: RoomMaintenance;
   readonly #rate: RateLimiter;
   readonly #sockets: RoomSockets;
   readonly #activity = new ActivityBatch();
@@ -172,87 +161,25 @@ export class Room extends DurableObject<Env> {
       },
       published: (jsons) => this.#fallback.publish(jsons),
     });
-    this.#scheduler = this.#tasks(ctx);
+    this.maintenance = new RoomMaintenance({
+      storage: ctx.storage,
+      env,
+      limits: this.#limits,
+      log: this.#log,
+      cold: this.#cold,
+      archive: this.#archive,
+      search: this.#search,
+      inbox: this.#inbox,
+      attachments: this.#attachments,
+    });
     // Pings are answered by the runtime without waking a hibernated room.
     ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair(PING_FRAME, PONG_FRAME));
     // Work left by an earlier life (an outbox not drained, a segment not rewritten) is resumed:
     // the alarm is re-derived from the stored state.
     void ctx.blockConcurrencyWhile(async () => {
-      await this.#scheduler.load();
+      await this.maintenance.load();
       this.#scheduleNext();
     });
-  }
-
-  /**
-   * The room's background work, in the order one alarm runs it: ship to the D1 history and to
-   * search, seal what is due into segments (so the hot and command windows move on), rewrite dirty
-   * segments, apply retention and clean up files, then the inbox counts (after sealing and
-   * retention, which move the floor they start from). Each task is bounded and idempotent, and
-   * says from what its module has stored when it needs the alarm. All but housekeeping run on every
-   * alarm and do whatever is possible then (a send a timer was about to make, a resend whose wait
-   * an operator or a test cut short): the alarm is their net, not their clock.
-   */
-  #tasks(ctx: DurableObjectState): Scheduler<RoomTask> {
-    const failed = (step: RoomTask, err: unknown) =>
-      log({ event: "room_alarm_step_failed", step, error: String(err) });
-    const scheduler = new Scheduler<RoomTask>(ctx.storage, failed);
-    scheduler.add("archive", {
-      due: (now) => this.#archive.nextDue(now),
-      run: async (now) => {
-        const meta = this.#log.meta();
-        if (meta) await this.#archive.drain(meta, now);
-      },
-      everyAlarm: true,
-    });
-    scheduler.add("search", {
-      due: (now) => this.#search.nextDue(now),
-      run: (now) => this.#search.fromAlarm(now),
-      everyAlarm: true,
-    });
-    // After a failed upload or read of R2, sealing and rewriting wait for the backoff to end.
-    scheduler.add("seal", {
-      due: (now) => this.#cold.nextDue(now),
-      run: async (now) => {
-        if (this.#cold.retryAt <= now) await this.#cold.maintain(now);
-      },
-      everyAlarm: true,
-    });
-    scheduler.add("segments", {
-      // The seal task's due time already covers dirty segments (`ColdArchive.nextDue`).
-      due: () => null,
-      run: async (now) => {
-        if (this.#cold.retryAt > now) return;
-        for (let i = 0; i < REWRITES_PER_PASS && (await this.#cold.rewriteOneDirty()); i++) {
-          // next dirty segment
-        }
-      },
-      everyAlarm: true,
-    });
-    scheduler.add("housekeeping", {
-      due: (now) => this.#housekeepingDue(now),
-      run: (now) => this.housekeep(now),
-    });
-    // A new instance checks each member's shard once (what an earlier one left unpushed) and
-    // flushes held read markers; the inbox arms the alarm itself only to retry a failed push.
-    scheduler.add("inbox", {
-      due: (now) => this.#inbox.nextDue(now),
-      run: () => this.#inbox.fromAlarm(),
-      everyAlarm: true,
-    });
-    return scheduler;
-  }
-
-  /** Retention (when the room has a policy: at the stored time, or at once while a pass left
-   * more), or the next file whose grace period ends. */
-  #housekeepingDue(now: number): number | null {
-    let due = this.#attachments.nextDue(now, this.#limits.attachmentGraceMs);
-    if (this.#log.retentionDays !== null) {
-      const retention = this.#housekeepingMore
-        ? now
-        : Number(this.ctx.storage.kv.get("housekeeping_at") ?? now);
-      due = due === null ? retention : Math.min(due, retention);
-    }
-    return due;
   }
 
   #meta(): RoomMeta {
@@ -526,70 +453,16 @@ export class Room extends DurableObject<Env> {
    */
   override async alarm(): Promise<void> {
     if (!this.#log.meta()) return;
-    await this.#scheduler.alarm();
+    await this.maintenance.alarm();
   }
-
-  /** Sealing as the alarm does it, with a given clock (tests): what is due at `now` goes to R2, and
-   * the hot and command windows move on. Returns where the segments stand then. */
-  async seal(now: number): Promise<{ sealedSeq: number; coldSeq: number; floor: number }> {
-    await this.#cold.maintain(now);
-    this.#inbox.changed();
-    this.#scheduleNext();
-    return { sealedSeq: this.#cold.sealedSeq, coldSeq: this.#cold.coldSeq, floor: this.#log.floor };
-  }
-
-  /** Retention: events older than the policy become tombstones (and leave D1, search and R2 through
-   * the watermarks and segment rewrites), their files are doomed, and files due for cleanup are
-   * deleted. Events older than the command window expire first, found in their segments. Public so
-   * tests can run it with a given clock. */
-  async housekeep(now: number): Promise<{ expired: number }> {
-    const days = this.#log.retentionDays;
-    let expired = 0;
-    if (days !== null) {
-      const cutoff = now - days * DAY_MS;
-      const from = this.#log.expiredThrough;
-      let through = from;
-      try {
-        through = await this.#cold.expiryPoint(cutoff);
-      } catch (err) {
-        // R2 could not be read: the events older than the command window wait for the next pass
-        // (within `housekeepingMs`), and so do the newer ones, which expire only after them.
-        log({ event: "room_alarm_step_failed", step: "retention", error: String(err) });
-      }
-      if (through > from) {
-        expired += this.#log.transaction(() => {
-          const n = this.#log.expireThrough(from, through, cutoff);
-          // Files of expired messages go with them (attachments belong to messages only).
-          if (n > 0) this.#attachments.doomRange(from, through);
-          return n;
-        });
-      }
-      const result = this.#log.transaction(() => {
-        const r = this.#log.expireBefore(cutoff, 1000);
-        // Files of expired messages go with them.
-        for (const seq of r.messages) this.#attachments.doomMessage(seq);
-        return r;
-      });
-      expired += result.expired;
-      this.#housekeepingMore = result.more;
-      if (expired > 0) this.#search.kick();
-    }
-    await this.cleanupAttachments(now);
-    if (expired > 0) this.#inbox.changed();
-    this.ctx.storage.kv.put("housekeeping_at", now + this.#limits.housekeepingMs);
-    if (expired > 0 || this.#housekeepingMore) this.#wakeAt(Date.now());
-    return { expired };
-  }
-
-  #housekeepingMore = false;
 
   /** Arms the alarm for the earliest work the stored state calls for. */
   #scheduleNext(): void {
-    this.#scheduler.schedule(Date.now());
+    this.maintenance.scheduleNext();
   }
 
   #wakeAt(at: number): void {
-    this.#scheduler.wakeAt(at);
+    this.maintenance.wakeAt(at);
   }
 
   /** Records a member's new role or name (no event: roles are not part of the log). */
@@ -626,26 +499,6 @@ export class Room extends DurableObject<Env> {
   attachment(userId: string, id: string): AttachmentRecord | null {
     if (!this.#log.member(userId)) return null;
     return this.#attachments.readable(id, userId) ?? null;
-  }
-
-  /**
-   * Deletes (bytes in R2, row in D1, row here) every attachment that is doomed, or pending and
-   * older than `attachmentGraceMs` at `now`. Returns how many. Idempotent, so it may run from an
-   * alarm that is delivered more than once; a failure leaves the rest doomed for the next run.
-   */
-  async cleanupAttachments(now: number): Promise<number> {
-    const meta = this.#log.meta();
-    if (!meta) return 0;
-    const bucket = filesBucket(this.env, meta.tenantId);
-    let removed = 0;
-    for (;;) {
-      const due = this.#attachments.takeDue(now, this.#limits.attachmentGraceMs, CLEANUP_BATCH);
-      if (due.length === 0) return removed;
-      await deleteStored(bucket, directoryDb(this.env, meta.tenantId), meta.tenantId, due);
-      this.#attachments.forget(due.map((r) => r.id));
-      removed += due.length;
-      if (due.length < CLEANUP_BATCH) return removed;
-    }
   }
 
   // ---- WebSocket lifecycle -----------------------------------------------------------------

@@ -11,6 +11,8 @@ import {
   join,
   json,
   login,
+  maintenanceOf,
+  roomObject,
   type User,
   unique,
 } from "./helpers.ts";
@@ -86,10 +88,6 @@ async function storedFor(tenantId: string, roomId: string) {
     objects: listed.objects.map((o) => o.key.split("/").at(-1)).sort(),
     rows: rows.results.map((r) => r.id),
   };
-}
-
-function roomObject(tenantId: string, roomId: string) {
-  return env.ROOM.get(env.ROOM.idFromName(`${tenantId}:${roomId}`));
 }
 
 async function lastSeq(user: User, roomId: string): Promise<number> {
@@ -177,7 +175,11 @@ describe("uploading and downloading", () => {
     expect(res.status).toBe(413);
     expect(await json(res)).toMatchObject({ error: { code: "too_large" } });
     expect(await storedFor(alice!.tenant, roomId)).toEqual({ objects: [], rows: [] });
-    expect(await roomObject(alice!.tenant, roomId).cleanupAttachments(Date.now() + 365 * 86_400_000)).toBe(0);
+    expect(
+      await maintenanceOf(roomObject(alice!.tenant, roomId)).cleanupAttachments(
+        Date.now() + 365 * 86_400_000,
+      ),
+    ).toBe(0);
   });
 
   it("refuses a body longer or shorter than its Content-Length, and stores nothing anywhere", async () => {
@@ -198,7 +200,11 @@ describe("uploading and downloading", () => {
       });
     }
     expect(await storedFor(alice!.tenant, roomId)).toEqual({ objects: [], rows: [] });
-    expect(await roomObject(alice!.tenant, roomId).cleanupAttachments(Date.now() + 365 * 86_400_000)).toBe(0);
+    expect(
+      await maintenanceOf(roomObject(alice!.tenant, roomId)).cleanupAttachments(
+        Date.now() + 365 * 86_400_000,
+      ),
+    ).toBe(0);
   });
 
   it("requires Content-Length", async () => {
@@ -470,18 +476,22 @@ describe("cleanup", () => {
     });
     const room = roomObject(alice!.tenant, roomId);
 
-    expect(await room.cleanupAttachments(Date.now())).toBe(0);
+    expect(await maintenanceOf(room).cleanupAttachments(Date.now())).toBe(0);
     expect(await storedFor(alice!.tenant, roomId)).toEqual({
       objects: [orphan.id, kept.id].sort(),
       rows: [orphan.id, kept.id].sort(),
     });
 
-    expect(await room.cleanupAttachments(Date.now() + limits.attachmentGraceMs + 1000)).toBe(1);
+    expect(await maintenanceOf(room).cleanupAttachments(Date.now() + limits.attachmentGraceMs + 1000)).toBe(
+      1,
+    );
     expect(await storedFor(alice!.tenant, roomId)).toEqual({ objects: [kept.id], rows: [kept.id] });
     expect((await download(alice!, orphan.id)).status).toBe(404);
     expect(await textOf(download(alice!, kept.id))).toBe("kept");
     // Run again (alarms are delivered at least once): nothing more to do.
-    expect(await room.cleanupAttachments(Date.now() + limits.attachmentGraceMs + 1000)).toBe(0);
+    expect(await maintenanceOf(room).cleanupAttachments(Date.now() + limits.attachmentGraceMs + 1000)).toBe(
+      0,
+    );
     // Too late to attach the deleted upload.
     const late = await api(alice!, "POST", `/api/rooms/${roomId}/messages`, {
       clientId: "late",
@@ -513,7 +523,7 @@ describe("cleanup", () => {
     expect(message).not.toHaveProperty("attachments");
 
     // No grace period for a deleted message's files.
-    expect(await roomObject(alice!.tenant, roomId).cleanupAttachments(Date.now())).toBe(1);
+    expect(await maintenanceOf(roomObject(alice!.tenant, roomId)).cleanupAttachments(Date.now())).toBe(1);
     expect(await storedFor(alice!.tenant, roomId)).toEqual({ objects: [], rows: [] });
   });
 });

@@ -2,8 +2,11 @@
  * @module Test clients that drive Parley through its public surface only: HTTP through the worker's
  * fetch handler and WebSockets through real upgrades, as an outside client would.
  */
+import { runInDurableObject } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { expect } from "vitest";
+import type { Room } from "../durable-objects/room.ts";
+import type { RoomMaintenance } from "../durable-objects/room-maintenance.ts";
 import { allHistoryShards } from "../platform/residency.ts";
 import { parseServerFrame, type RoomEvent, type ServerFrame } from "../protocol/index.ts";
 
@@ -203,6 +206,18 @@ export async function after(ts: number): Promise<void> {
 /** The room's Durable Object, as the worker names it. */
 export function roomObject(tenant: string, roomId: string) {
   return env.ROOM.get(env.ROOM.idFromName(`${tenant}:${roomId}`));
+}
+
+/** A room's background work (durable-objects/room-maintenance.ts), run inside the object with a
+ * given clock: its steps are not RPC methods. */
+export function maintenanceOf(room: DurableObjectStub<Room>) {
+  const inRoom = <T>(step: (m: RoomMaintenance) => Promise<T>) =>
+    runInDurableObject(room, (r: Room) => step(r.maintenance));
+  return {
+    seal: (now: number) => inRoom((m) => m.seal(now)),
+    housekeep: (now: number) => inRoom((m) => m.housekeep(now)),
+    cleanupAttachments: (now: number) => inRoom((m) => m.cleanupAttachments(now)),
+  };
 }
 
 /** Waits until the room has written the read markers its sockets sent (it holds them up to

@@ -14,7 +14,17 @@ import { presenceStub, shardOf } from "../durable-objects/presence.ts";
 import { RoomAttachments } from "../durable-objects/room-attachments.ts";
 import { applyCommand } from "../durable-objects/room-commands.ts";
 import { RoomLog } from "../durable-objects/room-log.ts";
-import { api, Client, json, login, roomObject, settleInbox, type User, unique } from "./helpers.ts";
+import {
+  api,
+  Client,
+  json,
+  login,
+  maintenanceOf,
+  roomObject,
+  settleInbox,
+  type User,
+  unique,
+} from "./helpers.ts";
 
 const DAY_MS = 24 * 60 * 60 * 1000;
 
@@ -149,7 +159,7 @@ describe("the room list from the inbox", () => {
           } else if (o.kind === "expire") {
             // Retention of a day, run two days on: everything so far expires.
             await stub.setRetention(1);
-            await stub.housekeep(Date.now() + 2 * DAY_MS);
+            await maintenanceOf(stub).housekeep(Date.now() + 2 * DAY_MS);
           } else {
             // Whatever it held or had in flight goes with it (a read frame held, say: then neither
             // the room nor the list has it).

@@ -17,6 +17,7 @@ import {
   join,
   json,
   login,
+  maintenanceOf,
   type User,
   unique,
 } from "./helpers.ts";
@@ -313,7 +314,7 @@ describe("one directory per jurisdiction", () => {
       .first<{ n: number }>();
     expect(before?.n).toBe(1);
     const afterGrace = Date.now() + 366 * 86_400_000;
-    expect(await roomStub(env, EU, eu.roomId).cleanupAttachments(afterGrace)).toBe(1);
+    expect(await maintenanceOf(roomStub(env, EU, eu.roomId)).cleanupAttachments(afterGrace)).toBe(1);
     const after = await env.DB_EU.prepare("SELECT COUNT(*) AS n FROM attachments WHERE id = ?")
       .bind(eu.attachmentId)
       .first<{ n: number }>();

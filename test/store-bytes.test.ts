@@ -13,7 +13,7 @@ import type { Room } from "../durable-objects/room.ts";
 import { partOf, type SearchShard, searchStub } from "../durable-objects/search.ts";
 import { allHistoryShards } from "../platform/residency.ts";
 import { roomStub } from "../worker/stubs.ts";
-import { Client, createRoom, login, unique } from "./helpers.ts";
+import { Client, createRoom, login, maintenanceOf, unique } from "./helpers.ts";
 
 const MESSAGES = 2000;
 
@@ -102,7 +102,7 @@ describe("bytes per message in each store", () => {
     client.close();
 
     // Seal everything into segments (as the alarm does an hour later) and weigh them in R2.
-    const state = await room.seal(Date.now() + 2 * 60 * 60 * 1000);
+    const state = await maintenanceOf(room).seal(Date.now() + 2 * 60 * 60 * 1000);
     const prefix = `${ada.tenant}/rooms/${roomId}/segments/`;
     const objects = (await env.FILES.list({ prefix })).objects;
     const r2 = objects.reduce((a, o) => a + o.size, 0) / state.sealedSeq;

@@ -241,7 +241,7 @@ describe("cold segments, retention and export", () => {
     expect(tenantRes.status).toBe(200);
     const now = cutoffTs + 30 * DAY;
     for (let more = true, i = 0; more && i < 10; i++) {
-      more = (await runInDurableObject(stub, (room: Room) => room.housekeep(now))).expired > 0;
+      more = (await runInDurableObject(stub, (room: Room) => room.maintenance.housekeep(now))).expired > 0;
     }
     await drainAll(stub, queue);
     for (let i = 0; i < 5; i++) await alarm(stub);
@@ -386,7 +386,7 @@ describe("cold segments, retention and export", () => {
 
     expect((await api(ada, "PATCH", "/api/tenant", { retentionDays: 7 })).status).toBe(200);
     // One ms after the old message's cutoff: the old message expires, the new one (later ms) stays.
-    await runInDurableObject(stub, (room: Room) => room.housekeep(oldTs + 1 + 7 * DAY));
+    await runInDurableObject(stub, (room: Room) => room.maintenance.housekeep(oldTs + 1 + 7 * DAY));
     const download = (id: string) =>
       fetchWorker(`/api/attachments/${id}`, { headers: authHeaders(ada.token) }).then((r) => r.status);
     expect(await download(oldFile)).toBe(404);

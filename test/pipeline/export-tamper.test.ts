@@ -139,9 +139,9 @@ async function scene(): Promise<Scene> {
 
   expect((await api(ada, "PATCH", "/api/tenant", { retentionDays: 30 })).status).toBe(200);
   const stub = roomStub(env, ada.tenant, roomId);
-  expect((await runInDurableObject(stub, (room: Room) => room.housekeep(cutoff + 30 * DAY))).expired).toBe(
-    old,
-  );
+  expect(
+    (await runInDurableObject(stub, (room: Room) => room.maintenance.housekeep(cutoff + 30 * DAY))).expired,
+  ).toBe(old);
   const text = await exportRoom(ada, roomId);
   return {
     ada,

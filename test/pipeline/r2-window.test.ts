@@ -216,7 +216,7 @@ describe("R2 holds the complete history", () => {
     const armed = await runInDurableObject(stub, (_r: Room, s) => s.storage.getAlarm());
     expect(armed).not.toBeNull();
     expect(armed).toBeLessThanOrEqual(oldest + SEAL_AFTER);
-    const seal = (now: number) => runInDurableObject(stub, (room: Room) => room.seal(now));
+    const seal = (now: number) => runInDurableObject(stub, (room: Room) => room.maintenance.seal(now));
     expect(await seal(oldest + SEAL_AFTER - 1)).toMatchObject({ sealedSeq: 200 });
     expect(await seal(oldest + SEAL_AFTER)).toMatchObject({ sealedSeq: 251 });
 
@@ -597,9 +597,9 @@ describe("retention across the floor", () => {
 
     expect((await api(ada, "PATCH", "/api/tenant", { retentionDays: 30 })).status).toBe(200);
     await holdRewrites(stub, true);
-    expect((await runInDurableObject(stub, (room: Room) => room.housekeep(cutoff + 30 * DAY))).expired).toBe(
-      150,
-    );
+    expect(
+      (await runInDurableObject(stub, (room: Room) => room.maintenance.housekeep(cutoff + 30 * DAY))).expired,
+    ).toBe(150);
     // Tombstones at once (before any rewrite), and the head says how far retention went.
     const page = await history(ada, roomId, "after=0&limit=200");
     expect(page.slice(0, 150).every((e) => e.kind === "expired")).toBe(true);
@@ -669,9 +669,9 @@ describe("crashes", () => {
         const r = room as unknown as { env: Env };
         r.env = { ...r.env, FILES: crashingPut(r.env.FILES, landsFirst) };
       });
-      await expect(runInDurableObject(stub, (room: Room) => room.seal(oldest + SEAL_AFTER))).rejects.toThrow(
-        "crashed (simulated)",
-      );
+      await expect(
+        runInDurableObject(stub, (room: Room) => room.maintenance.seal(oldest + SEAL_AFTER)),
+      ).rejects.toThrow("crashed (simulated)");
       // The alarm backs off after a failed upload; the test holds it off for an hour (a long outage),
       // so only its own passes touch R2 and the order of events does not depend on timing.
       await runInDurableObject(stub, (_r: Room, state) => {
@@ -691,7 +691,9 @@ describe("crashes", () => {
     await again.ready();
     await sendMany(again, "d", 30);
     again.close();
-    const later = await runInDurableObject(stub, (room: Room) => room.seal(Date.now() + SEAL_AFTER));
+    const later = await runInDurableObject(stub, (room: Room) =>
+      room.maintenance.seal(Date.now() + SEAL_AFTER),
+    );
     expect(later).toMatchObject({ sealedSeq: 81 });
     const inR2 = await segments(ada.tenant, roomId);
     expect([...inR2.keys()]).toEqual(["000000000001-51.ndjson.gz", "000000000052-81.ndjson.gz"]);
@@ -741,9 +743,9 @@ describe("upgrading a room of the previous release", () => {
     await sendMany(client, "later", 580);
     client.close();
     expect((await api(ada, "PATCH", "/api/tenant", { retentionDays: 30 })).status).toBe(200);
-    expect((await runInDurableObject(stub, (room: Room) => room.housekeep(cutoff + 30 * DAY))).expired).toBe(
-      121,
-    );
+    expect(
+      (await runInDurableObject(stub, (room: Room) => room.maintenance.housekeep(cutoff + 30 * DAY))).expired,
+    ).toBe(121);
     expect(await settle(stub)).toMatchObject({ lastSeq: 701, sealedSeq: 700, coldSeq: 200, floor: 0 });
     const expected = await wholeHistory(ada, roomId, 701);
 

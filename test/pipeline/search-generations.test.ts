@@ -69,7 +69,7 @@ describe("search shard generations", () => {
     expect((await api(ada, "PATCH", "/api/tenant", { retentionDays: 1 })).status).toBe(200);
     const later = Date.now() + 2 * DAY;
     for (let more = true, i = 0; more && i < 10; i++) {
-      more = (await runInDurableObject(stub, (room: Room) => room.housekeep(later))).expired > 0;
+      more = (await runInDurableObject(stub, (room: Room) => room.maintenance.housekeep(later))).expired > 0;
     }
     const state = await stub.searchSettled();
     expect(state.expiredThrough).toBeGreaterThanOrEqual(seqs.at(-1) as number);

@@ -12,28 +12,23 @@
 import { DurableObject } from "cloudflare:workers";
 import { type Limits, limitsOf } from "../config/limits.ts";
 import { log } from "../platform/log.ts";
-import { record } from "../platform/metrics.ts";
 import { directoryDb, filesBucket, roomEventsQueue } from "../platform/residency.ts";
 import { exportLine, type RoomHead } from "../protocol/chain.ts";
 import { COMMANDS } from "../protocol/commands.ts";
 import {
   CLOSE,
   type ClientFrame,
-  type ErrorCode,
   errorResponse,
   type Failure,
   failure,
   PING_FRAME,
   PONG_FRAME,
   parseClientFrame,
-  type RoomEvent,
   type SequencedCommand,
   type ServerFrame,
   type UserRef,
   utf8Bytes,
 } from "../protocol/index.ts";
-import { ActivityBatch } from "./activity.ts";
-import { presenceStub, shardOf } from "./presence.ts";
 import { RateLimiter } from "./rate-limit.ts";
 import { ArchiveFeed, type ArchiveState } from "./room-archive.ts";
 import { type AttachmentRecord, RoomAttachments } from "./room-attachments.ts";
@@ -47,6 +42,7 @@ import {
   type CommandStores,
 } from "./room-commands.ts";
 import { FallbackTransports, SSE_CHUNK_BYTES, type StreamState } from "./room-fallback.ts";
+import { RoomFanout, RoomMetrics } from "./room-fanout.ts";
 import { InboxFeed } from "./room-inbox.ts";
 import { type Member, RoomLog, type RoomMeta, type StoredRow, type TargetRow } from "./room-log.ts";
 import { RoomMaintenance } from "./room-maintenance.ts";
@@ -83,7 +79,8 @@ export class Room extends DurableObject<Env> {
   readonly maintenance: RoomMaintenance;
   readonly #rate: RateLimiter;
   readonly #sockets: RoomSockets;
-  readonly #activity = new ActivityBatch();
+  readonly #fanout: RoomFanout;
+  readonly #metrics: RoomMetrics;
   readonly #fallback: FallbackTransports;
   readonly #search: SearchFeed;
   readonly #inbox: InboxFeed;
@@ -148,18 +145,21 @@ export class Room extends DurableObject<Env> {
       log: this.#log,
       limits: this.#limits,
       coldSeq: () => this.#cold.coldSeq,
-      closed: (code) => {
-        const meta = this.#log.meta();
-        if (meta)
-          record(this.env, {
-            name: "ws_close",
-            tenant: meta.tenantId,
-            object: "room",
-            room: meta.roomId,
-            code,
-          });
-      },
+      closed: (code) => this.#metrics.socketClosed(code),
       published: (jsons) => this.#fallback.publish(jsons),
+    });
+    this.#metrics = new RoomMetrics(() => this.env, this.#log);
+    this.#fanout = new RoomFanout({
+      env: () => this.env,
+      limits: this.#limits,
+      log: this.#log,
+      sockets: this.#sockets,
+      search: this.#search,
+      inbox: this.#inbox,
+      archive: this.#archive,
+      metrics: this.#metrics,
+      wakeAt: (at) => this.#wakeAt(at),
+      waitUntil: (p) => ctx.waitUntil(p),
     });
     this.maintenance = new RoomMaintenance({
       storage: ctx.storage,
@@ -222,9 +222,7 @@ export class Room extends DurableObject<Env> {
         ),
       ),
     );
-    for (const result of appended) this.#broadcast(result.json, result.seq);
-    const last = appended.at(-1);
-    if (last) this.#appended("member_join", appended.length, last.seq);
+    this.#fanout.committed("member_join", appended);
     // Answered once the newcomers' inboxes have the room (a room list right after shows it).
     this.#inbox.membersChanged(newcomers.map((m) => m.id));
     await this.#inbox.settle();
@@ -240,8 +238,7 @@ export class Room extends DurableObject<Env> {
       { kind: "member_leave", ts: Date.now(), author: actor, user: { id: member.id, name: member.name } },
       { apply: () => this.#log.removeMember(userId) },
     );
-    this.#broadcast(result.json, result.seq);
-    this.#appended("member_leave", 1, result.seq);
+    this.#fanout.committed("member_leave", [result]);
     // 4403's reason tells the client who ended its access ("left": itself, on any device).
     const how = actor.id === userId ? CLOSE.left : CLOSE.removed;
     this.#fallback.revoke(userId, how);
@@ -257,7 +254,7 @@ export class Room extends DurableObject<Env> {
     const result: CommandResult = refused
       ? { ...refused, clientId: cmd.clientId }
       : await this.#apply(actor, cmd);
-    if (!result.ok) this.#refused(result.code, cmd.type, "http");
+    if (!result.ok) this.#metrics.refused(result.code, cmd.type, "http");
     // Over HTTP the answer waits for the inboxes (a room list after it counts the event).
     else await this.#inbox.settle();
     return result;
@@ -332,8 +329,7 @@ export class Room extends DurableObject<Env> {
       { kind: "room_update", ts: Date.now(), author: { id: actor.id, name: actor.name }, ...changed },
       { apply: () => changed.name !== undefined && this.#log.setMeta({ ...meta, name: changed.name }) },
     );
-    this.#broadcast(result.json, result.seq);
-    this.#appended("room_update", 1, result.seq);
+    this.#fanout.committed("room_update", [result]);
     await this.#inbox.settle();
     return { seq: result.seq };
   }
@@ -560,17 +556,10 @@ export class Room extends DurableObject<Env> {
   }
 
   #openSocket({ info, after, flow }: StreamOpening): Response {
-    const meta = this.#meta();
     const [client, server] = Object.values(new WebSocketPair()) as [WebSocket, WebSocket];
     this.ctx.acceptWebSocket(server, [info.id]);
     this.#sockets.open(server, info, after, flow);
-    record(this.env, {
-      name: "ws_open",
-      tenant: meta.tenantId,
-      object: "room",
-      room: meta.roomId,
-      sockets: this.#sockets.count,
-    });
+    this.#metrics.socketOpened(this.#sockets.count);
     return new Response(null, { status: 101, webSocket: client });
   }
 
@@ -595,7 +584,7 @@ export class Room extends DurableObject<Env> {
     const parsed = parseClientFrame(message, this.#limits);
     if (!parsed.ok) {
       sendError(ws, parsed.code, parsed.message, parsed.clientId);
-      this.#refused(parsed.code, "frame", "ws");
+      this.#metrics.refused(parsed.code, "frame", "ws");
       this.#sockets.strike(ws);
       return;
     }
@@ -632,7 +621,7 @@ export class Room extends DurableObject<Env> {
     const refused = this.#admit(info.id);
     if (refused) {
       sendError(ws, refused.code, refused.message, clientId, refused.retryAfter);
-      this.#refused(refused.code, frame.type, "ws");
+      this.#metrics.refused(refused.code, frame.type, "ws");
       return;
     }
     switch (frame.type) {
@@ -647,7 +636,7 @@ export class Room extends DurableObject<Env> {
         const refused = this.#readRefused(info.id, frame.seq);
         if (refused) {
           sendError(ws, refused.code, refused.message);
-          this.#refused(refused.code, "read", "ws");
+          this.#metrics.refused(refused.code, "read", "ws");
         } else this.#inbox.readLater(info.id, frame.seq);
         break;
       }
@@ -662,7 +651,7 @@ export class Room extends DurableObject<Env> {
   #answer(ws: WebSocket, cmd: SequencedCommand, result: CommandResult): void {
     if (!result.ok) {
       sendError(ws, result.code, result.message, result.clientId);
-      this.#refused(result.code, cmd.type, "ws");
+      this.#metrics.refused(result.code, cmd.type, "ws");
       return;
     }
     // The ack waits behind the event in the same flush, so a sender sees its event, then its ack;
@@ -728,8 +717,7 @@ export class Room extends DurableObject<Env> {
       this.#auditAdminDeletion(actor, cmd.target, result.targetAuthor);
     }
     if (result.ok && result.created) {
-      this.#broadcast(result.json, result.seq, result.mentioned);
-      this.#appended(COMMANDS[cmd.type].kind, 1, result.seq);
+      this.#fanout.committed(COMMANDS[cmd.type].kind, [result], result.mentioned);
     }
     // A delete may leave a cold segment to rewrite and attachments to remove.
     if (result.ok && result.created && cmd.type === "delete") this.#scheduleNext();
@@ -766,30 +754,7 @@ export class Room extends DurableObject<Env> {
     );
   }
 
-  // ---- metrics (platform/metrics.ts) --------------------------------------------
-
-  /** One `append` point per call that appended (`count` events, the last at `seq`), not per event. */
-  #appended(kind: RoomEvent["kind"], count: number, seq: number): void {
-    const meta = this.#log.meta();
-    if (meta)
-      record(this.env, { name: "append", tenant: meta.tenantId, room: meta.roomId, kind, count, seq });
-  }
-
-  /** A frame or command refused with an error (the client was told; this counts it). */
-  #refused(code: ErrorCode, command: ClientFrame["type"] | "frame", transport: "ws" | "http"): void {
-    const meta = this.#log.meta();
-    if (meta)
-      record(this.env, {
-        name: "command_error",
-        tenant: meta.tenantId,
-        room: meta.roomId,
-        code,
-        command,
-        transport,
-      });
-  }
-
-  // ---- fan-out -----------------------------------------------------------------------------
+  // ---- flow control (room-sockets.ts) ------------------------------------------------------
 
   /** `{"type":"received","seq"}` (flow control, room-sockets.ts): a repeat that confirms nothing
    * new costs the sender like a command; a seq never sent on the socket is refused. */
@@ -800,48 +765,13 @@ export class Room extends DurableObject<Env> {
       const refused = this.#admit(info.id);
       if (refused) {
         sendError(ws, refused.code, refused.message, undefined, refused.retryAfter);
-        this.#refused(refused.code, "received", "ws");
+        this.#metrics.refused(refused.code, "received", "ws");
       }
       return;
     }
     sendError(ws, result.code, result.message);
-    this.#refused(result.code, "received", "ws");
+    this.#metrics.refused(result.code, "received", "ws");
     this.#sockets.strike(ws);
-  }
-
-  #broadcast(json: string, seq: number, mentioned: readonly string[] = []): void {
-    this.#sockets.publish(seq, json);
-    // Findable a send after the commit (the output gate holds the send until the event is durable).
-    this.#search.committed(seq, json);
-    this.#inbox.committed(seq, mentioned);
-    this.#archive.kick();
-    // The net under both feeds' timers, for an instance that goes away before they fire: an alarm
-    // already armed before then costs nothing more (one row when it is armed).
-    this.#wakeAt(Date.now() + this.#limits.archiveResendMs);
-    if (this.#activity.add(seq, mentioned))
-      setTimeout(() => this.#sendActivity(), this.#limits.activityWindowMs);
-  }
-
-  /** One coalesced activity notice per presence shard with members of this room. A notice lost to a
-   * crash is a lost hint, not lost data: clients read lastSeq and unread from GET /api/rooms. */
-  #sendActivity(): void {
-    const notice = this.#activity.take();
-    const meta = this.#log.meta();
-    if (!notice || !meta) return;
-    const shards = this.#limits.presenceShards;
-    const byShard = new Map<number, string[]>();
-    for (const id of this.#log.memberIds()) {
-      const n = shardOf(id, shards);
-      byShard.set(n, [...(byShard.get(n) ?? []), id]);
-    }
-    for (const [n, members] of byShard) {
-      const mentioned = notice.mentioned.filter((id) => shardOf(id, shards) === n);
-      this.ctx.waitUntil(
-        presenceStub(this.env, meta.tenantId, n)
-          .activity(meta.roomId, notice.lastSeq, members, mentioned)
-          .catch((err: unknown) => log({ event: "activity_failed", room: meta.roomId, error: String(err) })),
-      );
-    }
   }
 }
 

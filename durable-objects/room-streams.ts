@@ -1,11 +1,24 @@
 /**
- * @module How a stream into a room opens: the identity the worker hands over, and the one parser
- * of an opening request (WebSocket or SSE): who is asking, whether they may read the room, and
- * where their stream starts. The long poll starts from the same `after` rules (`checkAfter`).
+ * @module The room's streams: a WebSocket, SSE at `…/events`, and the long poll. The identity the
+ * worker hands over, the one parser of an opening request (who is asking, whether they may read
+ * the room, where their stream starts), and `RoomStreams`, which opens each kind. The long poll
+ * starts from the same `after` rules (`checkAfter`). What a stream carries once open is
+ * room-sockets.ts's (sockets) and room-fallback.ts's (SSE, and the long poll's wait).
  */
-import { type ErrorCode, errorResponse, isRole } from "../protocol/index.ts";
-import type { RoomMeta } from "./room-log.ts";
-import type { SocketInfo } from "./room-sockets.ts";
+import type { Limits } from "../config/limits.ts";
+import {
+  type ErrorCode,
+  errorResponse,
+  type Failure,
+  failure,
+  isRole,
+  utf8Bytes,
+} from "../protocol/index.ts";
+import type { ColdArchive } from "./room-cold.ts";
+import { type FallbackTransports, SSE_CHUNK_BYTES } from "./room-fallback.ts";
+import type { RoomMetrics } from "./room-fanout.ts";
+import type { RoomLog, RoomMeta } from "./room-log.ts";
+import type { RoomSockets, SocketInfo } from "./room-sockets.ts";
 
 /** Header through which the worker hands the authenticated caller to the object. The worker always
  * overwrites it, and only the worker can reach the object, so a client cannot forge it. The value is
@@ -90,4 +103,112 @@ export function parseStreamRequest(
   const after = checkAfter(raw, room.lastSeq);
   if (!after.ok) return refuse(after.code, after.message);
   return { ok: true, info, after: after.after, flow: transport === "ws" && params.get("flow") === "1" };
+}
+
+export interface StreamsDeps {
+  ctx: DurableObjectState;
+  limits: Limits;
+  log: RoomLog;
+  cold: ColdArchive;
+  sockets: RoomSockets;
+  fallback: FallbackTransports;
+  metrics: RoomMetrics;
+}
+
+export class RoomStreams {
+  readonly #d: StreamsDeps;
+
+  constructor(deps: StreamsDeps) {
+    this.#d = deps;
+  }
+
+  /** The streams' entry: a WebSocket upgrade, or SSE at `…/events`, each opened after the same
+   * parser has said who may read from where. */
+  open(request: Request): Response {
+    const { log } = this.#d;
+    const sse = new URL(request.url).pathname.endsWith("/events");
+    if (!sse && request.headers.get("upgrade")?.toLowerCase() !== "websocket") {
+      return errorResponse("bad_request", "expected a WebSocket upgrade");
+    }
+    const room = {
+      meta: log.meta(),
+      lastSeq: log.lastSeq,
+      isMember: (id: string) => log.member(id) !== undefined,
+    };
+    const opening = parseStreamRequest(request, room, sse ? "sse" : "ws");
+    if (!opening.ok) return opening.response;
+    return sse ? this.#openEventStream(opening) : this.#openSocket(opening);
+  }
+
+  #openSocket({ info, after, flow }: StreamOpening): Response {
+    const { ctx, sockets, metrics } = this.#d;
+    const [client, server] = Object.values(new WebSocketPair()) as [WebSocket, WebSocket];
+    ctx.acceptWebSocket(server, [info.id]);
+    sockets.open(server, info, after, flow);
+    metrics.socketOpened(sockets.count);
+    return new Response(null, { status: 101, webSocket: client });
+  }
+
+  /** SSE: the same replay, `ready`/`gap` and live events as a socket. The replay is written as the
+   * reader takes it (room-fallback.ts), never built whole. */
+  #openEventStream({ info, after }: StreamOpening): Response {
+    const { log, fallback, sockets, limits, cold } = this.#d;
+    const lastSeq = log.lastSeq;
+    const refused = fallback.admit(info.id);
+    if (refused) return errorResponse(refused.code, refused.message, refused.retryAfter);
+    // As for a socket: what is committed goes out first, so replay and live stream meet exactly.
+    sockets.flush();
+    const gap = lastSeq - after > limits.replayCap || after < cold.coldSeq;
+    return fallback.open(info.id, { after, lastSeq, gap });
+  }
+
+  /**
+   * Long poll: events after `after` (at most one frame's worth: 100 events, and about 128 KiB of
+   * them) as soon as there is one, or none when `timeoutMs` passes. The body is
+   * `{"events":[…],"lastSeq"}`, built from the stored JSON. A poll that has to wait holds one of
+   * the caller's stream slots (`maxStreamsPerUser`) while it waits.
+   */
+  async poll(
+    userId: string,
+    after: number,
+    timeoutMs: number,
+  ): Promise<{ ok: true; body: string } | Failure> {
+    const { log, cold, limits, fallback } = this.#d;
+    const deadline = Date.now() + timeoutMs;
+    let admitted = false;
+    for (;;) {
+      if (!log.member(userId)) return failure("forbidden", "join the room to read it");
+      const lastSeq = log.lastSeq;
+      if (after > lastSeq)
+        return failure("bad_request", `after ${after} is beyond the log (lastSeq ${lastSeq})`);
+      const left = deadline - Date.now();
+      if (lastSeq > after || left <= 0) {
+        // Slim rows weigh nothing in SQLite's sum (their JSON is in R2), and events older than the
+        // command window have no row: the budget is applied again once they are read.
+        const read =
+          after < log.floor
+            ? await cold.readAfter(after, limits.maxEventsPerFrame, lastSeq)
+            : await cold.fill(log.jsonAfter(after, lastSeq, limits.maxEventsPerFrame, SSE_CHUNK_BYTES));
+        const rows = read.filter(withinBudget(SSE_CHUNK_BYTES));
+        return { ok: true, body: `{"events":[${rows.map((r) => r.json).join(",")}],"lastSeq":${lastSeq}}` };
+      }
+      if (!admitted) {
+        const refused = fallback.admit(userId);
+        if (refused) return refused;
+        admitted = true;
+      }
+      await fallback.wait(userId, left);
+    }
+  }
+}
+
+/** A filter keeping rows while the JSON before each is under `bytes` (so at least one, and the
+ * one that crosses the budget is the last). */
+function withinBudget(bytes: number): (row: { json: string }) => boolean {
+  let used = 0;
+  return (row) => {
+    if (used >= bytes) return false;
+    used += utf8Bytes(row.json);
+    return true;
+  };
 }

@@ -1,13 +1,20 @@
 /**
- * @module The Room Durable Object: one per room, named `<tenantId>:<roomId>`. It owns the room's
- * ordered log (room-log.ts), its members, its attachments (room-attachments.ts), and its
- * hibernatable WebSockets.
+ * @module The Room Durable Object: one per room, named `<tenantId>:<roomId>`. This file holds the
+ * room's dispatch (each frame and RPC to the part that owns it, after authorization and the rate
+ * limit) and its RPC surface. The parts, each in its own module:
  *
- * Lifecycle: the worker authenticates and forwards the upgrade unchanged (with the caller's
- * identity in a header only it can set); `fetch` accepts the socket, replays what the client missed
- * and sends `ready`; `webSocketMessage` validates and applies each frame. Per-socket state lives in
- * the socket's attachment, so nothing is lost when the object hibernates. How events reach the
- * sockets (fan-out, flow control, closing) is room-sockets.ts's.
+ * - the log, members and read markers: room-log.ts (schema: room-schema.ts);
+ * - the rules of commands: room-commands.ts; attachments: room-attachments.ts;
+ * - the streams' entry (WebSocket, SSE, long poll): room-streams.ts; what sockets carry (fan-out,
+ *   flow control, closing): room-sockets.ts; SSE and the long poll's wait: room-fallback.ts;
+ * - what follows a commit (readers, derived stores, presence notices, metrics): room-fanout.ts;
+ * - the derived stores' feeds: room-archive.ts (D1 history), room-search.ts, room-inbox.ts; the
+ *   segments in R2: room-cold.ts;
+ * - the background work on the alarm: room-maintenance.ts (on scheduler.ts).
+ *
+ * The worker authenticates and forwards the upgrade unchanged (with the caller's identity in a
+ * header only it can set). Per-socket state lives in the socket's attachment, so nothing is lost
+ * when the object hibernates.
  */
 import { DurableObject } from "cloudflare:workers";
 import { type Limits, limitsOf } from "../config/limits.ts";
@@ -18,7 +25,6 @@ import { COMMANDS } from "../protocol/commands.ts";
 import {
   CLOSE,
   type ClientFrame,
-  errorResponse,
   type Failure,
   failure,
   PING_FRAME,
@@ -27,7 +33,6 @@ import {
   type SequencedCommand,
   type ServerFrame,
   type UserRef,
-  utf8Bytes,
 } from "../protocol/index.ts";
 import { RateLimiter } from "./rate-limit.ts";
 import { ArchiveFeed, type ArchiveState } from "./room-archive.ts";
@@ -41,14 +46,14 @@ import {
   type CommandResult,
   type CommandStores,
 } from "./room-commands.ts";
-import { FallbackTransports, SSE_CHUNK_BYTES, type StreamState } from "./room-fallback.ts";
+import { FallbackTransports, type StreamState } from "./room-fallback.ts";
 import { RoomFanout, RoomMetrics } from "./room-fanout.ts";
 import { InboxFeed } from "./room-inbox.ts";
 import { type Member, RoomLog, type RoomMeta, type StoredRow, type TargetRow } from "./room-log.ts";
 import { RoomMaintenance } from "./room-maintenance.ts";
 import { SearchFeed } from "./room-search.ts";
 import { closeQuietly, RoomSockets, type SocketInfo, send, sendError } from "./room-sockets.ts";
-import { parseStreamRequest, type StreamOpening } from "./room-streams.ts";
+import { RoomStreams } from "./room-streams.ts";
 
 export type { SocketInfo } from "./room-sockets.ts";
 
@@ -80,6 +85,7 @@ export class Room extends DurableObject<Env> {
   readonly #rate: RateLimiter;
   readonly #sockets: RoomSockets;
   readonly #fanout: RoomFanout;
+  readonly #streams: RoomStreams;
   readonly #metrics: RoomMetrics;
   readonly #fallback: FallbackTransports;
   readonly #search: SearchFeed;
@@ -160,6 +166,15 @@ export class Room extends DurableObject<Env> {
       metrics: this.#metrics,
       wakeAt: (at) => this.#wakeAt(at),
       waitUntil: (p) => ctx.waitUntil(p),
+    });
+    this.#streams = new RoomStreams({
+      ctx,
+      limits: this.#limits,
+      log: this.#log,
+      cold: this.#cold,
+      sockets: this.#sockets,
+      fallback: this.#fallback,
+      metrics: this.#metrics,
     });
     this.maintenance = new RoomMaintenance({
       storage: ctx.storage,
@@ -497,82 +512,16 @@ export class Room extends DurableObject<Env> {
     return this.#attachments.readable(id, userId) ?? null;
   }
 
-  // ---- WebSocket lifecycle -----------------------------------------------------------------
+  // ---- streams (room-streams.ts) and WebSocket events ----------------------------------------
 
-  /**
-   * Long poll: events after `after` (at most one frame's worth: 100 events, and about 128 KiB of
-   * them) as soon as there is one, or none when `timeoutMs` passes. The body is
-   * `{"events":[…],"lastSeq"}`, built from the stored JSON. A poll that has to wait holds one of
-   * the caller's stream slots (`maxStreamsPerUser`) while it waits.
-   */
-  async poll(
-    userId: string,
-    after: number,
-    timeoutMs: number,
-  ): Promise<{ ok: true; body: string } | Failure> {
-    const deadline = Date.now() + timeoutMs;
-    let admitted = false;
-    for (;;) {
-      if (!this.#log.member(userId)) return failure("forbidden", "join the room to read it");
-      const lastSeq = this.#log.lastSeq;
-      if (after > lastSeq)
-        return failure("bad_request", `after ${after} is beyond the log (lastSeq ${lastSeq})`);
-      const left = deadline - Date.now();
-      if (lastSeq > after || left <= 0) {
-        // Slim rows weigh nothing in SQLite's sum (their JSON is in R2), and events older than the
-        // command window have no row: the budget is applied again once they are read.
-        const read =
-          after < this.#log.floor
-            ? await this.#cold.readAfter(after, this.#limits.maxEventsPerFrame, lastSeq)
-            : await this.#cold.fill(
-                this.#log.jsonAfter(after, lastSeq, this.#limits.maxEventsPerFrame, SSE_CHUNK_BYTES),
-              );
-        const rows = read.filter(withinBudget(SSE_CHUNK_BYTES));
-        return { ok: true, body: `{"events":[${rows.map((r) => r.json).join(",")}],"lastSeq":${lastSeq}}` };
-      }
-      if (!admitted) {
-        const refused = this.#fallback.admit(userId);
-        if (refused) return refused;
-        admitted = true;
-      }
-      await this.#fallback.wait(userId, left);
-    }
+  /** Long poll (room-streams.ts): the worker's `GET /api/rooms/:roomId/poll`. */
+  poll(userId: string, after: number, timeoutMs: number): Promise<{ ok: true; body: string } | Failure> {
+    return this.#streams.poll(userId, after, timeoutMs);
   }
 
-  /** The streams: a WebSocket upgrade, or SSE at `…/events` (room-streams.ts parses both). */
+  /** The streams: a WebSocket upgrade, or SSE at `…/events` (room-streams.ts). */
   override async fetch(request: Request): Promise<Response> {
-    const sse = new URL(request.url).pathname.endsWith("/events");
-    if (!sse && request.headers.get("upgrade")?.toLowerCase() !== "websocket") {
-      return errorResponse("bad_request", "expected a WebSocket upgrade");
-    }
-    const room = {
-      meta: this.#log.meta(),
-      lastSeq: this.#log.lastSeq,
-      isMember: (id: string) => this.#log.member(id) !== undefined,
-    };
-    const opening = parseStreamRequest(request, room, sse ? "sse" : "ws");
-    if (!opening.ok) return opening.response;
-    return sse ? this.#openEventStream(opening) : this.#openSocket(opening);
-  }
-
-  #openSocket({ info, after, flow }: StreamOpening): Response {
-    const [client, server] = Object.values(new WebSocketPair()) as [WebSocket, WebSocket];
-    this.ctx.acceptWebSocket(server, [info.id]);
-    this.#sockets.open(server, info, after, flow);
-    this.#metrics.socketOpened(this.#sockets.count);
-    return new Response(null, { status: 101, webSocket: client });
-  }
-
-  /** SSE: the same replay, `ready`/`gap` and live events as a socket. The replay is written as the
-   * reader takes it (room-fallback.ts), never built whole. */
-  #openEventStream({ info, after }: StreamOpening): Response {
-    const lastSeq = this.#log.lastSeq;
-    const refused = this.#fallback.admit(info.id);
-    if (refused) return errorResponse(refused.code, refused.message, refused.retryAfter);
-    // As for a socket: what is committed goes out first, so replay and live stream meet exactly.
-    this.#sockets.flush();
-    const gap = lastSeq - after > this.#limits.replayCap || after < this.#cold.coldSeq;
-    return this.#fallback.open(info.id, { after, lastSeq, gap });
+    return this.#streams.open(request);
   }
 
   override async webSocketMessage(ws: WebSocket, message: string | ArrayBuffer): Promise<void> {
@@ -773,15 +722,4 @@ export class Room extends DurableObject<Env> {
     this.#metrics.refused(result.code, "received", "ws");
     this.#sockets.strike(ws);
   }
-}
-
-/** A filter keeping rows while the JSON before each is under `bytes` (so at least one, and the
- * one that crosses the budget is the last). */
-function withinBudget(bytes: number): (row: { json: string }) => boolean {
-  let used = 0;
-  return (row) => {
-    if (used >= bytes) return false;
-    used += utf8Bytes(row.json);
-    return true;
-  };
 }

@@ -24,40 +24,60 @@ export interface HttpForm {
   bodyLimit: "maxFrameBytes" | "maxJsonBodyBytes";
 }
 
-export interface CommandSpec {
+export interface CommandSpec<C extends SequencedCommand = SequencedCommand> {
   /** The kind of the event the room appends when the command succeeds. */
   kind: RoomEvent["kind"];
   http: HttpForm;
+  /** A valid command's own fields (all but `type`, `clientId` and `target`): what tests that
+   * exercise every command route send, so a new command needs no entry of its own there. */
+  example: Omit<C, "type" | "clientId" | "target">;
 }
 
-export const COMMANDS: { readonly [T in CommandType]: CommandSpec } = {
-  send: {
-    kind: "message",
-    http: { method: "POST", path: "/messages", fields: "body", bodyLimit: "maxFrameBytes" },
-  },
-  edit: {
-    kind: "edit",
-    http: { method: "PATCH", path: "/messages/:seq", fields: "body", bodyLimit: "maxFrameBytes" },
-  },
-  delete: {
-    kind: "delete",
-    http: {
-      method: "DELETE",
-      path: "/messages/:seq",
-      fields: "query",
-      clientIdOptional: true,
-      bodyLimit: "maxJsonBodyBytes",
+export const COMMANDS: { readonly [T in CommandType]: CommandSpec<Extract<SequencedCommand, { type: T }>> } =
+  {
+    send: {
+      kind: "message",
+      http: { method: "POST", path: "/messages", fields: "body", bodyLimit: "maxFrameBytes" },
+      example: { text: "hello" },
     },
-  },
-  react: {
-    kind: "reaction",
-    http: { method: "POST", path: "/messages/:seq/reactions", fields: "body", bodyLimit: "maxJsonBodyBytes" },
-  },
-  pin: {
-    kind: "pin",
-    http: { method: "POST", path: "/messages/:seq/pin", fields: "body", bodyLimit: "maxJsonBodyBytes" },
-  },
-};
+    edit: {
+      kind: "edit",
+      http: { method: "PATCH", path: "/messages/:seq", fields: "body", bodyLimit: "maxFrameBytes" },
+      example: { text: "hello, edited" },
+    },
+    delete: {
+      kind: "delete",
+      http: {
+        method: "DELETE",
+        path: "/messages/:seq",
+        fields: "query",
+        clientIdOptional: true,
+        bodyLimit: "maxJsonBodyBytes",
+      },
+      example: {},
+    },
+    react: {
+      kind: "reaction",
+      http: {
+        method: "POST",
+        path: "/messages/:seq/reactions",
+        fields: "body",
+        bodyLimit: "maxJsonBodyBytes",
+      },
+      example: { emoji: "👍", on: true },
+    },
+    pin: {
+      kind: "pin",
+      http: { method: "POST", path: "/messages/:seq/pin", fields: "body", bodyLimit: "maxJsonBodyBytes" },
+      example: { on: true },
+    },
+  };
+
+/** `type`'s example command (`CommandSpec.example`) with this clientId and target. */
+export function exampleCommand(type: CommandType, clientId: string, target: number): SequencedCommand {
+  const { example } = COMMANDS[type];
+  return { type, clientId, ...(type === "send" ? {} : { target }), ...example } as SequencedCommand;
+}
 
 export const COMMAND_TYPES = Object.keys(COMMANDS) as CommandType[];
 

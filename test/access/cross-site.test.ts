@@ -1,6 +1,7 @@
 import { createExecutionContext, createMessageBatch, getQueueResult } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { beforeAll, describe, expect, it } from "vitest";
+import { COMMAND_TYPES, COMMANDS, commandRequest, exampleCommand } from "../../protocol/commands.ts";
 import { app } from "../../worker/app.ts";
 import worker from "../../worker/index.ts";
 import { fetchWorker, json, unique } from "../helpers.ts";
@@ -123,21 +124,6 @@ const FORGED: Record<string, (s: Setup) => Forged> = {
   "DELETE /api/rooms/:roomId/members/:userId": (s) => ({
     path: `/api/rooms/${s.privateRoom}/members/${s.memberId}`,
   }),
-  "POST /api/rooms/:roomId/messages": (s) => ({
-    path: `/api/rooms/${s.privateRoom}/messages`,
-    json: { clientId: "forged-send", text: "forged" },
-  }),
-  "PATCH /api/rooms/:roomId/messages/:seq": (s) => ({
-    path: `/api/rooms/${s.privateRoom}/messages/${s.seq}`,
-    json: { clientId: "forged-edit", text: "forged" },
-  }),
-  "DELETE /api/rooms/:roomId/messages/:seq": (s) => ({
-    path: `/api/rooms/${s.privateRoom}/messages/${s.seq}`,
-  }),
-  "POST /api/rooms/:roomId/messages/:seq/reactions": (s) => ({
-    path: `/api/rooms/${s.privateRoom}/messages/${s.seq}/reactions`,
-    json: { clientId: "forged-react", emoji: "👍", on: true },
-  }),
   "PUT /api/rooms/:roomId/read": (s) => ({ path: `/api/rooms/${s.privateRoom}/read`, json: { seq: s.seq } }),
   "POST /api/rooms/:roomId/attachments": (s) => ({
     path: `/api/rooms/${s.privateRoom}/attachments`,
@@ -156,6 +142,15 @@ const FORGED: Record<string, (s: Setup) => Forged> = {
   "PATCH /api/users/:userId": (s) => ({ path: `/api/users/${s.memberId}`, json: { role: "admin" } }),
   "POST /api/admin/history/catch-up": () => ({ path: "/api/admin/history/catch-up" }),
 };
+
+/** A forged command for each command route, from the registry (protocol/commands.ts). */
+for (const type of COMMAND_TYPES) {
+  const { method, path } = COMMANDS[type].http;
+  FORGED[`${method} /api/rooms/:roomId${path}`] = (s) => {
+    const request = commandRequest(s.privateRoom, exampleCommand(type, `forged-${type}`, s.seq));
+    return { path: request.path, ...(request.body ? { json: request.body } : {}) };
+  };
+}
 
 /** The app's state-changing routes, from its own route table. */
 function writeRoutes(): string[] {

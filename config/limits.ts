@@ -175,6 +175,15 @@ export interface Limits {
   housekeepingMs: number;
 }
 
+/**
+ * Messages per delivery to the room-events consumer (`max_batch_size` of the room-events queues in
+ * wrangler.toml; test/scripts/queue-config.test.ts keeps them equal). A message is a room's pack of
+ * up to `PACK_EVENTS` (20) events, and a Worker invocation may make 1,000 D1 queries: 10 packs are
+ * 200 events, at most about 450 statements even when every event is an edit or a delete (two
+ * statements each; test/unit/archive-statements.test.ts).
+ */
+export const ROOM_EVENTS_BATCH = 10;
+
 export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
   maxFrameBytes: 64 * 1024,
   maxTextBytes: 16 * 1024,

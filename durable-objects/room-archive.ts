@@ -21,7 +21,8 @@ import type { RoomEvent } from "../protocol/index.ts";
 import type { ColdArchive } from "./room-cold.ts";
 import type { RoomLog, RoomMeta, StoredRow } from "./room-log.ts";
 
-/** What a room sends to the room-events queue for one event of its log. */
+/** One event of a room's log as the D1 history consumer takes it (worker/archive/consumer.ts). It
+ * was also a queue message of its own before rooms sent packs; the consumer still accepts one. */
 export interface ArchiveMessage {
   tenantId: string;
   roomId: string;
@@ -30,6 +31,18 @@ export interface ArchiveMessage {
    * target's row in whichever period (shard) holds it. */
   targetTs?: number;
 }
+
+/** What a room sends to the room-events queue: consecutive events of its log in one message, so a
+ * busy room pays one queue message (three billed operations) per pack, not per event. */
+export interface ArchivePack {
+  tenantId: string;
+  roomId: string;
+  events: { event: RoomEvent; targetTs?: number }[];
+}
+
+/** Events per pack. A consumer batch (up to 100 messages, wrangler.toml) then carries up to 2,000
+ * events, whose D1 statements stay well inside a Worker invocation's 1,000 queries. */
+export const PACK_EVENTS = 20;
 
 /** Where the room's D1 history stands (operators, tests, the bench). */
 export interface ArchiveState {
@@ -44,24 +57,39 @@ export interface ArchiveState {
   pending: number;
 }
 
-/** Queue limits: 100 messages and 256 KB per `sendBatch`, 128 KB per message (an event is at most
- * about 70 KB: 16 KiB of text escaped, plus its envelope). */
-export function queueBatches<T extends { json: string }>(rows: readonly T[]): T[][] {
-  const batches: T[][] = [];
-  let batch: T[] = [];
-  let bytes = 0;
-  for (const row of rows) {
-    const size = row.json.length * 3 + 256;
-    if (batch.length > 0 && (batch.length >= 100 || bytes + size > 240_000)) {
-      batches.push(batch);
-      batch = [];
-      bytes = 0;
+/** An upper bound of what an event weighs in a queue message: its JSON's UTF-16 length, three
+ * bytes a unit at most in UTF-8, plus its envelope. */
+const weight = (row: { json: string }) => row.json.length * 3 + 256;
+
+/** Splits `items` into groups of at most `count` whose weights sum to at most `bytes` (an item
+ * heavier than that alone in its group), in order. */
+function groups<T>(items: readonly T[], count: number, bytes: number, weigh: (item: T) => number): T[][] {
+  const out: T[][] = [];
+  let group: T[] = [];
+  let used = 0;
+  for (const item of items) {
+    const w = weigh(item);
+    if (group.length > 0 && (group.length >= count || used + w > bytes)) {
+      out.push(group);
+      group = [];
+      used = 0;
     }
-    batch.push(row);
-    bytes += size;
+    group.push(item);
+    used += w;
   }
-  if (batch.length > 0) batches.push(batch);
-  return batches;
+  if (group.length > 0) out.push(group);
+  return out;
+}
+
+/**
+ * Queue limits: 128 KB per message, 100 messages and 256 KB per `sendBatch`. Rows become packs of
+ * at most `PACK_EVENTS` events and about 120 KB (an event is at most about 70 KB: 16 KiB of text
+ * escaped, plus its envelope, so one that heavy travels alone), and packs become `sendBatch` calls
+ * of at most 240 KB.
+ */
+export function queueBatches<T extends { json: string }>(rows: readonly T[]): T[][][] {
+  const packs = groups(rows, PACK_EVENTS, 120_000, weight);
+  return groups(packs, 100, 240_000, (pack) => pack.reduce((sum, row) => sum + weight(row), 0));
 }
 
 /** Consecutive seqs as [from, to] ranges, in order. */
@@ -351,16 +379,20 @@ export class ArchiveFeed {
     const targets = await this.#deps.cold.timesOf(
       rows.map((r) => r.target).filter((t): t is number => t !== null),
     );
-    for (const chunk of queueBatches(rows)) {
+    for (const batch of queueBatches(rows)) {
       await this.#deps.queue().sendBatch(
-        chunk.map((r) => {
-          const body: ArchiveMessage = {
+        batch.map((pack) => {
+          const body: ArchivePack = {
             tenantId: meta.tenantId,
             roomId: meta.roomId,
-            event: JSON.parse(r.json),
+            events: pack.map((r) => {
+              const targetTs = r.target === null ? undefined : targets.get(r.target);
+              return {
+                event: JSON.parse(r.json) as RoomEvent,
+                ...(targetTs !== undefined ? { targetTs } : {}),
+              };
+            }),
           };
-          const targetTs = r.target === null ? undefined : targets.get(r.target);
-          if (targetTs !== undefined) body.targetTs = targetTs;
           return { body, contentType: "json" as const };
         }),
       );

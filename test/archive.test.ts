@@ -1,20 +1,22 @@
 import { createExecutionContext, createMessageBatch, getQueueResult } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
+import type { ArchivePack } from "../durable-objects/room-archive.ts";
 import type { RoomEvent } from "../protocol/index.ts";
 import type { ArchiveMessage } from "../worker/archive/consumer.ts";
+import { letterKeys } from "../worker/archive/dead-letters.ts";
 import worker from "../worker/index.ts";
 import { createRoom, historyAll, historyDown, login, type User, unique } from "./helpers.ts";
 
 let ids = 0;
-function batchOf(messages: ArchiveMessage[], attempts = 1) {
+function batchOf(messages: (ArchiveMessage | ArchivePack)[], attempts = 1) {
   return createMessageBatch<unknown>(
     "parley-room-events",
     messages.map((body) => ({ id: `m${++ids}`, timestamp: new Date(), attempts, body })),
   );
 }
 
-async function deliver(messages: ArchiveMessage[], targetEnv: Env = env) {
+async function deliver(messages: (ArchiveMessage | ArchivePack)[], targetEnv: Env = env) {
   const batch = batchOf(messages);
   const ctx = createExecutionContext();
   await worker.queue(batch, targetEnv, ctx);
@@ -65,6 +67,44 @@ describe("the archive consumer", () => {
     expect(await archived(ada.tenant, roomId)).toEqual([]);
     expect((await deliver([msg])).explicitAcks).toHaveLength(1);
     expect(await archived(ada.tenant, roomId)).toHaveLength(1);
+  });
+
+  it("archives a room's pack of events as one message, and retries the whole pack when D1 fails", async () => {
+    const ada = await login(unique("t"));
+    const roomId = await createRoom(ada);
+    const pack: ArchivePack = {
+      tenantId: ada.tenant,
+      roomId,
+      events: [1, 2, 3].map((seq) => ({ event: message(ada, seq, `packed ${seq}`) })),
+    };
+    const failed = await deliver([pack], historyDown(env));
+    expect(failed.explicitAcks).toEqual([]);
+    expect(failed.retryMessages).toHaveLength(1);
+    expect(await archived(ada.tenant, roomId)).toEqual([]);
+    expect((await deliver([pack])).explicitAcks).toHaveLength(1);
+    expect((await archived(ada.tenant, roomId)).map((r) => [r.seq, r.text])).toEqual([
+      [1, "packed 1"],
+      [2, "packed 2"],
+      [3, "packed 3"],
+    ]);
+    // Recorded as a dead letter, a pack is filed under its room and first event.
+    expect(letterKeys(pack)).toEqual({ tenantId: ada.tenant, roomId, seq: 1 });
+  });
+
+  it("refuses a pack with one malformed event whole, writing none of it", async () => {
+    const ada = await login(unique("t"));
+    const roomId = await createRoom(ada);
+    const good = { event: message(ada, 1, "fine") };
+    for (const events of [
+      [good, { event: { seq: "2" } }],
+      [good, { event: message(ada, 2, "x"), targetTs: "soon" }],
+      [],
+    ]) {
+      const result = await deliver([{ tenantId: ada.tenant, roomId, events } as unknown as ArchivePack]);
+      expect(result.explicitAcks).toEqual([]);
+      expect(result.retryMessages).toHaveLength(1);
+    }
+    expect(await archived(ada.tenant, roomId)).toEqual([]);
   });
 
   it("sends a malformed message towards the dead-letter queue instead of dropping it", async () => {

@@ -11,23 +11,32 @@ import {
 } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import type { Room } from "../../durable-objects/room.ts";
-import type { ArchiveMessage } from "../../worker/archive/consumer.ts";
+import type { ArchivePack } from "../../durable-objects/room-archive.ts";
+import { type ArchiveMessage, archiveItems } from "../../worker/archive/consumer.ts";
 import worker from "../../worker/index.ts";
 import { roomStub } from "../../worker/stubs.ts";
 import type { User } from "../helpers.ts";
 
+/** A room-events queue message: a room's pack, or one event (hand-made, or from before packs). */
+export type QueueBody = ArchivePack | ArchiveMessage;
+
+/** The events queue messages carry, in order (packs unpacked, as the consumer reads them). */
+export function eventsIn(bodies: readonly QueueBody[]): ArchiveMessage[] {
+  return bodies.flatMap((b) => archiveItems(b) ?? []);
+}
+
 /** Stands in for the room-events queue inside one room object. */
 export class FakeQueue {
-  sent: ArchiveMessage[] = [];
+  sent: QueueBody[] = [];
   failing = false;
-  async send(body: ArchiveMessage): Promise<void> {
+  async send(body: QueueBody): Promise<void> {
     await this.sendBatch([{ body }]);
   }
-  async sendBatch(messages: Iterable<{ body: ArchiveMessage }>): Promise<void> {
+  async sendBatch(messages: Iterable<{ body: QueueBody }>): Promise<void> {
     if (this.failing) throw new Error("queue unavailable (simulated)");
     for (const m of messages) this.sent.push(m.body);
   }
-  take(): ArchiveMessage[] {
+  take(): QueueBody[] {
     const out = this.sent;
     this.sent = [];
     return out;
@@ -50,7 +59,7 @@ export async function withFakeQueue(user: User, roomId: string): Promise<{ stub:
 export const alarm = (stub: Stub) => runInDurableObject(stub, (room: Room) => room.alarm());
 
 let ids = 0;
-export async function deliver(messages: ArchiveMessage[], on: Env = env) {
+export async function deliver(messages: readonly QueueBody[], on: Env = env) {
   const batch = createMessageBatch<unknown>(
     "parley-room-events",
     messages.map((body) => ({ id: `p${++ids}`, timestamp: new Date(), attempts: 1, body })),

@@ -32,7 +32,7 @@ import {
 import { Network, session, until } from "../sdk-helpers.ts";
 import type { CliRun } from "../verify-cli.ts";
 import { undoSchemaV8 } from "./legacy-room.ts";
-import { alarm, deliver, drainAll, type Stub, withFakeQueue } from "./queue.ts";
+import { alarm, deliver, drainAll, eventsIn, type Stub, withFakeQueue } from "./queue.ts";
 
 const DAY = 24 * 60 * 60 * 1000;
 const SEAL_AFTER = 60_000;
@@ -490,7 +490,7 @@ describe("commands on events older than the command window", () => {
     expect(await searchFor(ada, "zanzibarian")).toEqual([]);
     await alarm(stub);
     const sent = queue.take();
-    expect(sent.find((m) => m.event.seq === del)?.targetTs).toBe(m?.ts);
+    expect(eventsIn(sent).find((e) => e.event.seq === del)?.targetTs).toBe(m?.ts);
     await deliver(sent);
     await drainAll(stub, queue);
     const rows = await historyAll<{ seq: number; text: string; deleted: number; json: string }>(

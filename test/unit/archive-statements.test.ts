@@ -7,8 +7,15 @@
 import { env } from "cloudflare:workers";
 import { drizzle } from "drizzle-orm/d1";
 import { describe, expect, it } from "vitest";
+import { ROOM_EVENTS_BATCH } from "../../config/limits.ts";
+import { PACK_EVENTS } from "../../durable-objects/room-archive.ts";
 import type { RoomEvent } from "../../protocol/index.ts";
-import { type ArchiveMessage, archiveStatements, D1_MAX_PARAMS } from "../../worker/archive/consumer.ts";
+import {
+  type ArchiveMessage,
+  archiveStatements,
+  D1_MAX_PARAMS,
+  D1_MAX_QUERIES,
+} from "../../worker/archive/consumer.ts";
 import { unique } from "../helpers.ts";
 
 const author = { id: "u_1", name: "Ann" };
@@ -57,6 +64,23 @@ const cases: [string, (t: string) => ArchiveMessage[]][] = [
 ];
 
 describe("archive statements", () => {
+  it(`write a full consumer batch of packs (${ROOM_EVENTS_BATCH} × ${PACK_EVENTS} events) in fewer than ${D1_MAX_QUERIES} queries`, async () => {
+    const t = unique("t");
+    // The worst case for statements: every pack from another room, each with edits and deletes.
+    // One message per pack, the rest edits and deletes (two statements each).
+    const kinds: RoomEvent["kind"][] = Array.from({ length: PACK_EVENTS }, (_, i) =>
+      i === 0 ? "message" : i % 2 === 1 ? "edit" : "delete",
+    );
+    const batch = Array.from({ length: ROOM_EVENTS_BATCH }, (_, r) => messages(t, `r${r}`, kinds)).flat();
+    const statements = archiveStatements(drizzle(env.HISTORY_0), batch);
+    expect(statements.length).toBeLessThan(D1_MAX_QUERIES / 2);
+    // And retention's tombstones, one statement each.
+    const tombstones = Array.from({ length: ROOM_EVENTS_BATCH }, (_, r) =>
+      messages(t, `x${r}`, Array(PACK_EVENTS).fill("expired")),
+    ).flat();
+    expect(archiveStatements(drizzle(env.HISTORY_0), tombstones).length).toBeLessThan(D1_MAX_QUERIES / 2);
+  });
+
   for (const [name, make] of cases) {
     it(`stay within D1's ${D1_MAX_PARAMS} parameters and run as one batch: ${name}`, async () => {
       const db = drizzle(env.HISTORY_0);

@@ -9,7 +9,7 @@ import { runInDurableObject } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { describe, expect, it, vi } from "vitest";
 import { DEFAULT_LIMITS, type Limits } from "../../config/limits.ts";
-import { ArchiveFeed } from "../../durable-objects/room-archive.ts";
+import { ArchiveFeed, type ArchivePack } from "../../durable-objects/room-archive.ts";
 import type { ColdArchive } from "../../durable-objects/room-cold.ts";
 import { RoomLog, type RoomMeta } from "../../durable-objects/room-log.ts";
 import { SearchFeed } from "../../durable-objects/room-search.ts";
@@ -49,8 +49,8 @@ describe("shipping to the D1 history", () => {
   function feed(log: RoomLog, storage: DurableObjectStorage) {
     const batches: number[][] = [];
     const queue = {
-      sendBatch: async (messages: Iterable<{ body: { event: { seq: number } } }>) => {
-        batches.push([...messages].map((m) => m.body.event.seq));
+      sendBatch: async (messages: Iterable<{ body: ArchivePack }>) => {
+        batches.push([...messages].flatMap((m) => m.body.events.map((e) => e.event.seq)));
       },
     } as unknown as Queue;
     const cold = {

@@ -29,20 +29,44 @@ export type { ArchiveMessage } from "../stubs.ts";
 const MAX_RETRY_DELAY_SECONDS = 300;
 const DAY_MS = 24 * 60 * 60 * 1000;
 
-function isArchiveMessage(body: unknown): body is ArchiveMessage {
-  if (typeof body !== "object" || body === null) return false;
-  const b = body as Record<string, unknown>;
-  const e = b.event as Record<string, unknown> | undefined;
+function isEvent(e: unknown): e is RoomEvent {
+  if (typeof e !== "object" || e === null) return false;
+  const o = e as Record<string, unknown>;
   return (
-    typeof b.tenantId === "string" &&
-    typeof b.roomId === "string" &&
-    typeof e === "object" &&
-    e !== null &&
-    Number.isSafeInteger(e.seq) &&
-    typeof e.kind === "string" &&
-    typeof e.ts === "number" &&
-    typeof (e.author as { id?: unknown } | undefined)?.id === "string"
+    Number.isSafeInteger(o.seq) &&
+    typeof o.kind === "string" &&
+    typeof o.ts === "number" &&
+    typeof (o.author as { id?: unknown } | undefined)?.id === "string"
   );
+}
+
+/** Most events one queue message may carry (a room packs at most `PACK_EVENTS`). */
+const MAX_PACK_EVENTS = 1000;
+
+/**
+ * The events a queue message carries, each as the consumer archives it, or null for a malformed
+ * body. A room sends packs (`ArchivePack`); a message of one event (`ArchiveMessage`, what rooms
+ * sent before packs, and what a dead letter of then replays) is still taken.
+ */
+export function archiveItems(body: unknown): ArchiveMessage[] | null {
+  if (typeof body !== "object" || body === null) return null;
+  const b = body as Record<string, unknown>;
+  if (typeof b.tenantId !== "string" || typeof b.roomId !== "string") return null;
+  const { tenantId, roomId } = b;
+  if (b.events === undefined) {
+    if (!isEvent(b.event)) return null;
+    const targetTs = typeof b.targetTs === "number" ? { targetTs: b.targetTs } : {};
+    return [{ tenantId, roomId, event: b.event, ...targetTs }];
+  }
+  if (!Array.isArray(b.events) || b.events.length === 0 || b.events.length > MAX_PACK_EVENTS) return null;
+  const items: ArchiveMessage[] = [];
+  for (const entry of b.events as unknown[]) {
+    if (typeof entry !== "object" || entry === null) return null;
+    const { event, targetTs } = entry as Record<string, unknown>;
+    if (!isEvent(event) || (targetTs !== undefined && typeof targetTs !== "number")) return null;
+    items.push({ tenantId, roomId, event, ...(targetTs !== undefined ? { targetTs } : {}) });
+  }
+  return items;
 }
 
 /** Another row of the archive, for the subqueries that look up a message's edits and delete. */
@@ -57,6 +81,9 @@ const SCRUB = sql`json_remove(json_set(${archivedEvents.json}, '$.text', '', '$.
  * fix-up, whose room conditions and subqueries bind 13 more. test/unit/archive-statements.test.ts
  * checks every statement of worst-case batches against the limit. */
 export const D1_MAX_PARAMS = 100;
+/** D1 queries per Worker invocation (Workers Paid): a consumer batch of full packs (100 messages of
+ * `PACK_EVENTS` events) must write in fewer statements (test/unit/archive-statements.test.ts). */
+export const D1_MAX_QUERIES = 1000;
 const INSERT_ROWS = Math.floor(D1_MAX_PARAMS / 12);
 const SEQS_PER_UPDATE = D1_MAX_PARAMS - 20;
 
@@ -221,92 +248,93 @@ export async function consumeRoomEvents(
     string,
     { tenantId: string; roomId: string; seqs: number[]; tombstones: number[] }
   >();
-  const archived = (m: Message<ArchiveMessage>) => {
-    m.ack();
-    const k = `${m.body.tenantId}:${m.body.roomId}`;
+  const confirm = (item: ArchiveMessage) => {
+    const k = `${item.tenantId}:${item.roomId}`;
     const room = confirmed.get(k) ?? {
-      tenantId: m.body.tenantId,
-      roomId: m.body.roomId,
+      tenantId: item.tenantId,
+      roomId: item.roomId,
       seqs: [],
       tombstones: [],
     };
-    room.seqs.push(m.body.event.seq);
+    room.seqs.push(item.event.seq);
     // A tombstone confirms retention's watermark as well as the event's.
-    if (m.body.event.kind === "expired") room.tombstones.push(m.body.event.seq);
+    if (item.event.kind === "expired") room.tombstones.push(item.event.seq);
     confirmed.set(k, room);
+  };
+  /** A message is archived when every event of it is; one failing event retries the whole message
+   * (writes are idempotent, so what did land is written again harmlessly). */
+  const failed = new Set<Message>();
+  const fail = (m: Message, first: ArchiveMessage, err: unknown) => {
+    if (failed.has(m)) return;
+    failed.add(m);
+    log({
+      event: "archive_failed",
+      room: first.roomId,
+      seq: first.event.seq,
+      attempts: m.attempts,
+      error: String(err),
+    });
+    m.retry({ delaySeconds: Math.min(MAX_RETRY_DELAY_SECONDS, 2 ** m.attempts) });
   };
   // Each event goes to the history shard its tenant's placement names for its time (for an edit,
   // deletion or reaction: its target's time, so a message and its changes share a shard).
-  const byShard = new Map<
-    string,
-    { db: D1Database; messages: Message<ArchiveMessage>[]; tenants: Set<string> }
-  >();
+  type Entry = { m: Message; item: ArchiveMessage };
+  const byShard = new Map<string, { db: D1Database; entries: Entry[]; tenants: Set<string> }>();
+  const carried = new Map<Message, ArchiveMessage[]>();
   for (const message of batch.messages) {
-    if (!isArchiveMessage(message.body)) {
+    const items = archiveItems(message.body);
+    if (!items) {
       // Malformed: retrying will not fix it, but the dead-letter queue keeps it for an admin.
       log({ event: "archive_malformed", id: message.id, attempts: message.attempts });
       message.retry({ delaySeconds: MAX_RETRY_DELAY_SECONDS });
       continue;
     }
-    const m = message as Message<ArchiveMessage>;
-    const { tenantId, event, targetTs } = m.body;
-    const at = targetTs ?? event.ts;
-    // Older than the window (a log shipped again, a late retry): D1 keeps no such rows (the
-    // scheduled job deletes whatever is left of them), R2 and the room have them.
-    if (at < windowStart) {
-      archived(m);
-      continue;
-    }
+    carried.set(message, items);
     try {
-      const name = shardAt(await placementsOf(env, tenantId, now), at);
-      const key = `${tenantId}\u0000${name}`;
-      const group = byShard.get(key) ?? {
-        db: shardDb(env, tenantId, name),
-        messages: [],
-        tenants: new Set(),
-      };
-      group.messages.push(m);
-      group.tenants.add(tenantId);
-      byShard.set(key, group);
+      // One pack holds one tenant's events: its placements are read once (and cached).
+      const placements = await placementsOf(env, items[0]?.tenantId ?? "", now);
+      for (const item of items) {
+        const at = item.targetTs ?? item.event.ts;
+        // Older than the window (a log shipped again, a late retry): D1 keeps no such rows (the
+        // scheduled job deletes whatever is left of them), R2 and the room have them.
+        if (at < windowStart) continue;
+        const name = shardAt(placements, at);
+        const key = `${item.tenantId}\u0000${name}`;
+        const group = byShard.get(key) ?? {
+          db: shardDb(env, item.tenantId, name),
+          entries: [],
+          tenants: new Set(),
+        };
+        group.entries.push({ m: message, item });
+        group.tenants.add(item.tenantId);
+        byShard.set(key, group);
+      }
     } catch (err) {
-      log({
-        event: "archive_failed",
-        room: m.body.roomId,
-        seq: event.seq,
-        attempts: m.attempts,
-        error: String(err),
-      });
-      m.retry({ delaySeconds: Math.min(MAX_RETRY_DELAY_SECONDS, 2 ** m.attempts) });
+      const [first] = items;
+      if (first) fail(message, first, err);
     }
   }
-  for (const [key, { db: shard, messages, tenants }] of byShard) {
+  for (const [key, { db: shard, entries: all, tenants }] of byShard) {
     const db = drizzle(shard);
+    const entries = all.filter((e) => !failed.has(e.m));
     try {
       // The whole batch in one D1 round trip (one transaction): the common case.
       await runBatch(
         db,
         archiveStatements(
           db,
-          messages.map((m) => m.body),
+          entries.map((e) => e.item),
         ),
       );
-      for (const m of messages) archived(m);
     } catch {
       // Something in the batch failed: one message at a time, so only the failing ones retry.
-      for (const m of messages) {
+      const byMessage = new Map<Message, ArchiveMessage[]>();
+      for (const { m, item } of entries) byMessage.set(m, [...(byMessage.get(m) ?? []), item]);
+      for (const [m, items] of byMessage) {
         try {
-          await runBatch(db, archiveStatements(db, [m.body]));
-          archived(m);
+          await runBatch(db, archiveStatements(db, items));
         } catch (err) {
-          const delaySeconds = Math.min(MAX_RETRY_DELAY_SECONDS, 2 ** m.attempts);
-          log({
-            event: "archive_failed",
-            room: m.body.roomId,
-            seq: m.body.event.seq,
-            attempts: m.attempts,
-            error: String(err),
-          });
-          m.retry({ delaySeconds });
+          if (items[0]) fail(m, items[0], err);
         }
       }
     }
@@ -317,6 +345,11 @@ export async function consumeRoomEvents(
     } catch (err) {
       log({ event: "history_fill_check_failed", error: String(err) });
     }
+  }
+  for (const [m, items] of carried) {
+    if (failed.has(m)) continue;
+    m.ack();
+    for (const item of items) confirm(item);
   }
   // A lost confirmation only means the room sends those events again later (harmless).
   await Promise.all(

@@ -26,7 +26,8 @@ export interface LetterKeys {
 }
 
 /**
- * The tenant, room and seq a body names, each only when present and well-typed. A body that fails
+ * The tenant, room and seq a body names (a pack's: its first event's), each only when present and
+ * well-typed. A body that fails
  * the archive's validation (a poison message) is still attributed to the tenant it names: rooms
  * are the only producer and write the tenant from the server's own state, so it can be trusted,
  * and the tenant's admin is the one who can tell what went wrong.
@@ -37,7 +38,9 @@ export function letterKeys(body: unknown): LetterKeys {
   const b = body as Record<string, unknown>;
   if (typeof b.tenantId === "string" && TENANT_ID.test(b.tenantId)) keys.tenantId = b.tenantId;
   if (typeof b.roomId === "string" && b.roomId.length <= MAX_ROOM_ID_CHARS) keys.roomId = b.roomId;
-  const event = b.event as Record<string, unknown> | null | undefined;
+  // A pack (durable-objects/room-archive.ts) is recorded under its first event's seq.
+  const first = Array.isArray(b.events) ? (b.events[0] as Record<string, unknown> | undefined) : undefined;
+  const event = (first ? first.event : b.event) as Record<string, unknown> | null | undefined;
   if (typeof event === "object" && event !== null && Number.isSafeInteger(event.seq)) {
     keys.seq = event.seq as number;
   }

@@ -136,7 +136,8 @@ export class InboxFeed {
     return Math.max(this.#deps.log.readSeq(userId), this.#reads.get(userId) ?? 0);
   }
 
-  /** Writes every held marker in one transaction (each a row only if it moves). */
+  /** Writes every held marker in one transaction: a row per page of markers that moved (room-log.ts),
+   * not one per reader. */
   flushReads(): void {
     if (this.#readTimer) {
       clearTimeout(this.#readTimer);
@@ -146,17 +147,7 @@ export class InboxFeed {
     const held = [...this.#reads];
     this.#reads.clear();
     const { log: roomLog } = this.#deps;
-    const moved = roomLog.transaction(() => {
-      const out: [string, number][] = [];
-      for (const [userId, seq] of held) {
-        if (!roomLog.member(userId)) continue;
-        const before = roomLog.readSeq(userId);
-        const after = roomLog.markRead(userId, seq);
-        if (after > before) out.push([userId, after]);
-      }
-      return out;
-    });
-    this.#moved(moved);
+    this.#moved(roomLog.markReadMany(held.filter(([userId]) => roomLog.member(userId) !== undefined)));
   }
 
   /** Markers moved: their inboxes and the users' presence sessions learn it. */
@@ -499,12 +490,11 @@ export class InboxFeed {
 
   /** This shard's members with their written markers. */
   #membersOf(n: number): { user: string; readSeq: number }[] {
-    const count = this.#deps.limits.presenceShards;
-    return this.#deps.sql
-      .exec<{ user_id: string; read_seq: number }>("SELECT user_id, read_seq FROM members")
-      .toArray()
-      .filter((r) => shardOf(r.user_id, count) === n)
-      .map((r) => ({ user: r.user_id, readSeq: r.read_seq }));
+    const { log: roomLog, limits } = this.#deps;
+    return roomLog
+      .memberIds()
+      .filter((id) => shardOf(id, limits.presenceShards) === n)
+      .map((id) => ({ user: id, readSeq: roomLog.readSeq(id) }));
   }
 
   #shard(userId: string): number {

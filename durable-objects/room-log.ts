@@ -22,7 +22,7 @@
  */
 import { chainNext, commit, type ExportRow, GENESIS, mergeRanges, type RoomHead } from "../protocol/chain.ts";
 import { isRole, RETENTION_AUTHOR, type Role, type RoomEvent } from "../protocol/index.ts";
-import { ROOM_MIGRATIONS } from "./room-schema.ts";
+import { MARKERS_PER_PAGE, ROOM_MIGRATIONS } from "./room-schema.ts";
 import { migrate } from "./schema.ts";
 
 /** What the room keeps about its derived stores. Search (room-search.ts): `search_indexed` and
@@ -119,6 +119,8 @@ export class RoomLog {
    * `meta.floor_seq`, which only `pruneThrough` moves. */
   #floor = 0;
   #members: Map<string, Member> | null = null;
+  /** Read markers by page, as `read_pages` holds them (loaded when first needed). */
+  #markers: { pages: Map<number, Map<string, number>>; pageOf: Map<string, number> } | null = null;
   /** The room's tenant, id, name and kind, read on every command: loaded on first use
    * (`undefined` until then), written through by `setMeta`, forgotten on a rollback (`#reload`). */
   #roomMeta: RoomMeta | null | undefined = undefined;
@@ -351,6 +353,7 @@ export class RoomLog {
     this.#msgs = last?.msgs ?? 0;
     this.#floor = Number(this.#metaValue("floor_seq") ?? 0);
     this.#members = null;
+    this.#markers = null;
   }
 
   /**
@@ -795,16 +798,79 @@ export class RoomLog {
     this.#members = null;
   }
 
-  /** Call inside `append`. */
+  /** Call inside `append`. The member's read marker goes with them. */
   removeMember(userId: string): void {
     this.#sql.exec("DELETE FROM members WHERE user_id = ?", userId);
     this.#members = null;
+    const { pages, pageOf } = this.#markerPages();
+    const page = pageOf.get(userId);
+    const markers = page === undefined ? undefined : pages.get(page);
+    if (page === undefined || !markers) return;
+    markers.delete(userId);
+    pageOf.delete(userId);
+    this.#writePage(page, markers);
+  }
+
+  // Read markers live in pages of up to `MARKERS_PER_PAGE` (docs/architecture.md, decision 7): a
+  // flush that moves many readers' markers writes each page once, not a row per reader.
+
+  #markerPages(): { pages: Map<number, Map<string, number>>; pageOf: Map<string, number> } {
+    if (!this.#markers) {
+      const pages = new Map<number, Map<string, number>>();
+      const pageOf = new Map<string, number>();
+      for (const r of this.#sql.exec<{ page: number; markers: string }>(
+        "SELECT page, markers FROM read_pages",
+      )) {
+        const markers = new Map(Object.entries(JSON.parse(r.markers) as Record<string, number>));
+        pages.set(r.page, markers);
+        for (const userId of markers.keys()) pageOf.set(userId, r.page);
+      }
+      this.#markers = { pages, pageOf };
+    }
+    return this.#markers;
+  }
+
+  #writePage(page: number, markers: ReadonlyMap<string, number>): void {
+    if (markers.size === 0) {
+      this.#sql.exec("DELETE FROM read_pages WHERE page = ?", page);
+      return;
+    }
+    this.#sql.exec(
+      "INSERT INTO read_pages (page, markers) VALUES (?, ?) ON CONFLICT (page) DO UPDATE SET markers = excluded.markers",
+      page,
+      JSON.stringify(Object.fromEntries(markers)),
+    );
+  }
+
+  /** Moves each user's read marker forward to its seq, never backwards, in one transaction that
+   * writes each page that moved once. Returns the markers that moved, at their new seq. */
+  markReadMany(entries: Iterable<readonly [string, number]>): [string, number][] {
+    return this.transaction(() => {
+      const { pages, pageOf } = this.#markerPages();
+      const dirty = new Set<number>();
+      const moved: [string, number][] = [];
+      for (const [userId, seq] of entries) {
+        if (seq <= this.readSeq(userId)) continue;
+        let page = pageOf.get(userId);
+        if (page === undefined) {
+          page = firstPageWithRoom(pages);
+          pageOf.set(userId, page);
+        }
+        const markers = pages.get(page) ?? new Map<string, number>();
+        pages.set(page, markers);
+        markers.set(userId, seq);
+        dirty.add(page);
+        moved.push([userId, seq]);
+      }
+      for (const page of dirty) this.#writePage(page, pages.get(page) ?? new Map());
+      return moved;
+    });
   }
 
   /** Moves the user's read marker forward to `seq`; never backwards (a marker it would not move
    * writes nothing). Returns the marker now. */
   markRead(userId: string, seq: number): number {
-    this.#sql.exec("UPDATE members SET read_seq = ? WHERE user_id = ? AND read_seq < ?", seq, userId, seq);
+    this.markReadMany([[userId, seq]]);
     return this.readSeq(userId);
   }
 
@@ -826,9 +892,9 @@ export class RoomLog {
   }
 
   readSeq(userId: string): number {
-    return (
-      this.#one<{ read_seq: number }>("SELECT read_seq FROM members WHERE user_id = ?", userId)?.read_seq ?? 0
-    );
+    const { pages, pageOf } = this.#markerPages();
+    const page = pageOf.get(userId);
+    return page === undefined ? 0 : (pages.get(page)?.get(userId) ?? 0);
   }
 
   /** Messages by others after the user's read marker, and the mentions of the user among them. */
@@ -847,5 +913,13 @@ export class RoomLog {
         readSeq,
       )?.n ?? 0;
     return { readSeq, unread, mentions };
+  }
+}
+
+/** The lowest page with room for one more marker (pages emptied by leaves are reused). */
+function firstPageWithRoom(pages: ReadonlyMap<number, ReadonlyMap<string, number>>): number {
+  for (let page = 0; ; page++) {
+    const markers = pages.get(page);
+    if (!markers || markers.size < MARKERS_PER_PAGE) return page;
   }
 }

@@ -153,7 +153,26 @@ export const ROOM_MIGRATIONS: Migration[] = [
    UPDATE events SET msgs = c.n FROM (
      SELECT seq, SUM(kind = 'message') OVER (ORDER BY seq ROWS UNBOUNDED PRECEDING) AS n FROM events
    ) AS c WHERE c.seq = events.seq;`,
+  // v10: read markers by page (docs/architecture.md, decision 7): up to `MARKERS_PER_PAGE` members'
+  // markers in one JSON row, so a flush writes a row per page that moved, not one per reader. The
+  // markers so far move over from `members.read_seq`, which is written no more.
+  (sql) => {
+    sql.exec("CREATE TABLE read_pages (page INTEGER PRIMARY KEY, markers TEXT NOT NULL)");
+    const marked = sql
+      .exec<{ user_id: string; read_seq: number }>(
+        "SELECT user_id, read_seq FROM members WHERE read_seq > 0 ORDER BY user_id",
+      )
+      .toArray();
+    for (let page = 0; page * MARKERS_PER_PAGE < marked.length; page++) {
+      const chunk = marked.slice(page * MARKERS_PER_PAGE, (page + 1) * MARKERS_PER_PAGE);
+      const markers = Object.fromEntries(chunk.map((r) => [r.user_id, r.read_seq]));
+      sql.exec("INSERT INTO read_pages (page, markers) VALUES (?, ?)", page, JSON.stringify(markers));
+    }
+  },
 ];
+
+/** Members' read markers per row of `read_pages` (docs/architecture.md, decision 7). */
+export const MARKERS_PER_PAGE = 100;
 
 /** Events per segment rebuilt for a range the old release had deleted (see migration v8). */
 const LEGACY_GAP_EVENTS = 1000;

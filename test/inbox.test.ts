@@ -25,6 +25,7 @@ import {
   type User,
   unique,
 } from "./helpers.ts";
+import { undoSchemaV9 } from "./pipeline/legacy-room.ts";
 
 const DAY_MS = 24 * 60 * 60 * 1000;
 
@@ -274,14 +275,8 @@ describe("the room list from the inbox", () => {
     const stub = roomObject(w.tenant, room);
     await evictDurableObject(stub);
     await runInDurableObject(stub, (_room, state) => {
-      const version = state.storage.sql
-        .exec<{ value: string }>("SELECT value FROM meta WHERE key = 'schema_version'")
-        .one().value;
-      state.storage.sql.exec("ALTER TABLE events DROP COLUMN msgs");
-      state.storage.sql.exec(
-        "UPDATE meta SET value = ? WHERE key = 'schema_version'",
-        String(Number(version) - 1),
-      );
+      undoSchemaV9(state.storage.sql);
+      state.storage.sql.exec("UPDATE meta SET value = '8' WHERE key = 'schema_version'");
     });
     await evictDurableObject(stub);
     for (let s = 0; s < limitsOf(env).presenceShards; s++)

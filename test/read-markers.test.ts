@@ -1,7 +1,8 @@
 /**
- * Read markers coalesced per user (docs/architecture.md, decision 7): a socket's `read` frames are
- * held and written together, a row per user whatever the number of frames, never backwards; a
- * frame lost with the room is sent again by the SDK after it reconnects.
+ * Read markers coalesced (docs/architecture.md, decision 7): a socket's `read` frames are held and
+ * written together, never backwards, in pages of markers: one row per page that moved whatever the
+ * number of frames or of readers; a frame lost with the room is sent again by the SDK after it
+ * reconnects.
  */
 import { evictDurableObject, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
@@ -10,7 +11,8 @@ import { api, Client, createRoom, join, json, login, roomObject, settleInbox, un
 import { Network, session, until } from "./sdk-helpers.ts";
 
 type Cursor = { rowsWritten: number };
-/** Rows written by statements on the members table (where markers live), while counting. */
+/** Rows written by statements on the tables markers live in (their pages, and `members`, where
+ * they lived before pages), while counting. */
 let markerRows = 0;
 let patched = false;
 
@@ -24,7 +26,8 @@ async function countMarkerWrites(stub: DurableObjectStub): Promise<void> {
     proto.exec = function (this: unknown, query: unknown, ...params: unknown[]): Cursor {
       const cursor = exec.call(this, query, ...params);
       // A write is done when exec returns.
-      if (String(query).startsWith("UPDATE members")) markerRows += cursor.rowsWritten;
+      const q = String(query);
+      if (q.startsWith("UPDATE members") || q.includes("read_pages")) markerRows += cursor.rowsWritten;
       return cursor;
     };
   });
@@ -70,6 +73,37 @@ describe("read markers", () => {
       readSeq: lastSeq,
     });
     socket.close();
+  });
+
+  it("writes the markers of many readers moved in one flush as one row", async () => {
+    const tenant = unique("t");
+    const bob = await login(tenant);
+    const readers = await Promise.all(Array.from({ length: 9 }, () => login(tenant)));
+    const roomId = await createRoom(bob);
+    for (const r of readers) await join(r, roomId);
+    const { seq } = await json<{ seq: number }>(
+      api(bob, "POST", `/api/rooms/${roomId}/messages`, { clientId: "one", text: "read me" }),
+    );
+    const stub = roomObject(tenant, roomId);
+    await countMarkerWrites(stub);
+    const sockets = await Promise.all(readers.map((r) => Client.open(r, roomId, seq)));
+    for (const s of sockets) await s.ready();
+    markerRows = 0;
+    for (const s of sockets) s.send({ type: "read", seq });
+    for (const s of sockets) {
+      s.send({ type: "ping" });
+      await s.next("pong");
+    }
+    await settleInbox(tenant, roomId);
+    expect(markerRows).toBe(1);
+    for (const r of readers) expect(await stub.summary(r.id)).toMatchObject({ readSeq: seq, unread: 0 });
+    // One who leaves takes their marker along: back in, they start from nothing read.
+    const [first] = readers;
+    if (!first) throw new Error("no reader");
+    await api(first, "POST", `/api/rooms/${roomId}/leave`);
+    await join(first, roomId);
+    expect((await stub.summary(first.id)).readSeq).toBe(0);
+    for (const s of sockets) s.close();
   });
 
   it("ends with the marker the SDK set: it sends it again after a reconnect, when the room may have lost it", async () => {

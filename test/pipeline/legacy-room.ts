@@ -15,7 +15,18 @@ export function undoSchemaV8(sql: SqlStorage): void {
     DELETE FROM meta WHERE key IN ('sealed_seq', 'floor_seq', 'sealing');`);
 }
 
-/** Undoes schema v9 (the count of messages through each event, for the inbox). */
+/** Undoes schema v9 (the count of messages through each event, for the inbox), and what came
+ * after it. */
 export function undoSchemaV9(sql: SqlStorage): void {
+  undoSchemaV10(sql);
   sql.exec("ALTER TABLE events DROP COLUMN msgs");
+}
+
+/** Undoes schema v10 (read markers by page): the markers go back to `members.read_seq`. */
+export function undoSchemaV10(sql: SqlStorage): void {
+  for (const { markers } of sql.exec<{ markers: string }>("SELECT markers FROM read_pages").toArray()) {
+    for (const [userId, seq] of Object.entries(JSON.parse(markers) as Record<string, number>))
+      sql.exec("UPDATE members SET read_seq = ? WHERE user_id = ?", seq, userId);
+  }
+  sql.exec("DROP TABLE read_pages");
 }

@@ -283,7 +283,9 @@ export async function consumeRoomEvents(
   const carried = new Map<Message, ArchiveMessage[]>();
   for (const message of batch.messages) {
     const items = archiveItems(message.body);
-    if (!items) {
+    // Every event of a message is of one room, hence one tenant; a message has at least one.
+    const [first] = items ?? [];
+    if (!items || !first) {
       // Malformed: retrying will not fix it, but the dead-letter queue keeps it for an admin.
       log({ event: "archive_malformed", id: message.id, attempts: message.attempts });
       message.retry({ delaySeconds: MAX_RETRY_DELAY_SECONDS });
@@ -291,8 +293,7 @@ export async function consumeRoomEvents(
     }
     carried.set(message, items);
     try {
-      // One pack holds one tenant's events: its placements are read once (and cached).
-      const placements = await placementsOf(env, items[0]?.tenantId ?? "", now);
+      const placements = await placementsOf(env, first.tenantId, now);
       for (const item of items) {
         const at = item.targetTs ?? item.event.ts;
         // Older than the window (a log shipped again, a late retry): D1 keeps no such rows (the
@@ -310,8 +311,7 @@ export async function consumeRoomEvents(
         byShard.set(key, group);
       }
     } catch (err) {
-      const [first] = items;
-      if (first) fail(message, first, err);
+      fail(message, first, err);
     }
   }
   for (const [key, { db: shard, entries: all, tenants }] of byShard) {

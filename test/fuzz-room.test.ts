@@ -27,6 +27,7 @@ import {
   type User,
   unique,
 } from "./helpers.ts";
+import { Waits } from "./waits.ts";
 
 /** Socket runs (about 45 frames each, each run a new room), and HTTP requests against one room. */
 const SOCKET_RUNS = 60;
@@ -66,7 +67,7 @@ class FuzzSocket {
   closed: { code: number; reason: string } | null = null;
   /** Highest seq received when each ack arrived, to check that acks follow their events. */
   readonly ackAfter: { seq: number; seen: number }[] = [];
-  #waiters: (() => void)[] = [];
+  readonly #waits = new Waits();
 
   readonly ws: WebSocket;
   /** The `after` it connected with: its events must be after+1, after+2, … */
@@ -87,11 +88,11 @@ class FuzzSocket {
       if (frame.type === "ack")
         this.ackAfter.push({ seq: frame.seq, seen: this.events.at(-1)?.seq ?? this.after });
       if (frame.type === "error" && frame.code === "internal") crashes.push(`internal: ${frame.message}`);
-      this.#wake();
+      this.#waits.wake();
     });
     ws.addEventListener("close", (e) => {
       this.closed = { code: e.code, reason: e.reason };
-      this.#wake();
+      this.#waits.wake();
     });
   }
 
@@ -108,26 +109,8 @@ class FuzzSocket {
     this.ws.send(frame);
   }
 
-  #wake(): void {
-    const waiters = this.#waiters;
-    this.#waiters = [];
-    for (const w of waiters) w();
-  }
-
-  async until(check: () => boolean, what: string, ms = 15_000): Promise<void> {
-    const deadline = Date.now() + ms;
-    while (!check()) {
-      if (this.closed) throw new Error(`socket closed (${this.closed.code}) while waiting for ${what}`);
-      const remaining = deadline - Date.now();
-      if (remaining <= 0) throw new Error(`timed out waiting for ${what}`);
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, remaining);
-        this.#waiters.push(() => {
-          clearTimeout(timer);
-          resolve();
-        });
-      });
-    }
+  until(check: () => boolean, what: string, ms = 15_000): Promise<void> {
+    return this.#waits.until(check, what, ms, () => this.closed?.code ?? null);
   }
 
   /** Acks, errors and pongs from frame `from` on. */

@@ -73,12 +73,6 @@ export const COMMANDS: { readonly [T in CommandType]: CommandSpec<Extract<Sequen
     },
   };
 
-/** `type`'s example command (`CommandSpec.example`) with this clientId and target. */
-export function exampleCommand(type: CommandType, clientId: string, target: number): SequencedCommand {
-  const { example } = COMMANDS[type];
-  return { type, clientId, ...(type === "send" ? {} : { target }), ...example } as SequencedCommand;
-}
-
 export const COMMAND_TYPES = Object.keys(COMMANDS) as CommandType[];
 
 /** The HTTP request that carries `cmd` to room `roomId`: what the SDK sends when its socket

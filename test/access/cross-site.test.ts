@@ -1,7 +1,8 @@
 import { createExecutionContext, createMessageBatch, getQueueResult } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { beforeAll, describe, expect, it } from "vitest";
-import { COMMAND_TYPES, COMMANDS, commandRequest, exampleCommand } from "../../protocol/commands.ts";
+import { COMMAND_TYPES, COMMANDS, type CommandType, commandRequest } from "../../protocol/commands.ts";
+import type { SequencedCommand } from "../../protocol/index.ts";
 import { app } from "../../worker/app.ts";
 import worker from "../../worker/index.ts";
 import { fetchWorker, json, unique } from "../helpers.ts";
@@ -142,6 +143,12 @@ const FORGED: Record<string, (s: Setup) => Forged> = {
   "PATCH /api/users/:userId": (s) => ({ path: `/api/users/${s.memberId}`, json: { role: "admin" } }),
   "POST /api/admin/history/catch-up": () => ({ path: "/api/admin/history/catch-up" }),
 };
+
+/** `type`'s example command (`CommandSpec.example`) with this clientId and target. */
+function exampleCommand(type: CommandType, clientId: string, target: number): SequencedCommand {
+  const { example } = COMMANDS[type];
+  return { type, clientId, ...(type === "send" ? {} : { target }), ...example } as SequencedCommand;
+}
 
 /** A forged command for each command route, from the registry (protocol/commands.ts). */
 for (const type of COMMAND_TYPES) {

@@ -6,7 +6,7 @@
  */
 import type { Limits } from "../config/limits.ts";
 import { log } from "../platform/log.ts";
-import { record } from "../platform/metrics.ts";
+import { type Metric, record } from "../platform/metrics.ts";
 import type { ClientFrame, ErrorCode, RoomEvent } from "../protocol/index.ts";
 import { ActivityBatch } from "./activity.ts";
 import { presenceStub, shardOf } from "./presence.ts";
@@ -27,49 +27,28 @@ export class RoomMetrics {
     this.#log = roomLog;
   }
 
+  /** Writes the point `make` builds from the room's tenant and id, once the room has them. */
+  #record(make: (room: { tenant: string; room: string }) => Metric): void {
+    const meta = this.#log.meta();
+    if (meta) record(this.#env(), make({ tenant: meta.tenantId, room: meta.roomId }));
+  }
+
   /** One `append` point per call that appended (`count` events, the last at `seq`), not per event. */
   appended(kind: RoomEvent["kind"], count: number, seq: number): void {
-    const meta = this.#log.meta();
-    if (meta)
-      record(this.#env(), { name: "append", tenant: meta.tenantId, room: meta.roomId, kind, count, seq });
+    this.#record((r) => ({ name: "append", ...r, kind, count, seq }));
   }
 
   /** A frame or command refused with an error (the client was told; this counts it). */
   refused(code: ErrorCode, command: ClientFrame["type"] | "frame", transport: "ws" | "http"): void {
-    const meta = this.#log.meta();
-    if (meta)
-      record(this.#env(), {
-        name: "command_error",
-        tenant: meta.tenantId,
-        room: meta.roomId,
-        code,
-        command,
-        transport,
-      });
+    this.#record((r) => ({ name: "command_error", ...r, code, command, transport }));
   }
 
   socketOpened(sockets: number): void {
-    const meta = this.#log.meta();
-    if (meta)
-      record(this.#env(), {
-        name: "ws_open",
-        tenant: meta.tenantId,
-        object: "room",
-        room: meta.roomId,
-        sockets,
-      });
+    this.#record((r) => ({ name: "ws_open", ...r, object: "room", sockets }));
   }
 
   socketClosed(code: number): void {
-    const meta = this.#log.meta();
-    if (meta)
-      record(this.#env(), {
-        name: "ws_close",
-        tenant: meta.tenantId,
-        object: "room",
-        room: meta.roomId,
-        code,
-      });
+    this.#record((r) => ({ name: "ws_close", ...r, object: "room", code }));
   }
 }
 

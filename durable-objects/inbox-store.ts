@@ -11,6 +11,7 @@
  * gap, or a full snapshot. Markers and snapshots are absolute (a marker never moves back), so
  * applying one twice changes nothing.
  */
+import { MARKERS_PER_PAGE } from "./room-schema.ts";
 import type { Migration } from "./schema.ts";
 
 /** A member's read marker as the room has it: `accRead` is the number of messages through it
@@ -92,90 +93,156 @@ export const INBOX_MIGRATIONS: Migration[] = [
   // Each push drops the own messages at or below the room's floor: by room, not by a scan of every
   // room's rows (18,000 rows read per message in a shard whose senders rarely read).
   "CREATE INDEX inbox_own_room ON inbox_own(room_id, seq);",
+  // Markers by page (decision 7), filled from the row per reader they had before.
+  (sql) => {
+    sql.exec(
+      `CREATE TABLE inbox_members (
+         room_id TEXT NOT NULL, user_id TEXT NOT NULL, page INTEGER NOT NULL, slot INTEGER NOT NULL,
+         PRIMARY KEY (room_id, user_id)
+       ) WITHOUT ROWID;
+       CREATE TABLE inbox_pages (
+         room_id TEXT NOT NULL, page INTEGER NOT NULL, markers TEXT NOT NULL, PRIMARY KEY (room_id, page)
+       ) WITHOUT ROWID;`,
+    );
+    let room: string | null = null;
+    let page: PageMarkers = [];
+    let pageNo = 0;
+    const put = () => {
+      if (room !== null && page.length > 0)
+        sql.exec(
+          "INSERT INTO inbox_pages (room_id, page, markers) VALUES (?, ?, ?)",
+          room,
+          pageNo,
+          JSON.stringify(page),
+        );
+    };
+    const rows = sql.exec<{ user_id: string; room_id: string; read_seq: number; acc_read: number }>(
+      "SELECT user_id, room_id, read_seq, acc_read FROM inbox_readers ORDER BY room_id, user_id",
+    );
+    for (const r of rows) {
+      if (r.room_id !== room || page.length === MARKERS_PER_PAGE) {
+        put();
+        pageNo = r.room_id === room ? pageNo + 1 : 0;
+        room = r.room_id;
+        page = [];
+      }
+      sql.exec(
+        "INSERT INTO inbox_members (room_id, user_id, page, slot) VALUES (?, ?, ?, ?)",
+        r.room_id,
+        r.user_id,
+        pageNo,
+        page.length,
+      );
+      page.push([r.read_seq, r.acc_read]);
+    }
+    put();
+    sql.exec("DROP TABLE inbox_readers");
+  },
 ];
+
+/** A page of markers: per slot, `[readSeq, accRead]`, or null for a slot whose member left. */
+type PageMarkers = ([number, number] | null)[];
 
 export class InboxStore {
   readonly #sql: SqlStorage;
   readonly #storage: DurableObjectStorage;
+  /** Told of each marker a push moved, once it is written (the user's presence sessions hear it). */
+  readonly #onRead: (userId: string, roomId: string, seq: number) => void;
 
-  constructor(storage: DurableObjectStorage) {
+  constructor(
+    storage: DurableObjectStorage,
+    onRead: (userId: string, roomId: string, seq: number) => void = () => {},
+  ) {
     this.#storage = storage;
     this.#sql = storage.sql;
+    this.#onRead = onRead;
   }
 
   /** Applies a room's push (see the module comment); one transaction. */
   apply(push: InboxPush): InboxAnswer {
-    return this.#storage.transactionSync(() => {
-      this.#checkTenant(push.tenantId);
-      const room = push.roomId;
-      if (push.full) {
-        this.#forgetRoom(room);
-        this.#sql.exec(
-          "INSERT INTO inbox_rooms (room_id, synced, acc_last, floor, acc_floor) VALUES (?, ?, ?, ?, ?)",
-          room,
-          push.to,
-          push.accLast,
-          push.floor,
-          push.accFloor,
-        );
-      } else {
-        const have = this.#sql
-          .exec<{ synced: number }>("SELECT synced FROM inbox_rooms WHERE room_id = ?", room)
-          .toArray()[0];
-        if (!have || push.from === null || have.synced !== push.from) {
-          const stats = this.#sql
-            .exec<{ n: number; s: number }>(
-              "SELECT COUNT(*) AS n, COALESCE(SUM(read_seq), 0) AS s FROM inbox_readers WHERE room_id = ?",
-              room,
-            )
-            .one();
-          return { ok: false, have: have?.synced ?? null, readers: stats.n, readSum: stats.s };
-        }
-        this.#sql.exec(
-          "UPDATE inbox_rooms SET synced = ?, acc_last = ?, floor = ?, acc_floor = ? WHERE room_id = ?",
-          push.to,
-          push.accLast,
-          push.floor,
-          push.accFloor,
-          room,
-        );
-      }
-      for (const s of push.snapshots) this.#putReader(room, s);
-      for (const user of push.removed) this.#forgetReader(room, user);
-      // A user's rows are kept only while they have a marker here: one without is sent whole.
-      for (const [user, seq] of push.own) this.#addAfterMarker("inbox_own", room, user, seq);
-      for (const [user, seq] of push.mentions) this.#addAfterMarker("inbox_mentions", room, user, seq);
-      // After the inserts: a message deleted in the same range goes with its mentions.
-      for (const [seq, author] of push.deleted) {
-        if (seq <= push.floor) continue;
-        this.#sql.exec(
-          "INSERT OR IGNORE INTO inbox_deleted (room_id, seq, author_id) VALUES (?, ?, ?)",
-          room,
-          seq,
-          author,
-        );
-        this.#sql.exec("DELETE FROM inbox_mentions WHERE room_id = ? AND seq = ?", room, seq);
-      }
-      const missing: string[] = [];
-      for (const m of push.markers) {
-        const known = this.#sql
-          .exec<{ read_seq: number }>(
-            "SELECT read_seq FROM inbox_readers WHERE user_id = ? AND room_id = ?",
-            m.user,
+    const moved: [string, number][] = [];
+    const answer = this.#storage.transactionSync(() => this.#apply(push, moved));
+    for (const [user, seq] of moved) this.#onRead(user, push.roomId, seq);
+    return answer;
+  }
+
+  #apply(push: InboxPush, moved: [string, number][]): InboxAnswer {
+    this.#checkTenant(push.tenantId);
+    const room = push.roomId;
+    if (push.full) {
+      this.#forgetRoom(room);
+      this.#sql.exec(
+        "INSERT INTO inbox_rooms (room_id, synced, acc_last, floor, acc_floor) VALUES (?, ?, ?, ?, ?)",
+        room,
+        push.to,
+        push.accLast,
+        push.floor,
+        push.accFloor,
+      );
+    } else {
+      const have = this.#sql
+        .exec<{ synced: number }>("SELECT synced FROM inbox_rooms WHERE room_id = ?", room)
+        .toArray()[0];
+      if (!have || push.from === null || have.synced !== push.from) {
+        const readers = this.#sql
+          .exec<{ n: number }>("SELECT COUNT(*) AS n FROM inbox_members WHERE room_id = ?", room)
+          .one().n;
+        const readSum = this.#sql
+          .exec<{ s: number }>(
+            `SELECT COALESCE(SUM(j.value ->> 0), 0) AS s FROM inbox_pages p, json_each(p.markers) j
+             WHERE p.room_id = ? AND j.type = 'array'`,
             room,
           )
-          .toArray()[0];
-        if (!known) missing.push(m.user);
-        else if (known.read_seq < m.readSeq) this.#moveReader(room, m);
+          .one().s;
+        return { ok: false, have: have?.synced ?? null, readers, readSum };
       }
-      // Nothing at or below the floor counts any more.
-      this.#sql.exec("DELETE FROM inbox_deleted WHERE room_id = ? AND seq <= ?", room, push.floor);
-      if (!push.full && push.floor > 0) {
-        this.#sql.exec("DELETE FROM inbox_own WHERE room_id = ? AND seq <= ?", room, push.floor);
-        this.#sql.exec("DELETE FROM inbox_mentions WHERE room_id = ? AND seq <= ?", room, push.floor);
+      this.#sql.exec(
+        "UPDATE inbox_rooms SET synced = ?, acc_last = ?, floor = ?, acc_floor = ? WHERE room_id = ?",
+        push.to,
+        push.accLast,
+        push.floor,
+        push.accFloor,
+        room,
+      );
+    }
+    const pages = new MarkerPages(this.#sql, room);
+    for (const s of push.snapshots) {
+      const before = pages.marker(s.user)?.[0] ?? 0;
+      this.#putReader(pages, s);
+      if (s.readSeq > before) moved.push([s.user, s.readSeq]);
+    }
+    for (const user of push.removed) this.#forgetReader(pages, user);
+    // A user's rows are kept only while they have a marker here: one without is sent whole.
+    for (const [user, seq] of push.own) this.#addAfterMarker(pages, "inbox_own", user, seq);
+    for (const [user, seq] of push.mentions) this.#addAfterMarker(pages, "inbox_mentions", user, seq);
+    // After the inserts: a message deleted in the same range goes with its mentions.
+    for (const [seq, author] of push.deleted) {
+      if (seq <= push.floor) continue;
+      this.#sql.exec(
+        "INSERT OR IGNORE INTO inbox_deleted (room_id, seq, author_id) VALUES (?, ?, ?)",
+        room,
+        seq,
+        author,
+      );
+      this.#sql.exec("DELETE FROM inbox_mentions WHERE room_id = ? AND seq = ?", room, seq);
+    }
+    const missing: string[] = [];
+    for (const m of push.markers) {
+      const known = pages.marker(m.user);
+      if (!known) missing.push(m.user);
+      else if (known[0] < m.readSeq) {
+        this.#moveReader(pages, m);
+        moved.push([m.user, m.readSeq]);
       }
-      return { ok: true, missing };
-    });
+    }
+    pages.write();
+    // Nothing at or below the floor counts any more.
+    this.#sql.exec("DELETE FROM inbox_deleted WHERE room_id = ? AND seq <= ?", room, push.floor);
+    if (!push.full && push.floor > 0) {
+      this.#sql.exec("DELETE FROM inbox_own WHERE room_id = ? AND seq <= ?", room, push.floor);
+      this.#sql.exec("DELETE FROM inbox_mentions WHERE room_id = ? AND seq <= ?", room, push.floor);
+    }
+    return { ok: true, missing };
   }
 
   /** The counts of these rooms for this user; rooms the inbox has never heard of are left out. */
@@ -193,15 +260,22 @@ export class InboxStore {
         deleted: number;
         mentions: number;
       }>(
-        `SELECT r.room_id, r.synced, r.acc_last, r.floor, r.acc_floor, m.read_seq, m.acc_read,
-           CASE WHEN m.read_seq IS NULL THEN 0 ELSE (SELECT COUNT(*) FROM inbox_own o
-             WHERE o.user_id = ?1 AND o.room_id = r.room_id AND o.seq > MAX(m.read_seq, r.floor)) END AS own,
-           CASE WHEN m.read_seq IS NULL THEN 0 ELSE (SELECT COUNT(*) FROM inbox_deleted d
-             WHERE d.room_id = r.room_id AND d.seq > MAX(m.read_seq, r.floor) AND d.author_id != ?1) END AS deleted,
-           CASE WHEN m.read_seq IS NULL THEN 0 ELSE (SELECT COUNT(*) FROM inbox_mentions x
-             WHERE x.user_id = ?1 AND x.room_id = r.room_id AND x.seq > MAX(m.read_seq, r.floor)) END AS mentions
-         FROM inbox_rooms r LEFT JOIN inbox_readers m ON m.user_id = ?1 AND m.room_id = r.room_id
-         WHERE r.room_id IN (SELECT value FROM json_each(?2))`,
+        `WITH mine AS (
+           SELECT r.room_id, r.synced, r.acc_last, r.floor, r.acc_floor,
+             p.markers -> m.slot ->> 0 AS read_seq, p.markers -> m.slot ->> 1 AS acc_read
+           FROM inbox_rooms r
+             LEFT JOIN inbox_members m ON m.room_id = r.room_id AND m.user_id = ?1
+             LEFT JOIN inbox_pages p ON p.room_id = r.room_id AND p.page = m.page
+           WHERE r.room_id IN (SELECT value FROM json_each(?2))
+         )
+         SELECT r.*,
+           CASE WHEN r.read_seq IS NULL THEN 0 ELSE (SELECT COUNT(*) FROM inbox_own o
+             WHERE o.user_id = ?1 AND o.room_id = r.room_id AND o.seq > MAX(r.read_seq, r.floor)) END AS own,
+           CASE WHEN r.read_seq IS NULL THEN 0 ELSE (SELECT COUNT(*) FROM inbox_deleted d
+             WHERE d.room_id = r.room_id AND d.seq > MAX(r.read_seq, r.floor) AND d.author_id != ?1) END AS deleted,
+           CASE WHEN r.read_seq IS NULL THEN 0 ELSE (SELECT COUNT(*) FROM inbox_mentions x
+             WHERE x.user_id = ?1 AND x.room_id = r.room_id AND x.seq > MAX(r.read_seq, r.floor)) END AS mentions
+         FROM mine r`,
         userId,
         JSON.stringify(roomIds),
       )
@@ -224,14 +298,18 @@ export class InboxStore {
   }
 
   /** A row of `table` (own messages or mentions) for a seq after the user's marker here. */
-  #addAfterMarker(table: "inbox_own" | "inbox_mentions", room: string, user: string, seq: number): void {
+  #addAfterMarker(
+    pages: MarkerPages,
+    table: "inbox_own" | "inbox_mentions",
+    user: string,
+    seq: number,
+  ): void {
+    const marker = pages.marker(user);
+    if (!marker || marker[0] >= seq) return;
     this.#sql.exec(
-      `INSERT OR IGNORE INTO ${table} (user_id, room_id, seq) SELECT ?, ?, ? WHERE EXISTS (SELECT 1 FROM inbox_readers WHERE user_id = ? AND room_id = ? AND read_seq < ?)`,
+      `INSERT OR IGNORE INTO ${table} (user_id, room_id, seq) VALUES (?, ?, ?)`,
       user,
-      room,
-      seq,
-      user,
-      room,
+      pages.room,
       seq,
     );
   }
@@ -246,60 +324,182 @@ export class InboxStore {
   }
 
   #forgetRoom(room: string): void {
-    for (const table of ["inbox_rooms", "inbox_deleted", "inbox_readers", "inbox_own", "inbox_mentions"])
+    for (const table of [
+      "inbox_rooms",
+      "inbox_deleted",
+      "inbox_members",
+      "inbox_pages",
+      "inbox_own",
+      "inbox_mentions",
+    ])
       this.#sql.exec(`DELETE FROM ${table} WHERE room_id = ?`, room);
   }
 
-  #forgetReader(room: string, user: string): void {
-    for (const table of ["inbox_readers", "inbox_own", "inbox_mentions"])
-      this.#sql.exec(`DELETE FROM ${table} WHERE user_id = ? AND room_id = ?`, user, room);
+  #forgetReader(pages: MarkerPages, user: string): void {
+    pages.remove(user);
+    for (const table of ["inbox_own", "inbox_mentions"])
+      this.#sql.exec(`DELETE FROM ${table} WHERE user_id = ? AND room_id = ?`, user, pages.room);
   }
 
-  #putReader(room: string, s: InboxSnapshot): void {
-    this.#forgetReader(room, s.user);
-    this.#sql.exec(
-      "INSERT INTO inbox_readers (user_id, room_id, read_seq, acc_read) VALUES (?, ?, ?, ?)",
-      s.user,
-      room,
-      s.readSeq,
-      s.accRead,
-    );
+  #putReader(pages: MarkerPages, s: InboxSnapshot): void {
+    this.#forgetReader(pages, s.user);
+    pages.add(s.user, [s.readSeq, s.accRead]);
     for (const seq of s.own)
       this.#sql.exec(
         "INSERT OR IGNORE INTO inbox_own (user_id, room_id, seq) VALUES (?, ?, ?)",
         s.user,
-        room,
+        pages.room,
         seq,
       );
     for (const seq of s.mentions)
       this.#sql.exec(
         "INSERT OR IGNORE INTO inbox_mentions (user_id, room_id, seq) VALUES (?, ?, ?)",
         s.user,
-        room,
+        pages.room,
         seq,
       );
   }
 
   /** Moves a marker forward; what is at or before it no longer counts. */
-  #moveReader(room: string, m: InboxMarker): void {
-    this.#sql.exec(
-      "UPDATE inbox_readers SET read_seq = ?, acc_read = ? WHERE user_id = ? AND room_id = ?",
-      m.readSeq,
-      m.accRead,
-      m.user,
-      room,
-    );
+  #moveReader(pages: MarkerPages, m: InboxMarker): void {
+    pages.set(m.user, [m.readSeq, m.accRead]);
     this.#sql.exec(
       "DELETE FROM inbox_own WHERE user_id = ? AND room_id = ? AND seq <= ?",
       m.user,
-      room,
+      pages.room,
       m.readSeq,
     );
     this.#sql.exec(
       "DELETE FROM inbox_mentions WHERE user_id = ? AND room_id = ? AND seq <= ?",
       m.user,
-      room,
+      pages.room,
       m.readSeq,
     );
+  }
+}
+
+/** One room's marker pages during one push: read when first needed, changed in memory, and each
+ * page that changed written once at the end (`write`). A member's page and slot are written only
+ * when they arrive or leave. */
+class MarkerPages {
+  readonly room: string;
+  readonly #sql: SqlStorage;
+  /** Members looked up: their page and slot, or null when they have no marker here. */
+  readonly #where = new Map<string, { page: number; slot: number } | null>();
+  readonly #pages = new Map<number, PageMarkers>();
+  readonly #dirty = new Set<number>();
+  /** Members per page, loaded when a member is first added. */
+  #counts: Map<number, number> | null = null;
+
+  constructor(sql: SqlStorage, room: string) {
+    this.#sql = sql;
+    this.room = room;
+  }
+
+  /** The member's `[readSeq, accRead]` here, or undefined when they have none. */
+  marker(user: string): [number, number] | undefined {
+    const at = this.#locate(user);
+    return at ? (this.#page(at.page)[at.slot] ?? undefined) : undefined;
+  }
+
+  set(user: string, marker: [number, number]): void {
+    const at = this.#locate(user);
+    if (!at) throw new Error(`no marker for ${user} in ${this.room}`);
+    this.#page(at.page)[at.slot] = marker;
+    this.#dirty.add(at.page);
+  }
+
+  /** A member arrives: the lowest page with room, the first free slot in it. */
+  add(user: string, marker: [number, number]): void {
+    const counts = this.#memberCounts();
+    let page = 0;
+    while ((counts.get(page) ?? 0) >= MARKERS_PER_PAGE) page++;
+    const markers = this.#page(page);
+    let slot = markers.indexOf(null);
+    if (slot < 0) slot = markers.length;
+    markers[slot] = marker;
+    counts.set(page, (counts.get(page) ?? 0) + 1);
+    this.#dirty.add(page);
+    this.#where.set(user, { page, slot });
+    this.#sql.exec(
+      "INSERT INTO inbox_members (room_id, user_id, page, slot) VALUES (?, ?, ?, ?)",
+      this.room,
+      user,
+      page,
+      slot,
+    );
+  }
+
+  remove(user: string): void {
+    const at = this.#locate(user);
+    if (!at) return;
+    this.#page(at.page)[at.slot] = null;
+    this.#dirty.add(at.page);
+    // Counts not loaded yet are read after this delete.
+    if (this.#counts) this.#counts.set(at.page, (this.#counts.get(at.page) ?? 1) - 1);
+    this.#where.set(user, null);
+    this.#sql.exec("DELETE FROM inbox_members WHERE room_id = ? AND user_id = ?", this.room, user);
+  }
+
+  /** Writes each page that changed: one row each (a page left empty is deleted). */
+  write(): void {
+    for (const page of this.#dirty) {
+      const markers = this.#page(page);
+      while (markers.length > 0 && markers[markers.length - 1] === null) markers.pop();
+      if (markers.length === 0)
+        this.#sql.exec("DELETE FROM inbox_pages WHERE room_id = ? AND page = ?", this.room, page);
+      else
+        this.#sql.exec(
+          "INSERT INTO inbox_pages (room_id, page, markers) VALUES (?, ?, ?) ON CONFLICT (room_id, page) DO UPDATE SET markers = excluded.markers",
+          this.room,
+          page,
+          JSON.stringify(markers),
+        );
+    }
+    this.#dirty.clear();
+  }
+
+  #locate(user: string): { page: number; slot: number } | null {
+    let at = this.#where.get(user);
+    if (at === undefined) {
+      at =
+        this.#sql
+          .exec<{ page: number; slot: number }>(
+            "SELECT page, slot FROM inbox_members WHERE room_id = ? AND user_id = ?",
+            this.room,
+            user,
+          )
+          .toArray()[0] ?? null;
+      this.#where.set(user, at);
+    }
+    return at;
+  }
+
+  #page(page: number): PageMarkers {
+    let markers = this.#pages.get(page);
+    if (!markers) {
+      const row = this.#sql
+        .exec<{ markers: string }>(
+          "SELECT markers FROM inbox_pages WHERE room_id = ? AND page = ?",
+          this.room,
+          page,
+        )
+        .toArray()[0];
+      markers = row ? (JSON.parse(row.markers) as PageMarkers) : [];
+      this.#pages.set(page, markers);
+    }
+    return markers;
+  }
+
+  #memberCounts(): Map<number, number> {
+    if (!this.#counts) {
+      this.#counts = new Map();
+      for (const r of this.#sql.exec<{ page: number; n: number }>(
+        "SELECT page, COUNT(*) AS n FROM inbox_members WHERE room_id = ? GROUP BY page",
+        this.room,
+      ))
+        this.#counts.set(r.page, r.n);
+    }
+    return this.#counts;
   }
 }

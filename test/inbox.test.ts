@@ -10,6 +10,7 @@ import { env } from "cloudflare:workers";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { limitsOf } from "../config/limits.ts";
+import { type InboxPush, InboxStore } from "../durable-objects/inbox-store.ts";
 import { presenceStub, shardOf } from "../durable-objects/presence.ts";
 import { RoomAttachments } from "../durable-objects/room-attachments.ts";
 import { applyCommand } from "../durable-objects/room-commands.ts";
@@ -233,7 +234,14 @@ describe("the room list from the inbox", () => {
     const shards = limitsOf(env).presenceShards;
     for (let s = 0; s < shards; s++)
       await runInDurableObject(presenceStub(env, w.tenant, s), (_p, state) => {
-        for (const t of ["inbox_rooms", "inbox_readers", "inbox_own", "inbox_mentions", "inbox_deleted"])
+        for (const t of [
+          "inbox_rooms",
+          "inbox_members",
+          "inbox_pages",
+          "inbox_own",
+          "inbox_mentions",
+          "inbox_deleted",
+        ])
           state.storage.sql.exec(`DELETE FROM ${t}`);
       });
     const inbox = presenceStub(env, w.tenant, shardOf(ada.id, shards));
@@ -291,6 +299,59 @@ describe("the room list from the inbox", () => {
     expect(listed).toMatchObject({ unread: 4, mentions: 2 });
   });
 
+  it("keeps every marker when the inbox moves from a row per reader to pages (the upgrade)", async () => {
+    const w = await world();
+    const [ada, bob, cyd] = w.people as [User, User, User];
+    for (const room of w.rooms.slice(0, 2)) await api(cyd, "POST", `/api/rooms/${room}/join`);
+    for (const [r, room] of w.rooms.entries()) {
+      for (let i = 0; i < 4; i++)
+        await api([ada, bob][i % 2] as User, "POST", `/api/rooms/${room}/messages`, {
+          clientId: `up${i}`,
+          text: i === 3 ? `cc @<${cyd.id}> @<${ada.id}>` : `m${i}`,
+        });
+      // Markers at different places: ada at 2, bob at 3 + r (where a member), cyd at 1.
+      await api(ada, "PUT", `/api/rooms/${room}/read`, { seq: 2 });
+      await api(bob, "PUT", `/api/rooms/${room}/read`, { seq: 3 + r });
+      if (r < 2) await api(cyd, "PUT", `/api/rooms/${room}/read`, { seq: 1 });
+    }
+    await expectExact(w);
+    // What the inboxes themselves hold (`GET /api/rooms` would fill what they lack from the rooms).
+    const held = () =>
+      Promise.all(
+        w.people.map((p) =>
+          presenceStub(env, w.tenant, shardOf(p.id, limitsOf(env).presenceShards)).inboxList(p.id, w.rooms),
+        ),
+      );
+    const before = await held();
+    // Seven members in all: ada and cyd in the first room, all three in the second, ada and bob in the third.
+    expect(before.flatMap((inbox) => Object.values(inbox)).filter((e) => e.readSeq !== null)).toHaveLength(7);
+    // Back to a row per reader in `inbox_readers`, as shards before pages held them.
+    for (let s = 0; s < limitsOf(env).presenceShards; s++) {
+      const stub = presenceStub(env, w.tenant, s);
+      await runInDurableObject(stub, (_p, state) => {
+        const sql = state.storage.sql;
+        sql.exec(
+          `CREATE TABLE inbox_readers (
+             user_id TEXT NOT NULL, room_id TEXT NOT NULL, read_seq INTEGER NOT NULL, acc_read INTEGER NOT NULL,
+             PRIMARY KEY (user_id, room_id)
+           ) WITHOUT ROWID;
+           CREATE INDEX inbox_readers_room ON inbox_readers(room_id);
+           INSERT INTO inbox_readers (user_id, room_id, read_seq, acc_read)
+             SELECT m.user_id, m.room_id, p.markers -> m.slot ->> 0, p.markers -> m.slot ->> 1
+             FROM inbox_members m JOIN inbox_pages p ON p.room_id = m.room_id AND p.page = m.page;
+           DROP TABLE inbox_members;
+           DROP TABLE inbox_pages;
+           UPDATE meta SET value = CAST(value AS INTEGER) - 1 WHERE key = 'schema_version';`,
+        );
+      });
+      await evictDurableObject(stub);
+    }
+    expect(await held()).toEqual(before);
+    // The rooms keep pushing as before (they know how far each shard has).
+    await api(cyd, "POST", `/api/rooms/${w.rooms[0]}/messages`, { clientId: "after", text: "after" });
+    await expectExact(w);
+  });
+
   it("lists each dm with its people by name, as creating it answers", async () => {
     const w = await world();
     const [ada, bob, cyd] = w.people as [User, User, User];
@@ -328,5 +389,93 @@ describe("the inbox's cost per push", () => {
       ),
     );
     for (const plan of plans) expect(plan).not.toMatch(/^SCAN/);
+  });
+});
+
+describe("the inbox's markers by page", () => {
+  /** A push of `room` at `to` with these parts; the rest empty. */
+  const push = (tenant: string, room: string, from: number | null, to: number, parts: Partial<InboxPush>) =>
+    ({
+      tenantId: tenant,
+      roomId: room,
+      from,
+      full: false,
+      to,
+      accLast: to,
+      floor: 0,
+      accFloor: 0,
+      own: [],
+      mentions: [],
+      deleted: [],
+      markers: [],
+      snapshots: [],
+      removed: [],
+      ...parts,
+    }) satisfies InboxPush;
+
+  it("writes one row per page of markers that moved, fills a freed slot, and lists each reader exactly", async () => {
+    const tenant = unique("t");
+    const room = unique("r");
+    const users = Array.from({ length: 250 }, (_, i) => `u${String(i).padStart(3, "0")}`);
+    const result = await runInDurableObject(presenceStub(env, tenant, 0), (_p, state) => {
+      const sql = state.storage.sql;
+      let written = 0;
+      const exec = sql.exec.bind(sql);
+      sql.exec = ((query: string, ...params: SqlStorageValue[]) => {
+        const cursor = exec(query, ...params);
+        if (query.includes("inbox_pages")) written += cursor.rowsWritten;
+        return cursor;
+      }) as typeof sql.exec;
+      const inbox = new InboxStore(state.storage);
+      inbox.apply(
+        push(tenant, room, null, 10, {
+          full: true,
+          snapshots: users.map((user) => ({ user, readSeq: 0, accRead: 0, own: [], mentions: [] })),
+        }),
+      );
+      const pages = sql
+        .exec<{ n: number }>("SELECT COUNT(*) AS n FROM inbox_pages WHERE room_id = ?", room)
+        .one().n;
+      written = 0;
+      // Every reader's marker moves in one push: three pages, three rows.
+      const moved = inbox.apply(
+        push(tenant, room, 10, 10, {
+          markers: users.map((user, i) => ({ user, readSeq: 1 + (i % 10), accRead: 1 + (i % 10) })),
+        }),
+      );
+      const movedRows = written;
+      // Behind the marker: nothing written.
+      written = 0;
+      inbox.apply(push(tenant, room, 10, 10, { markers: [{ user: "u007", readSeq: 1, accRead: 1 }] }));
+      const backwardsRows = written;
+      // One leaves and another arrives: the newcomer takes the freed slot, on the first page.
+      inbox.apply(push(tenant, room, 10, 10, { removed: ["u042"] }));
+      inbox.apply(
+        push(tenant, room, 10, 10, {
+          snapshots: [{ user: "new", readSeq: 4, accRead: 4, own: [], mentions: [] }],
+        }),
+      );
+      const slot = sql
+        .exec<{ page: number; slot: number }>(
+          "SELECT page, slot FROM inbox_members WHERE room_id = ? AND user_id = 'new'",
+          room,
+        )
+        .one();
+      const listed = ["u000", "u007", "u199", "u249", "u042", "new"].map((u) => inbox.list(u, [room])[room]);
+      return { pages, moved, movedRows, backwardsRows, slot, listed };
+    });
+    expect(result.pages).toBe(3);
+    expect(result.moved).toEqual({ ok: true, missing: [] });
+    expect(result.movedRows).toBe(3);
+    expect(result.backwardsRows).toBe(0);
+    expect(result.slot).toEqual({ page: 0, slot: 42 });
+    expect(result.listed).toEqual([
+      { lastSeq: 10, readSeq: 1, unread: 9, mentions: 0 },
+      { lastSeq: 10, readSeq: 8, unread: 2, mentions: 0 },
+      { lastSeq: 10, readSeq: 10, unread: 0, mentions: 0 },
+      { lastSeq: 10, readSeq: 10, unread: 0, mentions: 0 },
+      { lastSeq: 10, readSeq: null, unread: 0, mentions: 0 },
+      { lastSeq: 10, readSeq: 4, unread: 6, mentions: 0 },
+    ]);
   });
 });

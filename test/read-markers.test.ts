@@ -4,16 +4,20 @@
  * number of frames or of readers; a frame lost with the room is sent again by the SDK after it
  * reconnects.
  */
-import { evictDurableObject, runInDurableObject } from "cloudflare:test";
+import { env, evictDurableObject, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { type SocketOpener, websocketTransport } from "../client/sdk/index.ts";
+import { limitsOf } from "../config/limits.ts";
+import { shardOf } from "../durable-objects/presence.ts";
 import { api, Client, createRoom, join, json, login, roomObject, settleInbox, unique } from "./helpers.ts";
 import { Network, session, until } from "./sdk-helpers.ts";
 
 type Cursor = { rowsWritten: number };
 /** Rows written by statements on the tables markers live in (their pages, and `members`, where
- * they lived before pages), while counting. */
+ * they lived before pages), while counting: in the room, and in the inboxes (`inbox_readers`
+ * before pages). */
 let markerRows = 0;
+let inboxRows = 0;
 let patched = false;
 
 /** Counts the rows each `UPDATE members` writes, from the SQL cursors (patched once per file). */
@@ -28,6 +32,7 @@ async function countMarkerWrites(stub: DurableObjectStub): Promise<void> {
       // A write is done when exec returns.
       const q = String(query);
       if (q.startsWith("UPDATE members") || q.includes("read_pages")) markerRows += cursor.rowsWritten;
+      if (q.includes("inbox_pages") || q.startsWith("UPDATE inbox_readers")) inboxRows += cursor.rowsWritten;
       return cursor;
     };
   });
@@ -88,7 +93,9 @@ describe("read markers", () => {
     await countMarkerWrites(stub);
     const sockets = await Promise.all(readers.map((r) => Client.open(r, roomId, seq)));
     for (const s of sockets) await s.ready();
+    await settleInbox(tenant, roomId);
     markerRows = 0;
+    inboxRows = 0;
     for (const s of sockets) s.send({ type: "read", seq });
     for (const s of sockets) {
       s.send({ type: "ping" });
@@ -96,6 +103,10 @@ describe("read markers", () => {
     }
     await settleInbox(tenant, roomId);
     expect(markerRows).toBe(1);
+    // In the inboxes: one row per presence shard holding readers, not one per reader.
+    const shards = new Set(readers.map((r) => shardOf(r.id, limitsOf(env).presenceShards)));
+    expect(shards.size).toBeLessThan(readers.length);
+    expect(inboxRows).toBe(shards.size);
     for (const r of readers) expect(await stub.summary(r.id)).toMatchObject({ readSeq: seq, unread: 0 });
     // One who leaves takes their marker along: back in, they start from nothing read.
     const [first] = readers;

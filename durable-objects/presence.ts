@@ -91,7 +91,7 @@ export class Presence extends DurableObject<Env> {
     super(ctx, env);
     this.#sql = ctx.storage.sql;
     migrate(this.ctx.storage, MIGRATIONS);
-    this.#inbox = new InboxStore(ctx.storage);
+    this.#inbox = new InboxStore(ctx.storage, (userId, room, seq) => this.readMoved(userId, room, seq));
   }
 
   // ---- sockets -------------------------------------------------------------------------------
@@ -347,7 +347,8 @@ export class Presence extends DurableObject<Env> {
     this.relayAll([change]);
   }
 
-  /** A read marker moved on one of the user's devices: their presence sessions learn it. */
+  /** A read marker moved on one of the user's devices: their presence sessions learn it. Rooms now
+   * say so in their inbox push (`inboxApply`); kept for rooms deployed before. */
   readMoved(userId: string, room: string, seq: number): void {
     const frame = JSON.stringify({ type: "read", room, seq } satisfies PresenceServerFrame);
     for (const ws of this.ctx.getWebSockets(userId)) sendRaw(ws, frame);

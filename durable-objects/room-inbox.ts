@@ -34,7 +34,6 @@ export interface InboxFeedDeps {
   meta: () => RoomMeta | null;
   /** Makes sure the room's alarm fires by then (the net for an instance that goes away). */
   wakeAt: (at: number) => void;
-  waitUntil: (p: Promise<unknown>) => void;
 }
 
 export class InboxFeed {
@@ -150,22 +149,14 @@ export class InboxFeed {
     this.#moved(roomLog.markReadMany(held.filter(([userId]) => roomLog.member(userId) !== undefined)));
   }
 
-  /** Markers moved: their inboxes and the users' presence sessions learn it. */
+  /** Markers moved: their inboxes learn it in the next push, and tell the users' presence
+   * sessions (one call per shard, not one per reader). */
   #moved(moved: readonly [string, number][]): void {
     if (moved.length === 0) return;
-    const meta = this.#deps.meta();
     for (const [userId] of moved) this.#add(this.#markers, this.#shard(userId), userId);
     // The net under the push: an instance that goes away first leaves the alarm to a new one.
     this.#deps.wakeAt(Date.now() + this.#deps.limits.archiveResendMs);
     this.kick();
-    if (!meta) return;
-    for (const [userId, seq] of moved) {
-      this.#deps.waitUntil(
-        presenceStub(this.#deps.env, meta.tenantId, this.#shard(userId))
-          .readMoved(userId, meta.roomId, seq)
-          .catch((err: unknown) => log({ event: "read_push_failed", room: meta.roomId, error: String(err) })),
-      );
-    }
   }
 
   // ---- pushing ---------------------------------------------------------------------------------

@@ -129,7 +129,6 @@ export class Room extends DurableObject<Env> {
       sql: ctx.storage.sql,
       meta: () => this.#log.meta(),
       wakeAt: (at) => this.#wakeAt(at),
-      waitUntil: (p) => ctx.waitUntil(p),
     });
     // After the log: its migrations create the attachments table.
     this.#attachments = new RoomAttachments(ctx.storage.sql);

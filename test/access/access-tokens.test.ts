@@ -143,6 +143,36 @@ describe("Cloudflare Access tokens", () => {
     await refused(`${h}.${forged}.${s}`, email);
   });
 
+  it("checks a token's signature once for its lifetime, never vouching for a forged copy", async () => {
+    const email = `${unique("once")}@acme.test`;
+    const token = await mint({ email }, { exp: now() + 100 });
+    const verify = vi.spyOn(crypto.subtle, "verify");
+    try {
+      for (let i = 0; i < 3; i++) expect((await me(token)).status).toBe(200);
+      expect(verify).toHaveBeenCalledTimes(1);
+      // The same signature over another payload is a different token: verified, and refused.
+      const [h, , sig] = token.split(".");
+      const forged = b64url(
+        JSON.stringify({
+          email: `${unique("mallory")}@acme.test`,
+          iss: ACME.iss,
+          aud: [ACME.aud],
+          exp: now() + 100,
+        }),
+      );
+      expect((await me(`${h}.${forged}.${sig}`)).status).toBe(401);
+      expect(verify).toHaveBeenCalledTimes(2);
+      // Past its exp the token is verified again, with the skew allowed; past the skew, refused.
+      vi.useFakeTimers({ toFake: ["Date"], now: Date.now() + 130_000 });
+      expect((await me(token)).status).toBe(200);
+      expect(verify).toHaveBeenCalledTimes(3);
+      vi.useFakeTimers({ toFake: ["Date"], now: Date.now() + 60_000 });
+      expect((await me(token)).status).toBe(401);
+    } finally {
+      verify.mockRestore();
+    }
+  });
+
   it("fails closed when a team's key set cannot be fetched", async () => {
     const email = `${unique("down")}@initech.test`;
     const key = await newKey("initech-1");

@@ -139,8 +139,42 @@ async function verifyWith(token: string, keySet: JWTVerifyGetKey, issuer: string
   }
 }
 
+// ---- tokens already verified -----------------------------------------------------------------
+
+/** Tokens this isolate has verified, per configuration, by the SHA-256 of the whole token: a page
+ * load sends the same token on every request and socket, and a signature once checked stays good
+ * until the token's `exp`. An entry goes at `exp` (later requests are verified again, with the
+ * skew allowed), and the oldest go first beyond `VERIFIED_TOKENS_MAX` (about 2 MB). */
+const verifiedTokens = new WeakMap<AuthConfig, Map<string, { verified: Verified; until: number }>>();
+const VERIFIED_TOKENS_MAX = 5_000;
+
+async function tokenKey(token: string): Promise<string> {
+  const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(token));
+  return btoa(String.fromCharCode(...new Uint8Array(digest)));
+}
+
 /** Verifies a token and returns its claims (and Access tenant), or throws `TokenError`. */
 export async function verifyToken(token: string, config: AuthConfig): Promise<Verified> {
+  let known = verifiedTokens.get(config);
+  if (!known) {
+    known = new Map();
+    verifiedTokens.set(config, known);
+  }
+  const key = await tokenKey(token);
+  const hit = known.get(key);
+  if (hit && hit.until > Date.now()) return hit.verified;
+  if (hit) known.delete(key);
+  const verified = await verifyUncached(token, config);
+  // `exp` is required, so every verified token has one.
+  known.set(key, { verified, until: (verified.claims.exp ?? 0) * 1000 });
+  if (known.size > VERIFIED_TOKENS_MAX) {
+    const oldest = known.keys().next().value;
+    if (oldest !== undefined) known.delete(oldest);
+  }
+  return verified;
+}
+
+async function verifyUncached(token: string, config: AuthConfig): Promise<Verified> {
   checkHeader(token);
   if (config.mode === "dev") {
     const { keySet } = await devKeys(config.devKey);

@@ -1,6 +1,7 @@
 import { env } from "cloudflare:workers";
 import { SignJWT } from "jose";
 import { afterEach, describe, expect, it, vi } from "vitest";
+import { IDENTITY_MEMORY_MS } from "../../worker/auth/identity.ts";
 import { Client, fetchWorker, json, unique } from "../helpers.ts";
 import {
   ACME,
@@ -171,6 +172,18 @@ describe("Cloudflare Access tokens", () => {
     } finally {
       verify.mockRestore();
     }
+  });
+
+  it("reads a user from the directory at most every 2 s per isolate", async () => {
+    const email = `${unique("dir")}@acme.test`;
+    const token = await mint({ email });
+    const role = async () => (await json<{ user: { role: string } }>(me(token))).user.role;
+    expect(await role()).toBe("member");
+    // Another isolate (or a script) changes the directory: this one may answer from memory a while.
+    await env.DB.prepare("UPDATE users SET role = 'admin' WHERE email = ?").bind(email).run();
+    expect(await role()).toBe("member");
+    vi.useFakeTimers({ toFake: ["Date"], now: Date.now() + IDENTITY_MEMORY_MS + 1 });
+    expect(await role()).toBe("admin");
   });
 
   it("fails closed when a team's key set cannot be fetched", async () => {

@@ -51,35 +51,73 @@ function userLookup(orm: DrizzleD1Database) {
     .where(and(eq(users.tenantId, sql.placeholder("tenantId")), eq(users.email, sql.placeholder("email"))))
     .prepare();
 }
-const lookups = new WeakMap<D1Database, { orm: DrizzleD1Database; find: ReturnType<typeof userLookup> }>();
+/**
+ * How long this isolate answers a user's identity from memory after reading it from the directory.
+ * A page load makes several requests and opens several sockets within a second, each of which
+ * would otherwise read the directory (D1, possibly far from this edge). A change made through this
+ * isolate (a role change) is seen at once; one made elsewhere reaches the requests this isolate
+ * serves within this time, well inside the 5 s in which a deactivated user's access must end.
+ */
+export const IDENTITY_MEMORY_MS = 2_000;
+const IDENTITIES_MAX = 10_000;
 
-function directoryOf(env: Env, tenantId: string) {
+interface Directory {
+  orm: DrizzleD1Database;
+  find: ReturnType<typeof userLookup>;
+  /** By tenant and email: identities read in the last `IDENTITY_MEMORY_MS`, oldest first. */
+  recent: Map<string, { identity: Identity; until: number }>;
+}
+const lookups = new WeakMap<D1Database, Directory>();
+
+function directoryOf(env: Env, tenantId: string): Directory {
   const db = directoryDb(env, tenantId);
   let entry = lookups.get(db);
   if (!entry) {
     const orm = drizzle(db);
-    entry = { orm, find: userLookup(orm) };
+    entry = { orm, find: userLookup(orm), recent: new Map() };
     lookups.set(db, entry);
   }
   return entry;
 }
 
+const recentKey = (tenantId: string, email: string) => `${tenantId}\n${email.toLowerCase()}`;
+
+function remember(dir: Directory, identity: Identity): Identity {
+  const key = recentKey(identity.tenantId, identity.email);
+  dir.recent.delete(key);
+  dir.recent.set(key, { identity, until: Date.now() + IDENTITY_MEMORY_MS });
+  if (dir.recent.size > IDENTITIES_MAX) {
+    const oldest = dir.recent.keys().next().value;
+    if (oldest !== undefined) dir.recent.delete(oldest);
+  }
+  return identity;
+}
+
+/** A user changed through this isolate: their next request reads the directory again. */
+export function forgetIdentity(env: Env, tenantId: string, email: string): void {
+  directoryOf(env, tenantId).recent.delete(recentKey(tenantId, email));
+}
+
+/** Whether a configured role raises this one (promotion only: a mapping never demotes). */
+function promotes(mapped: Role | null, role: Role): mapped is Role {
+  return mapped !== null && mapped !== "bot" && role !== "bot" && RANK[mapped] > RANK[role];
+}
+
 /** Finds or creates the tenant and the user of a profile, in the tenant's directory; applies a
  * configured admin promotion. */
 export async function provision(env: Env, profile: Profile): Promise<Identity> {
-  const { orm, find: lookup } = directoryOf(env, profile.tenantId);
+  const dir = directoryOf(env, profile.tenantId);
+  const { orm, find: lookup } = dir;
   const now = Date.now();
   const email = profile.email.toLowerCase();
+  const recent = dir.recent.get(recentKey(profile.tenantId, email));
+  if (recent && recent.until > now && !promotes(profile.mappedRole, recent.identity.role))
+    return recent.identity;
   const find = () => lookup.get({ tenantId: profile.tenantId, email });
   const found = await find();
   if (found) {
     const mapped = profile.mappedRole;
-    const promoted =
-      mapped !== null &&
-      mapped !== "bot" &&
-      found.user.role !== "bot" &&
-      RANK[mapped] > RANK[found.user.role];
-    if (!promoted) return toIdentity(found.user, found.tenantName);
+    if (!promotes(mapped, found.user.role)) return remember(dir, toIdentity(found.user, found.tenantName));
     await orm.update(users).set({ role: mapped }).where(eq(users.id, found.user.id));
     await audit(
       env,
@@ -97,7 +135,7 @@ export async function provision(env: Env, profile: Profile): Promise<Identity> {
       name: found.user.name,
       role: mapped,
     });
-    return toIdentity({ ...found.user, role: mapped }, found.tenantName);
+    return remember(dir, toIdentity({ ...found.user, role: mapped }, found.tenantName));
   }
 
   // Whoever creates the tenant row owns the tenant: the insert either creates it (and returns it)
@@ -129,7 +167,7 @@ export async function provision(env: Env, profile: Profile): Promise<Identity> {
       role: row.user.role,
     });
   }
-  return toIdentity(row.user, row.tenantName);
+  return remember(dir, toIdentity(row.user, row.tenantName));
 }
 
 function toIdentity(user: typeof users.$inferSelect, tenantName: string): Identity {

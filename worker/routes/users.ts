@@ -7,6 +7,7 @@ import { directoryDb } from "../../platform/residency.ts";
 import { isRole, type Role } from "../../protocol/index.ts";
 import { audit } from "../audit.ts";
 import { requireAdmin } from "../auth/admin.ts";
+import { forgetIdentity } from "../auth/identity.ts";
 import { memberships, rooms, users } from "../db/schema.ts";
 import { ApiError } from "../errors.ts";
 import { readJsonObject } from "../http.ts";
@@ -61,6 +62,7 @@ export const userRoutes = new Hono<AppEnv>()
     }
     if (user.role !== role) {
       await db.update(users).set({ role }).where(eq(users.id, user.id));
+      forgetIdentity(c.env, me.tenantId, user.email);
       await audit(c.env, me, "user.role_changed", user.id, { from: user.role, to: role });
     }
     // Always, not only on a change: a retry of a call that failed half-way repairs the rooms.

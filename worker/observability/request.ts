@@ -37,19 +37,26 @@ function roomOf(c: Context<AppEnv>, route: string): string | undefined {
  * `fetch` (WebSocket upgrades, event streams) has immutable headers and is rebuilt, keeping its
  * socket. */
 function withRequestId(res: Response, id: string): Response {
+  // An upgrade always comes from an object: rebuilt without first failing to set the header (a
+  // thrown error per socket opened).
+  if (res.webSocket) return rebuilt(res, id);
   try {
     res.headers.set(REQUEST_ID_HEADER, id);
     return res;
   } catch {
-    const headers = new Headers(res.headers);
-    headers.set(REQUEST_ID_HEADER, id);
-    return new Response(res.body, {
-      status: res.status,
-      statusText: res.statusText,
-      headers,
-      webSocket: res.webSocket,
-    });
+    return rebuilt(res, id);
   }
+}
+
+function rebuilt(res: Response, id: string): Response {
+  const headers = new Headers(res.headers);
+  headers.set(REQUEST_ID_HEADER, id);
+  return new Response(res.body, {
+    status: res.status,
+    statusText: res.statusText,
+    headers,
+    webSocket: res.webSocket,
+  });
 }
 
 export const observeRequests = createMiddleware<AppEnv>(async (c, next) => {

@@ -46,7 +46,6 @@ export type LogEvent =
   | Failure<"export_failed", { export: string; attempts: number }>
   | Failure<"attachment_discard_failed", { room: string; id: string }>
   | Failure<"quota_release_failed", { room: string; id: string }>
-  | Failure<"read_push_failed", { room: string }>
   | Failure<"inbox_push_failed", { room: string; attempts: number }>
   | Failure<"activity_failed", { room: string }>
   | Failure<"presence_relay_failed", { shard: number }>
@@ -92,7 +91,6 @@ const LEVEL: { [E in LogEvent["event"]]: Level } = {
   export_failed: "error",
   attachment_discard_failed: "error",
   quota_release_failed: "warn",
-  read_push_failed: "error",
   inbox_push_failed: "warn",
   search_ship_failed: "warn",
   activity_failed: "error",

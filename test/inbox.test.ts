@@ -10,7 +10,7 @@ import { env } from "cloudflare:workers";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { limitsOf } from "../config/limits.ts";
-import { type InboxPush, InboxStore } from "../durable-objects/inbox-store.ts";
+import { INBOX_MIGRATIONS, type InboxPush, InboxStore } from "../durable-objects/inbox-store.ts";
 import { presenceStub, shardOf } from "../durable-objects/presence.ts";
 import { RoomAttachments } from "../durable-objects/room-attachments.ts";
 import { applyCommand } from "../durable-objects/room-commands.ts";
@@ -476,6 +476,60 @@ describe("the inbox's markers by page", () => {
       { lastSeq: 10, readSeq: 10, unread: 0, mentions: 0 },
       { lastSeq: 10, readSeq: null, unread: 0, mentions: 0 },
       { lastSeq: 10, readSeq: 4, unread: 6, mentions: 0 },
+    ]);
+  });
+
+  it("fills the pages from the rows per reader they replace, a page per 100 readers of a room", async () => {
+    const tenant = unique("t");
+    const rooms = { big: unique("r"), small: unique("r") };
+    const listed = await runInDurableObject(presenceStub(env, tenant, 0), (_p, state) => {
+      const sql = state.storage.sql;
+      // The tables as they were before pages, with 150 readers in one room and 3 in another.
+      sql.exec(
+        `DROP TABLE inbox_members; DROP TABLE inbox_pages;
+         CREATE TABLE inbox_readers (
+           user_id TEXT NOT NULL, room_id TEXT NOT NULL, read_seq INTEGER NOT NULL, acc_read INTEGER NOT NULL,
+           PRIMARY KEY (user_id, room_id)
+         ) WITHOUT ROWID;`,
+      );
+      for (const [room, n] of [
+        [rooms.big, 150],
+        [rooms.small, 3],
+      ] as const) {
+        sql.exec(
+          "INSERT INTO inbox_rooms (room_id, synced, acc_last, floor, acc_floor) VALUES (?, 200, 200, 0, 0)",
+          room,
+        );
+        for (let i = 0; i < n; i++)
+          sql.exec(
+            "INSERT INTO inbox_readers (user_id, room_id, read_seq, acc_read) VALUES (?, ?, ?, ?)",
+            `u${String(i).padStart(3, "0")}`,
+            room,
+            i + 1,
+            i + 1,
+          );
+      }
+      const toPages = INBOX_MIGRATIONS.at(-1);
+      if (typeof toPages !== "function") throw new Error("the last inbox migration is not the pages one");
+      state.storage.transactionSync(() => toPages(sql));
+      const pages = sql
+        .exec<{ room_id: string; n: number }>(
+          "SELECT room_id, COUNT(*) AS n FROM inbox_pages GROUP BY room_id",
+        )
+        .toArray();
+      const inbox = new InboxStore(state.storage);
+      return {
+        pages: Object.fromEntries(pages.map((r) => [r.room_id, r.n])),
+        readers: ["u000", "u099", "u100", "u149"].map((u) => inbox.list(u, [rooms.big])[rooms.big]?.readSeq),
+        small: ["u000", "u002", "u003"].map((u) => inbox.list(u, [rooms.small])[rooms.small]),
+      };
+    });
+    expect(listed.pages).toEqual({ [rooms.big]: 2, [rooms.small]: 1 });
+    expect(listed.readers).toEqual([1, 100, 101, 150]);
+    expect(listed.small).toEqual([
+      { lastSeq: 200, readSeq: 1, unread: 199, mentions: 0 },
+      { lastSeq: 200, readSeq: 3, unread: 197, mentions: 0 },
+      { lastSeq: 200, readSeq: null, unread: 0, mentions: 0 },
     ]);
   });
 });

@@ -139,6 +139,10 @@ export default defineConfig({
       {
         test: { name: "scripts", include: ["test/scripts/**/*.test.ts"], environment: "node" },
       },
+      // What the Worker sends to other services, against local stand-ins of them, in plain Node.
+      {
+        test: { name: "push", include: ["test/push/**/*.test.ts"], environment: "node" },
+      },
       {
         test: {
           name: "browser",

@@ -1,0 +1,196 @@
+/**
+ * Web Push against a real push service stand-in (docs/architecture.md, decision 10):
+ * `web-push-testing` subscribes a fake browser, checks the VAPID JWT against the key it subscribed
+ * with and decrypts what it receives per RFC 8291. Statuses it cannot give (404, 429, 500) come
+ * from a small stub server.
+ */
+import { createServer, type Server } from "node:http";
+import { createRequire } from "node:module";
+import type { AddressInfo } from "node:net";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import {
+  outcomeOf,
+  PUSH_MAX_PAYLOAD_BYTES,
+  type PushNotice,
+  type PushTarget,
+  pushPayload,
+  sendPush,
+  type Vapid,
+} from "../../worker/notify/web-push.ts";
+
+// The package's `main` names a file it does not ship: its server and model are required directly.
+const require = createRequire(import.meta.url);
+/** web-push-testing's server, started here on loopback (its own `startServer` listens on every
+ * interface and exits the process on an error). */
+interface MockPushService {
+  _app: { listen(port: number, host: string, ready: () => void): Server };
+  setRequestHandlers(): void;
+}
+const TestingServer = require("web-push-testing/src/server.js") as new (
+  model: unknown,
+  port: number,
+) => MockPushService;
+const { PushApiModel } = require("web-push-testing/src/PushApiModel.js") as {
+  PushApiModel: new () => unknown;
+};
+
+const b64url = (bytes: ArrayBuffer) => Buffer.from(bytes).toString("base64url");
+
+async function vapidKeys(): Promise<Vapid> {
+  const pair = (await crypto.subtle.generateKey({ name: "ECDSA", namedCurve: "P-256" }, true, [
+    "sign",
+  ])) as CryptoKeyPair;
+  const jwk = (await crypto.subtle.exportKey("jwk", pair.privateKey)) as JsonWebKey;
+  return {
+    subject: "mailto:ops@parley.test",
+    publicKey: b64url((await crypto.subtle.exportKey("raw", pair.publicKey)) as ArrayBuffer),
+    privateKey: jwk.d as string,
+  };
+}
+
+async function freePort(): Promise<number> {
+  const probe = createServer();
+  await new Promise<void>((r) => probe.listen(0, "127.0.0.1", r));
+  const { port } = probe.address() as AddressInfo;
+  await new Promise((r) => probe.close(r));
+  return port;
+}
+
+let server: Server;
+let base = "";
+let vapid: Vapid;
+
+const post = async <T>(path: string, body: unknown): Promise<T> => {
+  const res = await fetch(`${base}${path}`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify(body),
+  });
+  // Some routes answer a bare `OK`.
+  const text = await res.text();
+  return (text.startsWith("{") ? JSON.parse(text) : text) as T;
+};
+
+/** A fake browser's subscription, and the https endpoint the sender signs for (the library signs
+ * only for https; the stand-in listens on http and does not check the token's audience). */
+async function subscribe(key = vapid.publicKey) {
+  const { data } = await post<{ data: PushTarget & { clientHash: string } }>("/subscribe", {
+    applicationServerKey: key,
+    userVisibleOnly: "true",
+  });
+  return {
+    target: { endpoint: data.endpoint.replace(/^http:/, "https:"), keys: data.keys },
+    // It names itself `localhost`; it listens on 127.0.0.1 only.
+    url: data.endpoint.replace("//localhost:", "//127.0.0.1:"),
+    clientHash: data.clientHash,
+  };
+}
+
+async function received(clientHash: string): Promise<unknown[]> {
+  const { data } = await post<{ data: { messages: string[] } }>("/get-notifications", { clientHash });
+  return data.messages.map((m) => JSON.parse(m));
+}
+
+const notice: PushNotice = {
+  room: "r_0123456789abcdefghij",
+  seq: 42,
+  reason: "mention",
+  author: { id: "u_ada", name: "Ada Lovelace" },
+  preview: "Can you look at the numbers — ça marche? 👀",
+  count: 1,
+};
+
+beforeAll(async () => {
+  vapid = await vapidKeys();
+  const port = await freePort();
+  base = `http://127.0.0.1:${port}`;
+  const mock = new TestingServer(new PushApiModel(), port);
+  mock.setRequestHandlers();
+  await new Promise<void>((ready, fail) => {
+    server = mock._app.listen(port, "127.0.0.1", ready);
+    server.once("error", fail);
+  });
+});
+
+afterAll(async () => {
+  await new Promise((r) => server.close(r));
+});
+
+describe("web push", () => {
+  it("delivers a notice the browser decrypts, signed with the subscribed VAPID key", async () => {
+    const sub = await subscribe();
+    expect(await sendPush(sub.target, notice, vapid, { fetchUrl: sub.url })).toEqual({ kind: "delivered" });
+    expect(await received(sub.clientHash)).toEqual([notice]);
+  });
+
+  it("is refused when signed with another key than the browser subscribed with, and nothing arrives", async () => {
+    const sub = await subscribe((await vapidKeys()).publicKey);
+    expect(await sendPush(sub.target, notice, vapid, { fetchUrl: sub.url })).toEqual({
+      kind: "refused",
+      status: 400,
+    });
+    expect(await received(sub.clientHash)).toEqual([]);
+  });
+
+  it("says a subscription is gone once the browser unsubscribed (410)", async () => {
+    const sub = await subscribe();
+    await post(`/expire-subscription/${sub.clientHash}`, {});
+    expect(await sendPush(sub.target, notice, vapid, { fetchUrl: sub.url })).toEqual({
+      kind: "gone",
+      status: 410,
+    });
+  });
+
+  it("shortens a long preview to fit one record, and still delivers it", async () => {
+    const sub = await subscribe();
+    const long = { ...notice, preview: "é".repeat(5000) };
+    const payload = pushPayload(long);
+    expect(new TextEncoder().encode(payload).length).toBeLessThanOrEqual(PUSH_MAX_PAYLOAD_BYTES);
+    expect(await sendPush(sub.target, long, vapid, { fetchUrl: sub.url })).toEqual({ kind: "delivered" });
+    const [got] = (await received(sub.clientHash)) as PushNotice[];
+    expect(got?.preview?.endsWith("…")).toBe(true);
+    expect(got?.preview?.length).toBeGreaterThan(1000);
+    expect({ ...got, preview: null }).toEqual({ ...notice, preview: null });
+  });
+
+  it("sorts what a push service answers into delivered, gone, retry (with Retry-After) and refused", async () => {
+    const answers = new Map<string, [number, Record<string, string>]>([
+      ["/404", [404, {}]],
+      ["/429", [429, { "retry-after": "120" }]],
+      ["/500", [500, {}]],
+      ["/503", [503, { "retry-after": new Date(Date.now() + 30_000).toUTCString() }]],
+      ["/413", [413, {}]],
+    ]);
+    const stub = createServer((req, res) => {
+      const [status, headers] = answers.get(req.url ?? "") ?? [200, {}];
+      req.resume();
+      req.on("end", () => res.writeHead(status, headers).end());
+    });
+    await new Promise<void>((r) => stub.listen(0, "127.0.0.1", r));
+    const { port } = stub.address() as AddressInfo;
+    try {
+      const sub = await subscribe();
+      const to = (path: string) =>
+        sendPush(sub.target, notice, vapid, { fetchUrl: `http://127.0.0.1:${port}${path}` });
+      expect(await to("/404")).toEqual({ kind: "gone", status: 404 });
+      expect(await to("/429")).toEqual({ kind: "retry", status: 429, retryAfterSeconds: 120 });
+      expect(await to("/500")).toEqual({ kind: "retry", status: 500, retryAfterSeconds: null });
+      const later = await to("/503");
+      expect(later).toMatchObject({ kind: "retry", status: 503 });
+      expect(later.kind === "retry" && later.retryAfterSeconds).toBeGreaterThanOrEqual(28);
+      expect(await to("/413")).toEqual({ kind: "refused", status: 413 });
+    } finally {
+      await new Promise((r) => stub.close(r));
+    }
+    // Nobody listening: try again later.
+    const sub = await subscribe();
+    expect(
+      await sendPush(sub.target, notice, vapid, { fetchUrl: `http://127.0.0.1:${await freePort()}/` }),
+    ).toEqual({
+      kind: "retry",
+      status: null,
+      retryAfterSeconds: null,
+    });
+    expect(outcomeOf(201)).toEqual({ kind: "delivered" });
+  });
+});

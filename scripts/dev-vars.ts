@@ -1,6 +1,6 @@
 /**
  * @module The local `.dev.vars` of `npm start`: dev sign-in (`AUTH_MODE=dev`) and its private
- * signing keys (sign-in tokens, export heads). It holds secrets, so it is kept readable by its owner alone (mode 0600) every time
+ * signing keys (sign-in tokens, export heads, Web Push). It holds secrets, so it is kept readable by its owner alone (mode 0600) every time
  * it is touched, not only when it is created: a file made by hand, copied, or left by an older
  * version with looser permissions is tightened too.
  */
@@ -34,6 +34,15 @@ const KEYS: { name: string; make: () => Promise<Record<string, unknown>> }[] = [
     make: async () => {
       const { privateKey } = await generateKeyPair("Ed25519", { extractable: true });
       return { ...(await exportJWK(privateKey)), kid: `dev-export-${Date.now().toString(36)}` };
+    },
+  },
+  {
+    // Web Push's application server key (VAPID, worker/notify/web-push.ts): kept across restarts,
+    // since browsers subscribed with its public half.
+    name: "VAPID_PRIVATE_JWK",
+    make: async () => {
+      const { privateKey } = await generateKeyPair("ES256", { extractable: true });
+      return { ...(await exportJWK(privateKey)), kid: `dev-vapid-${Date.now().toString(36)}` };
     },
   },
 ];

@@ -4,10 +4,14 @@
  * with and decrypts what it receives per RFC 8291. Statuses it cannot give (404, 429, 500) come
  * from a small stub server.
  */
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { createServer, type Server } from "node:http";
 import { createRequire } from "node:module";
 import type { AddressInfo } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { ensureDevVars } from "../../scripts/dev-vars.ts";
 import {
   outcomeOf,
   PUSH_MAX_PAYLOAD_BYTES,
@@ -16,6 +20,8 @@ import {
   pushPayload,
   sendPush,
   type Vapid,
+  VapidKeyError,
+  vapidFromJwk,
 } from "../../worker/notify/web-push.ts";
 
 // The package's `main` names a file it does not ship: its server and model are required directly.
@@ -192,5 +198,47 @@ describe("web push", () => {
       retryAfterSeconds: null,
     });
     expect(outcomeOf(201)).toEqual({ kind: "delivered" });
+  });
+
+  it("signs with the key npm start writes to .dev.vars, and refuses a key that is not a P-256 pair", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "parley-vapid-"));
+    let raw = "";
+    try {
+      await ensureDevVars(join(dir, ".dev.vars"));
+      raw = /^VAPID_PRIVATE_JWK=(.+)$/m.exec(readFileSync(join(dir, ".dev.vars"), "utf8"))?.[1] ?? "";
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+    const keys = await vapidFromJwk(raw, "mailto:ops@parley.test");
+    const sub = await subscribe(keys.publicKey);
+    expect(await sendPush(sub.target, notice, keys, { fetchUrl: sub.url })).toEqual({ kind: "delivered" });
+    expect(await received(sub.clientHash)).toEqual([notice]);
+
+    const jwk = JSON.parse(Buffer.from(raw, "base64").toString()) as Record<string, string>;
+    // An https contact is as good as a mailto: one.
+    expect((await vapidFromJwk(JSON.stringify(jwk), "https://parley.test/ops")).publicKey).toBe(
+      keys.publicKey,
+    );
+    const stranger = (await crypto.subtle.exportKey(
+      "jwk",
+      (
+        (await crypto.subtle.generateKey({ name: "ECDSA", namedCurve: "P-256" }, true, [
+          "sign",
+        ])) as CryptoKeyPair
+      ).privateKey,
+    )) as JsonWebKey;
+    const refusals: [string, string][] = [
+      ["not json", "mailto:ops@parley.test"],
+      [JSON.stringify({ ...jwk, crv: "P-384" }), "mailto:ops@parley.test"],
+      [JSON.stringify({ ...jwk, d: undefined }), "mailto:ops@parley.test"],
+      // Someone else's d under this key's x and y.
+      [JSON.stringify({ ...jwk, d: stranger.d }), "mailto:ops@parley.test"],
+      [JSON.stringify(jwk), "ops@parley.test"],
+      [JSON.stringify(jwk), "http://parley.test/ops"],
+    ];
+    for (const [bad, subject] of refusals)
+      await expect(vapidFromJwk(bad, subject), `${bad.slice(0, 40)} / ${subject}`).rejects.toBeInstanceOf(
+        VapidKeyError,
+      );
   });
 });

@@ -19,13 +19,22 @@ const mode = () => statSync(file).mode & 0o777;
 describe("npm start's .dev.vars", () => {
   it("is created with dev sign-in and its signing keys, readable by its owner only", async () => {
     const result = await ensureDevVars(file);
-    expect(result).toEqual({ wroteKeys: ["DEV_JWT_PRIVATE_JWK", "EXPORT_SIGNING_JWK"], tightened: false });
+    expect(result).toEqual({
+      wroteKeys: ["DEV_JWT_PRIVATE_JWK", "EXPORT_SIGNING_JWK", "VAPID_PRIVATE_JWK"],
+      tightened: false,
+    });
     expect(mode()).toBe(0o600);
     const text = readFileSync(file, "utf8");
     expect(text).toMatch(/^AUTH_MODE=dev$/m);
     const key = /^DEV_JWT_PRIVATE_JWK=(.+)$/m.exec(text)?.[1] ?? "";
     expect(JSON.parse(Buffer.from(key, "base64").toString())).toMatchObject({
       kty: "RSA",
+      d: expect.any(String),
+    });
+    const vapid = /^VAPID_PRIVATE_JWK=(.+)$/m.exec(text)?.[1] ?? "";
+    expect(JSON.parse(Buffer.from(vapid, "base64").toString())).toMatchObject({
+      kty: "EC",
+      crv: "P-256",
       d: expect.any(String),
     });
   });
@@ -45,7 +54,7 @@ describe("npm start's .dev.vars", () => {
   it("keeps a hand-written file's lines, adds what is missing, and ends at 0600", async () => {
     writeFileSync(file, "PARLEY_REPLAY_CAP=600", { mode: 0o644 });
     expect(await ensureDevVars(file)).toEqual({
-      wroteKeys: ["DEV_JWT_PRIVATE_JWK", "EXPORT_SIGNING_JWK"],
+      wroteKeys: ["DEV_JWT_PRIVATE_JWK", "EXPORT_SIGNING_JWK", "VAPID_PRIVATE_JWK"],
       tightened: true,
     });
     const lines = readFileSync(file, "utf8").split("\n");
@@ -53,6 +62,7 @@ describe("npm start's .dev.vars", () => {
     expect(lines[1]).toBe("PARLEY_REPLAY_CAP=600");
     expect(lines[2]).toMatch(/^DEV_JWT_PRIVATE_JWK=/);
     expect(lines[3]).toMatch(/^EXPORT_SIGNING_JWK=/);
+    expect(lines[4]).toMatch(/^VAPID_PRIVATE_JWK=/);
     expect(mode()).toBe(0o600);
   });
 });

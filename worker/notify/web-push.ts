@@ -14,6 +14,75 @@ export interface Vapid {
   privateKey: string;
 }
 
+export class VapidKeyError extends Error {}
+
+const B64URL_32 = /^[A-Za-z0-9_-]{43}$/;
+const SUBJECT = /^(mailto:[^\s@]+@[^\s@]+|https:\/\/\S+)$/;
+
+const fromB64url = (s: string) =>
+  Uint8Array.from(atob(s.replace(/-/g, "+").replace(/_/g, "/")), (c) => c.charCodeAt(0));
+const toB64url = (bytes: Uint8Array) =>
+  btoa(String.fromCharCode(...bytes))
+    .replace(/\+/g, "-")
+    .replace(/\//g, "_")
+    .replace(/=+$/, "");
+
+/**
+ * The application server's keys from the private P-256 JWK a deployment keeps as a secret (JSON,
+ * or base64 of it, as `npm start` writes it) and its contact. Refuses anything else, and a key
+ * whose public half (`x`, `y`) is not that of its `d`: a push service would refuse every
+ * notification signed with it, and this says why at once.
+ */
+export async function vapidFromJwk(raw: string, subject: string): Promise<Vapid> {
+  let jwk: unknown;
+  try {
+    jwk = JSON.parse(raw.trimStart().startsWith("{") ? raw : atob(raw.trim()));
+  } catch {
+    throw new VapidKeyError("the VAPID key must be a JWK as JSON or base64 of it");
+  }
+  const field = (k: string) =>
+    typeof jwk === "object" && jwk !== null ? (jwk as Record<string, unknown>)[k] : undefined;
+  if (field("kty") !== "EC" || field("crv") !== "P-256")
+    throw new VapidKeyError('the VAPID key must be a P-256 key ({"kty":"EC","crv":"P-256",…})');
+  const [x, y, d] = [field("x"), field("y"), field("d")];
+  if (typeof d !== "string" || !B64URL_32.test(d))
+    throw new VapidKeyError("the VAPID key must be the private key (its d)");
+  if (typeof x !== "string" || typeof y !== "string" || !B64URL_32.test(x) || !B64URL_32.test(y))
+    throw new VapidKeyError("the VAPID key needs its public half (x and y)");
+  if (!SUBJECT.test(subject))
+    throw new VapidKeyError("the VAPID subject must be a mailto: address or an https URL");
+  // d signs, x and y verify: the same pair.
+  const probe = new TextEncoder().encode("parley-vapid-probe");
+  const algorithm = { name: "ECDSA", namedCurve: "P-256" } as const;
+  let pair: boolean;
+  try {
+    const signing = await crypto.subtle.importKey(
+      "jwk",
+      { kty: "EC", crv: "P-256", x, y, d },
+      algorithm,
+      false,
+      ["sign"],
+    );
+    const verifying = await crypto.subtle.importKey(
+      "jwk",
+      { kty: "EC", crv: "P-256", x, y },
+      algorithm,
+      false,
+      ["verify"],
+    );
+    const signature = await crypto.subtle.sign({ name: "ECDSA", hash: "SHA-256" }, signing, probe);
+    pair = await crypto.subtle.verify({ name: "ECDSA", hash: "SHA-256" }, verifying, signature, probe);
+  } catch {
+    throw new VapidKeyError("the VAPID key is not a valid P-256 key");
+  }
+  if (!pair) throw new VapidKeyError("the VAPID key's x and y are not the public key of its d");
+  const point = new Uint8Array(65);
+  point[0] = 4;
+  point.set(fromB64url(x), 1);
+  point.set(fromB64url(y), 33);
+  return { subject, publicKey: toB64url(point), privateKey: d };
+}
+
 /** A browser's subscription as `PushSubscription.toJSON()` gives it. */
 export interface PushTarget {
   endpoint: string;

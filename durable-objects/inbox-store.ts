@@ -245,53 +245,62 @@ export class InboxStore {
     return { ok: true, missing };
   }
 
-  /** The counts of these rooms for this user; rooms the inbox has never heard of are left out. */
+  /** The counts of these rooms for this user; rooms the inbox has never heard of are left out. Two
+   * queries: the rooms with the user's marker (read from its page once per room), then the counts
+   * after each marker. */
   list(userId: string, roomIds: readonly string[]): Record<string, InboxEntry> {
-    const rows = this.#sql
+    const rooms = this.#sql
       .exec<{
         room_id: string;
         synced: number;
         acc_last: number;
         floor: number;
         acc_floor: number;
-        read_seq: number | null;
-        acc_read: number | null;
-        own: number;
-        deleted: number;
-        mentions: number;
+        marker: string | null;
       }>(
-        `WITH mine AS (
-           SELECT r.room_id, r.synced, r.acc_last, r.floor, r.acc_floor,
-             p.markers -> m.slot ->> 0 AS read_seq, p.markers -> m.slot ->> 1 AS acc_read
-           FROM inbox_rooms r
-             LEFT JOIN inbox_members m ON m.room_id = r.room_id AND m.user_id = ?1
-             LEFT JOIN inbox_pages p ON p.room_id = r.room_id AND p.page = m.page
-           WHERE r.room_id IN (SELECT value FROM json_each(?2))
-         )
-         SELECT r.*,
-           CASE WHEN r.read_seq IS NULL THEN 0 ELSE (SELECT COUNT(*) FROM inbox_own o
-             WHERE o.user_id = ?1 AND o.room_id = r.room_id AND o.seq > MAX(r.read_seq, r.floor)) END AS own,
-           CASE WHEN r.read_seq IS NULL THEN 0 ELSE (SELECT COUNT(*) FROM inbox_deleted d
-             WHERE d.room_id = r.room_id AND d.seq > MAX(r.read_seq, r.floor) AND d.author_id != ?1) END AS deleted,
-           CASE WHEN r.read_seq IS NULL THEN 0 ELSE (SELECT COUNT(*) FROM inbox_mentions x
-             WHERE x.user_id = ?1 AND x.room_id = r.room_id AND x.seq > MAX(r.read_seq, r.floor)) END AS mentions
-         FROM mine r`,
+        `SELECT r.room_id, r.synced, r.acc_last, r.floor, r.acc_floor, p.markers -> m.slot AS marker
+         FROM inbox_rooms r
+           LEFT JOIN inbox_members m ON m.room_id = r.room_id AND m.user_id = ?1
+           LEFT JOIN inbox_pages p ON p.room_id = r.room_id AND p.page = m.page
+         WHERE r.room_id IN (SELECT value FROM json_each(?2))`,
         userId,
         JSON.stringify(roomIds),
       )
       .toArray();
     const out: Record<string, InboxEntry> = {};
-    for (const r of rows) {
-      if (r.read_seq === null) {
-        out[r.room_id] = { lastSeq: r.synced, readSeq: null, unread: 0, mentions: 0 };
+    /** Per room with a marker: what counts is after max(marker, floor). */
+    const after: Record<string, number> = {};
+    const marked = new Map<string, { row: (typeof rooms)[number]; readSeq: number; accRead: number }>();
+    for (const row of rooms) {
+      const pair = row.marker === null ? null : (JSON.parse(row.marker) as [number, number] | null);
+      if (!pair) {
+        out[row.room_id] = { lastSeq: row.synced, readSeq: null, unread: 0, mentions: 0 };
         continue;
       }
-      const base = r.read_seq >= r.floor ? (r.acc_read ?? 0) : r.acc_floor;
-      out[r.room_id] = {
-        lastSeq: r.synced,
-        readSeq: r.read_seq,
-        unread: r.acc_last - base - r.own - r.deleted,
-        mentions: r.mentions,
+      after[row.room_id] = Math.max(pair[0], row.floor);
+      marked.set(row.room_id, { row, readSeq: pair[0], accRead: pair[1] });
+    }
+    if (marked.size === 0) return out;
+    const counts = this.#sql.exec<{ room_id: string; own: number; deleted: number; mentions: number }>(
+      `SELECT t.key AS room_id,
+         (SELECT COUNT(*) FROM inbox_own o WHERE o.user_id = ?1 AND o.room_id = t.key AND o.seq > t.value) AS own,
+         (SELECT COUNT(*) FROM inbox_deleted d
+           WHERE d.room_id = t.key AND d.seq > t.value AND d.author_id != ?1) AS deleted,
+         (SELECT COUNT(*) FROM inbox_mentions x WHERE x.user_id = ?1 AND x.room_id = t.key AND x.seq > t.value) AS mentions
+       FROM json_each(?2) t`,
+      userId,
+      JSON.stringify(after),
+    );
+    for (const c of counts) {
+      const m = marked.get(c.room_id);
+      if (!m) continue;
+      const { row } = m;
+      const base = m.readSeq >= row.floor ? m.accRead : row.acc_floor;
+      out[row.room_id] = {
+        lastSeq: row.synced,
+        readSeq: m.readSeq,
+        unread: row.acc_last - base - c.own - c.deleted,
+        mentions: c.mentions,
       };
     }
     return out;

@@ -8,6 +8,7 @@
 import { and, eq, isNull } from "drizzle-orm";
 import { drizzle } from "drizzle-orm/d1";
 import { JURISDICTIONS } from "../../platform/auth-config.ts";
+import { base64url, sha256 } from "../../platform/bytes.ts";
 import type { Identity } from "../../platform/identity.ts";
 import { directories, type Jurisdiction, jurisdictionOf } from "../../platform/residency.ts";
 import { apiTokens, tenants, users } from "../db/schema.ts";
@@ -15,16 +16,6 @@ import { apiTokens, tenants, users } from "../db/schema.ts";
 /** `pk_`, the jurisdiction if any, the token id, the secret (32 random bytes, base64url). No
  * jurisdiction is `k` (a token id's start), so a token reads one way only. */
 const TOKEN = new RegExp(`^pk_(?:(${[...JURISDICTIONS].join("|")})_)?(k_[0-9a-z]{20})_([A-Za-z0-9_-]{43})$`);
-
-function base64url(bytes: Uint8Array): string {
-  let s = "";
-  for (const b of bytes) s += String.fromCharCode(b);
-  return btoa(s).replace(/=+$/, "").replace(/\+/g, "-").replace(/\//g, "_");
-}
-
-async function sha256(text: string): Promise<Uint8Array> {
-  return new Uint8Array(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(text)));
-}
 
 const hex = (bytes: Uint8Array) => [...bytes].map((b) => b.toString(16).padStart(2, "0")).join("");
 

@@ -21,6 +21,7 @@ import {
   SignJWT,
 } from "jose";
 import type { AccessTenant, AuthConfig } from "../../platform/auth-config.ts";
+import { base64url, sha256 } from "../../platform/bytes.ts";
 
 /** Allowed clock skew between the token's issuer and this edge, in seconds. */
 const CLOCK_TOLERANCE_SECONDS = 60;
@@ -148,11 +149,6 @@ async function verifyWith(token: string, keySet: JWTVerifyGetKey, issuer: string
 const verifiedTokens = new WeakMap<AuthConfig, Map<string, { verified: Verified; until: number }>>();
 const VERIFIED_TOKENS_MAX = 5_000;
 
-async function tokenKey(token: string): Promise<string> {
-  const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(token));
-  return btoa(String.fromCharCode(...new Uint8Array(digest)));
-}
-
 /** Verifies a token and returns its claims (and Access tenant), or throws `TokenError`. */
 export async function verifyToken(token: string, config: AuthConfig): Promise<Verified> {
   let known = verifiedTokens.get(config);
@@ -160,7 +156,7 @@ export async function verifyToken(token: string, config: AuthConfig): Promise<Ve
     known = new Map();
     verifiedTokens.set(config, known);
   }
-  const key = await tokenKey(token);
+  const key = base64url(await sha256(token));
   const hit = known.get(key);
   if (hit && hit.until > Date.now()) return hit.verified;
   if (hit) known.delete(key);

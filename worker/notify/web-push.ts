@@ -5,6 +5,7 @@
  * sorted into what the caller does next: nothing, drop the subscription, retry, or give up.
  */
 import { buildPushPayload } from "@block65/webcrypto-web-push";
+import { base64url, fromBase64url } from "../../platform/bytes.ts";
 
 /** The application server's keys: base64url of the raw P-256 public key (65 bytes) and of the
  * private scalar (the JWK's `d`), and a contact (`mailto:` or https URL) push services may use. */
@@ -18,14 +19,6 @@ export class VapidKeyError extends Error {}
 
 const B64URL_32 = /^[A-Za-z0-9_-]{43}$/;
 const SUBJECT = /^(mailto:[^\s@]+@[^\s@]+|https:\/\/\S+)$/;
-
-const fromB64url = (s: string) =>
-  Uint8Array.from(atob(s.replace(/-/g, "+").replace(/_/g, "/")), (c) => c.charCodeAt(0));
-const toB64url = (bytes: Uint8Array) =>
-  btoa(String.fromCharCode(...bytes))
-    .replace(/\+/g, "-")
-    .replace(/\//g, "_")
-    .replace(/=+$/, "");
 
 /**
  * The application server's keys from the private P-256 JWK a deployment keeps as a secret (JSON,
@@ -78,9 +71,9 @@ export async function vapidFromJwk(raw: string, subject: string): Promise<Vapid>
   if (!pair) throw new VapidKeyError("the VAPID key's x and y are not the public key of its d");
   const point = new Uint8Array(65);
   point[0] = 4;
-  point.set(fromB64url(x), 1);
-  point.set(fromB64url(y), 33);
-  return { subject, publicKey: toB64url(point), privateKey: d };
+  point.set(fromBase64url(x), 1);
+  point.set(fromBase64url(y), 33);
+  return { subject, publicKey: base64url(point), privateKey: d };
 }
 
 /** A browser's subscription as `PushSubscription.toJSON()` gives it. */

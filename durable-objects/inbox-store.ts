@@ -54,6 +54,14 @@ export interface InboxPush {
   removed: string[];
 }
 
+/** The parts of a push that carry changes, all empty (a probe's, or a base to fill). */
+export function noChanges(): Pick<
+  InboxPush,
+  "own" | "mentions" | "deleted" | "markers" | "snapshots" | "removed"
+> {
+  return { own: [], mentions: [], deleted: [], markers: [], snapshots: [], removed: [] };
+}
+
 export type InboxAnswer =
   | { ok: true; missing: string[] }
   | { ok: false; have: number | null; readers: number; readSum: number };

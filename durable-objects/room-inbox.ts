@@ -14,7 +14,13 @@
 import type { Limits } from "../config/limits.ts";
 import { log } from "../platform/log.ts";
 import { Gather } from "./gather.ts";
-import type { InboxAnswer, InboxMarker, InboxPush, InboxSnapshot } from "./inbox-store.ts";
+import {
+  type InboxAnswer,
+  type InboxMarker,
+  type InboxPush,
+  type InboxSnapshot,
+  noChanges,
+} from "./inbox-store.ts";
 import { presenceStub, shardOf } from "./presence.ts";
 import type { RoomLog, RoomMeta } from "./room-log.ts";
 
@@ -315,12 +321,7 @@ export class InboxFeed {
       ...this.#head(meta),
       from: null,
       full: false,
-      own: [],
-      mentions: [],
-      deleted: [],
-      markers: [],
-      snapshots: [],
-      removed: [],
+      ...noChanges(),
     };
   }
 
@@ -421,12 +422,9 @@ export class InboxFeed {
       ...head,
       from: null,
       full: true,
-      own: [],
-      mentions: [],
+      ...noChanges(),
       deleted,
-      markers: [],
       snapshots,
-      removed: [],
     };
   }
 

@@ -10,7 +10,7 @@ import { env } from "cloudflare:workers";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { limitsOf } from "../config/limits.ts";
-import { INBOX_MIGRATIONS, type InboxPush, InboxStore } from "../durable-objects/inbox-store.ts";
+import { INBOX_MIGRATIONS, type InboxPush, InboxStore, noChanges } from "../durable-objects/inbox-store.ts";
 import { presenceStub, shardOf } from "../durable-objects/presence.ts";
 import { RoomAttachments } from "../durable-objects/room-attachments.ts";
 import { applyCommand } from "../durable-objects/room-commands.ts";
@@ -404,12 +404,7 @@ describe("the inbox's markers by page", () => {
       accLast: to,
       floor: 0,
       accFloor: 0,
-      own: [],
-      mentions: [],
-      deleted: [],
-      markers: [],
-      snapshots: [],
-      removed: [],
+      ...noChanges(),
       ...parts,
     }) satisfies InboxPush;
 

@@ -1,6 +1,6 @@
 /**
  * @module Tests run inside workerd with the real bindings of wrangler.toml (Durable Objects, D1).
- * Each run gets a fresh dev signing key, a fresh export signing key (Ed25519) and the D1
+ * Each run gets a fresh dev signing key, a fresh export signing key (Ed25519), a fresh VAPID key and the D1
  * migrations, applied by test/setup.ts to every directory database (DB, DB_EU).
  *
  * Projects differ only in configuration: "core" (dev auth, a high per-user command rate so
@@ -25,6 +25,9 @@ const exportKey = JSON.stringify({ ...(await exportJWK(exportKeyPair.privateKey)
 // of a missing one before the bindings below supply it. (The browser project's app reads its own
 // from .dev.vars, which wrangler prefers to the environment.)
 process.env.EXPORT_SIGNING_JWK ??= exportKey;
+const vapidPair = await generateKeyPair("ES256", { extractable: true });
+const vapidKey = JSON.stringify(await exportJWK(vapidPair.privateKey));
+process.env.VAPID_PRIVATE_JWK ??= vapidKey;
 
 /** Two Access applications (tenants acme and globex, pinned to the EU) and one whose key endpoint
  * is down (initech), as a production deployment would configure them. (workerd has no
@@ -72,6 +75,8 @@ function workerd(
             AUTH_MODE: "dev",
             DEV_JWT_PRIVATE_JWK: devKey,
             EXPORT_SIGNING_JWK: exportKey,
+            VAPID_PRIVATE_JWK: vapidKey,
+            VAPID_SUBJECT: "mailto:ops@parley.test",
             PARLEY_USER_COMMANDS_PER_SECOND: commandsPerSecond,
             // Presence runs sharded in tests, so cross-shard paths are always exercised.
             PARLEY_PRESENCE_SHARDS: "3",

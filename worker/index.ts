@@ -10,6 +10,7 @@ import { checkResidency } from "../platform/residency.ts";
 import { app } from "./app.ts";
 import { readExportKeys } from "./exports/keys.ts";
 import { trimHistory } from "./history/window.ts";
+import { readVapid } from "./notify/web-push.ts";
 import { consumeQueue } from "./queues.ts";
 
 export { Presence } from "../durable-objects/presence.ts";
@@ -18,11 +19,12 @@ export { Room } from "../durable-objects/room.ts";
 export { SearchShard } from "../durable-objects/search.ts";
 
 // A misconfigured deployment (access mode without its Access applications, dev mode without a
-// key, a malformed origin, a limit out of its range, no valid export signing key) fails here, at
-// start-up, rather than on some later request.
+// key, a malformed origin, a limit out of its range, no valid export signing or VAPID key) fails
+// here, at start-up, rather than on some later request.
 readAuthConfig(env);
 limitsOf(env);
 readExportKeys(env);
+readVapid(env);
 checkResidency(env);
 
 export default {

@@ -4,12 +4,14 @@
  * with and decrypts what it receives per RFC 8291. Statuses it cannot give (404, 429, 500) come
  * from a small stub server.
  */
+import { execFileSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { createServer, type Server } from "node:http";
 import { createRequire } from "node:module";
 import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { exportJWK, generateKeyPair } from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ensureDevVars } from "../../scripts/dev-vars.ts";
 import {
@@ -18,6 +20,7 @@ import {
   type PushNotice,
   type PushTarget,
   pushPayload,
+  readVapid,
   sendPush,
   type Vapid,
   VapidKeyError,
@@ -41,6 +44,7 @@ const { PushApiModel } = require("web-push-testing/src/PushApiModel.js") as {
 };
 
 const b64url = (bytes: ArrayBuffer) => Buffer.from(bytes).toString("base64url");
+const fromB64url = (s: string) => Buffer.from(s, "base64url");
 
 async function vapidKeys(): Promise<Vapid> {
   const pair = (await crypto.subtle.generateKey({ name: "ECDSA", namedCurve: "P-256" }, true, [
@@ -209,16 +213,14 @@ describe("web push", () => {
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
-    const keys = await vapidFromJwk(raw, "mailto:ops@parley.test");
+    const keys = vapidFromJwk(raw, "mailto:ops@parley.test");
     const sub = await subscribe(keys.publicKey);
     expect(await sendPush(sub.target, notice, keys, { fetchUrl: sub.url })).toEqual({ kind: "delivered" });
     expect(await received(sub.clientHash)).toEqual([notice]);
 
     const jwk = JSON.parse(Buffer.from(raw, "base64").toString()) as Record<string, string>;
     // An https contact is as good as a mailto: one.
-    expect((await vapidFromJwk(JSON.stringify(jwk), "https://parley.test/ops")).publicKey).toBe(
-      keys.publicKey,
-    );
+    expect(vapidFromJwk(JSON.stringify(jwk), "https://parley.test/ops").publicKey).toBe(keys.publicKey);
     const stranger = (await crypto.subtle.exportKey(
       "jwk",
       (
@@ -237,8 +239,41 @@ describe("web push", () => {
       [JSON.stringify(jwk), "http://parley.test/ops"],
     ];
     for (const [bad, subject] of refusals)
-      await expect(vapidFromJwk(bad, subject), `${bad.slice(0, 40)} / ${subject}`).rejects.toBeInstanceOf(
-        VapidKeyError,
-      );
+      expect(() => vapidFromJwk(bad, subject), `${bad.slice(0, 40)} / ${subject}`).toThrow(VapidKeyError);
+  });
+
+  it("reads the deployment's key and contact, and names what is missing", async () => {
+    const { privateKey } = await generateKeyPair("ES256", { extractable: true });
+    const jwk = JSON.stringify(await exportJWK(privateKey));
+    const vapid = readVapid({
+      AUTH_MODE: "access",
+      VAPID_PRIVATE_JWK: jwk,
+      VAPID_SUBJECT: "mailto:ops@x.test",
+    });
+    expect(vapid.subject).toBe("mailto:ops@x.test");
+    expect(fromB64url(vapid.publicKey)).toHaveLength(65);
+    // A dev run signs with a local contact; a deployment must name its own.
+    expect(readVapid({ AUTH_MODE: "dev", VAPID_PRIVATE_JWK: jwk, VAPID_SUBJECT: "" }).subject).toBe(
+      "mailto:parley@localhost",
+    );
+    expect(() => readVapid({ AUTH_MODE: "access", VAPID_PRIVATE_JWK: jwk, VAPID_SUBJECT: "" })).toThrow(
+      /VAPID_SUBJECT is not set/,
+    );
+    expect(() => readVapid({ AUTH_MODE: "dev", VAPID_PRIVATE_JWK: "" })).toThrow(
+      /VAPID_PRIVATE_JWK is not set/,
+    );
+    expect(() =>
+      readVapid({ AUTH_MODE: "dev", VAPID_PRIVATE_JWK: '{"kty":"EC"}', VAPID_SUBJECT: "mailto:a@b.c" }),
+    ).toThrow(/^VAPID_PRIVATE_JWK \/ VAPID_SUBJECT: /);
+  });
+
+  it("accepts the key npm run vapid-key prints", () => {
+    const out = execFileSync(process.execPath, ["scripts/vapid-key.ts"], { encoding: "utf8", stdio: "pipe" });
+    const vapid = readVapid({
+      AUTH_MODE: "access",
+      VAPID_PRIVATE_JWK: out.trim(),
+      VAPID_SUBJECT: "https://x.test",
+    });
+    expect(fromB64url(vapid.publicKey)[0]).toBe(4);
   });
 });

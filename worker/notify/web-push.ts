@@ -4,7 +4,9 @@
  * `@block65/webcrypto-web-push` (Web Crypto only), sent with `fetch`, and the push service's answer
  * sorted into what the caller does next: nothing, drop the subscription, retry, or give up.
  */
+import { createPrivateKey, createPublicKey, sign, verify } from "node:crypto";
 import { buildPushPayload } from "@block65/webcrypto-web-push";
+import { perEnv } from "../../config/per-env.ts";
 import { base64url, fromBase64url } from "../../platform/bytes.ts";
 
 /** The application server's keys: base64url of the raw P-256 public key (65 bytes) and of the
@@ -24,9 +26,10 @@ const SUBJECT = /^(mailto:[^\s@]+@[^\s@]+|https:\/\/\S+)$/;
  * The application server's keys from the private P-256 JWK a deployment keeps as a secret (JSON,
  * or base64 of it, as `npm start` writes it) and its contact. Refuses anything else, and a key
  * whose public half (`x`, `y`) is not that of its `d`: a push service would refuse every
- * notification signed with it, and this says why at once.
+ * notification signed with it, and this says why at once. Synchronous (node:crypto), so the Worker
+ * checks it at start-up like the rest of its configuration.
  */
-export async function vapidFromJwk(raw: string, subject: string): Promise<Vapid> {
+export function vapidFromJwk(raw: string, subject: string): Vapid {
   let jwk: unknown;
   try {
     jwk = JSON.parse(raw.trimStart().startsWith("{") ? raw : atob(raw.trim()));
@@ -44,27 +47,14 @@ export async function vapidFromJwk(raw: string, subject: string): Promise<Vapid>
     throw new VapidKeyError("the VAPID key needs its public half (x and y)");
   if (!SUBJECT.test(subject))
     throw new VapidKeyError("the VAPID subject must be a mailto: address or an https URL");
-  // d signs, x and y verify: the same pair.
+  // d signs, x and y verify: the same pair. (A key made from a JWK keeps the x and y it was given,
+  // so comparing them with its exported public half would prove nothing.)
   const probe = new TextEncoder().encode("parley-vapid-probe");
-  const algorithm = { name: "ECDSA", namedCurve: "P-256" } as const;
   let pair: boolean;
   try {
-    const signing = await crypto.subtle.importKey(
-      "jwk",
-      { kty: "EC", crv: "P-256", x, y, d },
-      algorithm,
-      false,
-      ["sign"],
-    );
-    const verifying = await crypto.subtle.importKey(
-      "jwk",
-      { kty: "EC", crv: "P-256", x, y },
-      algorithm,
-      false,
-      ["verify"],
-    );
-    const signature = await crypto.subtle.sign({ name: "ECDSA", hash: "SHA-256" }, signing, probe);
-    pair = await crypto.subtle.verify({ name: "ECDSA", hash: "SHA-256" }, verifying, signature, probe);
+    const signing = createPrivateKey({ key: { kty: "EC", crv: "P-256", x, y, d }, format: "jwk" });
+    const verifying = createPublicKey({ key: { kty: "EC", crv: "P-256", x, y }, format: "jwk" });
+    pair = verify("sha256", probe, verifying, sign("sha256", probe, signing));
   } catch {
     throw new VapidKeyError("the VAPID key is not a valid P-256 key");
   }
@@ -177,3 +167,41 @@ function seconds(value: string | null): number | null {
   const at = Date.parse(value);
   return Number.isNaN(at) ? null : Math.max(0, Math.ceil((at - Date.now()) / 1000));
 }
+
+/** The deployment's VAPID configuration (wrangler.toml: the `VAPID_PRIVATE_JWK` secret and the
+ * `VAPID_SUBJECT` var). */
+export interface VapidVars {
+  AUTH_MODE?: string;
+  VAPID_PRIVATE_JWK?: string;
+  VAPID_SUBJECT?: string;
+}
+
+/** The subject a dev run signs with when none is set; a deployment must name its own contact. */
+export const DEV_VAPID_SUBJECT = "mailto:parley@localhost";
+
+/** Reads and checks the VAPID key and subject; throws a message that names the variable at fault. */
+export function readVapid(vars: VapidVars): Vapid {
+  const raw = vars.VAPID_PRIVATE_JWK ?? "";
+  if (raw.trim() === "")
+    throw new VapidKeyError(
+      "VAPID_PRIVATE_JWK is not set: Web Push needs it (npm run vapid-key makes one; docs/deploy.md)",
+    );
+  let subject = (vars.VAPID_SUBJECT ?? "").trim();
+  if (subject === "") {
+    if (vars.AUTH_MODE !== "dev")
+      throw new VapidKeyError(
+        "VAPID_SUBJECT is not set: push services need a contact (mailto: or https URL) for this deployment",
+      );
+    subject = DEV_VAPID_SUBJECT;
+  }
+  try {
+    return vapidFromJwk(raw, subject);
+  } catch (err) {
+    if (err instanceof VapidKeyError)
+      throw new VapidKeyError(`VAPID_PRIVATE_JWK / VAPID_SUBJECT: ${err.message}`);
+    throw err;
+  }
+}
+
+/** `readVapid` memoised per env object. */
+export const vapidOf = perEnv((env: VapidVars & object): Vapid => readVapid(env));

@@ -4,6 +4,8 @@
  * Parsers validate hostile input and return a typed value or an error; they never throw.
  */
 
+import type { NotifyPrefs } from "./notify.ts";
+
 export const PROTOCOL_VERSION = 1;
 
 // ---------------------------------------------------------------------------------------------
@@ -486,12 +488,16 @@ export type PresenceStatus = "online" | "away" | "dnd" | "offline";
 export type PresenceClientFrame =
   | { type: "heartbeat"; status: "active" | "away" | "dnd" }
   | { type: "watch"; users: string[] }
+  /** The room this session shows while its page is visible; null when hidden or showing none. */
+  | { type: "focus"; room: string | null }
   | { type: "ping" };
 
 export type PresenceServerFrame =
   | { type: "presence"; user: string; status: PresenceStatus; lastSeen: number | null }
   | { type: "activity"; room: string; lastSeq: number; mention: boolean }
   | { type: "read"; room: string; seq: number }
+  /** The user's notification preferences changed (on any device): the whole new set. */
+  | { type: "notify_prefs"; prefs: NotifyPrefs }
   | { type: "pong" }
   | { type: "error"; code: ErrorCode; message: string; retryAfter?: number };
 
@@ -520,6 +526,10 @@ export function parsePresenceFrame(
         return failure("too_large", `watch at most ${limits.maxWatch} users`);
       return { ok: true, value: { type: "watch", users } };
     }
+    case "focus":
+      if (o.room !== null && !(typeof o.room === "string" && USER_ID.test(o.room)))
+        return bad("room must be a room id or null");
+      return { ok: true, value: { type: "focus", room: o.room } };
     case "ping":
       return { ok: true, value: { type: "ping" } };
     default:

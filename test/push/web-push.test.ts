@@ -6,18 +6,17 @@
  */
 import { execFileSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
-import { createServer, type Server } from "node:http";
-import { createRequire } from "node:module";
+import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { exportJWK, generateKeyPair } from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { PushNotice } from "../../protocol/notify.ts";
 import { ensureDevVars } from "../../scripts/dev-vars.ts";
 import {
   outcomeOf,
   PUSH_MAX_PAYLOAD_BYTES,
-  type PushNotice,
   type PushTarget,
   pushPayload,
   readVapid,
@@ -26,22 +25,7 @@ import {
   VapidKeyError,
   vapidFromJwk,
 } from "../../worker/notify/web-push.ts";
-
-// The package's `main` names a file it does not ship: its server and model are required directly.
-const require = createRequire(import.meta.url);
-/** web-push-testing's server, started here on loopback (its own `startServer` listens on every
- * interface and exits the process on an error). */
-interface MockPushService {
-  _app: { listen(port: number, host: string, ready: () => void): Server };
-  setRequestHandlers(): void;
-}
-const TestingServer = require("web-push-testing/src/server.js") as new (
-  model: unknown,
-  port: number,
-) => MockPushService;
-const { PushApiModel } = require("web-push-testing/src/PushApiModel.js") as {
-  PushApiModel: new () => unknown;
-};
+import { freePort, type MockPushService, startMockPushService } from "./mock-push-service.ts";
 
 const b64url = (bytes: ArrayBuffer) => Buffer.from(bytes).toString("base64url");
 const fromB64url = (s: string) => Buffer.from(s, "base64url");
@@ -58,51 +42,25 @@ async function vapidKeys(): Promise<Vapid> {
   };
 }
 
-async function freePort(): Promise<number> {
-  const probe = createServer();
-  await new Promise<void>((r) => probe.listen(0, "127.0.0.1", r));
-  const { port } = probe.address() as AddressInfo;
-  await new Promise((r) => probe.close(r));
-  return port;
-}
-
-let server: Server;
-let base = "";
+let push: MockPushService;
 let vapid: Vapid;
-
-const post = async <T>(path: string, body: unknown): Promise<T> => {
-  const res = await fetch(`${base}${path}`, {
-    method: "POST",
-    headers: { "content-type": "application/json" },
-    body: JSON.stringify(body),
-  });
-  // Some routes answer a bare `OK`.
-  const text = await res.text();
-  return (text.startsWith("{") ? JSON.parse(text) : text) as T;
-};
 
 /** A fake browser's subscription, and the https endpoint the sender signs for (the library signs
  * only for https; the stand-in listens on http and does not check the token's audience). */
 async function subscribe(key = vapid.publicKey) {
-  const { data } = await post<{ data: PushTarget & { clientHash: string } }>("/subscribe", {
-    applicationServerKey: key,
-    userVisibleOnly: "true",
-  });
+  const sub = await push.subscribe(key);
   return {
-    target: { endpoint: data.endpoint.replace(/^http:/, "https:"), keys: data.keys },
-    // It names itself `localhost`; it listens on 127.0.0.1 only.
-    url: data.endpoint.replace("//localhost:", "//127.0.0.1:"),
-    clientHash: data.clientHash,
+    target: { endpoint: sub.endpoint.replace(/^http:/, "https:"), keys: sub.keys } satisfies PushTarget,
+    url: sub.url,
+    clientHash: sub.clientHash,
   };
 }
 
-async function received(clientHash: string): Promise<unknown[]> {
-  const { data } = await post<{ data: { messages: string[] } }>("/get-notifications", { clientHash });
-  return data.messages.map((m) => JSON.parse(m));
-}
+const received = (clientHash: string) => push.received(clientHash);
 
 const notice: PushNotice = {
   room: "r_0123456789abcdefghij",
+  roomName: "design",
   seq: 42,
   reason: "mention",
   author: { id: "u_ada", name: "Ada Lovelace" },
@@ -112,18 +70,11 @@ const notice: PushNotice = {
 
 beforeAll(async () => {
   vapid = await vapidKeys();
-  const port = await freePort();
-  base = `http://127.0.0.1:${port}`;
-  const mock = new TestingServer(new PushApiModel(), port);
-  mock.setRequestHandlers();
-  await new Promise<void>((ready, fail) => {
-    server = mock._app.listen(port, "127.0.0.1", ready);
-    server.once("error", fail);
-  });
+  push = await startMockPushService();
 });
 
 afterAll(async () => {
-  await new Promise((r) => server.close(r));
+  await push.close();
 });
 
 describe("web push", () => {
@@ -144,7 +95,7 @@ describe("web push", () => {
 
   it("says a subscription is gone once the browser unsubscribed (410)", async () => {
     const sub = await subscribe();
-    await post(`/expire-subscription/${sub.clientHash}`, {});
+    await push.expire(sub.clientHash);
     expect(await sendPush(sub.target, notice, vapid, { fetchUrl: sub.url })).toEqual({
       kind: "gone",
       status: 410,

@@ -8,6 +8,7 @@ import { createPrivateKey, createPublicKey, sign, verify } from "node:crypto";
 import { buildPushPayload } from "@block65/webcrypto-web-push";
 import { perEnv } from "../../config/per-env.ts";
 import { base64url, fromBase64url } from "../../platform/bytes.ts";
+import type { PushNotice } from "../../protocol/notify.ts";
 
 /** The application server's keys: base64url of the raw P-256 public key (65 bytes) and of the
  * private scalar (the JWK's `d`), and a contact (`mailto:` or https URL) push services may use. */
@@ -72,18 +73,6 @@ export interface PushTarget {
   keys: { p256dh: string; auth: string };
 }
 
-/** What one notification says. No more than needed: the room, why, and, unless the tenant turned
- * previews off, who wrote and the start of what. `count` is how many messages it stands for (a
- * collapsed burst). */
-export interface PushNotice {
-  room: string;
-  seq: number;
-  reason: "dm" | "mention" | "thread";
-  author: { id: string; name: string } | null;
-  preview: string | null;
-  count: number;
-}
-
 /** The largest plaintext one record of the library's fixed 4096-byte body holds. */
 export const PUSH_MAX_PAYLOAD_BYTES = 3993;
 /** How long a push service keeps a notification for a device that is offline. Six hours: a phone
@@ -133,7 +122,8 @@ export async function sendPush(
       data: pushPayload(notice),
       options: {
         ttl: PUSH_TTL_SECONDS,
-        urgency: options.urgency ?? (notice.reason === "thread" ? "normal" : "high"),
+        urgency:
+          options.urgency ?? (notice.reason === "thread" || notice.reason === "message" ? "normal" : "high"),
         ...(TOPIC.test(notice.room) ? { topic: notice.room } : {}),
       },
     },

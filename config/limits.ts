@@ -173,6 +173,22 @@ export interface Limits {
   commandWindowEvents: number;
   /** How often a room re-checks its retention policy and cleans up attachments. */
   housekeepingMs: number;
+  /** Notifications (docs/architecture.md, decision 10): one per user and room per this window; what
+   * comes during it is sent at its end as one notification with a count, so a busy direct message
+   * rings once, not forty times. Ten seconds: a conversation's replies come faster than that. */
+  notifyCollapseMs: number;
+  /** A room a session showed stays "looked at" this long after the page was hidden or switched
+   * away, so a glance elsewhere does not ring for what was just on screen. */
+  notifyFocusGraceMs: number;
+  /** Push subscriptions per user (one per browser or device): a new one past it replaces the one
+   * registered longest ago, which is the most likely to be a browser no longer used. */
+  maxPushSubscriptions: number;
+  /** Rooms with a preference of their own, per user. */
+  maxRoomNotifyPrefs: number;
+  /** Longest wait before a notification whose push service failed is tried again (the backoff
+   * doubles from 2 s up to it, unless the service said `Retry-After`). Five minutes: with the
+   * queue's 8 tries a notification is given up on after about ten minutes, when it is stale. */
+  notifyRetryMaxSeconds: number;
 }
 
 /**
@@ -238,6 +254,11 @@ export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
   sealAfterMs: 60 * 60 * 1000,
   commandWindowEvents: 200_000,
   housekeepingMs: 60 * 60 * 1000,
+  notifyCollapseMs: 10_000,
+  notifyFocusGraceMs: 5_000,
+  maxPushSubscriptions: 20,
+  maxRoomNotifyPrefs: 5_000,
+  notifyRetryMaxSeconds: 300,
 });
 
 /** The wrangler variables that override a limit, and the floor each must respect. */
@@ -283,6 +304,11 @@ const OVERRIDES = {
   PARLEY_HISTORY_DAYS: { key: "historyDays", min: 1, max: 36_500 },
   // Small values exist for tests, which fill generations with a handful of messages.
   PARLEY_SEARCH_SHARD_MESSAGES: { key: "searchShardMessages", min: 2, max: 20_000_000 },
+  // Small values exist for tests, which would otherwise wait out the window.
+  PARLEY_NOTIFY_COLLAPSE_MS: { key: "notifyCollapseMs", min: 100, max: 10 * 60 * 1000 },
+  PARLEY_NOTIFY_FOCUS_GRACE_MS: { key: "notifyFocusGraceMs", min: 0, max: 10 * 60 * 1000 },
+  // 0 retries at once: tests reach the dead-letter queue without waiting minutes.
+  PARLEY_NOTIFY_RETRY_MAX_SECONDS: { key: "notifyRetryMaxSeconds", min: 0, max: 12 * 3600 },
 } as const satisfies Record<string, { key: keyof Limits; min: number; max: number }>;
 
 export type LimitVars = Partial<Record<keyof typeof OVERRIDES, string | undefined>>;

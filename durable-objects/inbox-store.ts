@@ -314,6 +314,11 @@ export class InboxStore {
     return out;
   }
 
+  /** The user's read marker in the room (0 when the inbox has none for them). */
+  readSeq(userId: string, roomId: string): number {
+    return new MarkerPages(this.#sql, roomId).marker(userId)?.[0] ?? 0;
+  }
+
   /** A row of `table` (own messages or mentions) for a seq after the user's marker here. */
   #addAfterMarker(
     pages: MarkerPages,

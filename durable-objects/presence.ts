@@ -21,13 +21,20 @@ import { DurableObject } from "cloudflare:workers";
 import { limitsOf } from "../config/limits.ts";
 import { log } from "../platform/log.ts";
 import { record } from "../platform/metrics.ts";
-import { tenantNamespace } from "../platform/residency.ts";
+import { notifyQueue, tenantNamespace } from "../platform/residency.ts";
 import {
   errorResponse,
   type PresenceServerFrame,
   type PresenceStatus,
   parsePresenceFrame,
 } from "../protocol/index.ts";
+import type {
+  NotifyMode,
+  NotifyPrefs,
+  PushSubscriptionBody,
+  PushSubscriptionView,
+  RoomNotifyPref,
+} from "../protocol/notify.ts";
 import {
   INBOX_MIGRATIONS,
   type InboxAnswer,
@@ -35,6 +42,7 @@ import {
   type InboxPush,
   InboxStore,
 } from "./inbox-store.ts";
+import { NOTIFY_MIGRATIONS, Notifier, type NotifyJob, type PushNotices } from "./notify-store.ts";
 import { type Bucket, takeFrom } from "./rate-limit.ts";
 import { migrate } from "./schema.ts";
 
@@ -48,6 +56,10 @@ interface SessionInfo {
   status: "active" | "away" | "dnd";
   beatAt: number;
   watch: string[];
+  /** The room the session shows while visible (`focus` frames), and the one it showed before and
+   * until when (notifications wait `notifyFocusGraceMs` after a glance away). */
+  focus?: string | null;
+  left?: { room: string; at: number };
   /** The session's status-change bucket (absent: full). In the attachment, so a wake keeps it. */
   changes?: Bucket;
 }
@@ -67,6 +79,8 @@ const MIGRATIONS = [
   "DROP TABLE expiries;",
   // The inbox of this shard's users (inbox-store.ts).
   ...INBOX_MIGRATIONS,
+  // Their notification preferences and push subscriptions (notify-store.ts).
+  ...NOTIFY_MIGRATIONS,
 ];
 
 export class Presence extends DurableObject<Env> {
@@ -86,12 +100,25 @@ export class Presence extends DurableObject<Env> {
   readonly #relays = new Map<string, PresenceChange>();
   #relayAt: number | null = null;
   readonly #inbox: InboxStore;
+  readonly #notifier: Notifier;
+  /** Jobs decided in this turn, sent to the queue at its end. */
+  #outgoing: NotifyJob[] = [];
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     this.#sql = ctx.storage.sql;
     migrate(this.ctx.storage, MIGRATIONS);
     this.#inbox = new InboxStore(ctx.storage, (userId, room, seq) => this.readMoved(userId, room, seq));
+    this.#notifier = new Notifier({
+      sql: this.#sql,
+      limits: () => limitsOf(this.env),
+      meta: () => this.#meta(),
+      dnd: (userId) => this.#derive(userId, Date.now()).status === "dnd",
+      looking: (userId, roomId, now) => this.#looking(userId, roomId, now),
+      readSeq: (userId, roomId) => this.#inbox.readSeq(userId, roomId),
+      previews: () => this.#metaValue("notify_previews") !== "0",
+      send: (jobs) => this.#outgoing.push(...jobs),
+    });
   }
 
   // ---- sockets -------------------------------------------------------------------------------
@@ -169,6 +196,12 @@ export class Presence extends DurableObject<Env> {
       for (const change of await this.#lookup(info.watch)) {
         told.set(change.user, change.status);
         send(ws, { type: "presence", ...change });
+      }
+    } else if (frame.type === "focus") {
+      if ((info.focus ?? null) !== frame.room) {
+        if (info.focus) info.left = { room: info.focus, at: Date.now() };
+        info.focus = frame.room;
+        ws.serializeAttachment(info);
       }
     } else {
       send(ws, { type: "pong" });
@@ -254,7 +287,11 @@ export class Presence extends DurableObject<Env> {
    * is present (`expiry`: when someone could go offline, if the caller knows). It is only ever
    * moved earlier here; the alarm itself sets the next sweep. */
   async #scheduleAlarm(expiry: number | null = null): Promise<void> {
-    const wanted = Math.min(this.#relayAt ?? Infinity, expiry ?? Infinity);
+    const wanted = Math.min(
+      this.#relayAt ?? Infinity,
+      expiry ?? Infinity,
+      this.#notifier.nextDue() ?? Infinity,
+    );
     if (wanted === Infinity) return;
     const current = await this.ctx.storage.getAlarm();
     if (current === null || wanted < current) await this.ctx.storage.setAlarm(wanted);
@@ -277,9 +314,12 @@ export class Presence extends DurableObject<Env> {
       if (freshUntil > now) next = Math.min(next, freshUntil);
     }
     await this.#relay();
+    // Collapsed notifications whose window is over.
+    this.#notifier.flushDue(now);
+    await this.#sendJobs();
     // A relay that failed is due again at the end of its next window.
     const sweep = next === Infinity ? Infinity : Math.max(next, now + timeout / 4);
-    const at = Math.min(sweep, this.#relayAt ?? Infinity);
+    const at = Math.min(sweep, this.#relayAt ?? Infinity, this.#notifier.nextDue() ?? Infinity);
     if (at !== Infinity) await this.ctx.storage.setAlarm(at);
   }
 
@@ -370,9 +410,67 @@ export class Presence extends DurableObject<Env> {
     }
   }
 
-  /** A room's push to the inbox of this shard's users (inbox-store.ts). */
-  inboxApply(push: InboxPush): InboxAnswer {
-    return this.#inbox.apply(push);
+  /** A room's push to the inbox of this shard's users (inbox-store.ts), and the notifications its
+   * messages call for (notify-store.ts), decided once the push is applied: a push applies once,
+   * so each message is considered once. */
+  async inboxApply(push: InboxPush & PushNotices): Promise<InboxAnswer> {
+    const answer = this.#inbox.apply(push);
+    if (answer.ok && (push.notices?.length || push.latest)) {
+      this.#notifier.pushed(push.roomId, push, Date.now());
+      await this.#sendJobs();
+      await this.#scheduleAlarm();
+    }
+    return answer;
+  }
+
+  // ---- notifications (notify-store.ts) -------------------------------------------------------
+
+  notifyPrefs(userId: string): NotifyPrefs {
+    return this.#notifier.prefs(userId);
+  }
+
+  setNotifyPrefs(userId: string, change: { default?: NotifyMode; pausedUntil?: number | null }): NotifyPrefs {
+    return this.#prefsChanged(userId, this.#notifier.setPrefs(userId, change));
+  }
+
+  /** Null: the user has the most rooms with a preference of their own already. */
+  setRoomNotifyPref(userId: string, roomId: string, change: Partial<RoomNotifyPref>): NotifyPrefs | null {
+    const prefs = this.#notifier.setRoomPref(userId, roomId, change);
+    return prefs && this.#prefsChanged(userId, prefs);
+  }
+
+  pushSubscribe(
+    userId: string,
+    id: string,
+    sub: PushSubscriptionBody,
+    userAgent: string | null,
+  ): { id: string; created: boolean } {
+    return this.#notifier.subscribe(userId, id, sub, userAgent, Date.now());
+  }
+
+  pushSubscriptions(userId: string): PushSubscriptionView[] {
+    return this.#notifier.subscriptions(userId);
+  }
+
+  pushUnsubscribe(userId: string, id: string): boolean {
+    return this.#notifier.unsubscribe(userId, id);
+  }
+
+  /** The dead-letter queue gave up on a notification to this subscription. */
+  pushFailed(userId: string, id: string): void {
+    this.#notifier.failed(userId, id, Date.now());
+  }
+
+  /** A test notification to each of the user's devices; resolves with how many. */
+  async pushTest(userId: string): Promise<number> {
+    const n = this.#notifier.test(userId);
+    await this.#sendJobs();
+    return n;
+  }
+
+  /** The tenant's setting: whether notifications may show who wrote what. */
+  setNotifyPreviews(on: boolean): void {
+    this.#sql.exec("INSERT OR REPLACE INTO meta (key, value) VALUES ('notify_previews', ?)", on ? "1" : "0");
   }
 
   /** `GET /api/rooms`'s counts for one of this shard's users, for the rooms the inbox has. */
@@ -430,6 +528,46 @@ export class Presence extends DurableObject<Env> {
     );
     const found = new Map(parts.flat().map((c) => [c.user, c]));
     return userIds.map((id) => found.get(id) as PresenceChange);
+  }
+
+  /** Every session of the user hears their new preferences. */
+  #prefsChanged(userId: string, prefs: NotifyPrefs): NotifyPrefs {
+    const frame = JSON.stringify({ type: "notify_prefs", prefs } satisfies PresenceServerFrame);
+    for (const ws of this.ctx.getWebSockets(userId)) sendRaw(ws, frame);
+    return prefs;
+  }
+
+  /** Whether a session of the user shows the room, or showed it within the grace. */
+  #looking(userId: string, roomId: string, now: number): boolean {
+    const grace = limitsOf(this.env).notifyFocusGraceMs;
+    for (const ws of this.ctx.getWebSockets(userId)) {
+      const info = this.#info(ws);
+      if (info?.focus === roomId) return true;
+      if (info?.left?.room === roomId && now - info.left.at < grace) return true;
+    }
+    return false;
+  }
+
+  /** Hands this turn's notifications to the queue, a hundred a call (the batch limit). A queue that
+   * refuses loses them, logged: a notification is a hint, the room keeps every message. */
+  async #sendJobs(): Promise<void> {
+    const jobs = this.#outgoing;
+    this.#outgoing = [];
+    const meta = this.#meta();
+    if (jobs.length === 0 || !meta) return;
+    const queue = notifyQueue(this.env, meta.tenantId);
+    for (let i = 0; i < jobs.length; i += 100) {
+      try {
+        await queue.sendBatch(jobs.slice(i, i + 100).map((body) => ({ body, contentType: "json" as const })));
+      } catch (err) {
+        log({ event: "notify_enqueue_failed", shard: meta.shard, jobs: jobs.length - i, error: String(err) });
+        return;
+      }
+    }
+  }
+
+  #metaValue(key: string): string | undefined {
+    return this.#sql.exec<{ value: string }>("SELECT value FROM meta WHERE key = ?", key).toArray()[0]?.value;
   }
 
   #meta(): { tenantId: string; shard: number } | null {

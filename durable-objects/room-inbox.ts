@@ -13,6 +13,7 @@
  */
 import type { Limits } from "../config/limits.ts";
 import { log } from "../platform/log.ts";
+import type { MessageEvent } from "../protocol/index.ts";
 import { Gather } from "./gather.ts";
 import {
   type InboxAnswer,
@@ -21,6 +22,7 @@ import {
   type InboxSnapshot,
   noChanges,
 } from "./inbox-store.ts";
+import type { MessageNotice, PushNotices } from "./notify-store.ts";
 import { presenceStub, shardOf } from "./presence.ts";
 import type { RoomLog, RoomMeta } from "./room-log.ts";
 
@@ -29,6 +31,8 @@ import type { RoomLog, RoomMeta } from "./room-log.ts";
 const MAX_GAP = 500;
 /** Mentions of messages this instance committed, kept until pushed (beyond this, read back). */
 const RECENT_MENTIONS = 10_000;
+/** Characters of a message a notification previews (the payload is shortened further if needed). */
+const PREVIEW_CHARS = 200;
 /** Tries of one shard in one cycle (probe, gap, full snapshot, missing members) before backing off. */
 const TRIES_PER_CYCLE = 5;
 
@@ -262,7 +266,7 @@ export class InboxFeed {
       const snapshots = this.#take(this.#snapshots, n);
       const full = this.#full.has(n);
       this.#full.delete(n);
-      let push: InboxPush | null;
+      let push: (InboxPush & PushNotices) | null;
       try {
         push =
           full || !synced ? this.#fullPush(meta, n) : this.#rangePush(meta, n, synced, markers, snapshots);
@@ -353,13 +357,15 @@ export class InboxFeed {
     synced: { seq: number },
     markerIds: Set<string>,
     snapshotIds: Set<string>,
-  ): InboxPush | null {
+  ): (InboxPush & PushNotices) | null {
     const head = this.#head(meta);
     const from = synced.seq;
     const count = this.#deps.limits.presenceShards;
     const mine = (id: string) => shardOf(id, count) === n;
     const own: [string, number][] = [];
     const deleted: [number, string][] = [];
+    /** [seq, thread root] of the range's messages. */
+    const messages: [number, number | null][] = [];
     if (head.to > from) {
       const rows = this.#deps.sql
         .exec<{
@@ -370,8 +376,9 @@ export class InboxFeed {
           t_author: string | null;
           t_kind: string | null;
           json: string | null;
+          thread_root: number | null;
         }>(
-          `SELECT e.seq, e.kind, e.author_id, t.seq AS t_seq, t.author_id AS t_author, t.kind AS t_kind,
+          `SELECT e.seq, e.kind, e.author_id, e.thread_root, t.seq AS t_seq, t.author_id AS t_author, t.kind AS t_kind,
              CASE WHEN e.kind IN ('member_join', 'member_leave') THEN e.json END AS json
            FROM events e LEFT JOIN events t ON e.kind = 'delete' AND t.seq = e.target
            WHERE e.seq > ? AND e.seq <= ? ORDER BY e.seq`,
@@ -380,6 +387,7 @@ export class InboxFeed {
         )
         .toArray();
       for (const r of rows) {
+        if (r.kind === "message") messages.push([r.seq, r.thread_root]);
         if (r.kind === "message" && mine(r.author_id)) own.push([r.author_id, r.seq]);
         else if (r.kind === "delete" && r.t_kind === "message" && r.t_seq !== null && r.t_author !== null)
           deleted.push([r.t_seq, r.t_author]);
@@ -403,7 +411,85 @@ export class InboxFeed {
       if (this.#deps.log.member(id)) snapshots.push(this.#snapshot(id, head.floor));
       else removed.push(id);
     }
-    return { ...head, from, full: false, own, mentions, deleted, markers, snapshots, removed };
+    return {
+      ...head,
+      from,
+      full: false,
+      own,
+      mentions,
+      deleted,
+      markers,
+      snapshots,
+      removed,
+      ...this.#notices(meta, messages, mentions, mine),
+    };
+  }
+
+  /** Who of shard `n`'s users each message in the range concerns, and why (notify-store.ts): every
+   * other member of a dm, the members it mentions, and the followers of the thread it replies in
+   * (who wrote its root or in it, or was mentioned there); and the range's last message, for
+   * members who want every message. Only members now: nobody hears of a room they cannot read. */
+  #notices(
+    meta: RoomMeta,
+    messages: [number, number | null][],
+    mentions: [string, number][],
+    mine: (id: string) => boolean,
+  ): PushNotices {
+    if (messages.length === 0) return {};
+    const { log: roomLog } = this.#deps;
+    const mentioned = new Map<number, string[]>();
+    for (const [user, seq] of mentions) mentioned.set(seq, [...(mentioned.get(seq) ?? []), user]);
+    const dmMembers = meta.kind === "dm" ? roomLog.memberIds().filter(mine) : [];
+    const notices: MessageNotice[] = [];
+    let latest: Omit<MessageNotice, "users"> | null = null;
+    const last = messages[messages.length - 1]?.[0];
+    for (const [seq, root] of messages) {
+      const reasons = new Map<string, "dm" | "mention" | "thread">();
+      for (const u of dmMembers) reasons.set(u, "dm");
+      for (const u of mentioned.get(seq) ?? []) if (!reasons.has(u)) reasons.set(u, "mention");
+      if (root !== null)
+        for (const u of this.#followers(root)) if (mine(u) && !reasons.has(u)) reasons.set(u, "thread");
+      // The message's words are read only when someone may be told of it.
+      if (reasons.size === 0 && seq !== last) continue;
+      const message = this.#message(seq);
+      if (!message) continue;
+      if (seq === last) latest = message;
+      reasons.delete(message.author.id);
+      const users: MessageNotice["users"] = [];
+      for (const [u, why] of reasons) if (roomLog.member(u)) users.push([u, why]);
+      if (users.length > 0) notices.push({ ...message, users });
+    }
+    const out: PushNotices = { roomName: meta.name, notices };
+    if (latest) out.latest = { ...latest, count: messages.length };
+    return out;
+  }
+
+  /** A message's author and preview, from its row (null when deleted or past the hot window). */
+  #message(seq: number): Omit<MessageNotice, "users"> | null {
+    const row = this.#deps.sql
+      .exec<{ json: string; deleted: number }>("SELECT json, deleted FROM events WHERE seq = ?", seq)
+      .toArray()[0];
+    if (!row || row.deleted || row.json === "") return null;
+    const event = JSON.parse(row.json) as MessageEvent;
+    return {
+      seq,
+      author: { id: event.author.id, name: event.author.name },
+      preview: [...event.text].slice(0, PREVIEW_CHARS).join(""),
+    };
+  }
+
+  /** Who follows a thread: its root's author, everyone who replied, everyone mentioned in it. */
+  #followers(root: number): string[] {
+    return this.#deps.sql
+      .exec<{ user_id: string }>(
+        `SELECT author_id AS user_id FROM events WHERE seq = ?1 AND kind = 'message'
+         UNION SELECT author_id FROM events WHERE thread_root = ?1 AND kind = 'message'
+         UNION SELECT m.user_id FROM mentions m WHERE m.seq = ?1
+           OR m.seq IN (SELECT seq FROM events WHERE thread_root = ?1)`,
+        root,
+      )
+      .toArray()
+      .map((r) => r.user_id);
   }
 
   /** The room whole for shard `n`: its counts, its deleted messages after the floor, and each of

@@ -169,6 +169,9 @@ export const ROOM_MIGRATIONS: Migration[] = [
       sql.exec("INSERT INTO read_pages (page, markers) VALUES (?, ?)", page, JSON.stringify(markers));
     }
   },
+  // v11: a thread's followers (who wrote in it, who was mentioned in it) are found from its replies
+  // when a reply is pushed to its followers' inboxes for notifications (room-inbox.ts).
+  "CREATE INDEX IF NOT EXISTS events_thread ON events(thread_root) WHERE thread_root IS NOT NULL;",
 ];
 
 /** Members' read markers per row of `read_pages` (docs/architecture.md, decision 7). */

@@ -49,6 +49,12 @@ export type LogEvent =
   | Failure<"inbox_push_failed", { room: string; attempts: number }>
   | Failure<"activity_failed", { room: string }>
   | Failure<"presence_relay_failed", { shard: number }>
+  /** Notifications a presence shard could not hand to the queue: lost (the messages are not). */
+  | Failure<"notify_enqueue_failed", { shard: number; jobs: number }>
+  /** A push service answered; `outcome` is what it meant (worker/notify/consumer.ts). */
+  | { event: "push_sent"; tenant: string; outcome: string; status: number | null; ms: number }
+  /** A notification the queue gave up on (its push service kept failing). */
+  | { event: "push_dead_lettered"; tenant: string; subscription: string; attempts: number }
   | Failure<"audit_write_failed", { room: string }>
   | Failure<"room_alarm_step_failed", { step: string }>
   /** A delete or reply older than the command window could not read its target from R2; the
@@ -95,6 +101,9 @@ const LEVEL: { [E in LogEvent["event"]]: Level } = {
   search_ship_failed: "warn",
   activity_failed: "error",
   presence_relay_failed: "warn",
+  notify_enqueue_failed: "error",
+  push_sent: "info",
+  push_dead_lettered: "warn",
   audit_write_failed: "error",
   room_alarm_step_failed: "error",
   room_archive_read_failed: "error",

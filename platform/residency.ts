@@ -23,9 +23,14 @@ type BindingOf<T> = { [K in keyof Env]: Env[K] extends T ? K : never }[keyof Env
 const STORES: Partial<
   Record<
     Jurisdiction,
-    { files: BindingOf<R2Bucket>; directory: BindingOf<D1Database>; roomEvents: BindingOf<Queue> }
+    {
+      files: BindingOf<R2Bucket>;
+      directory: BindingOf<D1Database>;
+      roomEvents: BindingOf<Queue>;
+      notify: BindingOf<Queue>;
+    }
   >
-> = { eu: { files: "FILES_EU", directory: "DB_EU", roomEvents: "ROOM_EVENTS_EU" } };
+> = { eu: { files: "FILES_EU", directory: "DB_EU", roomEvents: "ROOM_EVENTS_EU", notify: "NOTIFY_EU" } };
 
 class ResidencyError extends Error {}
 
@@ -143,6 +148,12 @@ export function roomEventsQueue(env: Env, tenantId: string): Queue {
   return jurisdiction ? env[storesOf(jurisdiction).roomEvents] : env.ROOM_EVENTS;
 }
 
+/** The queue a tenant's notifications (previews are message text) take to the push services. */
+export function notifyQueue(env: Env, tenantId: string): Queue {
+  const jurisdiction = jurisdictionOf(env, tenantId);
+  return jurisdiction ? env[storesOf(jurisdiction).notify] : env.NOTIFY;
+}
+
 /** The directory database of a jurisdiction (undefined: the default one). */
 export function directoryIn(env: Env, jurisdiction: Jurisdiction | undefined): D1Database {
   return jurisdiction ? env[storesOf(jurisdiction).directory] : env.DB;
@@ -229,7 +240,7 @@ export function checkResidency(env: Env): void {
         `tenant ${tenant} is pinned to ${jurisdiction}, which has no files bucket and directory database configured`,
       );
     }
-    for (const binding of [stores.files, stores.directory, stores.roomEvents]) {
+    for (const binding of [stores.files, stores.directory, stores.roomEvents, stores.notify]) {
       if (!env[binding]) {
         throw new ResidencyError(
           `tenant ${tenant} is pinned to ${jurisdiction}, but this deployment does not bind ${binding}`,

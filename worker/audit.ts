@@ -20,7 +20,8 @@ export type AuditAction =
   | "export.requested"
   | "export.downloaded"
   | "export.deleted"
-  | "tenant.retention_changed";
+  | "tenant.retention_changed"
+  | "tenant.notification_previews_changed";
 
 type AuditDetail = Record<string, string | number | boolean | null>;
 

@@ -9,13 +9,16 @@ import { record } from "../platform/metrics.ts";
 import { consumeRoomEvents } from "./archive/consumer.ts";
 import { consumeDeadLetters } from "./archive/dead-letters.ts";
 import { consumeExports } from "./exports/job.ts";
+import { consumeNotify, consumeNotifyDeadLetters } from "./notify/consumer.ts";
 
 /** Queue names end with these; environments prefix them (`parley-staging-room-events`). The
- * dead-letter suffix is checked first, since it ends the room-events name too. */
+ * dead-letter suffixes are checked first, since they end the other names too. */
 export const QUEUE_SUFFIXES = {
   deadLetters: "-room-events-dlq",
   roomEvents: "-room-events",
   exports: "-exports",
+  notifyDeadLetters: "-notify-dlq",
+  notify: "-notify",
 } as const;
 
 export type QueueKind = keyof typeof QUEUE_SUFFIXES;
@@ -36,6 +39,10 @@ function consumerOf(batch: MessageBatch<unknown>, env: Env): Promise<void> {
       return consumeExports(batch, env);
     case "deadLetters":
       return consumeDeadLetters(batch, env);
+    case "notify":
+      return consumeNotify(batch, env);
+    case "notifyDeadLetters":
+      return consumeNotifyDeadLetters(batch, env);
     case null:
       // A queue bound in wrangler.toml without a consumer here is a deployment mistake: keep the
       // messages (retry) rather than acknowledge them unread.

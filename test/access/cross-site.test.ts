@@ -32,6 +32,8 @@ interface Setup {
   tokenId: string;
   exportId: string;
   letterId: string;
+  /** One of boss's push subscriptions. */
+  subscriptionId: string;
 }
 
 let s: Setup;
@@ -83,6 +85,9 @@ beforeAll(async () => {
   const ctx = createExecutionContext();
   await worker.queue(batch, env, ctx);
   await getQueueResult(batch, ctx);
+  const subscription = await json<{ id: string }>(
+    asUser(boss.token, "POST", "/api/push/subscriptions", PUSH_SUBSCRIPTION("laptop")),
+  );
   s = {
     boss: boss.token,
     bossId: boss.id,
@@ -95,8 +100,17 @@ beforeAll(async () => {
     tokenId: token.id,
     exportId: exported.id,
     letterId,
+    subscriptionId: subscription.id,
   };
 });
+
+/** A browser's push subscription (production accepts https endpoints only). */
+function PUSH_SUBSCRIPTION(device: string) {
+  return {
+    endpoint: `https://push.acme.test/send/${device}`,
+    keys: { p256dh: `B${"A".repeat(86)}`, auth: "A".repeat(22) },
+  };
+}
 
 /** A request that would succeed for the victim, by route; `raw` bodies are sent as they are. */
 interface Forged {
@@ -142,6 +156,17 @@ const FORGED: Record<string, (s: Setup) => Forged> = {
   "DELETE /api/tokens/:tokenId": (s) => ({ path: `/api/tokens/${s.tokenId}` }),
   "PATCH /api/users/:userId": (s) => ({ path: `/api/users/${s.memberId}`, json: { role: "admin" } }),
   "POST /api/admin/history/catch-up": () => ({ path: "/api/admin/history/catch-up" }),
+  "PUT /api/notifications": () => ({ path: "/api/notifications", json: { default: "nothing" } }),
+  "PUT /api/notifications/rooms/:roomId": (s) => ({
+    path: `/api/notifications/rooms/${s.privateRoom}`,
+    json: { mode: "nothing" },
+  }),
+  "POST /api/push/subscriptions": () => ({
+    path: "/api/push/subscriptions",
+    json: PUSH_SUBSCRIPTION("mallory"),
+  }),
+  "DELETE /api/push/subscriptions/:id": (s) => ({ path: `/api/push/subscriptions/${s.subscriptionId}` }),
+  "POST /api/push/test": () => ({ path: "/api/push/test" }),
 };
 
 /** `type`'s example command (`CommandSpec.example`) with this clientId and target. */
@@ -198,6 +223,8 @@ async function snapshot() {
     deadLetters: await get(s.boss, "/api/admin/dead-letters"),
     tenant: await get(s.boss, "/api/tenant"),
     users: await get(s.boss, "/api/users?q="),
+    notifications: await get(s.boss, "/api/notifications"),
+    subscriptions: await get(s.boss, "/api/push/subscriptions"),
     counts: { rooms: stats.rooms, users: stats.users, attachments: stats.attachments },
   };
 }

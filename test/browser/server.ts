@@ -31,6 +31,11 @@ export async function startApp(): Promise<AppServer> {
       PARLEY_USER_COMMANDS_PER_SECOND: "1000",
       PARLEY_UNCONFIRMED_STREAM_BYTES: String(1024 * 1024),
       PARLEY_FLOW_STALL_MS: "10000",
+      // Notifications (test/system/notify.test.ts): a short collapse window, no grace after a room
+      // leaves the screen, and retries without backoff, so no test waits minutes.
+      PARLEY_NOTIFY_COLLAPSE_MS: "2000",
+      PARLEY_NOTIFY_FOCUS_GRACE_MS: "0",
+      PARLEY_NOTIFY_RETRY_MAX_SECONDS: "0",
     },
     timeoutMs: 90_000,
   });

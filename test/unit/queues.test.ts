@@ -4,10 +4,12 @@ import { queueKind } from "../../worker/queues.ts";
 
 describe("the queue dispatcher", () => {
   it("serves the local, staging and production queue names alike", () => {
-    for (const prefix of ["parley", "parley-staging", "parley-production"]) {
+    for (const prefix of ["parley", "parley-eu", "parley-staging", "parley-staging-eu"]) {
       expect(queueKind(`${prefix}-room-events`)).toBe("roomEvents");
       expect(queueKind(`${prefix}-room-events-dlq`)).toBe("deadLetters");
       expect(queueKind(`${prefix}-exports`)).toBe("exports");
+      expect(queueKind(`${prefix}-notify`)).toBe("notify");
+      expect(queueKind(`${prefix}-notify-dlq`)).toBe("notifyDeadLetters");
     }
   });
 

@@ -16,6 +16,10 @@ export const tenants = sqliteTable("tenants", {
   /** Retention policy: events older than this many days are removed everywhere (tombstones keep
    * their seqs); null keeps history forever. Pushed to every room object when changed. */
   retentionDays: integer("retention_days"),
+  /** Whether push notifications may show the room, who wrote and the start of the text (1), or only
+   * that something came (0): some tenants' compliance forbids message text on lock screens. Pushed
+   * to every presence shard of the tenant when changed. */
+  notificationPreviews: integer("notification_previews").notNull().default(1),
 });
 
 export const users = sqliteTable(

@@ -1,5 +1,6 @@
 /**
- * @module `/api/tenant`: the caller's tenant and its retention policy. `GET` for everyone in it;
+ * @module `/api/tenant`: the caller's tenant, its retention policy and whether notifications show
+ * previews (`PATCH {"notificationPreviews": bool}`, owners and admins). `GET` for everyone in it;
  * `PATCH {"retentionDays": N | null}` for owners and admins: events older than N days are removed
  * from every store (the logs keep tombstones), null keeps history forever. The policy is recorded
  * in D1 and pushed to every room object, which applies it from its alarm; rooms created later get
@@ -7,21 +8,44 @@
  */
 import { eq } from "drizzle-orm";
 import { drizzle } from "drizzle-orm/d1";
-import { Hono } from "hono";
+import { type Context, Hono } from "hono";
 import { limitsOf } from "../../config/limits.ts";
+import type { Identity } from "../../platform/identity.ts";
 import { directoryDb } from "../../platform/residency.ts";
 import { audit } from "../audit.ts";
 import { requireAdmin } from "../auth/admin.ts";
 import { rooms, tenants } from "../db/schema.ts";
 import { ApiError } from "../errors.ts";
 import { readJsonObject } from "../http.ts";
-import { roomStub } from "../stubs.ts";
+import { presenceStub, roomStub } from "../stubs.ts";
 import type { AppEnv } from "../types.ts";
 
 /** A hundred years: long enough for any legal hold, short enough to stay a safe integer in ms. */
 const MAX_RETENTION_DAYS = 36_500;
 /** Room objects updated concurrently. */
 const PUSH_CONCURRENCY = 20;
+
+/** Whether notifications show the room, author and text: recorded, then told to every presence
+ * shard of the tenant (which strip them from what they queue when off). A shard that missed it is
+ * told again when the admin repeats the request (idempotent). */
+async function setPreviews(c: Context<AppEnv>, me: Identity, on: unknown): Promise<Response> {
+  requireAdmin(me, "set notification previews");
+  if (typeof on !== "boolean")
+    throw new ApiError("bad_request", "notificationPreviews must be true or false");
+  await drizzle(directoryDb(c.env, me.tenantId))
+    .update(tenants)
+    .set({ notificationPreviews: on ? 1 : 0 })
+    .where(eq(tenants.id, me.tenantId));
+  const shards = limitsOf(c.env).presenceShards;
+  const results = await Promise.allSettled(
+    Array.from({ length: shards }, (_, n) => presenceStub(c.env, me.tenantId, n).setNotifyPreviews(on)),
+  );
+  await audit(c.env, me, "tenant.notification_previews_changed", me.tenantId, { notificationPreviews: on });
+  const failed = results.filter((r) => r.status === "rejected").length;
+  if (failed > 0)
+    throw new ApiError("internal", `setting saved, but ${failed} presence shards did not take it yet; retry`);
+  return c.json({ notificationPreviews: on });
+}
 
 export const tenantRoutes = new Hono<AppEnv>()
   .get("/", async (c) => {
@@ -32,12 +56,22 @@ export const tenantRoutes = new Hono<AppEnv>()
       .where(eq(tenants.id, me.tenantId))
       .get();
     if (!row) throw new ApiError("not_found", "no such tenant");
-    return c.json({ id: row.id, name: row.name, retentionDays: row.retentionDays });
+    return c.json({
+      id: row.id,
+      name: row.name,
+      retentionDays: row.retentionDays,
+      notificationPreviews: row.notificationPreviews === 1,
+    });
   })
   .patch("/", async (c) => {
     const me = c.get("identity");
-    requireAdmin(me, "set the retention policy");
     const body = await readJsonObject(c, limitsOf(c.env).maxJsonBodyBytes);
+    if ("notificationPreviews" in body) {
+      if (Object.keys(body).length > 1)
+        throw new ApiError("bad_request", "change notificationPreviews on its own");
+      return setPreviews(c, me, body.notificationPreviews);
+    }
+    requireAdmin(me, "set the retention policy");
     const days = body.retentionDays;
     if (
       days !== null &&

@@ -1,0 +1,1 @@
+ALTER TABLE `tenants` ADD `notification_previews` integer DEFAULT 1 NOT NULL;

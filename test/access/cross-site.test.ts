@@ -34,6 +34,8 @@ interface Setup {
   letterId: string;
   /** One of boss's push subscriptions. */
   subscriptionId: string;
+  /** An incoming webhook's URL path, into the private room. */
+  hookPath: string;
 }
 
 let s: Setup;
@@ -88,6 +90,9 @@ beforeAll(async () => {
   const subscription = await json<{ id: string }>(
     asUser(boss.token, "POST", "/api/push/subscriptions", PUSH_SUBSCRIPTION("laptop")),
   );
+  const hook = await json<{ url: string }>(
+    asUser(boss.token, "POST", `/api/rooms/${privateRoom.id}/hooks`, { name: "ci" }),
+  );
   s = {
     boss: boss.token,
     bossId: boss.id,
@@ -101,6 +106,7 @@ beforeAll(async () => {
     exportId: exported.id,
     letterId,
     subscriptionId: subscription.id,
+    hookPath: new URL(hook.url).pathname,
   };
 });
 
@@ -167,6 +173,11 @@ const FORGED: Record<string, (s: Setup) => Forged> = {
   }),
   "DELETE /api/push/subscriptions/:id": (s) => ({ path: `/api/push/subscriptions/${s.subscriptionId}` }),
   "POST /api/push/test": () => ({ path: "/api/push/test" }),
+  "POST /api/rooms/:roomId/hooks": (s) => ({
+    path: `/api/rooms/${s.privateRoom}/hooks`,
+    json: { name: "forged" },
+  }),
+  "POST /hooks/:token": (s) => ({ path: s.hookPath, json: { text: "forged", clientId: "forged-hook" } }),
 };
 
 /** `type`'s example command (`CommandSpec.example`) with this clientId and target. */

@@ -28,7 +28,7 @@ import { findRoom, type RoomRow, unenroll } from "../rooms.ts";
 import { presenceStub, roomStub, shardOf } from "../stubs.ts";
 import type { AppEnv } from "../types.ts";
 
-type Person = { id: string; name: string; role: Role };
+export type Person = { id: string; name: string; role: Role };
 
 /** Most users one request may add to a room (`members` on create), and the size of a group dm. */
 const MAX_MEMBERS_PER_REQUEST = 50; // one D1 query binds them all, and D1 allows 100 parameters
@@ -140,7 +140,7 @@ async function dmMembers(env: Env, tenantId: string, dmKey: string): Promise<Use
  * as the directory has it now (not as a possibly older request saw it). Idempotent; returns the
  * ids that joined.
  */
-async function enroll(env: Env, room: RoomRow, given: Person[], actor: Person): Promise<string[]> {
+export async function enroll(env: Env, room: RoomRow, given: Person[], actor: Person): Promise<string[]> {
   if (given.length === 0) return [];
   const db = drizzle(directoryDb(env, room.tenantId));
   const ids = given.map((u) => u.id);

@@ -5,7 +5,8 @@
  * sessions. It reconnects with full-jitter backoff and, on every connect, says its status and its
  * watched set again, so a dropped socket costs nothing but the time away. A status change the
  * server refuses as too frequent (`rate_limited`) is said again after its `retryAfter`, so the
- * latest status always gets through.
+ * latest status always gets through. The room the client shows (`setFocus`) is said on every
+ * connect too: the server does not notify a user of a room they are looking at.
  */
 import {
   CLIENT_CLOSE,
@@ -13,6 +14,7 @@ import {
   type PresenceServerFrame,
   type PresenceStatus,
 } from "../../protocol/index.ts";
+import type { NotifyPrefs } from "../../protocol/notify.ts";
 import { type Backoff, DEFAULT_BACKOFF, fullJitter } from "./backoff.ts";
 import type { SocketLike, SocketOpener } from "./transports.ts";
 
@@ -27,10 +29,12 @@ export interface PresenceSessionOptions {
   onPresence?: (user: string, status: PresenceStatus, lastSeen: number | null) => void;
   onActivity?: (room: string, lastSeq: number, mention: boolean) => void;
   onRead?: (room: string, seq: number) => void;
+  /** The user's notification preferences changed (on any device). */
+  onNotifyPrefs?: (prefs: NotifyPrefs) => void;
   onConnection?: (connected: boolean) => void;
 }
 
-const FRAME_TYPES = new Set(["presence", "activity", "read", "pong", "error"]);
+const FRAME_TYPES = new Set(["presence", "activity", "read", "notify_prefs", "pong", "error"]);
 
 function parse(data: unknown): PresenceServerFrame | null {
   if (typeof data !== "string") return null;
@@ -50,6 +54,7 @@ export class PresenceSession {
   readonly #opts: PresenceSessionOptions;
   #status: MyStatus;
   #watched: string[] = [];
+  #focus: string | null = null;
   #socket: SocketLike | null = null;
   #heartbeat: ReturnType<typeof setInterval> | null = null;
   /** The status said again after a `rate_limited` refusal. */
@@ -75,6 +80,13 @@ export class PresenceSession {
   setStatus(status: MyStatus): void {
     this.#status = status;
     this.#send({ type: "heartbeat", status });
+  }
+
+  /** The room this client shows while its page is visible (null: hidden, or no room). */
+  setFocus(room: string | null): void {
+    if (room === this.#focus) return;
+    this.#focus = room;
+    this.#send({ type: "focus", room });
   }
 
   /** Replaces the watched set (at most 500 users, docs/protocol.md). */
@@ -143,6 +155,7 @@ export class PresenceSession {
         attempt = 0;
         this.#send({ type: "heartbeat", status: this.#status });
         if (this.#watched.length > 0) this.#send({ type: "watch", users: this.#watched });
+        if (this.#focus !== null) this.#send({ type: "focus", room: this.#focus });
         this.#heartbeat = setInterval(
           () => this.#send({ type: "heartbeat", status: this.#status }),
           this.#opts.heartbeatMs ?? 20_000,
@@ -187,6 +200,8 @@ export class PresenceSession {
       this.#opts.onActivity?.(frame.room, frame.lastSeq, frame.mention);
     } else if (frame.type === "read") {
       this.#opts.onRead?.(frame.room, frame.seq);
+    } else if (frame.type === "notify_prefs") {
+      this.#opts.onNotifyPrefs?.(frame.prefs);
     } else if (frame.type === "error" && frame.code === "rate_limited") {
       // Only a status change is refused this way; whatever the status is by then goes again.
       if (this.#retry !== null) clearTimeout(this.#retry);

@@ -148,11 +148,17 @@ export class RoomSession {
    */
   async start(after?: number): Promise<void> {
     if (after !== undefined) this.#lastSeq = after;
+    await this.restore();
+    this.#setStatus({});
+    void this.#run();
+  }
+
+  /** Loads the persisted outbox into `queued` without connecting (idempotent): an application
+   * that cannot reach the server yet (offline after a reload) shows what waits to be sent. */
+  async restore(): Promise<void> {
     for (const entry of await this.#store.list(this.roomId)) {
       if (!this.#pending.has(entry.clientId)) this.#track(entry);
     }
-    this.#setStatus({});
-    void this.#run();
   }
 
   send(text: string, extra: { threadRoot?: number; attachments?: string[] } = {}) {

@@ -12,6 +12,7 @@ import type {
   RoomSummary,
   SearchHit,
 } from "../../protocol/index.ts";
+import type { NotifyMode, NotifyPrefs, PushSubscriptionView } from "../../protocol/notify.ts";
 import { type Connection, HttpError, request, requestJson } from "../sdk/index.ts";
 
 export const conn: Connection = { baseUrl: "" };
@@ -33,6 +34,18 @@ export const api = {
   },
   latest: (roomId: string, limit = 100) =>
     requestJson<HistoryPage>(conn, "GET", `/api/rooms/${roomId}/messages?limit=${limit}`),
+  notifyPrefs: () => requestJson<NotifyPrefs>(conn, "GET", "/api/notifications"),
+  setNotifyPrefs: (body: { default?: NotifyMode; pausedUntil?: number | null }) =>
+    requestJson<NotifyPrefs>(conn, "PUT", "/api/notifications", body),
+  setRoomNotify: (roomId: string, body: { mode?: NotifyMode | null; muteUntil?: number | null }) =>
+    requestJson<NotifyPrefs>(conn, "PUT", `/api/notifications/rooms/${roomId}`, body),
+  pushKey: () => requestJson<{ publicKey: string }>(conn, "GET", "/api/push/key"),
+  subscribe: (sub: PushSubscriptionJSON) =>
+    requestJson<{ id: string }>(conn, "POST", "/api/push/subscriptions", sub),
+  subscriptions: () =>
+    requestJson<{ subscriptions: PushSubscriptionView[] }>(conn, "GET", "/api/push/subscriptions"),
+  unsubscribe: (id: string) => request(conn, "DELETE", `/api/push/subscriptions/${id}`),
+  testPush: () => requestJson<{ devices: number }>(conn, "POST", "/api/push/test"),
   search: (params: { q: string; room?: string; author?: string; from?: number; to?: number }) => {
     const qs = new URLSearchParams({ q: params.q });
     if (params.room) qs.set("room", params.room);

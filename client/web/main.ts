@@ -6,15 +6,18 @@
 import { HttpError } from "../sdk/index.ts";
 import { api } from "./api.ts";
 import { h } from "./dom.ts";
-import { AppState, type View } from "./state.ts";
+import { Notifications } from "./notifications.ts";
+import { AppState, forgetLocal, LOCAL_PREFIX, type View } from "./state.ts";
 import { createBanner, createNotice } from "./views/banner.ts";
 import { createRoomView } from "./views/room-view.ts";
 import { createSearchView } from "./views/search.ts";
+import { openSettings } from "./views/settings.ts";
 import { createSidebar } from "./views/sidebar.ts";
 import { createSignIn } from "./views/sign-in.ts";
 import { applyTheme } from "./views/theme.ts";
 
 const root = document.getElementById("app") as HTMLElement;
+const ME_KEY = `${LOCAL_PREFIX}me`;
 
 function viewFromUrl(): View {
   const url = new URL(location.href);
@@ -38,15 +41,22 @@ async function boot(): Promise<void> {
   let me: Awaited<ReturnType<typeof api.me>>;
   try {
     me = await api.me();
+    localStorage.setItem(ME_KEY, JSON.stringify(me));
   } catch (err) {
     if (err instanceof HttpError && err.status === 401) {
+      forgetLocal();
       root.replaceChildren(createSignIn(() => void boot()));
       return;
     }
-    root.replaceChildren(
-      h("p", { class: "error", role: "alert" }, `Parley could not start: ${(err as Error).message}`),
-    );
-    return;
+    // No network: start as the user this browser last had, from what it kept.
+    const kept = err instanceof HttpError && err.code === "network" ? localStorage.getItem(ME_KEY) : null;
+    if (kept === null) {
+      root.replaceChildren(
+        h("p", { class: "error", role: "alert" }, `Parley could not start: ${(err as Error).message}`),
+      );
+      return;
+    }
+    me = JSON.parse(kept) as typeof me;
   }
   const state = new AppState(me);
   // A deep link to a room: fetch its latest page while the room list loads, not after.
@@ -103,12 +113,49 @@ async function boot(): Promise<void> {
     main.replaceChildren(current.el);
   };
 
-  const go = (roomId: string) => show({ kind: "room", roomId }, true);
-  const sidebar = createSidebar(state, go, (q) => show({ kind: "search", q }, true));
+  const notifications = new Notifications(state);
+  // On a phone-sized screen the sidebar is a drawer over the room, opened from the menu button and
+  // closed by picking a room (or Escape, or a tap beside it).
+  const layout = h("div", { class: "layout" });
+  const menu = h(
+    "button",
+    {
+      type: "button",
+      class: "menu",
+      aria: { label: "Rooms", expanded: "false" },
+      attrs: { "aria-controls": "sidebar" },
+    },
+    "☰",
+  );
+  const drawer = (open: boolean) => {
+    layout.classList.toggle("drawer-open", open);
+    menu.setAttribute("aria-expanded", String(open));
+  };
+  menu.addEventListener("click", () => drawer(!layout.classList.contains("drawer-open")));
+  addEventListener("keydown", (e) => {
+    if (e.key === "Escape") drawer(false);
+  });
+  const go = (roomId: string) => {
+    drawer(false);
+    show({ kind: "room", roomId }, true);
+  };
+  const sidebar = createSidebar(
+    state,
+    go,
+    (q) => {
+      drawer(false);
+      show({ kind: "search", q }, true);
+    },
+    () => void openSettings(state, notifications),
+  );
+  sidebar.el.id = "sidebar";
+  const scrim = h("div", { class: "scrim", attrs: { "aria-hidden": "true" } });
+  scrim.addEventListener("click", () => drawer(false));
+  layout.append(sidebar.el, scrim, main);
   const banner = createBanner(state);
   const notice = createNotice(state);
   const skip = h("a", { class: "skip", attrs: { href: "#main" } }, "Skip to messages");
-  root.replaceChildren(skip, banner.el, notice.el, h("div", { class: "layout" }, sidebar.el, main));
+  root.replaceChildren(skip, menu, banner.el, notice.el, layout);
   addEventListener("popstate", () => show(viewFromUrl(), false));
   // Access to the room on screen ended (removed, or left on another device): leave it.
   state.events.on("lost", (roomId) => {
@@ -116,6 +163,7 @@ async function boot(): Promise<void> {
   });
 
   await state.start();
+  void notifications.start();
   if (initial.kind === "empty") {
     const first = [...state.rooms.values()].find((r) => r.joined && r.kind !== "dm");
     show(first ? { kind: "room", roomId: first.id } : initial, first !== undefined);

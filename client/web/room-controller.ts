@@ -74,6 +74,10 @@ export class RoomController {
   /** Loads the latest page, then starts the live session after it. Idempotent. */
   start(): Promise<void> {
     this.#loading ??= (async () => {
+      // What waits in the outbox shows while the page loads (offline, until the network is back).
+      await this.session.restore();
+      if (this.session.queued.length > 0)
+        this.events.emit("change", { structural: true, changed: [], live: [] });
       const page = await this.#firstPage();
       const changed = this.#applyAll(page.events);
       const last = page.events.at(-1)?.seq ?? 0;

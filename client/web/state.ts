@@ -5,8 +5,10 @@
  * reach the network.
  */
 import type { Me, PresenceStatus, RoomSummary, UserRef } from "../../protocol/index.ts";
+import type { NotifyPrefs } from "../../protocol/notify.ts";
 import {
   browserSocket,
+  HttpError,
   type MyStatus,
   type OutboxStore,
   PresenceSession,
@@ -33,6 +35,15 @@ export interface Notice {
   text: string;
 }
 
+/** What this client keeps in localStorage starts with this: the signed-in user and their room
+ * list, for an offline start. `forgetLocal` removes all of it. */
+export const LOCAL_PREFIX = "parley:";
+
+/** Removes everything the client keeps in localStorage (sign-out). */
+export function forgetLocal(): void {
+  for (const key of Object.keys(localStorage)) if (key.startsWith(LOCAL_PREFIX)) localStorage.removeItem(key);
+}
+
 /** How long to wait before refreshing the room list after activity (coalesces bursts). */
 const ROOMS_REFRESH_MS = 250;
 const MAX_WATCH = 500;
@@ -49,6 +60,10 @@ export class AppState {
     notice: Notice;
     /** The user lost access to a room (it has left `rooms`). */
     lost: string;
+    /** New events in a room the user belongs to (`mention`: one of them mentions the user). */
+    activity: { roomId: string; mention: boolean };
+    /** The user's notification preferences, changed here or on another device. */
+    prefs: NotifyPrefs;
   }>();
   rooms = new Map<string, RoomSummary>();
   view: View = { kind: "empty" };
@@ -72,7 +87,11 @@ export class AppState {
     this.presence = new PresenceSession({
       open: browserSocket(""),
       onPresence: (user) => this.events.emit("presence", user),
-      onActivity: (room) => this.#activity(room),
+      onActivity: (room, _lastSeq, mention) => {
+        this.#activity(room);
+        this.events.emit("activity", { roomId: room, mention });
+      },
+      onNotifyPrefs: (prefs) => this.events.emit("prefs", prefs),
       onRead: (room, seq) => this.#readElsewhere(room, seq),
       onConnection: (up) => {
         this.#presenceUp = up;
@@ -93,8 +112,20 @@ export class AppState {
       if (this.rooms.has(roomId)) void this.controller(roomId).start();
   }
 
+  /** The room list, from the server; offline at start-up, the one this browser last had (so a
+   * reload without network opens the app, and its outbox sends once back). */
   async loadRooms(): Promise<void> {
-    const list = await api.rooms();
+    const key = `${LOCAL_PREFIX}rooms:${this.me.tenant.id}:${this.me.user.id}`;
+    let list: RoomSummary[];
+    try {
+      list = await api.rooms();
+      localStorage.setItem(key, JSON.stringify(list));
+    } catch (err) {
+      const kept = localStorage.getItem(key);
+      const offline = err instanceof HttpError && err.code === "network";
+      if (this.rooms.size > 0 || !offline || kept === null) throw err;
+      list = JSON.parse(kept) as RoomSummary[];
+    }
     this.rooms = new Map(list.map((r) => [r.id, r]));
     for (const r of list) for (const m of r.members ?? []) this.names.set(m.id, m.name);
     this.#watch();

@@ -7,7 +7,10 @@ import { api } from "../api.ts";
 import { h } from "../dom.ts";
 import type { AppState } from "../state.ts";
 
-function modal(title: string, ...content: HTMLElement[]): { dialog: HTMLDialogElement; error: HTMLElement } {
+export function modal(
+  title: string,
+  ...content: HTMLElement[]
+): { dialog: HTMLDialogElement; error: HTMLElement } {
   const error = h("p", { class: "error", role: "alert" });
   const close = h("button", { type: "button", class: "icon", aria: { label: "Close" } }, "✕");
   const dialog = h(

@@ -270,6 +270,8 @@ export function createRoomView(state: AppState, room: RoomSummary, focusSeq?: nu
   document.addEventListener("visibilitychange", onVisibility);
   disposers.push(() => document.removeEventListener("visibilitychange", onVisibility));
 
+  // What waits in the outbox shows at once, even before the first page (offline after a reload).
+  void c.session.restore().then(repaint);
   const ready = c.start().then(async () => {
     viewport.setAttribute("aria-busy", "false");
     repaint();

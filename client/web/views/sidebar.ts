@@ -10,7 +10,12 @@ import type { AppState } from "../state.ts";
 import { openBrowseDialog, openCreateDialog, openDmDialog } from "./dialogs.ts";
 import { cycleTheme, themeLabel } from "./theme.ts";
 
-export function createSidebar(state: AppState, go: (roomId: string) => void, search: (q: string) => void) {
+export function createSidebar(
+  state: AppState,
+  go: (roomId: string) => void,
+  search: (q: string) => void,
+  settings: () => void,
+) {
   const nav = h("nav", { class: "rooms", aria: { label: "Rooms" } });
   const status = h("select", { class: "status", aria: { label: "Your status" } });
   for (const [value, label] of [
@@ -28,6 +33,8 @@ export function createSidebar(state: AppState, go: (roomId: string) => void, sea
     cycleTheme();
     theme.textContent = themeLabel();
   });
+  const bell = h("button", { type: "button", class: "ghost bell" }, "Notification settings");
+  bell.addEventListener("click", settings);
   const searchInput = h("input", {
     type: "search",
     class: "search-input",
@@ -62,6 +69,7 @@ export function createSidebar(state: AppState, go: (roomId: string) => void, sea
       h("div", { class: "tenant" }, state.me.tenant.name),
       h("div", { class: "me-name" }, state.me.user.name),
       h("div", { class: "me-controls" }, status, theme),
+      bell,
     ),
     searchInput,
     nav,

@@ -1,0 +1,116 @@
+/**
+ * @module The installable app in chromium: the manifest and service worker, the notification
+ * settings panel, a reload while offline that opens the app with its queued message (sent once
+ * the network is back), and the phone-sized layout with the sidebar as a drawer.
+ */
+import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import type { NotifyPrefs } from "../../protocol/notify.ts";
+import { Cast, composer, live, openRoom } from "./app.ts";
+import { screenshot, unique } from "./browser.ts";
+
+const cast = new Cast(inject("baseUrl"));
+beforeAll(() => cast.start());
+afterAll(() => cast.stop());
+
+describe("the installable app", () => {
+  it("links a manifest with icons and runs a service worker that controls the page", async () => {
+    const tenant = unique("pwa");
+    const ada = await cast.user(tenant, "Ada");
+    const room = await cast.room(ada, "general");
+    await openRoom(ada, room);
+    const manifest = await ada.page.evaluate(async () => {
+      const href = document.querySelector<HTMLLinkElement>("link[rel=manifest]")?.href ?? "";
+      return (await fetch(href)).json();
+    });
+    expect(manifest).toMatchObject({ name: "Parley", start_url: "/", display: "standalone" });
+    for (const icon of manifest.icons as { src: string; sizes: string }[]) {
+      const res = await ada.context.request.get(icon.src);
+      expect(res.status(), icon.src).toBe(200);
+      expect(res.headers()["content-type"]).toBe("image/png");
+    }
+    expect((manifest.icons as { purpose: string }[]).map((i) => i.purpose)).toContain("maskable");
+    const scope = await ada.page.evaluate(async () => (await navigator.serviceWorker.ready).scope);
+    expect(scope).toBe(`${cast.baseUrl}/`);
+    expect(ada.errors).toEqual([]);
+  });
+
+  it("saves notification preferences from the settings panel, for every device", async () => {
+    const tenant = unique("prefs");
+    const ada = await cast.user(tenant, "Ada");
+    const room = await cast.room(ada, "general");
+    await openRoom(ada, room);
+    await ada.page.getByRole("button", { name: "Notification settings" }).click();
+    const panel = ada.page.getByRole("dialog", { name: "Notifications" });
+    await panel.waitFor();
+    // No device subscribed yet (headless chromium has no push service to subscribe with).
+    await panel.getByText("None yet.").waitFor();
+    await panel.getByRole("combobox", { name: "Notify me about" }).selectOption("all");
+    await panel.getByRole("combobox", { name: "This room" }).selectOption("nothing");
+    const saved = async () => {
+      const res = await ada.context.request.get("/api/notifications");
+      return (await res.json()) as NotifyPrefs;
+    };
+    await expect.poll(async () => (await saved()).default).toBe("all");
+    await expect.poll(async () => (await saved()).rooms[room]?.mode).toBe("nothing");
+    await panel.getByRole("button", { name: "Send a test notification" }).click();
+    await panel.getByText("No device receives notifications yet.").waitFor();
+    await screenshot(ada.page, "notification-settings");
+    expect(ada.errors).toEqual([]);
+  });
+
+  it("opens after a reload while offline, with the queued message, and sends it once back online", async () => {
+    const tenant = unique("offline");
+    const ada = await cast.user(tenant, "Ada");
+    const room = await cast.room(ada, "general");
+    await openRoom(ada, room);
+    // The service worker has the shell once it controls the page.
+    await ada.page.evaluate(async () => {
+      await navigator.serviceWorker.ready;
+      if (!navigator.serviceWorker.controller)
+        await new Promise((r) =>
+          navigator.serviceWorker.addEventListener("controllerchange", r, { once: true }),
+        );
+    });
+    await ada.context.setOffline(true);
+    await composer(ada.page).fill("written on the train");
+    await composer(ada.page).press("Enter");
+    await ada.page.locator(".row.pending", { hasText: "written on the train" }).waitFor();
+    await ada.page.reload();
+    await ada.page.locator(".row.pending", { hasText: "written on the train" }).waitFor();
+    await screenshot(ada.page, "offline-reload");
+    await ada.context.setOffline(false);
+    await live(ada.page);
+    await expect
+      .poll(async () => {
+        const res = await ada.context.request.get(`/api/rooms/${room}/messages?after=0`);
+        const { events } = (await res.json()) as { events: { kind: string; text?: string }[] };
+        return events.filter((e) => e.kind === "message").map((e) => e.text);
+      })
+      .toEqual(["written on the train"]);
+  });
+
+  it("on a phone-sized screen, keeps the room full width and the rooms in a drawer", async () => {
+    const tenant = unique("phone");
+    const ada = await cast.user(tenant, "Ada");
+    const first = await cast.room(ada, "general");
+    const second = await cast.room(ada, "random");
+    await ada.page.setViewportSize({ width: 390, height: 844 });
+    await openRoom(ada, first);
+    const sidebar = ada.page.locator("#sidebar");
+    await expect.poll(() => sidebar.isVisible()).toBe(false);
+    const main = await ada.page.locator("#main").boundingBox();
+    expect(main?.x).toBe(0);
+    expect(main?.width).toBe(390);
+    await screenshot(ada.page, "phone-room");
+    await ada.page.getByRole("button", { name: "Rooms" }).click();
+    await expect.poll(() => sidebar.isVisible()).toBe(true);
+    // Slid in all the way.
+    await expect.poll(async () => (await sidebar.boundingBox())?.x).toBe(0);
+    await screenshot(ada.page, "phone-drawer");
+    await ada.page.locator(`a.room-link[data-room="${second}"]`).click();
+    await live(ada.page);
+    await expect.poll(() => sidebar.isVisible()).toBe(false);
+    expect(new URL(ada.page.url()).pathname).toBe(`/rooms/${second}`);
+    expect(ada.errors).toEqual([]);
+  });
+});

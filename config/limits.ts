@@ -189,6 +189,11 @@ export interface Limits {
    * doubles from 2 s up to it, unless the service said `Retry-After`). Five minutes: with the
    * queue's 8 tries a notification is given up on after about ten minutes, when it is stale. */
   notifyRetryMaxSeconds: number;
+  /** Outgoing webhooks (durable-objects/webhook.ts): the longest wait between tries of a failing
+   * endpoint (an hour: a receiver down for a day is tried 24 times, not thousands), and how long it
+   * may fail without one success before it is disabled (a day, the design's "sustained failure"). */
+  webhookMaxBackoffMs: number;
+  webhookDisableAfterMs: number;
 }
 
 /**
@@ -259,6 +264,8 @@ export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
   maxPushSubscriptions: 20,
   maxRoomNotifyPrefs: 5_000,
   notifyRetryMaxSeconds: 300,
+  webhookMaxBackoffMs: 60 * 60 * 1000,
+  webhookDisableAfterMs: 24 * 60 * 60 * 1000,
 });
 
 /** The wrangler variables that override a limit, and the floor each must respect. */
@@ -309,6 +316,9 @@ const OVERRIDES = {
   PARLEY_NOTIFY_FOCUS_GRACE_MS: { key: "notifyFocusGraceMs", min: 0, max: 10 * 60 * 1000 },
   // 0 retries at once: tests reach the dead-letter queue without waiting minutes.
   PARLEY_NOTIFY_RETRY_MAX_SECONDS: { key: "notifyRetryMaxSeconds", min: 0, max: 12 * 3600 },
+  // Small values exist for tests: a dead endpoint is disabled within seconds.
+  PARLEY_WEBHOOK_MAX_BACKOFF_MS: { key: "webhookMaxBackoffMs", min: 500, max: 24 * 3600 * 1000 },
+  PARLEY_WEBHOOK_DISABLE_AFTER_MS: { key: "webhookDisableAfterMs", min: 1000, max: 30 * 24 * 3600 * 1000 },
 } as const satisfies Record<string, { key: keyof Limits; min: number; max: number }>;
 
 export type LimitVars = Partial<Record<keyof typeof OVERRIDES, string | undefined>>;

@@ -53,6 +53,12 @@ export type LogEvent =
   | Failure<"notify_enqueue_failed", { shard: number; jobs: number }>
   /** A push service answered; `outcome` is what it meant (worker/notify/consumer.ts). */
   | { event: "push_sent"; tenant: string; outcome: string; status: number | null; ms: number }
+  /** An outgoing webhook passed over a seq that never came (durable-objects/webhook.ts). */
+  | { event: "webhook_gap_skipped"; webhook: string; room: string; seq: number }
+  /** An outgoing webhook failed for too long and was disabled; its events are held. */
+  | { event: "webhook_disabled"; webhook: string; tenant: string }
+  /** The consumer could not hand a room's events to a webhook (the pack is retried). */
+  | Failure<"webhook_forward_failed", { webhook: string; room: string }>
   /** A notification the queue gave up on (its push service kept failing). */
   | { event: "push_dead_lettered"; tenant: string; subscription: string; attempts: number }
   | Failure<"audit_write_failed", { room: string }>
@@ -104,6 +110,9 @@ const LEVEL: { [E in LogEvent["event"]]: Level } = {
   notify_enqueue_failed: "error",
   push_sent: "info",
   push_dead_lettered: "warn",
+  webhook_gap_skipped: "warn",
+  webhook_disabled: "error",
+  webhook_forward_failed: "warn",
   audit_write_failed: "error",
   room_alarm_step_failed: "error",
   room_archive_read_failed: "error",

@@ -26,6 +26,7 @@ import { statsRoutes } from "./routes/stats.ts";
 import { tenantRoutes } from "./routes/tenant.ts";
 import { tokenRoutes } from "./routes/tokens.ts";
 import { userRoutes } from "./routes/users.ts";
+import { webhookRoutes } from "./routes/webhooks.ts";
 import { wellKnownRoutes } from "./routes/well-known.ts";
 import type { AppEnv } from "./types.ts";
 
@@ -61,3 +62,4 @@ app.route("/api/tenant", tenantRoutes);
 app.route("/api/admin", exportRoutes);
 app.route("/api/admin/stats", statsRoutes);
 app.route("/api/admin/history", catchUpRoutes);
+app.route("/api/admin/webhooks", webhookRoutes);

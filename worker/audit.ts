@@ -21,7 +21,11 @@ export type AuditAction =
   | "export.downloaded"
   | "export.deleted"
   | "tenant.retention_changed"
-  | "tenant.notification_previews_changed";
+  | "tenant.notification_previews_changed"
+  | "webhook.created"
+  | "webhook.enabled"
+  | "webhook.deleted"
+  | "webhook.replayed";
 
 type AuditDetail = Record<string, string | number | boolean | null>;
 

@@ -17,6 +17,7 @@ export { Presence } from "../durable-objects/presence.ts";
 export { Quota } from "../durable-objects/quota.ts";
 export { Room } from "../durable-objects/room.ts";
 export { SearchShard } from "../durable-objects/search.ts";
+export { WebhookEndpoint } from "../durable-objects/webhook.ts";
 
 // A misconfigured deployment (access mode without its Access applications, dev mode without a
 // key, a malformed origin, a limit out of its range, no valid export signing or VAPID key) fails

@@ -23,6 +23,13 @@ export {
   SNIPPET_OPEN,
   searchStub,
 } from "../durable-objects/search.ts";
+export {
+  type Delivery,
+  type ForwardedEvent,
+  type WebhookState,
+  webhookStub,
+  webhookTargetRefusal,
+} from "../durable-objects/webhook.ts";
 
 /** The namespace a tenant's rooms live in. */
 export function roomNamespace(env: Env, tenantId: string): DurableObjectNamespace<Room> {

@@ -36,6 +36,8 @@ interface Setup {
   subscriptionId: string;
   /** An incoming webhook's URL path, into the private room. */
   hookPath: string;
+  /** An outgoing webhook of acme's. */
+  webhookId: string;
 }
 
 let s: Setup;
@@ -93,6 +95,14 @@ beforeAll(async () => {
   const hook = await json<{ url: string }>(
     asUser(boss.token, "POST", `/api/rooms/${privateRoom.id}/hooks`, { name: "ci" }),
   );
+  // Pins in the channel only: nothing the tests do is delivered, so its state holds still.
+  const webhook = await json<{ id: string }>(
+    asUser(boss.token, "POST", "/api/admin/webhooks", {
+      url: "https://hooks.acme.test/parley",
+      rooms: [channel.id],
+      kinds: ["pin"],
+    }),
+  );
   s = {
     boss: boss.token,
     bossId: boss.id,
@@ -107,6 +117,7 @@ beforeAll(async () => {
     letterId,
     subscriptionId: subscription.id,
     hookPath: new URL(hook.url).pathname,
+    webhookId: webhook.id,
   };
 });
 
@@ -177,6 +188,13 @@ const FORGED: Record<string, (s: Setup) => Forged> = {
     path: `/api/rooms/${s.privateRoom}/hooks`,
     json: { name: "forged" },
   }),
+  "POST /api/admin/webhooks": () => ({ path: "/api/admin/webhooks", json: { url: "https://evil.test/x" } }),
+  "POST /api/admin/webhooks/:id/enable": (s) => ({ path: `/api/admin/webhooks/${s.webhookId}/enable` }),
+  "DELETE /api/admin/webhooks/:id": (s) => ({ path: `/api/admin/webhooks/${s.webhookId}` }),
+  "POST /api/admin/webhooks/:id/replay": (s) => ({
+    path: `/api/admin/webhooks/${s.webhookId}/replay`,
+    json: { from: 1 },
+  }),
   "POST /hooks/:token": (s) => ({ path: s.hookPath, json: { text: "forged", clientId: "forged-hook" } }),
 };
 
@@ -236,6 +254,7 @@ async function snapshot() {
     users: await get(s.boss, "/api/users?q="),
     notifications: await get(s.boss, "/api/notifications"),
     subscriptions: await get(s.boss, "/api/push/subscriptions"),
+    webhooks: await get(s.boss, "/api/admin/webhooks"),
     counts: { rooms: stats.rooms, users: stats.users, attachments: stats.attachments },
   };
 }

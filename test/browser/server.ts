@@ -36,6 +36,10 @@ export async function startApp(): Promise<AppServer> {
       PARLEY_NOTIFY_COLLAPSE_MS: "2000",
       PARLEY_NOTIFY_FOCUS_GRACE_MS: "0",
       PARLEY_NOTIFY_RETRY_MAX_SECONDS: "0",
+      // Webhooks (test/system/webhooks.test.ts): tries at most 500 ms apart, a dead endpoint
+      // disabled after 3 s.
+      PARLEY_WEBHOOK_MAX_BACKOFF_MS: "500",
+      PARLEY_WEBHOOK_DISABLE_AFTER_MS: "3000",
     },
     timeoutMs: 90_000,
   });

@@ -23,6 +23,7 @@ import type { RoomEvent } from "../../protocol/index.ts";
 import { archivedEvents } from "../db/history-schema.ts";
 import { noteWrite, placementsOf, shardAt, shardDb } from "../history/placement.ts";
 import { type ArchiveMessage, roomStub } from "../stubs.ts";
+import { forwardToWebhooks } from "../webhooks.ts";
 
 export type { ArchiveMessage } from "../stubs.ts";
 
@@ -346,6 +347,18 @@ export async function consumeRoomEvents(
       log({ event: "history_fill_check_failed", error: String(err) });
     }
   }
+  // Outgoing webhooks get each archived pack before its room is told it is archived: a pack they
+  // did not get is retried, and the room sends again what stays unconfirmed (worker/webhooks.ts).
+  await Promise.all(
+    [...carried].map(async ([m, items]) => {
+      if (failed.has(m) || !items[0]) return;
+      try {
+        await forwardToWebhooks(env, items);
+      } catch (err) {
+        fail(m, items[0], err);
+      }
+    }),
+  );
   for (const [m, items] of carried) {
     if (failed.has(m)) continue;
     m.ack();

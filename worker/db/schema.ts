@@ -219,3 +219,25 @@ export const exports = sqliteTable(
   },
   (t) => [index("exports_tenant").on(t.tenantId, t.createdAt)],
 );
+
+/** Outgoing webhooks (worker/routes/webhooks.ts): what the consumer forwards to, per tenant. The
+ * signing secret and the delivery state live in the endpoint's own object (durable-objects/webhook.ts),
+ * never here. */
+export const webhooks = sqliteTable(
+  "webhooks",
+  {
+    id: text("id").primaryKey(),
+    tenantId: text("tenant_id")
+      .notNull()
+      .references(() => tenants.id),
+    url: text("url").notNull(),
+    /** JSON arrays, or null for every room / every kind. */
+    rooms: text("rooms"),
+    kinds: text("kinds"),
+    createdBy: text("created_by")
+      .notNull()
+      .references(() => users.id),
+    createdAt: integer("created_at").notNull(),
+  },
+  (t) => [index("webhooks_tenant").on(t.tenantId)],
+);

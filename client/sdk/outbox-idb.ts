@@ -6,8 +6,10 @@ import type { OutboxEntry, OutboxStore } from "./outbox.ts";
  * own database name: an outbox holds commands to be sent as the user who wrote them. */
 export class IndexedDbOutboxStore implements OutboxStore {
   readonly #db: Promise<IDBDatabase>;
+  readonly #name: string;
 
   constructor(name = "parley-outbox") {
+    this.#name = name;
     this.#db = new Promise((resolve, reject) => {
       const open = indexedDB.open(name, 1);
       open.onupgradeneeded = () =>
@@ -30,6 +32,22 @@ export class IndexedDbOutboxStore implements OutboxStore {
   async list(roomId: string): Promise<OutboxEntry[]> {
     const all = (await this.#run("readonly", (s) => s.getAll())) as OutboxEntry[];
     return all.filter((e) => e.roomId === roomId).sort((a, b) => a.createdAt - b.createdAt);
+  }
+
+  /** How many commands wait, over every room. */
+  async count(): Promise<number> {
+    return this.#run("readonly", (s) => s.count());
+  }
+
+  /** Deletes the whole database (sign-out): what was not sent is gone. */
+  async destroy(): Promise<void> {
+    (await this.#db).close();
+    await new Promise<void>((resolve, reject) => {
+      const del = indexedDB.deleteDatabase(this.#name);
+      del.onsuccess = () => resolve();
+      del.onerror = () => reject(del.error);
+      del.onblocked = () => resolve();
+    });
   }
 
   /** Rooms with something in the outbox: a reload starts their sessions so it gets delivered. */

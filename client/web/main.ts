@@ -36,6 +36,30 @@ function urlOf(view: View): string {
   return "/";
 }
 
+/**
+ * Signs out of this browser: warns when messages are still waiting to be sent (they are lost), then
+ * stops the sessions, unsubscribes this device from push, has the service worker drop its caches,
+ * and removes everything kept locally (the outbox, the user, the room list), before ending the
+ * sign-in: the dev cookie, or Access's session (`/cdn-cgi/access/logout`).
+ */
+async function signOut(state: AppState, notifications: Notifications): Promise<void> {
+  const unsent = await state.store.count().catch(() => 0);
+  if (
+    unsent > 0 &&
+    !confirm(
+      `${unsent} message${unsent === 1 ? " has" : "s have"} not been sent yet and will be lost. Sign out anyway?`,
+    )
+  )
+    return;
+  state.presence.close();
+  for (const c of state.controllers.values()) c.close();
+  await notifications.clear();
+  await state.store.destroy().catch(() => undefined);
+  forgetLocal();
+  const dev = await fetch("/auth/dev/logout", { method: "POST" }).catch(() => null);
+  location.href = dev?.ok ? "/" : "/cdn-cgi/access/logout";
+}
+
 async function boot(): Promise<void> {
   applyTheme();
   let me: Awaited<ReturnType<typeof api.me>>;
@@ -147,6 +171,7 @@ async function boot(): Promise<void> {
       show({ kind: "search", q }, true);
     },
     () => void openSettings(state, notifications),
+    () => void signOut(state, notifications),
   );
   sidebar.el.id = "sidebar";
   const scrim = h("div", { class: "scrim", attrs: { "aria-hidden": "true" } });

@@ -10,7 +10,6 @@ import {
   browserSocket,
   HttpError,
   type MyStatus,
-  type OutboxStore,
   PresenceSession,
   type SessionEnded,
   type SessionStatus,
@@ -71,7 +70,7 @@ export class AppState {
   readonly controllers = new Map<string, RoomController>();
   readonly names = new Map<string, string>();
   readonly presence: PresenceSession;
-  readonly store: OutboxStore & { roomIds(): Promise<string[]> };
+  readonly store: IndexedDbOutboxStore;
   #statuses = new Map<string, SessionStatus>();
   #refresh: ReturnType<typeof setTimeout> | null = null;
   #online = typeof navigator === "undefined" ? true : navigator.onLine;

@@ -145,6 +145,7 @@ const FORGED: Record<string, (s: Setup) => Forged> = {
     path: "/auth/dev/login",
     json: { email: "mallory@acme.test", name: "Mallory", tenant: "acme" },
   }),
+  "POST /auth/dev/logout": () => ({ path: "/auth/dev/logout" }),
   "POST /api/rooms": () => ({ path: "/api/rooms", json: { name: unique("forged"), kind: "channel" } }),
   "PATCH /api/rooms/:roomId": (s) => ({ path: `/api/rooms/${s.privateRoom}`, json: { topic: "forged" } }),
   "POST /api/rooms/:roomId/join": (s) => ({ path: `/api/rooms/${s.channel}/join` }),

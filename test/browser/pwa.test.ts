@@ -113,4 +113,45 @@ describe("the installable app", () => {
     expect(new URL(ada.page.url()).pathname).toBe(`/rooms/${second}`);
     expect(ada.errors).toEqual([]);
   });
+
+  it("signs out: asks first while a message waits, then leaves no outbox, cache or local data", async () => {
+    const tenant = unique("signout");
+    const ada = await cast.user(tenant, "Ada");
+    const room = await cast.room(ada, "general");
+    await openRoom(ada, room);
+    await ada.page.evaluate(async () => {
+      await navigator.serviceWorker.ready;
+    });
+    await ada.context.setOffline(true);
+    await composer(ada.page).fill("never sent");
+    await composer(ada.page).press("Enter");
+    await ada.page.locator(".row.pending", { hasText: "never sent" }).waitFor();
+    // Declined: nothing happens.
+    ada.page.once("dialog", (d) => {
+      expect(d.message()).toContain("1 message has not been sent yet");
+      void d.dismiss();
+    });
+    await ada.page.getByRole("button", { name: "Sign out" }).click();
+    await ada.page.locator(".row.pending", { hasText: "never sent" }).waitFor();
+    await ada.context.setOffline(false);
+    await live(ada.page);
+    await ada.page.locator(".row.pending").first().waitFor({ state: "detached" });
+    await ada.page.getByRole("button", { name: "Sign out" }).click();
+    await ada.page.getByRole("button", { name: "Sign in" }).waitFor();
+    const left = await ada.page.evaluate(async () => ({
+      local: Object.keys(localStorage).filter((k) => k.startsWith("parley:")),
+      // The app shell may be cached again by the sign-in page's own load; nothing of the user's is.
+      cached: (
+        await Promise.all(
+          (await caches.keys()).map(async (k) => (await (await caches.open(k)).keys()).map((r) => r.url)),
+        )
+      ).flat(),
+      databases: (await indexedDB.databases()).map((d) => d.name),
+    }));
+    expect(left.local).toEqual([]);
+    expect(left.cached.filter((u) => new URL(u).pathname.startsWith("/api/"))).toEqual([]);
+    expect(left.databases.filter((n) => n?.startsWith("parley-outbox"))).toEqual([]);
+    // Signed out for real: the API no longer knows the browser.
+    expect((await ada.context.request.get("/api/me")).status()).toBe(401);
+  });
 });

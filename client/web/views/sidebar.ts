@@ -15,6 +15,7 @@ export function createSidebar(
   go: (roomId: string) => void,
   search: (q: string) => void,
   settings: () => void,
+  signOut: () => void,
 ) {
   const nav = h("nav", { class: "rooms", aria: { label: "Rooms" } });
   const status = h("select", { class: "status", aria: { label: "Your status" } });
@@ -35,6 +36,8 @@ export function createSidebar(
   });
   const bell = h("button", { type: "button", class: "ghost bell" }, "Notification settings");
   bell.addEventListener("click", settings);
+  const leave = h("button", { type: "button", class: "ghost sign-out" }, "Sign out");
+  leave.addEventListener("click", signOut);
   const searchInput = h("input", {
     type: "search",
     class: "search-input",
@@ -69,7 +72,7 @@ export function createSidebar(
       h("div", { class: "tenant" }, state.me.tenant.name),
       h("div", { class: "me-name" }, state.me.user.name),
       h("div", { class: "me-controls" }, status, theme),
-      bell,
+      h("div", { class: "me-controls" }, bell, leave),
     ),
     searchInput,
     nav,

@@ -1,5 +1,5 @@
 /**
- * @module A push service stand-in for tests, in Node: `web-push-testing` on a free loopback port. It
+ * @module A push service stand-in for tests and the bench, in Node: `web-push-testing` on a free loopback port. It
  * subscribes fake browsers, checks each request's VAPID JWT against the key the browser subscribed
  * with, decrypts the payload per RFC 8291, and keeps what it received per subscription. Expiring a
  * subscription makes it answer 410 from then on.
@@ -13,7 +13,10 @@ const require = createRequire(import.meta.url);
 /** web-push-testing's server, started here on loopback (its own `startServer` listens on every
  * interface and exits the process on an error). */
 interface MockPushServer {
-  _app: { listen(port: number, host: string, ready: () => void): Server };
+  _app: {
+    listen(port: number, host: string, ready: () => void): Server;
+    use(fn: (req: { method: string; url: string }, res: unknown, next: () => void) => void): void;
+  };
   setRequestHandlers(): void;
 }
 const TestingServer = require("web-push-testing/src/server.js") as new (
@@ -52,9 +55,20 @@ export async function freePort(): Promise<number> {
   return port;
 }
 
-export async function startMockPushService(): Promise<MockPushService> {
+/** `onArrival`: told of each notification as it arrives, before the stand-in decrypts it (the
+ * bench times deliveries by it). */
+export async function startMockPushService(
+  options: { onArrival?: (clientHash: string, at: number) => void } = {},
+): Promise<MockPushService> {
   const port = await freePort();
   const mock = new TestingServer(new PushApiModel(), port);
+  const { onArrival } = options;
+  if (onArrival)
+    mock._app.use((req, _res, next) => {
+      const hash = /^\/notify\/([^/?]+)/.exec(req.url)?.[1];
+      if (req.method === "POST" && hash) onArrival(hash, performance.now());
+      next();
+    });
   mock.setRequestHandlers();
   const server = await new Promise<Server>((resolve) => {
     const s = mock._app.listen(port, "127.0.0.1", () => resolve(s));

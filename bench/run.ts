@@ -66,6 +66,13 @@ if (process.argv.slice(2).includes("--search-scale")) {
   process.exit();
 }
 
+// `--reach`: issue 17's notification and webhook latency and webhook throughput (bench/reach.ts),
+// its own server and "## Reach: notifications and webhooks" section.
+if (process.argv.slice(2).includes("--reach")) {
+  await (await import("./reach.ts")).runReach(process.argv.slice(2));
+  process.exit();
+}
+
 // `--rooms-list`: `GET /api/rooms` for a user in 10/100/500 rooms beside `GET /api/me`, this design
 // and `pre-small` (bench/rooms-list.ts); its own servers and "## Room list" section.
 if (process.argv.slice(2).includes("--rooms-list")) {

@@ -74,6 +74,7 @@ export const SIDE_SECTIONS = [
   "## Small rooms",
   "## Search at scale",
   "## Room list",
+  "## Reach: notifications and webhooks",
 ] as const;
 
 /** How the pipeline bench's sections against a revision other than pre-shards begin

@@ -12,6 +12,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { exportJWK, generateKeyPair } from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { freePort, type MockPushService, startMockPushService } from "../../bench/push-service.ts";
 import type { PushNotice } from "../../protocol/notify.ts";
 import { ensureDevVars } from "../../scripts/dev-vars.ts";
 import {
@@ -25,7 +26,6 @@ import {
   VapidKeyError,
   vapidFromJwk,
 } from "../../worker/notify/web-push.ts";
-import { freePort, type MockPushService, startMockPushService } from "./mock-push-service.ts";
 
 const b64url = (bytes: ArrayBuffer) => Buffer.from(bytes).toString("base64url");
 const fromB64url = (s: string) => Buffer.from(s, "base64url");

@@ -16,14 +16,14 @@ import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import WebSocket from "ws";
-import type { PushNotice, PushSubscriptionView } from "../../protocol/notify.ts";
-import { Api, type User } from "../../scripts/chaos/api.ts";
-import type {} from "../browser/global-setup.ts";
 import {
   type MockPushService,
   type MockSubscription,
   startMockPushService,
-} from "../push/mock-push-service.ts";
+} from "../../bench/push-service.ts";
+import type { PushNotice, PushSubscriptionView } from "../../protocol/notify.ts";
+import { Api, type User } from "../../scripts/chaos/api.ts";
+import type {} from "../browser/global-setup.ts";
 
 /** How long a test waits for something the queue delivers before failing. */
 const DELIVERY_MS = 30_000;

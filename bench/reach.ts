@@ -110,7 +110,7 @@ interface Figures {
   baseline: LatencySummary;
   notify: LatencySummary;
   webhook: LatencySummary;
-  burst: { events: number; ms: number; rooms: number };
+  burst: { events: number; ms: number; rooms: number; sendMs: number; requestMs: LatencySummary | null };
 }
 
 async function measure(base: string, o: ReachOptions, runId: string): Promise<Figures> {
@@ -130,7 +130,7 @@ async function measure(base: string, o: ReachOptions, runId: string): Promise<Fi
       clientId: crypto.randomUUID(),
       text,
     });
-    return { seq, answered: performance.now(), ms: performance.now() - t0 };
+    return { seq, started: t0, answered: performance.now(), ms: performance.now() - t0 };
   };
 
   // Baseline: a room nobody is subscribed in, no webhook.
@@ -182,9 +182,9 @@ async function measure(base: string, o: ReachOptions, runId: string): Promise<Fi
       for (const p of people) {
         if (n++ >= o.notifications) break;
         const before = arrivalsByHash.get(p.hash)?.length ?? 0;
-        const { answered } = await send(room, `@<${p.id}> ping ${n}`);
+        const { started } = await send(room, `@<${p.id}> ping ${n}`);
         await until("a notification", () => (arrivalsByHash.get(p.hash)?.length ?? 0) > before, 30_000);
-        notify.push((arrivalsByHash.get(p.hash)?.[before] as number) - answered);
+        notify.push((arrivalsByHash.get(p.hash)?.[before] as number) - started);
         await sleep(o.gap);
       }
     }
@@ -195,7 +195,7 @@ async function measure(base: string, o: ReachOptions, runId: string): Promise<Fi
   // Webhooks: paced latency, then a burst over several rooms.
   const hook = await receiver();
   const webhook = new Samples();
-  let burst = { events: 0, ms: 0, rooms: 0 };
+  let burst: Figures["burst"] = { events: 0, ms: 0, rooms: 0, sendMs: 0, requestMs: null };
   try {
     const paced = (
       await api<{ id: string }>(base, "POST", "/api/rooms", admin, { name: "paced", kind: "channel" })
@@ -207,7 +207,7 @@ async function measure(base: string, o: ReachOptions, runId: string): Promise<Fi
       });
       return r.id;
     });
-    await api(base, "POST", "/api/admin/webhooks", admin, {
+    const made = await api<{ id: string }>(base, "POST", "/api/admin/webhooks", admin, {
       url: hook.url,
       rooms: [paced, ...burstRooms],
       kinds: ["message"],
@@ -215,10 +215,10 @@ async function measure(base: string, o: ReachOptions, runId: string): Promise<Fi
     // The consumer reads the tenant's webhooks at most every 10 s per isolate.
     await sleep(11_000);
     for (let i = 0; i < o.paced; i++) {
-      const { seq, answered } = await send(paced, `paced ${i}`);
+      const { seq, started } = await send(paced, `paced ${i}`);
       const id = `${tenant}:${paced}:${seq}`;
       await until("a webhook delivery", () => hook.arrivals.has(id), 30_000);
-      webhook.push((hook.arrivals.get(id) as number) - answered);
+      webhook.push((hook.arrivals.get(id) as number) - started);
       await sleep(o.gap);
     }
     const sent = new Map<string, number[]>(burstRooms.map((r) => [r, []]));
@@ -232,6 +232,7 @@ async function measure(base: string, o: ReachOptions, runId: string): Promise<Fi
         sent.get(room)?.push(seq);
       },
     );
+    const sendDone = performance.now();
     const ids = [...sent].flatMap(([room, seqs]) => seqs.map((s) => `${tenant}:${room}:${s}`));
     await until("the burst's deliveries", () => ids.every((id) => hook.arrivals.has(id)), 300_000);
     const last = Math.max(...ids.map((id) => hook.arrivals.get(id) as number));
@@ -243,7 +244,21 @@ async function measure(base: string, o: ReachOptions, runId: string): Promise<Fi
       const sorted = [...arrived].sort((a, b) => a - b);
       if (arrived.join() !== sorted.join()) throw new Error(`webhook deliveries out of order in ${room}`);
     }
-    burst = { events: ids.length, ms: last - start, rooms: burstRooms.length };
+    const log200 = await api<{ deliveries: { ms: number }[] }>(
+      base,
+      "GET",
+      `/api/admin/webhooks/${made.id}/deliveries?limit=200`,
+      admin,
+    );
+    const requestMs = new Samples();
+    for (const d of log200.deliveries) requestMs.push(d.ms);
+    burst = {
+      events: ids.length,
+      ms: last - start,
+      rooms: burstRooms.length,
+      sendMs: sendDone - start,
+      requestMs: requestMs.summary() as LatencySummary,
+    };
   } finally {
     await hook.close();
   }
@@ -264,15 +279,15 @@ function render(o: ReachOptions, f: Figures, facts: ReturnType<typeof sectionFac
     "",
     `Run ${facts.date} with \`${facts.command}\` on ${facts.machine}; ${facts.total} s in all.`,
     "",
-    `One \`npm start\` server; messages sent over HTTP one at a time, ${o.gap} ms apart. Notification: from the send's answer to the push service stand-in (\`web-push-testing\`) receiving the encrypted, VAPID-signed request; each sample a different user and room (no collapse). Webhook: from the send's answer to a local receiver getting the event. Baseline: the send itself, with nobody to notify and no webhook.`,
+    `One \`npm start\` server; messages sent over HTTP one at a time, ${o.gap} ms apart. Each latency runs from the start of the send (an HTTP \`POST …/messages\`, acknowledged after the durable write). Notification: to the push service stand-in (\`web-push-testing\`) receiving the encrypted, VAPID-signed request; each sample a different user and room (no collapse). Webhook: to a local receiver getting the event. Baseline: the send's own round trip, with nobody to notify and no webhook.`,
     "",
     "| path | n | p50 ms | p95 ms | p99 ms | max ms |",
     "| --- | ---: | ---: | ---: | ---: | ---: |",
-    row("baseline: the send's own answer time", f.baseline),
-    row("notification: answer → push service", f.notify),
-    row("webhook: answer → receiver", f.webhook),
+    row("baseline: the send's round trip", f.baseline),
+    row("notification: send → push service", f.notify),
+    row("webhook: send → receiver", f.webhook),
     "",
-    `Webhook throughput: ${f.burst.events} messages in ${f.burst.rooms} rooms sent by 8 concurrent writers, all delivered in ${(f.burst.ms / 1000).toFixed(1)} s from the first send (${(f.burst.events / (f.burst.ms / 1000)).toFixed(0)} events/s), in order per room.`,
+    `Webhook throughput: ${f.burst.events} messages in ${f.burst.rooms} rooms, sent in ${(f.burst.sendMs / 1000).toFixed(1)} s by 8 concurrent writers, all delivered ${(f.burst.ms / 1000).toFixed(1)} s after the first send (${(f.burst.events / (f.burst.ms / 1000)).toFixed(0)} events/s), in order per room. One delivery request (the endpoint object's fetch to the receiver, from its log, last 200): p50 ${f.burst.requestMs?.p50.toFixed(1)} ms, p99 ${f.burst.requestMs?.p99.toFixed(1)} ms.`,
   ].join("\n");
 }
 

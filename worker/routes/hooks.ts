@@ -10,19 +10,19 @@ import { and, eq, like } from "drizzle-orm";
 import { drizzle } from "drizzle-orm/d1";
 import { Hono } from "hono";
 import { limitsOf } from "../../config/limits.ts";
-import { directoryDb, jurisdictionOf } from "../../platform/residency.ts";
+import { directoryDb } from "../../platform/residency.ts";
 import { parseCommand } from "../../protocol/index.ts";
 import { audit } from "../audit.ts";
 import { requireAdmin } from "../auth/admin.ts";
-import { identityOfApiToken, issueToken } from "../auth/api-tokens.ts";
+import { identityOfApiToken } from "../auth/api-tokens.ts";
 import { apiTokens, users } from "../db/schema.ts";
 import { ApiError } from "../errors.ts";
 import { readJsonObject } from "../http.ts";
-import { newId } from "../ids.ts";
 import { actorOf, findRoom, reachRoom } from "../rooms.ts";
 import { type CommandResult, roomStub } from "../stubs.ts";
 import type { AppEnv } from "../types.ts";
 import { enroll } from "./rooms.ts";
+import { issueBot } from "./tokens.ts";
 
 /** `POST /api/rooms/:roomId/hooks` and `GET` (admins). */
 export const hookAdminRoutes = new Hono<AppEnv>()
@@ -36,32 +36,7 @@ export const hookAdminRoutes = new Hono<AppEnv>()
     const name = typeof body.name === "string" ? body.name.trim() : "";
     if (name.length === 0 || name.length > 80)
       throw new ApiError("bad_request", "name must be 1-80 characters");
-    const id = newId("k");
-    const botId = newId("u");
-    const now = Date.now();
-    const { token, hash } = await issueToken(id, jurisdictionOf(c.env, me.tenantId));
-    const db = drizzle(directoryDb(c.env, me.tenantId));
-    await db.batch([
-      db.insert(users).values({
-        id: botId,
-        tenantId: me.tenantId,
-        email: `hook:${id}`,
-        name,
-        role: "bot",
-        createdAt: now,
-        lastLoginAt: now,
-      }),
-      db.insert(apiTokens).values({
-        id,
-        tenantId: me.tenantId,
-        userId: botId,
-        name,
-        hash,
-        rooms: JSON.stringify([room.id]),
-        createdBy: me.userId,
-        createdAt: now,
-      }),
-    ]);
+    const { id, botId, token } = await issueBot(c.env, me, name, [room.id], "hook");
     await enroll(c.env, room, [{ id: botId, name, role: "bot" }], {
       id: me.userId,
       name: me.name,

@@ -6,6 +6,7 @@ import { and, eq, inArray } from "drizzle-orm";
 import { drizzle } from "drizzle-orm/d1";
 import { Hono } from "hono";
 import { limitsOf } from "../../config/limits.ts";
+import type { Identity } from "../../platform/identity.ts";
 import { directoryDb, jurisdictionOf } from "../../platform/residency.ts";
 import { audit } from "../audit.ts";
 import { requireAdmin } from "../auth/admin.ts";
@@ -18,6 +19,47 @@ import { unenroll } from "../rooms.ts";
 import type { AppEnv } from "../types.ts";
 
 const MAX_SCOPED_ROOMS = 50; // one D1 query binds them all, and D1 allows 100 parameters
+
+/**
+ * A bot user and its API token, in one D1 batch: the token is returned this once (only its hash is
+ * stored). `kind` names what the bot is for in its user's email (`token:<id>` for an API token,
+ * `hook:<id>` for an incoming webhook, worker/routes/hooks.ts).
+ */
+export async function issueBot(
+  env: Env,
+  me: Identity,
+  name: string,
+  scope: string[] | null,
+  kind: "token" | "hook",
+): Promise<{ id: string; botId: string; token: string }> {
+  const id = newId("k");
+  const botId = newId("u");
+  const now = Date.now();
+  const { token, hash } = await issueToken(id, jurisdictionOf(env, me.tenantId));
+  const db = drizzle(directoryDb(env, me.tenantId));
+  await db.batch([
+    db.insert(users).values({
+      id: botId,
+      tenantId: me.tenantId,
+      email: `${kind}:${id}`,
+      name,
+      role: "bot",
+      createdAt: now,
+      lastLoginAt: now,
+    }),
+    db.insert(apiTokens).values({
+      id,
+      tenantId: me.tenantId,
+      userId: botId,
+      name,
+      hash,
+      rooms: scope ? JSON.stringify(scope) : null,
+      createdBy: me.userId,
+      createdAt: now,
+    }),
+  ]);
+  return { id, botId, token };
+}
 
 export const tokenRoutes = new Hono<AppEnv>()
   .use(async (c, next) => {
@@ -49,32 +91,7 @@ export const tokenRoutes = new Hono<AppEnv>()
         .all();
       if (found.length !== scope.length) throw new ApiError("not_found", "no such room");
     }
-    const id = newId("k");
-    const botId = newId("u");
-    const now = Date.now();
-    const { token, hash } = await issueToken(id, jurisdictionOf(c.env, me.tenantId));
-    const db = drizzle(directoryDb(c.env, me.tenantId));
-    await db.batch([
-      db.insert(users).values({
-        id: botId,
-        tenantId: me.tenantId,
-        email: `token:${id}`,
-        name,
-        role: "bot",
-        createdAt: now,
-        lastLoginAt: now,
-      }),
-      db.insert(apiTokens).values({
-        id,
-        tenantId: me.tenantId,
-        userId: botId,
-        name,
-        hash,
-        rooms: scope ? JSON.stringify(scope) : null,
-        createdBy: me.userId,
-        createdAt: now,
-      }),
-    ]);
+    const { id, botId, token } = await issueBot(c.env, me, name, scope, "token");
     await audit(c.env, me, "token.created", id, { botId, scoped: scope !== null });
     return c.json({ id, name, userId: botId, rooms: scope, token }, 201);
   })

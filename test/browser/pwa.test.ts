@@ -154,4 +154,26 @@ describe("the installable app", () => {
     // Signed out for real: the API no longer knows the browser.
     expect((await ada.context.request.get("/api/me")).status()).toBe(401);
   });
+
+  it("counts unread messages of the rooms not on screen in the title", async () => {
+    const tenant = unique("title");
+    const ada = await cast.user(tenant, "Ada");
+    const bob = await cast.user(tenant, "Bob");
+    const open = await cast.room(ada, "general", [bob]);
+    const other = await cast.room(ada, "design", [bob]);
+    await openRoom(ada, open);
+    expect(await ada.page.title()).toBe("Parley");
+    for (const [i, text] of ["look at this", "and this"].entries()) {
+      const res = await bob.context.request.post(`/api/rooms/${other}/messages`, {
+        headers: { origin: cast.baseUrl },
+        data: { clientId: `t${i}`, text },
+      });
+      expect(res.status()).toBe(201);
+    }
+    await expect.poll(() => ada.page.title()).toBe("(2) Parley");
+    // Reading it clears the count.
+    await ada.page.locator(`a.room-link[data-room="${other}"]`).click();
+    await live(ada.page);
+    await expect.poll(() => ada.page.title()).toBe("Parley");
+  });
 });

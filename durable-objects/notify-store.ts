@@ -250,6 +250,12 @@ export class Notifier {
     return cursor.rowsWritten > 0;
   }
 
+  /** Drops every subscription of the user (deactivated) and what was pending for them. */
+  forget(userId: string): void {
+    this.#deps.sql.exec("DELETE FROM push_subscriptions WHERE user_id = ?", userId);
+    for (const key of this.#recent.keys()) if (key.startsWith(`${userId}\n`)) this.#recent.delete(key);
+  }
+
   /** A notification to this subscription was given up on (the dead-letter queue): counted, so the
    * settings panel can show a device that stopped receiving. */
   failed(userId: string, id: string, at: number): void {

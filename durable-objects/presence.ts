@@ -23,6 +23,7 @@ import { log } from "../platform/log.ts";
 import { record } from "../platform/metrics.ts";
 import { notifyQueue, tenantNamespace } from "../platform/residency.ts";
 import {
+  CLOSE,
   errorResponse,
   type PresenceServerFrame,
   type PresenceStatus,
@@ -466,6 +467,32 @@ export class Presence extends DurableObject<Env> {
     const n = this.#notifier.test(userId);
     await this.#sendJobs();
     return n;
+  }
+
+  /** The user's account was deactivated (decision 11): their presence sockets close with 4403
+   * `deactivated`, they are offline at once (watchers hear it in the next relay), and their push
+   * subscriptions are dropped. Idempotent. */
+  async endUser(userId: string): Promise<void> {
+    for (const ws of this.ctx.getWebSockets(userId)) {
+      this.#drop(ws, CLOSE.deactivated.code);
+      try {
+        ws.close(CLOSE.deactivated.code, CLOSE.deactivated.reason);
+      } catch {
+        // already closed
+      }
+    }
+    this.#notifier.forget(userId);
+    const row = this.#sql
+      .exec<{ status: string; last_seen: number | null }>(
+        "SELECT status, last_seen FROM users WHERE user_id = ?",
+        userId,
+      )
+      .toArray()[0];
+    if (row && row.status !== "offline") {
+      this.#sql.exec("UPDATE users SET status = 'offline' WHERE user_id = ?", userId);
+      this.#announce({ user: userId, status: "offline", lastSeen: row.last_seen });
+      await this.#scheduleAlarm();
+    }
   }
 
   /** The tenant's setting: whether notifications may show who wrote what. */

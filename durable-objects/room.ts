@@ -262,6 +262,14 @@ export class Room extends DurableObject<Env> {
     return { ok: true, seq: result.seq };
   }
 
+  /** The user's account was deactivated (decision 11): their sockets close and their streams end
+   * with 4403 `deactivated`, and waiting polls return; they stay a member (their messages stay, and
+   * every new request of theirs is refused before it reaches a room). Idempotent. */
+  endUser(userId: string): void {
+    this.#fallback.revoke(userId, CLOSE.deactivated);
+    this.#sockets.closeUser(userId, CLOSE.deactivated);
+  }
+
   /** A sequenced command over HTTP: the same rules, limits and idempotency as over a socket. */
   async command(actor: Actor, cmd: SequencedCommand): Promise<CommandResult> {
     const refused = this.#admit(actor.id);

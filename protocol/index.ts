@@ -65,6 +65,8 @@ export const CLOSE = {
   removed: { code: 4403, reason: "removed" },
   /** The user is no longer a member for a reason the room cannot tell (found on a later frame). */
   revoked: { code: 4403, reason: "membership revoked" },
+  /** The user's account was deactivated: every room and presence socket closes with it. */
+  deactivated: { code: 4403, reason: "deactivated" },
   /** The client stopped reading (flow control, docs/protocol.md): it reconnects with `after`. */
   slow: { code: 4008, reason: "slow consumer: reconnect with after" },
 } as const;
@@ -85,10 +87,12 @@ export const CLOSE_SLOW = 4008;
 export const CLOSE_POLICY = 1008;
 
 /** Why a user's access to a room ended, as a 4403 close (or the SSE `close` frame) says it. */
-export type RevokedReason = "left" | "removed" | "revoked";
+export type RevokedReason = "left" | "removed" | "revoked" | "deactivated";
 
 export function revokedReason(reason: string): RevokedReason {
-  return reason === CLOSE.left.reason ? "left" : reason === CLOSE.removed.reason ? "removed" : "revoked";
+  if (reason === CLOSE.left.reason) return "left";
+  if (reason === CLOSE.removed.reason) return "removed";
+  return reason === CLOSE.deactivated.reason ? "deactivated" : "revoked";
 }
 
 /** The last frame of an SSE stream that the room ends because the user lost access:

@@ -22,6 +22,8 @@ export type AuditAction =
   | "export.deleted"
   | "tenant.retention_changed"
   | "tenant.notification_previews_changed"
+  | "user.deactivated"
+  | "user.reactivated"
   | "webhook.created"
   | "webhook.enabled"
   | "webhook.deleted"

@@ -10,6 +10,7 @@
  */
 import {
   CLIENT_CLOSE,
+  CLOSE_REVOKED,
   type PresenceClientFrame,
   type PresenceServerFrame,
   type PresenceStatus,
@@ -147,7 +148,11 @@ export class PresenceSession {
           continue;
         }
         const ended = new Promise<void>((resolve) => {
-          socket.addEventListener("close", () => resolve());
+          socket.addEventListener("close", (e) => {
+            // 4403: the account was deactivated (docs/protocol.md): reconnecting would be refused.
+            if (e.code === CLOSE_REVOKED) this.#closed = true;
+            resolve();
+          });
           socket.addEventListener("error", () => resolve());
         });
         socket.addEventListener("message", (e) => this.#onFrame(parse(e.data)));

@@ -238,6 +238,14 @@ export class AppState {
   #lost(ended: SessionEnded): void {
     const roomId = ended.roomId;
     if (this.#leaving.has(roomId)) return;
+    if (ended.reason === "deactivated") {
+      // The whole account, not this room: every session stops; the next request shows why.
+      this.presence.close();
+      for (const id of [...this.controllers.keys()]) this.#drop(id);
+      this.events.emit("notice", { text: "Your account was deactivated. Ask your administrator." });
+      this.#emitConnection();
+      return;
+    }
     const room = this.rooms.get(roomId);
     const name = room ? `${room.kind === "dm" ? "" : "#"}${this.roomTitle(room)}` : "a room";
     this.#drop(roomId);

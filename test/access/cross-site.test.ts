@@ -173,6 +173,9 @@ const FORGED: Record<string, (s: Setup) => Forged> = {
   "POST /api/tokens": () => ({ path: "/api/tokens", json: { name: "forged" } }),
   "DELETE /api/tokens/:tokenId": (s) => ({ path: `/api/tokens/${s.tokenId}` }),
   "PATCH /api/users/:userId": (s) => ({ path: `/api/users/${s.memberId}`, json: { role: "admin" } }),
+  // From one of Parley's pages these run in this order: the member is back before anything else.
+  "POST /api/users/:userId/deactivate": (s) => ({ path: `/api/users/${s.memberId}/deactivate` }),
+  "POST /api/users/:userId/reactivate": (s) => ({ path: `/api/users/${s.memberId}/reactivate` }),
   "POST /api/admin/history/catch-up": () => ({ path: "/api/admin/history/catch-up" }),
   "PUT /api/notifications": () => ({ path: "/api/notifications", json: { default: "nothing" } }),
   "PUT /api/notifications/rooms/:roomId": (s) => ({

@@ -116,6 +116,8 @@ export async function provision(env: Env, profile: Profile): Promise<Identity> {
   const find = () => lookup.get({ tenantId: profile.tenantId, email });
   const found = await find();
   if (found) {
+    // Deactivated (decision 11): refused whatever token they bring, until reactivated.
+    if (found.user.active === 0) throw new ApiError("forbidden", "this account is deactivated");
     const mapped = profile.mappedRole;
     if (!promotes(mapped, found.user.role)) return remember(dir, toIdentity(found.user, found.tenantName));
     await orm.update(users).set({ role: mapped }).where(eq(users.id, found.user.id));

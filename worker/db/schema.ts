@@ -34,6 +34,10 @@ export const users = sqliteTable(
     role: text("role", { enum: ROLES }).notNull(),
     createdAt: integer("created_at").notNull(),
     lastLoginAt: integer("last_login_at").notNull(),
+    /** 0: deactivated (docs/architecture.md, decision 11): every request refused, every session
+     * closed; the user's messages stay. */
+    active: integer("active").notNull().default(1),
+    deactivatedAt: integer("deactivated_at"),
   },
   (t) => [uniqueIndex("users_tenant_email").on(t.tenantId, t.email)],
 );

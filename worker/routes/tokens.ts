@@ -61,6 +61,30 @@ export async function issueBot(
   return { id, botId, token };
 }
 
+/**
+ * Revokes a token: first it stops authenticating, then its bot leaves every room (its sockets
+ * close). The removal runs on every call, so repeating a revocation that failed half-way finishes
+ * it.
+ */
+export async function revokeToken(
+  env: Env,
+  me: Identity,
+  token: typeof apiTokens.$inferSelect,
+): Promise<void> {
+  const db = drizzle(directoryDb(env, me.tenantId));
+  if (token.revokedAt === null) {
+    await db.update(apiTokens).set({ revokedAt: Date.now() }).where(eq(apiTokens.id, token.id));
+    await audit(env, me, "token.revoked", token.id, { botId: token.userId });
+  }
+  const joined = await db
+    .select({ room: rooms })
+    .from(memberships)
+    .innerJoin(rooms, eq(rooms.id, memberships.roomId))
+    .where(eq(memberships.userId, token.userId))
+    .all();
+  for (const { room } of joined) await unenroll(env, room, token.userId, { id: me.userId, name: me.name });
+}
+
 export const tokenRoutes = new Hono<AppEnv>()
   .use(async (c, next) => {
     requireAdmin(c.get("identity"), "manage API tokens");
@@ -122,19 +146,6 @@ export const tokenRoutes = new Hono<AppEnv>()
       .where(and(eq(apiTokens.id, c.req.param("tokenId")), eq(apiTokens.tenantId, me.tenantId)))
       .get();
     if (!token) throw new ApiError("not_found", "no such token");
-    // Revoked first (the token stops authenticating), then out of every room (sockets close). The
-    // removal runs on every DELETE, so repeating a revocation that failed half-way finishes it.
-    if (token.revokedAt === null) {
-      await db.update(apiTokens).set({ revokedAt: Date.now() }).where(eq(apiTokens.id, token.id));
-      await audit(c.env, me, "token.revoked", token.id, { botId: token.userId });
-    }
-    const joined = await db
-      .select({ room: rooms })
-      .from(memberships)
-      .innerJoin(rooms, eq(rooms.id, memberships.roomId))
-      .where(eq(memberships.userId, token.userId))
-      .all();
-    for (const { room } of joined)
-      await unenroll(c.env, room, token.userId, { id: me.userId, name: me.name });
+    await revokeToken(c.env, me, token);
     return c.json({ ok: true });
   });

@@ -1,18 +1,22 @@
-/** @module The tenant directory: search people, and (admins) change a person's role. */
-import { and, eq, or, sql } from "drizzle-orm";
+/** @module The tenant directory: search people, and (admins) change a person's role, deactivate and
+ * reactivate them. */
+import { and, eq, isNull, or, sql } from "drizzle-orm";
 import { drizzle } from "drizzle-orm/d1";
-import { Hono } from "hono";
+import { type Context, Hono } from "hono";
 import { limitsOf } from "../../config/limits.ts";
+import type { Identity } from "../../platform/identity.ts";
 import { directoryDb } from "../../platform/residency.ts";
 import { isRole, type Role } from "../../protocol/index.ts";
 import { audit } from "../audit.ts";
 import { requireAdmin } from "../auth/admin.ts";
 import { forgetIdentity } from "../auth/identity.ts";
-import { memberships, rooms, users } from "../db/schema.ts";
+import { apiTokens, memberships, rooms, users } from "../db/schema.ts";
 import { ApiError } from "../errors.ts";
 import { readJsonObject } from "../http.ts";
 import { pushMember, unenroll } from "../rooms.ts";
+import { presenceStub, roomStub, shardOf } from "../stubs.ts";
 import type { AppEnv } from "../types.ts";
+import { revokeToken } from "./tokens.ts";
 
 const DIRECTORY_PAGE = 20;
 const ASSIGNABLE: readonly Role[] = ["owner", "admin", "member", "guest"];
@@ -83,4 +87,92 @@ export const userRoutes = new Hono<AppEnv>()
       }
     }
     return c.json({ user: { id: user.id, name: user.name, email: user.email, role } });
+  })
+  .post("/:userId/deactivate", async (c) => {
+    const me = c.get("identity");
+    const user = await manageable(c, "deactivate people");
+    const started = Date.now();
+    const ended = await deactivate(c.env, me, user);
+    return c.json({ user: { id: user.id, active: false }, rooms: ended, ms: Date.now() - started });
+  })
+  .post("/:userId/reactivate", async (c) => {
+    const me = c.get("identity");
+    const user = await manageable(c, "reactivate people");
+    if (user.active === 0) {
+      await drizzle(directoryDb(c.env, me.tenantId))
+        .update(users)
+        .set({ active: 1, deactivatedAt: null })
+        .where(eq(users.id, user.id));
+      forgetIdentity(c.env, me.tenantId, user.email);
+      await audit(c.env, me, "user.reactivated", user.id, {});
+    }
+    // Sessions are not restored: the person signs in again.
+    return c.json({ user: { id: user.id, active: true } });
   });
+
+/** The user of the path, whom the caller (an admin; an owner for an owner) may (de)activate. */
+async function manageable(c: Context<AppEnv>, what: string): Promise<typeof users.$inferSelect> {
+  const me = c.get("identity");
+  requireAdmin(me, what);
+  const user = await drizzle(directoryDb(c.env, me.tenantId))
+    .select()
+    .from(users)
+    .where(and(eq(users.id, c.req.param("userId") ?? ""), eq(users.tenantId, me.tenantId)))
+    .get();
+  if (!user) throw new ApiError("not_found", "no such user");
+  if (user.id === me.userId) throw new ApiError("forbidden", "you cannot deactivate yourself");
+  if (user.role === "bot")
+    throw new ApiError("bad_request", "bots are revoked, not deactivated (DELETE /api/tokens/:id)");
+  if (user.role === "owner" && me.role !== "owner")
+    throw new ApiError("forbidden", "only an owner deactivates an owner");
+  return user;
+}
+
+/** Rooms told at once when a user is deactivated. */
+const END_CONCURRENCY = 20;
+
+/**
+ * Ends a user's access everywhere (docs/architecture.md, decision 11), each step idempotent so that
+ * repeating the request completes one that failed half-way: refused from now on (D1, and this
+ * isolate's memory of them), the API tokens they created revoked, every room they are in told to
+ * close their sockets and streams, their presence shard to close theirs, drop their push
+ * subscriptions and show them offline. Returns how many rooms were told.
+ */
+export async function deactivate(env: Env, me: Identity, user: typeof users.$inferSelect): Promise<number> {
+  const db = drizzle(directoryDb(env, me.tenantId));
+  if (user.active !== 0) {
+    await db.update(users).set({ active: 0, deactivatedAt: Date.now() }).where(eq(users.id, user.id));
+    await audit(env, me, "user.deactivated", user.id, {});
+  }
+  forgetIdentity(env, me.tenantId, user.email);
+  const theirRooms = await db
+    .select({ id: memberships.roomId })
+    .from(memberships)
+    .where(eq(memberships.userId, user.id))
+    .all();
+  const shard = shardOf(user.id, limitsOf(env).presenceShards);
+  const results: PromiseSettledResult<unknown>[] = [
+    ...(await Promise.allSettled([presenceStub(env, me.tenantId, shard).endUser(user.id)])),
+  ];
+  for (let i = 0; i < theirRooms.length; i += END_CONCURRENCY)
+    results.push(
+      ...(await Promise.allSettled(
+        theirRooms
+          .slice(i, i + END_CONCURRENCY)
+          .map((r) => roomStub(env, me.tenantId, r.id).endUser(user.id)),
+      )),
+    );
+  const tokens = await db
+    .select()
+    .from(apiTokens)
+    .where(and(eq(apiTokens.createdBy, user.id), isNull(apiTokens.revokedAt)))
+    .all();
+  for (const token of tokens) await revokeToken(env, me, token);
+  const failed = results.filter((r) => r.status === "rejected").length;
+  if (failed > 0)
+    throw new ApiError(
+      "internal",
+      `deactivated, but ${failed} rooms or shards did not close their sessions yet; retry`,
+    );
+  return theirRooms.length;
+}

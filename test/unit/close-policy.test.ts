@@ -43,6 +43,7 @@ describe("what a session does when its stream ends", () => {
     expect(revokedReason(CLOSE.left.reason)).toBe("left");
     expect(revokedReason(CLOSE.removed.reason)).toBe("removed");
     expect(revokedReason(CLOSE.revoked.reason)).toBe("revoked");
+    expect(revokedReason(CLOSE.deactivated.reason)).toBe("deactivated");
     expect(revokedReason("anything else")).toBe("revoked");
   });
 });

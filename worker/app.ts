@@ -21,6 +21,7 @@ import { messageRoutes } from "./routes/messages.ts";
 import { notificationRoutes, pushRoutes } from "./routes/notifications.ts";
 import { presenceRoutes } from "./routes/presence.ts";
 import { roomRoutes } from "./routes/rooms.ts";
+import { scimRoutes, scimTokenRoutes } from "./routes/scim.ts";
 import { searchRoutes } from "./routes/search.ts";
 import { statsRoutes } from "./routes/stats.ts";
 import { tenantRoutes } from "./routes/tenant.ts";
@@ -44,6 +45,8 @@ app.route("/auth", authRoutes);
 app.route("/.well-known", wellKnownRoutes);
 // Incoming webhooks: the URL is the credential (worker/routes/hooks.ts), so no identity middleware.
 app.route("/hooks", hookRoutes);
+// SCIM provisioning: its own bearer token and SCIM error bodies (worker/routes/scim.ts).
+app.route("/scim/v2", scimRoutes);
 app.use("/api/*", requireIdentity);
 app.route("/api/me", meRoutes);
 app.route("/api/rooms", roomRoutes);
@@ -63,3 +66,4 @@ app.route("/api/admin", exportRoutes);
 app.route("/api/admin/stats", statsRoutes);
 app.route("/api/admin/history", catchUpRoutes);
 app.route("/api/admin/webhooks", webhookRoutes);
+app.route("/api/admin/scim-token", scimTokenRoutes);

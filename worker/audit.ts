@@ -23,6 +23,7 @@ export type AuditAction =
   | "tenant.retention_changed"
   | "tenant.notification_previews_changed"
   | "user.deactivated"
+  | "user.deleted"
   | "user.reactivated"
   | "webhook.created"
   | "webhook.enabled"

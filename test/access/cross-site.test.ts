@@ -199,6 +199,20 @@ const FORGED: Record<string, (s: Setup) => Forged> = {
     path: `/api/admin/webhooks/${s.webhookId}/replay`,
     json: { from: 1 },
   }),
+  "POST /api/admin/scim-token": () => ({ path: "/api/admin/scim-token" }),
+  "POST /scim/v2/Users": () => ({ path: "/scim/v2/Users", json: { userName: "mallory@acme.test" } }),
+  "PUT /scim/v2/Users/:id": (s) => ({
+    path: `/scim/v2/Users/${s.memberId}`,
+    json: { userName: "x@acme.test" },
+  }),
+  "PATCH /scim/v2/Users/:id": (s) => ({
+    path: `/scim/v2/Users/${s.memberId}`,
+    json: {
+      schemas: ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+      Operations: [{ op: "replace", path: "active", value: false }],
+    },
+  }),
+  "DELETE /scim/v2/Users/:id": (s) => ({ path: `/scim/v2/Users/${s.memberId}` }),
   "POST /hooks/:token": (s) => ({ path: s.hookPath, json: { text: "forged", clientId: "forged-hook" } }),
 };
 

@@ -246,12 +246,19 @@ export function profileOf({ claims, tenant }: Verified): Profile {
   };
 }
 
+/** Whether a token's bot is the tenant's SCIM client (worker/routes/scim.ts). */
+export function isScimClient(identity: Identity): boolean {
+  return identity.role === "bot" && identity.email.startsWith("scim:");
+}
+
 export const requireIdentity = createMiddleware<AppEnv>(async (c, next) => {
   // Bots: `Authorization: Bearer <api token>`.
   const bearer = /^Bearer (\S+)$/.exec(c.req.header("authorization") ?? "")?.[1];
   if (bearer) {
     const bot = await identityOfApiToken(c.env, bearer);
     if (!bot) throw new ApiError("unauthorized", "invalid or revoked API token");
+    // A SCIM token provisions people; it is nobody in the rooms.
+    if (isScimClient(bot)) throw new ApiError("unauthorized", "a SCIM token works at /scim/v2 only");
     c.set("identity", bot);
     await next();
     return;

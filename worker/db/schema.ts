@@ -38,8 +38,17 @@ export const users = sqliteTable(
      * closed; the user's messages stay. */
     active: integer("active").notNull().default(1),
     deactivatedAt: integer("deactivated_at"),
+    /** SCIM (worker/routes/scim.ts): the identity provider's id for the person, their name parts,
+     * and when the provider deleted them (then SCIM answers 404; the row stays for their messages). */
+    externalId: text("external_id"),
+    givenName: text("given_name"),
+    familyName: text("family_name"),
+    scimDeletedAt: integer("scim_deleted_at"),
   },
-  (t) => [uniqueIndex("users_tenant_email").on(t.tenantId, t.email)],
+  (t) => [
+    uniqueIndex("users_tenant_email").on(t.tenantId, t.email),
+    index("users_tenant_external").on(t.tenantId, t.externalId),
+  ],
 );
 
 export const rooms = sqliteTable(

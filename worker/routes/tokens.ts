@@ -23,14 +23,15 @@ const MAX_SCOPED_ROOMS = 50; // one D1 query binds them all, and D1 allows 100 p
 /**
  * A bot user and its API token, in one D1 batch: the token is returned this once (only its hash is
  * stored). `kind` names what the bot is for in its user's email (`token:<id>` for an API token,
- * `hook:<id>` for an incoming webhook, worker/routes/hooks.ts).
+ * `hook:<id>` for an incoming webhook, worker/routes/hooks.ts; `scim:<id>` for the tenant's SCIM
+ * client, worker/routes/scim.ts).
  */
 export async function issueBot(
   env: Env,
   me: Identity,
   name: string,
   scope: string[] | null,
-  kind: "token" | "hook",
+  kind: "token" | "hook" | "scim",
 ): Promise<{ id: string; botId: string; token: string }> {
   const id = newId("k");
   const botId = newId("u");

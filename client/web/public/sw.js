@@ -19,7 +19,7 @@ const SHELL = "parley-shell-v1";
 function passThrough(url) {
   return (
     url.origin !== self.location.origin ||
-    /^\/(api|auth|hooks|cdn-cgi|\.well-known)\//.test(url.pathname) ||
+    /^\/(api|auth|hooks|scim|cdn-cgi|\.well-known)\//.test(url.pathname) ||
     url.pathname === "/healthz" ||
     url.pathname === "/sw.js"
   );

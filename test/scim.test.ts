@@ -208,4 +208,92 @@ describe("SCIM users", () => {
     });
     expect((await call("GET", "/Schemas")).body.Resources[0].id).toBe(USER);
   });
+
+  it("maps groups to roles: added to an admin group promotes, removed demotes (Okta and Entra PATCH)", async () => {
+    const { tenant, owner, call } = await scimClient();
+    const GROUP = "urn:ietf:params:scim:schemas:core:2.0:Group";
+    const groups = await api(owner, "PATCH", "/api/tenant", {
+      scimRoleGroups: { admin: ["Parley Admins"], guest: ["Contractors"] },
+    });
+    expect(groups.status).toBe(200);
+    const { body: jane } = await call("POST", "/Users", okta(`jane@${tenant}.test`));
+    const { body: joe } = await call("POST", "/Users", { ...okta(`joe@${tenant}.test`), externalId: "joe" });
+    const role = async (id: string) => {
+      const res = await json<{ users: { id: string; role: string }[] }>(api(owner, "GET", "/api/users?q="));
+      return res.users.find((u) => u.id === id)?.role;
+    };
+    // Okta: create the group, then add members with PATCH.
+    const made = await call("POST", "/Groups", {
+      schemas: [GROUP],
+      displayName: "Parley Admins",
+      members: [],
+    });
+    expect(made.status).toBe(201);
+    expect(made.body).toMatchObject({ schemas: [GROUP], displayName: "Parley Admins", members: [] });
+    const gid = made.body.id as string;
+    const added = await call("PATCH", `/Groups/${gid}`, {
+      schemas: [PATCH],
+      Operations: [
+        { op: "add", path: "members", value: [{ value: jane.id, display: "Jane" }, { value: joe.id }] },
+      ],
+    });
+    expect(added.status).toBe(200);
+    expect(added.body.members.map((m: { value: string }) => m.value).sort()).toEqual(
+      [jane.id, joe.id].sort(),
+    );
+    expect(await role(jane.id)).toBe("admin");
+    expect(await role(joe.id)).toBe("admin");
+    // Okta removes with a filtered path; Entra with the members as the value.
+    await call("PATCH", `/Groups/${gid}`, {
+      schemas: [PATCH],
+      Operations: [{ op: "remove", path: `members[value eq "${jane.id}"]` }],
+    });
+    expect(await role(jane.id)).toBe("member");
+    await call("PATCH", `/Groups/${gid}`, {
+      schemas: [PATCH],
+      Operations: [{ op: "Remove", path: "members", value: [{ value: joe.id }] }],
+    });
+    expect(await role(joe.id)).toBe("member");
+    // A guest group; filter and excludedAttributes as the providers send them.
+    const contractors = await call("POST", "/Groups", {
+      schemas: [GROUP],
+      displayName: "Contractors",
+      members: [{ value: joe.id }],
+    });
+    expect(await role(joe.id)).toBe("guest");
+    const listed = await call(
+      "GET",
+      `/Groups?filter=${encodeURIComponent('displayName eq "Contractors"')}&excludedAttributes=members`,
+    );
+    expect(listed.body.Resources).toEqual([
+      expect.objectContaining({ id: contractors.body.id, displayName: "Contractors" }),
+    ]);
+    expect(listed.body.Resources[0]).not.toHaveProperty("members");
+    // Deleting the group takes its role away; the owner is never demoted.
+    expect((await call("DELETE", `/Groups/${contractors.body.id}`)).status).toBe(204);
+    expect(await role(joe.id)).toBe("member");
+    expect((await call("GET", `/Groups/${contractors.body.id}`)).status).toBe(404);
+    await call("PATCH", `/Groups/${gid}`, {
+      schemas: [PATCH],
+      Operations: [{ op: "add", path: "members", value: [{ value: owner.id }] }],
+    });
+    await call("PATCH", `/Groups/${gid}`, {
+      schemas: [PATCH],
+      Operations: [{ op: "remove", path: `members[value eq "${owner.id}"]` }],
+    });
+    expect(await role(owner.id)).toBe("owner");
+    // Bad input changes nothing.
+    expect(
+      (await call("POST", "/Groups", { schemas: [GROUP], displayName: "Parley Admins" })).body.scimType,
+    ).toBe("uniqueness");
+    expect(
+      (
+        await call("PATCH", `/Groups/${gid}`, {
+          schemas: [PATCH],
+          Operations: [{ op: "add", path: "members", value: [{ value: "u_nobody" }] }],
+        })
+      ).status,
+    ).toBe(400);
+    expect((await call("GET", `/Groups/${gid}`)).body.members).toEqual([]);
+  });
 });

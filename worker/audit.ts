@@ -22,6 +22,7 @@ export type AuditAction =
   | "export.deleted"
   | "tenant.retention_changed"
   | "tenant.notification_previews_changed"
+  | "tenant.scim_role_groups_changed"
   | "user.deactivated"
   | "user.deleted"
   | "user.reactivated"

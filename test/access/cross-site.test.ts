@@ -213,6 +213,10 @@ const FORGED: Record<string, (s: Setup) => Forged> = {
     },
   }),
   "DELETE /scim/v2/Users/:id": (s) => ({ path: `/scim/v2/Users/${s.memberId}` }),
+  "POST /scim/v2/Groups": () => ({ path: "/scim/v2/Groups", json: { displayName: "forged" } }),
+  "PUT /scim/v2/Groups/:id": () => ({ path: "/scim/v2/Groups/g_x", json: { displayName: "forged" } }),
+  "PATCH /scim/v2/Groups/:id": () => ({ path: "/scim/v2/Groups/g_x", json: { Operations: [] } }),
+  "DELETE /scim/v2/Groups/:id": () => ({ path: "/scim/v2/Groups/g_x" }),
   "POST /hooks/:token": (s) => ({ path: s.hookPath, json: { text: "forged", clientId: "forged-hook" } }),
 };
 

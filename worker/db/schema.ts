@@ -20,6 +20,9 @@ export const tenants = sqliteTable("tenants", {
    * that something came (0): some tenants' compliance forbids message text on lock screens. Pushed
    * to every presence shard of the tenant when changed. */
   notificationPreviews: integer("notification_previews").notNull().default(1),
+  /** SCIM groups whose members get a role (JSON `{"admin":[name],"guest":[name]}`): being in an
+   * admin group makes an admin, leaving the last one demotes (worker/routes/scim-groups.ts). */
+  scimRoleGroups: text("scim_role_groups"),
 });
 
 export const users = sqliteTable(
@@ -253,4 +256,32 @@ export const webhooks = sqliteTable(
     createdAt: integer("created_at").notNull(),
   },
   (t) => [index("webhooks_tenant").on(t.tenantId)],
+);
+
+/** SCIM groups (worker/routes/scim-groups.ts): what the identity provider says, kept to map roles. */
+export const scimGroups = sqliteTable(
+  "scim_groups",
+  {
+    id: text("id").primaryKey(),
+    tenantId: text("tenant_id")
+      .notNull()
+      .references(() => tenants.id),
+    displayName: text("display_name").notNull(),
+    externalId: text("external_id"),
+    createdAt: integer("created_at").notNull(),
+  },
+  (t) => [uniqueIndex("scim_groups_tenant_name").on(t.tenantId, t.displayName)],
+);
+
+export const scimGroupMembers = sqliteTable(
+  "scim_group_members",
+  {
+    groupId: text("group_id")
+      .notNull()
+      .references(() => scimGroups.id),
+    userId: text("user_id")
+      .notNull()
+      .references(() => users.id),
+  },
+  (t) => [primaryKey({ columns: [t.groupId, t.userId] }), index("scim_group_members_user").on(t.userId)],
 );

@@ -10,16 +10,12 @@
  * checked like a PUT, then written. `userName eq`, `externalId eq` and `emails.value eq` are
  * answered from an index; any other filter is evaluated over the tenant's users.
  *
- * Groups are not built yet (decision 11): `/Groups` answers 501 as the RFC allows for an
- * unsupported resource.
+ * Groups, which give roles, are worker/routes/scim-groups.ts.
  */
 import { and, eq, isNull } from "drizzle-orm";
-import { drizzle } from "drizzle-orm/d1";
 import { type Context, Hono } from "hono";
 import { type ScimPatchOperation, scimPatch } from "scim-patch";
 import { filter as compileFilter, type Filter, parse as parseFilter } from "scim2-parse-filter";
-import type { Identity } from "../../platform/identity.ts";
-import { directoryDb } from "../../platform/residency.ts";
 import { audit } from "../audit.ts";
 import { requireAdmin } from "../auth/admin.ts";
 import { identityOfApiToken } from "../auth/api-tokens.ts";
@@ -27,15 +23,23 @@ import { forgetIdentity, isScimClient } from "../auth/identity.ts";
 import { users } from "../db/schema.ts";
 import { newId } from "../ids.ts";
 import type { AppEnv } from "../types.ts";
+import {
+  base,
+  dbOf,
+  LIST_SCHEMA,
+  MAX_COUNT,
+  PATCH_SCHEMA,
+  readBody,
+  type ScimEnv,
+  ScimError,
+  scimError,
+  scimJson,
+} from "./scim-common.ts";
+import { scimGroupRoutes } from "./scim-groups.ts";
 import { issueBot } from "./tokens.ts";
 import { deactivate } from "./users.ts";
 
 const USER_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:User";
-const LIST_SCHEMA = "urn:ietf:params:scim:api:messages:2.0:ListResponse";
-const ERROR_SCHEMA = "urn:ietf:params:scim:api:messages:2.0:Error";
-const PATCH_SCHEMA = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
-const MAX_COUNT = 200;
-const MAX_BODY_BYTES = 64 * 1024;
 const EMAIL = /^[^\s@]+@[^\s@]+$/;
 
 type Row = typeof users.$inferSelect;
@@ -50,41 +54,6 @@ export interface ScimUser {
   emails: { value: string; type: string; primary: boolean }[];
   active: boolean;
   meta: { resourceType: "User"; created: string; lastModified: string; location: string };
-}
-
-/** A SCIM error response (RFC 7644 §3.12): nothing was changed. */
-class ScimError extends Error {
-  readonly status: number;
-  readonly scimType: string | undefined;
-
-  constructor(status: number, detail: string, scimType?: string) {
-    super(detail);
-    this.status = status;
-    this.scimType = scimType;
-  }
-}
-
-function scimJson(c: Context, body: unknown, status = 200): Response {
-  return c.body(JSON.stringify(body), status as 200, {
-    "content-type": "application/scim+json; charset=utf-8",
-  });
-}
-
-function scimError(c: Context, err: ScimError): Response {
-  return scimJson(
-    c,
-    {
-      schemas: [ERROR_SCHEMA],
-      status: String(err.status),
-      ...(err.scimType ? { scimType: err.scimType } : {}),
-      detail: err.message,
-    },
-    err.status,
-  );
-}
-
-function base(c: Context): string {
-  return `${new URL(c.req.url).origin}/scim/v2`;
 }
 
 export function toScim(row: Row, baseUrl: string): ScimUser {
@@ -160,22 +129,6 @@ function readUser(body: unknown): UserFields {
     throw new ScimError(400, "active must be true or false", "invalidValue");
   const externalId = str(b.externalId, "externalId", 200);
   return { email, name: display.slice(0, 80), givenName, familyName, externalId, active: active !== false };
-}
-
-async function readBody(c: Context): Promise<unknown> {
-  const text = await c.req.text();
-  if (text.length > MAX_BODY_BYTES) throw new ScimError(413, `body exceeds ${MAX_BODY_BYTES} bytes`);
-  try {
-    return JSON.parse(text);
-  } catch {
-    throw new ScimError(400, "the body must be JSON", "invalidSyntax");
-  }
-}
-
-type ScimEnv = AppEnv & { Variables: { scim: Identity } };
-
-function dbOf(c: Context<ScimEnv>) {
-  return drizzle(directoryDb(c.env, c.get("scim").tenantId));
 }
 
 async function findUser(c: Context<ScimEnv>, id: string): Promise<Row> {
@@ -292,6 +245,14 @@ function resourceTypes(baseUrl: string) {
       endpoint: "/Users",
       schema: USER_SCHEMA,
       meta: { resourceType: "ResourceType", location: `${baseUrl}/ResourceTypes/User` },
+    },
+    {
+      schemas: ["urn:ietf:params:scim:schemas:core:2.0:ResourceType"],
+      id: "Group",
+      name: "Group",
+      endpoint: "/Groups",
+      schema: "urn:ietf:params:scim:schemas:core:2.0:Group",
+      meta: { resourceType: "ResourceType", location: `${baseUrl}/ResourceTypes/Group` },
     },
   ];
 }
@@ -411,6 +372,58 @@ const USER_SCHEMA_DOC = {
   ],
 };
 
+const _GROUP_SCHEMA_DOC = {
+  schemas: ["urn:ietf:params:scim:schemas:core:2.0:Schema"],
+  id: "urn:ietf:params:scim:schemas:core:2.0:Group",
+  name: "Group",
+  description: "A group of the identity provider; the tenant's role groups give its members a role",
+  attributes: [
+    {
+      name: "displayName",
+      type: "string",
+      multiValued: false,
+      required: true,
+      mutability: "readWrite",
+      returned: "default",
+      uniqueness: "server",
+    },
+    {
+      name: "externalId",
+      type: "string",
+      multiValued: false,
+      required: false,
+      mutability: "readWrite",
+      returned: "default",
+    },
+    {
+      name: "members",
+      type: "complex",
+      multiValued: true,
+      required: false,
+      mutability: "readWrite",
+      returned: "default",
+      subAttributes: [
+        {
+          name: "value",
+          type: "string",
+          multiValued: false,
+          required: false,
+          mutability: "immutable",
+          returned: "default",
+        },
+        {
+          name: "display",
+          type: "string",
+          multiValued: false,
+          required: false,
+          mutability: "readOnly",
+          returned: "default",
+        },
+      ],
+    },
+  ],
+};
+
 export const scimRoutes = new Hono<ScimEnv>()
   .onError((err, c) => {
     if (err instanceof ScimError) return scimError(c, err);
@@ -425,7 +438,7 @@ export const scimRoutes = new Hono<ScimEnv>()
   })
   .get("/ServiceProviderConfig", (c) => scimJson(c, SERVICE_PROVIDER_CONFIG))
   .get("/ResourceTypes", (c) =>
-    scimJson(c, { schemas: [LIST_SCHEMA], totalResults: 1, Resources: resourceTypes(base(c)) }),
+    scimJson(c, { schemas: [LIST_SCHEMA], totalResults: 2, Resources: resourceTypes(base(c)) }),
   )
   .get("/Schemas", (c) =>
     scimJson(c, { schemas: [LIST_SCHEMA], totalResults: 1, Resources: [USER_SCHEMA_DOC] }),
@@ -503,8 +516,7 @@ export const scimRoutes = new Hono<ScimEnv>()
     await audit(c.env, scim, "user.deleted", row.id, { by: "scim" });
     return c.body(null, 204);
   })
-  .all("/Groups", (c) => scimError(c, new ScimError(501, "Groups are not supported yet")))
-  .all("/Groups/*", (c) => scimError(c, new ScimError(501, "Groups are not supported yet")));
+  .route("/Groups", scimGroupRoutes);
 
 /** `POST /api/admin/scim-token` (owners and admins): the tenant's SCIM client token, shown once. */
 export const scimTokenRoutes = new Hono<AppEnv>().post("/", async (c) => {

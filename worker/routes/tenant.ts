@@ -61,11 +61,42 @@ export const tenantRoutes = new Hono<AppEnv>()
       name: row.name,
       retentionDays: row.retentionDays,
       notificationPreviews: row.notificationPreviews === 1,
+      scimRoleGroups: row.scimRoleGroups ? JSON.parse(row.scimRoleGroups) : { admin: [], guest: [] },
     });
   })
   .patch("/", async (c) => {
     const me = c.get("identity");
     const body = await readJsonObject(c, limitsOf(c.env).maxJsonBodyBytes);
+    if ("scimRoleGroups" in body) {
+      if (Object.keys(body).length > 1) throw new ApiError("bad_request", "change scimRoleGroups on its own");
+      requireAdmin(me, "map SCIM groups to roles");
+      const groups = body.scimRoleGroups as Record<string, unknown> | null;
+      const list = (v: unknown) =>
+        v === undefined ||
+        (Array.isArray(v) &&
+          v.length <= 50 &&
+          v.every((n) => typeof n === "string" && n.length > 0 && n.length <= 200));
+      if (
+        typeof groups !== "object" ||
+        groups === null ||
+        Object.keys(groups).some((k) => k !== "admin" && k !== "guest") ||
+        !list(groups.admin) ||
+        !list(groups.guest)
+      )
+        throw new ApiError(
+          "bad_request",
+          'scimRoleGroups must be {"admin"?: [group name], "guest"?: [group name]} (≤ 50 each)',
+        );
+      const value = { admin: (groups.admin as string[]) ?? [], guest: (groups.guest as string[]) ?? [] };
+      await drizzle(directoryDb(c.env, me.tenantId))
+        .update(tenants)
+        .set({ scimRoleGroups: JSON.stringify(value) })
+        .where(eq(tenants.id, me.tenantId));
+      await audit(c.env, me, "tenant.scim_role_groups_changed", me.tenantId, {
+        groups: JSON.stringify(value),
+      });
+      return c.json({ scimRoleGroups: value });
+    }
     if ("notificationPreviews" in body) {
       if (Object.keys(body).length > 1)
         throw new ApiError("bad_request", "change notificationPreviews on its own");

@@ -1,0 +1,66 @@
+/**
+ * @module What the SCIM routes share (worker/routes/scim.ts, scim-groups.ts): the message schemas,
+ * SCIM error responses, the request body reader, and the directory of the token's tenant.
+ */
+import { drizzle } from "drizzle-orm/d1";
+import type { Context } from "hono";
+import type { Identity } from "../../platform/identity.ts";
+import { directoryDb } from "../../platform/residency.ts";
+import type { AppEnv } from "../types.ts";
+
+export const LIST_SCHEMA = "urn:ietf:params:scim:api:messages:2.0:ListResponse";
+const ERROR_SCHEMA = "urn:ietf:params:scim:api:messages:2.0:Error";
+export const PATCH_SCHEMA = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
+export const MAX_COUNT = 200;
+const MAX_BODY_BYTES = 64 * 1024;
+
+/** A SCIM error response (RFC 7644 §3.12): nothing was changed. */
+export class ScimError extends Error {
+  readonly status: number;
+  readonly scimType: string | undefined;
+
+  constructor(status: number, detail: string, scimType?: string) {
+    super(detail);
+    this.status = status;
+    this.scimType = scimType;
+  }
+}
+
+export function scimJson(c: Context, body: unknown, status = 200): Response {
+  return c.body(JSON.stringify(body), status as 200, {
+    "content-type": "application/scim+json; charset=utf-8",
+  });
+}
+
+export function scimError(c: Context, err: ScimError): Response {
+  return scimJson(
+    c,
+    {
+      schemas: [ERROR_SCHEMA],
+      status: String(err.status),
+      ...(err.scimType ? { scimType: err.scimType } : {}),
+      detail: err.message,
+    },
+    err.status,
+  );
+}
+
+export function base(c: Context): string {
+  return `${new URL(c.req.url).origin}/scim/v2`;
+}
+
+export async function readBody(c: Context): Promise<unknown> {
+  const text = await c.req.text();
+  if (text.length > MAX_BODY_BYTES) throw new ScimError(413, `body exceeds ${MAX_BODY_BYTES} bytes`);
+  try {
+    return JSON.parse(text);
+  } catch {
+    throw new ScimError(400, "the body must be JSON", "invalidSyntax");
+  }
+}
+
+export type ScimEnv = AppEnv & { Variables: { scim: Identity } };
+
+export function dbOf(c: Context<ScimEnv>) {
+  return drizzle(directoryDb(c.env, c.get("scim").tenantId));
+}

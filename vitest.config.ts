@@ -43,6 +43,7 @@ const ACCESS_TENANTS = JSON.stringify([
     owners: ["boss@acme.test"],
     admins: ["it@acme.test"],
     adminGroups: ["parley-admins"],
+    guestDomains: ["contractor.test"],
   },
   {
     id: "globex",

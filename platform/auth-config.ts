@@ -22,6 +22,9 @@ export interface AccessTenant {
   /** Emails that are tenant admins, and identity-provider groups whose members are. */
   admins: string[];
   adminGroups: string[];
+  /** Email domains whose people arrive as guests (provisioned just in time; a role given later, by
+   * an admin or a group, stands). */
+  guestDomains: string[];
   /** Pin the tenant's Durable Objects, files and directory to a jurisdiction (e.g. "eu"); also
    * possible in TENANT_JURISDICTIONS (platform/residency.ts). */
   jurisdiction?: DurableObjectJurisdiction;
@@ -61,7 +64,8 @@ function strings(v: unknown, what: string): string[] {
   return v;
 }
 
-/** Parses ACCESS_TENANTS: a JSON array of `{id, name?, teamDomain, aud, admins?, adminGroups?, jurisdiction?}`. */
+/** Parses ACCESS_TENANTS: a JSON array of `{id, name?, teamDomain, aud, owners?, admins?, adminGroups?,
+ * guestDomains?, jurisdiction?}`. */
 export function parseAccessTenants(raw: string): AccessTenant[] {
   let list: unknown;
   try {
@@ -98,7 +102,11 @@ export function parseAccessTenants(raw: string): AccessTenant[] {
       owners: strings(t.owners, `${where}.owners`).map((e) => e.toLowerCase()),
       admins: strings(t.admins, `${where}.admins`).map((e) => e.toLowerCase()),
       adminGroups: strings(t.adminGroups, `${where}.adminGroups`),
+      guestDomains: strings(t.guestDomains, `${where}.guestDomains`).map((d) => d.toLowerCase()),
     };
+    for (const d of tenant.guestDomains)
+      if (!/^[a-z0-9-]+(\.[a-z0-9-]+)+$/.test(d))
+        throw new ConfigError(`${where}.guestDomains: ${JSON.stringify(d)} is not a domain name`);
     if (t.jurisdiction !== undefined) tenant.jurisdiction = t.jurisdiction as DurableObjectJurisdiction;
     return tenant;
   });

@@ -76,6 +76,20 @@ describe("Cloudflare Access tokens", () => {
       me(await mint({ email: `${unique("p")}@acme.test`, groups: ["staff"] })),
     );
     expect(plain.user.role).toBe("member");
+    // A guest domain: a guest at arrival, and a role given later stands.
+    const guestEmail = `${unique("guest")}@contractor.test`;
+    const guest = await json<{ user: { id: string; role: string } }>(me(await mint({ email: guestEmail })));
+    expect(guest.user.role).toBe("guest");
+    const boss2 = await mint({ email: "boss@acme.test" });
+    const promoted = await fetchWorker(`/api/users/${guest.user.id}`, {
+      method: "PATCH",
+      headers: { "cf-access-jwt-assertion": boss2, "content-type": "application/json" },
+      body: JSON.stringify({ role: "member" }),
+    });
+    expect(promoted.status).toBe(200);
+    expect((await json<{ user: { role: string } }>(me(await mint({ email: guestEmail })))).user.role).toBe(
+      "member",
+    );
     const bot = await json<{ user: { role: string; name: string } }>(
       me(await mint({ common_name: "deploy-bot.access" })),
     );

@@ -24,6 +24,7 @@ describe("readAuthConfig", () => {
     expect(() => access([{ ...tenant, teamDomain: "https://evil.example.com" }])).toThrow(/teamDomain/);
     expect(() => access([tenant, { ...tenant, id: "other" }])).toThrow(/repeats/);
     expect(() => access([{ ...tenant, jurisdiction: "mars" }])).toThrow(/jurisdiction/);
+    expect(() => access([{ ...tenant, guestDomains: ["not a domain"] }])).toThrow(/guestDomains/);
   });
 
   it("refuses an unknown mode, dev mode without its key, and origins that are not exact", () => {
@@ -39,7 +40,14 @@ describe("readAuthConfig", () => {
 
   it("normalises a valid configuration", () => {
     const config = access(
-      [{ ...tenant, teamDomain: "https://ACME.cloudflareaccess.com/", admins: ["IT@Acme.test"] }],
+      [
+        {
+          ...tenant,
+          teamDomain: "https://ACME.cloudflareaccess.com/",
+          admins: ["IT@Acme.test"],
+          guestDomains: ["Contractor.Example"],
+        },
+      ],
       {
         ALLOWED_ORIGINS: "https://chat.acme.test, https://parley.acme.test",
       },
@@ -53,6 +61,7 @@ describe("readAuthConfig", () => {
           name: "acme",
           teamDomain: "https://acme.cloudflareaccess.com",
           admins: ["it@acme.test"],
+          guestDomains: ["contractor.example"],
         },
       ],
     });

@@ -201,11 +201,15 @@ export function profileOf({ claims, tenant }: Verified): Profile {
       const groups = Array.isArray(rawGroups)
         ? rawGroups.filter((g): g is string => typeof g === "string")
         : [];
+      const domain = email.slice(email.lastIndexOf("@") + 1);
       const mappedRole: Role | null = tenant.owners.includes(email)
         ? "owner"
         : tenant.admins.includes(email) || groups.some((g) => tenant.adminGroups.includes(g))
           ? "admin"
-          : null;
+          : // Only ever a role at arrival: a guest mapping never lowers an existing person.
+            tenant.guestDomains.includes(domain)
+            ? "guest"
+            : null;
       return {
         tenantId: tenant.id,
         tenantName: tenant.name,

@@ -73,6 +73,13 @@ if (process.argv.slice(2).includes("--reach")) {
   process.exit();
 }
 
+// `--lifecycle`: issue 18's deactivation timing and SCIM list latency (bench/lifecycle.ts), its own
+// server and "## Lifecycle" section.
+if (process.argv.slice(2).includes("--lifecycle")) {
+  await (await import("./lifecycle.ts")).runLifecycle(process.argv.slice(2));
+  process.exit();
+}
+
 // `--rooms-list`: `GET /api/rooms` for a user in 10/100/500 rooms beside `GET /api/me`, this design
 // and `pre-small` (bench/rooms-list.ts); its own servers and "## Room list" section.
 if (process.argv.slice(2).includes("--rooms-list")) {

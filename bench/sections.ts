@@ -75,6 +75,7 @@ export const SIDE_SECTIONS = [
   "## Search at scale",
   "## Room list",
   "## Reach: notifications and webhooks",
+  "## Lifecycle",
 ] as const;
 
 /** How the pipeline bench's sections against a revision other than pre-shards begin

@@ -200,6 +200,21 @@ export class FallbackTransports {
    * close code and reason (an SSE stream has no close code of its own, and a client that only saw
    * the stream end would reconnect), and their polls wake to find out. The frame is written past
    * flow control: it is the stream's last, a few dozen bytes, and the writer closes right after. */
+  /** When each user's account was last ended here (deactivation): a poll that began before it
+   * answers `forbidden` instead of waiting on (the user stays a member, so membership cannot tell). */
+  readonly #ended = new Map<string, number>();
+
+  /** Ends a deactivated user's streams and waiting polls. */
+  endUser(userId: string, how: { code: number; reason: string }): void {
+    this.#ended.set(userId, Date.now());
+    this.revoke(userId, how);
+  }
+
+  /** Whether the user's account was ended at or after `since` (a poll's start). */
+  endedSince(userId: string, since: number): boolean {
+    return (this.#ended.get(userId) ?? -1) >= since;
+  }
+
   revoke(userId: string, how: { code: number; reason: string }): void {
     const last = encoder.encode(sseClose(how.code, how.reason));
     for (const s of this.#streams) {

@@ -174,10 +174,12 @@ export class RoomStreams {
     timeoutMs: number,
   ): Promise<{ ok: true; body: string } | Failure> {
     const { log, cold, limits, fallback } = this.#d;
-    const deadline = Date.now() + timeoutMs;
+    const started = Date.now();
+    const deadline = started + timeoutMs;
     let admitted = false;
     for (;;) {
       if (!log.member(userId)) return failure("forbidden", "join the room to read it");
+      if (fallback.endedSince(userId, started)) return failure("forbidden", "this account is deactivated");
       const lastSeq = log.lastSeq;
       if (after > lastSeq)
         return failure("bad_request", `after ${after} is beyond the log (lastSeq ${lastSeq})`);

@@ -266,7 +266,7 @@ export class Room extends DurableObject<Env> {
    * with 4403 `deactivated`, and waiting polls return; they stay a member (their messages stay, and
    * every new request of theirs is refused before it reaches a room). Idempotent. */
   endUser(userId: string): void {
-    this.#fallback.revoke(userId, CLOSE.deactivated);
+    this.#fallback.endUser(userId, CLOSE.deactivated);
     this.#sockets.closeUser(userId, CLOSE.deactivated);
   }
 

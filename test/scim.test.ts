@@ -209,6 +209,20 @@ describe("SCIM users", () => {
     expect((await call("GET", "/Schemas")).body.Resources[0].id).toBe(USER);
   });
 
+  it("pages an unfiltered list by startIndex and count, with the exact total", async () => {
+    const { tenant, call } = await scimClient();
+    for (const n of [1, 2, 3])
+      await call("POST", "/Users", { ...okta(`p${n}@${tenant}.test`), externalId: `p${n}` });
+    // The owner who made the token is a person of the tenant too; the SCIM client's bot is not.
+    const page = await call("GET", "/Users?startIndex=2&count=2");
+    expect(page.body).toMatchObject({ schemas: [LIST], totalResults: 4, startIndex: 2, itemsPerPage: 2 });
+    expect(page.body.Resources.map((u: { userName: string }) => u.userName)).toEqual([
+      `p1@${tenant}.test`,
+      `p2@${tenant}.test`,
+    ]);
+    expect((await call("GET", "/Users?startIndex=4&count=10")).body.itemsPerPage).toBe(1);
+  });
+
   it("maps groups to roles: added to an admin group promotes, removed demotes (Okta and Entra PATCH)", async () => {
     const { tenant, owner, call } = await scimClient();
     const GROUP = "urn:ietf:params:scim:schemas:core:2.0:Group";

@@ -12,7 +12,7 @@
  *
  * Groups, which give roles, are worker/routes/scim-groups.ts.
  */
-import { and, eq, isNull } from "drizzle-orm";
+import { and, eq, isNull, ne, sql } from "drizzle-orm";
 import { type Context, Hono } from "hono";
 import { type ScimPatchOperation, scimPatch } from "scim-patch";
 import { filter as compileFilter, type Filter, parse as parseFilter } from "scim2-parse-filter";
@@ -198,16 +198,37 @@ async function list(c: Context<ScimEnv>): Promise<Response> {
       conds.push(eq(users.email, simple.compValue.toLowerCase()));
     else if (attr === "externalid") conds.push(eq(users.externalId, simple.compValue));
   }
-  const rows = (
-    await dbOf(c)
+  conds.push(ne(users.role, "bot"));
+  if (!ast) {
+    // No filter: the page and the count from SQL, not every row of the tenant.
+    const [{ n } = { n: 0 }] = await dbOf(c)
+      .select({ n: sql<number>`count(*)` })
+      .from(users)
+      .where(and(...conds))
+      .all();
+    const page = await dbOf(c)
       .select()
       .from(users)
       .where(and(...conds))
-      .orderBy(users.createdAt)
-      .all()
-  ).filter((r) => r.role !== "bot");
-  const resources = rows.map((r) => toScim(r, base(c)));
-  const matched = ast ? resources.filter(compileFilter(ast)) : resources;
+      .orderBy(users.createdAt, users.id)
+      .limit(count)
+      .offset(startIndex - 1)
+      .all();
+    return scimJson(c, {
+      schemas: [LIST_SCHEMA],
+      totalResults: n,
+      startIndex,
+      itemsPerPage: page.length,
+      Resources: page.map((r) => toScim(r, base(c))),
+    });
+  }
+  const rows = await dbOf(c)
+    .select()
+    .from(users)
+    .where(and(...conds))
+    .orderBy(users.createdAt, users.id)
+    .all();
+  const matched = rows.map((r) => toScim(r, base(c))).filter(compileFilter(ast));
   return scimJson(c, {
     schemas: [LIST_SCHEMA],
     totalResults: matched.length,

@@ -4,6 +4,7 @@
  */
 import { drizzle } from "drizzle-orm/d1";
 import type { Context } from "hono";
+import { type Filter, parse as parseFilter } from "scim2-parse-filter";
 import type { Identity } from "../../platform/identity.ts";
 import { directoryDb } from "../../platform/residency.ts";
 import type { AppEnv } from "../types.ts";
@@ -63,4 +64,30 @@ export type ScimEnv = AppEnv & { Variables: { scim: Identity } };
 
 export function dbOf(c: Context<ScimEnv>) {
   return drizzle(directoryDb(c.env, c.get("scim").tenantId));
+}
+
+/** A list request's `startIndex` (1-based), `count` (at most MAX_COUNT, default 100) and parsed
+ * `filter` (null without one; 400 `invalidFilter` for one the parser refuses). */
+export function listParams(c: Context): { startIndex: number; count: number; ast: Filter | null } {
+  const startIndex = Math.max(1, Number(c.req.query("startIndex") ?? 1) || 1);
+  const rawCount = c.req.query("count");
+  const count = Math.min(MAX_COUNT, Math.max(0, rawCount === undefined ? 100 : Number(rawCount) || 0));
+  const text = c.req.query("filter");
+  if (text === undefined) return { startIndex, count, ast: null };
+  try {
+    return { startIndex, count, ast: parseFilter(text) };
+  } catch (err) {
+    throw new ScimError(400, `filter: ${(err as Error).message}`, "invalidFilter");
+  }
+}
+
+/** The ListResponse of the matched resources' page. */
+export function listResponse(matched: unknown[], startIndex: number, count: number) {
+  return {
+    schemas: [LIST_SCHEMA],
+    totalResults: matched.length,
+    startIndex,
+    itemsPerPage: Math.min(count, Math.max(0, matched.length - startIndex + 1)),
+    Resources: matched.slice(startIndex - 1, startIndex - 1 + count),
+  };
 }

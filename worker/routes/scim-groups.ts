@@ -14,7 +14,7 @@
 import { and, eq, inArray } from "drizzle-orm";
 import { type Context, Hono } from "hono";
 import { type ScimPatchOperation, scimPatch } from "scim-patch";
-import { filter as compileFilter, type Filter, parse as parseFilter } from "scim2-parse-filter";
+import { filter as compileFilter } from "scim2-parse-filter";
 import { audit } from "../audit.ts";
 import { forgetIdentity } from "../auth/identity.ts";
 import { scimGroupMembers, scimGroups, tenants, users } from "../db/schema.ts";
@@ -23,8 +23,8 @@ import { pushMember } from "../rooms.ts";
 import {
   base,
   dbOf,
-  LIST_SCHEMA,
-  MAX_COUNT,
+  listParams,
+  listResponse,
   PATCH_SCHEMA,
   readBody,
   type ScimEnv,
@@ -210,18 +210,7 @@ async function rename(c: Context<ScimEnv>, row: GroupRow, displayName: string, e
 
 export const scimGroupRoutes = new Hono<ScimEnv>()
   .get("/", async (c) => {
-    const startIndex = Math.max(1, Number(c.req.query("startIndex") ?? 1) || 1);
-    const rawCount = c.req.query("count");
-    const count = Math.min(MAX_COUNT, Math.max(0, rawCount === undefined ? 100 : Number(rawCount) || 0));
-    const text = c.req.query("filter");
-    let ast: Filter | null = null;
-    if (text !== undefined) {
-      try {
-        ast = parseFilter(text);
-      } catch (err) {
-        throw new ScimError(400, `filter: ${(err as Error).message}`, "invalidFilter");
-      }
-    }
+    const { startIndex, count, ast } = listParams(c);
     const withMembers = !(c.req.query("excludedAttributes") ?? "").split(",").includes("members");
     const rows = await dbOf(c)
       .select()
@@ -231,13 +220,7 @@ export const scimGroupRoutes = new Hono<ScimEnv>()
       .all();
     const all = await Promise.all(rows.map((r) => toScimGroup(c, r, withMembers)));
     const matched = ast ? all.filter(compileFilter(ast)) : all;
-    return scimJson(c, {
-      schemas: [LIST_SCHEMA],
-      totalResults: matched.length,
-      startIndex,
-      itemsPerPage: Math.min(count, Math.max(0, matched.length - startIndex + 1)),
-      Resources: matched.slice(startIndex - 1, startIndex - 1 + count),
-    });
+    return scimJson(c, listResponse(matched, startIndex, count));
   })
   .get("/:id", async (c) => {
     const withMembers = !(c.req.query("excludedAttributes") ?? "").split(",").includes("members");

@@ -15,7 +15,7 @@
 import { and, eq, isNull, ne, sql } from "drizzle-orm";
 import { type Context, Hono } from "hono";
 import { type ScimPatchOperation, scimPatch } from "scim-patch";
-import { filter as compileFilter, type Filter, parse as parseFilter } from "scim2-parse-filter";
+import { filter as compileFilter } from "scim2-parse-filter";
 import { audit } from "../audit.ts";
 import { requireAdmin } from "../auth/admin.ts";
 import { identityOfApiToken } from "../auth/api-tokens.ts";
@@ -27,6 +27,8 @@ import {
   base,
   dbOf,
   LIST_SCHEMA,
+  listParams,
+  listResponse,
   MAX_COUNT,
   PATCH_SCHEMA,
   readBody,
@@ -177,18 +179,7 @@ async function apply(c: Context<ScimEnv>, row: Row, fields: UserFields): Promise
 /** The page of users a list asks for: `filter` (the library's AST), `startIndex` and `count`. */
 async function list(c: Context<ScimEnv>): Promise<Response> {
   const tenantId = c.get("scim").tenantId;
-  const startIndex = Math.max(1, Number(c.req.query("startIndex") ?? 1) || 1);
-  const rawCount = c.req.query("count");
-  const count = Math.min(MAX_COUNT, Math.max(0, rawCount === undefined ? 100 : Number(rawCount) || 0));
-  const text = c.req.query("filter");
-  let ast: Filter | null = null;
-  if (text !== undefined) {
-    try {
-      ast = parseFilter(text);
-    } catch (err) {
-      throw new ScimError(400, `filter: ${(err as Error).message}`, "invalidFilter");
-    }
-  }
+  const { startIndex, count, ast } = listParams(c);
   const conds = [eq(users.tenantId, tenantId), isNull(users.scimDeletedAt)];
   // An equality on an indexed attribute goes to SQL; anything else is evaluated below.
   const simple = ast && "op" in ast && ast.op === "eq" && "attrPath" in ast ? ast : null;
@@ -229,18 +220,11 @@ async function list(c: Context<ScimEnv>): Promise<Response> {
     .orderBy(users.createdAt, users.id)
     .all();
   const matched = rows.map((r) => toScim(r, base(c))).filter(compileFilter(ast));
-  return scimJson(c, {
-    schemas: [LIST_SCHEMA],
-    totalResults: matched.length,
-    startIndex,
-    itemsPerPage: Math.min(count, Math.max(0, matched.length - startIndex + 1)),
-    Resources: matched.slice(startIndex - 1, startIndex - 1 + count),
-  });
+  return scimJson(c, listResponse(matched, startIndex, count));
 }
 
 const SERVICE_PROVIDER_CONFIG = {
   schemas: ["urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig"],
-  documentationUri: "https://github.com/parley/parley/blob/main/docs/protocol.md#scim",
   patch: { supported: true },
   bulk: { supported: false, maxOperations: 0, maxPayloadSize: 0 },
   filter: { supported: true, maxResults: MAX_COUNT },

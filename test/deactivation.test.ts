@@ -116,6 +116,10 @@ describe("deactivating a person", () => {
     expect(audit.entries).toContainEqual(
       expect.objectContaining({ action: "user.deactivated", target: ada.id }),
     );
+    const directory = await json<{ users: { id: string; active: boolean }[] }>(
+      api(owner, "GET", "/api/users?q="),
+    );
+    expect(directory.users.find((u) => u.id === ada.id)?.active).toBe(false);
 
     // Back: she can sign in again; nothing of before is restored (no device, no session).
     expect((await api(owner, "POST", `/api/users/${ada.id}/reactivate`)).status).toBe(200);

@@ -32,7 +32,7 @@ export const userRoutes = new Hono<AppEnv>()
     // instr, not LIKE: D1 caps LIKE patterns at 50 bytes, and q's own % and _ must match literally.
     const needle = q.toLowerCase();
     const found = await drizzle(directoryDb(c.env, me.tenantId))
-      .select({ id: users.id, name: users.name, email: users.email, role: users.role })
+      .select({ id: users.id, name: users.name, email: users.email, role: users.role, active: users.active })
       .from(users)
       .where(
         and(
@@ -43,7 +43,7 @@ export const userRoutes = new Hono<AppEnv>()
       .orderBy(users.name)
       .limit(DIRECTORY_PAGE)
       .all();
-    return c.json({ users: found });
+    return c.json({ users: found.map((u) => ({ ...u, active: u.active === 1 })) });
   })
   .patch("/:userId", async (c) => {
     const me = c.get("identity");

@@ -128,4 +128,34 @@ describe("the web client when access to the open room ends", () => {
     await bob.page.getByRole("button", { name: "Join #general" }).click();
     await live(bob.page);
   });
+
+  it("ends both browser sessions of a deactivated person within 5 s, and says why", async () => {
+    const tenant = unique("deact");
+    const owner = await cast.user(tenant, "Owen");
+    const ada = await cast.user(tenant, "Ada");
+    const general = await room(owner, "general", "channel", [ada]);
+    // A second browser session of Ada's: another context signed in as her.
+    const second = await cast.user(tenant, "Ada");
+    expect(second.me.user.id).toBe(ada.me.user.id);
+    const first = connections(ada.page, general);
+    const other = connections(second.page, general);
+    await openRoom(ada, general);
+    await openRoom(second, general);
+    const t0 = Date.now();
+    const res = await owner.context.request.post(`/api/users/${ada.me.user.id}/deactivate`, {
+      headers: { origin: cast.baseUrl },
+    });
+    expect(res.status()).toBe(200);
+    for (const page of [ada.page, second.page])
+      await expect
+        .poll(() => notice(page).textContent(), { timeout: 5_000 })
+        .toBe("Your account was deactivated. Ask your administrator.");
+    const closedBy = Math.max(first.closedAt, other.closedAt);
+    expect(closedBy).toBeGreaterThan(0);
+    console.info(`deactivation → both browser sessions' room sockets closed: ${closedBy - t0} ms`);
+    expect(closedBy - t0).toBeLessThan(5_000);
+    // Refused from now on.
+    expect((await ada.context.request.get("/api/me")).status()).toBe(403);
+    await screenshot(ada.page, "deactivated");
+  });
 });

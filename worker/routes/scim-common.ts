@@ -4,6 +4,7 @@
  */
 import { drizzle } from "drizzle-orm/d1";
 import type { Context } from "hono";
+import { type ScimPatchOperation, scimPatch } from "scim-patch";
 import { type Filter, parse as parseFilter } from "scim2-parse-filter";
 import type { Identity } from "../../platform/identity.ts";
 import { directoryDb } from "../../platform/residency.ts";
@@ -90,4 +91,32 @@ export function listResponse(matched: unknown[], startIndex: number, count: numb
     itemsPerPage: Math.min(count, Math.max(0, matched.length - startIndex + 1)),
     Resources: matched.slice(startIndex - 1, startIndex - 1 + count),
   };
+}
+
+/** A PATCH request's operations (RFC 7644 §3.5.2), with their `op` lower-cased: Entra sends
+ * "Replace" and "Add", and the RFC's op names are case-insensitive. */
+export async function patchOperations(c: Context): Promise<ScimPatchOperation[]> {
+  const body = (await readBody(c)) as { schemas?: unknown; Operations?: unknown };
+  if (
+    !Array.isArray(body?.schemas) ||
+    !body.schemas.includes(PATCH_SCHEMA) ||
+    !Array.isArray(body.Operations)
+  )
+    throw new ScimError(400, `a PATCH body is a ${PATCH_SCHEMA} with Operations`, "invalidSyntax");
+  return (body.Operations as Record<string, unknown>[]).map((o) => ({
+    ...o,
+    op: typeof o.op === "string" ? o.op.toLowerCase() : o.op,
+  })) as ScimPatchOperation[];
+}
+
+/** `scim-patch` applied to a copy of a resource as SCIM JSON; its refusals as 400 SCIM errors. */
+export function applyPatch<T>(resource: T, ops: ScimPatchOperation[]): T {
+  try {
+    // The library's resource type wants meta dates as Date; the JSON it patches has strings.
+    const copy = structuredClone(resource) as unknown as Parameters<typeof scimPatch>[0];
+    return scimPatch(copy, ops, { mutateDocument: false }) as unknown as T;
+  } catch (err) {
+    const scimType = (err as { scimType?: string }).scimType ?? "invalidValue";
+    throw new ScimError(400, `PATCH: ${(err as Error).message}`, scimType);
+  }
 }

@@ -13,7 +13,6 @@
  */
 import { and, eq, inArray } from "drizzle-orm";
 import { type Context, Hono } from "hono";
-import { type ScimPatchOperation, scimPatch } from "scim-patch";
 import { filter as compileFilter } from "scim2-parse-filter";
 import { audit } from "../audit.ts";
 import { forgetIdentity } from "../auth/identity.ts";
@@ -21,11 +20,12 @@ import { scimGroupMembers, scimGroups, tenants, users } from "../db/schema.ts";
 import { newId } from "../ids.ts";
 import { pushMember } from "../rooms.ts";
 import {
+  applyPatch,
   base,
   dbOf,
   listParams,
   listResponse,
-  PATCH_SCHEMA,
+  patchOperations,
   readBody,
   type ScimEnv,
   ScimError,
@@ -258,19 +258,12 @@ export const scimGroupRoutes = new Hono<ScimEnv>()
   })
   .patch("/:id", async (c) => {
     const row = await findGroup(c, c.req.param("id"));
-    const body = (await readBody(c)) as { schemas?: unknown; Operations?: unknown };
-    if (
-      !Array.isArray(body?.schemas) ||
-      !body.schemas.includes(PATCH_SCHEMA) ||
-      !Array.isArray(body.Operations)
-    )
-      throw new ScimError(400, `a PATCH body is a ${PATCH_SCHEMA} with Operations`, "invalidSyntax");
+    const ops = await patchOperations(c);
     let group = await toScimGroup(c, row);
-    for (const raw of body.Operations as Record<string, unknown>[]) {
-      const op = typeof raw.op === "string" ? raw.op.toLowerCase() : raw.op;
+    for (const raw of ops) {
       // Entra: remove members listed in the value, with the plain path.
       if (
-        op === "remove" &&
+        raw.op === "remove" &&
         typeof raw.path === "string" &&
         raw.path.toLowerCase() === "members" &&
         Array.isArray(raw.value)
@@ -279,15 +272,7 @@ export const scimGroupRoutes = new Hono<ScimEnv>()
         group = { ...group, members: (group.members ?? []).filter((m) => !drop.has(m.value)) };
         continue;
       }
-      try {
-        const resource = structuredClone(group) as unknown as Parameters<typeof scimPatch>[0];
-        group = scimPatch(resource, [{ ...raw, op } as ScimPatchOperation], {
-          mutateDocument: false,
-        }) as unknown as ScimGroup;
-      } catch (err) {
-        const scimType = (err as { scimType?: string }).scimType ?? "invalidValue";
-        throw new ScimError(400, `PATCH: ${(err as Error).message}`, scimType);
-      }
+      group = applyPatch(group, [raw]);
     }
     const g = readGroup(group);
     const ids = await memberIds(c, g.members);

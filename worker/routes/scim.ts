@@ -14,7 +14,6 @@
  */
 import { and, eq, isNull, ne, sql } from "drizzle-orm";
 import { type Context, Hono } from "hono";
-import { type ScimPatchOperation, scimPatch } from "scim-patch";
 import { filter as compileFilter } from "scim2-parse-filter";
 import { audit } from "../audit.ts";
 import { requireAdmin } from "../auth/admin.ts";
@@ -24,13 +23,14 @@ import { users } from "../db/schema.ts";
 import { newId } from "../ids.ts";
 import type { AppEnv } from "../types.ts";
 import {
+  applyPatch,
   base,
   dbOf,
   LIST_SCHEMA,
   listParams,
   listResponse,
   MAX_COUNT,
-  PATCH_SCHEMA,
+  patchOperations,
   readBody,
   type ScimEnv,
   ScimError,
@@ -486,27 +486,7 @@ export const scimRoutes = new Hono<ScimEnv>()
   })
   .patch("/Users/:id", async (c) => {
     const row = await findUser(c, c.req.param("id"));
-    const body = (await readBody(c)) as { schemas?: unknown; Operations?: unknown };
-    if (
-      !Array.isArray(body?.schemas) ||
-      !body.schemas.includes(PATCH_SCHEMA) ||
-      !Array.isArray(body.Operations)
-    )
-      throw new ScimError(400, `a PATCH body is a ${PATCH_SCHEMA} with Operations`, "invalidSyntax");
-    let patched: unknown;
-    try {
-      // Entra sends "Replace"/"Add": the RFC's op names are case-insensitive.
-      const ops = (body.Operations as Record<string, unknown>[]).map((o) => ({
-        ...o,
-        op: typeof o.op === "string" ? o.op.toLowerCase() : o.op,
-      })) as ScimPatchOperation[];
-      // The library's resource type wants meta dates as Date; the JSON it patches has strings.
-      const resource = structuredClone(toScim(row, base(c))) as unknown as Parameters<typeof scimPatch>[0];
-      patched = scimPatch(resource, ops, { mutateDocument: false });
-    } catch (err) {
-      const scimType = (err as { scimType?: string }).scimType ?? "invalidValue";
-      throw new ScimError(400, `PATCH: ${(err as Error).message}`, scimType);
-    }
+    const patched = applyPatch(toScim(row, base(c)), await patchOperations(c));
     return scimJson(c, toScim(await apply(c, row, readUser(patched)), base(c)));
   })
   .delete("/Users/:id", async (c) => {

@@ -89,6 +89,9 @@ export interface NotifierDeps {
 
 type Reason = Exclude<NotifyReason, "test">;
 
+/** A device of the user's, as a job carries it. */
+type Subscription = { id: string } & PushSubscriptionBody;
+
 /** Which reason a collapsed notification shows: the most personal of its messages. */
 const WEIGHT: Record<Reason, number> = { message: 0, thread: 1, mention: 2, dm: 3 };
 
@@ -338,9 +341,10 @@ export class Notifier {
       const notice = state.pending;
       state.pending = null;
       const userId = key.slice(0, key.indexOf("\n"));
-      if (this.#wanted(userId, notice, now)) {
+      const devices = this.#devicesFor(userId, notice, now);
+      if (devices.length > 0) {
         state.sentAt = now;
-        this.#jobs(userId, this.#subs(userId), notice);
+        this.#jobs(userId, devices, notice);
       } else this.#recent.delete(key);
     }
   }
@@ -355,7 +359,8 @@ export class Notifier {
   }
 
   #consider(userId: string, notice: PushNotice, now: number): void {
-    if (!this.#wanted(userId, notice, now)) return;
+    const devices = this.#devicesFor(userId, notice, now);
+    if (devices.length === 0) return;
     const key = `${userId}\n${notice.room}`;
     const state = this.#recent.get(key);
     if (state && state.sentAt + this.#deps.limits().notifyCollapseMs > now) {
@@ -363,21 +368,22 @@ export class Notifier {
       return;
     }
     this.#recent.set(key, { sentAt: now, pending: null });
-    this.#jobs(userId, this.#subs(userId), notice);
+    this.#jobs(userId, devices, notice);
   }
 
-  /** Everything that would stop this notification reaching this user now. */
-  #wanted(userId: string, notice: PushNotice, now: number): boolean {
+  /** The user's devices this notification should reach now: none when anything stops it. */
+  #devicesFor(userId: string, notice: PushNotice, now: number): Subscription[] {
     const { sql, dnd, looking, readSeq } = this.#deps;
-    if (notice.author?.id === userId) return false;
-    if (this.#subs(userId).length === 0) return false;
+    if (notice.author?.id === userId) return [];
+    const subs = this.#subs(userId);
+    if (subs.length === 0) return [];
     const user = sql
       .exec<{ default_mode: string; paused_until: number | null }>(
         "SELECT default_mode, paused_until FROM notify_users WHERE user_id = ?",
         userId,
       )
       .toArray()[0];
-    if ((user?.paused_until ?? 0) > now) return false;
+    if ((user?.paused_until ?? 0) > now) return [];
     const room = sql
       .exec<{ mode: string | null; mute_until: number | null }>(
         "SELECT mode, mute_until FROM notify_rooms WHERE user_id = ? AND room_id = ?",
@@ -385,12 +391,12 @@ export class Notifier {
         notice.room,
       )
       .toArray()[0];
-    if ((room?.mute_until ?? 0) > now) return false;
+    if ((room?.mute_until ?? 0) > now) return [];
     const mode = (room?.mode ?? user?.default_mode ?? DEFAULT_NOTIFY_MODE) as NotifyMode;
-    if (mode === "nothing" || (mode === "mentions" && notice.reason === "message")) return false;
-    if (dnd(userId)) return false;
-    if (looking(userId, notice.room, now)) return false;
-    return readSeq(userId, notice.room) < notice.seq;
+    if (mode === "nothing" || (mode === "mentions" && notice.reason === "message")) return [];
+    if (dnd(userId)) return [];
+    if (looking(userId, notice.room, now)) return [];
+    return readSeq(userId, notice.room) < notice.seq ? subs : [];
   }
 
   /** This shard's members of the room whose preference for it is `all` (their own, or their default
@@ -409,7 +415,7 @@ export class Notifier {
       .map((r) => r.user_id);
   }
 
-  #subs(userId: string): ({ id: string } & PushSubscriptionBody)[] {
+  #subs(userId: string): Subscription[] {
     return this.#deps.sql
       .exec<{ id: string; endpoint: string; p256dh: string; auth: string }>(
         "SELECT id, endpoint, p256dh, auth FROM push_subscriptions WHERE user_id = ?",
@@ -419,7 +425,7 @@ export class Notifier {
       .map((r) => ({ id: r.id, endpoint: r.endpoint, keys: { p256dh: r.p256dh, auth: r.auth } }));
   }
 
-  #jobs(userId: string, subs: ({ id: string } & PushSubscriptionBody)[], notice: PushNotice): void {
+  #jobs(userId: string, subs: Subscription[], notice: PushNotice): void {
     const meta = this.#deps.meta();
     if (!meta || subs.length === 0) return;
     const told = this.#deps.previews() ? notice : bare(notice);

@@ -53,6 +53,9 @@ export const PRESENCE_IDENTITY_HEADER = "x-parley-identity";
 interface SessionInfo {
   userId: string;
   tenantId: string;
+  /** When the token that opened the socket expires (ms; absent for an API token): it closes then
+   * with `4402` (decision 11). */
+  expiresAt?: number;
   /** The session's own status and its last heartbeat (ms). */
   status: "active" | "away" | "dnd";
   beatAt: number;
@@ -126,11 +129,15 @@ export class Presence extends DurableObject<Env> {
 
   override async fetch(request: Request): Promise<Response> {
     const raw = request.headers.get(PRESENCE_IDENTITY_HEADER);
-    let who: { userId: string; tenantId: string } | null = null;
+    let who: { userId: string; tenantId: string; expiresAt?: number } | null = null;
     try {
       const o = raw ? (JSON.parse(decodeURIComponent(raw)) as Record<string, unknown>) : null;
       if (o && typeof o.userId === "string" && typeof o.tenantId === "string")
-        who = { userId: o.userId, tenantId: o.tenantId };
+        who = {
+          userId: o.userId,
+          tenantId: o.tenantId,
+          ...(typeof o.expiresAt === "number" ? { expiresAt: o.expiresAt } : {}),
+        };
     } catch {
       who = null;
     }
@@ -142,6 +149,8 @@ export class Presence extends DurableObject<Env> {
     this.#sessions.set(server, info);
     // Connecting counts as a heartbeat: the user is present from now on.
     await this.#refresh(who.userId);
+    // The alarm closes the socket when its token expires.
+    if (who.expiresAt !== undefined) await this.#scheduleAlarm(who.expiresAt);
     record(this.env, {
       name: "ws_open",
       tenant: who.tenantId,
@@ -155,6 +164,10 @@ export class Presence extends DurableObject<Env> {
   override async webSocketMessage(ws: WebSocket, message: string | ArrayBuffer): Promise<void> {
     const info = this.#info(ws);
     if (!info) return;
+    if (info.expiresAt !== undefined && info.expiresAt <= Date.now()) {
+      this.#close(ws, CLOSE.expired);
+      return;
+    }
     const limits = limitsOf(this.env);
     const parsed = parsePresenceFrame(message, limits);
     if (!parsed.ok) {
@@ -284,9 +297,9 @@ export class Presence extends DurableObject<Env> {
     return { status, beat, freshUntil };
   }
 
-  /** One alarm for both schedules: the relay window when one is open, and the sweep while anyone
-   * is present (`expiry`: when someone could go offline, if the caller knows). It is only ever
-   * moved earlier here; the alarm itself sets the next sweep. */
+  /** One alarm for the schedules: the relay window when one is open, and the sweep while anyone
+   * is present (`expiry`: when someone could go offline, or a socket's token expires, if the caller
+   * knows). It is only ever moved earlier here; the alarm itself sets the next sweep. */
   async #scheduleAlarm(expiry: number | null = null): Promise<void> {
     const wanted = Math.min(
       this.#relayAt ?? Infinity,
@@ -298,12 +311,14 @@ export class Presence extends DurableObject<Env> {
     if (current === null || wanted < current) await this.ctx.storage.setAlarm(wanted);
   }
 
-  /** Users whose last heartbeat is older than the timeout go offline; then every pending change
-   * (theirs included) is relayed; then the next sweep: when the first present user could go
-   * offline, but not sooner than a quarter of the timeout from now (a busy shard sweeps at that
-   * pace, whatever its number of users). Idempotent. */
+  /** Sockets whose token expired close; users whose last heartbeat is older than the timeout go
+   * offline; then every pending change (theirs included) is relayed; then the next sweep: when the
+   * first present user could go offline, but not sooner than a quarter of the timeout from now (a
+   * busy shard sweeps at that pace, whatever its number of users), or when the next token expires.
+   * Idempotent. */
   override async alarm(): Promise<void> {
     const now = Date.now();
+    const nextExpiry = this.#closeExpired(now);
     const timeout = limitsOf(this.env).presenceTimeoutMs;
     let next = Infinity;
     const present = this.#sql
@@ -320,8 +335,31 @@ export class Presence extends DurableObject<Env> {
     await this.#sendJobs();
     // A relay that failed is due again at the end of its next window.
     const sweep = next === Infinity ? Infinity : Math.max(next, now + timeout / 4);
-    const at = Math.min(sweep, this.#relayAt ?? Infinity, this.#notifier.nextDue() ?? Infinity);
+    const at = Math.min(sweep, nextExpiry, this.#relayAt ?? Infinity, this.#notifier.nextDue() ?? Infinity);
     if (at !== Infinity) await this.ctx.storage.setAlarm(at);
+  }
+
+  /** Closes the sockets whose token has expired by `now` with `4402` (the client gets a fresh token
+   * and reconnects; closing does not make anyone offline). Returns when the next one expires. */
+  #closeExpired(now: number): number {
+    let next = Infinity;
+    for (const ws of this.ctx.getWebSockets()) {
+      const at = this.#info(ws)?.expiresAt;
+      if (at === undefined) continue;
+      if (at <= now) this.#close(ws, CLOSE.expired);
+      else next = Math.min(next, at);
+    }
+    return next;
+  }
+
+  /** Closes a session with one of our codes. */
+  #close(ws: WebSocket, how: { code: number; reason: string }): void {
+    this.#drop(ws, how.code);
+    try {
+      ws.close(how.code, how.reason);
+    } catch {
+      // already closed
+    }
   }
 
   /** Records a change of one of this shard's users for the next relay (the latest per user). */
@@ -473,14 +511,7 @@ export class Presence extends DurableObject<Env> {
    * `deactivated`, they are offline at once (watchers hear it in the next relay), and their push
    * subscriptions are dropped. Idempotent. */
   async endUser(userId: string): Promise<void> {
-    for (const ws of this.ctx.getWebSockets(userId)) {
-      this.#drop(ws, CLOSE.deactivated.code);
-      try {
-        ws.close(CLOSE.deactivated.code, CLOSE.deactivated.reason);
-      } catch {
-        // already closed
-      }
-    }
+    for (const ws of this.ctx.getWebSockets(userId)) this.#close(ws, CLOSE.deactivated);
     this.#notifier.forget(userId);
     const row = this.#sql
       .exec<{ status: string; last_seen: number | null }>(

@@ -20,7 +20,7 @@
  * - A user holds at most `maxStreamsPerUser` streams and waiting polls in a room.
  */
 import type { Limits } from "../config/limits.ts";
-import { type Failure, failure, type SseCloseFrame } from "../protocol/index.ts";
+import { CLOSE, type Failure, failure, type SseCloseFrame } from "../protocol/index.ts";
 
 const encoder = new TextEncoder();
 /** Comment lines keep idle streams open through proxies that time out silent connections. */
@@ -67,6 +67,8 @@ interface Stream {
   /** Settles when the reader has taken everything written so far (the last write's promise). */
   drained: Promise<void>;
   peak: number;
+  /** Ends the stream when the token that opened it expires (null: it does not). */
+  expiry: ReturnType<typeof setTimeout> | null;
 }
 
 /** The seq of a stored event JSON (the log writes `seq` first). */
@@ -124,7 +126,11 @@ export class FallbackTransports {
    * events after `start.after`, then `ready` with `lastSeq` (which must be the room's flushed seq),
    * then what was published since, then goes live.
    */
-  open(userId: string, start: { after: number; lastSeq: number; gap: boolean }): Response {
+  open(
+    userId: string,
+    start: { after: number; lastSeq: number; gap: boolean },
+    expiresAt?: number,
+  ): Response {
     const { readable, writable } = new TransformStream<Uint8Array, Uint8Array>(
       undefined,
       new ByteLengthQueuingStrategy({ highWaterMark: this.#limits.unconfirmedStreamBytes }),
@@ -138,8 +144,14 @@ export class FallbackTransports {
       progressAt: Date.now(),
       drained: Promise.resolve(),
       peak: 0,
+      expiry: null,
     };
     this.#streams.add(stream);
+    // A stream lives no longer than its token: it ends with `event: close` and 4402, and the client
+    // resumes with a fresh token and Last-Event-ID. (Streams keep the room awake, so a timer does.)
+    if (expiresAt !== undefined) {
+      stream.expiry = setTimeout(() => this.#end(stream, CLOSE.expired), Math.max(0, expiresAt - Date.now()));
+    }
     // The reader went away (the runtime cancels the body): the slot frees at once, not at the next
     // write. A normal close resolves it, which is just as final.
     stream.writer.closed.then(
@@ -196,10 +208,6 @@ export class FallbackTransports {
     });
   }
 
-  /** The user lost access: their streams end with an `event: close` frame carrying the socket's
-   * close code and reason (an SSE stream has no close code of its own, and a client that only saw
-   * the stream end would reconnect), and their polls wake to find out. The frame is written past
-   * flow control: it is the stream's last, a few dozen bytes, and the writer closes right after. */
   /** When each user's account was last ended here (deactivation): a poll that began before it
    * answers `forbidden` instead of waiting on (the user stays a member, so membership cannot tell). */
   readonly #ended = new Map<string, number>();
@@ -215,14 +223,19 @@ export class FallbackTransports {
     return (this.#ended.get(userId) ?? -1) >= since;
   }
 
+  /** The user lost access: their streams end (`#end`), and their polls wake to find out. */
   revoke(userId: string, how: { code: number; reason: string }): void {
-    const last = encoder.encode(sseClose(how.code, how.reason));
-    for (const s of this.#streams) {
-      if (s.userId !== userId) continue;
-      s.writer.write(last).catch(() => undefined);
-      this.#close(s);
-    }
+    for (const s of this.#streams) if (s.userId === userId) this.#end(s, how);
     this.#wakeAll();
+  }
+
+  /** Ends a stream with an `event: close` frame carrying a socket's close code and reason (an SSE
+   * stream has no close code of its own, and a client that only saw the stream end would
+   * reconnect). The frame is written past flow control: it is the stream's last, a few dozen bytes,
+   * and the writer closes right after. */
+  #end(stream: Stream, how: { code: number; reason: string }): void {
+    stream.writer.write(encoder.encode(sseClose(how.code, how.reason))).catch(() => undefined);
+    this.#close(stream);
   }
 
   get streams(): number {
@@ -356,6 +369,7 @@ export class FallbackTransports {
 
   #close(stream: Stream, abort = false): void {
     if (!this.#streams.delete(stream)) return;
+    if (stream.expiry !== null) clearTimeout(stream.expiry);
     (abort ? stream.writer.abort("slow reader") : stream.writer.close()).catch(() => undefined);
     if (this.#streams.size === 0 && this.#keepalive !== null) {
       clearInterval(this.#keepalive);

@@ -1,7 +1,7 @@
 /**
  * @module The room's background work on its one alarm (durable-objects/scheduler.ts): shipping to
  * the D1 history and to search, sealing the log into segments in R2 and rewriting dirty ones,
- * retention, file cleanup, and the inbox counts. Each task says from stored state when it is next
+ * retention, file cleanup, the inbox counts, and closing sockets whose token expired. Each task says from stored state when it is next
  * due, so a new instance after an eviction finds the same work. The Room owns this and reaches it
  * for `scheduleNext` and `wakeAt`; tests run its steps with a given clock through
  * `runInDurableObject` (they are not RPC methods).
@@ -15,6 +15,7 @@ import type { ColdArchive } from "./room-cold.ts";
 import type { InboxFeed } from "./room-inbox.ts";
 import type { RoomLog } from "./room-log.ts";
 import type { SearchFeed } from "./room-search.ts";
+import type { RoomSockets } from "./room-sockets.ts";
 import { Scheduler } from "./scheduler.ts";
 
 const DAY_MS = 24 * 60 * 60 * 1000;
@@ -27,7 +28,7 @@ const CLEANUP_BATCH = 50;
 const REWRITES_PER_PASS = 4;
 
 /** The room's alarm tasks, in the order an alarm runs them. */
-type RoomTask = "archive" | "search" | "seal" | "segments" | "housekeeping" | "inbox";
+type RoomTask = "archive" | "search" | "seal" | "segments" | "housekeeping" | "inbox" | "expiry";
 
 export interface MaintenanceDeps {
   storage: DurableObjectStorage;
@@ -39,6 +40,7 @@ export interface MaintenanceDeps {
   search: SearchFeed;
   inbox: InboxFeed;
   attachments: RoomAttachments;
+  sockets: Pick<RoomSockets, "nextExpiry" | "closeExpired">;
 }
 
 export class RoomMaintenance {
@@ -62,7 +64,7 @@ export class RoomMaintenance {
    * an operator or a test cut short): the alarm is their net, not their clock.
    */
   #tasks(): Scheduler<RoomTask> {
-    const { storage, log: roomLog, archive, search, cold, inbox } = this.#d;
+    const { storage, log: roomLog, archive, search, cold, inbox, sockets } = this.#d;
     const failed = (step: RoomTask, err: unknown) =>
       log({ event: "room_alarm_step_failed", step, error: String(err) });
     const scheduler = new Scheduler<RoomTask>(storage, failed);
@@ -108,6 +110,11 @@ export class RoomMaintenance {
       due: (now) => inbox.nextDue(now),
       run: () => inbox.fromAlarm(),
       everyAlarm: true,
+    });
+    // Sockets whose token expired close (decision 11); the attachments say when the next one does.
+    scheduler.add("expiry", {
+      due: () => sockets.nextExpiry(),
+      run: async (now) => sockets.closeExpired(now),
     });
     return scheduler;
   }

@@ -15,6 +15,9 @@ import type { RoomLog } from "./room-log.ts";
 /** Who is on a socket (handed over by the worker in the identity header). */
 export interface SocketInfo extends Actor {
   tenantId: string;
+  /** When the token that opened the stream expires (ms): the stream ends then with `4402`. Absent
+   * for an API token (it lasts until revoked) and for sockets opened before expiry was kept. */
+  expiresAt?: number;
 }
 
 /** What each socket carries through hibernation (its serialized attachment). Sockets accepted before
@@ -77,6 +80,10 @@ export class RoomSockets {
    * `#scheduleFlush`). */
   #busyUntil = 0;
   #count: number | null = null;
+  /** The earliest `expiresAt` of the sockets (null: none expires; undefined: not read yet in this
+   * life). A socket that closes may leave it early: the alarm then finds nothing due and reads the
+   * sockets again. */
+  #expiry: number | null | undefined;
 
   constructor(ctx: DurableObjectState, host: SocketHost) {
     this.#ctx = ctx;
@@ -106,6 +113,8 @@ export class RoomSockets {
   open(ws: WebSocket, info: SocketInfo, after: number, flow: boolean): void {
     // The room accepted it (`ctx.acceptWebSocket`) before calling here.
     if (this.#count !== null) this.#count++;
+    if (info.expiresAt !== undefined && this.#expiry !== undefined)
+      this.#expiry = Math.min(this.#expiry ?? Infinity, info.expiresAt);
     // Everything already committed goes to the existing sockets first, so this socket's replay and
     // the live stream after it neither overlap nor leave a hole.
     this.flush();
@@ -227,6 +236,41 @@ export class RoomSockets {
     closeQuietly(ws, how.code, how.reason);
   }
 
+  /** When the first socket's token expires (ms), or null when none does: the room's alarm is due
+   * then (room-maintenance.ts). Read from the attachments once per life. */
+  nextExpiry(): number | null {
+    if (this.#expiry === undefined) {
+      let earliest = Infinity;
+      for (const ws of this.#ctx.getWebSockets()) {
+        const at = this.info(ws)?.expiresAt;
+        if (at !== undefined && at < earliest) earliest = at;
+      }
+      this.#expiry = earliest === Infinity ? null : earliest;
+    }
+    return this.#expiry;
+  }
+
+  /** Whether the token that opened `ws` has expired by `now`: its frames are no longer served. */
+  expired(info: SocketInfo, now: number): boolean {
+    return info.expiresAt !== undefined && info.expiresAt <= now;
+  }
+
+  /** Closes the sockets whose token has expired by `now` with `4402` (decision 11): the client gets
+   * a fresh token and resumes with `after`. What is committed goes out first. */
+  closeExpired(now: number): void {
+    let earliest = Infinity;
+    const due: WebSocket[] = [];
+    for (const ws of this.#ctx.getWebSockets()) {
+      const info = this.info(ws);
+      if (!info || info.expiresAt === undefined) continue;
+      if (this.expired(info, now)) due.push(ws);
+      else earliest = Math.min(earliest, info.expiresAt);
+    }
+    if (due.length > 0) this.flush();
+    for (const ws of due) this.close(ws, CLOSE.expired);
+    this.#expiry = earliest === Infinity ? null : earliest;
+  }
+
   /** Closes every socket of a user (who left or was removed). What is committed goes out first,
    * so they see their own `member_leave` before the close, as a socket closed by `strike` does. */
   closeUser(userId: string, how: { code: number; reason: string }): void {
@@ -306,6 +350,7 @@ export class RoomSockets {
       name: info.name,
       role: info.role,
       tenantId: info.tenantId,
+      ...(info.expiresAt === undefined ? {} : { expiresAt: info.expiresAt }),
       ...state.attachment(),
     };
     try {

@@ -41,7 +41,12 @@ export function parseIdentity(raw: string | null): SocketInfo | null {
     ) {
       return null;
     }
-    return { id: o.id, name: o.name, role: o.role, tenantId: o.tenantId };
+    const info: SocketInfo = { id: o.id, name: o.name, role: o.role, tenantId: o.tenantId };
+    if (o.expiresAt !== undefined) {
+      if (typeof o.expiresAt !== "number" || !Number.isFinite(o.expiresAt)) return null;
+      info.expiresAt = o.expiresAt;
+    }
+    return info;
   } catch {
     return null;
   }
@@ -113,6 +118,8 @@ export interface StreamsDeps {
   sockets: RoomSockets;
   fallback: FallbackTransports;
   metrics: RoomMetrics;
+  /** Makes sure the room's alarm fires by `at` (a socket's token expiry). */
+  wakeAt(at: number): void;
 }
 
 export class RoomStreams {
@@ -141,10 +148,12 @@ export class RoomStreams {
   }
 
   #openSocket({ info, after, flow }: StreamOpening): Response {
-    const { ctx, sockets, metrics } = this.#d;
+    const { ctx, sockets, metrics, wakeAt } = this.#d;
     const [client, server] = Object.values(new WebSocketPair()) as [WebSocket, WebSocket];
     ctx.acceptWebSocket(server, [info.id]);
     sockets.open(server, info, after, flow);
+    // The alarm closes it when its token expires, asleep or not.
+    if (info.expiresAt !== undefined) wakeAt(info.expiresAt);
     metrics.socketOpened(sockets.count);
     return new Response(null, { status: 101, webSocket: client });
   }
@@ -159,7 +168,7 @@ export class RoomStreams {
     // As for a socket: what is committed goes out first, so replay and live stream meet exactly.
     sockets.flush();
     const gap = lastSeq - after > limits.replayCap || after < cold.coldSeq;
-    return fallback.open(info.id, { after, lastSeq, gap });
+    return fallback.open(info.id, { after, lastSeq, gap }, info.expiresAt);
   }
 
   /**

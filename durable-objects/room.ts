@@ -174,6 +174,7 @@ export class Room extends DurableObject<Env> {
       sockets: this.#sockets,
       fallback: this.#fallback,
       metrics: this.#metrics,
+      wakeAt: (at) => this.#wakeAt(at),
     });
     this.maintenance = new RoomMaintenance({
       storage: ctx.storage,
@@ -185,6 +186,7 @@ export class Room extends DurableObject<Env> {
       search: this.#search,
       inbox: this.#inbox,
       attachments: this.#attachments,
+      sockets: this.#sockets,
     });
     // Pings are answered by the runtime without waking a hibernated room.
     ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair(PING_FRAME, PONG_FRAME));
@@ -535,6 +537,12 @@ export class Room extends DurableObject<Env> {
     const info = this.#sockets.info(ws);
     if (!info) {
       closeQuietly(ws, CLOSE.revoked.code, CLOSE.revoked.reason);
+      return;
+    }
+    // A socket lives no longer than its token: a frame after it expired is not served (the
+    // alarm closes the idle ones).
+    if (this.#sockets.expired(info, Date.now())) {
+      this.#sockets.close(ws, CLOSE.expired);
       return;
     }
     const parsed = parseClientFrame(message, this.#limits);

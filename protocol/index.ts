@@ -69,6 +69,8 @@ export const CLOSE = {
   deactivated: { code: 4403, reason: "deactivated" },
   /** The client stopped reading (flow control, docs/protocol.md): it reconnects with `after`. */
   slow: { code: 4008, reason: "slow consumer: reconnect with after" },
+  /** The token that opened the stream expired: the client gets a fresh one and resumes with `after`. */
+  expired: { code: 4402, reason: "token_expired" },
 } as const;
 
 /** The closes a client makes itself (the SDK): both normal, told apart by reason in the logs. */
@@ -83,6 +85,8 @@ export const CLIENT_CLOSE = {
 export const CLOSE_REVOKED = 4403;
 /** Close code: the client stopped reading; resume at once with `after`. */
 export const CLOSE_SLOW = 4008;
+/** Close code: the token that opened the stream expired; re-authenticate, then resume with `after`. */
+export const CLOSE_EXPIRED = 4402;
 /** Close code: the client broke the protocol; reconnect only after backing off. */
 export const CLOSE_POLICY = 1008;
 

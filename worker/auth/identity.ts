@@ -4,6 +4,7 @@
  */
 import { and, eq, sql } from "drizzle-orm";
 import { type DrizzleD1Database, drizzle } from "drizzle-orm/d1";
+import type { Context } from "hono";
 import { getCookie } from "hono/cookie";
 import { createMiddleware } from "hono/factory";
 import { authConfigOf } from "../../platform/auth-config.ts";
@@ -278,5 +279,22 @@ export const requireIdentity = createMiddleware<AppEnv>(async (c, next) => {
     throw err;
   }
   c.set("identity", await provision(c.env, profileOf(verified)));
+  // `exp` is required, so every verified token has one.
+  c.set("tokenExpiresAt", (verified.claims.exp ?? 0) * 1000);
   await next();
 });
+
+/**
+ * When a stream this request opens must end (ms; decision 11): the `exp` of the token that opened
+ * it, so that a socket, SSE stream or long poll lives no longer than its token. Undefined for an
+ * API token, which lasts until it is revoked (and revoking it ends its bot's streams). A token past
+ * its `exp`, which verification still accepts within the clock skew it allows, opens nothing: 401,
+ * so the client gets a fresh token rather than a stream that would end at once.
+ */
+export function streamExpiry(c: Context<AppEnv>): number | undefined {
+  const at = c.get("tokenExpiresAt");
+  if (at !== undefined && at <= Date.now()) {
+    throw new ApiError("unauthorized", "the token has expired: sign in again");
+  }
+  return at;
+}

@@ -7,6 +7,7 @@ import { type Context, Hono } from "hono";
 import { limitsOf } from "../../config/limits.ts";
 import { COMMAND_TYPES, COMMANDS, type CommandType } from "../../protocol/commands.ts";
 import { isSeq, parseCommand } from "../../protocol/index.ts";
+import { streamExpiry } from "../auth/identity.ts";
 import { ApiError } from "../errors.ts";
 import { intParam, readJsonObject } from "../http.ts";
 import { checkSocketOrigin } from "../origins.ts";
@@ -85,18 +86,15 @@ messageRoutes
   })
   // Fallback transports (docs/protocol.md): the same stream as the socket, for clients whose WebSockets
   // cannot connect.
-  .get("/:roomId/events", async (c) => {
-    const me = c.get("identity");
-    const stub = await stubFor(c);
-    const headers = new Headers(c.req.raw.headers);
-    headers.set(IDENTITY_HEADER, encodeIdentity({ ...actorOf(me), tenantId: me.tenantId }));
-    return stub.fetch(new Request(c.req.raw, { headers }));
-  })
+  .get("/:roomId/events", (c) => openStream(c))
   .get("/:roomId/poll", async (c) => {
     const after = intParam(c, "after") ?? 0;
     const timeout = intParam(c, "timeout", { max: MAX_POLL_SECONDS }) ?? MAX_POLL_SECONDS;
+    // A poll waits no longer than its token lives: the next one brings a fresh token or is refused.
+    const expiresAt = streamExpiry(c);
+    const waitMs = Math.min(timeout * 1000, expiresAt === undefined ? Infinity : expiresAt - Date.now());
     const stub = await stubFor(c);
-    const page = await stub.poll(c.get("identity").userId, after, timeout * 1000);
+    const page = await stub.poll(c.get("identity").userId, after, waitMs);
     if (!page.ok) throw ApiError.from(page);
     return c.body(page.body, 200, {
       "content-type": "application/json; charset=utf-8",
@@ -108,11 +106,24 @@ messageRoutes
       throw new ApiError("bad_request", "this endpoint needs a WebSocket upgrade");
     }
     checkSocketOrigin(c);
-    const me = c.get("identity");
-    const stub = await stubFor(c);
-    // The upgrade goes to the object unchanged, so it can accept the socket with hibernation; only
-    // the identity header is (over)written here.
-    const headers = new Headers(c.req.raw.headers);
-    headers.set(IDENTITY_HEADER, encodeIdentity({ ...actorOf(me), tenantId: me.tenantId }));
-    return stub.fetch(new Request(c.req.raw, { headers }));
+    return openStream(c);
   });
+
+/** A socket upgrade or an SSE request, handed to the room unchanged (so it can accept a socket with
+ * hibernation) but for the identity header, (over)written here: who is asking, and when the token
+ * that opened the stream expires (the room ends the stream then, `4402`). */
+async function openStream(c: Context<AppEnv>): Promise<Response> {
+  const me = c.get("identity");
+  const expiresAt = streamExpiry(c);
+  const stub = await stubFor(c);
+  const headers = new Headers(c.req.raw.headers);
+  headers.set(
+    IDENTITY_HEADER,
+    encodeIdentity({
+      ...actorOf(me),
+      tenantId: me.tenantId,
+      ...(expiresAt === undefined ? {} : { expiresAt }),
+    }),
+  );
+  return stub.fetch(new Request(c.req.raw, { headers }));
+}

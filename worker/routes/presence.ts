@@ -1,6 +1,7 @@
 /** @module `GET /api/presence/ws`: a session's presence socket, on its user's shard of the tenant. */
 import { Hono } from "hono";
 import { limitsOf } from "../../config/limits.ts";
+import { streamExpiry } from "../auth/identity.ts";
 import { ApiError } from "../errors.ts";
 import { checkSocketOrigin } from "../origins.ts";
 import { PRESENCE_IDENTITY_HEADER, presenceStub, shardOf } from "../stubs.ts";
@@ -12,13 +13,15 @@ export const presenceRoutes = new Hono<AppEnv>().get("/ws", async (c) => {
   }
   checkSocketOrigin(c);
   const me = c.get("identity");
+  // The shard closes the socket when the token that opened it expires (`4402`).
+  const expiresAt = streamExpiry(c);
   const shard = shardOf(me.userId, limitsOf(c.env).presenceShards);
   const stub = presenceStub(c.env, me.tenantId, shard);
   await stub.init(me.tenantId, shard);
   const headers = new Headers(c.req.raw.headers);
   headers.set(
     PRESENCE_IDENTITY_HEADER,
-    encodeURIComponent(JSON.stringify({ userId: me.userId, tenantId: me.tenantId })),
+    encodeURIComponent(JSON.stringify({ userId: me.userId, tenantId: me.tenantId, expiresAt })),
   );
   return stub.fetch(new Request(c.req.raw, { headers }));
 });

@@ -30,7 +30,7 @@ export class Network {
   }
 
   /** Opens sockets as `user` through the worker; refused while the network is down. */
-  opener(user: User): SocketOpener {
+  opener(user: Pick<User, "token">): SocketOpener {
     return async (path) => {
       if (this.down) throw new Error("network is down");
       const res = await exports.default.fetch(
@@ -49,7 +49,7 @@ export class Network {
     };
   }
 
-  socket(user: User): TransportFactory {
+  socket(user: Pick<User, "token">): TransportFactory {
     return websocketTransport(this.opener(user));
   }
 

@@ -2,19 +2,28 @@
  * A stream lives no longer than the token that opened it (docs/architecture.md, decision 11;
  * docs/protocol.md, close codes): a room socket, an SSE stream and a presence socket end with
  * `4402 token_expired` when the token's `exp` passes, a long poll answers by then, and a token past
- * its `exp` opens nothing. Tokens here live 2 s (`exp` is
+ * its `exp` opens nothing. The SDK renews the credential (`Connection.reauthenticate`) and resumes
+ * with `after` over every transport, losing and repeating nothing. Tokens here live 2 s (`exp` is
  * in whole seconds: 1 to 2 s from now), so each test waits out a real expiry.
  */
 import { runInDurableObject } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
+import {
+  type Connection,
+  MemoryOutboxStore,
+  PresenceSession,
+  pollTransport,
+  sseTransport,
+  type TransportFactory,
+} from "../client/sdk/index.ts";
 import type { Room } from "../durable-objects/room.ts";
 import { CLOSE, type RoomEvent } from "../protocol/index.ts";
 import { mintDevToken } from "../worker/auth/tokens.ts";
 import { roomStub } from "../worker/stubs.ts";
 import { FrameSocket } from "./frame-socket.ts";
 import { api, Client, createRoom, fetchWorker, join, json, type User, unique } from "./helpers.ts";
-import { history } from "./sdk-helpers.ts";
+import { history, Network, session, until } from "./sdk-helpers.ts";
 
 interface Person extends User {
   email: string;
@@ -162,5 +171,78 @@ describe("a stream whose token expires", () => {
     expect((await FrameSocket.request("/api/presence/ws", token)).status).toBe(401);
     expect((await fetchWorker(`/api/rooms/${roomId}/events?after=0`, { headers })).status).toBe(401);
     expect((await fetchWorker(`/api/rooms/${roomId}/poll?after=0&timeout=1`, { headers })).status).toBe(401);
+  });
+});
+
+describe("an SDK session whose token expires renews it and resumes, losing nothing", () => {
+  const transports: [string, (net: Network, conn: Connection) => TransportFactory][] = [
+    ["a WebSocket", (net, conn) => net.socket(conn as { token: string })],
+    ["SSE", (_, conn) => sseTransport(conn)],
+    ["long polling", (_, conn) => pollTransport(conn, 25)],
+  ];
+  for (const [name, make] of transports) {
+    it(`over ${name}`, async () => {
+      const { alice, bob, roomId } = await roomOfTwo();
+      const net = new Network();
+      let renewals = 0;
+      const conn: Connection = {
+        ...net.conn({ ...alice, token: await tokenFor(alice) }),
+        reauthenticate: async () => {
+          renewals += 1;
+          return tokenFor(alice);
+        },
+      };
+      const store = new MemoryOutboxStore();
+      const a = session(alice, roomId, [make(net, conn)], { conn, store });
+      await a.s.start();
+      await until(() => a.s.status.state === "online", "online");
+      // Both write across two expiries: Alice through her session (its outbox), Bob over HTTP.
+      const sent: Promise<number>[] = [];
+      let n = 0;
+      const deadline = Date.now() + 20_000;
+      while (renewals < 2) {
+        if (Date.now() > deadline) throw new Error(`renewed ${renewals} times in 20 s`);
+        n += 1;
+        sent.push(a.s.send(`alice ${n}`).acked);
+        await api(bob, "POST", `/api/rooms/${roomId}/messages`, { text: `bob ${n}`, clientId: unique("b") });
+        await new Promise((r) => setTimeout(r, 25)); // pacing, not synchronisation
+      }
+      const seqs = await Promise.all(sent);
+      expect(new Set(seqs).size).toBe(n);
+      const all = await history(bob, roomId);
+      const last = all.at(-1)?.seq ?? 0;
+      await until(() => a.s.lastSeq === last && a.s.status.state === "online", "caught up");
+      // Every event once, in order, and each of Alice's messages stored once.
+      expect(a.events.map((e) => e.seq)).toEqual(all.map((e) => e.seq));
+      const texts = all.flatMap((e) => (e.kind === "message" ? [e.text] : []));
+      for (let i = 1; i <= n; i++) expect(texts.filter((t) => t === `alice ${i}`)).toHaveLength(1);
+      expect(await store.list(roomId)).toEqual([]);
+      a.s.close();
+    });
+  }
+
+  it("a presence session reconnects with a renewed token", async () => {
+    const { alice } = await roomOfTwo();
+    const net = new Network();
+    let renewals = 0;
+    const conn: Connection = {
+      ...net.conn({ ...alice, token: await tokenFor(alice) }),
+      reauthenticate: async () => {
+        renewals += 1;
+        return tokenFor(alice, 60);
+      },
+    };
+    const connections: boolean[] = [];
+    const p = new PresenceSession({
+      open: net.opener(conn as { token: string }),
+      conn,
+      backoff: { baseMs: 5, capMs: 40 },
+      onConnection: (up) => connections.push(up),
+    });
+    p.start();
+    await until(() => connections.length === 3, "connected, dropped at expiry, connected again", 15_000);
+    expect(connections).toEqual([true, false, true]);
+    expect(renewals).toBe(1);
+    p.close();
   });
 });

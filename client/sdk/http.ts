@@ -8,6 +8,35 @@ export interface Connection {
   /** An Access JWT or a `pk_…` API token; omit in a browser signed in through Access (cookie). */
   token?: string;
   fetch?: typeof fetch;
+  /**
+   * Gets a fresh credential when the server says this one expired (a stream closed with `4402`, a
+   * request answered 401): returns the new token, or nothing when the credential is a cookie that
+   * the call renewed (behind Access, any same-origin request carries the current one; the dev
+   * client signs in again). Throws when it cannot (the user must sign in): sessions then retry with
+   * backoff. Sessions resume with `after` once it resolves, so nothing is lost. Without it, a
+   * session retries with the credential it has.
+   */
+  reauthenticate?: () => Promise<string | undefined>;
+}
+
+const renewing = new WeakMap<Connection, Promise<void>>();
+
+/** Renews the connection's credential (`Connection.reauthenticate`), once for all the sessions that
+ * find it expired at the same time. */
+export function reauthenticate(conn: Connection): Promise<void> {
+  const running = renewing.get(conn);
+  if (running) return running;
+  const renew = async () => {
+    try {
+      const token = await conn.reauthenticate?.();
+      if (typeof token === "string") conn.token = token;
+    } finally {
+      renewing.delete(conn);
+    }
+  };
+  const promise = renew();
+  renewing.set(conn, promise);
+  return promise;
 }
 
 export class HttpError extends Error {

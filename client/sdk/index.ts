@@ -5,7 +5,7 @@
  */
 export { type Backoff, DEFAULT_BACKOFF, fullJitter } from "./backoff.ts";
 export { type CloseAction, closeAction, type StreamEnd } from "./close-policy.ts";
-export { type Connection, HttpError, request, requestJson } from "./http.ts";
+export { type Connection, HttpError, reauthenticate, request, requestJson } from "./http.ts";
 export { MemoryOutboxStore, type OutboxEntry, type OutboxStore } from "./outbox.ts";
 export { type MyStatus, PresenceSession, type PresenceSessionOptions } from "./presence.ts";
 export {

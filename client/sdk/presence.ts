@@ -6,10 +6,12 @@
  * watched set again, so a dropped socket costs nothing but the time away. A status change the
  * server refuses as too frequent (`rate_limited`) is said again after its `retryAfter`, so the
  * latest status always gets through. The room the client shows (`setFocus`) is said on every
- * connect too: the server does not notify a user of a room they are looking at.
+ * connect too: the server does not notify a user of a room they are looking at. A socket closed
+ * because its token expired (4402) renews the credential (`conn`) and reconnects at once.
  */
 import {
   CLIENT_CLOSE,
+  CLOSE_EXPIRED,
   CLOSE_REVOKED,
   type PresenceClientFrame,
   type PresenceServerFrame,
@@ -17,12 +19,16 @@ import {
 } from "../../protocol/index.ts";
 import type { NotifyPrefs } from "../../protocol/notify.ts";
 import { type Backoff, DEFAULT_BACKOFF, fullJitter } from "./backoff.ts";
+import { type Connection, reauthenticate } from "./http.ts";
 import type { SocketLike, SocketOpener } from "./transports.ts";
 
 export type MyStatus = "active" | "away" | "dnd";
 
 export interface PresenceSessionOptions {
   open: SocketOpener;
+  /** The connection whose credential is renewed when the socket's token expires (`4402`); without
+   * it the session reconnects with the credential it has. */
+  conn?: Connection;
   status?: MyStatus;
   heartbeatMs?: number;
   random?: () => number;
@@ -147,13 +153,13 @@ export class PresenceSession {
           if (this.#closed) break;
           continue;
         }
-        const ended = new Promise<void>((resolve) => {
+        const ended = new Promise<boolean>((resolve) => {
           socket.addEventListener("close", (e) => {
             // 4403: the account was deactivated (docs/protocol.md): reconnecting would be refused.
             if (e.code === CLOSE_REVOKED) this.#closed = true;
-            resolve();
+            resolve(e.code === CLOSE_EXPIRED);
           });
-          socket.addEventListener("error", () => resolve());
+          socket.addEventListener("error", () => resolve(false));
         });
         socket.addEventListener("message", (e) => this.#onFrame(parse(e.data)));
         this.#socket = socket;
@@ -166,7 +172,17 @@ export class PresenceSession {
           this.#opts.heartbeatMs ?? 20_000,
         );
         this.#opts.onConnection?.(true);
-        await ended;
+        // 4402: the token expired: a fresh one, and reconnect at once.
+        if ((await ended) && !this.#closed) {
+          this.#stopHeartbeat();
+          this.#socket = null;
+          this.#opts.onConnection?.(false);
+          const renewed = await (this.#opts.conn ? reauthenticate(this.#opts.conn) : Promise.resolve()).then(
+            () => true,
+            () => false,
+          );
+          if (renewed) continue;
+        }
       } catch {}
       this.#stopHeartbeat();
       if (this.#socket) {

@@ -15,7 +15,8 @@
  *   seq, and an event carrying a pending clientId settles it even if its ack was lost.
  * - How a stream ended decides what comes next (close-policy.ts): when the user's access to the room
  *   ends (4403, or a connection refused with 403/404) the session stops for good, fails what is
- *   left in its outbox and says so through `onEnded`; 4008 resumes at once; 1008 backs off.
+ *   left in its outbox and says so through `onEnded`; 4008 resumes at once; 1008 backs off; an
+ *   expired token (4402, or a 401) is renewed through `Connection.reauthenticate` before resuming.
  */
 import { commandRequest } from "../../protocol/commands.ts";
 import {
@@ -29,7 +30,7 @@ import {
 } from "../../protocol/index.ts";
 import { type Backoff, DEFAULT_BACKOFF, fullJitter } from "./backoff.ts";
 import { closeAction, type StreamEnd } from "./close-policy.ts";
-import { type Connection, HttpError, request, requestJson } from "./http.ts";
+import { type Connection, HttpError, reauthenticate, request, requestJson } from "./http.ts";
 import { MemoryOutboxStore, type OutboxEntry, type OutboxStore } from "./outbox.ts";
 import type { Transport, TransportFactory, TransportKind } from "./transports.ts";
 
@@ -108,8 +109,8 @@ export class RoomSession {
   #closed = false;
   #wasReady = false;
   #wake: (() => void) | null = null;
-  /** Ends the current transport's turn in the run loop (set while one is open). */
-  #endTurn: (() => void) | null = null;
+  /** Ends the current transport's turn in the run loop (set while one is open), saying how. */
+  #endTurn: ((how?: StreamEnd) => void) | null = null;
   /** The device says it has no network (browsers: the `offline` event); see setNetwork. */
   #networkDown = false;
   #networkUp: (() => void) | null = null;
@@ -299,7 +300,8 @@ export class RoomSession {
         this.#endTurn = null;
       } catch (err) {
         how = { reason: String(err), ...(err instanceof HttpError ? { status: err.status } : {}) };
-        failures += 1;
+        // An expired token is no reason to think the transport is blocked.
+        if (how.status !== 401) failures += 1;
         if (failures >= fallbackAfter && kind < transports.length - 1) {
           kind += 1;
           failures = 0;
@@ -324,6 +326,19 @@ export class RoomSession {
       if (action === "resume" && wasReady) {
         this.#setStatus({ state: "connecting" });
         continue;
+      }
+      // The token expired: a fresh one, then resume at once with `after` (the outbox is resent on
+      // `ready`). Backing off when renewing fails, or when a fresh token was refused too.
+      if (action === "reauth") {
+        const renewed = await reauthenticate(this.#opts.conn).then(
+          () => true,
+          () => false,
+        );
+        if (this.#closed) break;
+        if (renewed && wasReady) {
+          this.#setStatus({ state: "connecting" });
+          continue;
+        }
       }
       await this.#sleep(fullJitter(attempt++, random, backoff));
       if (!this.#closed) this.#setStatus({ state: "connecting" });
@@ -351,9 +366,9 @@ export class RoomSession {
   #enqueue(frame: ServerFrame): Promise<void> {
     this.#chain = this.#chain
       .then(() => this.#handle(frame))
-      .catch(() => {
+      .catch((err) => {
         this.#transport?.close();
-        this.#endTurn?.();
+        this.#endTurn?.(err instanceof HttpError ? { status: err.status, reason: err.message } : undefined);
       });
     return this.#chain;
   }
@@ -448,7 +463,12 @@ export class RoomSession {
       const seq = await this.#overHttp(p.entry.command);
       this.#settle(p.entry.clientId, seq);
     } catch (err) {
-      if (err instanceof HttpError && !err.transient) {
+      if (err instanceof HttpError && err.status === 401) {
+        // The token expired: the command stays queued; the session renews it and reconnects, and
+        // `ready` sends the outbox again.
+        this.#transport?.close();
+        this.#endTurn?.({ status: 401, reason: err.message });
+      } else if (err instanceof HttpError && !err.transient) {
         this.#fail(p.entry.clientId, new CommandError(err.code as ErrorCode, err.message));
       } else {
         this.#retrySoon(err instanceof HttpError && err.retryAfter ? err.retryAfter * 1000 : 2000);

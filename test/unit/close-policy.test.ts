@@ -18,6 +18,11 @@ describe("what a session does when its stream ends", () => {
     expect(closeAction(CLOSE.slow)).toBe("resume");
   });
 
+  it("re-authenticates on 4402 (the token expired) and on a 401 refusal", () => {
+    expect(closeAction(CLOSE.expired)).toBe("reauth");
+    expect(closeAction({ status: 401 })).toBe("reauth");
+  });
+
   it("backs off on 1008 (the client broke the protocol)", () => {
     expect(closeAction(CLOSE.policy)).toBe("back-off");
   });
@@ -30,7 +35,6 @@ describe("what a session does when its stream ends", () => {
       { code: 1011 },
       { code: 4000 },
       { reason: "socket error" },
-      { status: 401 },
       { status: 429 },
       { status: 500 },
       { status: 0 },

@@ -221,6 +221,29 @@ describe("an SDK session whose token expires renews it and resumes, losing nothi
     });
   }
 
+  it("a command refused with 401 over HTTP stays queued and is sent once the token is renewed", async () => {
+    const { alice, roomId } = await roomOfTwo();
+    const net = new Network();
+    let renewals = 0;
+    const conn: Connection = {
+      ...net.conn({ ...alice, token: await tokenFor(alice, 60) }),
+      reauthenticate: async () => {
+        renewals += 1;
+        return tokenFor(alice, 60);
+      },
+    };
+    const a = session(alice, roomId, [sseTransport(conn)], { conn });
+    await a.s.start();
+    await until(() => a.s.status.state === "online", "online");
+    // The stream is up; the credential goes bad (past the skew any request accepts).
+    conn.token = "not.a.token";
+    const seq = await a.s.send("sent after renewing").acked;
+    expect(renewals).toBe(1);
+    const all = await history(alice, roomId);
+    expect(all.find((e) => e.seq === seq)).toMatchObject({ kind: "message", text: "sent after renewing" });
+    a.s.close();
+  });
+
   it("a presence session reconnects with a renewed token", async () => {
     const { alice } = await roomOfTwo();
     const net = new Network();

@@ -21,6 +21,19 @@ describe("dev sign-in", () => {
     });
   });
 
+  it("gives a token the shorter life asked for, and its cookie the same", async () => {
+    const res = await fetchWorker("/auth/dev/login", {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ email: "ttl@example.com", name: "T", tenant: unique("t"), ttlSeconds: 30 }),
+    });
+    expect(res.status).toBe(200);
+    const { token } = await json<{ token: string }>(res);
+    const claims = JSON.parse(atob((token.split(".")[1] ?? "").replace(/-/g, "+").replace(/_/g, "/")));
+    expect(claims.exp - claims.iat).toBe(30);
+    expect(res.headers.get("set-cookie")).toMatch(/Max-Age=30\b/i);
+  });
+
   it("accepts the token from the CF_Authorization cookie too", async () => {
     const user = await login(unique("t"));
     const res = await fetchWorker("/api/me", { headers: { cookie: `CF_Authorization=${user.token}` } });
@@ -56,6 +69,9 @@ describe("dev sign-in", () => {
       JSON.stringify({ email: "nope", name: "X", tenant: "acme" }),
       JSON.stringify({ email: "a@example.com", name: "", tenant: "acme" }),
       JSON.stringify({ email: "a@example.com", name: "X", tenant: "Not A Slug!" }),
+      JSON.stringify({ email: "a@example.com", name: "X", tenant: "acme", ttlSeconds: 0 }),
+      JSON.stringify({ email: "a@example.com", name: "X", tenant: "acme", ttlSeconds: 43_201 }),
+      JSON.stringify({ email: "a@example.com", name: "X", tenant: "acme", ttlSeconds: "60" }),
     ]) {
       const res = await fetchWorker("/auth/dev/login", {
         method: "POST",

@@ -24,7 +24,7 @@ export const authRoutes = new Hono<AppEnv>()
     if (config.mode !== "dev") throw new ApiError("not_found", "not found");
     const limits = limitsOf(c.env);
     const body = await readJsonObject(c, limits.maxJsonBodyBytes);
-    const { email, name, tenant } = body;
+    const { email, name, tenant, ttlSeconds } = body;
     if (typeof email !== "string" || !EMAIL.test(email))
       throw new ApiError("bad_request", "email must be an email address");
     if (typeof tenant !== "string" || !TENANT_ID.test(tenant)) {
@@ -37,8 +37,16 @@ export const authRoutes = new Hono<AppEnv>()
     if (display.length === 0 || [...display].length > MAX_NAME_CHARS) {
       throw new ApiError("bad_request", `name must be 1-${MAX_NAME_CHARS} characters`);
     }
+    // A shorter life on request, to try what clients do when a token expires (docs/protocol.md).
+    const ttl = ttlSeconds ?? limits.devTokenTtlSeconds;
+    if (typeof ttl !== "number" || !Number.isInteger(ttl) || ttl < 1 || ttl > limits.devTokenTtlSeconds) {
+      throw new ApiError(
+        "bad_request",
+        `ttlSeconds must be an integer from 1 to ${limits.devTokenTtlSeconds}`,
+      );
+    }
     const claims = { email: email.toLowerCase(), name: display, tenant };
-    const token = await mintDevToken(claims, config.devKey, limits.devTokenTtlSeconds);
+    const token = await mintDevToken(claims, config.devKey, ttl);
     await provision(c.env, {
       tenantId: tenant,
       tenantName: tenant,
@@ -52,7 +60,7 @@ export const authRoutes = new Hono<AppEnv>()
       httpOnly: true,
       sameSite: "Lax",
       secure: new URL(c.req.url).protocol === "https:",
-      maxAge: limits.devTokenTtlSeconds,
+      maxAge: ttl,
     });
     return c.json({ token });
   });

@@ -15,7 +15,7 @@ import {
   type SessionStatus,
 } from "../sdk/index.ts";
 import { IndexedDbOutboxStore } from "../sdk/outbox-idb.ts";
-import { api } from "./api.ts";
+import { api, conn } from "./api.ts";
 import { Emitter } from "./emitter.ts";
 import { RoomController } from "./room-controller.ts";
 
@@ -29,9 +29,10 @@ export interface Connection {
   queued: number;
 }
 
-/** Something the user should be told that is not about the connection. */
+/** Something the user should be told that is not about the connection, with what they can do. */
 export interface Notice {
   text: string;
+  action?: { label: string; run: () => void };
 }
 
 /** What this client keeps in localStorage starts with this: the signed-in user and their room
@@ -77,14 +78,20 @@ export class AppState {
   #presenceUp = false;
   /** Rooms this client is leaving itself: their 4403 is expected, not news. */
   readonly #leaving = new Set<string>();
+  /** The user was asked to sign in again (once: the notice stays until they do). */
+  #askedToSignIn = false;
 
   constructor(me: Me) {
     this.me = me;
     this.names.set(me.user.id, me.user.name);
     // One outbox per signed-in user: its commands are sent as the user who wrote them.
     this.store = new IndexedDbOutboxStore(`parley-outbox:${me.tenant.id}:${me.user.id}`);
+    // A stream whose token expired (4402), or a request refused with 401, renews the sign-in; every
+    // session then resumes where it was.
+    conn.reauthenticate = () => this.#renewSignIn();
     this.presence = new PresenceSession({
       open: browserSocket(""),
+      conn,
       onPresence: (user) => this.events.emit("presence", user),
       onActivity: (room, _lastSeq, mention) => {
         this.#activity(room);
@@ -263,6 +270,36 @@ export class AppState {
     this.#emitConnection();
     // A public channel stays in the directory (not joined): the list comes back from the server.
     this.refreshRooms();
+  }
+
+  /**
+   * Renews the sign-in (docs/protocol.md, "Identity"). In dev the app signs in again as the same
+   * person. Behind Access, where that route answers 404, any same-origin request carries the current
+   * `CF_Authorization` cookie: one that passes means a fresh token is there (this or another tab went
+   * through Access's sign-in). When Access's own session has ended, the request is redirected to
+   * the sign-in, which only a page load can follow: the user is asked to reload rather than having
+   * the page reloaded under them (a draft would go; unsent messages wait in the outbox either way).
+   * A network failure throws as it is: the sessions retry later.
+   */
+  async #renewSignIn(): Promise<undefined> {
+    const { email, name } = this.me.user;
+    const dev = await fetch("/auth/dev/login", {
+      method: "POST",
+      redirect: "manual",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ email, name, tenant: this.me.tenant.id }),
+    });
+    if (dev.ok) return undefined;
+    const me = await fetch("/api/me", { redirect: "manual", cache: "no-store" });
+    if (me.ok) return undefined;
+    if (!this.#askedToSignIn) {
+      this.#askedToSignIn = true;
+      this.events.emit("notice", {
+        text: "Your sign-in has expired.",
+        action: { label: "Sign in again", run: () => location.reload() },
+      });
+    }
+    throw new Error("sign in again");
   }
 
   #drop(roomId: string): void {

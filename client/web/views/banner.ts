@@ -2,7 +2,8 @@
  * @module The connection banner: offline with the number of queued messages (at once), connecting
  * (only if it lasts: opening a room connects briefly, which is not news), and a short "back online"
  * after either was shown. Hidden while all is well. Beside it, notices that are not about the
- * connection ("You were removed from #room"), shown until dismissed or replaced by the next.
+ * connection ("You were removed from #room"), shown until dismissed or replaced by the next, with
+ * a button when there is something to do ("Sign in again").
  */
 import { h } from "../dom.ts";
 import type { AppState, Connection } from "../state.ts";
@@ -62,18 +63,25 @@ export function createBanner(state: AppState) {
 
 export function createNotice(state: AppState) {
   const text = h("span", { class: "notice-text" });
+  const action = h("button", { type: "button", class: "primary", hidden: true });
   const dismiss = h("button", { type: "button", class: "ghost", aria: { label: "Dismiss" } }, "Dismiss");
   const el = h(
     "div",
     { class: "notice", role: "status", aria: { live: "polite" }, hidden: true },
     text,
+    action,
     dismiss,
   );
+  let run: (() => void) | null = null;
+  action.addEventListener("click", () => run?.());
   dismiss.addEventListener("click", () => {
     el.hidden = true;
   });
   state.events.on("notice", (n) => {
     text.textContent = n.text;
+    run = n.action?.run ?? null;
+    action.textContent = n.action?.label ?? "";
+    action.hidden = n.action === undefined;
     el.hidden = false;
   });
   return { el };

@@ -91,7 +91,7 @@ export function createRoomView(state: AppState, room: RoomSummary, focusSeq?: nu
       case "day":
         return h("div", { class: "row day", role: "separator" }, h("span", {}, row.label));
       case "notice":
-        return h("div", { class: "row notice muted" }, c.timeline.notices.get(row.seq)?.text ?? "");
+        return h("div", { class: "row event-notice muted" }, c.timeline.notices.get(row.seq)?.text ?? "");
       case "pending":
         return h(
           "div",

@@ -9,6 +9,7 @@ import { auditLog } from "./db/schema.ts";
 export type AuditAction =
   | "user.provisioned"
   | "user.role_changed"
+  | "user.email_changed"
   | "room.member_added"
   | "room.member_joined"
   | "room.member_removed"

@@ -38,6 +38,9 @@ export interface Profile {
   mappedRole: Role | null;
   /** Dev mode only: the first person in a new tenant owns it. In access mode owners are configured. */
   firstUserOwns: boolean;
+  /** The identity provider's id of the person, when the token carries one: it finds the person
+   * provisioned by SCIM under that `externalId` even if their email has changed since. */
+  externalId?: string;
 }
 
 const RANK: Record<Role, number> = { guest: 0, bot: 0, member: 1, admin: 2, owner: 3 };
@@ -62,11 +65,28 @@ function userLookup(orm: DrizzleD1Database) {
 export const IDENTITY_MEMORY_MS = 2_000;
 const IDENTITIES_MAX = 10_000;
 
+/** A person by the identity provider's id (SCIM's `externalId`). */
+function externalLookup(orm: DrizzleD1Database) {
+  return orm
+    .select({ user: users, tenantName: tenants.name })
+    .from(users)
+    .innerJoin(tenants, eq(tenants.id, users.tenantId))
+    .where(
+      and(
+        eq(users.tenantId, sql.placeholder("tenantId")),
+        eq(users.externalId, sql.placeholder("externalId")),
+      ),
+    )
+    .prepare();
+}
+
 interface Directory {
   orm: DrizzleD1Database;
   find: ReturnType<typeof userLookup>;
-  /** By tenant and email: identities read in the last `IDENTITY_MEMORY_MS`, oldest first. */
-  recent: Map<string, { identity: Identity; until: number }>;
+  findExternal: ReturnType<typeof externalLookup>;
+  /** By tenant and email: identities read in the last `IDENTITY_MEMORY_MS`, oldest first, with the
+   * identity provider's id of the person (a token carrying another one is looked up). */
+  recent: Map<string, { identity: Identity; externalId: string | null; until: number }>;
 }
 const lookups = new WeakMap<D1Database, Directory>();
 
@@ -75,7 +95,7 @@ function directoryOf(env: Env, tenantId: string): Directory {
   let entry = lookups.get(db);
   if (!entry) {
     const orm = drizzle(db);
-    entry = { orm, find: userLookup(orm), recent: new Map() };
+    entry = { orm, find: userLookup(orm), findExternal: externalLookup(orm), recent: new Map() };
     lookups.set(db, entry);
   }
   return entry;
@@ -83,10 +103,11 @@ function directoryOf(env: Env, tenantId: string): Directory {
 
 const recentKey = (tenantId: string, email: string) => `${tenantId}\n${email.toLowerCase()}`;
 
-function remember(dir: Directory, identity: Identity): Identity {
+function remember(dir: Directory, user: typeof users.$inferSelect, tenantName: string): Identity {
+  const identity = toIdentity(user, tenantName);
   const key = recentKey(identity.tenantId, identity.email);
   dir.recent.delete(key);
-  dir.recent.set(key, { identity, until: Date.now() + IDENTITY_MEMORY_MS });
+  dir.recent.set(key, { identity, externalId: user.externalId, until: Date.now() + IDENTITY_MEMORY_MS });
   if (dir.recent.size > IDENTITIES_MAX) {
     const oldest = dir.recent.keys().next().value;
     if (oldest !== undefined) dir.recent.delete(oldest);
@@ -112,15 +133,20 @@ export async function provision(env: Env, profile: Profile): Promise<Identity> {
   const now = Date.now();
   const email = profile.email.toLowerCase();
   const recent = dir.recent.get(recentKey(profile.tenantId, email));
-  if (recent && recent.until > now && !promotes(profile.mappedRole, recent.identity.role))
+  if (
+    recent &&
+    recent.until > now &&
+    (profile.externalId === undefined || profile.externalId === recent.externalId) &&
+    !promotes(profile.mappedRole, recent.identity.role)
+  )
     return recent.identity;
   const find = () => lookup.get({ tenantId: profile.tenantId, email });
-  const found = await find();
+  const found = (await byExternalId(env, dir, profile, email)) ?? (await find());
   if (found) {
     // Deactivated (decision 11): refused whatever token they bring, until reactivated.
     if (found.user.active === 0) throw new ApiError("forbidden", "this account is deactivated");
     const mapped = profile.mappedRole;
-    if (!promotes(mapped, found.user.role)) return remember(dir, toIdentity(found.user, found.tenantName));
+    if (!promotes(mapped, found.user.role)) return remember(dir, found.user, found.tenantName);
     await orm.update(users).set({ role: mapped }).where(eq(users.id, found.user.id));
     await audit(
       env,
@@ -138,7 +164,7 @@ export async function provision(env: Env, profile: Profile): Promise<Identity> {
       name: found.user.name,
       role: mapped,
     });
-    return remember(dir, toIdentity({ ...found.user, role: mapped }, found.tenantName));
+    return remember(dir, { ...found.user, role: mapped }, found.tenantName);
   }
 
   // Whoever creates the tenant row owns the tenant: the insert either creates it (and returns it)
@@ -170,7 +196,31 @@ export async function provision(env: Env, profile: Profile): Promise<Identity> {
       role: row.user.role,
     });
   }
-  return remember(dir, toIdentity(row.user, row.tenantName));
+  return remember(dir, row.user, row.tenantName);
+}
+
+/**
+ * The person the identity provider's id names (SCIM's `externalId`), when the token carries one
+ * and the directory has it. Their email follows the token's when the provider has changed it (and
+ * no one else has that email); otherwise the row stands as it is.
+ */
+async function byExternalId(env: Env, dir: Directory, profile: Profile, email: string) {
+  if (!profile.externalId) return undefined;
+  const found = await dir.findExternal.get({ tenantId: profile.tenantId, externalId: profile.externalId });
+  if (!found || found.user.email === email) return found;
+  const taken = await dir.find.get({ tenantId: profile.tenantId, email });
+  if (taken) return found;
+  await dir.orm.update(users).set({ email }).where(eq(users.id, found.user.id));
+  await audit(
+    env,
+    { tenantId: profile.tenantId, userId: found.user.id },
+    "user.email_changed",
+    found.user.id,
+    {
+      by: "access-external-id",
+    },
+  );
+  return { ...found, user: { ...found.user, email } };
 }
 
 function toIdentity(user: typeof users.$inferSelect, tenantName: string): Identity {
@@ -203,6 +253,14 @@ export function profileOf({ claims, tenant }: Verified): Profile {
         ? rawGroups.filter((g): g is string => typeof g === "string")
         : [];
       const domain = email.slice(email.lastIndexOf("@") + 1);
+      // An identity provider may pass its own id of the person (SCIM's `externalId`) as a claim,
+      // top-level or among Access's `custom` claims.
+      const custom = (claims.custom ?? {}) as Record<string, unknown>;
+      const rawExternal = claims.externalId ?? custom.externalId ?? claims.external_id ?? custom.external_id;
+      const externalId =
+        typeof rawExternal === "string" && rawExternal.length > 0 && rawExternal.length <= 200
+          ? rawExternal
+          : undefined;
       const mappedRole: Role | null = tenant.owners.includes(email)
         ? "owner"
         : tenant.admins.includes(email) || groups.some((g) => tenant.adminGroups.includes(g))
@@ -218,6 +276,7 @@ export function profileOf({ claims, tenant }: Verified): Profile {
         name: displayName(claims.name, email.split("@")[0] ?? email),
         mappedRole,
         firstUserOwns: false,
+        ...(externalId === undefined ? {} : { externalId }),
       };
     }
     if (typeof claims.common_name === "string" && /^[A-Za-z0-9._-]{1,128}$/.test(claims.common_name)) {

@@ -592,6 +592,8 @@ export interface DirectoryUser {
   name: string;
   email: string;
   role: Role;
+  /** False once deactivated (docs/protocol.md, "Deactivation"). */
+  active: boolean;
 }
 
 export interface SearchHit {

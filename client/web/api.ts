@@ -28,6 +28,8 @@ export const api = {
   leave: (roomId: string) => request(conn, "POST", `/api/rooms/${roomId}/leave`),
   users: (q: string) =>
     requestJson<{ users: DirectoryUser[] }>(conn, "GET", `/api/users?q=${encodeURIComponent(q)}`),
+  deactivate: (userId: string) => request(conn, "POST", `/api/users/${userId}/deactivate`),
+  reactivate: (userId: string) => request(conn, "POST", `/api/users/${userId}/reactivate`),
   history: (roomId: string, where: { before?: number; after?: number }, limit = 100) => {
     const q = where.before !== undefined ? `before=${where.before}` : `after=${where.after ?? 0}`;
     return requestJson<HistoryPage>(conn, "GET", `/api/rooms/${roomId}/messages?${q}&limit=${limit}`);

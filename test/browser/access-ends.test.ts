@@ -158,4 +158,35 @@ describe("the web client when access to the open room ends", () => {
     expect((await ada.context.request.get("/api/me")).status()).toBe(403);
     await screenshot(ada.page, "deactivated");
   });
+
+  it("an admin deactivates someone from the people panel, and reactivates them", async () => {
+    const tenant = unique("people");
+    const owner = await cast.user(tenant, "Owen");
+    const ada = await cast.user(tenant, "Ada");
+    const general = await room(owner, "general", "channel", [ada]);
+    await openRoom(ada, general);
+    // Members have no such panel.
+    expect(await ada.page.getByRole("button", { name: "People" }).count()).toBe(0);
+
+    await owner.page.goto("/");
+    await owner.page.getByRole("button", { name: "People" }).click();
+    const panel = owner.page.getByRole("dialog", { name: "People" });
+    await panel.getByRole("searchbox", { name: "Find people" }).fill("ada");
+    const row = panel.locator(`li[data-user="${ada.me.user.id}"]`);
+    owner.page.once("dialog", (d) => void d.accept());
+    await row.getByRole("button", { name: "Deactivate" }).click();
+    await row.getByRole("button", { name: "Reactivate" }).waitFor();
+    await expect.poll(() => row.textContent()).toContain("deactivated");
+    await expect
+      .poll(() => notice(ada.page).textContent(), { timeout: 5_000 })
+      .toBe("Your account was deactivated. Ask your administrator.");
+    expect((await ada.context.request.get("/api/me")).status()).toBe(403);
+    await screenshot(owner.page, "people-deactivated");
+
+    await row.getByRole("button", { name: "Reactivate" }).click();
+    await row.getByRole("button", { name: "Deactivate" }).waitFor();
+    // Signing in works again (an isolate may remember the deactivation for up to 2 s).
+    await expect.poll(async () => (await ada.context.request.get("/api/me")).status()).toBe(200);
+    expect(owner.errors).toEqual([]);
+  });
 });

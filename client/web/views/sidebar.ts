@@ -1,6 +1,7 @@
 /**
- * @module The sidebar: the signed-in user (status, theme), search, and the rooms in three groups
- * (channels, private rooms, direct messages) with unread and mention badges and presence dots.
+ * @module The sidebar: the signed-in user (status, theme; the people panel for admins), search, and
+ * the rooms in three groups (channels, private rooms, direct messages) with unread and mention
+ * badges and presence dots.
  * Alt+ArrowUp/Down moves between rooms from anywhere.
  */
 import type { RoomSummary } from "../../../protocol/index.ts";
@@ -8,6 +9,7 @@ import type { MyStatus } from "../../sdk/index.ts";
 import { h } from "../dom.ts";
 import type { AppState } from "../state.ts";
 import { openBrowseDialog, openCreateDialog, openDmDialog } from "./dialogs.ts";
+import { managesPeople, openPeople } from "./people.ts";
 import { cycleTheme, themeLabel } from "./theme.ts";
 
 export function createSidebar(
@@ -38,6 +40,9 @@ export function createSidebar(
   bell.addEventListener("click", settings);
   const leave = h("button", { type: "button", class: "ghost sign-out" }, "Sign out");
   leave.addEventListener("click", signOut);
+  const people = managesPeople(state)
+    ? h("button", { type: "button", class: "ghost people", on: { click: () => openPeople(state) } }, "People")
+    : null;
   const searchInput = h("input", {
     type: "search",
     class: "search-input",
@@ -73,6 +78,7 @@ export function createSidebar(
       h("div", { class: "me-name" }, state.me.user.name),
       h("div", { class: "me-controls" }, status, theme),
       h("div", { class: "me-controls" }, bell, leave),
+      people ? h("div", { class: "me-controls" }, people) : null,
     ),
     searchInput,
     nav,

@@ -542,6 +542,8 @@ export class Room extends DurableObject<Env> {
     // A socket lives no longer than its token: a frame after it expired is not served (the
     // alarm closes the idle ones).
     if (this.#sockets.expired(info, Date.now())) {
+      // What is committed (its earlier commands' acks among it) goes out before the close.
+      this.#sockets.flush();
       this.#sockets.close(ws, CLOSE.expired);
       return;
     }

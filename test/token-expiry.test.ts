@@ -80,13 +80,37 @@ async function sseClose(res: Response): Promise<{ code: number; reason: string }
   return data ? (JSON.parse(data) as { code: number; reason: string }) : null;
 }
 
+/** A room socket opened with a token that lives 2 s, ready. */
+async function shortSocket(p: Person, roomId: string): Promise<{ c: Client; token: string }> {
+  const token = await tokenFor(p);
+  const c = await Client.open({ token }, roomId, 0, "&flow=1");
+  c.send({ type: "ping" });
+  await c.ready();
+  return { c, token };
+}
+
+/** A connection whose token lives `firstTtl` seconds and is renewed with ones of `nextTtl`. */
+async function renewing(p: Person, net: Network, firstTtl: number, nextTtl: number) {
+  let renewals = 0;
+  const conn: Connection = {
+    ...net.conn({ ...p, token: await tokenFor(p, firstTtl) }),
+    reauthenticate: async () => {
+      renewals += 1;
+      return tokenFor(p, nextTtl);
+    },
+  };
+  return {
+    conn,
+    get renewals() {
+      return renewals;
+    },
+  };
+}
+
 describe("a stream whose token expires", () => {
   it("a room socket closes with 4402 token_expired when the token's exp passes, not before", async () => {
     const { alice, roomId } = await roomOfTwo();
-    const token = await tokenFor(alice);
-    const c = await Client.open({ token }, roomId, 0, "&flow=1");
-    c.send({ type: "ping" });
-    await c.ready();
+    const { c, token } = await shortSocket(alice, roomId);
     // Served while the token lives.
     const seq = await c.sendMessage(unique("c"), "before expiry");
     expect(seq).toBeGreaterThan(0);
@@ -98,10 +122,7 @@ describe("a stream whose token expires", () => {
 
   it("a frame that reaches the room after the token expired is not served: the socket closes", async () => {
     const { alice, roomId } = await roomOfTwo();
-    const token = await tokenFor(alice);
-    const c = await Client.open({ token }, roomId, 0, "&flow=1");
-    c.send({ type: "ping" });
-    await c.ready();
+    const { c, token } = await shortSocket(alice, roomId);
     // Without the alarm (as if it were late), only the frame check stands between an expired
     // token and the room.
     await runInDurableObject(roomStub(env, alice.tenant, roomId), (_: Room, state) =>
@@ -184,14 +205,8 @@ describe("an SDK session whose token expires renews it and resumes, losing nothi
     it(`over ${name}`, async () => {
       const { alice, bob, roomId } = await roomOfTwo();
       const net = new Network();
-      let renewals = 0;
-      const conn: Connection = {
-        ...net.conn({ ...alice, token: await tokenFor(alice) }),
-        reauthenticate: async () => {
-          renewals += 1;
-          return tokenFor(alice);
-        },
-      };
+      const renewal = await renewing(alice, net, 2, 2);
+      const { conn } = renewal;
       const store = new MemoryOutboxStore();
       const a = session(alice, roomId, [make(net, conn)], { conn, store });
       await a.s.start();
@@ -200,8 +215,8 @@ describe("an SDK session whose token expires renews it and resumes, losing nothi
       const sent: Promise<number>[] = [];
       let n = 0;
       const deadline = Date.now() + 20_000;
-      while (renewals < 2) {
-        if (Date.now() > deadline) throw new Error(`renewed ${renewals} times in 20 s`);
+      while (renewal.renewals < 2) {
+        if (Date.now() > deadline) throw new Error(`renewed ${renewal.renewals} times in 20 s`);
         n += 1;
         sent.push(a.s.send(`alice ${n}`).acked);
         await api(bob, "POST", `/api/rooms/${roomId}/messages`, { text: `bob ${n}`, clientId: unique("b") });
@@ -224,21 +239,15 @@ describe("an SDK session whose token expires renews it and resumes, losing nothi
   it("a command refused with 401 over HTTP stays queued and is sent once the token is renewed", async () => {
     const { alice, roomId } = await roomOfTwo();
     const net = new Network();
-    let renewals = 0;
-    const conn: Connection = {
-      ...net.conn({ ...alice, token: await tokenFor(alice, 60) }),
-      reauthenticate: async () => {
-        renewals += 1;
-        return tokenFor(alice, 60);
-      },
-    };
+    const renewal = await renewing(alice, net, 60, 60);
+    const { conn } = renewal;
     const a = session(alice, roomId, [sseTransport(conn)], { conn });
     await a.s.start();
     await until(() => a.s.status.state === "online", "online");
     // The stream is up; the credential goes bad (past the skew any request accepts).
     conn.token = "not.a.token";
     const seq = await a.s.send("sent after renewing").acked;
-    expect(renewals).toBe(1);
+    expect(renewal.renewals).toBe(1);
     const all = await history(alice, roomId);
     expect(all.find((e) => e.seq === seq)).toMatchObject({ kind: "message", text: "sent after renewing" });
     a.s.close();
@@ -247,14 +256,8 @@ describe("an SDK session whose token expires renews it and resumes, losing nothi
   it("a presence session reconnects with a renewed token", async () => {
     const { alice } = await roomOfTwo();
     const net = new Network();
-    let renewals = 0;
-    const conn: Connection = {
-      ...net.conn({ ...alice, token: await tokenFor(alice) }),
-      reauthenticate: async () => {
-        renewals += 1;
-        return tokenFor(alice, 60);
-      },
-    };
+    const renewal = await renewing(alice, net, 2, 60);
+    const { conn } = renewal;
     const connections: boolean[] = [];
     const p = new PresenceSession({
       open: net.opener(conn as { token: string }),
@@ -265,7 +268,7 @@ describe("an SDK session whose token expires renews it and resumes, losing nothi
     p.start();
     await until(() => connections.length === 3, "connected, dropped at expiry, connected again", 15_000);
     expect(connections).toEqual([true, false, true]);
-    expect(renewals).toBe(1);
+    expect(renewal.renewals).toBe(1);
     p.close();
   });
 });

@@ -104,7 +104,6 @@ export function openDmDialog(state: AppState, go: (roomId: string) => void): voi
   const input = h("input", { type: "search", placeholder: "Name or email", aria: { label: "Find people" } });
   const list = h("ul", { class: "pick-list", role: "list" });
   const { dialog, error } = modal("New direct message", input, list);
-  let timer: ReturnType<typeof setTimeout> | null = null;
   const show = (users: DirectoryUser[]) =>
     list.replaceChildren(
       ...users
@@ -128,13 +127,25 @@ export function openDmDialog(state: AppState, go: (roomId: string) => void): voi
           return h("li", {}, button);
         }),
     );
+  searchDirectory(input, error, (users) => {
+    state.remember(users);
+    show(users);
+  });
+}
+
+/** Looks people up in the directory as `input` changes (debounced), and at once: `show` gets each
+ * answer, a failure goes to `error`. */
+export function searchDirectory(
+  input: HTMLInputElement,
+  error: HTMLElement,
+  show: (users: DirectoryUser[]) => void,
+): void {
+  let timer: ReturnType<typeof setTimeout> | null = null;
   const lookup = () => {
     if (timer) clearTimeout(timer);
     timer = setTimeout(async () => {
       try {
-        const { users } = await api.users(input.value.trim());
-        state.remember(users);
-        show(users);
+        show((await api.users(input.value.trim())).users);
       } catch (err) {
         error.textContent = (err as Error).message;
       }

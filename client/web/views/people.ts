@@ -8,7 +8,7 @@ import type { DirectoryUser } from "../../../protocol/index.ts";
 import { api } from "../api.ts";
 import { h } from "../dom.ts";
 import type { AppState } from "../state.ts";
-import { modal } from "./dialogs.ts";
+import { modal, searchDirectory } from "./dialogs.ts";
 
 /** Whether the signed-in user may open the panel (the server checks every action again). */
 export function managesPeople(state: AppState): boolean {
@@ -19,7 +19,6 @@ export function openPeople(state: AppState): void {
   const input = h("input", { type: "search", placeholder: "Name or email", aria: { label: "Find people" } });
   const list = h("ul", { class: "pick-list people", role: "list" });
   const { error } = modal("People", input, list);
-  let timer: ReturnType<typeof setTimeout> | null = null;
 
   const row = (u: DirectoryUser): HTMLElement => {
     const status = h("span", { class: "muted" }, u.active ? ` ${u.role}` : ` ${u.role} · deactivated`);
@@ -62,18 +61,5 @@ export function openPeople(state: AppState): void {
     return li;
   };
 
-  const lookup = () => {
-    if (timer) clearTimeout(timer);
-    timer = setTimeout(async () => {
-      try {
-        const { users } = await api.users(input.value.trim());
-        list.replaceChildren(...users.map(row));
-      } catch (err) {
-        error.textContent = (err as Error).message;
-      }
-    }, 150);
-  };
-  input.addEventListener("input", lookup);
-  lookup();
-  input.focus();
+  searchDirectory(input, error, (users) => list.replaceChildren(...users.map(row)));
 }

@@ -36,6 +36,7 @@ import type {
   PushSubscriptionView,
   RoomNotifyPref,
 } from "../protocol/notify.ts";
+import { ENDED_USERS_TABLE, EndedUsers } from "./ended-users.ts";
 import {
   INBOX_MIGRATIONS,
   type InboxAnswer,
@@ -85,6 +86,8 @@ const MIGRATIONS = [
   ...INBOX_MIGRATIONS,
   // Their notification preferences and push subscriptions (notify-store.ts).
   ...NOTIFY_MIGRATIONS,
+  // Those whose account was deactivated: their sockets are refused (ended-users.ts).
+  ENDED_USERS_TABLE,
 ];
 
 export class Presence extends DurableObject<Env> {
@@ -105,6 +108,8 @@ export class Presence extends DurableObject<Env> {
   #relayAt: number | null = null;
   readonly #inbox: InboxStore;
   readonly #notifier: Notifier;
+  /** This shard's users whose account was deactivated: their sockets are refused. */
+  readonly #ended: EndedUsers;
   /** Jobs decided in this turn, sent to the queue at its end. */
   #outgoing: NotifyJob[] = [];
 
@@ -112,6 +117,7 @@ export class Presence extends DurableObject<Env> {
     super(ctx, env);
     this.#sql = ctx.storage.sql;
     migrate(this.ctx.storage, MIGRATIONS);
+    this.#ended = new EndedUsers(this.#sql);
     this.#inbox = new InboxStore(ctx.storage, (userId, room, seq) => this.readMoved(userId, room, seq));
     this.#notifier = new Notifier({
       sql: this.#sql,
@@ -142,6 +148,8 @@ export class Presence extends DurableObject<Env> {
       who = null;
     }
     if (!who) return errorResponse("unauthorized", "no identity");
+    // The worker may hand over an identity it read before the deactivation (decision 12).
+    if (this.#ended.has(who.userId)) return errorResponse("forbidden", "this account is deactivated");
     const [client, server] = Object.values(new WebSocketPair()) as [WebSocket, WebSocket];
     this.ctx.acceptWebSocket(server, [who.userId]);
     const info: SessionInfo = { ...who, status: "active", beatAt: Date.now(), watch: [] };
@@ -511,6 +519,7 @@ export class Presence extends DurableObject<Env> {
    * `deactivated`, they are offline at once (watchers hear it in the next relay), and their push
    * subscriptions are dropped. Idempotent. */
   async endUser(userId: string): Promise<void> {
+    this.#ended.add(userId);
     for (const ws of this.ctx.getWebSockets(userId)) this.#close(ws, CLOSE.deactivated);
     this.#notifier.forget(userId);
     const row = this.#sql
@@ -524,6 +533,11 @@ export class Presence extends DurableObject<Env> {
       this.#announce({ user: userId, status: "offline", lastSeen: row.last_seen });
       await this.#scheduleAlarm();
     }
+  }
+
+  /** The user's account was reactivated: they may connect again (nothing else comes back). */
+  restoreUser(userId: string): void {
+    this.#ended.remove(userId);
   }
 
   /** The tenant's setting: whether notifications may show who wrote what. */

@@ -208,21 +208,6 @@ export class FallbackTransports {
     });
   }
 
-  /** When each user's account was last ended here (deactivation): a poll that began before it
-   * answers `forbidden` instead of waiting on (the user stays a member, so membership cannot tell). */
-  readonly #ended = new Map<string, number>();
-
-  /** Ends a deactivated user's streams and waiting polls. */
-  endUser(userId: string, how: { code: number; reason: string }): void {
-    this.#ended.set(userId, Date.now());
-    this.revoke(userId, how);
-  }
-
-  /** Whether the user's account was ended at or after `since` (a poll's start). */
-  endedSince(userId: string, since: number): boolean {
-    return (this.#ended.get(userId) ?? -1) >= since;
-  }
-
   /** The user lost access: their streams end (`#end`), and their polls wake to find out. */
   revoke(userId: string, how: { code: number; reason: string }): void {
     for (const s of this.#streams) if (s.userId === userId) this.#end(s, how);

@@ -6,6 +6,7 @@
  * room-attachments).
  */
 import { chainNext, GENESIS, legacyDigest } from "../protocol/chain.ts";
+import { ENDED_USERS_TABLE } from "./ended-users.ts";
 import type { Migration } from "./schema.ts";
 
 /** A segment's R2 key: `<tenant>/rooms/<room>/segments/<from>-<to>.ndjson.gz`, `from` zero-padded
@@ -172,6 +173,8 @@ export const ROOM_MIGRATIONS: Migration[] = [
   // v11: a thread's followers (who wrote in it, who was mentioned in it) are found from its replies
   // when a reply is pushed to its followers' inboxes for notifications (room-inbox.ts).
   "CREATE INDEX IF NOT EXISTS events_thread ON events(thread_root) WHERE thread_root IS NOT NULL;",
+  // v12: the people whose account was deactivated (ended-users.ts): their streams are refused here.
+  ENDED_USERS_TABLE,
 ];
 
 /** Members' read markers per row of `read_pages` (docs/architecture.md, decision 7). */

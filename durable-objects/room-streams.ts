@@ -83,6 +83,8 @@ export interface StreamRoom {
   meta: RoomMeta | null;
   lastSeq: number;
   isMember(userId: string): boolean;
+  /** The user's account was deactivated: the worker may hand over an identity it read before. */
+  ended(userId: string): boolean;
 }
 
 /**
@@ -102,6 +104,7 @@ export function parseStreamRequest(
   const info = parseIdentity(request.headers.get(IDENTITY_HEADER));
   if (!info || !room.meta || room.meta.tenantId !== info.tenantId) return refuse("not_found", "no such room");
   if (!room.isMember(info.id)) return refuse("forbidden", "join the room before connecting");
+  if (room.ended(info.id)) return refuse("forbidden", "this account is deactivated");
   const params = new URL(request.url).searchParams;
   const raw =
     (transport === "sse" ? request.headers.get("last-event-id") : null) ?? params.get("after") ?? "0";
@@ -120,6 +123,8 @@ export interface StreamsDeps {
   metrics: RoomMetrics;
   /** Makes sure the room's alarm fires by `at` (a socket's token expiry). */
   wakeAt(at: number): void;
+  /** Whether the user's account was deactivated (ended-users.ts). */
+  ended(userId: string): boolean;
 }
 
 export class RoomStreams {
@@ -141,6 +146,7 @@ export class RoomStreams {
       meta: log.meta(),
       lastSeq: log.lastSeq,
       isMember: (id: string) => log.member(id) !== undefined,
+      ended: this.#d.ended,
     };
     const opening = parseStreamRequest(request, room, sse ? "sse" : "ws");
     if (!opening.ok) return opening.response;
@@ -182,13 +188,13 @@ export class RoomStreams {
     after: number,
     timeoutMs: number,
   ): Promise<{ ok: true; body: string } | Failure> {
-    const { log, cold, limits, fallback } = this.#d;
-    const started = Date.now();
-    const deadline = started + timeoutMs;
+    const { log, cold, limits, fallback, ended } = this.#d;
+    const deadline = Date.now() + timeoutMs;
     let admitted = false;
     for (;;) {
       if (!log.member(userId)) return failure("forbidden", "join the room to read it");
-      if (fallback.endedSince(userId, started)) return failure("forbidden", "this account is deactivated");
+      // Checked again on each wake: a poll waiting when the account is deactivated is refused.
+      if (ended(userId)) return failure("forbidden", "this account is deactivated");
       const lastSeq = log.lastSeq;
       if (after > lastSeq)
         return failure("bad_request", `after ${after} is beyond the log (lastSeq ${lastSeq})`);

@@ -34,6 +34,7 @@ import {
   type ServerFrame,
   type UserRef,
 } from "../protocol/index.ts";
+import { EndedUsers } from "./ended-users.ts";
 import { RateLimiter } from "./rate-limit.ts";
 import { ArchiveFeed, type ArchiveState } from "./room-archive.ts";
 import { type AttachmentRecord, RoomAttachments } from "./room-attachments.ts";
@@ -88,6 +89,8 @@ export class Room extends DurableObject<Env> {
   readonly #streams: RoomStreams;
   readonly #metrics: RoomMetrics;
   readonly #fallback: FallbackTransports;
+  /** Members whose account was deactivated (ended-users.ts). */
+  readonly #ended: EndedUsers;
   readonly #search: SearchFeed;
   readonly #inbox: InboxFeed;
   /** Per user, the command waiting for R2 that their next commands wait behind (see `#apply`). */
@@ -132,6 +135,7 @@ export class Room extends DurableObject<Env> {
     });
     // After the log: its migrations create the attachments table.
     this.#attachments = new RoomAttachments(ctx.storage.sql);
+    this.#ended = new EndedUsers(ctx.storage.sql);
     this.#stores = {
       log: this.#log,
       attachments: this.#attachments,
@@ -175,6 +179,7 @@ export class Room extends DurableObject<Env> {
       fallback: this.#fallback,
       metrics: this.#metrics,
       wakeAt: (at) => this.#wakeAt(at),
+      ended: (userId) => this.#ended.has(userId),
     });
     this.maintenance = new RoomMaintenance({
       storage: ctx.storage,
@@ -265,11 +270,19 @@ export class Room extends DurableObject<Env> {
   }
 
   /** The user's account was deactivated (decision 11): their sockets close and their streams end
-   * with 4403 `deactivated`, and waiting polls return; they stay a member (their messages stay, and
-   * every new request of theirs is refused before it reaches a room). Idempotent. */
+   * with 4403 `deactivated`, and waiting polls return refused; they stay a member (their messages
+   * stay, and every new request of theirs is refused before it reaches a room). The room keeps that
+   * they ended, and refuses their streams itself until they are reactivated (decision 12).
+   * Idempotent. */
   endUser(userId: string): void {
-    this.#fallback.endUser(userId, CLOSE.deactivated);
+    this.#ended.add(userId);
+    this.#fallback.revoke(userId, CLOSE.deactivated);
     this.#sockets.closeUser(userId, CLOSE.deactivated);
+  }
+
+  /** The user's account was reactivated: they may open streams here again. Idempotent. */
+  restoreUser(userId: string): void {
+    this.#ended.remove(userId);
   }
 
   /** A sequenced command over HTTP: the same rules, limits and idempotency as over a socket. */

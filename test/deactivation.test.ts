@@ -5,8 +5,12 @@
  * theirs is refused after, their messages stay, and reactivation lets them sign in again without
  * restoring a session.
  */
+import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
+import { PRESENCE_IDENTITY_HEADER, presenceStub, shardOf } from "../durable-objects/presence.ts";
+import { encodeIdentity, IDENTITY_HEADER } from "../durable-objects/room-streams.ts";
 import { CLOSE } from "../protocol/index.ts";
+import { roomStub } from "../worker/stubs.ts";
 import { FrameSocket } from "./frame-socket.ts";
 import {
   api,
@@ -126,6 +130,53 @@ describe("deactivating a person", () => {
     expect((await api(ada, "GET", "/api/me")).status).toBe(200);
     expect(await json(api(ada, "GET", "/api/push/subscriptions"))).toEqual({ subscriptions: [] });
     expect(socket.closed).not.toBeNull();
+    // The room and her presence shard let her streams in again.
+    const again = await Client.open(ada, roomId);
+    await again.ready();
+    const presenceAgain = await Presence.open(ada);
+    presenceAgain.send({ type: "ping" });
+    await presenceAgain.until((p) => p.frames.some((f) => f.type === "pong"), "a pong");
+  });
+
+  it("has the rooms and presence refuse her streams themselves, whatever identity a worker remembers", async () => {
+    const { owner, ada, tenant, roomId } = await setup();
+    const last = (
+      await json<{ events: { seq: number }[] }>(api(ada, "GET", `/api/rooms/${roomId}/messages?after=0`))
+    ).events.length;
+    expect((await api(owner, "POST", `/api/users/${ada.id}/deactivate`)).status).toBe(200);
+    // As another isolate would, one that read her as active a moment before: straight to the objects.
+    const room = roomStub(env, tenant, roomId);
+    const identity = encodeIdentity({ id: ada.id, name: "Ada", role: "member", tenantId: tenant });
+    const socket = await room.fetch(
+      new Request(`http://room/api/rooms/${roomId}/ws?after=0`, {
+        headers: { upgrade: "websocket", [IDENTITY_HEADER]: identity },
+      }),
+    );
+    expect(socket.status).toBe(403);
+    const sse = await room.fetch(
+      new Request(`http://room/api/rooms/${roomId}/events?after=0`, {
+        headers: { [IDENTITY_HEADER]: identity },
+      }),
+    );
+    expect(sse.status).toBe(403);
+    expect(await room.poll(ada.id, last, 0)).toMatchObject({ ok: false, code: "forbidden" });
+    const shard = presenceStub(env, tenant, shardOf(ada.id, 3));
+    const presence = await shard.fetch(
+      new Request("http://presence/api/presence/ws", {
+        headers: {
+          upgrade: "websocket",
+          [PRESENCE_IDENTITY_HEADER]: encodeURIComponent(
+            JSON.stringify({ userId: ada.id, tenantId: tenant }),
+          ),
+        },
+      }),
+    );
+    expect(presence.status).toBe(403);
+    // Nobody adds her to a room meanwhile either.
+    const other = await createRoom(owner);
+    const added = await api(owner, "POST", `/api/rooms/${other}/members`, { userId: ada.id });
+    expect(added.status).toBe(400);
+    expect(await json(added)).toMatchObject({ error: { message: expect.stringContaining("deactivated") } });
   });
 
   it("is for admins, and an owner only by an owner", async () => {

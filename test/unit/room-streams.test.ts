@@ -9,6 +9,7 @@ const room = {
   meta: { tenantId: "t_one", roomId: "r_1", name: "general", kind: "channel" },
   lastSeq: 10,
   isMember: (id: string) => id === "u_ada",
+  ended: (_id: string) => false,
 };
 
 function opening(query: string, headers: Record<string, string> = {}, identity: unknown = ada) {
@@ -52,6 +53,16 @@ describe("a stream's opening request", () => {
       (await refusal(parseStreamRequest(opening("", {}, { ...ada, id: "u_bob" }), room, "sse"))).body.error
         .code,
     ).toBe("forbidden");
+  });
+
+  it("refuses a member whose account was deactivated, whatever identity the worker remembers", async () => {
+    const refused = await refusal(
+      parseStreamRequest(opening(""), { ...room, ended: (id) => id === "u_ada" }, "ws"),
+    );
+    expect(refused).toEqual({
+      status: 403,
+      body: { error: { code: "forbidden", message: "this account is deactivated" } },
+    });
   });
 
   it("refuses an identity that names no role, and a request without one", async () => {

@@ -179,8 +179,10 @@ async function auditAdded(env: Env, me: Identity, roomId: string, joined: string
     if (userId !== me.userId) await audit(env, me, "room.member_added", roomId, { userId });
 }
 
-/** The users of the caller's tenant with these ids, in the order given; 404 if any is not one. */
-async function tenantUsers(env: Env, me: Identity, ids: unknown): Promise<Person[]> {
+/** The tenant's users with these ids, in that order (404 if one is not), as people a room can take:
+ * a deactivated one is refused (their streams are refused by the rooms that know, and a new room
+ * would not), unless `anyone` (a removal). */
+async function tenantUsers(env: Env, me: Identity, ids: unknown, anyone = false): Promise<Person[]> {
   if (
     !Array.isArray(ids) ||
     ids.length > MAX_MEMBERS_PER_REQUEST ||
@@ -194,12 +196,16 @@ async function tenantUsers(env: Env, me: Identity, ids: unknown): Promise<Person
   const wanted = [...new Set(ids as string[])];
   if (wanted.length === 0) return [];
   const found = await drizzle(directoryDb(env, me.tenantId))
-    .select({ id: users.id, name: users.name, role: users.role })
+    .select({ id: users.id, name: users.name, role: users.role, active: users.active })
     .from(users)
     .where(and(eq(users.tenantId, me.tenantId), inArray(users.id, wanted)))
     .all();
   if (found.length !== wanted.length) throw new ApiError("not_found", "no such user");
-  return found.sort((a, b) => wanted.indexOf(a.id) - wanted.indexOf(b.id));
+  const ended = found.find((u) => u.active === 0);
+  if (ended && !anyone) throw new ApiError("bad_request", `${ended.name}'s account is deactivated`);
+  return found
+    .map(({ id, name, role }) => ({ id, name, role }))
+    .sort((a, b) => wanted.indexOf(a.id) - wanted.indexOf(b.id));
 }
 
 const personOf = (me: Identity): Person => ({ id: me.userId, name: me.name, role: me.role });
@@ -412,7 +418,7 @@ export const roomRoutes = new Hono<AppEnv>()
     const userId = c.req.param("userId");
     if (userId !== me.userId && !isAdmin(me.role))
       throw new ApiError("forbidden", "only admins remove others");
-    await tenantUsers(c.env, me, [userId]);
+    await tenantUsers(c.env, me, [userId], true);
     if (await unenroll(c.env, room, userId, { id: me.userId, name: me.name })) {
       await audit(c.env, me, "room.member_removed", room.id, { userId });
     }

@@ -39,7 +39,7 @@ import {
 } from "./scim-common.ts";
 import { scimGroupRoutes } from "./scim-groups.ts";
 import { issueBot } from "./tokens.ts";
-import { deactivate } from "./users.ts";
+import { deactivate, reactivate } from "./users.ts";
 
 const USER_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:User";
 const EMAIL = /^[^\s@]+@[^\s@]+$/;
@@ -169,10 +169,7 @@ async function apply(c: Context<ScimEnv>, row: Row, fields: UserFields): Promise
   forgetIdentity(c.env, tenantId, row.email);
   const actor = c.get("scim");
   if (!fields.active && row.active === 1) await deactivate(c.env, actor, row);
-  if (fields.active && row.active === 0) {
-    await db.update(users).set({ active: 1, deactivatedAt: null }).where(eq(users.id, row.id));
-    await audit(c.env, actor, "user.reactivated", row.id, { by: "scim" });
-  }
+  if (fields.active && row.active === 0) await reactivate(c.env, actor, row, { by: "scim" });
   return findUser(c, row.id);
 }
 

@@ -98,14 +98,7 @@ export const userRoutes = new Hono<AppEnv>()
   .post("/:userId/reactivate", async (c) => {
     const me = c.get("identity");
     const user = await manageable(c, "reactivate people");
-    if (user.active === 0) {
-      await drizzle(directoryDb(c.env, me.tenantId))
-        .update(users)
-        .set({ active: 1, deactivatedAt: null })
-        .where(eq(users.id, user.id));
-      forgetIdentity(c.env, me.tenantId, user.email);
-      await audit(c.env, me, "user.reactivated", user.id, {});
-    }
+    await reactivate(c.env, me, user);
     // Sessions are not restored: the person signs in again.
     return c.json({ user: { id: user.id, active: true } });
   });
@@ -145,34 +138,81 @@ export async function deactivate(env: Env, me: Identity, user: typeof users.$inf
     await audit(env, me, "user.deactivated", user.id, {});
   }
   forgetIdentity(env, me.tenantId, user.email);
-  const theirRooms = await db
-    .select({ id: memberships.roomId })
-    .from(memberships)
-    .where(eq(memberships.userId, user.id))
-    .all();
-  const shard = shardOf(user.id, limitsOf(env).presenceShards);
-  const results: PromiseSettledResult<unknown>[] = [
-    ...(await Promise.allSettled([presenceStub(env, me.tenantId, shard).endUser(user.id)])),
-  ];
-  for (let i = 0; i < theirRooms.length; i += END_CONCURRENCY)
-    results.push(
-      ...(await Promise.allSettled(
-        theirRooms
-          .slice(i, i + END_CONCURRENCY)
-          .map((r) => roomStub(env, me.tenantId, r.id).endUser(user.id)),
-      )),
-    );
+  const { rooms: told, failed } = await tellObjects(
+    env,
+    me.tenantId,
+    user.id,
+    (shard) => shard.endUser(user.id),
+    (room) => room.endUser(user.id),
+  );
   const tokens = await db
     .select()
     .from(apiTokens)
     .where(and(eq(apiTokens.createdBy, user.id), isNull(apiTokens.revokedAt)))
     .all();
   for (const token of tokens) await revokeToken(env, me, token);
-  const failed = results.filter((r) => r.status === "rejected").length;
   if (failed > 0)
     throw new ApiError(
       "internal",
       `deactivated, but ${failed} rooms or shards did not close their sessions yet; retry`,
     );
-  return theirRooms.length;
+  return told;
+}
+
+/**
+ * Lets a user in again: the directory first, then their presence shard and every room they belong
+ * to forget that they ended (decision 12), so that they may open streams there again. Sessions are
+ * not restored: the person signs in again. Idempotent: a retry completes one that failed half-way.
+ */
+export async function reactivate(
+  env: Env,
+  me: Identity,
+  user: typeof users.$inferSelect,
+  detail: Record<string, string> = {},
+): Promise<void> {
+  if (user.active === 0) {
+    await drizzle(directoryDb(env, me.tenantId))
+      .update(users)
+      .set({ active: 1, deactivatedAt: null })
+      .where(eq(users.id, user.id));
+    forgetIdentity(env, me.tenantId, user.email);
+    await audit(env, me, "user.reactivated", user.id, detail);
+  }
+  const { failed } = await tellObjects(
+    env,
+    me.tenantId,
+    user.id,
+    (shard) => shard.restoreUser(user.id),
+    (room) => room.restoreUser(user.id),
+  );
+  if (failed > 0)
+    throw new ApiError(
+      "internal",
+      `reactivated, but ${failed} rooms or shards did not let them in yet; retry`,
+    );
+}
+
+/** Calls the user's presence shard and every room they belong to (rooms in parallel, bounded);
+ * returns how many rooms there were and how many calls failed. */
+async function tellObjects(
+  env: Env,
+  tenantId: string,
+  userId: string,
+  shardCall: (shard: ReturnType<typeof presenceStub>) => Promise<unknown>,
+  roomCall: (room: ReturnType<typeof roomStub>) => Promise<unknown>,
+): Promise<{ rooms: number; failed: number }> {
+  const theirRooms = await drizzle(directoryDb(env, tenantId))
+    .select({ id: memberships.roomId })
+    .from(memberships)
+    .where(eq(memberships.userId, userId))
+    .all();
+  const shard = shardOf(userId, limitsOf(env).presenceShards);
+  const results = await Promise.allSettled([shardCall(presenceStub(env, tenantId, shard))]);
+  for (let i = 0; i < theirRooms.length; i += END_CONCURRENCY)
+    results.push(
+      ...(await Promise.allSettled(
+        theirRooms.slice(i, i + END_CONCURRENCY).map((r) => roomCall(roomStub(env, tenantId, r.id))),
+      )),
+    );
+  return { rooms: theirRooms.length, failed: results.filter((r) => r.status === "rejected").length };
 }

@@ -7,7 +7,8 @@
  * read once per life into memory.
  */
 
-export const ENDED_USERS_TABLE = "CREATE TABLE ended_users (user_id TEXT PRIMARY KEY, at INTEGER NOT NULL);";
+export const ENDED_USERS_TABLE =
+  "CREATE TABLE IF NOT EXISTS ended_users (user_id TEXT PRIMARY KEY, at INTEGER NOT NULL);";
 
 export class EndedUsers {
   readonly #sql: SqlStorage;

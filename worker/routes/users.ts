@@ -207,12 +207,15 @@ async function tellObjects(
     .where(eq(memberships.userId, userId))
     .all();
   const shard = shardOf(userId, limitsOf(env).presenceShards);
-  const results = await Promise.allSettled([shardCall(presenceStub(env, tenantId, shard))]);
+  // The shard beside the rooms, not before them: each call waits for its object's write.
+  const shardDone = Promise.allSettled([shardCall(presenceStub(env, tenantId, shard))]);
+  const results: PromiseSettledResult<unknown>[] = [];
   for (let i = 0; i < theirRooms.length; i += END_CONCURRENCY)
     results.push(
       ...(await Promise.allSettled(
         theirRooms.slice(i, i + END_CONCURRENCY).map((r) => roomCall(roomStub(env, tenantId, r.id))),
       )),
     );
+  results.push(...(await shardDone));
   return { rooms: theirRooms.length, failed: results.filter((r) => r.status === "rejected").length };
 }

@@ -80,9 +80,17 @@ export async function request(
       headers,
       body: body === undefined ? undefined : JSON.stringify(body),
       signal,
+      // The API never redirects. A redirect is a gateway sending the caller to sign in (Access,
+      // once its own session has ended): followed, it would fail as a cross-origin request and look
+      // like a network error, so it is a 401 here, and sessions renew their sign-in.
+      redirect: "manual",
     });
   } catch (err) {
     throw new HttpError(0, "network", String(err));
+  }
+  // Browsers hide a redirect not followed behind an "opaqueredirect" response with status 0.
+  if ((res.type as string) === "opaqueredirect" || (res.status >= 300 && res.status < 400)) {
+    throw new HttpError(401, "unauthorized", "redirected to sign in: the sign-in has ended");
   }
   if (!res.ok) {
     const text = await res.text().catch(() => "");

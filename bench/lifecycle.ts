@@ -13,8 +13,8 @@
  */
 import { dirname, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import { parseArgs } from "node:util";
 import WebSocket from "ws";
+import { sideFlags } from "./options.ts";
 import { publishSection, sectionFacts } from "./sections.ts";
 import { ServerGroup, startParley } from "./servers.ts";
 import { type LatencySummary, Samples } from "./stats.ts";
@@ -31,34 +31,20 @@ interface Options {
   out: string;
 }
 
+const USAGE = "usage: npm run bench -- --lifecycle [--runs 20] [--users 10000] [--requests 100] [--out FILE]";
+
 function parseOptions(argv: string[]): Options {
-  const { values } = parseArgs({
-    args: argv,
-    options: {
-      lifecycle: { type: "boolean" },
-      runs: { type: "string" },
-      users: { type: "string" },
-      requests: { type: "string" },
-      out: { type: "string" },
-      help: { type: "boolean" },
-    },
-    strict: true,
+  const { values, num } = sideFlags(argv, USAGE, {
+    lifecycle: { type: "boolean" },
+    runs: { type: "string" },
+    users: { type: "string" },
+    requests: { type: "string" },
+    out: { type: "string" },
   });
-  if (values.help) {
-    process.stdout.write(
-      "usage: npm run bench -- --lifecycle [--runs 20] [--users 10000] [--requests 100] [--out FILE]\n",
-    );
-    process.exit(0);
-  }
-  const int = (v: string | undefined, d: number, min: number) => {
-    const n = Number(v ?? d);
-    if (!Number.isInteger(n) || n < min) throw new Error(`expected an integer ≥ ${min}, got ${v}`);
-    return n;
-  };
   return {
-    runs: int(values.runs, 20, 1),
-    users: int(values.users, 10_000, 10),
-    requests: int(values.requests, 100, 10),
+    runs: Math.round(num(values.runs, "runs", 20, 1, 1000)),
+    users: Math.round(num(values.users, "users", 10_000, 10, 1_000_000)),
+    requests: Math.round(num(values.requests, "requests", 100, 10, 100_000)),
     out: resolve(root, values.out ?? "bench/results.md"),
   };
 }

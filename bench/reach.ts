@@ -16,7 +16,7 @@ import { createServer, type Server as HttpServer } from "node:http";
 import type { AddressInfo } from "node:net";
 import { dirname, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import { parseArgs } from "node:util";
+import { sideFlags } from "./options.ts";
 import { startMockPushService } from "./push-service.ts";
 import { publishSection, sectionFacts } from "./sections.ts";
 import { ServerGroup, startParley } from "./servers.ts";
@@ -35,36 +35,23 @@ interface ReachOptions {
   out: string;
 }
 
+const USAGE =
+  "usage: npm run bench -- --reach [--notifications 200] [--paced 200] [--burst 2000] [--gap 20] [--out FILE]";
+
 function parseReachOptions(argv: string[]): ReachOptions {
-  const { values } = parseArgs({
-    args: argv,
-    options: {
-      reach: { type: "boolean" },
-      notifications: { type: "string" },
-      paced: { type: "string" },
-      burst: { type: "string" },
-      gap: { type: "string" },
-      out: { type: "string" },
-      help: { type: "boolean" },
-    },
-    strict: true,
+  const { values, num } = sideFlags(argv, USAGE, {
+    reach: { type: "boolean" },
+    notifications: { type: "string" },
+    paced: { type: "string" },
+    burst: { type: "string" },
+    gap: { type: "string" },
+    out: { type: "string" },
   });
-  if (values.help) {
-    process.stdout.write(
-      "usage: npm run bench -- --reach [--notifications 200] [--paced 200] [--burst 2000] [--gap 20] [--out FILE]\n",
-    );
-    process.exit(0);
-  }
-  const int = (v: string | undefined, d: number, min: number) => {
-    const n = Number(v ?? d);
-    if (!Number.isInteger(n) || n < min) throw new Error(`expected an integer ≥ ${min}, got ${v}`);
-    return n;
-  };
   return {
-    notifications: int(values.notifications, 200, 10),
-    paced: int(values.paced, 200, 10),
-    burst: int(values.burst, 2000, 10),
-    gap: int(values.gap, 20, 0),
+    notifications: Math.round(num(values.notifications, "notifications", 200, 10, 100_000)),
+    paced: Math.round(num(values.paced, "paced", 200, 10, 100_000)),
+    burst: Math.round(num(values.burst, "burst", 2000, 10, 1_000_000)),
+    gap: Math.round(num(values.gap, "gap", 20, 0, 60_000)),
     out: resolve(root, values.out ?? "bench/results.md"),
   };
 }

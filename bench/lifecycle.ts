@@ -18,7 +18,7 @@ import { sideFlags } from "./options.ts";
 import { publishSection, sectionFacts } from "./sections.ts";
 import { ServerGroup, startParley } from "./servers.ts";
 import { type LatencySummary, Samples } from "./stats.ts";
-import { api, pool } from "./targets.ts";
+import { api, devLogin, pool } from "./targets.ts";
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 const log = (msg: string) => process.stderr.write(`bench lifecycle: ${msg}\n`);
@@ -70,14 +70,7 @@ function openSocket(url: string, token: string): Promise<WebSocket> {
 
 async function deactivations(base: string, o: Options, runId: string): Promise<LatencySummary> {
   const tenant = `${runId}-deact`;
-  const login = async (who: string) =>
-    (
-      await api<{ token: string }>(base, "POST", "/auth/dev/login", undefined, {
-        email: `${who}@${tenant}.test`,
-        name: who,
-        tenant,
-      })
-    ).token;
+  const login = (who: string) => devLogin(base, tenant, who);
   const owner = await login("owner");
   const room = (
     await api<{ id: string }>(base, "POST", "/api/rooms", owner, { name: "all", kind: "channel" })

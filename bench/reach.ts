@@ -21,7 +21,7 @@ import { startMockPushService } from "./push-service.ts";
 import { publishSection, sectionFacts } from "./sections.ts";
 import { ServerGroup, startParley } from "./servers.ts";
 import { type LatencySummary, Samples } from "./stats.ts";
-import { api, pool } from "./targets.ts";
+import { api, devLogin, pool } from "./targets.ts";
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 const log = (msg: string) => process.stderr.write(`bench reach: ${msg}\n`);
@@ -102,14 +102,7 @@ interface Figures {
 
 async function measure(base: string, o: ReachOptions, runId: string): Promise<Figures> {
   const tenant = `${runId}-reach`;
-  const login = async (who: string) =>
-    (
-      await api<{ token: string }>(base, "POST", "/auth/dev/login", undefined, {
-        email: `${who}@${tenant}.test`,
-        name: who,
-        tenant,
-      })
-    ).token;
+  const login = (who: string) => devLogin(base, tenant, who);
   const admin = await login("admin");
   const send = async (room: string, text: string) => {
     const t0 = performance.now();

@@ -14,7 +14,7 @@ import { oldDesignRoot } from "./old.ts";
 import { publishSection, sectionFacts } from "./sections.ts";
 import { type Server, ServerGroup, startParley } from "./servers.ts";
 import { type LatencySummary, Samples } from "./stats.ts";
-import { api, pool } from "./targets.ts";
+import { api, devLogin, pool } from "./targets.ts";
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 const log = (msg: string) => process.stderr.write(`bench rooms-list: ${msg}\n`);
@@ -72,14 +72,7 @@ interface Row {
 
 /** A tenant whose reader is in `rooms` private rooms, each with a message (every tenth a mention). */
 async function seed(base: string, tenant: string, rooms: number): Promise<string> {
-  const login = async (who: string) =>
-    (
-      await api<{ token: string }>(base, "POST", "/auth/dev/login", undefined, {
-        email: `${who}@${tenant}.test`,
-        name: who,
-        tenant,
-      })
-    ).token;
+  const login = (who: string) => devLogin(base, tenant, who);
   const writer = await login("writer");
   const reader = await login("reader");
   const me = await api<{ user: { id: string } }>(base, "GET", "/api/me", reader);

@@ -44,6 +44,17 @@ export function forgetLocal(): void {
   for (const key of Object.keys(localStorage)) if (key.startsWith(LOCAL_PREFIX)) localStorage.removeItem(key);
 }
 
+/** Whether a request is answered; false when it is refused (a network failure throws as it is). */
+async function passes(call: () => Promise<unknown>): Promise<boolean> {
+  try {
+    await call();
+    return true;
+  } catch (err) {
+    if (err instanceof HttpError && err.code === "network") throw err;
+    return false;
+  }
+}
+
 /** How long to wait before refreshing the room list after activity (coalesces bursts). */
 const ROOMS_REFRESH_MS = 250;
 const MAX_WATCH = 500;
@@ -283,15 +294,8 @@ export class AppState {
    */
   async #renewSignIn(): Promise<undefined> {
     const { email, name } = this.me.user;
-    const dev = await fetch("/auth/dev/login", {
-      method: "POST",
-      redirect: "manual",
-      headers: { "content-type": "application/json" },
-      body: JSON.stringify({ email, name, tenant: this.me.tenant.id }),
-    });
-    if (dev.ok) return undefined;
-    const me = await fetch("/api/me", { redirect: "manual", cache: "no-store" });
-    if (me.ok) return undefined;
+    if (await passes(() => api.devLogin({ email, name, tenant: this.me.tenant.id }))) return undefined;
+    if (await passes(() => api.me())) return undefined;
     if (!this.#askedToSignIn) {
       this.#askedToSignIn = true;
       this.events.emit("notice", {

@@ -122,8 +122,11 @@ describe("the web client when its token expires", () => {
     await screenshot(ada.page, "sign-in-expired");
 
     // "Sign in again" reloads: the dev sign-in form here (Access's sign-in in production).
-    await ada.page.unroute("**/auth/dev/login");
+    // The route goes only once the reload has shown the form: before, a renewal still retrying in
+    // the old page could sign in by itself.
     await ada.page.getByRole("button", { name: "Sign in again" }).click();
+    await ada.page.getByRole("textbox", { name: "Email" }).waitFor();
+    await ada.page.unroute("**/auth/dev/login");
     await ada.page.getByRole("textbox", { name: "Email" }).fill(ada.me.user.email);
     await ada.page.getByRole("textbox", { name: "Name" }).fill(ada.me.user.name);
     await ada.page.getByRole("textbox", { name: "Workspace" }).fill(tenant);

@@ -624,9 +624,10 @@ export class Presence extends DurableObject<Env> {
    * refuses loses them, logged: a notification is a hint, the room keeps every message. */
   async #sendJobs(): Promise<void> {
     const jobs = this.#outgoing;
+    if (jobs.length === 0) return;
     this.#outgoing = [];
     const meta = this.#meta();
-    if (jobs.length === 0 || !meta) return;
+    if (!meta) return;
     const queue = notifyQueue(this.env, meta.tenantId);
     for (let i = 0; i < jobs.length; i += 100) {
       try {

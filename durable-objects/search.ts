@@ -120,6 +120,7 @@ export class SearchShard extends DurableObject<Env> {
   /** Messages in this generation: counted once per instance (one pass over the smallest index),
    * then kept as puts, deletions and retention change it; null until counted. */
   #docs: number | null = null;
+  readonly #metaCache = new Map<string, string | null>();
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -376,11 +377,17 @@ export class SearchShard extends DurableObject<Env> {
     return this.#docs;
   }
 
+  /** Read once per instance: only this object writes its meta rows (`#setMeta`, never inside a
+   * transaction that could roll back), and every index call reads its address and newest generation. */
   #meta(key: string): string | null {
-    return (
-      this.#sql.exec<{ value: string }>("SELECT value FROM meta WHERE key = ?", key).toArray()[0]?.value ??
-      null
-    );
+    let value = this.#metaCache.get(key);
+    if (value === undefined) {
+      value =
+        this.#sql.exec<{ value: string }>("SELECT value FROM meta WHERE key = ?", key).toArray()[0]?.value ??
+        null;
+      this.#metaCache.set(key, value);
+    }
+    return value;
   }
 
   #setMeta(key: string, value: string): void {
@@ -389,5 +396,6 @@ export class SearchShard extends DurableObject<Env> {
       key,
       value,
     );
+    this.#metaCache.set(key, value);
   }
 }

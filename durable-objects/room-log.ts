@@ -124,6 +124,9 @@ export class RoomLog {
   /** The room's tenant, id, name and kind, read on every command: loaded on first use
    * (`undefined` until then), written through by `setMeta`, forgotten on a rollback (`#reload`). */
   #roomMeta: RoomMeta | null | undefined = undefined;
+  /** `meta.expired_seq`, read on every search and inbox send: loaded on first use, written through
+   * by `#setMetaValue`, forgotten on a rollback (`#reload`). */
+  #expiredThrough: number | undefined = undefined;
   /** Counters as last read or set (see `setCounter`), and the watermarks not written yet. */
   readonly #counters = new Map<ShipKey, number>();
   readonly #dirtyCounters = new Set<ShipKey>();
@@ -270,7 +273,8 @@ export class RoomLog {
 
   /** Retention has turned every event through this seq into a tombstone (or found it so). */
   get expiredThrough(): number {
-    return Number(this.#metaValue("expired_seq") ?? 0);
+    this.#expiredThrough ??= Number(this.#metaValue("expired_seq") ?? 0);
+    return this.#expiredThrough;
   }
 
   // ---- room metadata -----------------------------------------------------------------------
@@ -341,6 +345,7 @@ export class RoomLog {
 
   #reload(): void {
     this.#roomMeta = undefined;
+    this.#expiredThrough = undefined;
     // A rolled-back transaction may have set counters: read them again (a watermark read back
     // older than it was only makes the room send something again).
     this.#counters.clear();
@@ -600,6 +605,8 @@ export class RoomLog {
       key,
       value,
     );
+    // A transaction that rolls this back reloads it (`#reload`).
+    if (key === "expired_seq") this.#expiredThrough = Number(value);
   }
 
   /** Events with seq in (after, until], ascending, at most `limit`, as stored: rows of the command

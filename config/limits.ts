@@ -280,6 +280,10 @@ const OVERRIDES = {
   // Workers accept request bodies up to 100 MB on most plans.
   PARLEY_MAX_ATTACHMENT_BYTES: { key: "maxAttachmentBytes", min: 1024, max: 100 * 1000 * 1000 },
   PARLEY_ATTACHMENT_GRACE_MS: { key: "attachmentGraceMs", min: 0, max: 30 * 24 * 60 * 60 * 1000 },
+  // The derived stores' gathering of a busy room (0: a send per flush). The search one bounds how
+  // long after its ack a message of a busy room is findable: issue 14 allows 100 ms p99.
+  PARLEY_SEARCH_SHIP_INTERVAL_MS: { key: "searchShipIntervalMs", min: 0, max: 100 },
+  PARLEY_INBOX_SHIP_INTERVAL_MS: { key: "inboxShipIntervalMs", min: 0, max: 10_000 },
   PARLEY_ARCHIVE_RESEND_MS: { key: "archiveResendMs", min: 1000, max: 24 * 60 * 60 * 1000 },
   PARLEY_HOT_EVENTS: { key: "hotEvents", min: 500, max: 10_000_000 },
   PARLEY_SEGMENT_EVENTS: { key: "segmentEvents", min: 10, max: 100_000 },

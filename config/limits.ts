@@ -133,8 +133,12 @@ export interface Limits {
   searchShipIntervalMs: number;
   /** The least time between two pushes of a room to its members' inboxes (the counts of
    * `GET /api/rooms`, durable-objects/room-inbox.ts): an idle room pushes at once, a busy one
-   * gathers what it commits meanwhile into one RPC per presence shard, so a room sends at most 50
-   * a second per shard whatever its traffic, and the list lags a socket's ack by at most this. */
+   * gathers what it commits meanwhile into one RPC per presence shard, so a room sends at most 10
+   * a second per shard whatever its traffic, and the list lags a socket's ack by at most this.
+   * 100 ms: under the 250 ms the web client waits after an activity notice before it reads the
+   * list (each notice itself comes 250 ms after the first commit it covers), and a
+   * fifth of the pushes (each an RPC and a transaction in the shard) of the 20 ms it was; measured
+   * in issue 15 as the largest share of a small busy room's derived work. */
   inboxShipIntervalMs: number;
   /** How long a socket's `read` frame is held before it is written, with every other held marker of
    * the room in one transaction: a reader scrolling through a busy room sends a frame per screen,
@@ -246,7 +250,7 @@ export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
   searchShardMessages: 2_000_000,
   searchHits: 50,
   searchShipIntervalMs: 20,
-  inboxShipIntervalMs: 20,
+  inboxShipIntervalMs: 100,
   readFlushMs: 1000,
   historyShardBytes: 4_000_000_000,
   historyDays: 90,

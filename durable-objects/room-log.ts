@@ -150,7 +150,7 @@ export class RoomLog {
    */
   #reconcile(): void {
     const checked = Number(this.#metaValue("checked_seq") ?? 0);
-    const expiredSeq = Number(this.#metaValue("expired_seq") ?? 0);
+    const expiredSeq = this.expiredThrough;
     const expiredChecked = Number(this.#metaValue("expired_checked") ?? 0);
     if (checked >= this.#lastSeq && expiredChecked >= expiredSeq) return;
     this.#storage.transactionSync(() => {
@@ -537,7 +537,7 @@ export class RoomLog {
   expireBefore(cutoffTs: number, limit: number): { expired: number; messages: number[]; more: boolean } {
     return this.transaction(() => {
       // Events expire in seq order (their ts rises with seq), from where the last pass stopped.
-      const from = Number(this.#metaValue("expired_seq") ?? 0);
+      const from = this.expiredThrough;
       if (from < this.#floor) return { expired: 0, messages: [], more: false };
       const rows = this.#sql
         .exec<{ seq: number; kind: string; ts: number; json: string }>(
@@ -722,7 +722,7 @@ export class RoomLog {
       seq: this.#lastSeq,
       chain: this.#chain,
       retentionDays: this.retentionDays,
-      expiredThrough: Number(this.#metaValue("expired_seq") ?? 0),
+      expiredThrough: this.expiredThrough,
       expiredBefore: Number(this.#metaValue("expired_before") ?? 0),
       scheme1: this.#scheme1(),
     };

@@ -65,6 +65,23 @@ function userLookup(orm: DrizzleD1Database) {
 export const IDENTITY_MEMORY_MS = 2_000;
 const IDENTITIES_MAX = 10_000;
 
+/**
+ * How long a request that opens a stream (a room's socket, SSE stream or long poll, a presence
+ * socket) may use the identity its token was last given here, read from the directory (decision
+ * 14). Longer than `IDENTITY_MEMORY_MS` because a stream's objects do not rely on it for what can
+ * change: a room and a presence shard refuse a deactivated person themselves (decision 12), and a
+ * room authorizes commands by its own member row's role. So a page load, a reconnect after a
+ * network blip or a long poll every 25 s reads the directory once a minute per token, not once per
+ * stream.
+ */
+export const STREAM_IDENTITY_MEMORY_MS = 60_000;
+
+/** When each identity handed out was read from the directory. */
+const readAt = new WeakMap<Identity, number>();
+/** Per verified token (tokens.ts keeps one object per token until its `exp`): the identity its
+ * last request here was given. */
+const tokenIdentities = new WeakMap<Verified, Identity>();
+
 /** A person by the identity provider's id (SCIM's `externalId`). */
 function externalLookup(orm: DrizzleD1Database) {
   return orm
@@ -87,6 +104,9 @@ interface Directory {
   /** By tenant and email: identities read in the last `IDENTITY_MEMORY_MS`, oldest first, with the
    * identity provider's id of the person (a token carrying another one is looked up). */
   recent: Map<string, { identity: Identity; externalId: string | null; until: number }>;
+  /** By tenant and email: when a change made through this isolate was last forgotten (a stream's
+   * identity read before then is not used), kept for `STREAM_IDENTITY_MEMORY_MS`. */
+  forgotten: Map<string, number>;
 }
 const lookups = new WeakMap<D1Database, Directory>();
 
@@ -95,7 +115,13 @@ function directoryOf(env: Env, tenantId: string): Directory {
   let entry = lookups.get(db);
   if (!entry) {
     const orm = drizzle(db);
-    entry = { orm, find: userLookup(orm), findExternal: externalLookup(orm), recent: new Map() };
+    entry = {
+      orm,
+      find: userLookup(orm),
+      findExternal: externalLookup(orm),
+      recent: new Map(),
+      forgotten: new Map(),
+    };
     lookups.set(db, entry);
   }
   return entry;
@@ -105,6 +131,7 @@ const recentKey = (tenantId: string, email: string) => `${tenantId}\n${email.toL
 
 function remember(dir: Directory, user: typeof users.$inferSelect, tenantName: string): Identity {
   const identity = toIdentity(user, tenantName);
+  readAt.set(identity, Date.now());
   const key = recentKey(identity.tenantId, identity.email);
   dir.recent.delete(key);
   dir.recent.set(key, { identity, externalId: user.externalId, until: Date.now() + IDENTITY_MEMORY_MS });
@@ -117,8 +144,38 @@ function remember(dir: Directory, user: typeof users.$inferSelect, tenantName: s
 
 /** A user changed through this isolate: their next request reads the directory again. */
 export function forgetIdentity(env: Env, tenantId: string, email: string): void {
-  directoryOf(env, tenantId).recent.delete(recentKey(tenantId, email));
+  const dir = directoryOf(env, tenantId);
+  const key = recentKey(tenantId, email);
+  dir.recent.delete(key);
+  const now = Date.now();
+  dir.forgotten.delete(key);
+  dir.forgotten.set(key, now);
+  // Oldest first: what a stream's memory can no longer reach goes.
+  for (const [old, at] of dir.forgotten) {
+    if (at > now - STREAM_IDENTITY_MEMORY_MS && dir.forgotten.size <= IDENTITIES_MAX) break;
+    dir.forgotten.delete(old);
+  }
 }
+
+/**
+ * The identity a token was given here within `STREAM_IDENTITY_MEMORY_MS`, for a request that opens
+ * a stream; undefined when there is none, it is older, a change to the person was made through this
+ * isolate since, or the token's configured role would now promote them (provision applies that).
+ */
+function recalled(env: Env, verified: Verified, profile: Profile): Identity | undefined {
+  const identity = tokenIdentities.get(verified);
+  const at = identity && readAt.get(identity);
+  if (!identity || at === undefined || Date.now() - at >= STREAM_IDENTITY_MEMORY_MS) return undefined;
+  const forgotten = directoryOf(env, identity.tenantId).forgotten.get(
+    recentKey(identity.tenantId, identity.email),
+  );
+  if (forgotten !== undefined && forgotten >= at) return undefined;
+  if (promotes(profile.mappedRole, identity.role)) return undefined;
+  return identity;
+}
+
+/** Requests that open a stream: a room's socket, SSE stream or long poll, a presence socket. */
+const STREAM_PATH = /^\/api\/(?:rooms\/[^/]+\/(?:ws|events|poll)|presence\/ws)$/;
 
 /** Whether a configured role raises this one (promotion only: a mapping never demotes). */
 function promotes(mapped: Role | null, role: Role): mapped is Role {
@@ -337,7 +394,12 @@ export const requireIdentity = createMiddleware<AppEnv>(async (c, next) => {
     if (err instanceof TokenError) throw new ApiError("unauthorized", "invalid or expired token");
     throw err;
   }
-  c.set("identity", await provision(c.env, profileOf(verified)));
+  const profile = profileOf(verified);
+  const stream = c.req.method === "GET" && STREAM_PATH.test(c.req.path);
+  const identity =
+    (stream ? recalled(c.env, verified, profile) : undefined) ?? (await provision(c.env, profile));
+  tokenIdentities.set(verified, identity);
+  c.set("identity", identity);
   // `exp` is required, so every verified token has one.
   c.set("tokenExpiresAt", (verified.claims.exp ?? 0) * 1000);
   await next();

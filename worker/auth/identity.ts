@@ -174,7 +174,9 @@ function recalled(env: Env, verified: Verified, profile: Profile): Identity | un
   return identity;
 }
 
-/** Requests that open a stream: a room's socket, SSE stream or long poll, a presence socket. */
+/** Requests that open a stream: a room's socket, SSE stream or long poll (routes/messages.ts), a
+ * presence socket (routes/presence.ts). The middleware runs before routing, so a new stream route
+ * is named here too; one that is not reads the directory as any request does. */
 const STREAM_PATH = /^\/api\/(?:rooms\/[^/]+\/(?:ws|events|poll)|presence\/ws)$/;
 
 /** Whether a configured role raises this one (promotion only: a mapping never demotes). */

@@ -125,7 +125,7 @@ export class RoomLog {
    * (`undefined` until then), written through by `setMeta`, forgotten on a rollback (`#reload`). */
   #roomMeta: RoomMeta | null | undefined = undefined;
   /** `meta.expired_seq`, read on every search and inbox send: loaded on first use, written through
-   * by `#setMetaValue`, forgotten on a rollback (`#reload`). */
+   * by `#setExpiredThrough`, forgotten on a rollback (`#reload`). */
   #expiredThrough: number | undefined = undefined;
   /** Counters as last read or set (see `setCounter`), and the watermarks not written yet. */
   readonly #counters = new Map<ShipKey, number>();
@@ -565,7 +565,7 @@ export class RoomLog {
       }
       // Sealed events among them: their segments are rewritten with the tombstones.
       if (through > from) this.#markSegmentDirty(from + 1, through);
-      this.#setMetaValue("expired_seq", String(through));
+      this.#setExpiredThrough(through);
       if (expired > 0 && cutoffTs > Number(this.#metaValue("expired_before") ?? 0)) {
         this.#setMetaValue("expired_before", String(cutoffTs));
       }
@@ -586,7 +586,7 @@ export class RoomLog {
     return this.transaction(() => {
       if (this.expiredThrough !== from || through <= from || through > this.#floor) return 0;
       this.#markSegmentDirty(from + 1, through);
-      this.#setMetaValue("expired_seq", String(through));
+      this.#setExpiredThrough(through);
       if (cutoffTs > Number(this.#metaValue("expired_before") ?? 0)) {
         this.#setMetaValue("expired_before", String(cutoffTs));
       }
@@ -605,8 +605,12 @@ export class RoomLog {
       key,
       value,
     );
-    // A transaction that rolls this back reloads it (`#reload`).
-    if (key === "expired_seq") this.#expiredThrough = Number(value);
+  }
+
+  /** Retention's progress, written through to `expiredThrough` (a rollback reloads it, `#reload`). */
+  #setExpiredThrough(through: number): void {
+    this.#setMetaValue("expired_seq", String(through));
+    this.#expiredThrough = through;
   }
 
   /** Events with seq in (after, until], ascending, at most `limit`, as stored: rows of the command

@@ -76,7 +76,8 @@ const IDENTITIES_MAX = 10_000;
  */
 export const STREAM_IDENTITY_MEMORY_MS = 60_000;
 
-/** When each identity handed out was read from the directory. */
+/** When each identity handed out was read from the directory: what both memories (2 s for any
+ * request, 60 s for a stream's opening) are measured from. */
 const readAt = new WeakMap<Identity, number>();
 /** Per verified token (tokens.ts keeps one object per token until its `exp`): the identity its
  * last request here was given. */
@@ -103,7 +104,7 @@ interface Directory {
   findExternal: ReturnType<typeof externalLookup>;
   /** By tenant and email: identities read in the last `IDENTITY_MEMORY_MS`, oldest first, with the
    * identity provider's id of the person (a token carrying another one is looked up). */
-  recent: Map<string, { identity: Identity; externalId: string | null; until: number }>;
+  recent: Map<string, { identity: Identity; externalId: string | null }>;
   /** By tenant and email: when a change made through this isolate was last forgotten (a stream's
    * identity read before then is not used), kept for `STREAM_IDENTITY_MEMORY_MS`. */
   forgotten: Map<string, number>;
@@ -134,7 +135,7 @@ function remember(dir: Directory, user: typeof users.$inferSelect, tenantName: s
   readAt.set(identity, Date.now());
   const key = recentKey(identity.tenantId, identity.email);
   dir.recent.delete(key);
-  dir.recent.set(key, { identity, externalId: user.externalId, until: Date.now() + IDENTITY_MEMORY_MS });
+  dir.recent.set(key, { identity, externalId: user.externalId });
   if (dir.recent.size > IDENTITIES_MAX) {
     const oldest = dir.recent.keys().next().value;
     if (oldest !== undefined) dir.recent.delete(oldest);
@@ -194,7 +195,7 @@ export async function provision(env: Env, profile: Profile): Promise<Identity> {
   const recent = dir.recent.get(recentKey(profile.tenantId, email));
   if (
     recent &&
-    recent.until > now &&
+    now - (readAt.get(recent.identity) ?? 0) < IDENTITY_MEMORY_MS &&
     (profile.externalId === undefined || profile.externalId === recent.externalId) &&
     !promotes(profile.mappedRole, recent.identity.role)
   )

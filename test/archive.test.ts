@@ -2,6 +2,7 @@ import { createExecutionContext, createMessageBatch, getQueueResult } from "clou
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import type { ArchivePack } from "../durable-objects/room-archive.ts";
+import { allHistoryShards } from "../platform/residency.ts";
 import type { RoomEvent } from "../protocol/index.ts";
 import type { ArchiveMessage } from "../worker/archive/consumer.ts";
 import { letterKeys } from "../worker/archive/dead-letters.ts";
@@ -89,6 +90,38 @@ describe("the archive consumer", () => {
     ]);
     // Recorded as a dead letter, a pack is filed under its room and first event.
     expect(letterKeys(pack)).toEqual({ tenantId: ada.tenant, roomId, seq: 1 });
+  });
+
+  it("archives a batch in one round trip to its history shard, its size read from the write", async () => {
+    const ada = await login(unique("t"));
+    const roomId = await createRoom(ada);
+    const calls: string[] = [];
+    const counted = { ...env } as Record<string, unknown>;
+    for (const { name, db } of allHistoryShards(env)) {
+      counted[name] = new Proxy(db, {
+        get(target, prop) {
+          const value = Reflect.get(target, prop);
+          if (prop === "batch" || prop === "prepare" || prop === "exec")
+            return (...args: unknown[]) => {
+              calls.push(
+                prop === "prepare" ? `prepare ${String(args[0]).split(" ")[0]?.toLowerCase()}` : String(prop),
+              );
+              return (value as (...a: unknown[]) => unknown).apply(target, args);
+            };
+          return typeof value === "function" ? value.bind(target) : value;
+        },
+      });
+    }
+    const packs: ArchivePack[] = [1, 4].map((from) => ({
+      tenantId: ada.tenant,
+      roomId,
+      events: [from, from + 1, from + 2].map((seq) => ({ event: message(ada, seq, `counted ${seq}`) })),
+    }));
+    expect((await deliver(packs, counted as unknown as Env)).explicitAcks).toHaveLength(2);
+    expect((await archived(ada.tenant, roomId)).map((r) => r.seq)).toEqual([1, 2, 3, 4, 5, 6]);
+    // The batch's statements are prepared, then sent together: the one call that reaches D1 (a
+    // separate query, such as one for the database's size, would be another).
+    expect(calls.filter((c) => c !== "prepare insert" && c !== "prepare update")).toEqual(["batch"]);
   });
 
   it("refuses a pack with one malformed event whole, writing none of it", async () => {

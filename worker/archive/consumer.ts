@@ -231,10 +231,14 @@ export function archiveStatements(db: DrizzleD1Database, messages: readonly Arch
   return statements;
 }
 
-/** Runs statements as one D1 batch (one transaction). */
-function runBatch(db: DrizzleD1Database, statements: Batch[]): Promise<unknown> {
+/** Runs statements as one D1 batch (one transaction); the database's size after it, in bytes,
+ * when D1 reported it (each statement's result carries `meta.size_after`). */
+async function runBatch(db: DrizzleD1Database, statements: Batch[]): Promise<number | null> {
   const [first, ...rest] = statements;
-  return first ? db.batch([first, ...rest]) : Promise.resolve();
+  if (!first) return null;
+  const results: unknown[] = await db.batch([first, ...rest]);
+  const size = (results.at(-1) as { meta?: { size_after?: unknown } } | undefined)?.meta?.size_after;
+  return typeof size === "number" ? size : null;
 }
 
 /** The queue handler for room-events. */
@@ -318,9 +322,10 @@ export async function consumeRoomEvents(
   for (const [key, { db: shard, entries: all, tenants }] of byShard) {
     const db = drizzle(shard);
     const entries = all.filter((e) => !failed.has(e.m));
+    let size: number | null = null;
     try {
       // The whole batch in one D1 round trip (one transaction): the common case.
-      await runBatch(
+      size = await runBatch(
         db,
         archiveStatements(
           db,
@@ -333,15 +338,16 @@ export async function consumeRoomEvents(
       for (const { m, item } of entries) byMessage.set(m, [...(byMessage.get(m) ?? []), item]);
       for (const [m, items] of byMessage) {
         try {
-          await runBatch(db, archiveStatements(db, items));
+          size = (await runBatch(db, archiveStatements(db, items))) ?? size;
         } catch (err) {
           if (items[0]) fail(m, items[0], err);
         }
       }
     }
-    // The shard's size after the write decides where its tenants' next periods go.
+    // The shard's size after the write decides where its tenants' next periods go: read from the
+    // write's own result, or asked for when no write reported it.
     try {
-      const size = (await shard.prepare("SELECT 1").run()).meta.size_after;
+      size ??= (await shard.prepare("SELECT 1").run()).meta.size_after;
       await noteWrite(env, key.slice(key.indexOf("\u0000") + 1), size, [...tenants], now);
     } catch (err) {
       log({ event: "history_fill_check_failed", error: String(err) });

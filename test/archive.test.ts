@@ -2,12 +2,11 @@ import { createExecutionContext, createMessageBatch, getQueueResult } from "clou
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import type { ArchivePack } from "../durable-objects/room-archive.ts";
-import { allHistoryShards } from "../platform/residency.ts";
 import type { RoomEvent } from "../protocol/index.ts";
 import type { ArchiveMessage } from "../worker/archive/consumer.ts";
 import { letterKeys } from "../worker/archive/dead-letters.ts";
 import worker from "../worker/index.ts";
-import { createRoom, historyAll, historyDown, login, type User, unique } from "./helpers.ts";
+import { createRoom, historyAll, historyDown, historyWrapped, login, type User, unique } from "./helpers.ts";
 
 let ids = 0;
 function batchOf(messages: (ArchiveMessage | ArchivePack)[], attempts = 1) {
@@ -96,28 +95,22 @@ describe("the archive consumer", () => {
     const ada = await login(unique("t"));
     const roomId = await createRoom(ada);
     const calls: string[] = [];
-    const counted = { ...env } as Record<string, unknown>;
-    for (const { name, db } of allHistoryShards(env)) {
-      counted[name] = new Proxy(db, {
-        get(target, prop) {
-          const value = Reflect.get(target, prop);
-          if (prop === "batch" || prop === "prepare" || prop === "exec")
-            return (...args: unknown[]) => {
-              calls.push(
-                prop === "prepare" ? `prepare ${String(args[0]).split(" ")[0]?.toLowerCase()}` : String(prop),
-              );
-              return (value as (...a: unknown[]) => unknown).apply(target, args);
-            };
-          return typeof value === "function" ? value.bind(target) : value;
-        },
-      });
-    }
+    const counted = historyWrapped(env, (method, name) =>
+      name === "batch" || name === "prepare" || name === "exec"
+        ? (...args: unknown[]) => {
+            calls.push(
+              name === "prepare" ? `prepare ${String(args[0]).split(" ")[0]?.toLowerCase()}` : String(name),
+            );
+            return method(...args);
+          }
+        : method,
+    );
     const packs: ArchivePack[] = [1, 4].map((from) => ({
       tenantId: ada.tenant,
       roomId,
       events: [from, from + 1, from + 2].map((seq) => ({ event: message(ada, seq, `counted ${seq}`) })),
     }));
-    expect((await deliver(packs, counted as unknown as Env)).explicitAcks).toHaveLength(2);
+    expect((await deliver(packs, counted)).explicitAcks).toHaveLength(2);
     expect((await archived(ada.tenant, roomId)).map((r) => r.seq)).toEqual([1, 2, 3, 4, 5, 6]);
     // The batch's statements are prepared, then sent together: the one call that reaches D1 (a
     // separate query, such as one for the database's size, would be another).

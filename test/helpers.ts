@@ -183,19 +183,29 @@ export async function historyAll<T>(query: string, ...binds: unknown[]): Promise
   return out;
 }
 
-/** `base` with every history shard failing its batches (a D1 outage). */
-export function historyDown(base: Env): Env {
-  const down = { ...base } as Record<string, unknown>;
+/** `base` with every history shard's methods passed through `wrap` (the method bound to its
+ * database, and its name); whatever `wrap` returns is called instead. */
+export function historyWrapped(
+  base: Env,
+  wrap: (method: (...args: unknown[]) => unknown, name: string | symbol) => (...args: unknown[]) => unknown,
+): Env {
+  const wrapped = { ...base } as Record<string, unknown>;
   for (const { name, db } of allHistoryShards(base)) {
-    down[name] = new Proxy(db, {
+    wrapped[name] = new Proxy(db, {
       get(target, prop) {
-        if (prop === "batch") return () => Promise.reject(new Error("D1_ERROR: simulated outage"));
         const value = Reflect.get(target, prop);
-        return typeof value === "function" ? value.bind(target) : value;
+        return typeof value === "function" ? wrap(value.bind(target), prop) : value;
       },
     });
   }
-  return down as unknown as Env;
+  return wrapped as unknown as Env;
+}
+
+/** `base` with every history shard failing its batches (a D1 outage). */
+export function historyDown(base: Env): Env {
+  return historyWrapped(base, (method, name) =>
+    name === "batch" ? () => Promise.reject(new Error("D1_ERROR: simulated outage")) : method,
+  );
 }
 
 /** workerd's clock moves only across I/O: wait for the next millisecond. */

@@ -148,12 +148,49 @@ export const INBOX_MIGRATIONS: Migration[] = [
   },
 ];
 
+/**
+ * A user's own messages as runs of consecutive seqs, a row per run, instead of a row per message
+ * (and one more in its index): a member who posts several messages in a row (a bot, a burst, anyone
+ * whose marker does not follow their own messages) writes one row per push, not two per message.
+ * Appended after the presence object's later migrations (presence.ts), and safe to run again.
+ */
+export const INBOX_OWN_RUNS_MIGRATION: Migration = (sql) => {
+  sql.exec(
+    `CREATE TABLE IF NOT EXISTS inbox_own_runs (
+       room_id TEXT NOT NULL, user_id TEXT NOT NULL, first_seq INTEGER NOT NULL, last_seq INTEGER NOT NULL,
+       PRIMARY KEY (room_id, user_id, first_seq)
+     ) WITHOUT ROWID;`,
+  );
+  const old = sql
+    .exec<{ n: number }>(
+      "SELECT COUNT(*) AS n FROM sqlite_master WHERE type = 'table' AND name = 'inbox_own'",
+    )
+    .one().n;
+  if (old === 0) return;
+  const runs = new OwnRuns(sql);
+  const rows = sql
+    .exec<{ room_id: string; user_id: string; seq: number }>(
+      "SELECT room_id, user_id, seq FROM inbox_own ORDER BY room_id, user_id, seq",
+    )
+    .toArray();
+  const groups = new Map<string, { room: string; user: string; seqs: number[] }>();
+  for (const r of rows) {
+    const key = `${r.room_id}\n${r.user_id}`;
+    const group = groups.get(key);
+    if (group) group.seqs.push(r.seq);
+    else groups.set(key, { room: r.room_id, user: r.user_id, seqs: [r.seq] });
+  }
+  for (const g of groups.values()) runs.add(g.room, g.user, g.seqs);
+  sql.exec("DROP TABLE inbox_own");
+};
+
 /** A page of markers: per slot, `[readSeq, accRead]`, or null for a slot whose member left. */
 type PageMarkers = ([number, number] | null)[];
 
 export class InboxStore {
   readonly #sql: SqlStorage;
   readonly #storage: DurableObjectStorage;
+  readonly #own: OwnRuns;
   /** Told of each marker a push moved, once it is written (the user's presence sessions hear it). */
   readonly #onRead: (userId: string, roomId: string, seq: number) => void;
 
@@ -163,6 +200,7 @@ export class InboxStore {
   ) {
     this.#storage = storage;
     this.#sql = storage.sql;
+    this.#own = new OwnRuns(storage.sql);
     this.#onRead = onRead;
   }
 
@@ -221,8 +259,16 @@ export class InboxStore {
     }
     for (const user of push.removed) this.#forgetReader(pages, user);
     // A user's rows are kept only while they have a marker here: one without is sent whole.
-    for (const [user, seq] of push.own) this.#addAfterMarker(pages, "inbox_own", user, seq);
-    for (const [user, seq] of push.mentions) this.#addAfterMarker(pages, "inbox_mentions", user, seq);
+    for (const [user, seqs] of byUser(push.own)) {
+      const after = pages.marker(user)?.[0];
+      if (after !== undefined)
+        this.#own.add(
+          room,
+          user,
+          seqs.filter((seq) => seq > after),
+        );
+    }
+    for (const [user, seq] of push.mentions) this.#addMention(pages, user, seq);
     // After the inserts: a message deleted in the same range goes with its mentions.
     for (const [seq, author] of push.deleted) {
       if (seq <= push.floor) continue;
@@ -247,7 +293,7 @@ export class InboxStore {
     // Nothing at or below the floor counts any more.
     this.#sql.exec("DELETE FROM inbox_deleted WHERE room_id = ? AND seq <= ?", room, push.floor);
     if (!push.full && push.floor > 0) {
-      this.#sql.exec("DELETE FROM inbox_own WHERE room_id = ? AND seq <= ?", room, push.floor);
+      this.#own.dropRoomThrough(room, push.floor);
       this.#sql.exec("DELETE FROM inbox_mentions WHERE room_id = ? AND seq <= ?", room, push.floor);
     }
     return { ok: true, missing };
@@ -291,7 +337,8 @@ export class InboxStore {
     if (marked.size === 0) return out;
     const counts = this.#sql.exec<{ room_id: string; own: number; deleted: number; mentions: number }>(
       `SELECT t.key AS room_id,
-         (SELECT COUNT(*) FROM inbox_own o WHERE o.user_id = ?1 AND o.room_id = t.key AND o.seq > t.value) AS own,
+         (SELECT COALESCE(SUM(o.last_seq - MAX(o.first_seq, t.value + 1) + 1), 0) FROM inbox_own_runs o
+           WHERE o.room_id = t.key AND o.user_id = ?1 AND o.last_seq > t.value) AS own,
          (SELECT COUNT(*) FROM inbox_deleted d
            WHERE d.room_id = t.key AND d.seq > t.value AND d.author_id != ?1) AS deleted,
          (SELECT COUNT(*) FROM inbox_mentions x WHERE x.user_id = ?1 AND x.room_id = t.key AND x.seq > t.value) AS mentions
@@ -319,17 +366,12 @@ export class InboxStore {
     return new MarkerPages(this.#sql, roomId).marker(userId)?.[0] ?? 0;
   }
 
-  /** A row of `table` (own messages or mentions) for a seq after the user's marker here. */
-  #addAfterMarker(
-    pages: MarkerPages,
-    table: "inbox_own" | "inbox_mentions",
-    user: string,
-    seq: number,
-  ): void {
+  /** A row of `inbox_mentions` for a seq after the user's marker here. */
+  #addMention(pages: MarkerPages, user: string, seq: number): void {
     const marker = pages.marker(user);
     if (!marker || marker[0] >= seq) return;
     this.#sql.exec(
-      `INSERT OR IGNORE INTO ${table} (user_id, room_id, seq) VALUES (?, ?, ?)`,
+      "INSERT OR IGNORE INTO inbox_mentions (user_id, room_id, seq) VALUES (?, ?, ?)",
       user,
       pages.room,
       seq,
@@ -351,7 +393,7 @@ export class InboxStore {
       "inbox_deleted",
       "inbox_members",
       "inbox_pages",
-      "inbox_own",
+      "inbox_own_runs",
       "inbox_mentions",
     ])
       this.#sql.exec(`DELETE FROM ${table} WHERE room_id = ?`, room);
@@ -359,20 +401,14 @@ export class InboxStore {
 
   #forgetReader(pages: MarkerPages, user: string): void {
     pages.remove(user);
-    for (const table of ["inbox_own", "inbox_mentions"])
-      this.#sql.exec(`DELETE FROM ${table} WHERE user_id = ? AND room_id = ?`, user, pages.room);
+    this.#own.forget(pages.room, user);
+    this.#sql.exec("DELETE FROM inbox_mentions WHERE user_id = ? AND room_id = ?", user, pages.room);
   }
 
   #putReader(pages: MarkerPages, s: InboxSnapshot): void {
     this.#forgetReader(pages, s.user);
     pages.add(s.user, [s.readSeq, s.accRead]);
-    for (const seq of s.own)
-      this.#sql.exec(
-        "INSERT OR IGNORE INTO inbox_own (user_id, room_id, seq) VALUES (?, ?, ?)",
-        s.user,
-        pages.room,
-        seq,
-      );
+    this.#own.add(pages.room, s.user, s.own);
     for (const seq of s.mentions)
       this.#sql.exec(
         "INSERT OR IGNORE INTO inbox_mentions (user_id, room_id, seq) VALUES (?, ?, ?)",
@@ -385,17 +421,118 @@ export class InboxStore {
   /** Moves a marker forward; what is at or before it no longer counts. */
   #moveReader(pages: MarkerPages, m: InboxMarker): void {
     pages.set(m.user, [m.readSeq, m.accRead]);
-    this.#sql.exec(
-      "DELETE FROM inbox_own WHERE user_id = ? AND room_id = ? AND seq <= ?",
-      m.user,
-      pages.room,
-      m.readSeq,
-    );
+    this.#own.dropThrough(pages.room, m.user, m.readSeq);
     this.#sql.exec(
       "DELETE FROM inbox_mentions WHERE user_id = ? AND room_id = ? AND seq <= ?",
       m.user,
       pages.room,
       m.readSeq,
+    );
+  }
+}
+
+/** The push's [user, seq] pairs by user, each user's seqs in the order they came (seq order). */
+function byUser(pairs: readonly [string, number][]): Map<string, number[]> {
+  const out = new Map<string, number[]>();
+  for (const [user, seq] of pairs) {
+    const seqs = out.get(user);
+    if (seqs) seqs.push(seq);
+    else out.set(user, [seq]);
+  }
+  return out;
+}
+
+/**
+ * The seqs of each member's own messages after their marker, as runs `[first_seq, last_seq]` of
+ * consecutive seqs that never overlap (`inbox_own_runs`). A run may begin at or below the marker
+ * or the floor (it is dropped once it ends there): counting clamps it (`list`).
+ */
+class OwnRuns {
+  readonly #sql: SqlStorage;
+
+  constructor(sql: SqlStorage) {
+    this.#sql = sql;
+  }
+
+  /** Adds `seqs` (ascending) of `user`'s messages in `room`: the newest run grows when they follow
+   * it, a seq already held changes nothing. */
+  add(room: string, user: string, seqs: readonly number[]): void {
+    if (seqs.length === 0) return;
+    let newest =
+      this.#sql
+        .exec<{ first_seq: number; last_seq: number }>(
+          "SELECT first_seq, last_seq FROM inbox_own_runs WHERE room_id = ? AND user_id = ? ORDER BY first_seq DESC LIMIT 1",
+          room,
+          user,
+        )
+        .toArray()[0] ?? null;
+    for (let i = 0; i < seqs.length; ) {
+      const first = seqs[i] as number;
+      if (newest && first <= newest.last_seq) {
+        // Already held (a snapshot in the same push had it), unless it falls between two runs.
+        if (!this.#holds(room, user, first)) this.#insert(room, user, first, first);
+        i++;
+        continue;
+      }
+      let last = first;
+      for (i++; i < seqs.length && seqs[i] === last + 1; i++) last++;
+      if (newest && first === newest.last_seq + 1) {
+        this.#sql.exec(
+          "UPDATE inbox_own_runs SET last_seq = ? WHERE room_id = ? AND user_id = ? AND first_seq = ?",
+          last,
+          room,
+          user,
+          newest.first_seq,
+        );
+        newest = { first_seq: newest.first_seq, last_seq: last };
+      } else {
+        this.#insert(room, user, first, last);
+        newest = { first_seq: first, last_seq: last };
+      }
+    }
+  }
+
+  /** `user` has read through `seq`: their runs that end there go. */
+  dropThrough(room: string, user: string, seq: number): void {
+    this.#sql.exec(
+      "DELETE FROM inbox_own_runs WHERE room_id = ? AND user_id = ? AND last_seq <= ?",
+      room,
+      user,
+      seq,
+    );
+  }
+
+  /** Nothing at or below the room's floor counts: the runs that end there go. */
+  dropRoomThrough(room: string, floor: number): void {
+    this.#sql.exec("DELETE FROM inbox_own_runs WHERE room_id = ? AND last_seq <= ?", room, floor);
+  }
+
+  forget(room: string, user: string): void {
+    this.#sql.exec("DELETE FROM inbox_own_runs WHERE room_id = ? AND user_id = ?", room, user);
+  }
+
+  #holds(room: string, user: string, seq: number): boolean {
+    return (
+      this.#sql
+        .exec(
+          `SELECT 1 FROM inbox_own_runs WHERE room_id = ? AND user_id = ? AND first_seq <= ? AND last_seq >= ?
+           LIMIT 1`,
+          room,
+          user,
+          seq,
+          seq,
+        )
+        .toArray().length > 0
+    );
+  }
+
+  #insert(room: string, user: string, first: number, last: number): void {
+    this.#sql.exec(
+      "INSERT INTO inbox_own_runs (room_id, user_id, first_seq, last_seq) VALUES (?, ?, ?, ?)",
+      room,
+      user,
+      first,
+      last,
     );
   }
 }

@@ -39,6 +39,7 @@ import type {
 import { ENDED_USERS_TABLE, EndedUsers } from "./ended-users.ts";
 import {
   INBOX_MIGRATIONS,
+  INBOX_OWN_RUNS_MIGRATION,
   type InboxAnswer,
   type InboxEntry,
   type InboxPush,
@@ -88,6 +89,8 @@ const MIGRATIONS = [
   ...NOTIFY_MIGRATIONS,
   // Those whose account was deactivated: their sockets are refused (ended-users.ts).
   ENDED_USERS_TABLE,
+  // The inbox's own messages as runs, not a row each (inbox-store.ts).
+  INBOX_OWN_RUNS_MIGRATION,
 ];
 
 export class Presence extends DurableObject<Env> {

@@ -10,7 +10,13 @@ import { env } from "cloudflare:workers";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { limitsOf } from "../config/limits.ts";
-import { INBOX_MIGRATIONS, type InboxPush, InboxStore, noChanges } from "../durable-objects/inbox-store.ts";
+import {
+  INBOX_MIGRATIONS,
+  INBOX_OWN_RUNS_MIGRATION,
+  type InboxPush,
+  InboxStore,
+  noChanges,
+} from "../durable-objects/inbox-store.ts";
 import { NOTIFY_MIGRATIONS } from "../durable-objects/notify-store.ts";
 import { presenceStub, shardOf } from "../durable-objects/presence.ts";
 import { RoomAttachments } from "../durable-objects/room-attachments.ts";
@@ -239,7 +245,7 @@ describe("the room list from the inbox", () => {
           "inbox_rooms",
           "inbox_members",
           "inbox_pages",
-          "inbox_own",
+          "inbox_own_runs",
           "inbox_mentions",
           "inbox_deleted",
         ])
@@ -343,11 +349,11 @@ describe("the room list from the inbox", () => {
            DROP TABLE inbox_members;
            DROP TABLE inbox_pages;`,
         );
-        // Back to before the pages: the migrations after them (notifications, deactivated people)
-        // run again too.
+        // Back to before the pages: the migrations after them (notifications, deactivated people,
+        // own messages as runs) run again too.
         sql.exec(
           "UPDATE meta SET value = CAST(value AS INTEGER) - ? WHERE key = 'schema_version'",
-          1 + NOTIFY_MIGRATIONS.length + 1,
+          1 + NOTIFY_MIGRATIONS.length + 2,
         );
       });
       await evictDurableObject(stub);
@@ -378,14 +384,45 @@ describe("the room list from the inbox", () => {
   });
 });
 
+/** A push of `room` at `to` with these parts; the rest empty. */
+const push = (tenant: string, room: string, from: number | null, to: number, parts: Partial<InboxPush>) =>
+  ({
+    tenantId: tenant,
+    roomId: room,
+    from,
+    full: false,
+    to,
+    accLast: to,
+    floor: 0,
+    accFloor: 0,
+    ...noChanges(),
+    ...parts,
+  }) satisfies InboxPush;
+
+/** Counts the rows that statements naming `table` write, from here on. */
+function countWrites(sql: SqlStorage, table: string): { rows: number } {
+  const counter = { rows: 0 };
+  const exec = sql.exec.bind(sql);
+  sql.exec = ((query: string, ...params: SqlStorageValue[]) => {
+    const cursor = exec(query, ...params);
+    if (query.includes(table)) counter.rows += cursor.rowsWritten;
+    return cursor;
+  }) as typeof sql.exec;
+  return counter;
+}
+
 describe("the inbox's cost per push", () => {
   it("drops a room's rows below its floor by an index, not by scanning every room's rows", async () => {
     const tenant = unique("t");
     const plans = await runInDurableObject(presenceStub(env, tenant, 0), (_p, state) =>
-      ["inbox_own", "inbox_mentions", "inbox_deleted"].map((table) =>
+      [
+        ["inbox_own_runs", "last_seq"],
+        ["inbox_mentions", "seq"],
+        ["inbox_deleted", "seq"],
+      ].map(([table, seq]) =>
         state.storage.sql
           .exec<{ detail: string }>(
-            `EXPLAIN QUERY PLAN DELETE FROM ${table} WHERE room_id = ? AND seq <= ?`,
+            `EXPLAIN QUERY PLAN DELETE FROM ${table} WHERE room_id = ? AND ${seq} <= ?`,
             "r",
             1,
           )
@@ -396,37 +433,137 @@ describe("the inbox's cost per push", () => {
     );
     for (const plan of plans) expect(plan).not.toMatch(/^SCAN/);
   });
+  it("writes a member's messages in a row as one run, and counts them exactly around markers and the floor", async () => {
+    const tenant = unique("t");
+    const room = unique("r");
+    const result = await runInDurableObject(presenceStub(env, tenant, 0), (_p, state) => {
+      const written = countWrites(state.storage.sql, "inbox_own");
+      const inbox = new InboxStore(state.storage);
+      const list = () => ["ada", "bob"].map((u) => inbox.list(u, [room])[room]?.unread);
+      const none = { readSeq: 0, accRead: 0, own: [], mentions: [] };
+      inbox.apply(
+        push(tenant, room, null, 0, {
+          full: true,
+          snapshots: ["ada", "bob"].map((user) => ({ user, ...none })),
+        }),
+      );
+      written.rows = 0;
+      // A burst: ada's 100 messages in one push.
+      const burst = Array.from({ length: 100 }, (_, i): [string, number] => ["ada", i + 1]);
+      inbox.apply(push(tenant, room, 0, 100, { own: burst }));
+      const burstRows = written.rows;
+      // A conversation: ada and bob in turn, then someone else; ada's first follows her burst.
+      written.rows = 0;
+      inbox.apply(
+        push(tenant, room, 100, 110, {
+          own: [
+            ["ada", 101],
+            ["bob", 102],
+            ["ada", 103],
+            ["bob", 104],
+            ["ada", 105],
+          ],
+        }),
+      );
+      const turnRows = written.rows;
+      const afterSends = list();
+      // Ada reads through 50: her runs that end there go (none does: her first run ends at 101).
+      inbox.apply(push(tenant, room, 110, 110, { markers: [{ user: "ada", readSeq: 50, accRead: 50 }] }));
+      const afterRead = list();
+      // A newcomer's snapshot and the range that holds their messages, in the same push.
+      inbox.apply(
+        push(tenant, room, 110, 112, {
+          snapshots: [{ user: "cyd", readSeq: 110, accRead: 110, own: [111, 112], mentions: [] }],
+          own: [
+            ["cyd", 111],
+            ["cyd", 112],
+          ],
+        }),
+      );
+      const cyd = inbox.list("cyd", [room])[room]?.unread;
+      // The floor passes ada's first run, and bob's first message.
+      inbox.apply(push(tenant, room, 112, 112, { floor: 102, accFloor: 102 }));
+      const afterFloor = list();
+      const runs = state.storage.sql
+        .exec<{ user_id: string; first_seq: number; last_seq: number }>(
+          "SELECT user_id, first_seq, last_seq FROM inbox_own_runs WHERE room_id = ? ORDER BY user_id, first_seq",
+          room,
+        )
+        .toArray()
+        .map((r) => `${r.user_id} ${r.first_seq}-${r.last_seq}`);
+      return { burstRows, turnRows, afterSends, afterRead, cyd, afterFloor, runs };
+    });
+    // One row for the burst (a row and an index entry per message before runs: 200).
+    expect(result.burstRows).toBe(1);
+    // Ada's 101 grows her run, 103 and 105 start runs, bob's two start runs: five rows.
+    expect(result.turnRows).toBe(5);
+    // 112 messages in all by the end; before cyd's two, 110: ada wrote 103, bob 2.
+    expect(result.afterSends).toEqual([110 - 103, 110 - 2]);
+    expect(result.afterRead).toEqual([110 - 50 - 53, 110 - 2]);
+    expect(result.cyd).toBe(0);
+    // After the floor (102): ada's 103 and 105 are hers, bob's 104 his.
+    expect(result.afterFloor).toEqual([112 - 102 - 2, 112 - 102 - 1]);
+    expect(result.runs).toEqual(["ada 103-103", "ada 105-105", "bob 104-104", "cyd 111-112"]);
+  });
+
+  it("turns the rows of own messages into runs when a shard upgrades, and lists the same", async () => {
+    const tenant = unique("t");
+    const room = unique("r");
+    const result = await runInDurableObject(presenceStub(env, tenant, 0), (_p, state) => {
+      const sql = state.storage.sql;
+      const inbox = new InboxStore(state.storage);
+      const none = { readSeq: 3, accRead: 3, own: [], mentions: [] };
+      inbox.apply(
+        push(tenant, room, null, 20, {
+          full: true,
+          snapshots: ["ada", "bob"].map((user) => ({ user, ...none })),
+        }),
+      );
+      // As a shard before runs holds them: a row per own message after the marker.
+      sql.exec(
+        `DROP TABLE inbox_own_runs;
+         CREATE TABLE inbox_own (
+           user_id TEXT NOT NULL, room_id TEXT NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (user_id, room_id, seq)
+         ) WITHOUT ROWID;
+         CREATE INDEX inbox_own_room ON inbox_own(room_id, seq);`,
+      );
+      for (const [user, seq] of [
+        ["ada", 4],
+        ["ada", 5],
+        ["ada", 6],
+        ["bob", 7],
+        ["ada", 9],
+        ["bob", 10],
+        ["bob", 11],
+      ] as const)
+        sql.exec("INSERT INTO inbox_own (user_id, room_id, seq) VALUES (?, ?, ?)", user, room, seq);
+      state.storage.transactionSync(() => (INBOX_OWN_RUNS_MIGRATION as (sql: SqlStorage) => void)(sql));
+      const tables = sql
+        .exec<{ name: string }>("SELECT name FROM sqlite_master WHERE name LIKE 'inbox_own%' ORDER BY name")
+        .toArray()
+        .map((r) => r.name);
+      const runs = sql
+        .exec<{ user_id: string; first_seq: number; last_seq: number }>(
+          "SELECT user_id, first_seq, last_seq FROM inbox_own_runs ORDER BY user_id, first_seq",
+        )
+        .toArray()
+        .map((r) => `${r.user_id} ${r.first_seq}-${r.last_seq}`);
+      return { tables, runs, unread: ["ada", "bob"].map((u) => inbox.list(u, [room])[room]?.unread) };
+    });
+    expect(result.tables).toEqual(["inbox_own_runs"]);
+    expect(result.runs).toEqual(["ada 4-6", "ada 9-9", "bob 7-7", "bob 10-11"]);
+    expect(result.unread).toEqual([20 - 3 - 4, 20 - 3 - 3]);
+  });
 });
 
 describe("the inbox's markers by page", () => {
-  /** A push of `room` at `to` with these parts; the rest empty. */
-  const push = (tenant: string, room: string, from: number | null, to: number, parts: Partial<InboxPush>) =>
-    ({
-      tenantId: tenant,
-      roomId: room,
-      from,
-      full: false,
-      to,
-      accLast: to,
-      floor: 0,
-      accFloor: 0,
-      ...noChanges(),
-      ...parts,
-    }) satisfies InboxPush;
-
   it("writes one row per page of markers that moved, fills a freed slot, and lists each reader exactly", async () => {
     const tenant = unique("t");
     const room = unique("r");
     const users = Array.from({ length: 250 }, (_, i) => `u${String(i).padStart(3, "0")}`);
     const result = await runInDurableObject(presenceStub(env, tenant, 0), (_p, state) => {
       const sql = state.storage.sql;
-      let written = 0;
-      const exec = sql.exec.bind(sql);
-      sql.exec = ((query: string, ...params: SqlStorageValue[]) => {
-        const cursor = exec(query, ...params);
-        if (query.includes("inbox_pages")) written += cursor.rowsWritten;
-        return cursor;
-      }) as typeof sql.exec;
+      const written = countWrites(sql, "inbox_pages");
       const inbox = new InboxStore(state.storage);
       inbox.apply(
         push(tenant, room, null, 10, {
@@ -437,18 +574,18 @@ describe("the inbox's markers by page", () => {
       const pages = sql
         .exec<{ n: number }>("SELECT COUNT(*) AS n FROM inbox_pages WHERE room_id = ?", room)
         .one().n;
-      written = 0;
+      written.rows = 0;
       // Every reader's marker moves in one push: three pages, three rows.
       const moved = inbox.apply(
         push(tenant, room, 10, 10, {
           markers: users.map((user, i) => ({ user, readSeq: 1 + (i % 10), accRead: 1 + (i % 10) })),
         }),
       );
-      const movedRows = written;
+      const movedRows = written.rows;
       // Behind the marker: nothing written.
-      written = 0;
+      written.rows = 0;
       inbox.apply(push(tenant, room, 10, 10, { markers: [{ user: "u007", readSeq: 1, accRead: 1 }] }));
-      const backwardsRows = written;
+      const backwardsRows = written.rows;
       // One leaves and another arrives: the newcomer takes the freed slot, on the first page.
       inbox.apply(push(tenant, room, 10, 10, { removed: ["u042"] }));
       inbox.apply(

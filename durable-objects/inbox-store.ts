@@ -258,6 +258,17 @@ export class InboxStore {
       if (s.readSeq > before) moved.push([s.user, s.readSeq]);
     }
     for (const user of push.removed) this.#forgetReader(pages, user);
+    // Markers before the rows after them: a member who read past their own message (or a mention
+    // of them) in the same push writes no row for it.
+    const missing: string[] = [];
+    for (const m of push.markers) {
+      const known = pages.marker(m.user);
+      if (!known) missing.push(m.user);
+      else if (known[0] < m.readSeq) {
+        this.#moveReader(pages, m);
+        moved.push([m.user, m.readSeq]);
+      }
+    }
     // A user's rows are kept only while they have a marker here: one without is sent whole.
     for (const [user, seqs] of byUser(push.own)) {
       const after = pages.marker(user)?.[0];
@@ -279,15 +290,6 @@ export class InboxStore {
         author,
       );
       this.#sql.exec("DELETE FROM inbox_mentions WHERE room_id = ? AND seq = ?", room, seq);
-    }
-    const missing: string[] = [];
-    for (const m of push.markers) {
-      const known = pages.marker(m.user);
-      if (!known) missing.push(m.user);
-      else if (known[0] < m.readSeq) {
-        this.#moveReader(pages, m);
-        moved.push([m.user, m.readSeq]);
-      }
     }
     pages.write();
     // Nothing at or below the floor counts any more.

@@ -506,6 +506,48 @@ describe("the inbox's cost per push", () => {
     expect(result.runs).toEqual(["ada 103-103", "ada 105-105", "bob 104-104", "cyd 111-112"]);
   });
 
+  it("writes no row for a message its author, or a mention its reader, has read in the same push", async () => {
+    const tenant = unique("t");
+    const room = unique("r");
+    const result = await runInDurableObject(presenceStub(env, tenant, 0), (_p, state) => {
+      const own = countWrites(state.storage.sql, "inbox_own");
+      const mentions = countWrites(state.storage.sql, "inbox_mentions");
+      const inbox = new InboxStore(state.storage);
+      const none = { readSeq: 0, accRead: 0, own: [], mentions: [] };
+      inbox.apply(
+        push(tenant, room, null, 0, {
+          full: true,
+          snapshots: ["ada", "bob"].map((user) => ({ user, ...none })),
+        }),
+      );
+      own.rows = 0;
+      mentions.rows = 0;
+      // Ada's two messages, the first mentioning bob; her client read both, his the first.
+      inbox.apply(
+        push(tenant, room, 0, 2, {
+          own: [
+            ["ada", 1],
+            ["ada", 2],
+          ],
+          mentions: [["bob", 1]],
+          markers: [
+            { user: "ada", readSeq: 2, accRead: 2 },
+            { user: "bob", readSeq: 1, accRead: 1 },
+          ],
+        }),
+      );
+      return {
+        rows: own.rows + mentions.rows,
+        listed: ["ada", "bob"].map((u) => inbox.list(u, [room])[room]),
+      };
+    });
+    expect(result.rows).toBe(0);
+    expect(result.listed).toEqual([
+      { lastSeq: 2, readSeq: 2, unread: 0, mentions: 0 },
+      { lastSeq: 2, readSeq: 1, unread: 1, mentions: 0 },
+    ]);
+  });
+
   it("turns the rows of own messages into runs when a shard upgrades, and lists the same", async () => {
     const tenant = unique("t");
     const room = unique("r");

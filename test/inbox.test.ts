@@ -399,6 +399,13 @@ const push = (tenant: string, room: string, from: number | null, to: number, par
     ...parts,
   }) satisfies InboxPush;
 
+/** A full push of `room` at `to`, its members `users` with their markers at `readSeq`. */
+const joined = (tenant: string, room: string, to: number, users: string[], readSeq = 0) =>
+  push(tenant, room, null, to, {
+    full: true,
+    snapshots: users.map((user) => ({ user, readSeq, accRead: readSeq, own: [], mentions: [] })),
+  });
+
 /** Counts the rows that statements naming `table` write, from here on. */
 function countWrites(sql: SqlStorage, table: string): { rows: number } {
   const counter = { rows: 0 };
@@ -440,13 +447,7 @@ describe("the inbox's cost per push", () => {
       const written = countWrites(state.storage.sql, "inbox_own");
       const inbox = new InboxStore(state.storage);
       const list = () => ["ada", "bob"].map((u) => inbox.list(u, [room])[room]?.unread);
-      const none = { readSeq: 0, accRead: 0, own: [], mentions: [] };
-      inbox.apply(
-        push(tenant, room, null, 0, {
-          full: true,
-          snapshots: ["ada", "bob"].map((user) => ({ user, ...none })),
-        }),
-      );
+      inbox.apply(joined(tenant, room, 0, ["ada", "bob"]));
       written.rows = 0;
       // A burst: ada's 100 messages in one push.
       const burst = Array.from({ length: 100 }, (_, i): [string, number] => ["ada", i + 1]);
@@ -513,13 +514,7 @@ describe("the inbox's cost per push", () => {
       const own = countWrites(state.storage.sql, "inbox_own");
       const mentions = countWrites(state.storage.sql, "inbox_mentions");
       const inbox = new InboxStore(state.storage);
-      const none = { readSeq: 0, accRead: 0, own: [], mentions: [] };
-      inbox.apply(
-        push(tenant, room, null, 0, {
-          full: true,
-          snapshots: ["ada", "bob"].map((user) => ({ user, ...none })),
-        }),
-      );
+      inbox.apply(joined(tenant, room, 0, ["ada", "bob"]));
       own.rows = 0;
       mentions.rows = 0;
       // Ada's two messages, the first mentioning bob; her client read both, his the first.
@@ -554,13 +549,7 @@ describe("the inbox's cost per push", () => {
     const result = await runInDurableObject(presenceStub(env, tenant, 0), (_p, state) => {
       const sql = state.storage.sql;
       const inbox = new InboxStore(state.storage);
-      const none = { readSeq: 3, accRead: 3, own: [], mentions: [] };
-      inbox.apply(
-        push(tenant, room, null, 20, {
-          full: true,
-          snapshots: ["ada", "bob"].map((user) => ({ user, ...none })),
-        }),
-      );
+      inbox.apply(joined(tenant, room, 20, ["ada", "bob"], 3));
       // As a shard before runs holds them: a row per own message after the marker.
       sql.exec(
         `DROP TABLE inbox_own_runs;

@@ -40,13 +40,15 @@ export type ShipKey =
   | "archive_expire_sent"
   | "archive_expire_sent_at";
 
-/** The watermarks `setCounter` writes behind, and how long at most it waits to write them. */
-const WRITTEN_BEHIND: ReadonlySet<ShipKey> = new Set([
+/** The watermarks `setCounter` writes behind, together in one meta row (`WATERMARKS_KEY`, a JSON
+ * object), and how long at most it waits to write them. */
+export const WRITTEN_BEHIND: readonly ShipKey[] = [
   "search_indexed",
   "archive_confirmed",
   "archive_sent",
   "archive_sent_at",
-]);
+];
+export const WATERMARKS_KEY = "watermarks";
 const COUNTERS_WRITE_MS = 1000;
 
 export interface RoomMeta {
@@ -230,6 +232,12 @@ export class RoomLog {
    * confirmed there; or a cached setting), 0 when never set. */
   counter(key: ShipKey): number {
     let value = this.#counters.get(key);
+    if (value === undefined && WRITTEN_BEHIND.includes(key)) {
+      // The watermarks share a row: reading one reads them all (those set since stay as set).
+      const stored = JSON.parse(this.#metaValue(WATERMARKS_KEY) ?? "{}") as Partial<Record<ShipKey, number>>;
+      for (const k of WRITTEN_BEHIND) if (!this.#counters.has(k)) this.#counters.set(k, stored[k] ?? 0);
+      value = this.#counters.get(key);
+    }
     if (value === undefined) {
       value = Number(this.#metaValue(key) ?? 0);
       this.#counters.set(key, value);
@@ -245,7 +253,7 @@ export class RoomLog {
    */
   setCounter(key: ShipKey, value: number): void {
     this.#counters.set(key, value);
-    if (!WRITTEN_BEHIND.has(key)) {
+    if (!WRITTEN_BEHIND.includes(key)) {
       this.#setMetaValue(key, String(value));
       return;
     }
@@ -253,19 +261,18 @@ export class RoomLog {
     this.#countersTimer ??= setTimeout(() => this.writeCounters(), COUNTERS_WRITE_MS);
   }
 
-  /** Writes the watermarks changed since the last write (one row each); from then on counters are
-   * read from storage again (once each), so what storage holds is what the room goes by. */
+  /** Writes the watermarks, if one changed since the last write: one row for all of them. From then
+   * on counters are read from storage again (once), so what storage holds is what the room goes by. */
   writeCounters(): void {
     if (this.#countersTimer) clearTimeout(this.#countersTimer);
     this.#countersTimer = null;
-    const dirty = [...this.#dirtyCounters].map((key) => [key, this.counter(key)] as const);
+    const changed = this.#dirtyCounters.size > 0;
+    const values = Object.fromEntries(WRITTEN_BEHIND.map((key) => [key, this.counter(key)]));
     this.#dirtyCounters.clear();
     this.#counters.clear();
-    if (dirty.length === 0) return;
+    if (!changed) return;
     try {
-      this.transaction(() => {
-        for (const [key, value] of dirty) this.#setMetaValue(key, String(value));
-      });
+      this.transaction(() => this.#setMetaValue(WATERMARKS_KEY, JSON.stringify(values)));
     } catch {
       // Not written: the stored watermarks stay older, so the room sends that much again.
     }

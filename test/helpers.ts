@@ -6,6 +6,7 @@ import { runInDurableObject } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { expect } from "vitest";
 import type { Room } from "../durable-objects/room.ts";
+import { type ShipKey, WATERMARKS_KEY } from "../durable-objects/room-log.ts";
 import type { RoomMaintenance } from "../durable-objects/room-maintenance.ts";
 import { allHistoryShards } from "../platform/residency.ts";
 import { parseServerFrame, type RoomEvent, type ServerFrame } from "../protocol/index.ts";
@@ -214,6 +215,22 @@ export async function after(ts: number): Promise<void> {
 }
 
 /** The room's Durable Object, as the worker names it. */
+/** Sets a room's stored watermark `key` (room-log.ts writes those behind in one meta row) to what
+ * `to` makes of it, as a lost confirmation or a rebuilt store leaves it. Write the room's own first
+ * (`writeWatermarks()`): a room that still holds newer ones in memory writes them over it. */
+export function storeWatermark(sql: SqlStorage, key: ShipKey, to: (stored: number) => number): void {
+  const row = sql
+    .exec<{ value: string }>("SELECT value FROM meta WHERE key = ?", WATERMARKS_KEY)
+    .toArray()[0];
+  const marks = JSON.parse(row?.value ?? "{}") as Record<string, number>;
+  marks[key] = to(marks[key] ?? 0);
+  sql.exec(
+    "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+    WATERMARKS_KEY,
+    JSON.stringify(marks),
+  );
+}
+
 export function roomObject(tenant: string, roomId: string) {
   return env.ROOM.get(env.ROOM.idFromName(`${tenant}:${roomId}`));
 }

@@ -10,7 +10,7 @@ import type { Room } from "../durable-objects/room.ts";
 import { partOf, type SearchShard, searchStub } from "../durable-objects/search.ts";
 import type { SearchHit } from "../protocol/index.ts";
 import { roomStub } from "../worker/stubs.ts";
-import { api, Client, createRoom, join, json, login, type User, unique } from "./helpers.ts";
+import { api, Client, createRoom, join, json, login, storeWatermark, type User, unique } from "./helpers.ts";
 
 async function search(user: User, q: string, extra = ""): Promise<{ status: number; hits: SearchHit[] }> {
   const res = await api(user, "GET", `/api/search?q=${encodeURIComponent(q)}${extra}`);
@@ -149,7 +149,7 @@ describe("search", () => {
     // As after a lost confirmation, or a rebuild: the room forgets what its part confirmed.
     const stub = roomStub(env, ada.tenant, roomId);
     await runInDurableObject(stub, async (_room: Room, state) => {
-      state.storage.sql.exec("UPDATE meta SET value = '0' WHERE key = 'search_indexed'");
+      storeWatermark(state.storage.sql, "search_indexed", () => 0);
     });
     await settled(ada.tenant, roomId);
     const hits = (await search(ada, "okapi")).hits;

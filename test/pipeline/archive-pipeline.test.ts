@@ -20,6 +20,7 @@ import {
   historyDown,
   json,
   login,
+  storeWatermark,
   type User,
   unique,
 } from "../helpers.ts";
@@ -115,7 +116,7 @@ describe("shipping to the D1 history by watermark", () => {
 
     await stub.writeWatermarks();
     await runInDurableObject(stub, (_r: Room, s) => {
-      s.storage.sql.exec("UPDATE meta SET value = value - 3600000 WHERE key = 'archive_sent_at'");
+      storeWatermark(s.storage.sql, "archive_sent_at", (at) => at - 3_600_000);
     });
     await alarm(stub);
     const again = queue.take();
@@ -163,7 +164,7 @@ describe("a D1 outage during archiving", () => {
     // dies with its process); the room resends what was never confirmed.
     await stub.writeWatermarks();
     await runInDurableObject(stub, (_r: Room, s) => {
-      s.storage.sql.exec("UPDATE meta SET value = value - 3600000 WHERE key = 'archive_sent_at'");
+      storeWatermark(s.storage.sql, "archive_sent_at", (at) => at - 3_600_000);
     });
     await drainAll(stub, queue);
     const after = await stub.archiveState();

@@ -11,6 +11,7 @@ import { evictDurableObject, runInDurableObject } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import type { Room } from "../../durable-objects/room.ts";
+import { WRITTEN_BEHIND } from "../../durable-objects/room-log.ts";
 import { verifyExport } from "../../protocol/export-verify.ts";
 import type { RoomEvent, SearchHit } from "../../protocol/index.ts";
 import { roomStub } from "../../worker/stubs.ts";
@@ -26,6 +27,7 @@ import {
   json,
   login,
   settleInbox,
+  storeWatermark,
   type User,
   unique,
 } from "../helpers.ts";
@@ -386,9 +388,7 @@ describe("shipping from a watermark older than the floor", () => {
     // ahead of the log, and what the room sends to the queue is never delivered.
     await stub.writeWatermarks();
     await runInDurableObject(stub, (_r: Room, state) => {
-      state.storage.sql.exec(
-        "INSERT INTO meta (key, value) VALUES ('search_indexed', '1000000') ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-      );
+      storeWatermark(state.storage.sql, "search_indexed", () => 1_000_000);
     });
     const early = await send(ada, roomId, "the xylophonic early bird");
     const client = await Client.open(ada, roomId);
@@ -403,9 +403,7 @@ describe("shipping from a watermark older than the floor", () => {
     // Both watermarks back to 0, as a rebuilt store (or the upgrade, docs/deploy.md) starts.
     await stub.writeWatermarks();
     await runInDurableObject(stub, (_r: Room, s) => {
-      s.storage.sql.exec(
-        "UPDATE meta SET value = '0' WHERE key IN ('search_indexed', 'archive_confirmed', 'archive_sent', 'archive_sent_at')",
-      );
+      for (const key of WRITTEN_BEHIND) storeWatermark(s.storage.sql, key, () => 0);
     });
     expect(await stub.searchSettled()).toMatchObject({ indexedThrough: state.lastSeq });
     expect((await searchFor(ada, "xylophonic")).map((h) => h.seq)).toEqual([early]);

@@ -57,7 +57,7 @@ async function asLeftByPreviousRelease(user: User, roomId: string, stub: Stub): 
   await runInDurableObject(stub, (_room: Room, state) => {
     const sql = state.storage.sql;
     sql.exec(`DROP TABLE archive_acks;
-      DELETE FROM meta WHERE key LIKE 'search_%' OR key LIKE 'archive_%';
+      DELETE FROM meta WHERE key LIKE 'search_%' OR key LIKE 'archive_%' OR key = 'watermarks';
       CREATE TABLE outbox (seq INTEGER PRIMARY KEY, sent_at INTEGER);
       CREATE INDEX outbox_sent ON outbox(sent_at);`);
     undoSchemaV8(sql);

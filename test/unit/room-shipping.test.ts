@@ -11,7 +11,7 @@ import { describe, expect, it, vi } from "vitest";
 import { DEFAULT_LIMITS, type Limits } from "../../config/limits.ts";
 import { ArchiveFeed, type ArchivePack } from "../../durable-objects/room-archive.ts";
 import type { ColdArchive } from "../../durable-objects/room-cold.ts";
-import { RoomLog, type RoomMeta } from "../../durable-objects/room-log.ts";
+import { RoomLog, type RoomMeta, WATERMARKS_KEY, WRITTEN_BEHIND } from "../../durable-objects/room-log.ts";
 import { SearchFeed } from "../../durable-objects/room-search.ts";
 import type { SearchOp } from "../../durable-objects/search.ts";
 
@@ -268,4 +268,61 @@ describe("shipping to search", () => {
       expect(search.behind).toBe(false);
     });
   });
+});
+
+describe("the watermarks written behind", () => {
+  /** Counts the rows written by statements on the meta table, from here on. */
+  function metaWrites(sql: SqlStorage): { rows: number } {
+    const counter = { rows: 0 };
+    const exec = sql.exec.bind(sql);
+    sql.exec = ((query: string, ...params: SqlStorageValue[]) => {
+      const cursor = exec(query, ...params);
+      if (/\bmeta\b/.test(query)) counter.rows += cursor.rowsWritten;
+      return cursor;
+    }) as typeof sql.exec;
+    return counter;
+  }
+
+  it("writes every watermark that moved in one row, and nothing when none did", () =>
+    inRoom(0, async (log, storage) => {
+      const written = metaWrites(storage.sql);
+      const moveAll = (by: number) =>
+        WRITTEN_BEHIND.forEach((key, i) => {
+          log.setCounter(key, by + i);
+        });
+      // The first write makes the row (a row and its key's index entry).
+      moveAll(10);
+      log.writeCounters();
+      written.rows = 0;
+      moveAll(20);
+      log.writeCounters();
+      const moved = written.rows;
+      log.writeCounters();
+      expect({ moved, again: written.rows - moved }).toEqual({ moved: 1, again: 0 });
+      // What another instance of the room reads.
+      const next = new RoomLog(storage);
+      expect(WRITTEN_BEHIND.map((key) => next.counter(key))).toEqual([20, 21, 22, 23]);
+    }));
+
+  it("moves a room's watermarks from a row each into the one row (the upgrade)", () =>
+    inRoom(0, async (_log, storage) => {
+      const sql = storage.sql;
+      // As a room before the upgrade holds them.
+      sql.exec("DELETE FROM meta WHERE key = ?", WATERMARKS_KEY);
+      WRITTEN_BEHIND.forEach((key, i) => {
+        sql.exec("INSERT INTO meta (key, value) VALUES (?, ?)", key, String(100 + i));
+      });
+      sql.exec("UPDATE meta SET value = CAST(value AS INTEGER) - 1 WHERE key = 'schema_version'");
+      const upgraded = new RoomLog(storage);
+      const keys = sql
+        .exec<{ key: string }>(
+          "SELECT key FROM meta WHERE key IN (?, ?, ?, ?, ?) ORDER BY key",
+          WATERMARKS_KEY,
+          ...WRITTEN_BEHIND,
+        )
+        .toArray()
+        .map((r) => r.key);
+      expect(keys).toEqual([WATERMARKS_KEY]);
+      expect(WRITTEN_BEHIND.map((key) => upgraded.counter(key))).toEqual([100, 101, 102, 103]);
+    }));
 });

@@ -227,7 +227,10 @@ export class InboxStore {
       );
     } else {
       const have = this.#sql
-        .exec<{ synced: number }>("SELECT synced FROM inbox_rooms WHERE room_id = ?", room)
+        .exec<{ synced: number; acc_last: number; floor: number; acc_floor: number }>(
+          "SELECT synced, acc_last, floor, acc_floor FROM inbox_rooms WHERE room_id = ?",
+          room,
+        )
         .toArray()[0];
       if (!have || push.from === null || have.synced !== push.from) {
         const readers = this.#sql
@@ -242,14 +245,21 @@ export class InboxStore {
           .one().s;
         return { ok: false, have: have?.synced ?? null, readers, readSum };
       }
-      this.#sql.exec(
-        "UPDATE inbox_rooms SET synced = ?, acc_last = ?, floor = ?, acc_floor = ? WHERE room_id = ?",
-        push.to,
-        push.accLast,
-        push.floor,
-        push.accFloor,
-        room,
-      );
+      // A push of markers alone leaves the room's row as it was: not written again.
+      const same =
+        have.synced === push.to &&
+        have.acc_last === push.accLast &&
+        have.floor === push.floor &&
+        have.acc_floor === push.accFloor;
+      if (!same)
+        this.#sql.exec(
+          "UPDATE inbox_rooms SET synced = ?, acc_last = ?, floor = ?, acc_floor = ? WHERE room_id = ?",
+          push.to,
+          push.accLast,
+          push.floor,
+          push.accFloor,
+          room,
+        );
     }
     const pages = new MarkerPages(this.#sql, room);
     for (const s of push.snapshots) {

@@ -543,6 +543,26 @@ describe("the inbox's cost per push", () => {
     ]);
   });
 
+  it("leaves the room's row alone for a push of markers only", async () => {
+    const tenant = unique("t");
+    const room = unique("r");
+    const rows = await runInDurableObject(presenceStub(env, tenant, 0), (_p, state) => {
+      const written = countWrites(state.storage.sql, "inbox_rooms");
+      const inbox = new InboxStore(state.storage);
+      inbox.apply(joined(tenant, room, 0, ["ada", "bob"]));
+      written.rows = 0;
+      inbox.apply(push(tenant, room, 0, 3, { own: [["ada", 3]] }));
+      const range = written.rows;
+      inbox.apply(push(tenant, room, 3, 3, { markers: [{ user: "bob", readSeq: 3, accRead: 3 }] }));
+      return { range, markers: written.rows - range, listed: inbox.list("bob", [room])[room] };
+    });
+    expect(rows).toEqual({
+      range: 1,
+      markers: 0,
+      listed: { lastSeq: 3, readSeq: 3, unread: 0, mentions: 0 },
+    });
+  });
+
   it("turns the rows of own messages into runs when a shard upgrades, and lists the same", async () => {
     const tenant = unique("t");
     const room = unique("r");

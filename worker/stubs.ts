@@ -40,3 +40,26 @@ export function roomStub(env: Env, tenantId: string, roomId: string) {
   const namespace = roomNamespace(env, tenantId);
   return namespace.get(namespace.idFromName(`${tenantId}:${roomId}`));
 }
+
+/** The request headers a stream's object reads: the upgrade and where an EventSource resumes. */
+const STREAM_HEADERS = ["upgrade", "last-event-id"];
+
+/**
+ * Hands a stream's opening request (a WebSocket upgrade, or SSE) to its object with `identity` in
+ * header `name`, and of the caller's headers only those the object reads: the object never sees the
+ * caller's token or cookies, and nothing is copied that it would not use.
+ */
+export function openStreamAt(
+  stub: { fetch(input: string, init: RequestInit): Promise<Response> },
+  request: Request,
+  name: string,
+  identity: string,
+): Promise<Response> {
+  const headers = new Headers();
+  for (const header of STREAM_HEADERS) {
+    const value = request.headers.get(header);
+    if (value !== null) headers.set(header, value);
+  }
+  headers.set(name, identity);
+  return stub.fetch(request.url, { headers });
+}

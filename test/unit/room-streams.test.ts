@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { encodeIdentity, IDENTITY_HEADER, parseStreamRequest } from "../../durable-objects/room-streams.ts";
 import type { HttpErrorBody } from "../../protocol/index.ts";
+import { openStreamAt } from "../../worker/stubs.ts";
 
 // durable-objects/room-streams.ts: the one parser of a request that opens a WebSocket or SSE stream.
 
@@ -83,5 +84,40 @@ describe("a stream's opening request", () => {
     expect((await refusal(parseStreamRequest(opening("?after=11"), room, "ws"))).body.error.message).toBe(
       "after 11 is beyond the log (lastSeq 10)",
     );
+  });
+});
+
+// worker/stubs.ts: how the worker hands a stream's opening request to its object.
+describe("handing a stream to its object", () => {
+  it("passes the upgrade, where an EventSource resumes and who is asking, never the caller's token or cookies", async () => {
+    const seen: { url: string; headers: [string, string][] }[] = [];
+    const stub = {
+      fetch: async (url: string, init: RequestInit) => {
+        seen.push({ url, headers: [...new Headers(init.headers).entries()].sort() });
+        return new Response(null, { status: 204 });
+      },
+    };
+    const caller = new Request("https://parley.example/api/rooms/r_1/ws?after=3&flow=1", {
+      headers: {
+        upgrade: "websocket",
+        "last-event-id": "3",
+        "cf-access-jwt-assertion": "header.payload.signature",
+        cookie: "CF_Authorization=header.payload.signature",
+        origin: "https://parley.example",
+        "sec-websocket-key": "dGhlIHNhbXBsZSBub25jZQ==",
+      },
+    });
+    const answer = await openStreamAt(stub, caller, IDENTITY_HEADER, encodeIdentity(ada));
+    expect(answer.status).toBe(204);
+    expect(seen).toEqual([
+      {
+        url: "https://parley.example/api/rooms/r_1/ws?after=3&flow=1",
+        headers: [
+          ["last-event-id", "3"],
+          ["upgrade", "websocket"],
+          [IDENTITY_HEADER, encodeIdentity(ada)],
+        ],
+      },
+    ]);
   });
 });

@@ -12,7 +12,7 @@ import { ApiError } from "../errors.ts";
 import { intParam, readJsonObject } from "../http.ts";
 import { checkSocketOrigin } from "../origins.ts";
 import { actorOf, reachRoom } from "../rooms.ts";
-import { type CommandResult, encodeIdentity, IDENTITY_HEADER, roomStub } from "../stubs.ts";
+import { type CommandResult, encodeIdentity, IDENTITY_HEADER, openStreamAt, roomStub } from "../stubs.ts";
 import type { AppEnv } from "../types.ts";
 
 /** Longest long poll: under the idle timeouts of common proxies (docs/protocol.md suggests 25 s). */
@@ -116,8 +116,9 @@ async function openStream(c: Context<AppEnv>): Promise<Response> {
   const me = c.get("identity");
   const expiresAt = streamExpiry(c);
   const stub = await stubFor(c);
-  const headers = new Headers(c.req.raw.headers);
-  headers.set(
+  return openStreamAt(
+    stub,
+    c.req.raw,
     IDENTITY_HEADER,
     encodeIdentity({
       ...actorOf(me),
@@ -125,5 +126,4 @@ async function openStream(c: Context<AppEnv>): Promise<Response> {
       ...(expiresAt === undefined ? {} : { expiresAt }),
     }),
   );
-  return stub.fetch(new Request(c.req.raw, { headers }));
 }

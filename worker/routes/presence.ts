@@ -4,7 +4,7 @@ import { limitsOf } from "../../config/limits.ts";
 import { streamExpiry } from "../auth/identity.ts";
 import { ApiError } from "../errors.ts";
 import { checkSocketOrigin } from "../origins.ts";
-import { PRESENCE_IDENTITY_HEADER, presenceStub, shardOf } from "../stubs.ts";
+import { openStreamAt, PRESENCE_IDENTITY_HEADER, presenceStub, shardOf } from "../stubs.ts";
 import type { AppEnv } from "../types.ts";
 
 export const presenceRoutes = new Hono<AppEnv>().get("/ws", async (c) => {
@@ -18,10 +18,10 @@ export const presenceRoutes = new Hono<AppEnv>().get("/ws", async (c) => {
   const shard = shardOf(me.userId, limitsOf(c.env).presenceShards);
   const stub = presenceStub(c.env, me.tenantId, shard);
   await stub.init(me.tenantId, shard);
-  const headers = new Headers(c.req.raw.headers);
-  headers.set(
+  return openStreamAt(
+    stub,
+    c.req.raw,
     PRESENCE_IDENTITY_HEADER,
     encodeURIComponent(JSON.stringify({ userId: me.userId, tenantId: me.tenantId, expiresAt })),
   );
-  return stub.fetch(new Request(c.req.raw, { headers }));
 });

@@ -406,6 +406,16 @@ const joined = (tenant: string, room: string, to: number, users: string[], readS
     snapshots: users.map((user) => ({ user, readSeq, accRead: readSeq, own: [], mentions: [] })),
   });
 
+/** Runs `fn` on the inbox of a fresh tenant's presence shard, about a fresh room. */
+function inFreshInbox<T>(
+  fn: (inbox: InboxStore, storage: DurableObjectStorage, at: { tenant: string; room: string }) => T,
+): Promise<T> {
+  const at = { tenant: unique("t"), room: unique("r") };
+  return runInDurableObject(presenceStub(env, at.tenant, 0), (_p, state) =>
+    fn(new InboxStore(state.storage), state.storage, at),
+  );
+}
+
 /** Counts the rows that statements naming `table` write, from here on. */
 function countWrites(sql: SqlStorage, table: string): { rows: number } {
   const counter = { rows: 0 };
@@ -440,12 +450,10 @@ describe("the inbox's cost per push", () => {
     );
     for (const plan of plans) expect(plan).not.toMatch(/^SCAN/);
   });
+
   it("writes a member's messages in a row as one run, and counts them exactly around markers and the floor", async () => {
-    const tenant = unique("t");
-    const room = unique("r");
-    const result = await runInDurableObject(presenceStub(env, tenant, 0), (_p, state) => {
-      const written = countWrites(state.storage.sql, "inbox_own");
-      const inbox = new InboxStore(state.storage);
+    const result = await inFreshInbox((inbox, storage, { tenant, room }) => {
+      const written = countWrites(storage.sql, "inbox_own");
       const list = () => ["ada", "bob"].map((u) => inbox.list(u, [room])[room]?.unread);
       inbox.apply(joined(tenant, room, 0, ["ada", "bob"]));
       written.rows = 0;
@@ -485,7 +493,7 @@ describe("the inbox's cost per push", () => {
       // The floor passes ada's first run, and bob's first message.
       inbox.apply(push(tenant, room, 112, 112, { floor: 102, accFloor: 102 }));
       const afterFloor = list();
-      const runs = state.storage.sql
+      const runs = storage.sql
         .exec<{ user_id: string; first_seq: number; last_seq: number }>(
           "SELECT user_id, first_seq, last_seq FROM inbox_own_runs WHERE room_id = ? ORDER BY user_id, first_seq",
           room,
@@ -508,12 +516,9 @@ describe("the inbox's cost per push", () => {
   });
 
   it("writes no row for a message its author, or a mention its reader, has read in the same push", async () => {
-    const tenant = unique("t");
-    const room = unique("r");
-    const result = await runInDurableObject(presenceStub(env, tenant, 0), (_p, state) => {
-      const own = countWrites(state.storage.sql, "inbox_own");
-      const mentions = countWrites(state.storage.sql, "inbox_mentions");
-      const inbox = new InboxStore(state.storage);
+    const result = await inFreshInbox((inbox, storage, { tenant, room }) => {
+      const own = countWrites(storage.sql, "inbox_own");
+      const mentions = countWrites(storage.sql, "inbox_mentions");
       inbox.apply(joined(tenant, room, 0, ["ada", "bob"]));
       own.rows = 0;
       mentions.rows = 0;
@@ -544,11 +549,8 @@ describe("the inbox's cost per push", () => {
   });
 
   it("leaves the room's row alone for a push of markers only", async () => {
-    const tenant = unique("t");
-    const room = unique("r");
-    const rows = await runInDurableObject(presenceStub(env, tenant, 0), (_p, state) => {
-      const written = countWrites(state.storage.sql, "inbox_rooms");
-      const inbox = new InboxStore(state.storage);
+    const rows = await inFreshInbox((inbox, storage, { tenant, room }) => {
+      const written = countWrites(storage.sql, "inbox_rooms");
       inbox.apply(joined(tenant, room, 0, ["ada", "bob"]));
       written.rows = 0;
       inbox.apply(push(tenant, room, 0, 3, { own: [["ada", 3]] }));
@@ -564,11 +566,8 @@ describe("the inbox's cost per push", () => {
   });
 
   it("turns the rows of own messages into runs when a shard upgrades, and lists the same", async () => {
-    const tenant = unique("t");
-    const room = unique("r");
-    const result = await runInDurableObject(presenceStub(env, tenant, 0), (_p, state) => {
-      const sql = state.storage.sql;
-      const inbox = new InboxStore(state.storage);
+    const result = await inFreshInbox((inbox, storage, { tenant, room }) => {
+      const sql = storage.sql;
       inbox.apply(joined(tenant, room, 20, ["ada", "bob"], 3));
       // As a shard before runs holds them: a row per own message after the marker.
       sql.exec(
@@ -588,7 +587,7 @@ describe("the inbox's cost per push", () => {
         ["bob", 11],
       ] as const)
         sql.exec("INSERT INTO inbox_own (user_id, room_id, seq) VALUES (?, ?, ?)", user, room, seq);
-      state.storage.transactionSync(() => (INBOX_OWN_RUNS_MIGRATION as (sql: SqlStorage) => void)(sql));
+      storage.transactionSync(() => (INBOX_OWN_RUNS_MIGRATION as (sql: SqlStorage) => void)(sql));
       const tables = sql
         .exec<{ name: string }>("SELECT name FROM sqlite_master WHERE name LIKE 'inbox_own%' ORDER BY name")
         .toArray()

@@ -152,7 +152,9 @@ export const INBOX_MIGRATIONS: Migration[] = [
  * A user's own messages as runs of consecutive seqs, a row per run, instead of a row per message
  * (and one more in its index): a member who posts several messages in a row (a bot, a burst, anyone
  * whose marker does not follow their own messages) writes one row per push, not two per message.
- * Appended after the presence object's later migrations (presence.ts), and safe to run again.
+ * Appended after the presence object's later migrations (presence.ts). The rows it converts stay in
+ * `inbox_own`, no longer written, for one release: a rollback finds its table (docs/deploy.md,
+ * step 10); the next release drops it.
  */
 export const INBOX_OWN_RUNS_MIGRATION: Migration = (sql) => {
   sql.exec(
@@ -161,12 +163,6 @@ export const INBOX_OWN_RUNS_MIGRATION: Migration = (sql) => {
        PRIMARY KEY (room_id, user_id, first_seq)
      ) WITHOUT ROWID;`,
   );
-  const old = sql
-    .exec<{ n: number }>(
-      "SELECT COUNT(*) AS n FROM sqlite_master WHERE type = 'table' AND name = 'inbox_own'",
-    )
-    .one().n;
-  if (old === 0) return;
   const runs = new OwnRuns(sql);
   const rows = sql
     .exec<{ room_id: string; user_id: string; seq: number }>(
@@ -181,7 +177,6 @@ export const INBOX_OWN_RUNS_MIGRATION: Migration = (sql) => {
     else groups.set(key, { room: r.room_id, user: r.user_id, seqs: [r.seq] });
   }
   for (const g of groups.values()) runs.add(g.room, g.user, g.seqs);
-  sql.exec("DROP TABLE inbox_own");
 };
 
 /** A page of markers: per slot, `[readSeq, accRead]`, or null for a slot whose member left. */

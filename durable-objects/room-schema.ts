@@ -176,12 +176,13 @@ export const ROOM_MIGRATIONS: Migration[] = [
   // v12: the people whose account was deactivated (ended-users.ts): their streams are refused here.
   ENDED_USERS_TABLE,
   // v13: the watermarks written behind (room-log.ts `WRITTEN_BEHIND`) share one meta row, so that
-  // writing them is one row, not one each.
+  // writing them is one row, not one each. Their rows of a key each stay, no longer written, for
+  // one release: a rollback resumes from them (what it sends again is applied idempotently); the
+  // next release deletes them (docs/deploy.md, step 10).
   `INSERT INTO meta (key, value)
      SELECT 'watermarks', json_group_object(key, CAST(value AS INTEGER)) FROM meta
      WHERE key IN ('search_indexed', 'archive_confirmed', 'archive_sent', 'archive_sent_at')
-     HAVING COUNT(*) > 0;
-   DELETE FROM meta WHERE key IN ('search_indexed', 'archive_confirmed', 'archive_sent', 'archive_sent_at');`,
+     HAVING COUNT(*) > 0;`,
 ];
 
 /** Members' read markers per row of `read_pages` (docs/architecture.md, decision 7). */

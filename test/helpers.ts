@@ -214,7 +214,6 @@ export async function after(ts: number): Promise<void> {
   while (Date.now() <= ts) await new Promise((r) => setTimeout(r, 1));
 }
 
-/** The room's Durable Object, as the worker names it. */
 /** Sets a room's stored watermark `key` (room-log.ts writes those behind in one meta row) to what
  * `to` makes of it, as a lost confirmation or a rebuilt store leaves it. Write the room's own first
  * (`writeWatermarks()`): a room that still holds newer ones in memory writes them over it. */
@@ -231,6 +230,19 @@ export function storeWatermark(sql: SqlStorage, key: ShipKey, to: (stored: numbe
   );
 }
 
+/** Counts the rows written by the statements of `sql` whose text `matches`, from here on. */
+export function countWrites(sql: SqlStorage, matches: (query: string) => boolean): { rows: number } {
+  const counter = { rows: 0 };
+  const exec = sql.exec.bind(sql);
+  sql.exec = ((query: string, ...params: SqlStorageValue[]) => {
+    const cursor = exec(query, ...params);
+    if (matches(query)) counter.rows += cursor.rowsWritten;
+    return cursor;
+  }) as typeof sql.exec;
+  return counter;
+}
+
+/** The room's Durable Object, as the worker names it. */
 export function roomObject(tenant: string, roomId: string) {
   return env.ROOM.get(env.ROOM.idFromName(`${tenant}:${roomId}`));
 }

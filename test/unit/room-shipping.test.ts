@@ -14,6 +14,7 @@ import type { ColdArchive } from "../../durable-objects/room-cold.ts";
 import { RoomLog, type RoomMeta, WATERMARKS_KEY, WRITTEN_BEHIND } from "../../durable-objects/room-log.ts";
 import { SearchFeed } from "../../durable-objects/room-search.ts";
 import type { SearchOp } from "../../durable-objects/search.ts";
+import { countWrites } from "../helpers.ts";
 
 const author = { id: "u_shipping", name: "Shipper" };
 let rooms = 0;
@@ -271,21 +272,9 @@ describe("shipping to search", () => {
 });
 
 describe("the watermarks written behind", () => {
-  /** Counts the rows written by statements on the meta table, from here on. */
-  function metaWrites(sql: SqlStorage): { rows: number } {
-    const counter = { rows: 0 };
-    const exec = sql.exec.bind(sql);
-    sql.exec = ((query: string, ...params: SqlStorageValue[]) => {
-      const cursor = exec(query, ...params);
-      if (/\bmeta\b/.test(query)) counter.rows += cursor.rowsWritten;
-      return cursor;
-    }) as typeof sql.exec;
-    return counter;
-  }
-
   it("writes every watermark that moved in one row, and nothing when none did", () =>
     inRoom(0, async (log, storage) => {
-      const written = metaWrites(storage.sql);
+      const written = countWrites(storage.sql, (q) => /\bmeta\b/.test(q));
       const moveAll = (by: number) =>
         WRITTEN_BEHIND.forEach((key, i) => {
           log.setCounter(key, by + i);

@@ -266,11 +266,13 @@ export class RoomLog {
   writeCounters(): void {
     if (this.#countersTimer) clearTimeout(this.#countersTimer);
     this.#countersTimer = null;
-    const changed = this.#dirtyCounters.size > 0;
+    if (this.#dirtyCounters.size === 0) {
+      this.#counters.clear();
+      return;
+    }
     const values = Object.fromEntries(WRITTEN_BEHIND.map((key) => [key, this.counter(key)]));
     this.#dirtyCounters.clear();
     this.#counters.clear();
-    if (!changed) return;
     try {
       this.transaction(() => this.#setMetaValue(WATERMARKS_KEY, JSON.stringify(values)));
     } catch {

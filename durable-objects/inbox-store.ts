@@ -179,6 +179,12 @@ export const INBOX_OWN_RUNS_MIGRATION: Migration = (sql) => {
   for (const g of groups.values()) runs.add(g.room, g.user, g.seqs);
 };
 
+/** The rooms of a user in the shard, for the room list's first call (`list(user, null)`), which
+ * starts before the directory has said which rooms are listed. Appended after the presence object's
+ * later migrations (presence.ts); a member's arrival writes one more row here. */
+export const INBOX_MEMBERS_BY_USER_MIGRATION: Migration =
+  "CREATE INDEX IF NOT EXISTS inbox_members_user ON inbox_members(user_id);";
+
 /** A page of markers: per slot, `[readSeq, accRead]`, or null for a slot whose member left. */
 type PageMarkers = ([number, number] | null)[];
 
@@ -306,28 +312,42 @@ export class InboxStore {
     return { ok: true, missing };
   }
 
-  /** The counts of these rooms for this user; rooms the inbox has never heard of are left out. Two
-   * queries: the rooms with the user's marker (read from its page once per room), then the counts
-   * after each marker. */
-  list(userId: string, roomIds: readonly string[]): Record<string, InboxEntry> {
-    const rooms = this.#sql
-      .exec<{
-        room_id: string;
-        synced: number;
-        acc_last: number;
-        floor: number;
-        acc_floor: number;
-        marker: string | null;
-      }>(
-        `SELECT r.room_id, r.synced, r.acc_last, r.floor, r.acc_floor, p.markers -> m.slot AS marker
-         FROM inbox_rooms r
-           LEFT JOIN inbox_members m ON m.room_id = r.room_id AND m.user_id = ?1
-           LEFT JOIN inbox_pages p ON p.room_id = r.room_id AND p.page = m.page
-         WHERE r.room_id IN (SELECT value FROM json_each(?2))`,
-        userId,
-        JSON.stringify(roomIds),
-      )
-      .toArray();
+  /** The counts of these rooms for this user; rooms the inbox has never heard of are left out. With
+   * `roomIds` null: the rooms the user is a member of, as the inbox has them (what a room list can
+   * ask for before it knows which rooms it lists). Two queries: the rooms with the user's marker
+   * (read from its page once per room), then the counts after each marker. */
+  list(userId: string, roomIds: readonly string[] | null): Record<string, InboxEntry> {
+    type Row = {
+      room_id: string;
+      synced: number;
+      acc_last: number;
+      floor: number;
+      acc_floor: number;
+      marker: string | null;
+    };
+    const rooms =
+      roomIds === null
+        ? this.#sql
+            .exec<Row>(
+              `SELECT r.room_id, r.synced, r.acc_last, r.floor, r.acc_floor, p.markers -> m.slot AS marker
+               FROM inbox_members m
+                 JOIN inbox_rooms r ON r.room_id = m.room_id
+                 LEFT JOIN inbox_pages p ON p.room_id = m.room_id AND p.page = m.page
+               WHERE m.user_id = ?1`,
+              userId,
+            )
+            .toArray()
+        : this.#sql
+            .exec<Row>(
+              `SELECT r.room_id, r.synced, r.acc_last, r.floor, r.acc_floor, p.markers -> m.slot AS marker
+               FROM inbox_rooms r
+                 LEFT JOIN inbox_members m ON m.room_id = r.room_id AND m.user_id = ?1
+                 LEFT JOIN inbox_pages p ON p.room_id = r.room_id AND p.page = m.page
+               WHERE r.room_id IN (SELECT value FROM json_each(?2))`,
+              userId,
+              JSON.stringify(roomIds),
+            )
+            .toArray();
     const out: Record<string, InboxEntry> = {};
     /** Per room with a marker: what counts is after max(marker, floor). */
     const after: Record<string, number> = {};

@@ -38,6 +38,7 @@ import type {
 } from "../protocol/notify.ts";
 import { ENDED_USERS_TABLE, EndedUsers } from "./ended-users.ts";
 import {
+  INBOX_MEMBERS_BY_USER_MIGRATION,
   INBOX_MIGRATIONS,
   INBOX_OWN_RUNS_MIGRATION,
   type InboxAnswer,
@@ -91,6 +92,8 @@ const MIGRATIONS = [
   ENDED_USERS_TABLE,
   // The inbox's own messages as runs, not a row each (inbox-store.ts).
   INBOX_OWN_RUNS_MIGRATION,
+  // A user's rooms in the inbox, for a room list that asks before the directory answers.
+  INBOX_MEMBERS_BY_USER_MIGRATION,
 ];
 
 export class Presence extends DurableObject<Env> {
@@ -548,8 +551,9 @@ export class Presence extends DurableObject<Env> {
     this.#sql.exec("INSERT OR REPLACE INTO meta (key, value) VALUES ('notify_previews', ?)", on ? "1" : "0");
   }
 
-  /** `GET /api/rooms`'s counts for one of this shard's users, for the rooms the inbox has. */
-  inboxList(userId: string, roomIds: string[]): Record<string, InboxEntry> {
+  /** `GET /api/rooms`'s counts for one of this shard's users, for the rooms the inbox has (null:
+   * the rooms the inbox has them in as a member). */
+  inboxList(userId: string, roomIds: string[] | null): Record<string, InboxEntry> {
     return this.#inbox.list(userId, roomIds);
   }
 

@@ -75,6 +75,12 @@ async function expectExact(w: { tenant: string; people: User[]; rooms: string[] 
       person.id,
       listed.map((r) => r.id),
     );
+    // What the list asks for before the directory answers: the person's rooms, as by their ids.
+    const theirs = await presenceStub(env, w.tenant, shardOf(person.id, shards)).inboxList(person.id, null);
+    for (const r of listed)
+      if (r.joined) expect(theirs[r.id], `${person.id}'s own ${r.id}`).toEqual(inbox[r.id]);
+    for (const [id, entry] of Object.entries(theirs))
+      if (w.rooms.includes(id)) expect(entry, `${person.id}'s own ${id}`).toEqual(inbox[id]);
     for (const r of listed) {
       const truth = await roomObject(w.tenant, r.id).summary(person.id);
       const got = { lastSeq: r.lastSeq, readSeq: r.readSeq, unread: r.unread, mentions: r.mentions };
@@ -351,10 +357,10 @@ describe("the room list from the inbox", () => {
            DROP TABLE inbox_pages;`,
         );
         // Back to before the pages: the migrations after them (notifications, deactivated people,
-        // own messages as runs) run again too.
+        // own messages as runs, members by user) run again too.
         sql.exec(
           "UPDATE meta SET value = CAST(value AS INTEGER) - ? WHERE key = 'schema_version'",
-          1 + NOTIFY_MIGRATIONS.length + 2,
+          1 + NOTIFY_MIGRATIONS.length + 3,
         );
       });
       await evictDurableObject(stub);
@@ -438,6 +444,20 @@ describe("the inbox's cost per push", () => {
       ),
     );
     for (const plan of plans) expect(plan).not.toMatch(/^SCAN/);
+  });
+
+  it("finds a user's rooms by an index, not by scanning every member of every room", async () => {
+    const plan = await runInDurableObject(presenceStub(env, unique("t"), 0), (_p, state) =>
+      state.storage.sql
+        .exec<{ detail: string }>(
+          "EXPLAIN QUERY PLAN SELECT room_id FROM inbox_members WHERE user_id = ?",
+          "u",
+        )
+        .toArray()
+        .map((r) => r.detail)
+        .join("; "),
+    );
+    expect(plan).toMatch(/USING (COVERING )?INDEX inbox_members_user/);
   });
 
   it("writes a member's messages in a row as one run, and counts them exactly around markers and the floor", async () => {

@@ -8,6 +8,7 @@
 import type { Room } from "../durable-objects/room.ts";
 import { tenantNamespace } from "../platform/residency.ts";
 
+export type { InboxEntry } from "../durable-objects/inbox-store.ts";
 export type { NotifyJob } from "../durable-objects/notify-store.ts";
 export { PRESENCE_IDENTITY_HEADER, presenceStub, shardOf } from "../durable-objects/presence.ts";
 export { type QuotaKind, quotaStub } from "../durable-objects/quota.ts";

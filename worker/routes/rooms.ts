@@ -25,7 +25,7 @@ import { readJsonObject } from "../http.ts";
 import { newId } from "../ids.ts";
 import { spend } from "../quota.ts";
 import { findRoom, type RoomRow, unenroll } from "../rooms.ts";
-import { presenceStub, roomStub, shardOf } from "../stubs.ts";
+import { type InboxEntry, presenceStub, roomStub, shardOf } from "../stubs.ts";
 import type { AppEnv } from "../types.ts";
 
 export type Person = { id: string; name: string; role: Role };
@@ -61,18 +61,29 @@ async function describe(env: Env, me: Identity, room: RoomRow, joined: boolean):
   return roomView(room, joined, summary, members);
 }
 
+/** The inbox of a user: their presence shard (docs/architecture.md, decision 6). */
+function inboxOf(env: Env, me: Identity) {
+  return presenceStub(env, me.tenantId, shardOf(me.userId, limitsOf(env).presenceShards));
+}
+
 /**
- * The counts of every listed room from one place: the caller's inbox, in their presence shard
- * (docs/architecture.md, decision 6), one RPC whatever the number of rooms. A room the inbox does
- * not have yet, or a joined one where it has no marker of the caller (an upgrade, a shard that lost
- * it, a join half done), is asked itself, which also sends the inbox what it lacked.
+ * The counts of every listed room from one place: the caller's inbox. `mine` is what it holds of
+ * the rooms the caller is a member of, asked for while the directory said which rooms are listed;
+ * listed rooms it left out (channels the caller has not joined, a room joined moments ago) are asked
+ * for in a second call, with their ids. A room the inbox does not have yet, or a joined one where it
+ * has no marker of the caller (an upgrade, a shard that lost it, a join half done), is asked itself,
+ * which also sends the inbox what it lacked.
  */
-async function countsOf(env: Env, me: Identity, visible: RoomRow[], joined: Set<string>) {
-  const shard = shardOf(me.userId, limitsOf(env).presenceShards);
-  const inbox = await presenceStub(env, me.tenantId, shard).inboxList(
-    me.userId,
-    visible.map((r) => r.id),
-  );
+async function countsOf(
+  env: Env,
+  me: Identity,
+  mine: Record<string, InboxEntry>,
+  visible: RoomRow[],
+  joined: Set<string>,
+) {
+  const inbox = { ...mine };
+  const unasked = visible.filter((r) => !(r.id in inbox)).map((r) => r.id);
+  if (unasked.length > 0) Object.assign(inbox, await inboxOf(env, me).inboxList(me.userId, unasked));
   const counts = new Map<string, Counts>();
   const missing: RoomRow[] = [];
   for (const room of visible) {
@@ -275,21 +286,25 @@ export const roomRoutes = new Hono<AppEnv>()
     // Channels are visible to the tenant's members; guests see only rooms they were invited to.
     const visibleTo =
       me.role === "guest" ? inArray(rooms.id, mine) : or(eq(rooms.kind, "channel"), inArray(rooms.id, mine));
-    // One query: each visible room with whether the caller has joined it.
-    const listed = await db
-      .select({
-        room: rooms,
-        joined: sql<number>`EXISTS (SELECT 1 FROM ${memberships} WHERE ${memberships.tenantId} = ${me.tenantId} AND ${memberships.roomId} = ${rooms.id} AND ${memberships.userId} = ${me.userId})`,
-      })
-      .from(rooms)
-      .where(and(eq(rooms.tenantId, me.tenantId), visibleTo))
-      .orderBy(rooms.name)
-      .all();
+    // One query: each visible room with whether the caller has joined it; meanwhile, the counts of
+    // the caller's rooms from their inbox (most of what is listed), so that the two wait together.
+    const [listed, inbox] = await Promise.all([
+      db
+        .select({
+          room: rooms,
+          joined: sql<number>`EXISTS (SELECT 1 FROM ${memberships} WHERE ${memberships.tenantId} = ${me.tenantId} AND ${memberships.roomId} = ${rooms.id} AND ${memberships.userId} = ${me.userId})`,
+        })
+        .from(rooms)
+        .where(and(eq(rooms.tenantId, me.tenantId), visibleTo))
+        .orderBy(rooms.name)
+        .all(),
+      inboxOf(c.env, me).inboxList(me.userId, null),
+    ]);
     const all = listed.map((r) => r.room);
     const joinedIds = new Set(listed.filter((r) => r.joined).map((r) => r.room.id));
     const visible = me.roomScope ? all.filter((r) => me.roomScope?.includes(r.id)) : all;
     const [counts, names] = await Promise.all([
-      countsOf(c.env, me, visible, joinedIds),
+      countsOf(c.env, me, inbox, visible, joinedIds),
       dmNames(c.env, me.tenantId, visible),
     ]);
     return c.json(

@@ -185,6 +185,16 @@ export const INBOX_OWN_RUNS_MIGRATION: Migration = (sql) => {
 export const INBOX_MEMBERS_BY_USER_MIGRATION: Migration =
   "CREATE INDEX IF NOT EXISTS inbox_members_user ON inbox_members(user_id);";
 
+/** A room as `InboxStore.list` reads it, with the user's marker out of its page (JSON, or null). */
+type ListedRow = {
+  room_id: string;
+  synced: number;
+  acc_last: number;
+  floor: number;
+  acc_floor: number;
+  marker: string | null;
+};
+
 /** A page of markers: per slot, `[readSeq, accRead]`, or null for a slot whose member left. */
 type PageMarkers = ([number, number] | null)[];
 
@@ -317,41 +327,31 @@ export class InboxStore {
    * ask for before it knows which rooms it lists). Two queries: the rooms with the user's marker
    * (read from its page once per room), then the counts after each marker. */
   list(userId: string, roomIds: readonly string[] | null): Record<string, InboxEntry> {
-    type Row = {
-      room_id: string;
-      synced: number;
-      acc_last: number;
-      floor: number;
-      acc_floor: number;
-      marker: string | null;
-    };
-    const rooms =
+    const columns = "r.room_id, r.synced, r.acc_last, r.floor, r.acc_floor, p.markers -> m.slot AS marker";
+    const rooms = (
       roomIds === null
-        ? this.#sql
-            .exec<Row>(
-              `SELECT r.room_id, r.synced, r.acc_last, r.floor, r.acc_floor, p.markers -> m.slot AS marker
-               FROM inbox_members m
-                 JOIN inbox_rooms r ON r.room_id = m.room_id
-                 LEFT JOIN inbox_pages p ON p.room_id = m.room_id AND p.page = m.page
-               WHERE m.user_id = ?1`,
-              userId,
-            )
-            .toArray()
-        : this.#sql
-            .exec<Row>(
-              `SELECT r.room_id, r.synced, r.acc_last, r.floor, r.acc_floor, p.markers -> m.slot AS marker
-               FROM inbox_rooms r
-                 LEFT JOIN inbox_members m ON m.room_id = r.room_id AND m.user_id = ?1
-                 LEFT JOIN inbox_pages p ON p.room_id = r.room_id AND p.page = m.page
-               WHERE r.room_id IN (SELECT value FROM json_each(?2))`,
-              userId,
-              JSON.stringify(roomIds),
-            )
-            .toArray();
+        ? this.#sql.exec<ListedRow>(
+            `SELECT ${columns}
+             FROM inbox_members m
+               JOIN inbox_rooms r ON r.room_id = m.room_id
+               LEFT JOIN inbox_pages p ON p.room_id = m.room_id AND p.page = m.page
+             WHERE m.user_id = ?1`,
+            userId,
+          )
+        : this.#sql.exec<ListedRow>(
+            `SELECT ${columns}
+             FROM inbox_rooms r
+               LEFT JOIN inbox_members m ON m.room_id = r.room_id AND m.user_id = ?1
+               LEFT JOIN inbox_pages p ON p.room_id = r.room_id AND p.page = m.page
+             WHERE r.room_id IN (SELECT value FROM json_each(?2))`,
+            userId,
+            JSON.stringify(roomIds),
+          )
+    ).toArray();
     const out: Record<string, InboxEntry> = {};
     /** Per room with a marker: what counts is after max(marker, floor). */
     const after: Record<string, number> = {};
-    const marked = new Map<string, { row: (typeof rooms)[number]; readSeq: number; accRead: number }>();
+    const marked = new Map<string, { row: ListedRow; readSeq: number; accRead: number }>();
     for (const row of rooms) {
       const pair = row.marker === null ? null : (JSON.parse(row.marker) as [number, number] | null);
       if (!pair) {

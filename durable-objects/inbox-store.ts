@@ -349,17 +349,39 @@ export class InboxStore {
           )
     ).toArray();
     const out: Record<string, InboxEntry> = {};
-    /** Per room with a marker: what counts is after max(marker, floor). */
+    /** Per room with a marker and something after it: what counts is after max(marker, floor). */
     const after: Record<string, number> = {};
     const marked = new Map<string, { row: ListedRow; readSeq: number; accRead: number }>();
+    const entry = (
+      m: { row: ListedRow; readSeq: number; accRead: number },
+      own = 0,
+      deleted = 0,
+      mentions = 0,
+    ) => {
+      const { row } = m;
+      const base = m.readSeq >= row.floor ? m.accRead : row.acc_floor;
+      out[row.room_id] = {
+        lastSeq: row.synced,
+        readSeq: m.readSeq,
+        unread: row.acc_last - base - own - deleted,
+        mentions,
+      };
+    };
     for (const row of rooms) {
       const pair = row.marker === null ? null : (JSON.parse(row.marker) as [number, number] | null);
       if (!pair) {
         out[row.room_id] = { lastSeq: row.synced, readSeq: null, unread: 0, mentions: 0 };
         continue;
       }
-      after[row.room_id] = Math.max(pair[0], row.floor);
-      marked.set(row.room_id, { row, readSeq: pair[0], accRead: pair[1] });
+      const m = { row, readSeq: pair[0], accRead: pair[1] };
+      const from = Math.max(pair[0], row.floor);
+      // Read through the room's last seq (most rooms of a sidebar): no row of it counts, since every
+      // row the inbox holds is at or below the seq it has synced to.
+      if (from >= row.synced) entry(m);
+      else {
+        after[row.room_id] = from;
+        marked.set(row.room_id, m);
+      }
     }
     if (marked.size === 0) return out;
     const counts = this.#sql.exec<{ room_id: string; own: number; deleted: number; mentions: number }>(
@@ -375,15 +397,7 @@ export class InboxStore {
     );
     for (const c of counts) {
       const m = marked.get(c.room_id);
-      if (!m) continue;
-      const { row } = m;
-      const base = m.readSeq >= row.floor ? m.accRead : row.acc_floor;
-      out[row.room_id] = {
-        lastSeq: row.synced,
-        readSeq: m.readSeq,
-        unread: row.acc_last - base - c.own - c.deleted,
-        mentions: c.mentions,
-      };
+      if (m) entry(m, c.own, c.deleted, c.mentions);
     }
     return out;
   }

@@ -460,6 +460,38 @@ describe("the inbox's cost per push", () => {
     expect(plan).toMatch(/USING (COVERING )?INDEX inbox_members_user/);
   });
 
+  it("counts nothing for a room read through its last message, and exactly for the others", async () => {
+    const result = await inFreshInbox((inbox, storage, { tenant, room }) => {
+      const other = `${room}-2`;
+      for (const r of [room, other]) {
+        inbox.apply(joined(tenant, r, 0, ["ada", "bob"]));
+        inbox.apply(
+          push(tenant, r, 0, 3, {
+            own: [
+              ["bob", 1],
+              ["bob", 2],
+              ["bob", 3],
+            ],
+            mentions: [["ada", 3]],
+          }),
+        );
+      }
+      inbox.apply(push(tenant, room, 3, 3, { markers: [{ user: "ada", readSeq: 3, accRead: 3 }] }));
+      const asked: string[] = [];
+      const exec = storage.sql.exec.bind(storage.sql);
+      storage.sql.exec = ((query: string, ...params: SqlStorageValue[]) => {
+        if (query.includes("json_each(?2) t")) asked.push(String(params[1]));
+        return exec(query, ...params);
+      }) as typeof storage.sql.exec;
+      return { listed: inbox.list("ada", null), asked };
+    });
+    const [room, other] = Object.keys(result.listed).sort();
+    expect(result.listed[room as string]).toEqual({ lastSeq: 3, readSeq: 3, unread: 0, mentions: 0 });
+    expect(result.listed[other as string]).toEqual({ lastSeq: 3, readSeq: 0, unread: 3, mentions: 1 });
+    // Only the unread room's counts were asked for.
+    expect(result.asked.map((a) => Object.keys(JSON.parse(a)))).toEqual([[other]]);
+  });
+
   it("writes a member's messages in a row as one run, and counts them exactly around markers and the floor", async () => {
     const result = await inFreshInbox((inbox, storage, { tenant, room }) => {
       const written = countWrites(storage.sql, (q) => q.includes("inbox_own"));

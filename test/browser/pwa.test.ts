@@ -9,6 +9,27 @@ import { Cast, composer, live, openRoom } from "./app.ts";
 import { screenshot, unique } from "./browser.ts";
 
 const cast = new Cast(inject("baseUrl"));
+
+/** The texts of the commands in the page's outboxes (run in the page). */
+async function outboxTexts(): Promise<string[]> {
+  const texts: string[] = [];
+  for (const { name } of await indexedDB.databases()) {
+    if (!name?.startsWith("parley-outbox")) continue;
+    const db = await new Promise<IDBDatabase>((resolve, reject) => {
+      const open = indexedDB.open(name);
+      open.onsuccess = () => resolve(open.result);
+      open.onerror = () => reject(open.error);
+    });
+    const all = await new Promise<{ command: { text?: string } }[]>((resolve, reject) => {
+      const request = db.transaction("outbox", "readonly").objectStore("outbox").getAll();
+      request.onsuccess = () => resolve(request.result);
+      request.onerror = () => reject(request.error);
+    });
+    db.close();
+    for (const entry of all) if (entry.command.text !== undefined) texts.push(entry.command.text);
+  }
+  return texts;
+}
 beforeAll(() => cast.start());
 afterAll(() => cast.stop());
 
@@ -75,6 +96,9 @@ describe("the installable app", () => {
     await composer(ada.page).fill("written on the train");
     await composer(ada.page).press("Enter");
     await ada.page.locator(".row.pending", { hasText: "written on the train" }).waitFor();
+    // The row shows as soon as the message is queued; its outbox write (IndexedDB) completes a
+    // moment later, and a reload must come after it for the message to be there to reopen.
+    await expect.poll(() => ada.page.evaluate(outboxTexts)).toEqual(["written on the train"]);
     await ada.page.reload();
     await ada.page.locator(".row.pending", { hasText: "written on the train" }).waitFor();
     await screenshot(ada.page, "offline-reload");

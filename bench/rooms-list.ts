@@ -4,8 +4,9 @@
  * design (the counts from the user's inbox: one RPC) and, unless `--designs new`, the tag
  * `pre-small` (one Room RPC per listed room). Each size is a tenant of its own whose user is in that
  * many private rooms (so the list is exactly those), each with a message and every tenth with a
- * mention of the user. Requests are sequential and alternate between the two routes, after a
- * warm-up. Writes the "## Room list" section of bench/results.md.
+ * mention of the user; measured first with every room unread, then again once the user has read
+ * them all (as most rooms of a sidebar are). Requests are sequential and alternate between the two
+ * routes, after a warm-up. Writes the "## Room list" section of bench/results.md.
  */
 import { dirname, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -66,17 +67,24 @@ function parseListOptions(argv: string[]): ListOptions {
 interface Row {
   design: Design;
   rooms: number;
+  /** Whether the user had read none of the rooms or all of them. */
+  read: "none" | "all";
   list: LatencySummary;
   me: LatencySummary;
 }
 
-/** A tenant whose reader is in `rooms` private rooms, each with a message (every tenth a mention). */
-async function seed(base: string, tenant: string, rooms: number): Promise<string> {
+/** A tenant whose reader is in `rooms` private rooms, each with a message (every tenth a mention):
+ * the reader's token, and each room with its message's seq. */
+async function seed(
+  base: string,
+  tenant: string,
+  rooms: number,
+): Promise<{ reader: string; sent: { roomId: string; seq: number }[] }> {
   const login = (who: string) => devLogin(base, tenant, who);
   const writer = await login("writer");
   const reader = await login("reader");
   const me = await api<{ user: { id: string } }>(base, "GET", "/api/me", reader);
-  await pool(
+  const sent = await pool(
     Array.from({ length: rooms }, (_, i) => i),
     8,
     async (i) => {
@@ -86,12 +94,24 @@ async function seed(base: string, tenant: string, rooms: number): Promise<string
         members: [me.user.id],
       });
       const text = i % 10 === 0 ? `hello @<${me.user.id}>` : `hello ${i}`;
-      await api(base, "POST", `/api/rooms/${room.id}/messages`, writer, { clientId: `m${i}`, text });
+      const { seq } = await api<{ seq: number }>(base, "POST", `/api/rooms/${room.id}/messages`, writer, {
+        clientId: `m${i}`,
+        text,
+      });
+      return { roomId: room.id, seq };
     },
   );
   const listed = await api<unknown[]>(base, "GET", "/api/rooms", reader);
   if (listed.length !== rooms) throw new Error(`${tenant}: listed ${listed.length} rooms, not ${rooms}`);
-  return reader;
+  return { reader, sent };
+}
+
+/** The reader reads every room through its message; the list then says so (or the run stops). */
+async function readAll(base: string, reader: string, sent: { roomId: string; seq: number }[]): Promise<void> {
+  await pool(sent, 8, ({ roomId, seq }) => api(base, "PUT", `/api/rooms/${roomId}/read`, reader, { seq }));
+  const listed = await api<{ unread: number }[]>(base, "GET", "/api/rooms", reader);
+  const unread = listed.filter((r) => r.unread !== 0).length;
+  if (unread > 0) throw new Error(`${unread} rooms still unread after reading them all`);
 }
 
 async function timed(base: string, path: string, token: string): Promise<number> {
@@ -107,23 +127,32 @@ async function measure(server: Server, design: Design, o: ListOptions, runId: st
   for (const rooms of o.sizes) {
     const tenant = `${runId}-${design}-${rooms}`;
     log(`${LABEL[design]}: seeding ${rooms} rooms`);
-    const token = await seed(server.baseUrl, tenant, rooms);
-    for (let i = 0; i < o.warmup; i++) {
-      await timed(server.baseUrl, "/api/rooms", token);
-      await timed(server.baseUrl, "/api/me", token);
+    const { reader: token, sent } = await seed(server.baseUrl, tenant, rooms);
+    for (const read of ["none", "all"] as const) {
+      if (read === "all") await readAll(server.baseUrl, token, sent);
+      for (let i = 0; i < o.warmup; i++) {
+        await timed(server.baseUrl, "/api/rooms", token);
+        await timed(server.baseUrl, "/api/me", token);
+      }
+      const list = new Samples();
+      const me = new Samples();
+      for (let i = 0; i < o.requests; i++) {
+        // Alternating, so both routes see the same machine load.
+        list.push(await timed(server.baseUrl, "/api/rooms", token));
+        me.push(await timed(server.baseUrl, "/api/me", token));
+      }
+      const row = {
+        design,
+        rooms,
+        read,
+        list: list.summary() as LatencySummary,
+        me: me.summary() as LatencySummary,
+      };
+      log(
+        `${LABEL[design]}, ${rooms} rooms, ${read} read: /api/rooms p50 ${row.list.p50.toFixed(1)} p99 ${row.list.p99.toFixed(1)} ms; /api/me p50 ${row.me.p50.toFixed(1)} p99 ${row.me.p99.toFixed(1)} ms`,
+      );
+      rows.push(row);
     }
-    const list = new Samples();
-    const me = new Samples();
-    for (let i = 0; i < o.requests; i++) {
-      // Alternating, so both routes see the same machine load.
-      list.push(await timed(server.baseUrl, "/api/rooms", token));
-      me.push(await timed(server.baseUrl, "/api/me", token));
-    }
-    const row = { design, rooms, list: list.summary() as LatencySummary, me: me.summary() as LatencySummary };
-    log(
-      `${LABEL[design]}, ${rooms} rooms: /api/rooms p50 ${row.list.p50.toFixed(1)} p99 ${row.list.p99.toFixed(1)} ms; /api/me p50 ${row.me.p50.toFixed(1)} p99 ${row.me.p99.toFixed(1)} ms`,
-    );
-    rows.push(row);
   }
   return rows;
 }
@@ -135,13 +164,13 @@ function render(o: ListOptions, rows: Row[], facts: ReturnType<typeof sectionFac
     "",
     `Run ${facts.date} with \`${facts.command}\` on ${facts.machine}; ${facts.total} s in all.`,
     "",
-    `\`GET /api/rooms\` for a user in N private rooms (each with a message, every tenth mentioning the user), beside \`GET /api/me\` in the same run: ${o.requests} requests each, sequential and alternating, after ${o.warmup} of each to warm up; latency from the client, in ms. Issue 15 asks for the list's p99 within 2× of \`/api/me\`'s at 500 rooms.`,
+    `\`GET /api/rooms\` for a user in N private rooms (each with a message, every tenth mentioning the user), beside \`GET /api/me\` in the same run: ${o.requests} requests each, sequential and alternating, after ${o.warmup} of each to warm up; latency from the client, in ms. Measured with none of the rooms read, then again after the user has read them all (\`PUT …/read\` each). Issue 15 asks for the list's p99 within 2× of \`/api/me\`'s at 500 rooms.`,
     "",
-    "| design | rooms | /api/rooms p50 | /api/rooms p99 | /api/me p50 | /api/me p99 | p99 ratio |",
-    "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    "| design | rooms | read | /api/rooms p50 | /api/rooms p99 | /api/me p50 | /api/me p99 | p99 ratio |",
+    "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |",
     ...rows.map(
       (r) =>
-        `| ${LABEL[r.design]} | ${r.rooms} | ${ms(r.list.p50)} | ${ms(r.list.p99)} | ${ms(r.me.p50)} | ${ms(r.me.p99)} | ${(r.list.p99 / r.me.p99).toFixed(2)}× |`,
+        `| ${LABEL[r.design]} | ${r.rooms} | ${r.read} | ${ms(r.list.p50)} | ${ms(r.list.p99)} | ${ms(r.me.p50)} | ${ms(r.me.p99)} | ${(r.list.p99 / r.me.p99).toFixed(2)}× |`,
     ),
   ];
   return lines.join("\n");

@@ -5,6 +5,8 @@
  * it. Every object's name starts with its tenant's id, and each lives in its tenant's namespace
  * (platform/residency.ts).
  */
+import { limitsOf } from "../config/limits.ts";
+import { presenceStub, shardOf } from "../durable-objects/presence.ts";
 import type { Room } from "../durable-objects/room.ts";
 import { tenantNamespace } from "../platform/residency.ts";
 
@@ -35,6 +37,12 @@ export {
 /** The namespace a tenant's rooms live in. */
 export function roomNamespace(env: Env, tenantId: string): DurableObjectNamespace<Room> {
   return tenantNamespace(env, env.ROOM, tenantId);
+}
+
+/** A user's presence shard (their sessions, inbox, notification settings): its number and stub. */
+export function userShard(env: Env, tenantId: string, userId: string) {
+  const shard = shardOf(userId, limitsOf(env).presenceShards);
+  return { shard, stub: presenceStub(env, tenantId, shard) };
 }
 
 export function roomStub(env: Env, tenantId: string, roomId: string) {

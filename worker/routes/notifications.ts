@@ -13,7 +13,7 @@ import { parsePrefsChange, parsePushSubscription, parseRoomPrefChange } from "..
 import { ApiError } from "../errors.ts";
 import { readJsonObject } from "../http.ts";
 import { vapidOf } from "../notify/web-push.ts";
-import { presenceStub, shardOf } from "../stubs.ts";
+import { userShard } from "../stubs.ts";
 import type { AppEnv } from "../types.ts";
 
 const ID = /^[A-Za-z0-9_-]{1,64}$/;
@@ -21,8 +21,7 @@ const ID = /^[A-Za-z0-9_-]{1,64}$/;
 const MAX_USER_AGENT_CHARS = 200;
 
 function shardOfMe(c: Context<AppEnv>, me: Identity) {
-  const shard = shardOf(me.userId, limitsOf(c.env).presenceShards);
-  return { stub: presenceStub(c.env, me.tenantId, shard), shard };
+  return userShard(c.env, me.tenantId, me.userId);
 }
 
 /** Bots (API tokens) have no device to notify. */

@@ -1,10 +1,9 @@
 /** @module `GET /api/presence/ws`: a session's presence socket, on its user's shard of the tenant. */
 import { Hono } from "hono";
-import { limitsOf } from "../../config/limits.ts";
 import { streamExpiry } from "../auth/identity.ts";
 import { ApiError } from "../errors.ts";
 import { checkSocketOrigin } from "../origins.ts";
-import { openStreamAt, PRESENCE_IDENTITY_HEADER, presenceStub, shardOf } from "../stubs.ts";
+import { openStreamAt, PRESENCE_IDENTITY_HEADER, userShard } from "../stubs.ts";
 import type { AppEnv } from "../types.ts";
 
 export const presenceRoutes = new Hono<AppEnv>().get("/ws", async (c) => {
@@ -15,8 +14,7 @@ export const presenceRoutes = new Hono<AppEnv>().get("/ws", async (c) => {
   const me = c.get("identity");
   // The shard closes the socket when the token that opened it expires (`4402`).
   const expiresAt = streamExpiry(c);
-  const shard = shardOf(me.userId, limitsOf(c.env).presenceShards);
-  const stub = presenceStub(c.env, me.tenantId, shard);
+  const { shard, stub } = userShard(c.env, me.tenantId, me.userId);
   await stub.init(me.tenantId, shard);
   return openStreamAt(
     stub,

@@ -25,7 +25,7 @@ import { readJsonObject } from "../http.ts";
 import { newId } from "../ids.ts";
 import { spend } from "../quota.ts";
 import { findRoom, type RoomRow, unenroll } from "../rooms.ts";
-import { type InboxEntry, presenceStub, roomStub, shardOf } from "../stubs.ts";
+import { type InboxEntry, roomStub, userShard } from "../stubs.ts";
 import type { AppEnv } from "../types.ts";
 
 export type Person = { id: string; name: string; role: Role };
@@ -61,13 +61,8 @@ async function describe(env: Env, me: Identity, room: RoomRow, joined: boolean):
   return roomView(room, joined, summary, members);
 }
 
-/** The inbox of a user: their presence shard (docs/architecture.md, decision 6). */
-function inboxOf(env: Env, me: Identity) {
-  return presenceStub(env, me.tenantId, shardOf(me.userId, limitsOf(env).presenceShards));
-}
-
 /**
- * The counts of every listed room from one place: the caller's inbox. `mine` is what it holds of
+ * The counts of every listed room from one place: the caller's inbox. `inbox` is what it holds of
  * the rooms the caller is a member of, asked for while the directory said which rooms are listed;
  * listed rooms it left out (channels the caller has not joined, a room joined moments ago) are asked
  * for in a second call, with their ids. A room the inbox does not have yet, or a joined one where it
@@ -77,13 +72,13 @@ function inboxOf(env: Env, me: Identity) {
 async function countsOf(
   env: Env,
   me: Identity,
-  mine: Record<string, InboxEntry>,
+  inbox: Record<string, InboxEntry>,
   visible: RoomRow[],
   joined: Set<string>,
 ) {
-  const inbox = { ...mine };
   const unasked = visible.filter((r) => !(r.id in inbox)).map((r) => r.id);
-  if (unasked.length > 0) Object.assign(inbox, await inboxOf(env, me).inboxList(me.userId, unasked));
+  if (unasked.length > 0)
+    Object.assign(inbox, await userShard(env, me.tenantId, me.userId).stub.inboxList(me.userId, unasked));
   const counts = new Map<string, Counts>();
   const missing: RoomRow[] = [];
   for (const room of visible) {
@@ -298,7 +293,8 @@ export const roomRoutes = new Hono<AppEnv>()
         .where(and(eq(rooms.tenantId, me.tenantId), visibleTo))
         .orderBy(rooms.name)
         .all(),
-      inboxOf(c.env, me).inboxList(me.userId, null),
+      // The inbox is the user's presence shard (docs/architecture.md, decision 6).
+      userShard(c.env, me.tenantId, me.userId).stub.inboxList(me.userId, null),
     ]);
     const all = listed.map((r) => r.room);
     const joinedIds = new Set(listed.filter((r) => r.joined).map((r) => r.room.id));

@@ -14,7 +14,7 @@ import { apiTokens, memberships, rooms, users } from "../db/schema.ts";
 import { ApiError } from "../errors.ts";
 import { readJsonObject } from "../http.ts";
 import { pushMember, unenroll } from "../rooms.ts";
-import { presenceStub, roomStub, shardOf } from "../stubs.ts";
+import { type presenceStub, roomStub, userShard } from "../stubs.ts";
 import type { AppEnv } from "../types.ts";
 import { revokeToken } from "./tokens.ts";
 
@@ -206,9 +206,8 @@ async function tellObjects(
     .from(memberships)
     .where(eq(memberships.userId, userId))
     .all();
-  const shard = shardOf(userId, limitsOf(env).presenceShards);
   // The shard beside the rooms, not before them: each call waits for its object's write.
-  const shardDone = Promise.allSettled([shardCall(presenceStub(env, tenantId, shard))]);
+  const shardDone = Promise.allSettled([shardCall(userShard(env, tenantId, userId).stub)]);
   const results: PromiseSettledResult<unknown>[] = [];
   for (let i = 0; i < theirRooms.length; i += END_CONCURRENCY)
     results.push(

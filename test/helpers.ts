@@ -230,15 +230,29 @@ export function storeWatermark(sql: SqlStorage, key: ShipKey, to: (stored: numbe
   );
 }
 
-/** Counts the rows written by the statements of `sql` whose text `matches`, from here on. */
-export function countWrites(sql: SqlStorage, matches: (query: string) => boolean): { rows: number } {
-  const counter = { rows: 0 };
+/** Calls `seen` with every statement `sql` runs from here on: its text, bindings and cursor. */
+export function watchQueries(
+  sql: SqlStorage,
+  seen: (
+    query: string,
+    params: SqlStorageValue[],
+    cursor: SqlStorageCursor<Record<string, SqlStorageValue>>,
+  ) => void,
+): void {
   const exec = sql.exec.bind(sql);
   sql.exec = ((query: string, ...params: SqlStorageValue[]) => {
     const cursor = exec(query, ...params);
-    if (matches(query)) counter.rows += cursor.rowsWritten;
+    seen(query, params, cursor);
     return cursor;
   }) as typeof sql.exec;
+}
+
+/** Counts the rows written by the statements of `sql` whose text `matches`, from here on. */
+export function countWrites(sql: SqlStorage, matches: (query: string) => boolean): { rows: number } {
+  const counter = { rows: 0 };
+  watchQueries(sql, (query, _params, cursor) => {
+    if (matches(query)) counter.rows += cursor.rowsWritten;
+  });
   return counter;
 }
 

@@ -33,6 +33,7 @@ import {
   settleInbox,
   type User,
   unique,
+  watchQueries,
 } from "./helpers.ts";
 import { undoSchemaV9 } from "./pipeline/legacy-room.ts";
 
@@ -478,11 +479,9 @@ describe("the inbox's cost per push", () => {
       }
       inbox.apply(push(tenant, room, 3, 3, { markers: [{ user: "ada", readSeq: 3, accRead: 3 }] }));
       const asked: string[] = [];
-      const exec = storage.sql.exec.bind(storage.sql);
-      storage.sql.exec = ((query: string, ...params: SqlStorageValue[]) => {
+      watchQueries(storage.sql, (query, params) => {
         if (query.includes("json_each(?2) t")) asked.push(String(params[1]));
-        return exec(query, ...params);
-      }) as typeof storage.sql.exec;
+      });
       return { listed: inbox.list("ada", null), asked };
     });
     const [room, other] = Object.keys(result.listed).sort();

@@ -5,7 +5,7 @@ import { DEFAULT_LIMITS } from "../config/limits.ts";
 import { presenceStub, shardOf } from "../durable-objects/presence.ts";
 import { parseServerFrame } from "../protocol/index.ts";
 import { FrameSocket } from "./frame-socket.ts";
-import { api, json, login, type User, unique } from "./helpers.ts";
+import { api, json, login, type User, unique, watchQueries } from "./helpers.ts";
 
 type Frame = Record<string, unknown> & { type: string };
 
@@ -91,12 +91,9 @@ describe("presence", () => {
     // Every statement that writes, and every alarm change, the shard makes from here on.
     const writes: string[] = [];
     await runInDurableObject(stub, (_shard: unknown, state) => {
-      const sql = state.storage.sql;
-      const exec = sql.exec.bind(sql);
-      sql.exec = ((query: string, ...binds: SqlStorageValue[]) => {
+      watchQueries(state.storage.sql, (query) => {
         if (!/^\s*(SELECT|PRAGMA)/i.test(query)) writes.push(query.trim().split(/\s+/).slice(0, 3).join(" "));
-        return exec(query, ...binds);
-      }) as typeof sql.exec;
+      });
       const storage = state.storage as { setAlarm: DurableObjectStorage["setAlarm"] };
       const setAlarm = storage.setAlarm.bind(storage);
       storage.setAlarm = (...args) => {

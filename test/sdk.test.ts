@@ -109,6 +109,25 @@ describe("the SDK room session", () => {
     a.s.close();
   });
 
+  it("sends a message at once even when its outbox refuses to store it", async () => {
+    const ada = await login(unique("t"));
+    const roomId = await createRoom(ada);
+    const net = new Network();
+    // A browser whose storage is full, or in private browsing: every write fails.
+    const store = new MemoryOutboxStore();
+    store.put = () => Promise.reject(new Error("QuotaExceededError"));
+    const a = session(ada, roomId, [net.socket(ada)], { conn: net.conn(ada), store });
+    await a.s.start();
+    await until(() => a.s.status.state === "online", "online");
+    const seq = await a.s.send("not stored, still sent").acked;
+    expect((await history(ada, roomId)).find((e) => e.seq === seq)).toMatchObject({
+      kind: "message",
+      text: "not stored, still sent",
+    });
+    expect(a.s.status.queued).toBe(0);
+    a.s.close();
+  });
+
   it("after a reload, resends the persisted outbox; a command already stored keeps its seq", async () => {
     const ada = await login(unique("t"));
     const roomId = await createRoom(ada);

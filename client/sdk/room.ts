@@ -183,9 +183,12 @@ export class RoomSession {
       createdAt: Date.now(),
     };
     const pending = this.#track(entry);
-    void this.#store.put(entry).then(() => {
+    // Sent once the outbox holds it, so that a page gone before the ack still has it to resend; a
+    // store that refuses the write (full, or private browsing) does not hold the message back.
+    const transmit = () => {
       if (this.#status.state === "online" && this.#pending.has(clientId)) void this.#transmit(pending);
-    });
+    };
+    void this.#store.put(entry).then(transmit, transmit);
     return { clientId, acked: pending.acked };
   }
 

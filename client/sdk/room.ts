@@ -10,7 +10,7 @@
  * - Frames are handled one at a time, in arrival order. An event at or below the last seq is a
  *   duplicate and dropped; a hole (or a `gap`) is filled by paging history over HTTP first.
  * - Every command gets a clientId and goes into the outbox (persisted by the store) before it is
- *   sent; after each `ready` every outbox entry is sent again, over the socket or over HTTP, until
+ *   sent (a store that refuses the write does not hold it back); after each `ready` every outbox entry is sent again, over the socket or over HTTP, until
  *   acknowledged. The server's idempotency on (author, clientId) answers a repeat with the original
  *   seq, and an event carrying a pending clientId settles it even if its ack was lost.
  * - How a stream ended decides what comes next (close-policy.ts): when the user's access to the room

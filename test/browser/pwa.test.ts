@@ -96,8 +96,8 @@ describe("the installable app", () => {
     await composer(ada.page).fill("written on the train");
     await composer(ada.page).press("Enter");
     await ada.page.locator(".row.pending", { hasText: "written on the train" }).waitFor();
-    // The row shows as soon as the message is queued; its outbox write (IndexedDB) completes a
-    // moment later, and a reload must come after it for the message to be there to reopen.
+    // This reload comes after the outbox write (IndexedDB) has completed; the next test reloads
+    // before it.
     await expect.poll(() => ada.page.evaluate(outboxTexts)).toEqual(["written on the train"]);
     await ada.page.reload();
     await ada.page.locator(".row.pending", { hasText: "written on the train" }).waitFor();
@@ -111,6 +111,49 @@ describe("the installable app", () => {
         return events.filter((e) => e.kind === "message").map((e) => e.text);
       })
       .toEqual(["written on the train"]);
+  });
+
+  it("keeps a message queued offline across a reload that came before its outbox write", async () => {
+    const tenant = unique("unsaved");
+    const ada = await cast.user(tenant, "Ada");
+    const room = await cast.room(ada, "general");
+    await openRoom(ada, room);
+    await ada.page.evaluate(async () => {
+      await navigator.serviceWorker.ready;
+      if (!navigator.serviceWorker.controller)
+        await new Promise((r) =>
+          navigator.serviceWorker.addEventListener("controllerchange", r, { once: true }),
+        );
+    });
+    await ada.context.setOffline(true);
+    // The page goes away before IndexedDB has the message: here its write never completes (the
+    // reload brings the real one back).
+    await ada.page.evaluate(() => {
+      IDBObjectStore.prototype.put = () => {
+        throw new DOMException("the write did not complete", "AbortError");
+      };
+    });
+    await composer(ada.page).fill("sent just before the reload");
+    await composer(ada.page).press("Enter");
+    await ada.page.locator(".row.pending", { hasText: "sent just before the reload" }).waitFor();
+    expect(await ada.page.evaluate(outboxTexts)).toEqual([]);
+    await ada.page.reload();
+    await ada.page.locator(".row.pending", { hasText: "sent just before the reload" }).waitFor();
+    await ada.context.setOffline(false);
+    await live(ada.page);
+    await expect
+      .poll(async () => {
+        const res = await ada.context.request.get(`/api/rooms/${room}/messages?after=0`);
+        const { events } = (await res.json()) as { events: { kind: string; text?: string }[] };
+        return events.filter((e) => e.kind === "message").map((e) => e.text);
+      })
+      .toEqual(["sent just before the reload"]);
+    await ada.page.locator(".row.pending").first().waitFor({ state: "detached" });
+    // Nothing of it is left behind once delivered.
+    expect(
+      await ada.page.evaluate(() => Object.keys(localStorage).filter((k) => k.includes(":unsaved:"))),
+    ).toEqual([]);
+    expect(await ada.page.evaluate(outboxTexts)).toEqual([]);
   });
 
   it("on a phone-sized screen, keeps the room full width and the rooms in a drawer", async () => {

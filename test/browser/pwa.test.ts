@@ -1,12 +1,13 @@
 /**
  * @module The installable app in chromium: the manifest and service worker, the notification
  * settings panel, a reload while offline that opens the app with its queued message (sent once
- * the network is back), and the phone-sized layout with the sidebar as a drawer.
+ * the network is back; also when the reload came before the outbox's IndexedDB write), and the
+ * phone-sized layout with the sidebar as a drawer.
  */
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import type { NotifyPrefs } from "../../protocol/notify.ts";
 import { Cast, composer, live, openRoom } from "./app.ts";
-import { screenshot, unique } from "./browser.ts";
+import { screenshot, type User, unique } from "./browser.ts";
 
 const cast = new Cast(inject("baseUrl"));
 
@@ -30,6 +31,24 @@ async function outboxTexts(): Promise<string[]> {
   }
   return texts;
 }
+/** Waits until the service worker controls the page: it has the app shell then. */
+async function controlled(user: User): Promise<void> {
+  await user.page.evaluate(async () => {
+    await navigator.serviceWorker.ready;
+    if (!navigator.serviceWorker.controller)
+      await new Promise((r) =>
+        navigator.serviceWorker.addEventListener("controllerchange", r, { once: true }),
+      );
+  });
+}
+
+/** The texts of the room's messages, as the API has them. */
+async function messageTexts(user: User, room: string): Promise<(string | undefined)[]> {
+  const res = await user.context.request.get(`/api/rooms/${room}/messages?after=0`);
+  const { events } = (await res.json()) as { events: { kind: string; text?: string }[] };
+  return events.filter((e) => e.kind === "message").map((e) => e.text);
+}
+
 beforeAll(() => cast.start());
 afterAll(() => cast.stop());
 
@@ -84,14 +103,7 @@ describe("the installable app", () => {
     const ada = await cast.user(tenant, "Ada");
     const room = await cast.room(ada, "general");
     await openRoom(ada, room);
-    // The service worker has the shell once it controls the page.
-    await ada.page.evaluate(async () => {
-      await navigator.serviceWorker.ready;
-      if (!navigator.serviceWorker.controller)
-        await new Promise((r) =>
-          navigator.serviceWorker.addEventListener("controllerchange", r, { once: true }),
-        );
-    });
+    await controlled(ada);
     await ada.context.setOffline(true);
     await composer(ada.page).fill("written on the train");
     await composer(ada.page).press("Enter");
@@ -104,13 +116,7 @@ describe("the installable app", () => {
     await screenshot(ada.page, "offline-reload");
     await ada.context.setOffline(false);
     await live(ada.page);
-    await expect
-      .poll(async () => {
-        const res = await ada.context.request.get(`/api/rooms/${room}/messages?after=0`);
-        const { events } = (await res.json()) as { events: { kind: string; text?: string }[] };
-        return events.filter((e) => e.kind === "message").map((e) => e.text);
-      })
-      .toEqual(["written on the train"]);
+    await expect.poll(() => messageTexts(ada, room)).toEqual(["written on the train"]);
   });
 
   it("keeps a message queued offline across a reload that came before its outbox write", async () => {
@@ -118,13 +124,7 @@ describe("the installable app", () => {
     const ada = await cast.user(tenant, "Ada");
     const room = await cast.room(ada, "general");
     await openRoom(ada, room);
-    await ada.page.evaluate(async () => {
-      await navigator.serviceWorker.ready;
-      if (!navigator.serviceWorker.controller)
-        await new Promise((r) =>
-          navigator.serviceWorker.addEventListener("controllerchange", r, { once: true }),
-        );
-    });
+    await controlled(ada);
     await ada.context.setOffline(true);
     // The page goes away before IndexedDB has the message: here its write never completes (the
     // reload brings the real one back).
@@ -141,13 +141,7 @@ describe("the installable app", () => {
     await ada.page.locator(".row.pending", { hasText: "sent just before the reload" }).waitFor();
     await ada.context.setOffline(false);
     await live(ada.page);
-    await expect
-      .poll(async () => {
-        const res = await ada.context.request.get(`/api/rooms/${room}/messages?after=0`);
-        const { events } = (await res.json()) as { events: { kind: string; text?: string }[] };
-        return events.filter((e) => e.kind === "message").map((e) => e.text);
-      })
-      .toEqual(["sent just before the reload"]);
+    await expect.poll(() => messageTexts(ada, room)).toEqual(["sent just before the reload"]);
     await ada.page.locator(".row.pending").first().waitFor({ state: "detached" });
     // Nothing of it is left behind once delivered.
     expect(

@@ -47,9 +47,12 @@ export class IndexedDbOutboxStore implements OutboxStore {
     const out: { key: string; entry: OutboxEntry }[] = [];
     const storage = localStore();
     if (!storage) return out;
+    const keys: string[] = [];
     for (let i = 0; i < storage.length; i++) {
       const key = storage.key(i);
-      if (!key?.startsWith(this.#journal)) continue;
+      if (key?.startsWith(this.#journal)) keys.push(key);
+    }
+    for (const key of keys) {
       try {
         out.push({ key, entry: JSON.parse(storage.getItem(key) ?? "") as OutboxEntry });
       } catch {
@@ -78,7 +81,8 @@ export class IndexedDbOutboxStore implements OutboxStore {
 
   async #all(): Promise<OutboxEntry[]> {
     const stranded = await this.#adopt();
-    const saved = (await this.#run("readonly", (s) => s.getAll())) as OutboxEntry[];
+    // IndexedDB unusable (private browsing in some browsers): what localStorage holds still counts.
+    const saved = (await this.#run("readonly", (s) => s.getAll()).catch(() => [])) as OutboxEntry[];
     const seen = new Set(saved.map((e) => JSON.stringify([e.roomId, e.clientId])));
     return [...saved, ...stranded.filter((e) => !seen.has(JSON.stringify([e.roomId, e.clientId])))];
   }

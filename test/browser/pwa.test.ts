@@ -1,8 +1,8 @@
 /**
  * @module The installable app in chromium: the manifest and service worker, the notification
  * settings panel, a reload while offline that opens the app with its queued message (sent once
- * the network is back; also when the reload came before the outbox's IndexedDB write), and the
- * phone-sized layout with the sidebar as a drawer.
+ * the network is back; also when the reload came before the outbox's IndexedDB write, or in a
+ * browser whose IndexedDB is unusable), and the phone-sized layout with the sidebar as a drawer.
  */
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import type { NotifyPrefs } from "../../protocol/notify.ts";
@@ -148,6 +148,35 @@ describe("the installable app", () => {
       await ada.page.evaluate(() => Object.keys(localStorage).filter((k) => k.includes(":unsaved:"))),
     ).toEqual([]);
     expect(await ada.page.evaluate(outboxTexts)).toEqual([]);
+  });
+
+  it("keeps and sends a message queued offline in a browser whose IndexedDB is unusable", async () => {
+    const tenant = unique("noidb");
+    const ada = await cast.user(tenant, "Ada");
+    const room = await cast.room(ada, "general");
+    await openRoom(ada, room);
+    await controlled(ada);
+    // As in private browsing in some browsers: every IndexedDB transaction fails, on every load.
+    await ada.context.addInitScript(() => {
+      IDBDatabase.prototype.transaction = () => {
+        throw new DOMException("IndexedDB is not available here", "InvalidStateError");
+      };
+    });
+    await ada.page.reload();
+    await live(ada.page);
+    await ada.context.setOffline(true);
+    await composer(ada.page).fill("no IndexedDB here");
+    await composer(ada.page).press("Enter");
+    await ada.page.locator(".row.pending", { hasText: "no IndexedDB here" }).waitFor();
+    await ada.page.reload();
+    await ada.page.locator(".row.pending", { hasText: "no IndexedDB here" }).waitFor();
+    await ada.context.setOffline(false);
+    await live(ada.page);
+    await expect.poll(() => messageTexts(ada, room)).toEqual(["no IndexedDB here"]);
+    await ada.page.locator(".row.pending").first().waitFor({ state: "detached" });
+    expect(
+      await ada.page.evaluate(() => Object.keys(localStorage).filter((k) => k.includes(":unsaved:"))),
+    ).toEqual([]);
   });
 
   it("on a phone-sized screen, keeps the room full width and the rooms in a drawer", async () => {

@@ -49,6 +49,20 @@ async function messageTexts(user: User, room: string): Promise<(string | undefin
   return events.filter((e) => e.kind === "message").map((e) => e.text);
 }
 
+/** The message queued offline (its row pending) is still queued after a reload, is delivered once
+ * the network is back, and leaves nothing in localStorage then. */
+async function deliveredAfterReload(user: User, room: string, text: string): Promise<void> {
+  await user.page.reload();
+  await user.page.locator(".row.pending", { hasText: text }).waitFor();
+  await user.context.setOffline(false);
+  await live(user.page);
+  await expect.poll(() => messageTexts(user, room)).toEqual([text]);
+  await user.page.locator(".row.pending").first().waitFor({ state: "detached" });
+  expect(
+    await user.page.evaluate(() => Object.keys(localStorage).filter((k) => k.includes(":unsaved:"))),
+  ).toEqual([]);
+}
+
 beforeAll(() => cast.start());
 afterAll(() => cast.stop());
 
@@ -137,16 +151,7 @@ describe("the installable app", () => {
     await composer(ada.page).press("Enter");
     await ada.page.locator(".row.pending", { hasText: "sent just before the reload" }).waitFor();
     expect(await ada.page.evaluate(outboxTexts)).toEqual([]);
-    await ada.page.reload();
-    await ada.page.locator(".row.pending", { hasText: "sent just before the reload" }).waitFor();
-    await ada.context.setOffline(false);
-    await live(ada.page);
-    await expect.poll(() => messageTexts(ada, room)).toEqual(["sent just before the reload"]);
-    await ada.page.locator(".row.pending").first().waitFor({ state: "detached" });
-    // Nothing of it is left behind once delivered.
-    expect(
-      await ada.page.evaluate(() => Object.keys(localStorage).filter((k) => k.includes(":unsaved:"))),
-    ).toEqual([]);
+    await deliveredAfterReload(ada, room, "sent just before the reload");
     expect(await ada.page.evaluate(outboxTexts)).toEqual([]);
   });
 
@@ -168,15 +173,7 @@ describe("the installable app", () => {
     await composer(ada.page).fill("no IndexedDB here");
     await composer(ada.page).press("Enter");
     await ada.page.locator(".row.pending", { hasText: "no IndexedDB here" }).waitFor();
-    await ada.page.reload();
-    await ada.page.locator(".row.pending", { hasText: "no IndexedDB here" }).waitFor();
-    await ada.context.setOffline(false);
-    await live(ada.page);
-    await expect.poll(() => messageTexts(ada, room)).toEqual(["no IndexedDB here"]);
-    await ada.page.locator(".row.pending").first().waitFor({ state: "detached" });
-    expect(
-      await ada.page.evaluate(() => Object.keys(localStorage).filter((k) => k.includes(":unsaved:"))),
-    ).toEqual([]);
+    await deliveredAfterReload(ada, room, "no IndexedDB here");
   });
 
   it("on a phone-sized screen, keeps the room full width and the rooms in a drawer", async () => {

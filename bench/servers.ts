@@ -268,6 +268,11 @@ async function start(spec: StartSpec): Promise<Server> {
       ...process.env,
       PATH: `${join(spec.root, "node_modules/.bin")}:${process.env.PATH ?? ""}`,
       WRANGLER_SEND_METRICS: "false",
+      // wrangler dev records a trace of every invocation (each WebSocket message, RPC, alarm, queue
+      // batch) in a SQLite store on the runtime's own thread, for its local explorer: measured, that
+      // was half the runtime's work in an ack-paced cell, for Parley and the bare object alike.
+      // Deployed, Workers traces are collected outside the isolate; no server here records them.
+      X_LOCAL_OBSERVABILITY: "false",
       ...spec.env,
     },
   });

@@ -42,17 +42,23 @@ export class IndexedDbOutboxStore implements OutboxStore {
     return `${this.#journal}${JSON.stringify([roomId, clientId])}`;
   }
 
-  /** The entries only localStorage holds (none where it cannot be used). */
+  /** The localStorage keys of the entries only it holds (none where it cannot be used). */
+  #journalKeys(): string[] {
+    const storage = localStore();
+    const keys: string[] = [];
+    for (let i = 0; i < (storage?.length ?? 0); i++) {
+      const key = storage?.key(i);
+      if (key?.startsWith(this.#journal)) keys.push(key);
+    }
+    return keys;
+  }
+
+  /** The entries only localStorage holds; one it cannot parse is dropped. */
   #unsaved(): { key: string; entry: OutboxEntry }[] {
     const out: { key: string; entry: OutboxEntry }[] = [];
     const storage = localStore();
     if (!storage) return out;
-    const keys: string[] = [];
-    for (let i = 0; i < storage.length; i++) {
-      const key = storage.key(i);
-      if (key?.startsWith(this.#journal)) keys.push(key);
-    }
-    for (const key of keys) {
+    for (const key of this.#journalKeys()) {
       try {
         out.push({ key, entry: JSON.parse(storage.getItem(key) ?? "") as OutboxEntry });
       } catch {
@@ -99,7 +105,7 @@ export class IndexedDbOutboxStore implements OutboxStore {
 
   /** Deletes the whole database (sign-out): what was not sent is gone. */
   async destroy(): Promise<void> {
-    for (const { key } of this.#unsaved()) localStore()?.removeItem(key);
+    for (const key of this.#journalKeys()) localStore()?.removeItem(key);
     (await this.#db).close();
     await new Promise<void>((resolve, reject) => {
       const del = indexedDB.deleteDatabase(this.#name);

@@ -13,6 +13,36 @@ interface RoomView {
 }
 
 describe("rooms in the directory", () => {
+  it("lists by name the tenant's channels, joined or not, and the private rooms and dms the caller is in", async () => {
+    const tenant = unique("t");
+    const [alice, bob, carol] = [await login(tenant), await login(tenant), await login(tenant)];
+    const made = async (as: typeof alice, body: Record<string, unknown>) =>
+      json<RoomView>(api(as, "POST", "/api/rooms", body));
+    const zebra = await made(alice, { name: "zebra", kind: "channel" });
+    const apple = await made(bob, { name: "apple", kind: "channel" });
+    const mango = await made(alice, { name: "mango", kind: "private" });
+    await made(carol, { name: "kiwi", kind: "private" }); // not alice's
+    const dm = await made(alice, { kind: "dm", members: [bob.id] });
+    const listed = await json<(RoomView & { topic: string; members?: { id: string }[] })[]>(
+      api(alice, "GET", "/api/rooms"),
+    );
+    expect(listed.map((r) => [r.name, r.joined])).toEqual(
+      [
+        [apple.name, false],
+        [dm.name, true],
+        [mango.name, true],
+        [zebra.name, true],
+      ].sort((a, b) => (String(a[0]) < String(b[0]) ? -1 : 1)),
+    );
+    expect(
+      listed
+        .find((r) => r.id === dm.id)
+        ?.members?.map((m) => m.id)
+        .sort(),
+    ).toEqual([alice.id, bob.id].sort());
+    expect(listed.find((r) => r.id === apple.id)).toMatchObject({ kind: "channel", topic: "", lastSeq: 1 });
+  });
+
   it("creates a channel, lists it for the tenant, and lets members join and leave", async () => {
     const tenant = unique("t");
     const alice = await login(tenant);

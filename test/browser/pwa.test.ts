@@ -42,6 +42,16 @@ async function controlled(user: User): Promise<void> {
   });
 }
 
+/** Ada of a new tenant, in its room "general" opened in the app, once the service worker controls
+ * the page (so that a reload is served by it). */
+async function adaInRoom(prefix: string): Promise<{ ada: User; room: string }> {
+  const ada = await cast.user(unique(prefix), "Ada");
+  const room = await cast.room(ada, "general");
+  await openRoom(ada, room);
+  await controlled(ada);
+  return { ada, room };
+}
+
 /** The texts of the room's messages, as the API has them. */
 async function messageTexts(user: User, room: string): Promise<(string | undefined)[]> {
   const res = await user.context.request.get(`/api/rooms/${room}/messages?after=0`);
@@ -113,11 +123,7 @@ describe("the installable app", () => {
   });
 
   it("opens after a reload while offline, with the queued message, and sends it once back online", async () => {
-    const tenant = unique("offline");
-    const ada = await cast.user(tenant, "Ada");
-    const room = await cast.room(ada, "general");
-    await openRoom(ada, room);
-    await controlled(ada);
+    const { ada, room } = await adaInRoom("offline");
     await ada.context.setOffline(true);
     await composer(ada.page).fill("written on the train");
     await composer(ada.page).press("Enter");
@@ -134,11 +140,7 @@ describe("the installable app", () => {
   });
 
   it("keeps a message queued offline across a reload that came before its outbox write", async () => {
-    const tenant = unique("unsaved");
-    const ada = await cast.user(tenant, "Ada");
-    const room = await cast.room(ada, "general");
-    await openRoom(ada, room);
-    await controlled(ada);
+    const { ada, room } = await adaInRoom("unsaved");
     await ada.context.setOffline(true);
     // The page goes away before IndexedDB has the message: here its write never completes (the
     // reload brings the real one back).
@@ -156,11 +158,7 @@ describe("the installable app", () => {
   });
 
   it("keeps and sends a message queued offline in a browser whose IndexedDB is unusable", async () => {
-    const tenant = unique("noidb");
-    const ada = await cast.user(tenant, "Ada");
-    const room = await cast.room(ada, "general");
-    await openRoom(ada, room);
-    await controlled(ada);
+    const { ada, room } = await adaInRoom("noidb");
     // As in private browsing in some browsers: every IndexedDB transaction fails, on every load.
     await ada.context.addInitScript(() => {
       IDBDatabase.prototype.transaction = () => {

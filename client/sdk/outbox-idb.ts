@@ -39,7 +39,7 @@ export class IndexedDbOutboxStore implements OutboxStore {
   }
 
   #journalKey(roomId: string, clientId: string): string {
-    return `${this.#journal}${JSON.stringify([roomId, clientId])}`;
+    return `${this.#journal}${entryKey(roomId, clientId)}`;
   }
 
   /** The localStorage keys of the entries only it holds (none where it cannot be used). */
@@ -89,8 +89,8 @@ export class IndexedDbOutboxStore implements OutboxStore {
     const stranded = await this.#adopt();
     // IndexedDB unusable (private browsing in some browsers): what localStorage holds still counts.
     const saved = (await this.#run("readonly", (s) => s.getAll()).catch(() => [])) as OutboxEntry[];
-    const seen = new Set(saved.map((e) => JSON.stringify([e.roomId, e.clientId])));
-    return [...saved, ...stranded.filter((e) => !seen.has(JSON.stringify([e.roomId, e.clientId])))];
+    const seen = new Set(saved.map((e) => entryKey(e.roomId, e.clientId)));
+    return [...saved, ...stranded.filter((e) => !seen.has(entryKey(e.roomId, e.clientId)))];
   }
 
   async list(roomId: string): Promise<OutboxEntry[]> {
@@ -136,6 +136,11 @@ export class IndexedDbOutboxStore implements OutboxStore {
     localStore()?.removeItem(this.#journalKey(roomId, clientId));
     await this.#run("readwrite", (s) => s.delete([roomId, clientId]));
   }
+}
+
+/** An entry's identity as a string: its key in IndexedDB, [roomId, clientId]. */
+function entryKey(roomId: string, clientId: string): string {
+  return JSON.stringify([roomId, clientId]);
 }
 
 /** The page's localStorage, or null where there is none (a worker) or it is refused. */

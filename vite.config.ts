@@ -1,6 +1,6 @@
 /**
  * @module The web client's build: client/web (plain TypeScript, no framework) into dist/client,
- * which wrangler.toml serves as the Worker's static assets. `npm run build` runs it; `npm start`
+ * which the web client's Worker (client/web/wrangler.toml) serves as static assets. `npm run build` runs it; `npm start`
  * and `npm test` build first.
  */
 import { defineConfig } from "vite";

@@ -58,6 +58,15 @@ const ACCESS_TENANTS = JSON.stringify([
  * globex by ACCESS_TENANTS instead, so both ways are exercised). */
 const EU_TENANTS = { "eu-acme": "eu", "eu-umbrella": "eu" };
 
+/** Stands in for the web client's Worker (client/web/wrangler.toml, reached through the `WEB`
+ * binding): it says which path it was handed. The browser project loads the real one through
+ * `npm start`. */
+async function webStandIn(request: Request): Promise<Response> {
+  return new Response(`web client: ${new URL(request.url).pathname}`, {
+    headers: { "content-type": "text/plain; charset=utf-8" },
+  });
+}
+
 function workerd(
   name: string,
   include: string[],
@@ -83,7 +92,7 @@ function workerd(
             PARLEY_PRESENCE_SHARDS: "3",
             ...vars,
           },
-          serviceBindings,
+          serviceBindings: { WEB: webStandIn, ...serviceBindings },
         },
       }),
     ],

@@ -75,6 +75,8 @@ export default defineConfig({
           ...${JSON.stringify(vars)},
         },
         serviceBindings: {
+          // The web client's Worker, which a build since decision 15 binds and a harness never asks.
+          WEB: async () => new Response("", { status: 404 }),
           BENCH_SINK: async (request) => {
             const path = new URL(request.url).pathname;
             const body = await request.text();

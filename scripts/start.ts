@@ -1,7 +1,8 @@
 /**
  * @module `npm start`: makes sure .dev.vars holds the dev signing keys (mode 0600, checked each run),
  * builds the web client, applies the D1
- * migrations to every local database (scripts/migrate.ts), and runs the whole system with `wrangler dev` on 127.0.0.1:PORT (default 8787).
+ * migrations to every local database (scripts/migrate.ts), and runs the whole system with `wrangler dev` on 127.0.0.1:PORT (default 8787):
+ * the Parley Worker, which listens, and the web client's Worker beside it (client/web/wrangler.toml).
  *
  * Environment:
  *   PORT                      port to listen on (default 8787)
@@ -72,6 +73,11 @@ const child = spawn(
   [
     wrangler,
     "dev",
+    // The first configuration is the Worker that listens; the web client's is reached through it.
+    "-c",
+    "wrangler.toml",
+    "-c",
+    "client/web/wrangler.toml",
     "--ip",
     "127.0.0.1",
     "--port",

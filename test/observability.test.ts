@@ -145,7 +145,9 @@ describe("the request log", () => {
     const out = captureConsole();
     expect((await fetchWorker("/api/rooms")).status).toBe(401);
     expect((await fetchWorker("/api/no-such-thing")).status).toBe(401);
-    expect((await fetchWorker("/nowhere")).status).toBe(404);
+    expect((await fetchWorker("/auth/nowhere")).status).toBe(404);
+    // A path that is not the Worker's own goes to the web client before the app runs: no line.
+    expect(await (await fetchWorker("/nowhere")).text()).toBe("web client: /nowhere");
     expect(out.events().filter((e) => e.event === "request")).toMatchObject([
       { route: "/api/rooms", status: 401, tenant: null, user: null },
       { route: "unmatched", status: 401, tenant: null, user: null },

@@ -1,7 +1,9 @@
 /**
  * @module The Parley Worker: wiring only. The Hono app is worker/app.ts (routes in worker/routes/,
  * one module per resource); the Durable Object classes are exported from here for the runtime. The
- * web client is static assets (wrangler.toml `[assets]`), served without running this code.
+ * web client is another Worker of static assets only (client/web/wrangler.toml): a request for any
+ * path that is not the API's goes to it unchanged, before the app runs (docs/architecture.md,
+ * decision 15).
  */
 import { env } from "cloudflare:workers";
 import { limitsOf } from "../config/limits.ts";
@@ -28,8 +30,16 @@ readExportKeys(env);
 readVapid(env);
 checkResidency(env);
 
+/** The paths this Worker answers itself: the API, sign-in, inbound hooks, SCIM, health and the
+ * well-known documents. Everything else is the web client's (its files, and index.html for any
+ * other path, where the client routes). */
+const OWN_PATH = /^\/(?:(?:api|auth|hooks|scim|\.well-known)(?:\/|$)|healthz$)/;
+
 export default {
-  fetch: app.fetch,
+  fetch(request, env, ctx) {
+    if (OWN_PATH.test(new URL(request.url).pathname)) return app.fetch(request, env, ctx);
+    return env.WEB.fetch(request);
+  },
   queue: consumeQueue,
   // The D1 history's window (wrangler.toml [triggers]).
   scheduled: async (controller, env) => {

@@ -4,6 +4,17 @@
  * commits meanwhile go out in one send, not one each. Also never before `notBefore` (a backoff after a failure). Used by the
  * room's inbox and search feeds (room-inbox.ts, room-search.ts).
  */
+/**
+ * How long an idle sender waits after the turn that kicked it, in ms. A 0 ms timer fires while that
+ * turn's frames are still on their way out of the runtime; locally, where the search part and the
+ * presence shards run on the room's thread, their work then landed between one message's frames:
+ * at 20 msg/s to 10 readers the last reader got a message 1.4–1.75 ms after the first, against
+ * 0.6–0.7 ms for the bare object and for Parley with the search feed off (docs/architecture.md,
+ * decision 13). 5 ms lets the frames leave first (3 ms was enough, measured); it is added to an idle
+ * room's "findable after the ack" (bound 100 ms) and inbox counts (250 ms) only.
+ */
+export const IDLE_START_MS = 5;
+
 export class Gather {
   readonly #send: () => Promise<void>;
   readonly #interval: () => number;
@@ -39,14 +50,14 @@ export class Gather {
     const at = Math.max(now ? 0 : this.#lastStart + this.#interval(), this.#notBefore());
     const wait = at - Date.now();
     // Only a caller that waits sends in its own turn: otherwise even an idle room's send starts on
-    // a timer, after the turn that committed, so that it never delays that turn's fan-out.
+    // a timer, after the turn that committed has sent its frames, so that it never delays them.
     if (wait > 0 || !now) {
       this.#timer ??= setTimeout(
         () => {
           this.#timer = null;
           this.kick(true);
         },
-        Math.max(0, wait),
+        Math.max(now ? 0 : IDLE_START_MS, wait),
       );
       return;
     }

@@ -1,8 +1,9 @@
 /**
- * @module A sender that gathers: it sends right after the current turn when idle, and otherwise
- * once the send in flight is done and `interval` has passed since it started, so a busy room's
- * commits meanwhile go out in one send, not one each. Also never before `notBefore` (a backoff after a failure). Used by the
- * room's inbox and search feeds (room-inbox.ts, room-search.ts).
+ * @module A sender that gathers: it sends shortly after the current turn when idle
+ * (`IDLE_START_MS`), and otherwise once the send in flight is done and `interval` has passed since
+ * it started, so a busy room's commits meanwhile go out in one send, not one each. Also never
+ * before `notBefore` (a backoff after a failure). Used by the room's inbox and search feeds
+ * (room-inbox.ts, room-search.ts).
  */
 /**
  * How long an idle sender waits after the turn that kicked it, in ms. A 0 ms timer fires while that

@@ -32,6 +32,15 @@ import { wellKnownRoutes } from "./routes/well-known.ts";
 import type { AppEnv } from "./types.ts";
 
 export const app = new Hono<AppEnv>();
+
+/** Whether a path is one of the app's, by the prefixes mounted below: the API, sign-in, inbound
+ * hooks, SCIM, health and the well-known documents. worker/index.ts hands every other path to the
+ * web client's Worker (its files, and index.html wherever the client routes). */
+export function isAppPath(pathname: string): boolean {
+  return APP_PATH.test(pathname);
+}
+const APP_PATH = /^\/(?:(?:api|auth|hooks|scim|\.well-known)(?:\/|$)|healthz$)/;
+
 app.onError(onError);
 app.notFound(() => errorResponse("not_found", "not found"));
 

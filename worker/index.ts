@@ -9,7 +9,7 @@ import { env } from "cloudflare:workers";
 import { limitsOf } from "../config/limits.ts";
 import { readAuthConfig } from "../platform/auth-config.ts";
 import { checkResidency } from "../platform/residency.ts";
-import { app } from "./app.ts";
+import { app, isAppPath } from "./app.ts";
 import { readExportKeys } from "./exports/keys.ts";
 import { trimHistory } from "./history/window.ts";
 import { readVapid } from "./notify/web-push.ts";
@@ -30,14 +30,9 @@ readExportKeys(env);
 readVapid(env);
 checkResidency(env);
 
-/** The paths this Worker answers itself: the API, sign-in, inbound hooks, SCIM, health and the
- * well-known documents. Everything else is the web client's (its files, and index.html for any
- * other path, where the client routes). */
-const OWN_PATH = /^\/(?:(?:api|auth|hooks|scim|\.well-known)(?:\/|$)|healthz$)/;
-
 export default {
   fetch(request, env, ctx) {
-    if (OWN_PATH.test(new URL(request.url).pathname)) return app.fetch(request, env, ctx);
+    if (isAppPath(new URL(request.url).pathname)) return app.fetch(request, env, ctx);
     return env.WEB.fetch(request);
   },
   queue: consumeQueue,

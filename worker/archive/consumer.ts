@@ -4,7 +4,7 @@
  *
  * Queues deliver at least once and in no guaranteed order, so every write is idempotent on
  * (tenant, room, seq) and order-independent: a message archived after its edit or its delete still
- * ends with the latest edit's text or with no text at all. A batch's statements (drizzle, set-based
+ * ends with the latest edit's text or with no text at all. A batch's statements (plain SQL, set-based
  * per room) run as one D1 batch (atomic); a failure retries the message with exponential backoff, and after the
  * configured attempts the queue moves it to the dead-letter queue. A batch is archived in one D1
  * round trip; only when that fails are its messages tried one by one.
@@ -13,14 +13,9 @@
  * (`Room.confirmArchived`), so its watermarks move; a room resends what stays unconfirmed. A tombstone (`expired`, from retention)
  * replaces whatever was archived for its seq, and nothing archived later can bring the text back.
  */
-import { and, desc, eq, inArray, lt, type SQLWrapper, sql } from "drizzle-orm";
-import type { BatchItem } from "drizzle-orm/batch";
-import { type DrizzleD1Database, drizzle } from "drizzle-orm/d1";
-import { alias } from "drizzle-orm/sqlite-core";
 import { limitsOf } from "../../config/limits.ts";
 import { log } from "../../platform/log.ts";
 import type { RoomEvent } from "../../protocol/index.ts";
-import { archivedEvents } from "../db/history-schema.ts";
 import { noteWrite, placementsOf, shardAt, shardDb } from "../history/placement.ts";
 import { type ArchiveMessage, roomStub } from "../stubs.ts";
 import { forwardToWebhooks } from "../webhooks.ts";
@@ -70,12 +65,14 @@ export function archiveItems(body: unknown): ArchiveMessage[] | null {
   return items;
 }
 
-/** Another row of the archive, for the subqueries that look up a message's edits and delete. */
-const other = alias(archivedEvents, "other");
-type Batch = BatchItem<"sqlite">;
+/** One statement of a consumer batch: its SQL and what it binds (D1 prepares and runs them). */
+export interface Statement {
+  sql: string;
+  params: (string | number | null)[];
+}
 
 /** A deleted message or edit keeps no text and no attachments in the archive either. */
-const SCRUB = sql`json_remove(json_set(${archivedEvents.json}, '$.text', '', '$.deleted', json('true')), '$.attachments')`;
+const SCRUB = `json_remove(json_set(archived_events.json, '$.text', '', '$.deleted', json('true')), '$.attachments')`;
 
 /** D1 binds at most 100 parameters per statement (more fails the whole batch, which then falls back
  * to one message at a time): rows per multi-row INSERT (12 columns each), and seqs per set-based
@@ -88,6 +85,54 @@ export const D1_MAX_QUERIES = 1000;
 const INSERT_ROWS = Math.floor(D1_MAX_PARAMS / 12);
 const SEQS_PER_UPDATE = D1_MAX_PARAMS - 20;
 
+const COLUMNS =
+  "tenant_id, room_id, seq, kind, author_id, author_name, ts, target, text, text_seq, deleted, json";
+const ROW = `(${Array(12).fill("?").join(", ")})`;
+/** The multi-row INSERT of `n` new events, built once per row count. */
+const insertSql = (() => {
+  const built = new Map<number, string>();
+  return (n: number): string => {
+    let q = built.get(n);
+    if (q === undefined) {
+      q = `INSERT INTO archived_events (${COLUMNS}) VALUES ${Array(n).fill(ROW).join(", ")} ON CONFLICT DO NOTHING`;
+      built.set(n, q);
+    }
+    return q;
+  };
+})();
+/** A tombstone replaces whatever was archived for its seq. */
+const TOMBSTONE_SQL = `INSERT INTO archived_events (${COLUMNS}) VALUES ${ROW} ON CONFLICT (tenant_id, room_id, seq) DO UPDATE SET kind = excluded.kind, author_id = excluded.author_id, author_name = excluded.author_name, ts = excluded.ts, target = excluded.target, text = excluded.text, text_seq = excluded.text_seq, deleted = excluded.deleted, json = excluded.json`;
+/** Another row of the room (`other`) that is `kind` and targets `target` (an SQL expression). */
+const OTHER = (target: string) =>
+  `FROM archived_events other WHERE other.tenant_id = ? AND other.room_id = ? AND other.kind = ? AND other.target = ${target}`;
+const DELETED_EXISTS = (target: string) => `EXISTS (SELECT 1 ${OTHER(target)})`;
+const AT = "tenant_id = ? AND room_id = ? AND seq = ?";
+/** An edit sets its target message's text, unless the message is deleted or a later edit is in. */
+const EDIT_TEXT_SQL = `UPDATE archived_events SET text = ?, text_seq = ? WHERE ${AT} AND kind = 'message' AND deleted = 0 AND text_seq < ?`;
+/** An edit of a message deleted earlier keeps no text either. */
+const EDIT_SCRUB_SQL = `UPDATE archived_events SET json = ${SCRUB} WHERE ${AT} AND ${DELETED_EXISTS("?")}`;
+const DELETE_TARGET_SQL = `UPDATE archived_events SET text = '', deleted = 1, json = ${SCRUB} WHERE ${AT} AND kind = 'message'`;
+const DELETE_EDITS_SQL = `UPDATE archived_events SET json = ${SCRUB} WHERE tenant_id = ? AND room_id = ? AND kind = 'edit' AND target = ?`;
+/** The batch's messages whose edits were archived first take the latest one's text (correlated on
+ * the row's seq), and those whose delete was archived first lose theirs. */
+const fixupSql = (() => {
+  const built = new Map<number, [string, string]>();
+  return (n: number): [string, string] => {
+    let q = built.get(n);
+    if (q === undefined) {
+      const mine = `tenant_id = ? AND room_id = ? AND seq IN (${Array(n).fill("?").join(", ")}) AND deleted = 0`;
+      const latestEdit = `(SELECT MAX(other.seq) ${OTHER("archived_events.seq")})`;
+      const latestText = `(SELECT json_extract(other.json, '$.text') ${OTHER("archived_events.seq")} ORDER BY other.seq DESC LIMIT 1)`;
+      q = [
+        `UPDATE archived_events SET text = ${latestText}, text_seq = ${latestEdit} WHERE ${mine} AND text_seq < ${latestEdit}`,
+        `UPDATE archived_events SET text = '', deleted = 1, json = ${SCRUB} WHERE ${mine} AND ${DELETED_EXISTS("archived_events.seq")}`,
+      ];
+      built.set(n, q);
+    }
+    return q;
+  };
+})();
+
 function chunks<T>(items: readonly T[], size: number): T[][] {
   const out: T[][] = [];
   for (let i = 0; i < items.length; i += size) out.push(items.slice(i, i + size));
@@ -95,136 +140,87 @@ function chunks<T>(items: readonly T[], size: number): T[][] {
 }
 
 /**
- * The statements (drizzle) that archive a batch of events, for one transaction: per room, the new
- * events in multi-row INSERTs, then tombstones, then what each edit and delete changes in its
- * target, then set-based fix-ups of the batch's messages (their edits or delete may have been
- * archived first). Each statement is idempotent and every one after the INSERTs converges on the
- * same end state whatever order the events arrive in, within a batch or across batches: a message
- * ends with its latest edit's text, or with none once deleted or expired. A batch of N messages of
- * one room costs about N/8 + 2 statements instead of 3 per message.
+ * The statements that archive a batch of events, for one transaction: per room, the new events in
+ * multi-row INSERTs, then tombstones, then what each edit and delete changes in its target, then
+ * set-based fix-ups of the batch's messages (their edits or delete may have been archived first).
+ * Each statement is idempotent and every one after the INSERTs converges on the same end state
+ * whatever order the events arrive in, within a batch or across batches: a message ends with its
+ * latest edit's text, or with none once deleted or expired. A batch of N messages of one room costs
+ * about N/8 + 2 statements instead of 3 per message. Plain SQL built from templates, not a query
+ * builder: building a batch's statements with drizzle took more of the consumer's CPU than the rest
+ * of it (docs/architecture.md, decision 13).
  */
-export function archiveStatements(db: DrizzleD1Database, messages: readonly ArchiveMessage[]): Batch[] {
+export function archiveStatements(messages: readonly ArchiveMessage[]): Statement[] {
   const byRoom = new Map<string, ArchiveMessage[]>();
   for (const m of messages) {
     const k = JSON.stringify([m.tenantId, m.roomId]);
-    byRoom.set(k, [...(byRoom.get(k) ?? []), m]);
+    const list = byRoom.get(k);
+    if (list) list.push(m);
+    else byRoom.set(k, [m]);
   }
-  const statements: Batch[] = [];
+  const statements: Statement[] = [];
   for (const list of byRoom.values()) {
     const { tenantId, roomId } = list[0] as ArchiveMessage;
-    const room = (t: typeof archivedEvents | typeof other) =>
-      and(eq(t.tenantId, tenantId), eq(t.roomId, roomId));
-    const at = (seq: number) => and(room(archivedEvents), eq(archivedEvents.seq, seq));
-    const deletedExists = (target: SQLWrapper | number) =>
-      sql`EXISTS ${db
-        .select({ one: sql`1` })
-        .from(other)
-        .where(and(room(other), eq(other.kind, "delete"), eq(other.target, target as number)))}`;
-    const base = (event: RoomEvent) => ({
+    /** The 12 columns of an event's row, in `COLUMNS` order. */
+    const row = (event: RoomEvent, target: number | null, text: string, textSeq: number, deleted: number) => [
       tenantId,
       roomId,
-      seq: event.seq,
-      kind: event.kind,
-      authorId: event.author.id,
-      authorName: event.author.name,
-      ts: event.ts,
-      json: JSON.stringify(event),
-    });
+      event.seq,
+      event.kind,
+      event.author.id,
+      event.author.name,
+      event.ts,
+      target,
+      text,
+      textSeq,
+      deleted,
+      JSON.stringify(event),
+    ];
     const rows = list
       .map((m) => m.event)
       .filter((e) => e.kind !== "expired")
       .map((event) => {
         const isMessage = event.kind === "message";
-        return {
-          ...base(event),
-          target: "target" in event ? event.target : null,
-          text: isMessage && !event.deleted ? event.text : "",
-          textSeq: isMessage ? event.seq : 0,
-          deleted: "deleted" in event && event.deleted ? 1 : 0,
-        };
+        return row(
+          event,
+          "target" in event ? event.target : null,
+          isMessage && !event.deleted ? event.text : "",
+          isMessage ? event.seq : 0,
+          "deleted" in event && event.deleted ? 1 : 0,
+        );
       });
     for (const chunk of chunks(rows, INSERT_ROWS)) {
-      statements.push(db.insert(archivedEvents).values(chunk).onConflictDoNothing());
+      statements.push({ sql: insertSql(chunk.length), params: chunk.flat() });
     }
     for (const { event } of list) {
       if (event.kind === "expired") {
-        // A tombstone replaces whatever was archived for its seq.
-        const tombstone = { ...base(event), target: null, text: "", textSeq: 0, deleted: 1 };
-        statements.push(
-          db
-            .insert(archivedEvents)
-            .values(tombstone)
-            .onConflictDoUpdate({
-              target: [archivedEvents.tenantId, archivedEvents.roomId, archivedEvents.seq],
-              set: { ...tombstone, tenantId: undefined, roomId: undefined, seq: undefined },
-            }),
-        );
+        statements.push({ sql: TOMBSTONE_SQL, params: row(event, null, "", 0, 1) });
       } else if (event.kind === "edit") {
         statements.push(
-          db
-            .update(archivedEvents)
-            .set({ text: event.text, textSeq: event.seq })
-            .where(
-              and(
-                at(event.target),
-                eq(archivedEvents.kind, "message"),
-                eq(archivedEvents.deleted, 0),
-                lt(archivedEvents.textSeq, event.seq),
-              ),
-            ),
-          // An edit of a message deleted earlier keeps no text either.
-          db
-            .update(archivedEvents)
-            .set({ json: SCRUB })
-            .where(and(at(event.seq), deletedExists(event.target))),
+          {
+            sql: EDIT_TEXT_SQL,
+            params: [event.text, event.seq, tenantId, roomId, event.target, event.seq],
+          },
+          {
+            sql: EDIT_SCRUB_SQL,
+            params: [tenantId, roomId, event.seq, tenantId, roomId, "delete", event.target],
+          },
         );
       } else if (event.kind === "delete") {
         statements.push(
-          db
-            .update(archivedEvents)
-            .set({ text: "", deleted: 1, json: SCRUB })
-            .where(and(at(event.target), eq(archivedEvents.kind, "message"))),
-          db
-            .update(archivedEvents)
-            .set({ json: SCRUB })
-            .where(
-              and(
-                room(archivedEvents),
-                eq(archivedEvents.kind, "edit"),
-                eq(archivedEvents.target, event.target),
-              ),
-            ),
+          { sql: DELETE_TARGET_SQL, params: [tenantId, roomId, event.target] },
+          { sql: DELETE_EDITS_SQL, params: [tenantId, roomId, event.target] },
         );
       }
     }
-    // The batch's messages whose edits or delete were archived first (correlated on the row's seq).
-    const editsOfRow = and(room(other), eq(other.kind, "edit"), eq(other.target, archivedEvents.seq));
-    const latestEdit = db
-      .select({ seq: sql`MAX(${other.seq})` })
-      .from(other)
-      .where(editsOfRow);
-    const latestText = db
-      .select({ text: sql`json_extract(${other.json}, '$.text')` })
-      .from(other)
-      .where(editsOfRow)
-      .orderBy(desc(other.seq))
-      .limit(1);
     const messageSeqs = list.filter((m) => m.event.kind === "message").map((m) => m.event.seq);
     for (const seqs of chunks(messageSeqs, SEQS_PER_UPDATE)) {
-      const mine = and(
-        room(archivedEvents),
-        inArray(archivedEvents.seq, seqs),
-        eq(archivedEvents.deleted, 0),
-      );
+      const [texts, deletes] = fixupSql(seqs.length);
+      const mine = [tenantId, roomId, ...seqs];
+      const edits = [tenantId, roomId, "edit"];
       statements.push(
-        db
-          .update(archivedEvents)
-          .set({ text: sql`${latestText}`, textSeq: sql`${latestEdit}` })
-          .where(and(mine, sql`${archivedEvents.textSeq} < ${latestEdit}`)),
-        db
-          .update(archivedEvents)
-          .set({ text: "", deleted: 1, json: SCRUB })
-          .where(and(mine, deletedExists(archivedEvents.seq))),
+        { sql: texts, params: [...edits, ...edits, ...mine, ...edits] },
+        { sql: deletes, params: [...mine, tenantId, roomId, "delete"] },
       );
     }
   }
@@ -233,11 +229,10 @@ export function archiveStatements(db: DrizzleD1Database, messages: readonly Arch
 
 /** Runs statements as one D1 batch (one transaction); the database's size after it, in bytes,
  * when D1 reported it (each statement's result carries `meta.size_after`). */
-async function runBatch(db: DrizzleD1Database, statements: Batch[]): Promise<number | null> {
-  const [first, ...rest] = statements;
-  if (!first) return null;
-  const results: unknown[] = await db.batch([first, ...rest]);
-  const size = (results.at(-1) as { meta?: { size_after?: unknown } } | undefined)?.meta?.size_after;
+async function runBatch(db: D1Database, statements: readonly Statement[]): Promise<number | null> {
+  if (statements.length === 0) return null;
+  const results = await db.batch(statements.map((s) => db.prepare(s.sql).bind(...s.params)));
+  const size = (results.at(-1)?.meta as { size_after?: unknown } | undefined)?.size_after;
   return typeof size === "number" ? size : null;
 }
 
@@ -320,25 +315,18 @@ export async function consumeRoomEvents(
     }
   }
   for (const [key, { db: shard, entries: all, tenants }] of byShard) {
-    const db = drizzle(shard);
     const entries = all.filter((e) => !failed.has(e.m));
     let size: number | null = null;
     try {
       // The whole batch in one D1 round trip (one transaction): the common case.
-      size = await runBatch(
-        db,
-        archiveStatements(
-          db,
-          entries.map((e) => e.item),
-        ),
-      );
+      size = await runBatch(shard, archiveStatements(entries.map((e) => e.item)));
     } catch {
       // Something in the batch failed: one message at a time, so only the failing ones retry.
       const byMessage = new Map<Message, ArchiveMessage[]>();
       for (const { m, item } of entries) byMessage.set(m, [...(byMessage.get(m) ?? []), item]);
       for (const [m, items] of byMessage) {
         try {
-          size = (await runBatch(db, archiveStatements(db, items))) ?? size;
+          size = (await runBatch(shard, archiveStatements(items))) ?? size;
         } catch (err) {
           if (items[0]) fail(m, items[0], err);
         }

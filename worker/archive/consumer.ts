@@ -76,7 +76,7 @@ const SCRUB = `json_remove(json_set(archived_events.json, '$.text', '', '$.delet
 
 /** D1 binds at most 100 parameters per statement (more fails the whole batch, which then falls back
  * to one message at a time): rows per multi-row INSERT (12 columns each), and seqs per set-based
- * fix-up, whose room conditions and subqueries bind 13 more. test/unit/archive-statements.test.ts
+ * fix-up, whose room conditions and subqueries bind 11 more. test/unit/archive-statements.test.ts
  * checks every statement of worst-case batches against the limit. */
 export const D1_MAX_PARAMS = 100;
 /** D1 queries per Worker invocation (Workers Paid): a consumer batch of full packs (100 messages of
@@ -88,18 +88,24 @@ const SEQS_PER_UPDATE = D1_MAX_PARAMS - 20;
 const COLUMNS =
   "tenant_id, room_id, seq, kind, author_id, author_name, ts, target, text, text_seq, deleted, json";
 const ROW = `(${Array(12).fill("?").join(", ")})`;
-/** The multi-row INSERT of `n` new events, built once per row count. */
-const insertSql = (() => {
-  const built = new Map<number, string>();
-  return (n: number): string => {
-    let q = built.get(n);
-    if (q === undefined) {
-      q = `INSERT INTO archived_events (${COLUMNS}) VALUES ${Array(n).fill(ROW).join(", ")} ON CONFLICT DO NOTHING`;
-      built.set(n, q);
+/** `build(n)`, built once per `n` (the statements' texts depend only on how many rows or seqs). */
+function perCount<T>(build: (n: number) => T): (n: number) => T {
+  const built = new Map<number, T>();
+  return (n) => {
+    let value = built.get(n);
+    if (value === undefined) {
+      value = build(n);
+      built.set(n, value);
     }
-    return q;
+    return value;
   };
-})();
+}
+
+/** The multi-row INSERT of `n` new events. */
+const insertSql = perCount(
+  (n) =>
+    `INSERT INTO archived_events (${COLUMNS}) VALUES ${Array(n).fill(ROW).join(", ")} ON CONFLICT DO NOTHING`,
+);
 /** A tombstone replaces whatever was archived for its seq. */
 const TOMBSTONE_SQL = `INSERT INTO archived_events (${COLUMNS}) VALUES ${ROW} ON CONFLICT (tenant_id, room_id, seq) DO UPDATE SET kind = excluded.kind, author_id = excluded.author_id, author_name = excluded.author_name, ts = excluded.ts, target = excluded.target, text = excluded.text, text_seq = excluded.text_seq, deleted = excluded.deleted, json = excluded.json`;
 /** Another row of the room (`other`) that is `kind` and targets `target` (an SQL expression). */
@@ -115,23 +121,15 @@ const DELETE_TARGET_SQL = `UPDATE archived_events SET text = '', deleted = 1, js
 const DELETE_EDITS_SQL = `UPDATE archived_events SET json = ${SCRUB} WHERE tenant_id = ? AND room_id = ? AND kind = 'edit' AND target = ?`;
 /** The batch's messages whose edits were archived first take the latest one's text (correlated on
  * the row's seq), and those whose delete was archived first lose theirs. */
-const fixupSql = (() => {
-  const built = new Map<number, [string, string]>();
-  return (n: number): [string, string] => {
-    let q = built.get(n);
-    if (q === undefined) {
-      const mine = `tenant_id = ? AND room_id = ? AND seq IN (${Array(n).fill("?").join(", ")}) AND deleted = 0`;
-      const latestEdit = `(SELECT MAX(other.seq) ${OTHER("archived_events.seq")})`;
-      const latestText = `(SELECT json_extract(other.json, '$.text') ${OTHER("archived_events.seq")} ORDER BY other.seq DESC LIMIT 1)`;
-      q = [
-        `UPDATE archived_events SET text = ${latestText}, text_seq = ${latestEdit} WHERE ${mine} AND text_seq < ${latestEdit}`,
-        `UPDATE archived_events SET text = '', deleted = 1, json = ${SCRUB} WHERE ${mine} AND ${DELETED_EXISTS("archived_events.seq")}`,
-      ];
-      built.set(n, q);
-    }
-    return q;
-  };
-})();
+const fixupSql = perCount((n): [string, string] => {
+  const mine = `tenant_id = ? AND room_id = ? AND seq IN (${Array(n).fill("?").join(", ")}) AND deleted = 0`;
+  const latestEdit = `(SELECT MAX(other.seq) ${OTHER("archived_events.seq")})`;
+  const latestText = `(SELECT json_extract(other.json, '$.text') ${OTHER("archived_events.seq")} ORDER BY other.seq DESC LIMIT 1)`;
+  return [
+    `UPDATE archived_events SET text = ${latestText}, text_seq = ${latestEdit} WHERE ${mine} AND text_seq < ${latestEdit}`,
+    `UPDATE archived_events SET text = '', deleted = 1, json = ${SCRUB} WHERE ${mine} AND ${DELETED_EXISTS("archived_events.seq")}`,
+  ];
+});
 
 function chunks<T>(items: readonly T[], size: number): T[][] {
   const out: T[][] = [];

@@ -48,7 +48,8 @@ Other benches: npm run bench -- --presence [--help]   (bench/presence.ts)
                npm run bench -- --search-scale [--help] (bench/search-scale.ts: search latency at scale, old vs new)
                npm run bench -- --fanout [--help]     (bench/fanout.ts: the 10-receiver room, old vs new)
                npm run bench -- --small [--help]      (bench/small.ts: small rooms beside BareDurable and Socket.IO)
-               npm run bench -- --rooms-list [--help] (bench/rooms-list.ts: GET /api/rooms at 10/100/500 rooms, old vs new)`;
+               npm run bench -- --rooms-list [--help] (bench/rooms-list.ts: GET /api/rooms at 10/100/500 rooms, old vs new)
+               npm run bench -- --profile [--help]    (bench/profile.ts: the runtime's thread in a small room, by phase)`;
 
 function list(value: string, name: string): number[] {
   const out = value.split(",").map((s) => Number(s.trim()));

@@ -51,6 +51,13 @@ if (process.argv.slice(2).includes("--small")) {
   process.exit();
 }
 
+// `--profile`: where the runtime's thread goes in a small room, by phase (bench/profile.ts): V8's
+// profiler on the Parley Worker's isolate during a cell; its own server; printed only.
+if (process.argv.slice(2).includes("--profile")) {
+  await (await import("./profile.ts")).runProfile(process.argv.slice(2));
+  process.exit();
+}
+
 // `--pipeline`: the derived stores of issue 14, old design beside new (bench/pipeline.ts): lag to
 // search and to D1, rows written per message by store and table, cost at published prices; its own
 // servers and harnesses, and only the "## Pipeline" section.

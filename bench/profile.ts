@@ -8,7 +8,7 @@
  * report is shares: of the isolate's samples, and per message. Printed, not written to results.md.
  */
 import { spawn } from "node:child_process";
-import { readdirSync, readFileSync, readlinkSync } from "node:fs";
+import { readdirSync, readFileSync, readlinkSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -205,6 +205,7 @@ export async function runProfile(argv: string[]): Promise<void> {
     group.track(server);
     const port = await runtimeInspector(server.pid);
     log(`Parley on ${server.baseUrl}, its runtime's inspector on ${port}`);
+    const out = join(tmpdir(), `parley-profile-${process.pid}.md`);
     for (const mode of modes) {
       const cell = spawn(
         process.execPath,
@@ -212,15 +213,17 @@ export async function runProfile(argv: string[]): Promise<void> {
           "bench/run.ts",
           ...["--targets", "parley", "--parley-url", server.baseUrl, "--modes", mode],
           ...["--receivers", String(receivers), "--senders", String(senders), "--rate", String(rate)],
-          ...["--duration", String(duration), "--out", join(tmpdir(), `parley-profile-${process.pid}.md`)],
+          ...["--duration", String(duration), "--out", out],
         ],
         { cwd: root, stdio: ["ignore", "ignore", "inherit"] },
       );
-      const done = new Promise((r) => cell.on("exit", r));
+      const done = new Promise<number | null>((r) => cell.on("exit", r));
       // The cell's setup (users, room, sockets) takes the first seconds.
       await sleep(6000);
       const { total, inclusive, self } = shares(await profile(port, sample));
-      await done;
+      const code = await done;
+      rmSync(out, { force: true });
+      if (code !== 0) log(`the ${mode} cell exited with ${code}: the profile below is of a run that failed`);
       const idle = self.get("(idle)") ?? 0;
       const pct = (n: number) => `${((100 * n) / Math.max(1, total)).toFixed(1)}%`;
       console.log(

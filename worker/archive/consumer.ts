@@ -14,6 +14,7 @@
  * replaces whatever was archived for its seq, and nothing archived later can bring the text back.
  */
 import { limitsOf } from "../../config/limits.ts";
+import { perKey } from "../../config/per-env.ts";
 import { log } from "../../platform/log.ts";
 import type { RoomEvent } from "../../protocol/index.ts";
 import { noteWrite, placementsOf, shardAt, shardDb } from "../history/placement.ts";
@@ -88,22 +89,10 @@ const SEQS_PER_UPDATE = D1_MAX_PARAMS - 20;
 const COLUMNS =
   "tenant_id, room_id, seq, kind, author_id, author_name, ts, target, text, text_seq, deleted, json";
 const ROW = `(${Array(12).fill("?").join(", ")})`;
-/** `build(n)`, built once per `n` (the statements' texts depend only on how many rows or seqs). */
-function perCount<T>(build: (n: number) => T): (n: number) => T {
-  const built = new Map<number, T>();
-  return (n) => {
-    let value = built.get(n);
-    if (value === undefined) {
-      value = build(n);
-      built.set(n, value);
-    }
-    return value;
-  };
-}
-
-/** The multi-row INSERT of `n` new events. */
-const insertSql = perCount(
-  (n) =>
+/** The multi-row INSERT of `n` new events (each statement's text is built once per row or seq
+ * count). */
+const insertSql = perKey(
+  (n: number) =>
     `INSERT INTO archived_events (${COLUMNS}) VALUES ${Array(n).fill(ROW).join(", ")} ON CONFLICT DO NOTHING`,
 );
 /** A tombstone replaces whatever was archived for its seq. */
@@ -121,7 +110,7 @@ const DELETE_TARGET_SQL = `UPDATE archived_events SET text = '', deleted = 1, js
 const DELETE_EDITS_SQL = `UPDATE archived_events SET json = ${SCRUB} WHERE tenant_id = ? AND room_id = ? AND kind = 'edit' AND target = ?`;
 /** The batch's messages whose edits were archived first take the latest one's text (correlated on
  * the row's seq), and those whose delete was archived first lose theirs. */
-const fixupSql = perCount((n): [string, string] => {
+const fixupSql = perKey((n: number): [string, string] => {
   const mine = `tenant_id = ? AND room_id = ? AND seq IN (${Array(n).fill("?").join(", ")}) AND deleted = 0`;
   const latestEdit = `(SELECT MAX(other.seq) ${OTHER("archived_events.seq")})`;
   const latestText = `(SELECT json_extract(other.json, '$.text') ${OTHER("archived_events.seq")} ORDER BY other.seq DESC LIMIT 1)`;

@@ -198,35 +198,58 @@ type ListedRow = {
 /** A page of markers: per slot, `[readSeq, accRead]`, or null for a slot whose member left. */
 type PageMarkers = ([number, number] | null)[];
 
+/** New events of a room that a push applied: its lastSeq now, and the users of this shard that a
+ * message among them mentions. */
+export interface InboxNews {
+  lastSeq: number;
+  mentioned: string[];
+}
+
+export interface InboxListeners {
+  /** A marker a push moved, once written (the user's presence sessions hear it). */
+  read?: (userId: string, roomId: string, seq: number) => void;
+  /** A push that took the room past the seq the shard had, once written: the room list now counts
+   * those events (the members' presence sessions hear of it). */
+  news?: (roomId: string, news: InboxNews) => void;
+}
+
 export class InboxStore {
   readonly #sql: SqlStorage;
   readonly #storage: DurableObjectStorage;
   readonly #own: OwnRuns;
-  /** Told of each marker a push moved, once it is written (the user's presence sessions hear it). */
-  readonly #onRead: (userId: string, roomId: string, seq: number) => void;
+  readonly #on: InboxListeners;
 
-  constructor(
-    storage: DurableObjectStorage,
-    onRead: (userId: string, roomId: string, seq: number) => void = () => {},
-  ) {
+  constructor(storage: DurableObjectStorage, on: InboxListeners = {}) {
     this.#storage = storage;
     this.#sql = storage.sql;
     this.#own = new OwnRuns(storage.sql);
-    this.#onRead = onRead;
+    this.#on = on;
   }
 
   /** Applies a room's push (see the module comment); one transaction. */
   apply(push: InboxPush): InboxAnswer {
     const moved: [string, number][] = [];
-    const answer = this.#storage.transactionSync(() => this.#apply(push, moved));
-    for (const [user, seq] of moved) this.#onRead(user, push.roomId, seq);
+    let news: InboxNews | null = null;
+    const answer = this.#storage.transactionSync(() =>
+      this.#apply(push, moved, (n) => {
+        news = n;
+      }),
+    );
+    for (const [user, seq] of moved) this.#on.read?.(user, push.roomId, seq);
+    if (news) this.#on.news?.(push.roomId, news);
     return answer;
   }
 
-  #apply(push: InboxPush, moved: [string, number][]): InboxAnswer {
+  #apply(push: InboxPush, moved: [string, number][], onNews: (news: InboxNews) => void): InboxAnswer {
     this.#checkTenant(push.tenantId);
     const room = push.roomId;
+    // How far the shard had the room before this push: what is after it is news.
+    let before: number;
     if (push.full) {
+      before =
+        this.#sql
+          .exec<{ synced: number }>("SELECT synced FROM inbox_rooms WHERE room_id = ?", room)
+          .toArray()[0]?.synced ?? 0;
       this.#forgetRoom(room);
       this.#sql.exec(
         "INSERT INTO inbox_rooms (room_id, synced, acc_last, floor, acc_floor) VALUES (?, ?, ?, ?, ?)",
@@ -256,6 +279,7 @@ export class InboxStore {
           .one().s;
         return { ok: false, have: have?.synced ?? null, readers, readSum };
       }
+      before = have.synced;
       // A push of markers alone leaves the room's row as it was: not written again.
       const same =
         have.synced === push.to &&
@@ -319,7 +343,20 @@ export class InboxStore {
       this.#own.dropRoomThrough(room, push.floor);
       this.#sql.exec("DELETE FROM inbox_mentions WHERE room_id = ? AND seq <= ?", room, push.floor);
     }
+    if (push.to > before) {
+      const mentioned = new Set(push.mentions.filter(([, seq]) => seq > before).map(([user]) => user));
+      for (const s of push.snapshots) if (s.mentions.some((seq) => seq > before)) mentioned.add(s.user);
+      onNews({ lastSeq: push.to, mentioned: [...mentioned] });
+    }
     return { ok: true, missing };
+  }
+
+  /** The room's members among this shard's users, as the room last pushed them. */
+  members(roomId: string): string[] {
+    return this.#sql
+      .exec<{ user_id: string }>("SELECT user_id FROM inbox_members WHERE room_id = ?", roomId)
+      .toArray()
+      .map((r) => r.user_id);
   }
 
   /** The counts of these rooms for this user; rooms the inbox has never heard of are left out. With

@@ -36,6 +36,7 @@ import type {
   PushSubscriptionView,
   RoomNotifyPref,
 } from "../protocol/notify.ts";
+import { ActivityWindows } from "./activity.ts";
 import { ENDED_USERS_TABLE, EndedUsers } from "./ended-users.ts";
 import {
   INBOX_MEMBERS_BY_USER_MIGRATION,
@@ -113,6 +114,8 @@ export class Presence extends DurableObject<Env> {
   readonly #relays = new Map<string, PresenceChange>();
   #relayAt: number | null = null;
   readonly #inbox: InboxStore;
+  /** Activity notices to this shard's sessions, per room, once its pushes apply (activity.ts). */
+  readonly #activity: ActivityWindows;
   readonly #notifier: Notifier;
   /** This shard's users whose account was deactivated: their sockets are refused. */
   readonly #ended: EndedUsers;
@@ -124,7 +127,21 @@ export class Presence extends DurableObject<Env> {
     this.#sql = ctx.storage.sql;
     migrate(this.ctx.storage, MIGRATIONS);
     this.#ended = new EndedUsers(this.#sql);
-    this.#inbox = new InboxStore(ctx.storage, (userId, room, seq) => this.readMoved(userId, room, seq));
+    this.#activity = new ActivityWindows(
+      () => limitsOf(this.env).activityWindowMs,
+      (room, notice) => {
+        // A hint: one that cannot be sent is lost, never the push that brought it.
+        try {
+          this.#tellActivity(room, notice.lastSeq, this.#inbox.members(room), notice.mentioned);
+        } catch (err) {
+          log({ event: "activity_failed", room, error: String(err) });
+        }
+      },
+    );
+    this.#inbox = new InboxStore(ctx.storage, {
+      read: (userId, room, seq) => this.readMoved(userId, room, seq),
+      news: (room, news) => this.#activity.news(room, news),
+    });
     this.#notifier = new Notifier({
       sql: this.#sql,
       limits: () => limitsOf(this.env),
@@ -447,8 +464,19 @@ export class Presence extends DurableObject<Env> {
     for (const ws of this.ctx.getWebSockets(userId)) sendRaw(ws, frame);
   }
 
-  /** New events in a room: each member with a session here hears `activity` once per batch. */
+  /** New events in a room, from a room deployed before its inbox pushes carried the notices (the
+   * shard now tells its members once a push applies: `inboxApply`). */
   activity(room: string, lastSeq: number, members: string[], mentioned: string[]): void {
+    this.#tellActivity(room, lastSeq, members, mentioned);
+  }
+
+  /** Each of `members` with a session here hears `activity`. */
+  #tellActivity(
+    room: string,
+    lastSeq: number,
+    members: readonly string[],
+    mentioned: readonly string[],
+  ): void {
     const mentions = new Set(mentioned);
     for (const userId of members) {
       const sockets = this.ctx.getWebSockets(userId);

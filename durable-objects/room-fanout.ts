@@ -1,15 +1,12 @@
 /**
  * @module What follows a commit in the room: the events go to every reader (room-sockets.ts, and
- * the SSE streams behind it), to the derived stores' feeds (search, the inboxes, the D1 history),
- * and, coalesced, to the presence shards as activity notices. And what the room reports about it
- * (platform/metrics.ts): appends, refusals, sockets opened and closed.
+ * the SSE streams behind it) and to the derived stores' feeds (search, the inboxes, the D1 history;
+ * the presence shards tell their sessions of the activity when the inbox push applies). And what
+ * the room reports about it (platform/metrics.ts): appends, refusals, sockets opened and closed.
  */
 import type { Limits } from "../config/limits.ts";
-import { log } from "../platform/log.ts";
 import { type Metric, record } from "../platform/metrics.ts";
 import type { ClientFrame, ErrorCode, RoomEvent } from "../protocol/index.ts";
-import { ActivityBatch } from "./activity.ts";
-import { presenceStub, shardOf } from "./presence.ts";
 import type { ArchiveFeed } from "./room-archive.ts";
 import type { InboxFeed } from "./room-inbox.ts";
 import type { RoomLog } from "./room-log.ts";
@@ -53,10 +50,7 @@ export class RoomMetrics {
 }
 
 export interface FanoutDeps {
-  /** Read when a notice is sent, like the room's own `env`. */
-  env: () => Env;
   limits: Limits;
-  log: RoomLog;
   sockets: RoomSockets;
   search: SearchFeed;
   inbox: InboxFeed;
@@ -64,12 +58,10 @@ export interface FanoutDeps {
   metrics: RoomMetrics;
   /** Arms the room's alarm for `at` at the latest (room-maintenance.ts). */
   wakeAt(at: number): void;
-  waitUntil(p: Promise<unknown>): void;
 }
 
 export class RoomFanout {
   readonly #d: FanoutDeps;
-  readonly #activity = new ActivityBatch();
 
   constructor(deps: FanoutDeps) {
     this.#d = deps;
@@ -88,7 +80,6 @@ export class RoomFanout {
       // Findable a send after the commit (the output gate holds the send until it is durable).
       search.committed(seq, json);
       inbox.committed(seq, mentioned);
-      if (this.#activity.add(seq, mentioned)) setTimeout(() => this.#sendActivity(), limits.activityWindowMs);
     }
     const last = events.at(-1);
     if (!last) return;
@@ -97,28 +88,5 @@ export class RoomFanout {
     // already armed before then costs nothing more (one row when it is armed).
     this.#d.wakeAt(Date.now() + limits.archiveResendMs);
     this.#d.metrics.appended(kind, events.length, last.seq);
-  }
-
-  /** One coalesced activity notice per presence shard with members of this room. A notice lost to a
-   * crash is a lost hint, not lost data: clients read lastSeq and unread from GET /api/rooms. */
-  #sendActivity(): void {
-    const { env, limits, log: roomLog } = this.#d;
-    const notice = this.#activity.take();
-    const meta = roomLog.meta();
-    if (!notice || !meta) return;
-    const shards = limits.presenceShards;
-    const byShard = new Map<number, string[]>();
-    for (const id of roomLog.memberIds()) {
-      const n = shardOf(id, shards);
-      byShard.set(n, [...(byShard.get(n) ?? []), id]);
-    }
-    for (const [n, members] of byShard) {
-      const mentioned = notice.mentioned.filter((id) => shardOf(id, shards) === n);
-      this.#d.waitUntil(
-        presenceStub(env(), meta.tenantId, n)
-          .activity(meta.roomId, notice.lastSeq, members, mentioned)
-          .catch((err: unknown) => log({ event: "activity_failed", room: meta.roomId, error: String(err) })),
-      );
-    }
   }
 }

@@ -159,16 +159,13 @@ export class Room extends DurableObject<Env> {
     });
     this.#metrics = new RoomMetrics(() => this.env, this.#log);
     this.#fanout = new RoomFanout({
-      env: () => this.env,
       limits: this.#limits,
-      log: this.#log,
       sockets: this.#sockets,
       search: this.#search,
       inbox: this.#inbox,
       archive: this.#archive,
       metrics: this.#metrics,
       wakeAt: (at) => this.#wakeAt(at),
-      waitUntil: (p) => ctx.waitUntil(p),
     });
     this.#streams = new RoomStreams({
       ctx,

@@ -2,6 +2,7 @@ import { runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { DEFAULT_LIMITS } from "../config/limits.ts";
+import { type InboxPush, noChanges } from "../durable-objects/inbox-store.ts";
 import { presenceStub, shardOf } from "../durable-objects/presence.ts";
 import { parseServerFrame } from "../protocol/index.ts";
 import { FrameSocket } from "./frame-socket.ts";
@@ -262,6 +263,14 @@ describe("activity and read markers", () => {
         (f) => f.type === "activity" && f.room === room && f.lastSeq === last[i],
       );
       expect(notice.mention).toBe(i === 1);
+      // A notice comes once the room list counts its events: a refresh on it shows them.
+      const listed = await json<{ id: string; lastSeq: number; unread: number }[]>(
+        api(ada, "GET", "/api/rooms"),
+      );
+      expect(listed.find((r) => r.id === room)).toMatchObject({
+        lastSeq: last[i],
+        unread: i === 0 ? 3 : i === 1 ? 1 : 2,
+      });
       // Coalesced: never more notices than events, and none after the last.
       const forRoom = session.frames.filter((f) => f.type === "activity" && f.room === room);
       expect(forRoom.length).toBeLessThanOrEqual(i === 0 ? 3 : i === 1 ? 1 : 2);
@@ -276,6 +285,59 @@ describe("activity and read markers", () => {
       [1, 1],
       [2, 0],
     ]);
+  });
+
+  it("tells a room's members on the shard of its news once their inbox has it, never for a probe or markers alone", async () => {
+    const tenant = unique("t");
+    const ada = await login(tenant);
+    let bob = await login(tenant);
+    while (shardOf(bob.id, SHARDS) !== shardOf(ada.id, SHARDS)) bob = await login(tenant);
+    const [adaSession, bobSession] = [await Session.open(ada), await Session.open(bob)];
+    await Promise.all([adaSession.sync(), bobSession.sync()]);
+    const shard = presenceStub(env, tenant, shardOf(ada.id, SHARDS));
+    const room = unique("r");
+    const push = (from: number | null, to: number, parts: Partial<InboxPush>): InboxPush => ({
+      tenantId: tenant,
+      roomId: room,
+      from,
+      full: false,
+      to,
+      accLast: to,
+      floor: 0,
+      accFloor: 0,
+      ...noChanges(),
+      ...parts,
+    });
+    // The room's first push: ada a member (bob, on the same shard, is not), three events.
+    const snapshot = { user: ada.id, readSeq: 0, accRead: 0, own: [], mentions: [] };
+    expect(await shard.inboxApply(push(null, 3, { full: true, snapshots: [snapshot] }))).toMatchObject({
+      ok: true,
+    });
+    expect(await adaSession.next((f) => f.type === "activity")).toEqual({
+      type: "activity",
+      room,
+      lastSeq: 3,
+      mention: false,
+    });
+    // A probe applies nothing, a push of markers alone brings no event: neither is news.
+    expect(await shard.inboxApply(push(null, 3, {}))).toMatchObject({ ok: false, have: 3 });
+    const markers = [{ user: ada.id, readSeq: 2, accRead: 2 }];
+    expect(await shard.inboxApply(push(3, 3, { markers }))).toMatchObject({ ok: true });
+    await adaSession.next((f) => f.type === "read" && f.seq === 2);
+    // Two events, the second mentioning ada: within the window or after it, one more notice.
+    expect(await shard.inboxApply(push(3, 5, { own: [[ada.id, 4]], mentions: [[ada.id, 5]] }))).toMatchObject(
+      { ok: true },
+    );
+    const from = adaSession.frames.findIndex((f) => f.type === "activity") + 1;
+    expect(await adaSession.next((f) => f.type === "activity", from)).toEqual({
+      type: "activity",
+      room,
+      lastSeq: 5,
+      mention: true,
+    });
+    await Promise.all([adaSession.sync(), bobSession.sync()]);
+    expect(adaSession.frames.filter((f) => f.type === "activity")).toHaveLength(2);
+    expect(bobSession.frames.filter((f) => f.type === "activity")).toEqual([]);
   });
 
   it("pushes a read marker moved on one device to the user's other sessions, never backwards", async () => {

@@ -5,6 +5,7 @@
 import { runInDurableObject } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { expect } from "vitest";
+import { type InboxPush, noChanges } from "../durable-objects/inbox-store.ts";
 import type { Room } from "../durable-objects/room.ts";
 import { type ShipKey, WATERMARKS_KEY } from "../durable-objects/room-log.ts";
 import type { RoomMaintenance } from "../durable-objects/room-maintenance.ts";
@@ -296,3 +297,23 @@ export async function exportRoom(user: User, roomId: string): Promise<string> {
   }
   return (await api(user, "GET", `/api/admin/exports/${id}/download`)).text();
 }
+
+/** A room's push to an inbox (inbox-store.ts) of `room` at `to` with these parts; the rest empty. */
+export const inboxPush = (
+  tenant: string,
+  room: string,
+  from: number | null,
+  to: number,
+  parts: Partial<InboxPush>,
+): InboxPush => ({
+  tenantId: tenant,
+  roomId: room,
+  from,
+  full: false,
+  to,
+  accLast: to,
+  floor: 0,
+  accFloor: 0,
+  ...noChanges(),
+  ...parts,
+});

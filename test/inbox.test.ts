@@ -10,13 +10,7 @@ import { env } from "cloudflare:workers";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { limitsOf } from "../config/limits.ts";
-import {
-  INBOX_MIGRATIONS,
-  INBOX_OWN_RUNS_MIGRATION,
-  type InboxPush,
-  InboxStore,
-  noChanges,
-} from "../durable-objects/inbox-store.ts";
+import { INBOX_MIGRATIONS, INBOX_OWN_RUNS_MIGRATION, InboxStore } from "../durable-objects/inbox-store.ts";
 import { NOTIFY_MIGRATIONS } from "../durable-objects/notify-store.ts";
 import { presenceStub, shardOf } from "../durable-objects/presence.ts";
 import { RoomAttachments } from "../durable-objects/room-attachments.ts";
@@ -26,6 +20,7 @@ import {
   api,
   Client,
   countWrites,
+  inboxPush,
   json,
   login,
   maintenanceOf,
@@ -392,24 +387,9 @@ describe("the room list from the inbox", () => {
   });
 });
 
-/** A push of `room` at `to` with these parts; the rest empty. */
-const push = (tenant: string, room: string, from: number | null, to: number, parts: Partial<InboxPush>) =>
-  ({
-    tenantId: tenant,
-    roomId: room,
-    from,
-    full: false,
-    to,
-    accLast: to,
-    floor: 0,
-    accFloor: 0,
-    ...noChanges(),
-    ...parts,
-  }) satisfies InboxPush;
-
 /** A full push of `room` at `to`, its members `users` with their markers at `readSeq`. */
 const joined = (tenant: string, room: string, to: number, users: string[], readSeq = 0) =>
-  push(tenant, room, null, to, {
+  inboxPush(tenant, room, null, to, {
     full: true,
     snapshots: users.map((user) => ({ user, readSeq, accRead: readSeq, own: [], mentions: [] })),
   });
@@ -467,7 +447,7 @@ describe("the inbox's cost per push", () => {
       for (const r of [room, other]) {
         inbox.apply(joined(tenant, r, 0, ["ada", "bob"]));
         inbox.apply(
-          push(tenant, r, 0, 3, {
+          inboxPush(tenant, r, 0, 3, {
             own: [
               ["bob", 1],
               ["bob", 2],
@@ -477,7 +457,7 @@ describe("the inbox's cost per push", () => {
           }),
         );
       }
-      inbox.apply(push(tenant, room, 3, 3, { markers: [{ user: "ada", readSeq: 3, accRead: 3 }] }));
+      inbox.apply(inboxPush(tenant, room, 3, 3, { markers: [{ user: "ada", readSeq: 3, accRead: 3 }] }));
       const asked: string[] = [];
       watchQueries(storage.sql, (query, params) => {
         if (query.includes("json_each(?2) t")) asked.push(String(params[1]));
@@ -499,12 +479,12 @@ describe("the inbox's cost per push", () => {
       written.rows = 0;
       // A burst: ada's 100 messages in one push.
       const burst = Array.from({ length: 100 }, (_, i): [string, number] => ["ada", i + 1]);
-      inbox.apply(push(tenant, room, 0, 100, { own: burst }));
+      inbox.apply(inboxPush(tenant, room, 0, 100, { own: burst }));
       const burstRows = written.rows;
       // A conversation: ada and bob in turn, then someone else; ada's first follows her burst.
       written.rows = 0;
       inbox.apply(
-        push(tenant, room, 100, 110, {
+        inboxPush(tenant, room, 100, 110, {
           own: [
             ["ada", 101],
             ["bob", 102],
@@ -517,11 +497,13 @@ describe("the inbox's cost per push", () => {
       const turnRows = written.rows;
       const afterSends = list();
       // Ada reads through 50: her runs that end there go (none does: her first run ends at 101).
-      inbox.apply(push(tenant, room, 110, 110, { markers: [{ user: "ada", readSeq: 50, accRead: 50 }] }));
+      inbox.apply(
+        inboxPush(tenant, room, 110, 110, { markers: [{ user: "ada", readSeq: 50, accRead: 50 }] }),
+      );
       const afterRead = list();
       // A newcomer's snapshot and the range that holds their messages, in the same push.
       inbox.apply(
-        push(tenant, room, 110, 112, {
+        inboxPush(tenant, room, 110, 112, {
           snapshots: [{ user: "cyd", readSeq: 110, accRead: 110, own: [111, 112], mentions: [] }],
           own: [
             ["cyd", 111],
@@ -531,7 +513,7 @@ describe("the inbox's cost per push", () => {
       );
       const cyd = inbox.list("cyd", [room])[room]?.unread;
       // The floor passes ada's first run, and bob's first message.
-      inbox.apply(push(tenant, room, 112, 112, { floor: 102, accFloor: 102 }));
+      inbox.apply(inboxPush(tenant, room, 112, 112, { floor: 102, accFloor: 102 }));
       const afterFloor = list();
       const runs = storage.sql
         .exec<{ user_id: string; first_seq: number; last_seq: number }>(
@@ -564,7 +546,7 @@ describe("the inbox's cost per push", () => {
       mentions.rows = 0;
       // Ada's two messages, the first mentioning bob; her client read both, his the first.
       inbox.apply(
-        push(tenant, room, 0, 2, {
+        inboxPush(tenant, room, 0, 2, {
           own: [
             ["ada", 1],
             ["ada", 2],
@@ -593,9 +575,9 @@ describe("the inbox's cost per push", () => {
       const written = countWrites(storage.sql, (q) => q.includes("inbox_rooms"));
       inbox.apply(joined(tenant, room, 0, ["ada", "bob"]));
       written.rows = 0;
-      inbox.apply(push(tenant, room, 0, 3, { own: [["ada", 3]] }));
+      inbox.apply(inboxPush(tenant, room, 0, 3, { own: [["ada", 3]] }));
       const range = written.rows;
-      inbox.apply(push(tenant, room, 3, 3, { markers: [{ user: "bob", readSeq: 3, accRead: 3 }] }));
+      inbox.apply(inboxPush(tenant, room, 3, 3, { markers: [{ user: "bob", readSeq: 3, accRead: 3 }] }));
       return { range, markers: written.rows - range, listed: inbox.list("bob", [room])[room] };
     });
     expect(rows).toEqual({
@@ -623,7 +605,7 @@ describe("the inbox's cost per push", () => {
         sql.exec("INSERT INTO inbox_own (user_id, room_id, seq) VALUES (?, ?, ?)", user, room, seq);
       storage.transactionSync(() => (INBOX_OWN_RUNS_MIGRATION as (sql: SqlStorage) => void)(sql));
       // The old rows stay for a rollback, no longer written: ada's next message goes to her runs.
-      inbox.apply(push(tenant, room, 20, 21, { own: [["ada", 21]] }));
+      inbox.apply(inboxPush(tenant, room, 20, 21, { own: [["ada", 21]] }));
       const kept = sql.exec<{ n: number }>("SELECT COUNT(*) AS n FROM inbox_own").one().n;
       const runs = sql
         .exec<{ user_id: string; first_seq: number; last_seq: number }>(
@@ -649,7 +631,7 @@ describe("the inbox's markers by page", () => {
       const written = countWrites(sql, (q) => q.includes("inbox_pages"));
       const inbox = new InboxStore(state.storage);
       inbox.apply(
-        push(tenant, room, null, 10, {
+        inboxPush(tenant, room, null, 10, {
           full: true,
           snapshots: users.map((user) => ({ user, readSeq: 0, accRead: 0, own: [], mentions: [] })),
         }),
@@ -660,19 +642,19 @@ describe("the inbox's markers by page", () => {
       written.rows = 0;
       // Every reader's marker moves in one push: three pages, three rows.
       const moved = inbox.apply(
-        push(tenant, room, 10, 10, {
+        inboxPush(tenant, room, 10, 10, {
           markers: users.map((user, i) => ({ user, readSeq: 1 + (i % 10), accRead: 1 + (i % 10) })),
         }),
       );
       const movedRows = written.rows;
       // Behind the marker: nothing written.
       written.rows = 0;
-      inbox.apply(push(tenant, room, 10, 10, { markers: [{ user: "u007", readSeq: 1, accRead: 1 }] }));
+      inbox.apply(inboxPush(tenant, room, 10, 10, { markers: [{ user: "u007", readSeq: 1, accRead: 1 }] }));
       const backwardsRows = written.rows;
       // One leaves and another arrives: the newcomer takes the freed slot, on the first page.
-      inbox.apply(push(tenant, room, 10, 10, { removed: ["u042"] }));
+      inbox.apply(inboxPush(tenant, room, 10, 10, { removed: ["u042"] }));
       inbox.apply(
-        push(tenant, room, 10, 10, {
+        inboxPush(tenant, room, 10, 10, {
           snapshots: [{ user: "new", readSeq: 4, accRead: 4, own: [], mentions: [] }],
         }),
       );

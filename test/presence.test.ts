@@ -2,11 +2,11 @@ import { runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { DEFAULT_LIMITS } from "../config/limits.ts";
-import { type InboxPush, noChanges } from "../durable-objects/inbox-store.ts";
+import type { InboxPush } from "../durable-objects/inbox-store.ts";
 import { presenceStub, shardOf } from "../durable-objects/presence.ts";
 import { parseServerFrame } from "../protocol/index.ts";
 import { FrameSocket } from "./frame-socket.ts";
-import { api, json, login, type User, unique, watchQueries } from "./helpers.ts";
+import { api, inboxPush, json, login, type User, unique, watchQueries } from "./helpers.ts";
 
 type Frame = Record<string, unknown> & { type: string };
 
@@ -296,18 +296,8 @@ describe("activity and read markers", () => {
     await Promise.all([adaSession.sync(), bobSession.sync()]);
     const shard = presenceStub(env, tenant, shardOf(ada.id, SHARDS));
     const room = unique("r");
-    const push = (from: number | null, to: number, parts: Partial<InboxPush>): InboxPush => ({
-      tenantId: tenant,
-      roomId: room,
-      from,
-      full: false,
-      to,
-      accLast: to,
-      floor: 0,
-      accFloor: 0,
-      ...noChanges(),
-      ...parts,
-    });
+    const push = (from: number | null, to: number, parts: Partial<InboxPush>) =>
+      inboxPush(tenant, room, from, to, parts);
     // The room's first push: ada a member (bob, on the same shard, is not), three events.
     const snapshot = { user: ada.id, readSeq: 0, accRead: 0, own: [], mentions: [] };
     expect(await shard.inboxApply(push(null, 3, { full: true, snapshots: [snapshot] }))).toMatchObject({

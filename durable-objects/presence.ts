@@ -8,9 +8,10 @@
  * unless the user's status changes: the stored row is the status and, once a session closes, its
  * last heartbeat. Expiry runs from one alarm, armed while anyone is present, at the earliest
  * moment someone could go offline but at most every quarter of the timeout; it re-derives the
- * present users' status from their sockets. Never timers that would keep the object awake; alarms
- * are at-least-once, so handling one is idempotent. Status changes cross shards by relay: watchers
- * of a user may sit on any shard.
+ * present users' status from their sockets. No timer keeps the object awake for expiry; alarms
+ * are at-least-once, so handling one is idempotent. (The one timer is a room's activity window,
+ * at most 250 ms after an inbox push that woke the object anyway: activity.ts.) Status changes
+ * cross shards by relay: watchers of a user may sit on any shard.
  *
  * What one client can make presence send is bounded: a session's status changes come from a token
  * bucket (a refused change gets `rate_limited` and changes nothing), and a shard tells watchers of

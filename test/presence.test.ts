@@ -328,6 +328,14 @@ describe("activity and read markers", () => {
     await Promise.all([adaSession.sync(), bobSession.sync()]);
     expect(adaSession.frames.filter((f) => f.type === "activity")).toHaveLength(2);
     expect(bobSession.frames.filter((f) => f.type === "activity")).toEqual([]);
+    // A room deployed before the pushes carried its news still tells the shard itself.
+    await shard.activity(room, 6, [ada.id], []);
+    expect(await adaSession.next((f) => f.type === "activity" && f.lastSeq === 6)).toEqual({
+      type: "activity",
+      room,
+      lastSeq: 6,
+      mention: false,
+    });
   });
 
   it("pushes a read marker moved on one device to the user's other sessions, never backwards", async () => {

@@ -213,6 +213,12 @@ export interface InboxListeners {
   news?: (roomId: string, news: InboxNews) => void;
 }
 
+/** What an applied push tells the listeners once its transaction is written. */
+interface Told {
+  moved: [string, number][];
+  news: InboxNews | null;
+}
+
 export class InboxStore {
   readonly #sql: SqlStorage;
   readonly #storage: DurableObjectStorage;
@@ -228,19 +234,15 @@ export class InboxStore {
 
   /** Applies a room's push (see the module comment); one transaction. */
   apply(push: InboxPush): InboxAnswer {
-    const moved: [string, number][] = [];
-    let news: InboxNews | null = null;
-    const answer = this.#storage.transactionSync(() =>
-      this.#apply(push, moved, (n) => {
-        news = n;
-      }),
-    );
-    for (const [user, seq] of moved) this.#on.read?.(user, push.roomId, seq);
-    if (news) this.#on.news?.(push.roomId, news);
+    const told: Told = { moved: [], news: null };
+    const answer = this.#storage.transactionSync(() => this.#apply(push, told));
+    for (const [user, seq] of told.moved) this.#on.read?.(user, push.roomId, seq);
+    if (told.news) this.#on.news?.(push.roomId, told.news);
     return answer;
   }
 
-  #apply(push: InboxPush, moved: [string, number][], onNews: (news: InboxNews) => void): InboxAnswer {
+  #apply(push: InboxPush, told: Told): InboxAnswer {
+    const { moved } = told;
     this.#checkTenant(push.tenantId);
     const room = push.roomId;
     // How far the shard had the room before this push: what is after it is news.
@@ -346,7 +348,7 @@ export class InboxStore {
     if (push.to > before) {
       const mentioned = new Set(push.mentions.filter(([, seq]) => seq > before).map(([user]) => user));
       for (const s of push.snapshots) if (s.mentions.some((seq) => seq > before)) mentioned.add(s.user);
-      onNews({ lastSeq: push.to, mentioned: [...mentioned] });
+      told.news = { lastSeq: push.to, mentioned: [...mentioned] };
     }
     return { ok: true, missing };
   }
